@@ -1,0 +1,82 @@
+"""The ``cairn`` command: picks the verb and hands it the rest of the command line.
+
+Each verb lives in its own module and is imported only when it runs, so ``cairn kv get``
+does not pay for loading the agent. A verb is ``run(argv) -> exit code``; ``main`` exits
+with that code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# verb -> (module, function, one-line description); sorted on output
+VERBS: dict[str, tuple[str, str, str]] = {
+    "agent": ("appliance.cli.agent", "run", "Runs a cairn agent"),
+    "catalog": ("appliance.cli.catalog", "run", "Reads the catalog of nodes and services"),
+    "info": ("appliance.cli.ops", "run_info", "Prints the agent's internal state for operators"),
+    "keygen": ("appliance.cli.ops", "run_keygen", "Generates a new gossip encryption key"),
+    "kv": ("appliance.cli.kv", "run", "Reads and writes the key/value store"),
+    "leave": ("appliance.cli.ops", "run_leave", "Makes the agent leave the cluster and shut down"),
+    "maint": ("appliance.cli.maint", "run", "Controls node or service maintenance mode"),
+    "members": ("appliance.cli.members", "run", "Lists the members of the cluster"),
+    "monitor": ("appliance.cli.ops", "run_monitor", "Streams the agent's log"),
+    "reload": ("appliance.cli.ops", "run_reload", "Makes the agent reload its configuration"),
+    "services": ("appliance.cli.services", "run", "Registers and deregisters local services"),
+    "validate": ("appliance.cli.validate", "run", "Checks configuration files and directories"),
+    "version": ("appliance.cli.ops", "run_version", "Prints the cairn version"),
+}
+
+
+def usage() -> str:
+    width = max(len(v) for v in VERBS) + 4
+    lines = [
+        "Usage: cairn [--version] [--help] <command> [<args>]",
+        "",
+        "Available commands are:",
+    ]
+    lines += [f"    {name.ljust(width)}{VERBS[name][2]}" for name in sorted(VERBS)]
+    lines.append("")
+    lines.append("For help on a command run: cairn <command> -h")
+    return "\n".join(lines) + "\n"
+
+
+def run_verb(verb: str, argv: list[str]) -> int:
+    module_name, func_name, _ = VERBS[verb]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        sys.stderr.write(f"Error: the '{verb}' command is not available in this build\n")
+        return 1
+    return int(getattr(module, func_name)(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "-help", "--help"):
+        stream = sys.stdout if args else sys.stderr
+        stream.write(usage())
+        sys.exit(0 if args else 1)
+    if args[0] in ("-v", "-version", "--version"):
+        args = ["version", *args[1:]]
+    verb = args[0]
+    if verb not in VERBS:
+        sys.stderr.write(f"Unknown command: {verb}\n\n")
+        sys.stderr.write(usage())
+        sys.exit(1)
+    try:
+        code = run_verb(verb, args[1:])
+    except KeyboardInterrupt:
+        code = 130
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

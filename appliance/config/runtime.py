@@ -1,0 +1,151 @@
+"""The frozen configuration every subsystem receives.
+
+Built once by appliance.config (defaults -> -dev defaults -> files/dirs in order -> -hcl
+fragments -> flags, Consul's merge rules) and never mutated; a reload builds a new one.
+Units are in the names (`_s` = seconds). Service and check definitions stay as the raw
+mappings the files gave (snake_case or PascalCase keys); appliance.local.definitions turns
+them into typed definitions, the same parser the HTTP API uses, so there is one way to read a
+service definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ports:
+    dns: int = 8600
+    http: int = 8500
+    https: int = -1
+    grpc: int = -1
+    grpc_tls: int = -1
+    serf_lan: int = 8301
+    serf_wan: int = 8302
+    server: int = 8300
+
+
+@dataclass(frozen=True)
+class Limits:
+    http_max_conns_per_client: int = 200
+    kv_max_value_size: int = 524288
+    txn_max_req_len: int = 524288
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    prometheus_retention_time_s: float = 0.0
+    disable_hostname: bool = False
+    metrics_prefix: str = "consul"
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    allow_stale: bool = True
+    max_stale_s: float = 87600 * 3600.0
+    node_ttl_s: float = 0.0
+    service_ttl_s: dict[str, float] = field(default_factory=dict)
+    only_passing: bool = False
+    udp_answer_limit: int = 3
+    a_record_limit: int = 0
+    enable_truncate: bool = False
+    recursor_timeout_s: float = 2.0
+    disable_compression: bool = False
+
+
+@dataclass(frozen=True)
+class ACLConfig:
+    """Accepted and kept minimal: cairn's ACL enforcement reads these."""
+
+    enabled: bool = False
+    default_policy: str = "allow"
+    down_policy: str = "extend-cache"
+    token_ttl_s: float = 30.0
+    enable_token_persistence: bool = False
+    # initial_management, default, agent, agent_recovery, replication, dns,
+    # config_file_service_registration (old names master/agent_master folded in)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a piece of configuration came from, kept so a reload can read the same places again."""
+
+    kind: str  # "file", "dir", "hcl", "flags"
+    value: str  # a path, an HCL fragment, or "" for flags
+    format: str = ""  # "json", "hcl" or "" (by extension)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    # identity
+    datacenter: str = "dc1"
+    primary_datacenter: str = "dc1"
+    node_name: str = ""
+    node_id: str = ""
+    node_meta: dict[str, str] = field(default_factory=dict)
+    # mode
+    dev: bool = False
+    server: bool = False
+    bootstrap: bool = False
+    bootstrap_expect: int = 0
+    data_dir: str = ""
+    # addresses
+    bind_addr: str = "0.0.0.0"
+    client_addrs: tuple[str, ...] = ("127.0.0.1",)
+    advertise_addr: str = ""
+    advertise_addr_wan: str = ""
+    ports: Ports = field(default_factory=Ports)
+    # per-listener bind addresses ("dns", "http", "https", "grpc", "grpc_tls"); the builder fills
+    # every key (addresses.<x> or client_addr); use listen_addrs() to read
+    addresses: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # cluster
+    retry_join: tuple[str, ...] = ()
+    start_join: tuple[str, ...] = ()
+    retry_interval_s: float = 30.0
+    retry_max: int = 0  # join attempts before giving up, 0 = forever
+    encrypt: str = ""
+    # dns
+    domain: str = "consul."
+    alt_domain: str = ""
+    recursors: tuple[str, ...] = ()
+    dns_config: DNSConfig = field(default_factory=DNSConfig)
+    # ui / http
+    ui_enabled: bool = False
+    ui_dir: str = ""  # serve UI files from here instead of the built-in UI
+    ui_content_path: str = "/ui/"
+    pretty_json: bool = False  # Consul pretty-prints every JSON response in -dev
+    limits: Limits = field(default_factory=Limits)
+    default_query_time_s: float = 300.0
+    max_query_time_s: float = 600.0
+    http_response_headers: dict[str, str] = field(default_factory=dict)
+    # checks
+    enable_script_checks: bool = False
+    enable_local_script_checks: bool = False
+    check_output_max_size: int = 4096
+    # definitions from files, raw mappings in file order (see module docstring)
+    services: tuple[dict[str, Any], ...] = ()
+    checks: tuple[dict[str, Any], ...] = ()
+    watches: tuple[dict[str, Any], ...] = ()
+    # acl / raft
+    acl: ACLConfig = field(default_factory=ACLConfig)
+    raft_multiplier: int = 5  # 1 in -dev; scales Raft timers
+    raft_protocol: int = 3
+    # telemetry
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    # logging and process
+    log_level: str = "info"
+    log_json: bool = False
+    log_file: str = ""
+    pid_file: str = ""
+    leave_on_terminate: bool = False
+    skip_leave_on_interrupt: bool = False
+    # provenance for reload
+    sources: tuple[ConfigSource, ...] = ()
+    flag_args: tuple[str, ...] = ()  # the agent's command-line flags, replayed on reload
+    config_warnings: tuple[str, ...] = ()  # skipped files, bootstrap advice: log them at start
+
+    def listen_addrs(self, listener: str) -> tuple[str, ...]:
+        """Bind addresses of "dns", "http", "https", "grpc" or "grpc_tls" (client_addr by default)."""
+        return self.addresses.get(listener) or self.client_addrs

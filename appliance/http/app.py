@@ -1,0 +1,143 @@
+"""The HTTP API server: app factory, error middleware, per-client connection limit.
+
+Every request goes through one catch-all route into appliance.http.routing.Router. The error
+middleware turns HTTPError into Consul's status and plain-text body; anything else is a bug,
+answered 500 with its message and logged with its traceback. Every response carries
+`X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
+
+`limits.http_max_conns_per_client` (default 200) counts open TCP connections per client IP;
+a connection past the limit gets `429 Too Many Requests` and is closed before aiohttp sees it.
+Blocking handlers are cancelled when their client disconnects (`handler_cancellation`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from appliance.http.errors import HTTPError
+from appliance.http.handlers import agent as agent_handlers
+from appliance.http.handlers import catalog, health, kv, status
+from appliance.http.routing import Router
+
+log = logging.getLogger("agent.http")
+
+TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+            b"Connection: close\r\n\r\nToo Many Requests\r\n\r\n")
+
+
+def build_router() -> Router:
+    router = Router()
+    for module in (agent_handlers, catalog, health, kv, status):
+        router.add_all(module.ROUTES)
+    return router
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    extra = request.app["response_headers"]
+    try:
+        response = await handler(request)
+    except HTTPError as err:
+        response = web.Response(status=err.status, text=err.text, headers=err.headers)
+    except web.HTTPException as err:
+        if err.status == 413:
+            response = web.Response(status=413, text=err.text or "Request body too large")
+        else:
+            raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
+        log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
+        response = web.Response(status=500, text=str(err) or type(err).__name__)
+    if not response.prepared:
+        response.headers.update(extra)
+    return response
+
+
+def create_app(agent: Any) -> web.Application:
+    cfg = agent.config
+    app = web.Application(middlewares=[errors], client_max_size=max(cfg.limits.kv_max_value_size,
+                                                                     cfg.limits.txn_max_req_len) + 1)
+    app["agent"] = agent
+    app["pretty"] = cfg.pretty_json
+    app["response_headers"] = {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers}
+    app["loop_time"] = asyncio.get_running_loop().time
+    router = build_router()
+    app.router.add_route("*", "/{tail:.*}", router.dispatch)
+    return app
+
+
+class _Limited(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol and enforces the per-IP connection limit."""
+
+    def __init__(self, inner: asyncio.Protocol, server: HTTPServer) -> None:
+        self.inner = inner
+        self.server = server
+        self.ip: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) else "unix"
+        if self.server.per_ip[ip] >= self.server.max_per_ip > 0:
+            self.inner = None  # type: ignore[assignment]
+            transport.write(TOO_MANY)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self.ip = ip
+        self.server.per_ip[ip] += 1
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ip is not None:
+            self.server.per_ip[self.ip] -= 1
+            if self.server.per_ip[self.ip] <= 0:
+                del self.server.per_ip[self.ip]
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+
+class HTTPServer:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.max_per_ip = agent.config.limits.http_max_conns_per_client
+        self.per_ip: Counter[str] = Counter()
+        self.runner: web.AppRunner | None = None
+        self.servers: list[asyncio.base_events.Server] = []
+
+    async def start(self, hosts: list[str], port: int) -> None:
+        app = create_app(self.agent)
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        loop = asyncio.get_running_loop()
+        server = self.runner.server
+        assert server is not None
+        for host in hosts:
+            srv = await loop.create_server(lambda: _Limited(server(), self), host, port, reuse_address=True)
+            self.servers.append(srv)
+            log.info("Started HTTP server: address=%s:%d network=tcp", host, port)
+
+    async def stop(self) -> None:
+        for srv in self.servers:
+            srv.close()
+        if self.runner is not None:
+            await self.runner.cleanup()

@@ -1,0 +1,57 @@
+"""JSON in and out, the way Consul's HTTP layer does it.
+
+Out: compact JSON by default; with `?pretty` or in -dev mode, 4-space indentation and a trailing
+newline (Go's json.MarshalIndent). Bytes values (KV) are base64 by the caller, never here.
+In: bodies are read with a size limit before decoding; malformed JSON is a 400 with Consul's
+`Request decode failed: ...` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from appliance.http.errors import HTTPError
+
+
+def dumps(value: Any, pretty: bool) -> bytes:
+    if pretty:
+        return json.dumps(value, indent=4, ensure_ascii=False).encode() + b"\n"
+    return orjson.dumps(value)
+
+
+def wants_pretty(request: web.Request) -> bool:
+    return request.app["pretty"] or "pretty" in request.query
+
+
+def json_response(request: web.Request, value: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=dumps(value, wants_pretty(request)), status=status,
+                        content_type="application/json", headers=headers)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or 413 when it is longer than `limit` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HTTPError(413, f"Request body({length} bytes) too large, max size: {limit} bytes.")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPError(413, f"Request body too large, max size: {limit} bytes.")
+    return data
+
+
+def decode_json(data: bytes, *, empty: Any = None) -> Any:
+    if not data.strip():
+        return empty
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from err
+
+
+async def read_json(request: web.Request, limit: int = 524288, *, empty: Any = None) -> Any:
+    return decode_json(await read_body(request, limit), empty=empty)

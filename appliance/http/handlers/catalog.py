@@ -1,0 +1,221 @@
+"""/v1/catalog/*: register, deregister and the blocking catalog reads (reference/consul-api.md §4.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from appliance.http.encoding import json_response, read_json
+from appliance.http.errors import HTTPError
+from appliance.http.query import blocking, compiled_filter, meta_matches, node_meta_filter
+from appliance.http.routing import path_tail
+from appliance.local.definitions import (
+    DefinitionError,
+    UnknownFieldError,
+    _normalise,
+    parse_check_definition,
+    parse_service_definition,
+    validate_meta,
+)
+from appliance.local.state import LocalState
+from appliance.state.fsm import CommandError
+from appliance.state.views import catalog_services, service_node, tags_match
+
+_REGISTER_FIELDS = ["Datacenter", "ID", "Node", "Address", "TaggedAddresses", "NodeMeta", "Service", "Check",
+                    "Checks", "SkipNodeUpdate", "Namespace", "Partition", "Token", "PeerName", "Locality"]
+_CHECK_FIELDS = ["Node", "CheckID", "Name", "Status", "Notes", "Output", "ServiceID", "ServiceName", "ServiceTags",
+                 "Type", "Definition", "Interval", "Timeout", "ExposedPort", "Namespace", "Partition", "PeerName"]
+
+
+def _catalog_check(raw: Any, node: str) -> dict[str, Any]:
+    d = _normalise(raw, _CHECK_FIELDS, "structs.HealthCheck")
+    status = d.get("Status") or "critical"
+    if status not in ("passing", "warning", "critical"):
+        raise DefinitionError("Invalid check status")
+    cid = d.get("CheckID") or d.get("Name") or ""
+    if not cid:
+        raise DefinitionError("Must provide a check ID or name")
+    definition = d.get("Definition") or {}
+    check_type = d.get("Type") or ""
+    interval = timeout = ""
+    if definition:
+        parsed = parse_check_definition({"Name": d.get("Name") or cid, **definition})
+        check_type = check_type or parsed.kind
+        interval, timeout = parsed.interval_text(), parsed.timeout_text()
+    return {
+        "Node": node, "CheckID": cid, "Name": d.get("Name") or cid, "Status": status, "Notes": d.get("Notes") or "",
+        "Output": d.get("Output") or "", "ServiceID": d.get("ServiceID") or "", "ServiceName": "",
+        "ServiceTags": [], "Type": check_type, "Interval": interval, "Timeout": timeout, "ExposedPort": 0,
+        "Definition": definition,
+    }
+
+
+def register_command(body: Any, datacenter: str) -> dict[str, Any]:
+    """Validate a /v1/catalog/register body into a `register` command."""
+    d = _normalise(body if body is not None else {}, _REGISTER_FIELDS, "structs.RegisterRequest")
+    node = d.get("Node") or ""
+    if not node:
+        raise HTTPError(500, "Must provide node")
+    if not d.get("Address") and not d.get("SkipNodeUpdate"):
+        raise HTTPError(500, "Must provide address if SkipNodeUpdate is not set")
+    node_meta = d.get("NodeMeta")
+    if node_meta:
+        validate_meta(node_meta, "Node")
+    cmd: dict[str, Any] = {
+        "Type": "register", "Node": node, "ID": d.get("ID") or "", "Address": d.get("Address") or "",
+        "Datacenter": datacenter, "TaggedAddresses": d.get("TaggedAddresses"), "NodeMeta": node_meta,
+        "SkipNodeUpdate": bool(d.get("SkipNodeUpdate")), "Checks": [],
+    }
+    if d.get("Service"):
+        raw_svc = dict(_normalise(d["Service"], ["ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta",
+                                                "Port", "Weights", "EnableTagOverride", "Kind", "SocketPath",
+                                                "Proxy", "Connect", "Namespace", "Partition", "PeerName",
+                                                "Locality"], "structs.NodeService"))
+        if not raw_svc.get("Service"):
+            raise HTTPError(500, "Must provide service name")
+        raw_svc["Name"] = raw_svc.pop("Service")
+        for key in ("Proxy", "Connect", "Namespace", "Partition", "PeerName", "Locality"):
+            raw_svc.pop(key, None)
+        svc = parse_service_definition(raw_svc)
+        rendered = LocalState(node, datacenter).node_service(svc)
+        rendered["TaggedAddresses"] = {k: dict(v) for k, v in svc.tagged_addresses.items()} or None
+        if rendered["TaggedAddresses"] is None:
+            del rendered["TaggedAddresses"]
+        cmd["Service"] = rendered
+    raw_checks = ([d["Check"]] if d.get("Check") else []) + list(d.get("Checks") or [])
+    cmd["Checks"] = [_catalog_check(c, node) for c in raw_checks]
+    return cmd
+
+
+async def register(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    body = await read_json(request, empty={})
+    try:
+        cmd = register_command(body, agent.config.datacenter)
+    except UnknownFieldError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from None
+    except DefinitionError as err:
+        raise HTTPError(400, str(err)) from None
+    try:
+        await agent.consensus.propose(cmd)
+    except CommandError as err:
+        raise HTTPError(500, str(err)) from None
+    return json_response(request, True)
+
+
+async def deregister(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    body = await read_json(request, empty={})
+    try:
+        d = _normalise(body, ["Datacenter", "Node", "ServiceID", "CheckID", "Namespace", "Partition", "Token",
+                              "PeerName"], "structs.DeregisterRequest")
+    except UnknownFieldError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from None
+    if not d.get("Node"):
+        raise HTTPError(500, "Must provide node")
+    cmd = {"Type": "deregister", "Node": d["Node"], "ServiceID": d.get("ServiceID") or "",
+           "CheckID": d.get("CheckID") or ""}
+    await agent.consensus.propose(cmd)
+    return json_response(request, True)
+
+
+async def datacenters(request: web.Request) -> web.Response:
+    return json_response(request, [request.app["agent"].config.datacenter])
+
+
+async def nodes(request: web.Request) -> web.Response:
+    store = request.app["agent"].store
+    want_meta = node_meta_filter(request)
+    keep = compiled_filter(request, "catalog_nodes")
+
+    def render() -> list[Any]:
+        out = [n for n in store.all_nodes() if meta_matches(n["Meta"], want_meta)]
+        return [n for n in out if keep(n)] if keep else out
+
+    body, headers = await blocking(request, index=lambda: store.index_of("nodes"), render=render,
+                                   keys=("nodes",), effective_consistency=True)
+    return json_response(request, body, headers=headers)
+
+
+async def services(request: web.Request) -> web.Response:
+    store = request.app["agent"].store
+    want_meta = node_meta_filter(request)
+    keep = compiled_filter(request, "catalog_services")
+
+    def accept(node: Any, svc: Any) -> bool:
+        if not meta_matches(node["Meta"] if node else None, want_meta):
+            return False
+        return keep is None or keep(service_node(node, svc))
+
+    filtered = bool(want_meta) or keep is not None
+    keys = ("services", "nodes") if want_meta else ("services",)
+    body, headers = await blocking(
+        request, index=lambda: store.index_of(*keys),
+        render=lambda: catalog_services(store, accept if filtered else None),
+        keys=keys, effective_consistency=True)
+    return json_response(request, body, headers=headers)
+
+
+async def service(request: web.Request) -> web.Response:
+    store = request.app["agent"].store
+    name = path_tail(request, "/v1/catalog/service/")
+    tags = request.query.getall("tag", [])
+    want_meta = node_meta_filter(request)
+    keep = compiled_filter(request, "catalog_service")
+    key = "svc:" + name.lower()
+
+    def render() -> list[Any]:
+        out = []
+        for node, svc in store.service_instances(name):
+            if tags and not tags_match(svc, tags):
+                continue
+            if not meta_matches(node["Meta"], want_meta):
+                continue
+            sn = service_node(node, svc)
+            if keep is None or keep(sn):
+                out.append(sn)
+        return out
+
+    body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+                                   effective_consistency=True)
+    return json_response(request, body, headers=headers)
+
+
+def _node_services(request: web.Request, prefix: str, as_map: bool) -> Any:
+    store = request.app["agent"].store
+    name = path_tail(request, prefix)
+    keep = compiled_filter(request, "catalog_node_services")
+    key = "node:" + name.lower()
+
+    def render() -> Any:
+        node = store.node(name)
+        if node is None:
+            return None
+        svcs = [s for s in store.node_services(name) if keep is None or keep(s)]
+        return {"Node": node, "Services": {s["ID"]: s for s in svcs} if as_map else svcs}
+
+    return blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+                    effective_consistency=True)
+
+
+async def node(request: web.Request) -> web.Response:
+    body, headers = await _node_services(request, "/v1/catalog/node/", as_map=True)
+    return json_response(request, body, headers=headers)
+
+
+async def node_services(request: web.Request) -> web.Response:
+    body, headers = await _node_services(request, "/v1/catalog/node-services/", as_map=False)
+    return json_response(request, body, headers=headers)
+
+
+ROUTES = [
+    ("PUT", "/v1/catalog/register", register),
+    ("PUT", "/v1/catalog/deregister", deregister),
+    ("GET", "/v1/catalog/datacenters", datacenters),
+    ("GET", "/v1/catalog/nodes", nodes),
+    ("GET", "/v1/catalog/services", services),
+    ("GET", "/v1/catalog/service/", service),
+    ("GET", "/v1/catalog/node/", node),
+    ("GET", "/v1/catalog/node-services/", node_services),
+]

@@ -1,0 +1,142 @@
+"""Query options and blocking queries for the read endpoints.
+
+How a blocking read works (Consul docs: blocking queries): the handler names the watch keys (or
+KV prefixes) its answer depends on and gives two functions, one computing the answer's index
+and one rendering it. With `?index=N` (N > 0) the handler parks on the WatchHub until the index
+passes N or `wait` (default 5m, at most 10m, plus up to wait/16 of jitter) runs out, and then
+answers with whatever is current; the index is never 0. A spurious wake-up (the key was touched
+but the index did not pass N) parks again. When the client goes away, aiohttp cancels the
+handler and the parked wait with it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from appliance.config.durations import DurationError, parse_duration
+from appliance.http.errors import HTTPError
+
+_rng = random.Random()
+
+
+@dataclass
+class QueryOptions:
+    index: int = 0
+    wait_s: float = 0.0
+    consistency: str = "leader"  # "leader" (default), "stale", "consistent"
+
+
+def query_options(request: web.Request) -> QueryOptions:
+    q = request.query
+    opts = QueryOptions()
+    if "stale" in q and "consistent" in q:
+        raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+    if "cached" in q and "consistent" in q:
+        raise HTTPError(400, "Cannot specify ?cached with ?consistent, conflicting semantics.")
+    if "stale" in q or "max_stale" in q:
+        opts.consistency = "stale"
+    elif "consistent" in q:
+        opts.consistency = "consistent"
+    if "index" in q:
+        try:
+            opts.index = int(q["index"])
+            if opts.index < 0 or opts.index >= 2**64:
+                raise ValueError
+        except ValueError:
+            raise HTTPError(400, "Invalid index") from None
+    if "wait" in q:
+        try:
+            opts.wait_s = parse_duration(q["wait"])
+        except DurationError:
+            raise HTTPError(400, "Invalid wait time") from None
+        if opts.wait_s < 0:
+            raise HTTPError(400, "Invalid wait time")
+    return opts
+
+
+def parse_bool_param(request: web.Request, name: str) -> bool:
+    """`?passing` alone means true; otherwise Go's strconv.ParseBool."""
+    if name not in request.query:
+        return False
+    value = request.query[name]
+    if value == "":
+        return True
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise HTTPError(400, f"Invalid value for ?{name}")
+
+
+def node_meta_filter(request: web.Request) -> dict[str, str]:
+    """Repeated `node-meta=key:value` pairs (all must match)."""
+    out = {}
+    for item in request.query.getall("node-meta", []):
+        key, _, value = item.partition(":")
+        out[key] = value
+    return out
+
+
+def meta_matches(meta: dict[str, str] | None, want: dict[str, str]) -> bool:
+    meta = meta or {}
+    return all(meta.get(k) == v for k, v in want.items())
+
+
+def compiled_filter(request: web.Request, endpoint: str) -> Callable[[Any], bool] | None:
+    expr = request.query.get("filter", "")
+    if not expr:
+        return None
+    from appliance.filter import FilterError, compile_filter
+
+    try:
+        return compile_filter(expr, endpoint).matches
+    except FilterError as err:
+        raise HTTPError(400, str(err)) from None
+
+
+def meta_headers(agent: Any, index: int, opts: QueryOptions, effective: bool) -> dict[str, str]:
+    consensus = agent.consensus
+    headers = {
+        "X-Consul-Index": str(max(index, 1)),
+        "X-Consul-KnownLeader": "true" if consensus.known_leader else "false",
+        "X-Consul-LastContact": str(consensus.last_contact_ms),
+    }
+    if effective:
+        headers["X-Consul-Effective-Consistency"] = opts.consistency
+    return headers
+
+
+async def blocking(
+    request: web.Request,
+    *,
+    index: Callable[[], int],
+    render: Callable[[], Any],
+    keys: Iterable[str] = (),
+    prefixes: Iterable[str] = (),
+    effective_consistency: bool = False,
+) -> tuple[Any, dict[str, str]]:
+    """Run a (possibly blocking) read; return its body and Consul's query-meta headers."""
+    agent = request.app["agent"]
+    opts = query_options(request)
+    keys, prefixes = tuple(keys), tuple(prefixes)
+    current = index()
+    if opts.index > 0 and current <= opts.index:
+        cfg = agent.config
+        wait = opts.wait_s if opts.wait_s > 0 else cfg.default_query_time_s
+        wait = min(wait, cfg.max_query_time_s)
+        wait += _rng.uniform(0, wait / 16)
+        loop = request.app["loop_time"]
+        deadline = loop() + wait
+        while current <= opts.index:
+            remaining = deadline - loop()
+            if remaining <= 0:
+                break
+            await agent.hub.wait(keys, prefixes, remaining)
+            current = index()
+    body = render()
+    return body, meta_headers(agent, current, opts, effective_consistency)

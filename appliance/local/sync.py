@@ -1,0 +1,126 @@
+"""Anti-entropy: keep the catalog's view of this node equal to the agent's local state.
+
+How it works
+------------
+`plan_sync()` (pure) compares the catalog records of this node with `LocalState.catalog_view()`
+and returns the catalog commands that close the gap: the node itself, services and checks that
+are missing or differ (a service goes with its checks in one register command, so a check never
+arrives before its service), and deregistrations for what the catalog has but the agent does
+not, except what the leader manages itself (the `consul` service and `serfHealth`).
+
+`StateSyncer` is the driver: `sync_now()` proposes the plan through the log (the one write
+path) under a lock; `run()` does a full sync every `interval` plus a random stagger, syncs
+whenever `trigger()` is called, and expires TTL checks at their deadlines. Consul's log lines
+(`Synced service: service=web`) are kept, since test harnesses wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from appliance.local.state import LocalState
+from appliance.state.store import Store
+
+MANAGED_CHECKS = {"serfHealth"}
+MANAGED_SERVICES = {"consul"}
+
+log = logging.getLogger("agent")
+
+
+def _strip(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in ("CreateIndex", "ModifyIndex", "Node")}
+
+
+def plan_sync(store: Store, node_info: dict[str, Any], local: LocalState) -> list[tuple[str, dict[str, Any]]]:
+    """[(log message, catalog command)] that bring the catalog in line with the local state."""
+    plan: list[tuple[str, dict[str, Any]]] = []
+    name = node_info["Node"]
+    node = store.node(name)
+    want_node = {"ID": node_info["ID"], "Address": node_info["Address"],
+                 "TaggedAddresses": node_info["TaggedAddresses"], "Meta": node_info["NodeMeta"]}
+    if node is None or any(node.get(k) != v for k, v in want_node.items()):
+        plan.append(("Synced node info", {"Type": "register", **node_info}))
+    services, checks = local.catalog_view()
+    have_services = {s["ID"]: s for s in store.node_services(name)} if node else {}
+    have_checks = {c["CheckID"]: c for c in store.node_checks(name)} if node else {}
+
+    for sid in have_services.keys() - services.keys() - MANAGED_SERVICES:
+        plan.append((f"Deregistered service: service={sid}", {"Type": "deregister", "Node": name, "ServiceID": sid}))
+    dropped_with_service = {cid for cid, c in have_checks.items() if c["ServiceID"] and c["ServiceID"] not in services}
+    for cid in have_checks.keys() - checks.keys() - MANAGED_CHECKS - dropped_with_service:
+        plan.append((f"Deregistered check: check={cid}", {"Type": "deregister", "Node": name, "CheckID": cid}))
+
+    synced_checks: set[str] = set()
+    for sid, svc in services.items():
+        have = have_services.get(sid)
+        if have is not None and _strip(have) == svc:
+            continue
+        svc_checks = [c for c in checks.values() if c["ServiceID"] == sid]
+        synced_checks.update(c["CheckID"] for c in svc_checks)
+        plan.append((f"Synced service: service={sid}",
+                     {"Type": "register", **node_info, "SkipNodeUpdate": True, "Service": svc, "Checks": svc_checks}))
+    for cid, check in checks.items():
+        if cid in synced_checks:
+            continue
+        have = have_checks.get(cid)
+        if have is not None and _strip(have) == _strip(check):
+            continue
+        plan.append((f"Synced check: check={cid}",
+                     {"Type": "register", **node_info, "SkipNodeUpdate": True, "Checks": [check]}))
+    return plan
+
+
+class StateSyncer:
+    def __init__(self, store: Store, consensus: Any, local: LocalState, node_info: Callable[[], dict[str, Any]],
+                 *, interval_s: float = 60.0, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.consensus = consensus
+        self.local = local
+        self.node_info = node_info
+        self.interval_s = interval_s
+        self.rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def trigger(self) -> None:
+        """Something local changed: sync soon, and re-arm TTL timers."""
+        self._wake.set()
+
+    async def sync_now(self) -> None:
+        async with self._lock:
+            for message, command in plan_sync(self.store, self.node_info(), self.local):
+                try:
+                    await self.consensus.propose(command)
+                    log.info(message)
+                except Exception as err:  # noqa: BLE001 - a failed sync is retried, never fatal
+                    log.error("failed to sync remote state: error=%r", str(err))
+                    self._wake.set()
+                    return
+
+    async def run(self) -> None:
+        log.info("started state syncer")
+        next_full = 0.0
+        while True:
+            now = time.monotonic()
+            expired = self.local.expire_ttls(now)
+            for cid in expired:
+                log.warning("Check TTL expired: check=%s", cid)
+            if now >= next_full or expired or self._wake.is_set():
+                self._wake.clear()
+                await self.sync_now()
+                if now >= next_full:
+                    next_full = now + self.interval_s + self.rng.uniform(0, self.interval_s)
+            deadline = self.local.next_ttl_deadline()
+            wait = next_full - time.monotonic()
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except TimeoutError:
+                    pass

@@ -1,0 +1,241 @@
+"""The FSM: applies log entries (commands) to the store, in log order.
+
+How it works
+------------
+A command is a plain dict (msgpack-able, versioned by its "Type" name; new types are only
+ever added). `FSM.apply(index, command)` runs the command against the store with `index` as the
+Raft index / ModifyIndex and returns `Applied(result, touched)`: the value the proposer gets
+back (`True`/`False` for KV and catalog writes, or an error text) and the watch keys the write
+touched, so blocking queries on them can wake.
+
+Commands are validated by the endpoint before they are proposed; apply() re-checks only what
+depends on state (a service registered onto a node that does not exist, a CAS index), so that
+applying the same log on every server gives the same store. apply() never raises on a
+well-formed command: a failed precondition is a result, not an exception.
+
+Command types:
+  register    catalog register: node (unless SkipNodeUpdate), optional service, checks
+  deregister  catalog deregister: a whole node, one service (and its checks), or one check
+  kv_set      set a key (Verb "set" or "cas" with Index)
+  kv_delete   delete a key, a prefix ("Recurse"), or compare-and-delete (Index)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.state.store import Record, Store, _k
+
+
+class CommandError(ValueError):
+    """A command that cannot be applied in the current state (reported to the proposer)."""
+
+
+@dataclass
+class Applied:
+    result: Any
+    touched: set[str] = field(default_factory=set)
+
+
+def _node_record(cmd: dict[str, Any], index: int, prev: Record | None) -> Record:
+    return {
+        "ID": cmd.get("ID") or "",
+        "Node": cmd["Node"],
+        "Address": cmd.get("Address") or "",
+        "Datacenter": cmd.get("Datacenter") or "",
+        "TaggedAddresses": cmd.get("TaggedAddresses"),
+        "Meta": cmd.get("NodeMeta"),
+        "CreateIndex": prev["CreateIndex"] if prev else index,
+        "ModifyIndex": index,
+    }
+
+
+_NODE_FIELDS = ("ID", "Address", "TaggedAddresses", "Meta")
+
+
+def _same_node(a: Record, b: Record) -> bool:
+    return all(a.get(f) == b.get(f) for f in _NODE_FIELDS)
+
+
+def _same_record(a: Record, b: Record) -> bool:
+    return {k: v for k, v in a.items() if not k.endswith("Index")} == {
+        k: v for k, v in b.items() if not k.endswith("Index")
+    }
+
+
+class FSM:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def apply(self, index: int, command: dict[str, Any]) -> Applied:
+        handler = getattr(self, "_apply_" + str(command.get("Type")), None)
+        self.store.begin()
+        if handler is None:
+            result: Any = CommandError(f"unknown command type {command.get('Type')!r}")
+        else:
+            try:
+                result = handler(index, command)
+            except CommandError as err:
+                result = err
+        return Applied(result, self.store.finish(index))
+
+    # ------------------------------------------------------------------ catalog
+
+    def _apply_register(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        node_key = _k(cmd["Node"])
+        prev = s.nodes.get(node_key)
+        if not cmd.get("SkipNodeUpdate") or prev is None:
+            if cmd.get("SkipNodeUpdate") and prev is None:
+                raise CommandError(f'Node "{cmd["Node"]}" does not exist')
+            rec = _node_record(cmd, index, prev)
+            if prev is None or not _same_node(prev, rec):
+                s.nodes[node_key] = rec
+                s.touch(index, "nodes")
+                s.touch_node(index, node_key)
+        node_name = s.nodes[node_key]["Node"]
+        svc = cmd.get("Service")
+        if svc:
+            self._put_service(index, node_key, svc)
+        for check in cmd.get("Checks") or ():
+            self._put_check(index, node_key, node_name, check)
+        return True
+
+    def _put_service(self, index: int, node_key: str, svc: Record) -> None:
+        s = self.store
+        services = s.services.setdefault(node_key, {})
+        prev = services.get(svc["ID"])
+        rec = dict(svc)
+        rec["CreateIndex"] = prev["CreateIndex"] if prev else index
+        rec["ModifyIndex"] = index
+        if prev is not None and _same_record(prev, rec):
+            return
+        if prev is not None:
+            s.unindex_service(node_key, prev)
+            s.touch(index, "svc:" + _k(prev["Service"]))
+        services[svc["ID"]] = rec
+        s.index_service(node_key, rec)
+        s.touch(index, "services", "svc:" + _k(rec["Service"]), "node:" + node_key)
+        # A check keeps its service's name and tags (HealthCheck.ServiceName/ServiceTags).
+        for cid, check in list(s.checks.get(node_key, {}).items()):
+            if check["ServiceID"] == rec["ID"] and (
+                check["ServiceName"] != rec["Service"] or check["ServiceTags"] != rec["Tags"]
+            ):
+                self._put_check(index, node_key, s.nodes[node_key]["Node"], dict(check))
+
+    def _put_check(self, index: int, node_key: str, node_name: str, check: Record) -> None:
+        s = self.store
+        checks = s.checks.setdefault(node_key, {})
+        prev = checks.get(check["CheckID"])
+        rec = dict(check)
+        rec["Node"] = node_name
+        sid = rec.get("ServiceID") or ""
+        if sid:
+            svc = s.services.get(node_key, {}).get(sid)
+            if svc is None:
+                raise CommandError(f'Unknown service ID "{sid}" for check ID "{rec["CheckID"]}"')
+            rec["ServiceName"] = svc["Service"]
+            rec["ServiceTags"] = list(svc["Tags"] or [])
+        rec["CreateIndex"] = prev["CreateIndex"] if prev else index
+        rec["ModifyIndex"] = index
+        if prev is not None and _same_record(prev, rec):
+            return
+        checks[rec["CheckID"]] = rec
+        self._touch_check(index, node_key, rec, prev)
+
+    def _touch_check(self, index: int, node_key: str, rec: Record, prev: Record | None) -> None:
+        s = self.store
+        s.touch(index, "checks", "node:" + node_key)
+        for check in (rec, prev):
+            if check is None:
+                continue
+            if check["ServiceName"]:
+                s.touch(index, "svc:" + _k(check["ServiceName"]))
+            else:  # a node check changes every instance on the node
+                s.touch_node(index, node_key)
+
+    def _apply_deregister(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        node_key = _k(cmd["Node"])
+        if node_key not in s.nodes:
+            return True
+        if cmd.get("ServiceID"):
+            self._delete_service(index, node_key, cmd["ServiceID"])
+        elif cmd.get("CheckID"):
+            self._delete_check(index, node_key, cmd["CheckID"])
+        else:
+            for sid in list(s.services.get(node_key, {})):
+                self._delete_service(index, node_key, sid)
+            for cid in list(s.checks.get(node_key, {})):
+                self._delete_check(index, node_key, cid)
+            s.touch_node(index, node_key)
+            s.touch(index, "nodes")
+            del s.nodes[node_key]
+            s.services.pop(node_key, None)
+            s.checks.pop(node_key, None)
+        return True
+
+    def _delete_service(self, index: int, node_key: str, sid: str) -> None:
+        s = self.store
+        svc = s.services.get(node_key, {}).pop(sid, None)
+        if svc is None:
+            return
+        s.unindex_service(node_key, svc)
+        s.touch(index, "services", "svc:" + _k(svc["Service"]), "node:" + node_key)
+        for cid, check in list(s.checks.get(node_key, {}).items()):
+            if check["ServiceID"] == sid:
+                self._delete_check(index, node_key, cid)
+
+    def _delete_check(self, index: int, node_key: str, cid: str) -> None:
+        check = self.store.checks.get(node_key, {}).pop(cid, None)
+        if check is not None:
+            self._touch_check(index, node_key, check, None)
+
+    # ------------------------------------------------------------------ KV
+
+    def _apply_kv_set(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        key = cmd["Key"]
+        prev = s.kv.get(key)
+        if cmd.get("Verb") == "cas":
+            want = cmd["Index"]
+            if want == 0 and prev is not None:
+                return False
+            if want != 0 and (prev is None or prev["ModifyIndex"] != want):
+                return False
+        rec: Record = {
+            "LockIndex": prev["LockIndex"] if prev else 0,
+            "Key": key,
+            "Flags": cmd.get("Flags", 0),
+            "Value": cmd.get("Value"),
+            "CreateIndex": prev["CreateIndex"] if prev else index,
+            "ModifyIndex": index,
+        }
+        if prev is not None and prev.get("Session"):
+            rec["Session"] = prev["Session"]
+        s.kv[key] = rec
+        if prev is None:
+            s.kv_insert_key(key)
+        s.tombstones.pop(key, None)
+        s.touch(index, "kvs", "kv:" + key)
+        return True
+
+    def _apply_kv_delete(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        key = cmd["Key"]
+        if cmd.get("Recurse"):
+            doomed = list(s.kv_prefix_keys(key))
+        else:
+            prev = s.kv.get(key)
+            if "Index" in cmd and (prev is None or prev["ModifyIndex"] != cmd["Index"]):
+                return False
+            doomed = [key] if prev is not None else []
+        for k in doomed:
+            del s.kv[k]
+            s.kv_remove_key(k)
+            s.tombstones[k] = index
+            s.touch(index, "kv:" + k)
+        if doomed:
+            s.touch(index, "kvs", "tombstones")
+        return True

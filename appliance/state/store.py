@@ -1,0 +1,183 @@
+"""The catalog and KV state store: in-memory tables, indexes and watch keys.
+
+How it works
+------------
+Tables hold records in the JSON shape Consul emits (Node, NodeService, HealthCheck, DirEntry),
+with `CreateIndex`/`ModifyIndex`. Records are never mutated in place: a write builds a new dict
+and swaps it in, so a reader may hand a stored record straight to the encoder.
+
+Only the FSM (appliance.state.fsm) writes, and only while applying a log entry; the entry's log
+index is the `ModifyIndex` of everything it touches. Every write records *watch keys* (strings)
+with that index:
+
+    "nodes", "services", "checks"     the tables (catalog/nodes, catalog/services, health/state)
+    "node:<name>"                     anything on that node (catalog/node, health/node)
+    "svc:<name>"                      anything that changes that service's answer: an instance,
+                                      its checks, its node, the node's checks
+    "kv:<key>"                        a KV key was written or deleted
+
+A query's index is the highest index among the keys it reads (`index_of`), never below 1, so a
+blocking `health/service/web` wakes only when web's answer can have changed. KV indexes are
+computed from the entries and tombstones under the prefix, as Consul does. The store is plain
+synchronous Python with no I/O, clock or randomness.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def _k(name: str) -> str:
+    """Node and service names are matched case-insensitively, like Consul's memdb indexes."""
+    return name.lower()
+
+
+class Store:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Record] = {}
+        self.services: dict[str, dict[str, Record]] = {}  # node key -> service ID -> NodeService
+        self.checks: dict[str, dict[str, Record]] = {}  # node key -> check ID -> HealthCheck
+        self.service_index: dict[str, set[tuple[str, str]]] = {}  # service name key -> {(node key, id)}
+        self.kv: dict[str, Record] = {}
+        self.kv_keys: list[str] = []  # sorted, for prefix scans
+        self.tombstones: dict[str, int] = {}  # deleted KV key -> index of the delete
+        self.watch_index: dict[str, int] = {}
+        self.last_index = 0
+        self._touched: set[str] = set()
+
+    # ------------------------------------------------------------------ write support (FSM only)
+
+    def begin(self) -> None:
+        self._touched = set()
+
+    def touch(self, index: int, *keys: str) -> None:
+        for key in keys:
+            self.watch_index[key] = index
+            self._touched.add(key)
+
+    def finish(self, index: int) -> set[str]:
+        """Close a write: advance the store's index and return the watch keys it touched."""
+        self.last_index = max(self.last_index, index)
+        touched, self._touched = self._touched, set()
+        return touched
+
+    def touch_node(self, index: int, node_key: str) -> None:
+        """Something about a node changed: its own answers and every service on it change."""
+        name = self.nodes[node_key]["Node"] if node_key in self.nodes else node_key
+        self.touch(index, "node:" + _k(name))
+        for svc in self.services.get(node_key, {}).values():
+            self.touch(index, "svc:" + _k(svc["Service"]))
+
+    def index_service(self, node_key: str, svc: Record) -> None:
+        self.service_index.setdefault(_k(svc["Service"]), set()).add((node_key, svc["ID"]))
+
+    def unindex_service(self, node_key: str, svc: Record) -> None:
+        key = _k(svc["Service"])
+        members = self.service_index.get(key)
+        if members is not None:
+            members.discard((node_key, svc["ID"]))
+            if not members:
+                del self.service_index[key]
+
+    def kv_insert_key(self, key: str) -> None:
+        i = bisect.bisect_left(self.kv_keys, key)
+        if i == len(self.kv_keys) or self.kv_keys[i] != key:
+            self.kv_keys.insert(i, key)
+
+    def kv_remove_key(self, key: str) -> None:
+        i = bisect.bisect_left(self.kv_keys, key)
+        if i < len(self.kv_keys) and self.kv_keys[i] == key:
+            del self.kv_keys[i]
+
+    # ------------------------------------------------------------------ indexes
+
+    def index_of(self, *keys: str) -> int:
+        """The index a blocking query reading these watch keys reports: never 0."""
+        best = 0
+        for key in keys:
+            best = max(best, self.watch_index.get(key, 0))
+        return best or 1
+
+    def kv_index(self, prefix: str, exact: bool = False) -> int:
+        """Consul's KV index: one entry's ModifyIndex, or the max over entries and tombstones under a prefix."""
+        if exact:
+            entry = self.kv.get(prefix)
+            if entry is not None:
+                return entry["ModifyIndex"]
+            return max(self.watch_index.get("kvs", 0), self.watch_index.get("tombstones", 0)) or 1
+        best = 0
+        for key in self.kv_prefix_keys(prefix):
+            best = max(best, self.kv[key]["ModifyIndex"])
+        for key, index in self.tombstones.items():
+            if index > best and key.startswith(prefix):
+                best = index
+        return best or 1
+
+    # ------------------------------------------------------------------ catalog reads
+
+    def node(self, name: str) -> Record | None:
+        return self.nodes.get(_k(name))
+
+    def all_nodes(self) -> list[Record]:
+        return [self.nodes[k] for k in sorted(self.nodes)]
+
+    def node_services(self, name: str) -> list[Record]:
+        svcs = self.services.get(_k(name), {})
+        return [svcs[i] for i in sorted(svcs)]
+
+    def node_checks(self, name: str) -> list[Record]:
+        checks = self.checks.get(_k(name), {})
+        return [checks[i] for i in sorted(checks)]
+
+    def service_instances(self, service: str) -> list[tuple[Record, Record]]:
+        """(node, NodeService) pairs of a service, sorted by node name then service ID."""
+        members = self.service_index.get(_k(service), ())
+        out = []
+        for node_key, sid in sorted(members):
+            node = self.nodes.get(node_key)
+            svc = self.services.get(node_key, {}).get(sid)
+            if node is not None and svc is not None:
+                out.append((node, svc))
+        return out
+
+    def instance_checks(self, node: Record, svc: Record) -> list[Record]:
+        """Node checks first, then the service's own checks (Consul's CheckServiceNode order)."""
+        checks = self.checks.get(_k(node["Node"]), {})
+        node_checks = [c for c in checks.values() if not c["ServiceID"]]
+        svc_checks = [c for c in checks.values() if c["ServiceID"] == svc["ID"]]
+        node_checks.sort(key=lambda c: c["CheckID"])
+        svc_checks.sort(key=lambda c: c["CheckID"])
+        return node_checks + svc_checks
+
+    def service_names(self) -> dict[str, list[Record]]:
+        """Service name -> its instances' NodeService records."""
+        out: dict[str, list[Record]] = {}
+        for node_key in sorted(self.services):
+            for svc in self.services[node_key].values():
+                out.setdefault(svc["Service"], []).append(svc)
+        return out
+
+    def iter_checks(self) -> Iterator[Record]:
+        for node_key in sorted(self.checks):
+            checks = self.checks[node_key]
+            for cid in sorted(checks):
+                yield checks[cid]
+
+    # ------------------------------------------------------------------ KV reads
+
+    def kv_get(self, key: str) -> Record | None:
+        return self.kv.get(key)
+
+    def kv_prefix_keys(self, prefix: str) -> Iterable[str]:
+        i = bisect.bisect_left(self.kv_keys, prefix)
+        keys = self.kv_keys
+        while i < len(keys) and keys[i].startswith(prefix):
+            yield keys[i]
+            i += 1
+
+    def kv_list(self, prefix: str) -> list[Record]:
+        return [self.kv[k] for k in self.kv_prefix_keys(prefix)]
