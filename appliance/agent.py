@@ -37,6 +37,24 @@ CONSUL_COMPAT_VERSION = "1.17.0"
 REVISION = "cairn" + __version__.replace(".", "")
 
 
+EXTENSION_GROUP = "cairn.extensions"
+
+
+def load_extensions(agent: Agent) -> list[Any]:
+    """Mount the packages that build on the agent (metrics exporters, Prometheus SD).
+
+    They depend on `appliance`, never the reverse, so the agent finds them through the
+    `cairn.extensions` entry point group: each entry is a `mount(agent) -> extension` callable.
+    An extension may have `routes` [(method, path, handler)], and `async start()`/`stop()`.
+    """
+    from importlib.metadata import entry_points
+
+    out = []
+    for entry in sorted(entry_points(group=EXTENSION_GROUP), key=lambda e: e.name):
+        out.append(entry.load()(agent))
+    return out
+
+
 class Agent:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
@@ -53,7 +71,8 @@ class Agent:
         self.consensus.subscribe(self.hub.notify)
         self.local = LocalState(config.node_name, config.datacenter, config.check_output_max_size)
         self.syncer = StateSyncer(self.store, self.consensus, self.local, self.node_info, rng=self.rng)
-        self.http = HTTPServer(self)
+        self.extensions = load_extensions(self)
+        self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -196,6 +215,9 @@ class Agent:
         await self.syncer.sync_now()  # registers this node first ("Synced node info")
         await self.reconcile_self()
         tasks = [asyncio.create_task(self.syncer.run(), name="anti-entropy")]
+        for ext in self.extensions:
+            if hasattr(ext, "start"):
+                await ext.start()
         await self.http.start(list(cfg.client_addrs), cfg.ports.http)
         loop = asyncio.get_running_loop()
         for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
@@ -208,6 +230,9 @@ class Agent:
             self.log.info("Caught: signal=%s", self.stop_reason or "interrupt")
             self.log.info("Gracefully shutting down agent...")
             await self.http.stop()
+            for ext in reversed(self.extensions):
+                if hasattr(ext, "stop"):
+                    await ext.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -264,13 +264,14 @@ class HTTPClient:
         body: bytes | None,
         server: bool,
         timeout: float | None,
+        content_type: str = "application/octet-stream",
     ) -> http.client.HTTPResponse:
         url = self.url(path, params, server=server, method=method)
         headers = {"User-Agent": "cairn-cli"}
         if self.config.token:
             headers["X-Consul-Token"] = self.config.token
         if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = content_type
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
         if method in ("PUT", "POST") and body is None:
             req.data = b""
@@ -296,10 +297,11 @@ class HTTPClient:
         server: bool = False,
         allow_404: bool = False,
         timeout: float | None = REQUEST_TIMEOUT_S,
+        content_type: str = "application/octet-stream",
     ) -> Response:
         """Send one request; raise ApiError for a non-2xx status (but return 404s when asked)."""
         try:
-            resp = self._request(method, path, params, body, server, timeout)
+            resp = self._request(method, path, params, body, server, timeout, content_type)
         except ApiError as exc:
             if allow_404 and exc.code == 404:
                 return Response(404, {}, exc.body.encode())

@@ -233,9 +233,9 @@ def register(argv: list[str]) -> int:
         name = service_name(reg)
         body = json.dumps(reg).encode()
         try:
-            client.put("/v1/agent/service/register", None, body)
+            client.put("/v1/agent/service/register", None, body, content_type="application/json")
         except ApiError as exc:
-            err(f"Error registering service {name!r}: {exc}")
+            err(f'Error registering service "{name}": {exc}')
             return 1
         out(f"Registered service: {name}")
     return 0
@@ -261,7 +261,7 @@ def deregister(argv: list[str]) -> int:
         try:
             client.put(f"/v1/agent/service/deregister/{quote_path(sid)}")
         except ApiError as exc:
-            err(f"Error deregistering service {sid!r}: {exc}")
+            err(f'Error deregistering service "{sid}": {exc}')
             return 1
         out(f"Deregistered service: {sid}")
     return 0

@@ -8,10 +8,8 @@ warnings on stderr, then `Configuration is valid!` (exit 0; nothing at all with 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from appliance.cli.flags import CliExit, CliParser
 from appliance.config import ConfigError, validate_paths
 
 USAGE = """cairn validate [options] FILE_OR_DIRECTORY...
@@ -25,37 +23,75 @@ USAGE = """cairn validate [options] FILE_OR_DIRECTORY...
       $ cairn validate /etc/cairn.d/server.json /etc/cairn.d/services/"""
 
 
-def _parser() -> CliParser:
-    parser = CliParser("cairn validate", USAGE)
-    parser.flag("quiet", action="store_true", help="When given, a successful run will produce no output.")
-    parser.flag(
-        "config-format",
-        default="",
-        metavar="json|hcl",
-        help="Read every file as this format, whatever its extension.",
-    )
-    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
-    return parser
+HELP = USAGE.replace("cairn validate", "Usage: cairn validate", 1) + """
+
+Command Options
+
+  -config-format=<string>
+     Read every file as this format, "json" or "hcl", whatever its extension.
+
+  -quiet
+     When given, a successful run will produce no output.
+"""
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parse(argv: list[str]) -> tuple[bool, str, list[str]]:
+    """Go flag rules: -flag/--flag, -flag=value or -flag value; flags end at the first path."""
+    quiet, fmt = False, ""
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            return quiet, fmt, argv[i + 1 :]
+        if not tok.startswith("-") or tok == "-":
+            break
+        name, has_value, value = tok.lstrip("-").partition("=")
+        i += 1
+        if name in ("h", "help"):
+            raise _Usage(HELP)
+        if name == "quiet":
+            if has_value and value not in ("1", "0", "t", "f", "true", "false", "TRUE", "FALSE", "True", "False", "T", "F"):
+                raise _Usage(f'invalid boolean value "{value}" for -quiet: parse error')
+            quiet = not has_value or value in ("1", "t", "true", "TRUE", "True", "T")
+        elif name == "config-format":
+            if not has_value:
+                if i >= len(argv):
+                    raise _Usage("flag needs an argument: -config-format")
+                value = argv[i]
+                i += 1
+            fmt = value
+        else:
+            raise _Usage(f"flag provided but not defined: -{name}")
+    return quiet, fmt, argv[i:]
 
 
 def run(argv: list[str]) -> int:
     """Entry point for `cairn validate`; returns the exit code."""
     try:
-        args = _parser().parse(list(argv))
-    except CliExit as exc:
-        return exc.code
-    if not args.paths:
+        quiet, config_format, paths = _parse(list(argv))
+    except _Usage as exc:
+        text = str(exc)
+        if text == HELP:
+            print(text)
+            return 0
+        print(text, file=sys.stderr)
+        return 1
+    if not paths:
         print("Must specify at least one config file or directory", file=sys.stderr)
         return 1
-    if args.config_format not in ("", "json", "hcl"):
-        print(f'Config validation failed: -config-format must be "json" or "hcl", not "{args.config_format}"', file=sys.stderr)
+    if config_format not in ("", "json", "hcl"):
+        print(f'Config validation failed: -config-format must be "json" or "hcl", not "{config_format}"', file=sys.stderr)
         return 1
     try:
-        warnings = validate_paths(list(args.paths), args.config_format)
+        warnings = validate_paths(list(paths), config_format)
     except ConfigError as err:
         print(f"Config validation failed: {err}", file=sys.stderr)
         return 1
-    if not args.quiet:
+    if not quiet:
         for warning in warnings:
             print(warning, file=sys.stderr)
         print("Configuration is valid!")

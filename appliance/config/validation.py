@@ -125,8 +125,8 @@ def recursor(value: str) -> str:
 def encrypt_key(value: str) -> None:
     try:
         key = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ConfigError(f"encrypt has invalid key: {err}") from None
+    except (binascii.Error, ValueError):
+        raise ConfigError("encrypt has invalid key: illegal base64 data") from None
     if len(key) not in (16, 24, 32):
         raise ConfigError(f"encrypt has invalid key: key size must be 16, 24 or 32 bytes, not {len(key)}")
 

@@ -30,10 +30,11 @@ TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nCont
             b"Connection: close\r\n\r\nToo Many Requests\r\n\r\n")
 
 
-def build_router() -> Router:
+def build_router(extra_routes: list[Any] = ()) -> Router:
     router = Router()
     for module in (agent_handlers, catalog, health, kv, status):
         router.add_all(module.ROUTES)
+    router.add_all(list(extra_routes))
     return router
 
 
@@ -59,7 +60,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-def create_app(agent: Any) -> web.Application:
+def create_app(agent: Any, extra_routes: list[Any] = ()) -> web.Application:
     cfg = agent.config
     app = web.Application(middlewares=[errors], client_max_size=max(cfg.limits.kv_max_value_size,
                                                                      cfg.limits.txn_max_req_len) + 1)
@@ -67,7 +68,7 @@ def create_app(agent: Any) -> web.Application:
     app["pretty"] = cfg.pretty_json
     app["response_headers"] = {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers}
     app["loop_time"] = asyncio.get_running_loop().time
-    router = build_router()
+    router = build_router(extra_routes)
     app.router.add_route("*", "/{tail:.*}", router.dispatch)
     return app
 
@@ -117,15 +118,16 @@ class _Limited(asyncio.Protocol):
 
 
 class HTTPServer:
-    def __init__(self, agent: Any) -> None:
+    def __init__(self, agent: Any, extra_routes: list[Any] = ()) -> None:
         self.agent = agent
+        self.extra_routes = list(extra_routes)
         self.max_per_ip = agent.config.limits.http_max_conns_per_client
         self.per_ip: Counter[str] = Counter()
         self.runner: web.AppRunner | None = None
         self.servers: list[asyncio.base_events.Server] = []
 
     async def start(self, hosts: list[str], port: int) -> None:
-        app = create_app(self.agent)
+        app = create_app(self.agent, self.extra_routes)
         self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self.runner.setup()
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.config.durations import DurationError, parse_duration
+from appliance.filter import FilterError, compile_filter
 from appliance.http.errors import HTTPError
 
 _rng = random.Random()
@@ -91,8 +92,6 @@ def compiled_filter(request: web.Request, endpoint: str) -> Callable[[Any], bool
     expr = request.query.get("filter", "")
     if not expr:
         return None
-    from appliance.filter import FilterError, compile_filter
-
     try:
         return compile_filter(expr, endpoint).matches
     except FilterError as err:

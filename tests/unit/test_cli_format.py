@@ -471,7 +471,7 @@ class StubAgent:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.addr = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     def route(self, method: str, path: str, status: int, body: Any) -> None:

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from appliance import logs
+from appliance.filter import FilterError
 from appliance.http.encoding import json_response, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import compiled_filter, parse_bool_param, query_options
@@ -107,12 +108,15 @@ async def service(request: web.Request) -> web.Response:
 
 async def checks(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    keep = compiled_filter(request, "health_checks")
+    keep = compiled_filter(request, "agent_checks")
     out = {}
     for cid in sorted(agent.local.checks):
         check = agent.local.health_check(agent.local.checks[cid])
-        if keep is None or keep(check):
-            out[cid] = check
+        try:
+            if keep is None or keep(check):
+                out[cid] = check
+        except FilterError as err:  # selector errors surface on the first check (Consul does the same)
+            raise HTTPError(400, str(err)) from None
     return json_response(request, out)
 
 

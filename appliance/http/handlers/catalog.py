@@ -185,7 +185,7 @@ async def service(request: web.Request) -> web.Response:
 def _node_services(request: web.Request, prefix: str, as_map: bool) -> Any:
     store = request.app["agent"].store
     name = path_tail(request, prefix)
-    keep = compiled_filter(request, "catalog_node_services")
+    keep = compiled_filter(request, "catalog_node" if as_map else "catalog_node_services")
     key = "node:" + name.lower()
 
     def render() -> Any:
