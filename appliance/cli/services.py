@@ -38,68 +38,8 @@ Subcommands:
 For help on a subcommand run: cairn services <subcommand> -h
 """
 
-# keys whose HCL block form must stay a list even when there is one block
-_PLURAL_KEYS = {"services", "checks"}
-
-
 # ------------------------------------------------------------------------------------------
 # reading definition files
-
-
-def _unquote_hcl(value: str) -> str:
-    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            return value[1:-1]
-        if isinstance(decoded, str):
-            return decoded
-    return value
-
-
-def normalize_hcl(value: Any, key: str = "", *, quoted: bool = False) -> Any:
-    """python-hcl2 output -> plain JSON-like data (blocks collapsed, markers dropped).
-
-    Blocks come back as lists of dicts; a single block under a singular key (``service``,
-    ``check``, ``weights``) becomes the dict itself. ``quoted`` strips the quotes newer
-    python-hcl2 releases keep around strings.
-    """
-    if isinstance(value, Mapping):
-        return {
-            k: normalize_hcl(v, k, quoted=quoted)
-            for k, v in value.items()
-            if not (isinstance(k, str) and k.startswith("__"))
-        }
-    if isinstance(value, list):
-        items = [normalize_hcl(v, key, quoted=quoted) for v in value]
-        if (
-            key.lower() not in _PLURAL_KEYS
-            and len(items) == 1
-            and isinstance(value[0], Mapping)
-            and (value[0].get("__is_block__") or key.lower() in ("service", "check", "weights"))
-        ):
-            return items[0]
-        return items
-    if isinstance(value, str) and quoted:
-        return _unquote_hcl(value)
-    return value
-
-
-def parse_hcl(text: str) -> Any:
-    import hcl2
-
-    options_cls = getattr(hcl2, "SerializationOptions", None)
-    if options_cls is not None:
-        try:
-            opts = options_cls(with_comments=False, strip_string_quotes=True, explicit_blocks=True)
-        except TypeError:
-            opts = options_cls()
-        data = hcl2.loads(text, serialization_options=opts)
-        quoted = not getattr(opts, "strip_string_quotes", False)
-    else:
-        data = hcl2.loads(text)
-        quoted = False
-    return normalize_hcl(data, quoted=quoted)
 
 
 def parse_definition_text(text: str, name: str = "") -> Any:
@@ -110,11 +50,13 @@ def parse_definition_text(text: str, name: str = "") -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise CliError(f"Error parsing {name or 'service definition'}: {exc}") from None
+    from appliance.config import ConfigError
+    from appliance.config.loader import parse_text
+
     try:
-        return parse_hcl(text)
-    except Exception as exc:  # python-hcl2 raises lark's many exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(f"Error parsing {name or 'service definition'}: {first}") from None
+        return parse_text(text, "hcl", name or "service definition")
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _get_ci(m: Mapping[str, Any], *names: str) -> Any:

@@ -114,8 +114,6 @@ def normalise(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
             value = normalise(value, nested)
         elif is_map and isinstance(value, dict):
             value = {k: (v[-1] if isinstance(v, hcl.Repeated) else v) for k, v in value.items()}
-        elif is_list and isinstance(value, hcl.Repeated):
-            value = list(value)
         out[key] = value
     return out
 
@@ -128,11 +126,15 @@ def _plain_definition(value: Any) -> Any:
         return value
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if isinstance(item, hcl.Repeated) and key.lower() == "check":
-            out.setdefault("checks", [])
-            out["checks"] = [*out["checks"], *(_plain_definition(v) for v in item)]
-        elif isinstance(item, hcl.Repeated) and all(isinstance(v, dict) for v in item) and key.lower() != "checks":
+        if isinstance(item, hcl.Repeated) and key.lower() in ("check", "checks"):
+            # several `check { }` blocks (or `checks = [...]` twice): all of them, as `checks`
+            flat = [c for v in item for c in (v if isinstance(v, list) else [v])]
+            target = "checks" if key.lower() == "check" else key
+            out[target] = [*out.get(target, []), *(_plain_definition(c) for c in flat)]
+        elif isinstance(item, hcl.Repeated) and all(isinstance(v, dict) for v in item):
             out[key] = _plain_definition(_merge_blocks(list(item)))
+        elif key == "checks" and isinstance(item, list) and "checks" in out:
+            out["checks"] = [*out["checks"], *_plain_definition(item)]
         else:
             out[key] = _plain_definition(list(item) if isinstance(item, hcl.Repeated) else item)
     return out

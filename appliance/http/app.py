@@ -22,6 +22,7 @@ from aiohttp import web
 from appliance.http.errors import HTTPError
 from appliance.http.handlers import agent as agent_handlers
 from appliance.http.handlers import catalog, health, kv, status
+from appliance.http.query import RenderCache
 from appliance.http.routing import Router
 
 log = logging.getLogger("agent.http")
@@ -68,6 +69,7 @@ def create_app(agent: Any, extra_routes: list[Any] = ()) -> web.Application:
     app["pretty"] = cfg.pretty_json
     app["response_headers"] = {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers}
     app["loop_time"] = asyncio.get_running_loop().time
+    app["render_cache"] = RenderCache()
     router = build_router(extra_routes)
     app.router.add_route("*", "/{tail:.*}", router.dispatch)
     return app

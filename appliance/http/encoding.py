@@ -29,8 +29,15 @@ def wants_pretty(request: web.Request) -> bool:
 
 def json_response(request: web.Request, value: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(value, wants_pretty(request)), status=status,
-                        content_type="application/json", headers=headers)
+    pretty = wants_pretty(request)
+    entry = request.get("render_entry")
+    if entry is not None and entry.body is value:  # a cached answer (appliance.http.query.RenderCache)
+        body = entry.encoded.get(pretty)
+        if body is None:
+            body = entry.encoded[pretty] = dumps(value, pretty)
+    else:
+        body = dumps(value, pretty)
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -12,6 +12,7 @@ handler and the parked wait with it.
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,51 @@ from appliance.filter import FilterError, compile_filter
 from appliance.http.errors import HTTPError
 
 _rng = random.Random()
+
+
+class RenderEntry:
+    """One rendered answer: the body and, once encoded, its bytes (compact and pretty)."""
+
+    __slots__ = ("index", "body", "encoded")
+
+    def __init__(self, index: int, body: Any) -> None:
+        self.index = index
+        self.body = body
+        self.encoded: dict[bool, bytes] = {}
+
+
+class RenderCache:
+    """Answers rendered once per (query, index): the index names the data the answer was built
+    from, so the same query at the same index has the same answer. Bounded LRU."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.entries: OrderedDict[Any, RenderEntry] = OrderedDict()
+        self.max_entries = max_entries
+
+    def get(self, key: Any, index: int) -> RenderEntry | None:
+        entry = self.entries.get(key)
+        if entry is None or entry.index != index:
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Any, index: int, body: Any) -> RenderEntry:
+        entry = self.entries[key] = RenderEntry(index, body)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+        return entry
+
+
+_NOT_PART_OF_ANSWER = ("index", "wait", "stale", "consistent", "leader", "max_stale", "cached", "pretty", "token")
+
+
+def cache_key(request: web.Request) -> Any:
+    query = request.query
+    if not query:
+        return request.raw_path
+    items = tuple(sorted((k, v) for k, v in query.items() if k not in _NOT_PART_OF_ANSWER))
+    return (request.raw_path.split("?", 1)[0], items)
 
 
 @dataclass
@@ -137,5 +183,10 @@ async def blocking(
                 break
             await agent.hub.wait(keys, prefixes, remaining)
             current = index()
-    body = render()
-    return body, meta_headers(agent, current, opts, effective_consistency)
+    cache: RenderCache = request.app["render_cache"]
+    key = cache_key(request)
+    entry = cache.get(key, current)
+    if entry is None:
+        entry = cache.put(key, current, render())
+    request["render_entry"] = entry
+    return entry.body, meta_headers(agent, current, opts, effective_consistency)

@@ -159,6 +159,7 @@ def test_hcl_repeated_blocks_merge_or_list(tmp_path: Path, data_dir: str) -> Non
           name = "b"
           check {{ ttl = "10s" }}
           check {{ ttl = "20s" }}
+          checks = [{{ ttl = "30s" }}]
         }}
         check {{ id = "c1" name = "c1" ttl = "30s" }}
         ''',
@@ -168,7 +169,7 @@ def test_hcl_repeated_blocks_merge_or_list(tmp_path: Path, data_dir: str) -> Non
     assert cfg.node_meta == {"rack": "r1", "zone": "z1"}
     assert cfg.log_level == "error"
     assert [s["name"] for s in cfg.services] == ["a", "b"]
-    assert cfg.services[1]["checks"] == [{"ttl": "10s"}, {"ttl": "20s"}]
+    assert cfg.services[1]["checks"] == [{"ttl": "10s"}, {"ttl": "20s"}, {"ttl": "30s"}]
     assert cfg.checks == ({"id": "c1", "name": "c1", "ttl": "30s"},)
 
 

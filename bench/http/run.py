@@ -1,0 +1,219 @@
+"""bench/http: cairn's HTTP API against a bare aiohttp handler, and 10,000 parked blocking queries.
+
+Run:  uv run python bench/http/run.py [--duration 10] [--parked 10000] [--write BENCHMARKS.md]
+
+1. Throughput. A real `cairn agent -dev` with three instances of `web` answers
+   `GET /v1/health/service/web?passing`; a bare aiohttp handler (bench/http/bare_server.py)
+   returns the very same bytes and headers. Each server is pinned to CPU 0 and wrk (Debian's
+   package) to CPU 1; same wrk settings for both; the ratio is cairn / bare.
+2. Parked blocking queries. N clients (one process, aiohttp) each park
+   `GET /v1/health/service/web?index=<current>&wait=5m`; the agent's RSS is read before and after
+   they are all parked; then one TTL check flips and the time until every client has its answer
+   is measured from the flip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, dict(resp.headers), resp.read()
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            http("GET", url)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_agent(port: int, *extra: str) -> subprocess.Popen:
+    cmd = ["taskset", "-c", "0", sys.executable, "-m", "appliance", "agent", "-dev", "-node", "bench",
+           "-http-port", str(port), "-dns-port", "-1", "-log-level", "warn", *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/v1/status/leader")
+    return proc
+
+
+def register_web(base: str, ttl: bool = False) -> None:
+    for i in range(3):
+        body = {"Node": f"web-node-{i}", "Address": f"10.0.0.{i + 1}",
+                "Service": {"ID": f"web-{i}", "Service": "web", "Port": 8080, "Tags": ["v1"]},
+                "Check": {"CheckID": f"web-{i}-check", "Name": "web", "Status": "passing", "ServiceID": f"web-{i}"}}
+        http("PUT", f"{base}/v1/catalog/register", json.dumps(body).encode())
+
+
+def wrk(url: str, duration: int) -> float:
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s", url],
+                         capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def throughput(duration: int) -> dict:
+    port, bare_port = free_port(), free_port()
+    agent = start_agent(port)
+    bare = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        register_web(base)
+        path = "/v1/health/service/web?passing"
+        _, headers, body = http("GET", base + path)
+        keep = {k: v for k, v in headers.items() if k.lower().startswith("x-consul") or k == "Content-Type"}
+        with tempfile.NamedTemporaryFile(delete=False) as fh:
+            fh.write(body)
+        bare = subprocess.Popen(["taskset", "-c", "0", sys.executable, str(Path(__file__).with_name("bare_server.py")),
+                                 str(bare_port), fh.name, json.dumps(keep)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+        assert http("GET", f"http://127.0.0.1:{bare_port}{path}")[2] == body
+        wrk(base + path, 2)  # warm-up
+        cairn_rps = wrk(base + path, duration)
+        bare_rps = wrk(f"http://127.0.0.1:{bare_port}{path}", duration)
+        return {"body_bytes": len(body), "cairn_rps": cairn_rps, "bare_rps": bare_rps,
+                "ratio": cairn_rps / bare_rps}
+    finally:
+        agent.terminate()
+        if bare is not None:
+            bare.terminate()
+        agent.wait()
+
+
+def parked_queries(n: int) -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    port = free_port()
+    agent = start_agent(port, "-hcl", f"limits {{ http_max_conns_per_client = {n + 100} }}")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        register_web(base)
+        time.sleep(0.5)
+        before = rss_mb(agent.pid)
+        _, headers, _ = http("GET", base + "/v1/health/service/web")
+        index = int(headers["X-Consul-Index"])
+        result = asyncio.run(_park_and_flip(base, n, index, agent.pid))
+        result.update(rss_before_mb=before, extra_mb=result["rss_parked_mb"] - before, parked=n)
+        return result
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+async def _park_and_flip(base: str, n: int, index: int, pid: int) -> dict:
+    import aiohttp
+
+    url = f"{base}/v1/health/service/web?index={index}&wait=5m"
+    answered: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        async def one() -> None:
+            async with session.get(url) as resp:
+                await resp.read()
+                answered.append(time.monotonic())
+
+        tasks = [asyncio.create_task(one()) for _ in range(n)]
+        # wait until the agent reports them all parked (its telemetry is not needed: count sockets)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            established = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+            if established >= n:
+                break
+        await asyncio.sleep(2)
+        rss_parked = rss_mb(pid)
+        early = len(answered)
+        body = {"Node": "web-node-0", "Address": "10.0.0.1", "SkipNodeUpdate": True,
+                "Check": {"CheckID": "web-0-check", "Name": "web", "Status": "critical", "ServiceID": "web-0"}}
+        flip = time.monotonic()
+        async with session.put(f"{base}/v1/catalog/register", data=json.dumps(body)) as resp:
+            await resp.read()
+        await asyncio.gather(*tasks)
+    return {"rss_parked_mb": rss_parked, "answered_before_flip": early,
+            "all_answered_s": max(answered) - flip, "median_answer_s": sorted(answered)[len(answered) // 2] - flip}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--parked", type=int, default=10000)
+    parser.add_argument("--write", help="append the results to this markdown file's HTTP section")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("bench/http needs wrk and taskset (Debian: apt-get install wrk util-linux)")
+    tp = throughput(args.duration)
+    print(json.dumps(tp, indent=2))
+    pq = parked_queries(args.parked)
+    print(json.dumps(pq, indent=2))
+    if args.write:
+        write_section(Path(args.write), tp, pq)
+
+
+def write_section(path: Path, tp: dict, pq: dict) -> None:
+    today = datetime.date.today().isoformat()
+    section = f"""## HTTP API
+
+Measured {today} on {machine()} with `uv run python bench/http/run.py --write BENCHMARKS.md`.
+
+| what | cairn | peer | ratio |
+| --- | --- | --- | --- |
+| `GET /v1/health/service/web?passing`, 3 instances ({tp['body_bytes']} bytes), wrk -t1 -c32, server on CPU 0, wrk on CPU 1 | {tp['cairn_rps']:.0f} req/s | bare aiohttp handler, same bytes: {tp['bare_rps']:.0f} req/s | **{tp['ratio']:.2f}x** (target 0.7x) |
+
+| {pq['parked']:,} parked blocking queries on `health/service/web` | value | target |
+| --- | --- | --- |
+| agent RSS before / with them parked | {pq['rss_before_mb']:.0f} MB / {pq['rss_parked_mb']:.0f} MB (+{pq['extra_mb']:.0f} MB) | under +150 MB |
+| answered before the change (spurious wake-ups) | {pq['answered_before_flip']} | 0 |
+| all answered after one check flip | {pq['all_answered_s']:.2f} s (median {pq['median_answer_s']:.2f} s) | within 1 s |
+"""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
+    pattern = re.compile(r"## HTTP API\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
