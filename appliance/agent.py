@@ -21,10 +21,11 @@ import sys
 import time
 from typing import Any
 
-from appliance import __version__, logs
+from appliance import __version__, logs, telemetry
+from appliance.checks.manager import CheckManager, refuse_config_checks
 from appliance.config.runtime import RuntimeConfig
 from appliance.http.app import HTTPServer
-from appliance.local.definitions import parse_check_definition, parse_service_definition
+from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
 from appliance.local.sync import StateSyncer
 from appliance.raft.local import LocalLog
@@ -71,6 +72,8 @@ class Agent:
         self.consensus.subscribe(self.hub.notify)
         self.local = LocalState(config.node_name, config.datacenter, config.check_output_max_size)
         self.syncer = StateSyncer(self.store, self.consensus, self.local, self.node_info, rng=self.rng)
+        self.check_manager = CheckManager(self)  # runs script/HTTP/TCP/UDP/alias checks
+        self.telemetry = telemetry.for_agent(self)  # before extensions: they register formatters on it
         self.extensions = load_extensions(self)
         self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
         self._stop = asyncio.Event()
@@ -186,6 +189,7 @@ class Agent:
     def load_config_definitions(self, cfg: RuntimeConfig) -> None:
         services = [parse_service_definition(raw, from_config=True) for raw in cfg.services]
         checks = [parse_check_definition(raw, from_config=True) for raw in cfg.checks]
+        refuse_config_checks(cfg, services, checks)  # before anything changes: a refusal keeps the old set
         self.local.replace_config_definitions(services, checks, time.monotonic())
 
     async def reload(self) -> None:
@@ -202,6 +206,7 @@ class Agent:
     def local_changed(self) -> None:
         self.hub.notify(("local",))
         self.syncer.trigger()
+        self.check_manager.reconcile()
 
     def request_shutdown(self, reason: str) -> None:
         self.stop_reason = reason
@@ -215,6 +220,7 @@ class Agent:
         await self.syncer.sync_now()  # registers this node first ("Synced node info")
         await self.reconcile_self()
         tasks = [asyncio.create_task(self.syncer.run(), name="anti-entropy")]
+        tasks.append(asyncio.create_task(self.check_manager.run(), name="checks"))
         for ext in self.extensions:
             if hasattr(ext, "start"):
                 await ext.start()
@@ -233,6 +239,7 @@ class Agent:
             for ext in reversed(self.extensions):
                 if hasattr(ext, "stop"):
                     await ext.stop()
+            await self.check_manager.stop()  # kills running check scripts with their process groups
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -282,7 +289,7 @@ def run(cfg: RuntimeConfig) -> int:
             fh.write(f"{os.getpid()}\n")
     try:
         asyncio.run(Agent(cfg).run())
-    except OSError as err:
+    except (OSError, DefinitionError) as err:
         logging.getLogger("agent").error("Error starting agent: %s", err)
         return 1
     finally:

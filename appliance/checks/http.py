@@ -23,7 +23,6 @@ import asyncio
 import ssl
 
 import aiohttp
-from multidict import CIMultiDict
 
 from appliance.checks.rules import (
     CRITICAL,
@@ -39,15 +38,11 @@ DEFAULT_HEADERS = (("User-Agent", "Consul Health Check"), ("Accept", "text/plain
 MAX_REDIRECTS = 10
 
 
-def request_headers(header: dict[str, list[str]]) -> CIMultiDict[str]:
-    """The check's headers plus Consul's defaults for the ones it does not set."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, values in header.items():
-        for value in values:
-            out.add(name, value)
-    for name, value in DEFAULT_HEADERS:
-        if name not in out:
-            out[name] = value
+def request_headers(header: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """The check's headers (repeated names kept) plus Consul's defaults for those it lacks."""
+    out = [(name, value) for name, values in header.items() for value in values]
+    have = {name.lower() for name in header}
+    out += [(name, value) for name, value in DEFAULT_HEADERS if name.lower() not in have]
     return out
 
 
@@ -80,9 +75,7 @@ class HTTPChecker:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=10)
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def _ssl_context(self, skip_verify: bool) -> ssl.SSLContext:

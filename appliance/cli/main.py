@@ -25,6 +25,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "monitor": ("appliance.cli.ops", "run_monitor", "Streams the agent's log"),
     "reload": ("appliance.cli.ops", "run_reload", "Makes the agent reload its configuration"),
     "services": ("appliance.cli.services", "run", "Registers and deregisters local services"),
+    "sd": ("sd.cli", "run", "Writes Prometheus service discovery files from the catalog"),
     "validate": ("appliance.cli.validate", "run", "Checks configuration files and directories"),
     "version": ("appliance.cli.ops", "run_version", "Prints the cairn version"),
 }

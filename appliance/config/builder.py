@@ -211,7 +211,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
         telemetry=Telemetry(
-            prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 0.0),
+            prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 60.0),
             disable_hostname=bool(_get(m, "telemetry.disable_hostname", False)),
             metrics_prefix=_get(m, "telemetry.metrics_prefix", "consul"),
         ),

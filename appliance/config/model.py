@@ -125,7 +125,7 @@ class HTTPConfigModel(Block):
 
 class TelemetryModel(Block):
     prometheus_retention_time: Duration | None = F(
-        'How long metrics stay in the Prometheus output; > 0 enables /v1/agent/metrics?format=prometheus. Default "0s".'
+        'How long metrics stay in the Prometheus output; > 0 enables /v1/agent/metrics?format=prometheus. Default "60s" (Consul: "0s").'
     )
     disable_hostname: bool | None = F("Do not prefix gauge names with the host name. Default false.")
     metrics_prefix: str | None = F('Prefix of every metric name. Default "consul".')

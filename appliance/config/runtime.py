@@ -35,7 +35,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Telemetry:
-    prometheus_retention_time_s: float = 0.0
+    prometheus_retention_time_s: float = 60.0  # Consul: 0 (off); on by default in cairn
     disable_hostname: bool = False
     metrics_prefix: str = "consul"
 

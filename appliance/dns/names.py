@@ -118,6 +118,8 @@ def _skip_name(data: bytes, offset: int) -> tuple[bool, int]:
 
 
 def parse_request(data: bytes) -> Request:
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if len(data) < 12:
         raise BadRequest(None, "shorter than a header")
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)

@@ -21,9 +21,10 @@ from aiohttp import web
 
 from appliance.http.errors import HTTPError
 from appliance.http.handlers import agent as agent_handlers
-from appliance.http.handlers import catalog, health, kv, status
+from appliance.http.handlers import catalog, health, kv, metrics, status
 from appliance.http.query import RenderCache
 from appliance.http.routing import Router
+from appliance.telemetry import http_metrics
 
 log = logging.getLogger("agent.http")
 
@@ -33,7 +34,7 @@ TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nCont
 
 def build_router(extra_routes: list[Any] = ()) -> Router:
     router = Router()
-    for module in (agent_handlers, catalog, health, kv, status):
+    for module in (agent_handlers, catalog, health, kv, metrics, status):
         router.add_all(module.ROUTES)
     router.add_all(list(extra_routes))
     return router
@@ -63,7 +64,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def create_app(agent: Any, extra_routes: list[Any] = ()) -> web.Application:
     cfg = agent.config
-    app = web.Application(middlewares=[errors], client_max_size=max(cfg.limits.kv_max_value_size,
+    app = web.Application(middlewares=[http_metrics, errors], client_max_size=max(cfg.limits.kv_max_value_size,
                                                                      cfg.limits.txn_max_req_len) + 1)
     app["agent"] = agent
     app["pretty"] = cfg.pretty_json

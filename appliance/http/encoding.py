@@ -45,10 +45,16 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise HTTPError(413, f"Request body({length} bytes) too large, max size: {limit} bytes.")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise HTTPError(413, f"Request body too large, max size: {limit} bytes.")
-    return data
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"Request body too large, max size: {limit} bytes.")
 
 
 def decode_json(data: bytes, *, empty: Any = None) -> Any:

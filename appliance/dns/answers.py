@@ -1,0 +1,374 @@
+"""DNS answers: one query packet in, one reply (wire bytes), a drop, or "ask the recursors" out.
+
+How it works
+------------
+`Answerer.respond(data, store, rng, now, tcp)` parses the packet (appliance.dns.names), decides
+what the question asks for and builds the reply from the state store:
+
+* SOA and NS questions for any name under the domain are answered first (SOA: `ns.<domain>`,
+  `hostmaster.<domain>`, serial = `now`; NS: up to 3 healthy `consul` server nodes, with glue);
+  AXFR/IXFR are NOTIMP.
+* node lookups give the node's A/AAAA (a CNAME for a host name) and its meta as RFC 1464 TXT;
+  service lookups give the healthy instances: no critical check on the instance or its node
+  (maintenance checks are critical), and no warning either with `only_passing`. They are shuffled
+  with the `random.Random` passed in, on every build. A/AAAA answers carry the instance address
+  (the service's own, else the node's); SRV answers point at `<node>.node.<dc>.<domain>` or
+  `<hexip>.addr.<dc>.<domain>` and put the target's A/AAAA (and node meta TXT) in Additional.
+* PTR answers come from node addresses, then service addresses.
+* NXDOMAIN (+SOA) for unknown names, nodes, services and no healthy instance; NOERROR with the SOA
+  in Authority when the name exists but has no record of the asked type; REFUSED for names
+  outside the domain unless recursors are configured, in which case the reply asks the server to
+  forward. Malformed packets are FORMERR/NOTIMP/BADVERS or dropped (see names.parse_request);
+  any bug in here becomes SERVFAIL rather than an exception.
+
+The reply is packed by appliance.dns.answers_wire, which trims it to the UDP size and sets TC.
+`Reply.deps` names the state-store watch keys the answer was read from, so the server's wire
+cache can tell whether a cached answer is still current; None means "do not cache". Sans-IO:
+no sockets, clock or randomness of its own.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnslib import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A, DNSLabel
+
+from appliance.dns import answers_wire as wire
+from appliance.dns.names import (
+    C_ANY,
+    C_IN,
+    FORMERR,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    T_A,
+    T_AAAA,
+    T_ANY,
+    T_AXFR,
+    T_CNAME,
+    T_IXFR,
+    T_MAILA,
+    T_MAILB,
+    T_NS,
+    T_OPT,
+    T_PTR,
+    T_SOA,
+    T_SRV,
+    T_TXT,
+    BadRequest,
+    Lookup,
+    NameParser,
+    Request,
+    ip_to_hex,
+    lower_labels,
+    parse_ip,
+    parse_request,
+    rfc1464,
+    valid_dns_name,
+)
+from appliance.state.store import Record, Store
+
+MAX_NS = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the answers depend on, taken from RuntimeConfig (see `settings_from_config`)."""
+
+    domain: str = "consul."
+    alt_domain: str = ""
+    datacenter: str = "dc1"
+    node_ttl: int = 0
+    service_ttl: dict[str, int] = field(default_factory=dict)
+    only_passing: bool = False
+    udp_answer_limit: int = 3
+    a_record_limit: int = 0
+    enable_truncate: bool = False
+    disable_compression: bool = False
+    node_meta_txt: bool = True
+    recursors: bool = False
+    soa: tuple[int, int, int, int] = (3600, 600, 86400, 0)  # refresh, retry, expire, min_ttl
+
+
+def settings_from_config(cfg: Any) -> Settings:
+    d = cfg.dns_config
+    soa = dict(getattr(d, "soa", None) or {})
+    return Settings(
+        domain=cfg.domain, alt_domain=cfg.alt_domain, datacenter=cfg.datacenter,
+        node_ttl=int(d.node_ttl_s), service_ttl={k.lower(): int(v) for k, v in d.service_ttl_s.items()},
+        only_passing=d.only_passing, udp_answer_limit=d.udp_answer_limit, a_record_limit=d.a_record_limit,
+        enable_truncate=d.enable_truncate, disable_compression=d.disable_compression,
+        node_meta_txt=getattr(d, "enable_additional_node_meta_txt", True), recursors=bool(cfg.recursors),
+        soa=(int(soa.get("refresh", 3600)), int(soa.get("retry", 600)), int(soa.get("expire", 86400)),
+             int(soa.get("min_ttl", 0))),
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Reply:
+    wire: bytes | None  # None: send nothing (dropped, or forwarded)
+    rcode: int = NOERROR
+    forward: Request | None = None  # set: ask the recursors, answer with theirs
+    deps: tuple[str, ...] | None = None  # watch keys read; None = not cacheable
+    shuffled: bool = False  # another build may order the records differently
+    error: str = ""  # an internal error turned into SERVFAIL (for the log)
+
+
+@dataclass
+class Message:
+    """A reply being built: answer groups (record + the additional records that go with it)."""
+
+    rcode: int = NOERROR
+    groups: list[wire.Group] = field(default_factory=list)
+    authority: list[RR] = field(default_factory=list)
+    additional: list[wire.Extra] = field(default_factory=list)  # not tied to an answer (addr lookups)
+    deps: tuple[str, ...] | None = ()
+    shuffled: bool = False
+
+
+class Answerer:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.names = NameParser(settings.domain, settings.alt_domain, settings.datacenter)
+        self.dc = settings.datacenter.lower()
+        self._handlers: dict[str, Callable[[Request, Lookup, Store, random.Random, float], Message]] = {
+            "node": self._node, "service": self._service, "addr": self._addr,
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------ entry point
+
+    def respond(self, data: bytes, store: Store, rng: random.Random, now: float, *, tcp: bool = False) -> Reply:
+        req: Request | None = None
+        try:
+            req = parse_request(data)
+            return self._respond(req, store, rng, now, tcp)
+        except BadRequest as err:
+            if err.rcode is None:
+                return Reply(None, rcode=-1)
+            return Reply(wire.error_reply(err.request, err.rcode, self.s.recursors), rcode=err.rcode)
+        except Exception as err:  # noqa: BLE001 - a bug must not take the server down
+            return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
+                         error=f"{type(err).__name__}: {err}")
+
+    def _respond(self, req: Request, store: Store, rng: random.Random, now: float, tcp: bool) -> Reply:
+        if req.qclass not in (C_IN, C_ANY):
+            return Reply(wire.error_reply(req, NOTIMP, self.s.recursors), rcode=NOTIMP)
+        if req.qtype == T_OPT:
+            return Reply(wire.error_reply(req, FORMERR, self.s.recursors), rcode=FORMERR)
+        labels = lower_labels(req.labels)
+        lookup = self.names.parse(labels, req.qtype)
+        if lookup.kind == "outside":
+            if self.s.recursors:
+                return Reply(None, forward=req)
+            return Reply(wire.error_reply(req, REFUSED, False), rcode=REFUSED)
+        if lookup.kind == "ptr":
+            msg = self._ptr(req, lookup, store, now)
+            if msg.rcode == NXDOMAIN and self.s.recursors:
+                return Reply(None, forward=req)
+        elif req.qtype in (T_AXFR, T_IXFR, T_MAILA, T_MAILB):
+            return Reply(wire.error_reply(req, NOTIMP, self.s.recursors), rcode=NOTIMP)
+        elif req.qtype == T_SOA:
+            msg = Message(deps=("svc:consul",))
+            msg.groups.append(wire.Group(self._soa(lookup.domain, now)))
+            ns, glue, shuffled = self._ns(lookup.domain, store, rng)
+            msg.authority, msg.additional, msg.shuffled = ns, glue, shuffled
+        elif req.qtype == T_NS:
+            ns, glue, shuffled = self._ns(lookup.domain, store, rng)
+            msg = Message(deps=("svc:consul",), shuffled=shuffled, additional=glue)
+            msg.groups = [wire.Group(r) for r in ns]
+            if not ns:
+                msg.authority.append(self._soa(lookup.domain, now))
+        else:
+            handler = self._handlers.get(lookup.kind)
+            msg = handler(req, lookup, store, rng, now) if handler else Message(NXDOMAIN)
+        if msg.rcode != NOERROR or not msg.groups:
+            if not msg.authority:
+                msg.authority.append(self._soa(lookup.domain or self.names.domain, now))
+        packed = wire.pack_reply(req, msg.rcode, msg.groups, msg.authority, msg.additional, tcp=tcp,
+                                 settings=self.s)
+        return Reply(packed, rcode=msg.rcode, deps=msg.deps, shuffled=msg.shuffled)
+
+    # ------------------------------------------------------------------ names and TTLs
+
+    def _node_fqdn(self, node: str, domain: str) -> str:
+        return f"{node.lower()}.node.{self.dc}.{domain}"
+
+    def service_ttl(self, service: str) -> int:
+        table = self.s.service_ttl
+        if not table:
+            return 0
+        service = service.lower()
+        if service in table:
+            return table[service]
+        best, best_len = None, -1
+        for key, ttl in table.items():
+            if key.endswith("*") and service.startswith(key[:-1]) and len(key) > best_len:
+                best, best_len = ttl, len(key)
+        return best if best is not None else table.get("*", 0)
+
+    def _soa(self, domain: str, now: float) -> RR:
+        refresh, retry, expire, min_ttl = self.s.soa
+        serial = int(now) & 0xFFFFFFFF
+        rdata = SOA(f"ns.{domain}", f"hostmaster.{domain}", (serial, refresh, retry, expire, min_ttl))
+        return RR(domain, T_SOA, ttl=min_ttl, rdata=rdata)
+
+    def _ns(self, domain: str, store: Store, rng: random.Random) -> tuple[list[RR], list[wire.Extra], bool]:
+        servers = [(n, s) for n, s, _ in self._healthy(store, "consul", "") if valid_dns_name(n["Node"])]
+        rng.shuffle(servers)
+        ns, glue = [], []
+        for node, _svc in servers[:MAX_NS]:
+            target = self._node_fqdn(node["Node"], domain)
+            ns.append(RR(domain, T_NS, ttl=self.s.node_ttl, rdata=NS(target)))
+            glue.extend(self._address_records(target, node["Address"], T_ANY, self.s.node_ttl))
+        return ns, glue, len(servers) > 1
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _address_records(owner: Any, address: str, qtype: int, ttl: int) -> list[wire.Extra]:
+        """A/AAAA for an IP (of the asked family; ANY/TXT give either), a CNAME for a host name."""
+        ip = parse_ip(address)
+        if ip is None:
+            if not address:
+                return []
+            return [wire.Extra(("cname", str(owner), address), RR(owner, T_CNAME, ttl=ttl, rdata=CNAME(address)))]
+        if ip.version == 4 and qtype in (T_A, T_ANY, T_TXT, T_SRV):
+            return [wire.Extra(("a", str(owner), str(ip)), RR(owner, T_A, ttl=ttl, rdata=A(str(ip))))]
+        if ip.version == 6 and qtype in (T_AAAA, T_ANY, T_TXT, T_SRV):
+            return [wire.Extra(("aaaa", str(owner), str(ip)), RR(owner, T_AAAA, ttl=ttl, rdata=AAAA(str(ip))))]
+        return []
+
+    def _meta_txt(self, owner: Any, node: Record, ttl: int) -> list[wire.Extra]:
+        out = []
+        for key, value in sorted((node.get("Meta") or {}).items()):
+            text = rfc1464(str(key), str(value)).encode()
+            chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [b""]
+            out.append(wire.Extra(("txt", str(owner), key), RR(owner, T_TXT, ttl=ttl, rdata=TXT(chunks))))
+        return out
+
+    def _healthy(self, store: Store, service: str, tag: str) -> list[tuple[Record, Record, str]]:
+        """(node, service, "passing"|"warning") of instances DNS may hand out (Consul's filter)."""
+        only_passing = self.s.only_passing
+        out = []
+        for node, svc in store.service_instances(service):
+            if tag and tag not in {t.lower() for t in svc.get("Tags") or ()}:
+                continue
+            status = "passing"
+            for check in store.instance_checks(node, svc):
+                st = check["Status"]
+                if st == "passing":
+                    continue
+                if st == "warning" and not only_passing:
+                    status = "warning"
+                    continue
+                status = ""
+                break
+            if status:
+                out.append((node, svc, status))
+        return out
+
+    # ------------------------------------------------------------------ lookups
+
+    def _node(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+        node = store.node(lk.name)
+        msg = Message(deps=("node:" + lk.name,))
+        if node is None:
+            msg.rcode = NXDOMAIN
+            return msg
+        owner = DNSLabel(req.labels)
+        ttl = self.s.node_ttl
+        qtype = req.qtype
+        if qtype in (T_A, T_AAAA, T_ANY):
+            for extra in self._address_records(owner, node["Address"], qtype, ttl):
+                msg.groups.append(wire.Group(extra.rr))
+        if qtype in (T_TXT, T_ANY):
+            msg.groups.extend(wire.Group(e.rr) for e in self._meta_txt(owner, node, ttl))
+        elif msg.groups and self.s.node_meta_txt:
+            msg.additional.extend(self._meta_txt(owner, node, ttl))
+        return msg
+
+    def _addr(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+        records = self._address_records(DNSLabel(req.labels), lk.ip, T_ANY, self.s.node_ttl)
+        msg = Message(deps=())
+        ip = parse_ip(lk.ip)
+        if req.qtype in (T_ANY, T_AAAA if ip and ip.version == 6 else T_A):
+            msg.groups = [wire.Group(e.rr) for e in records]
+        else:
+            msg.additional = records
+        return msg
+
+    def _service(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+        msg = Message(deps=("svc:" + lk.name,))
+        instances = self._healthy(store, lk.name, lk.tag)
+        if not instances:
+            msg.rcode = NXDOMAIN
+            return msg
+        rng.shuffle(instances)
+        msg.shuffled = len(instances) > 1
+        ttl = self.service_ttl(lk.name)
+        qtype = req.qtype
+        owner = DNSLabel(req.labels)
+        seen: set[Any] = set()
+        if qtype == T_SRV:
+            for node, svc, status in instances:
+                address = svc.get("Address") or node["Address"]
+                key = (node["Node"], address, svc.get("Port", 0))
+                if key in seen:
+                    continue
+                seen.add(key)
+                msg.groups.append(self._srv(owner, lk.domain, node, svc, status, ttl))
+        elif qtype in (T_A, T_AAAA, T_ANY, T_TXT):
+            limit = self.s.a_record_limit
+            for node, svc, _ in instances:
+                address = svc.get("Address") or node["Address"]
+                for extra in self._address_records(owner, address, qtype, ttl):
+                    if extra.key[2] not in seen:
+                        seen.add(extra.key[2])
+                        msg.groups.append(wire.Group(extra.rr))
+                if limit and len(msg.groups) >= limit:
+                    break
+        return msg
+
+    def _srv(self, owner: Any, domain: str, node: Record, svc: Record, status: str, ttl: int) -> wire.Group:
+        weights = svc.get("Weights") or {}
+        weight = int(weights.get("Warning" if status == "warning" else "Passing", 1) or 0)
+        node_name = self._node_fqdn(node["Node"], domain)
+        extras: list[wire.Extra] = []
+        own = svc.get("Address") or ""
+        if not own:
+            target = node_name
+            extras = self._address_records(target, node["Address"], T_SRV, ttl)
+        elif parse_ip(own) is not None:
+            target = f"{ip_to_hex(own)}.addr.{self.dc}.{domain}"
+            extras = self._address_records(target, own, T_SRV, ttl)
+        else:
+            target = own if own.endswith(".") else own + "."
+        if self.s.node_meta_txt:
+            extras.extend(self._meta_txt(node_name, node, ttl))
+        rr = RR(owner, T_SRV, ttl=ttl, rdata=SRV(1, max(0, min(weight, 65535)), int(svc.get("Port") or 0), target))
+        return wire.Group(rr, extras)
+
+    def _ptr(self, req: Request, lk: Lookup, store: Store, now: float) -> Message:
+        msg = Message(deps=("nodes", "services"))
+        ip = parse_ip(lk.ip)
+        owner = DNSLabel(req.labels)
+        names: list[str] = []
+        for node in store.all_nodes():
+            addresses = [node["Address"], *(node.get("TaggedAddresses") or {}).values()]
+            if any(parse_ip(str(a)) == ip for a in addresses if a):
+                names.append(self._node_fqdn(node["Node"], self.names.domain))
+        if not names:
+            for service, svcs in store.service_names().items():
+                if any(parse_ip(s.get("Address") or "") == ip for s in svcs):
+                    names.append(f"{service.lower()}.service.{self.dc}.{self.names.domain}")
+        if not names:
+            msg.rcode = NXDOMAIN
+        elif req.qtype in (T_PTR, T_ANY):
+            ttl = self.s.node_ttl
+            msg.groups = [wire.Group(RR(owner, T_PTR, ttl=ttl, rdata=PTR(n))) for n in dict.fromkeys(names)]
+        return msg

@@ -1,0 +1,168 @@
+"""Packing DNS replies: header flags, EDNS0, compression, and trimming to the size the client takes.
+
+How it works
+------------
+A reply is built as answer *groups*: one answer record with the additional records that belong
+to it (an SRV record with its target's A record and node meta TXT), so that dropping an answer
+drops its additional records too. `pack_reply` packs the header, the echoed question, the answers,
+the authority and the deduplicated additional records with dnslib's encoders (name compression
+on unless `disable_compression`), then makes the message fit:
+
+* UDP without EDNS (a 512-byte limit): at most min(8, `udp_answer_limit`) answers;
+* the limit is 512 bytes, the EDNS0 UDP size the client advertised (at most 65507), or 65523 on
+  TCP; over it, the authority section goes first, then answers from the end (many at a time when
+  far over, one at a time when close), then the additional records;
+* answers dropped on UDP set the TC bit when `enable_truncate` is on (Consul's rule), and always
+  when not even one answer fits.
+
+A client that sent an OPT record gets one back with the same UDP size, and its Client Subnet
+option echoed with scope prefix 0. `error_reply` packs header-only (or header + question) replies
+for FORMERR, NOTIMP, REFUSED, SERVFAIL and BADVERS. Sans-IO.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnslib import RR, DNSHeader, DNSLabel, DNSQuestion, EDNS0, EDNSOption
+from dnslib.label import DNSBuffer
+
+from appliance.dns.names import OPT_ECS, Request
+
+UDP_PLAIN_MAX = 512
+UDP_EDNS_MAX = 65535 - 20 - 8
+TCP_MAX = 65523
+MAX_UDP_ANSWER_LIMIT = 8
+TC_BIT = 0x02  # in the third byte of the header
+
+
+@dataclass(slots=True)
+class Extra:
+    """An additional (or glue) record with a key for deduplication."""
+
+    key: tuple[Any, ...]
+    rr: RR
+
+
+@dataclass(slots=True)
+class Group:
+    rr: RR
+    extras: list[Extra] = field(default_factory=list)
+
+
+class _NoNames(dict):  # type: ignore[type-arg]
+    """A name table that never remembers a name: dnslib then writes every name in full."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+
+def _header(req: Request, rcode: int, *, aa: bool, ra: bool) -> DNSHeader:
+    header = DNSHeader(id=req.id, qr=1, opcode=req.opcode, aa=int(aa), rd=int(req.rd), ra=int(ra))
+    header.rcode = rcode & 0xF
+    return header
+
+
+def _opt(req: Request, rcode: int) -> RR | None:
+    if not req.edns:
+        return None
+    opts = []
+    if req.ecs is not None and len(req.ecs) >= 4:
+        ecs = bytearray(req.ecs)
+        ecs[3] = 0  # scope prefix 0: the answer holds for every client subnet
+        opts.append(EDNSOption(OPT_ECS, bytes(ecs)))
+    return EDNS0(udp_len=min(req.udp_size, UDP_EDNS_MAX), ext_rcode=rcode >> 4, opts=opts)
+
+
+def _question(req: Request) -> DNSQuestion:
+    return DNSQuestion(DNSLabel(req.labels), req.qtype, req.qclass)
+
+
+def _pack(header: DNSHeader, question: DNSQuestion | None, answers: list[RR], authority: list[RR],
+          additional: list[RR], opt: RR | None, compress: bool) -> bytes:
+    buf = DNSBuffer()
+    if not compress:
+        buf.names = _NoNames()
+    header.q = 1 if question is not None else 0
+    header.a = len(answers)
+    header.auth = len(authority)
+    header.ar = len(additional) + (opt is not None)
+    header.pack(buf)
+    if question is not None:
+        question.pack(buf)
+    for section in (answers, authority, additional):
+        for rr in section:
+            rr.pack(buf)
+    if opt is not None:
+        opt.pack(buf)
+    return bytes(buf.data)
+
+
+def error_reply(req: Request | None, rcode: int, ra: bool) -> bytes | None:
+    """A reply with no records: the question is echoed when it was read."""
+    if req is None:
+        return None
+    question = _question(req) if req.qtype or req.labels else None
+    try:
+        return _pack(_header(req, rcode, aa=False, ra=ra), question, [], [], [], _opt(req, rcode), True)
+    except Exception:  # noqa: BLE001 - a name dnslib will not encode: answer with the header alone
+        flags = 0x8000 | (req.flags & 0x7900) | (0x0080 if ra else 0) | (rcode & 0xF)
+        return struct.pack("!HHHHHH", req.id, flags, 0, 0, 0, 0)
+
+
+def _extras(groups: list[Group], additional: list[Extra]) -> list[RR]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for extra in [e for g in groups for e in g.extras] + additional:
+        if extra.key not in seen:
+            seen.add(extra.key)
+            out.append(extra.rr)
+    return out
+
+
+def max_size(req: Request, tcp: bool) -> int:
+    if tcp:
+        return TCP_MAX
+    if req.edns and req.udp_size > UDP_PLAIN_MAX:
+        return min(req.udp_size, UDP_EDNS_MAX)
+    return UDP_PLAIN_MAX
+
+
+def pack_reply(req: Request, rcode: int, groups: list[Group], authority: list[RR], additional: list[Extra],
+               *, tcp: bool, settings: Any) -> bytes:
+    """Pack an authoritative reply, trimmed to fit (see the module docstring)."""
+    header = _header(req, rcode, aa=True, ra=settings.recursors)
+    question = _question(req)
+    opt = _opt(req, rcode)
+    compress = not settings.disable_compression
+    limit = max_size(req, tcp)
+    total = len(groups)
+    if not tcp and limit == UDP_PLAIN_MAX:
+        cap = min(MAX_UDP_ANSWER_LIMIT, settings.udp_answer_limit)
+        if total > cap:
+            groups = groups[:cap]
+
+    def build(groups: list[Group], authority: list[RR], with_extras: bool = True) -> bytes:
+        extras = _extras(groups, additional) if with_extras else []
+        return _pack(header, question, [g.rr for g in groups], authority, extras, opt, compress)
+
+    data = build(groups, authority)
+    if len(data) > limit:
+        authority = []
+        data = build(groups, authority)
+        while len(data) > limit and len(groups) > 1:
+            keep = len(groups) - 1
+            if len(data) - limit > 100 and len(groups) > 2:
+                keep = max(1, min(keep, len(groups) * limit // len(data)))
+            groups = groups[:keep]
+            data = build(groups, authority)
+        if len(data) > limit:
+            data = build(groups, authority, with_extras=False)
+        if len(data) > limit:
+            groups = []
+            data = build(groups, authority, with_extras=False)
+    if len(groups) < total and not tcp and (settings.enable_truncate or not groups):
+        data = data[:2] + bytes([data[2] | TC_BIT]) + data[3:]
+    return data

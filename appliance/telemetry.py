@@ -1,0 +1,405 @@
+"""The agent's metric recorder: counters, gauges and samples with labels, Consul's names.
+
+How it works
+------------
+One `Telemetry` per agent (`agent.telemetry`). Code that has something to count calls it with a
+dotted name relative to the prefix, the way Consul's go-metrics calls are written:
+
+    tel.incr_counter("catalog.service.query", labels={"service": name})
+    tel.set_gauge("rpc.queries_blocking", 3)
+    start = time.monotonic(); ...; tel.measure_since("dns.domain_query", start, {"node": node})
+
+The full key is `<metrics_prefix>.<name>`; gauges also get the host name after the prefix
+unless `telemetry.disable_hostname` is set (`consul.<host>.runtime.alloc_bytes`). Every value is
+kept twice:
+
+* in memory, in fixed intervals (10 s, the last 6 kept): each interval aggregates samples and
+  counters (count, sum, sum of squares, min, max) and keeps the last value of each gauge.
+  `display()` renders the most recent *finished* interval (the current one when it is the only
+  one) as Consul's `/v1/agent/metrics` JSON;
+* cumulatively, for Prometheus (only when `prometheus_retention_time` > 0): counter totals,
+  last gauge values, and for samples a count, a sum and the observations of the last 10 s
+  (quantiles 0.5/0.9/0.99). A series not updated within the retention time is dropped.
+  `prometheus_series()` hands these to the exporters package, which owns the exposition format.
+
+Gauges that describe state rather than events (blocking queries parked, Raft indexes, table
+sizes, per-check status) are not pushed; `add_gauge_source(fn)` registers a function that
+returns them, called whenever metrics are read. Timings are in milliseconds, like Consul's.
+Everything runs on the event loop thread; nothing here blocks or does I/O.
+
+`instrument(agent)` wires the recorder into the agent: it times every command proposed to the
+log (`consul.catalog.register`, `consul.kvs.apply`, ...) and every FSM apply (`consul.fsm.*`),
+and registers the agent's state gauges. `http_metrics` is the aiohttp middleware that times
+each request as `consul.api.http{method,path}`, with the path of the route that answered
+(`/v1/health/service/web` -> `v1.health.service._`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+Labels = Mapping[str, str] | Iterable[tuple[str, str]] | None
+LabelKey = tuple[tuple[str, str], ...]
+GaugeSource = Callable[[], Iterable[tuple[str, float, Labels]]]
+
+INTERVAL_S = 10.0  # go-metrics in-memory sink as Consul configures it: 10 s intervals ...
+RETAIN_INTERVALS = 6  # ... kept for one minute
+SUMMARY_MAX_AGE_S = 10.0  # window of the Prometheus quantiles
+QUANTILES = (0.5, 0.9, 0.99)
+MAX_WINDOW = 4096  # observations kept per summary window; older ones are dropped first
+STATUSES = ("passing", "warning", "critical", "maintenance")
+
+# command "Type" -> (RPC timing name, FSM timing name)
+_WRITE_NAMES = {
+    "register": ("catalog.register", "fsm.register"),
+    "deregister": ("catalog.deregister", "fsm.deregister"),
+    "kv_set": ("kvs.apply", "fsm.kvs"),
+    "kv_delete": ("kvs.apply", "fsm.kvs"),
+}
+
+
+def _label_key(labels: Labels) -> LabelKey:
+    if not labels:
+        return ()
+    items = labels.items() if isinstance(labels, Mapping) else labels
+    return tuple(sorted((str(k), str(v)) for k, v in items))
+
+
+@dataclass
+class Aggregate:
+    """go-metrics' AggregateSample: what one interval knows about a counter or a sample."""
+
+    count: int = 0
+    sum: float = 0.0
+    sum_sq: float = 0.0
+    min: float = 0.0
+    max: float = 0.0
+
+    def add(self, value: float) -> None:
+        if self.count == 0 or value < self.min:
+            self.min = value
+        if self.count == 0 or value > self.max:
+            self.max = value
+        self.count += 1
+        self.sum += value
+        self.sum_sq += value * value
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else 0.0
+
+    @property
+    def stddev(self) -> float:
+        div = self.count * (self.count - 1)
+        if div == 0:
+            return 0.0
+        num = self.count * self.sum_sq - self.sum * self.sum
+        return math.sqrt(max(num, 0.0) / div)
+
+
+@dataclass
+class Interval:
+    start: float  # wall-clock seconds, a multiple of INTERVAL_S
+    gauges: dict[tuple[str, LabelKey], float] = field(default_factory=dict)
+    counters: dict[tuple[str, LabelKey], Aggregate] = field(default_factory=dict)
+    samples: dict[tuple[str, LabelKey], Aggregate] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    count: int = 0
+    sum: float = 0.0
+    window: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=MAX_WINDOW))
+    updated: float = 0.0
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile of sorted `values`; NaN when there are none."""
+    if not values:
+        return math.nan
+    rank = max(1, math.ceil(q * len(values)))
+    return values[min(rank, len(values)) - 1]
+
+
+class Telemetry:
+    def __init__(
+        self,
+        *,
+        prefix: str = "consul",
+        hostname: str = "",
+        disable_hostname: bool = False,
+        retention_s: float = 60.0,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = prefix
+        self.hostname = "" if disable_hostname else hostname
+        self.retention_s = retention_s
+        self.wall = wall
+        self.monotonic = monotonic
+        self.intervals: list[Interval] = []
+        self.counters: dict[tuple[str, LabelKey], list[float]] = {}  # key -> [total, updated]
+        self.gauges: dict[tuple[str, LabelKey], list[float]] = {}  # key -> [value, updated]
+        self.summaries: dict[tuple[str, LabelKey], Summary] = {}
+        self.gauge_sources: list[GaugeSource] = []
+        # Output formats other than JSON, registered by extensions: name -> fn(agent, query)
+        # returning (body bytes, content type). exporters registers "prometheus".
+        self.formatters: dict[str, Callable[[Any, Mapping[str, str]], tuple[bytes, str]]] = {}
+
+    @property
+    def prometheus_enabled(self) -> bool:
+        return self.retention_s > 0
+
+    # ------------------------------------------------------------------ names
+
+    def key(self, name: str, *, gauge: bool = False) -> str:
+        parts = [self.prefix] if self.prefix else []
+        if gauge and self.hostname:
+            parts.append(self.hostname)
+        parts.append(name)
+        return ".".join(parts)
+
+    # ------------------------------------------------------------------ recording
+
+    def _interval(self) -> Interval:
+        now = self.wall()
+        start = now - (now % INTERVAL_S)
+        if not self.intervals or self.intervals[-1].start != start:
+            self.intervals.append(Interval(start))
+            del self.intervals[:-RETAIN_INTERVALS]
+        return self.intervals[-1]
+
+    def incr_counter(self, name: str, value: float = 1.0, labels: Labels = None) -> None:
+        k = (self.key(name), _label_key(labels))
+        self._interval().counters.setdefault(k, Aggregate()).add(value)
+        if self.prometheus_enabled:
+            slot = self.counters.setdefault(k, [0.0, 0.0])
+            slot[0] += value
+            slot[1] = self.monotonic()
+
+    def set_gauge(self, name: str, value: float, labels: Labels = None) -> None:
+        k = (self.key(name, gauge=True), _label_key(labels))
+        self._interval().gauges[k] = float(value)
+        if self.prometheus_enabled:
+            self.gauges[k] = [float(value), self.monotonic()]
+
+    def add_sample(self, name: str, value: float, labels: Labels = None) -> None:
+        k = (self.key(name), _label_key(labels))
+        self._interval().samples.setdefault(k, Aggregate()).add(value)
+        if self.prometheus_enabled:
+            now = self.monotonic()
+            summary = self.summaries.get(k)
+            if summary is None:
+                summary = self.summaries[k] = Summary()
+            summary.count += 1
+            summary.sum += value
+            summary.window.append((now, value))
+            summary.updated = now
+
+    def measure_since(self, name: str, start: float, labels: Labels = None) -> float:
+        """Record the milliseconds since `start` (a `time.monotonic()` reading) as a sample."""
+        elapsed_ms = (self.monotonic() - start) * 1000.0
+        self.add_sample(name, elapsed_ms, labels)
+        return elapsed_ms
+
+    def add_gauge_source(self, source: GaugeSource) -> None:
+        self.gauge_sources.append(source)
+
+    def computed_gauges(self) -> list[tuple[str, LabelKey, float]]:
+        out = []
+        for source in self.gauge_sources:
+            for name, value, labels in source():
+                out.append((self.key(name, gauge=True), _label_key(labels), float(value)))
+        return out
+
+    # ------------------------------------------------------------------ reading: Consul's JSON
+
+    def display(self) -> dict[str, Any]:
+        """`GET /v1/agent/metrics`: the latest finished interval, as Consul renders it."""
+        self._interval()
+        data = self.intervals
+        interval = data[0] if len(data) == 1 else data[-2]
+        stamp = datetime.fromtimestamp(round(interval.start), tz=timezone.utc)
+        gauges = dict(interval.gauges)
+        for name, labels, value in self.computed_gauges():
+            gauges[(name, labels)] = value
+
+        def agg(items: dict[tuple[str, LabelKey], Aggregate]) -> list[dict[str, Any]]:
+            return [
+                {"Name": name, "Count": a.count, "Rate": a.sum / INTERVAL_S, "Sum": a.sum, "Min": a.min,
+                 "Max": a.max, "Mean": a.mean, "Stddev": a.stddev, "Labels": dict(labels)}
+                for (name, labels), a in sorted(items.items())
+            ]
+
+        return {
+            "Timestamp": stamp.strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+            "Gauges": [{"Name": name, "Value": value, "Labels": dict(labels)}
+                       for (name, labels), value in sorted(gauges.items())],
+            "Points": [],
+            "Counters": agg(interval.counters),
+            "Samples": agg(interval.samples),
+        }
+
+    # ------------------------------------------------------------------ reading: for Prometheus
+
+    def prometheus_series(self) -> dict[str, list[Any]]:
+        """Live series for the exporters: counters and gauges as (key, labels, value), summaries as
+        (key, labels, count, sum, {quantile: value}). Expired series are dropped here."""
+        now = self.monotonic()
+        cutoff = now - self.retention_s
+        for table in (self.counters, self.gauges):
+            for k in [k for k, (_, updated) in table.items() if updated < cutoff]:
+                del table[k]
+        for k in [k for k, s in self.summaries.items() if s.updated < cutoff]:
+            del self.summaries[k]
+        summaries = []
+        for (name, labels), s in sorted(self.summaries.items()):
+            while s.window and s.window[0][0] < now - SUMMARY_MAX_AGE_S:
+                s.window.popleft()
+            values = sorted(v for _, v in s.window)
+            summaries.append((name, labels, s.count, s.sum, {q: quantile(values, q) for q in QUANTILES}))
+        gauges = {k: v for k, (v, _) in self.gauges.items()}
+        for name, labels, value in self.computed_gauges():
+            gauges[(name, labels)] = value
+        return {
+            "counters": [(name, labels, v) for (name, labels), (v, _) in sorted(self.counters.items())],
+            "gauges": [(name, labels, v) for (name, labels), v in sorted(gauges.items())],
+            "summaries": summaries,
+        }
+
+
+# ---------------------------------------------------------------------- wiring into the agent
+
+
+def for_agent(agent: Any) -> Telemetry:
+    """Build the agent's recorder from its config and instrument the agent with it."""
+    cfg = agent.config.telemetry
+    tel = Telemetry(prefix=cfg.metrics_prefix, hostname=socket.gethostname(),
+                    disable_hostname=cfg.disable_hostname, retention_s=cfg.prometheus_retention_time_s)
+    instrument(tel, agent)
+    return tel
+
+
+def kv_op(command: Mapping[str, Any]) -> str:
+    """Consul's KVS operation name for a KV command (the `op` label of `consul.fsm.kvs`)."""
+    if command.get("Type") == "kv_set":
+        return "cas" if command.get("Verb") == "cas" else "set"
+    if command.get("Recurse"):
+        return "delete-tree"
+    return "delete-cas" if "Index" in command else "delete"
+
+
+def instrument(tel: Telemetry, agent: Any) -> None:
+    """Time writes through the log and the FSM; register the agent's state gauges."""
+    consensus = agent.consensus
+    fsm = getattr(consensus, "fsm", None)
+    if fsm is not None:
+        apply_inner = fsm.apply
+
+        def apply(index: int, command: dict[str, Any]) -> Any:
+            start = tel.monotonic()
+            try:
+                return apply_inner(index, command)
+            finally:
+                kind = str(command.get("Type"))
+                name = _WRITE_NAMES.get(kind, ("", "fsm." + kind))[1]
+                labels = {"op": kv_op(command)} if name == "fsm.kvs" else None
+                tel.measure_since(name, start, labels)
+
+        fsm.apply = apply
+
+    propose_inner = consensus.propose
+
+    async def propose(command: dict[str, Any]) -> Any:
+        start = tel.monotonic()
+        try:
+            return await propose_inner(command)
+        finally:
+            rpc = _WRITE_NAMES.get(str(command.get("Type")), ("",))[0]
+            if rpc:
+                tel.measure_since(rpc, start)
+
+    consensus.propose = propose
+    tel.add_gauge_source(lambda: agent_gauges(agent))
+
+
+def agent_gauges(agent: Any) -> list[tuple[str, float, Labels]]:
+    """State gauges, read when metrics are read."""
+    out: list[tuple[str, float, Labels]] = [("rpc.queries_blocking", agent.hub.parked, None)]
+    stats = agent.consensus.stats()
+    for name, stat in (("raft.applied_index", "applied_index"), ("raft.last_index", "last_log_index")):
+        if stats.get(stat, "").isdigit():
+            out.append((name, int(stats[stat]), None))
+    if agent.config.server:
+        store = agent.store
+        out += [
+            ("state.nodes", len(store.nodes), None),
+            ("state.services", len(store.service_index), None),
+            ("state.service_instances", sum(len(s) for s in store.services.values()), None),
+            ("state.kv_entries", len(store.kv), None),
+            ("server.isLeader", 1 if agent.consensus.is_leader else 0, None),
+        ]
+    try:
+        out.append(("runtime.num_goroutines", len(asyncio.all_tasks()), None))
+    except RuntimeError:  # no running loop (tests)
+        pass
+    out.append(("runtime.total_gc_runs", sum(s["collections"] for s in gc.get_stats()), None))
+    out += check_gauges(agent.local)
+    return out
+
+
+def check_gauges(local: Any) -> list[tuple[str, float, Labels]]:
+    """`agent.check.status`: for each of this agent's checks, one series per status, 1 for the current one."""
+    out: list[tuple[str, float, Labels]] = []
+    for cid in sorted(local.checks):
+        check = local.checks[cid]
+        d = check.definition
+        svc = local.services.get(d.service_id) if d.service_id else None
+        base = {"check_id": cid, "check_name": d.name, "service_id": d.service_id,
+                "service_name": svc.definition.name if svc is not None else ""}
+        for status in STATUSES:
+            out.append(("agent.check.status", 1 if check.status == status else 0, {**base, "status": status}))
+    return out
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+def route_label(router: Any, raw_path: str) -> str:
+    """The `path` label of `consul.api.http`: the route pattern, `/` -> `.`, a parameter as `_`."""
+    pattern = raw_path if raw_path in router.exact else ""
+    if not pattern:
+        for prefix in router.prefixes:
+            if raw_path.startswith(prefix) and len(prefix) > len(pattern):
+                pattern = prefix
+    if not pattern:
+        return ""
+    if pattern.endswith("/"):
+        pattern += "_"
+    return pattern.strip("/").replace("/", ".")
+
+
+@web.middleware
+async def http_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Time every request that reached a route, as `consul.api.http{method,path}`."""
+    tel = getattr(request.app["agent"], "telemetry", None)
+    start = tel.monotonic() if tel is not None else 0.0
+    try:
+        return await handler(request)
+    finally:
+        router = getattr(request.match_info.handler, "__self__", None)
+        if tel is not None and router is not None and hasattr(router, "prefixes"):
+            label = route_label(router, request.raw_path.split("?", 1)[0])
+            if label:
+                tel.measure_since("api.http", start, {"method": request.method, "path": label})

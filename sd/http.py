@@ -1,0 +1,76 @@
+"""GET /v1/sd/prometheus: the catalog as a Prometheus http_sd endpoint.
+
+How it works
+------------
+Debian's own Prometheus build has no Consul discovery, but every Prometheus since 2.28 has
+`http_sd_configs`: it fetches a URL every `refresh_interval` and expects a JSON array of
+`{"targets": [...], "labels": {...}}` groups with `Content-Type: application/json`
+(reference/prometheus.md §3). This endpoint serves the catalog in that form, with the same
+`__meta_consul_*` labels as consul_sd (sd.targets), so relabel rules carry over.
+
+Query parameters (all optional):
+
+    service=<name>     only this service; repeat for several
+    tag=<tag>          only instances with this tag; repeat to require several
+    node-meta=<k>:<v>  only instances on nodes with this meta pair; repeatable
+    passing            only instances whose checks all pass
+    dc=<dc>            the agent's datacenter (another one is Consul's 500 "No path to datacenter")
+    index, wait        a blocking query, like the rest of the API (X-Consul-Index in the answer)
+
+The answer depends on the watch keys of the chosen services (`svc:<name>`) or, for the whole
+catalog, on `services`, `checks` and `nodes`; appliance.http.query.blocking parks on them and
+renders through the agent's render cache, so one catalog index is rendered once however many
+scrapers ask, and the encoded bytes are cached with it. Bodies are compact JSON unless
+`?pretty` is given (not pretty by default even in -dev: the answer can be megabytes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from appliance.http.encoding import dumps
+from appliance.http.errors import HTTPError
+from appliance.http.query import blocking, node_meta_filter, parse_bool_param
+from sd.targets import Filters, target_groups
+
+PATH = "/v1/sd/prometheus"
+
+
+def parse_filters(request: web.Request) -> Filters:
+    agent = request.app["agent"]
+    dc = request.query.get("dc", "")
+    if dc and dc != agent.config.datacenter:
+        raise HTTPError(500, "No path to datacenter")
+    services = tuple(sorted({s.lower() for s in request.query.getall("service", []) if s}))
+    tags = tuple(request.query.getall("tag", []))
+    meta = tuple(sorted(node_meta_filter(request).items()))
+    return Filters(services=services, tags=tags, node_meta=meta, passing=parse_bool_param(request, "passing"))
+
+
+async def prometheus_targets(request: web.Request) -> web.Response:
+    agent = request.app["agent"]
+    store = agent.store
+    filters = parse_filters(request)
+    keys = filters.watch_keys()
+    body, headers = await blocking(
+        request,
+        index=lambda: store.index_of(*keys),
+        render=lambda: target_groups(store, filters, agent.config.datacenter),
+        keys=keys,
+    )
+    pretty = "pretty" in request.query
+    entry = request.get("render_entry")
+    if entry is not None and entry.body is body:
+        data = entry.encoded.get(pretty)
+        if data is None:
+            data = entry.encoded[pretty] = dumps(body, pretty)
+    else:
+        data = dumps(body, pretty)
+    return web.Response(body=data, headers={**headers, "Content-Type": "application/json"})
+
+
+ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", PATH, prometheus_targets),
+]
