@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnslib import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A, DNSLabel
+from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
 
 from appliance.dns import answers_wire as wire
+from appliance.dns.answers_wire import Rec, label, rd_a, rd_aaaa, rd_srv
 from appliance.dns.names import (
     C_ANY,
     C_IN,
@@ -125,7 +126,7 @@ class Message:
 
     rcode: int = NOERROR
     groups: list[wire.Group] = field(default_factory=list)
-    authority: list[RR] = field(default_factory=list)
+    authority: list[Rec] = field(default_factory=list)
     additional: list[wire.Extra] = field(default_factory=list)  # not tied to an answer (addr lookups)
     deps: tuple[str, ...] | None = ()
     shuffled: bool = False
@@ -211,19 +212,19 @@ class Answerer:
                 best, best_len = ttl, len(key)
         return best if best is not None else table.get("*", 0)
 
-    def _soa(self, domain: str, now: float) -> RR:
+    def _soa(self, domain: str, now: float) -> Rec:
         refresh, retry, expire, min_ttl = self.s.soa
         serial = int(now) & 0xFFFFFFFF
         rdata = SOA(f"ns.{domain}", f"hostmaster.{domain}", (serial, refresh, retry, expire, min_ttl))
-        return RR(domain, T_SOA, ttl=min_ttl, rdata=rdata)
+        return Rec(domain, T_SOA, min_ttl, rdata)
 
-    def _ns(self, domain: str, store: Store, rng: random.Random) -> tuple[list[RR], list[wire.Extra], bool]:
+    def _ns(self, domain: str, store: Store, rng: random.Random) -> tuple[list[Rec], list[wire.Extra], bool]:
         servers = [(n, s) for n, s, _ in self._healthy(store, "consul", "") if valid_dns_name(n["Node"])]
         rng.shuffle(servers)
         ns, glue = [], []
         for node, _svc in servers[:MAX_NS]:
             target = self._node_fqdn(node["Node"], domain)
-            ns.append(RR(domain, T_NS, ttl=self.s.node_ttl, rdata=NS(target)))
+            ns.append(Rec(domain, T_NS, self.s.node_ttl, NS(label(target))))
             glue.extend(self._address_records(target, node["Address"], T_ANY, self.s.node_ttl))
         return ns, glue, len(servers) > 1
 
@@ -236,11 +237,13 @@ class Answerer:
         if ip is None:
             if not address:
                 return []
-            return [wire.Extra(("cname", str(owner), address), RR(owner, T_CNAME, ttl=ttl, rdata=CNAME(address)))]
+            return [wire.Extra(("cname", owner, address), Rec(owner, T_CNAME, ttl, CNAME(label(address))))]
         if ip.version == 4 and qtype in (T_A, T_ANY, T_TXT, T_SRV):
-            return [wire.Extra(("a", str(owner), str(ip)), RR(owner, T_A, ttl=ttl, rdata=A(str(ip))))]
+            text = str(ip)
+            return [wire.Extra(("a", owner, text), Rec(owner, T_A, ttl, rd_a(text)))]
         if ip.version == 6 and qtype in (T_AAAA, T_ANY, T_TXT, T_SRV):
-            return [wire.Extra(("aaaa", str(owner), str(ip)), RR(owner, T_AAAA, ttl=ttl, rdata=AAAA(str(ip))))]
+            text = str(ip)
+            return [wire.Extra(("aaaa", owner, text), Rec(owner, T_AAAA, ttl, rd_aaaa(text)))]
         return []
 
     def _meta_txt(self, owner: Any, node: Record, ttl: int) -> list[wire.Extra]:
@@ -248,7 +251,7 @@ class Answerer:
         for key, value in sorted((node.get("Meta") or {}).items()):
             text = rfc1464(str(key), str(value)).encode()
             chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [b""]
-            out.append(wire.Extra(("txt", str(owner), key), RR(owner, T_TXT, ttl=ttl, rdata=TXT(chunks))))
+            out.append(wire.Extra(("txt", owner, key), Rec(owner, T_TXT, ttl, TXT(chunks))))
         return out
 
     def _healthy(self, store: Store, service: str, tag: str) -> list[tuple[Record, Record, str]]:
@@ -350,7 +353,8 @@ class Answerer:
             target = own if own.endswith(".") else own + "."
         if self.s.node_meta_txt:
             extras.extend(self._meta_txt(node_name, node, ttl))
-        rr = RR(owner, T_SRV, ttl=ttl, rdata=SRV(1, max(0, min(weight, 65535)), int(svc.get("Port") or 0), target))
+        port = max(0, min(int(svc.get("Port") or 0), 65535))
+        rr = Rec(owner, T_SRV, ttl, rd_srv(max(0, min(weight, 65535)), port, target))
         return wire.Group(rr, extras)
 
     def _ptr(self, req: Request, lk: Lookup, store: Store, now: float) -> Message:
@@ -370,5 +374,5 @@ class Answerer:
             msg.rcode = NXDOMAIN
         elif req.qtype in (T_PTR, T_ANY):
             ttl = self.s.node_ttl
-            msg.groups = [wire.Group(RR(owner, T_PTR, ttl=ttl, rdata=PTR(n))) for n in dict.fromkeys(names)]
+            msg.groups = [wire.Group(Rec(owner, T_PTR, ttl, PTR(label(n)))) for n in dict.fromkeys(names)]
         return msg

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from dnslib import RR, DNSHeader, DNSLabel, DNSQuestion, EDNS0, EDNSOption
+from dnslib import AAAA, SRV, A, DNSLabel, DNSQuestion
 from dnslib.label import DNSBuffer
 
-from appliance.dns.names import OPT_ECS, Request
+from appliance.dns.names import OPT_ECS, T_OPT, Request
 
 UDP_PLAIN_MAX = 512
 UDP_EDNS_MAX = 65535 - 20 - 8
@@ -38,17 +39,63 @@ MAX_UDP_ANSWER_LIMIT = 8
 TC_BIT = 0x02  # in the third byte of the header
 
 
+class Rec:
+    """One resource record: a name, type, TTL and a dnslib rdata object that packs itself.
+
+    Lighter than dnslib's RR (no range checks on every field), packed with dnslib's buffer and
+    name compression all the same.
+    """
+
+    __slots__ = ("rname", "rtype", "ttl", "rdata")
+
+    def __init__(self, rname: Any, rtype: int, ttl: int, rdata: Any) -> None:
+        self.rname = rname if isinstance(rname, DNSLabel) else label(rname)
+        self.rtype = rtype
+        self.ttl = ttl
+        self.rdata = rdata
+
+    def pack(self, buf: DNSBuffer) -> None:
+        buf.encode_name(self.rname)
+        at = buf.offset
+        buf.append(_RR_FIXED.pack(self.rtype, 1, self.ttl, 0))
+        self.rdata.pack(buf)
+        buf.update(at + 8, "!H", buf.offset - at - 10)
+
+
+_RR_FIXED = struct.Struct("!HHIH")
+
+
+@lru_cache(maxsize=4096)
+def label(name: str) -> DNSLabel:
+    return DNSLabel(name)
+
+
+@lru_cache(maxsize=8192)
+def rd_a(ip: str) -> A:
+    return A(ip)
+
+
+@lru_cache(maxsize=8192)
+def rd_aaaa(ip: str) -> AAAA:
+    return AAAA(ip)
+
+
+@lru_cache(maxsize=8192)
+def rd_srv(weight: int, port: int, target: str) -> SRV:
+    return SRV(1, weight, port, label(target))
+
+
 @dataclass(slots=True)
 class Extra:
     """An additional (or glue) record with a key for deduplication."""
 
     key: tuple[Any, ...]
-    rr: RR
+    rr: Rec
 
 
 @dataclass(slots=True)
 class Group:
-    rr: RR
+    rr: Rec
     extras: list[Extra] = field(default_factory=list)
 
 
@@ -59,44 +106,41 @@ class _NoNames(dict):  # type: ignore[type-arg]
         return None
 
 
-def _header(req: Request, rcode: int, *, aa: bool, ra: bool) -> DNSHeader:
-    header = DNSHeader(id=req.id, qr=1, opcode=req.opcode, aa=int(aa), rd=int(req.rd), ra=int(ra))
-    header.rcode = rcode & 0xF
-    return header
+def _flags(req: Request, rcode: int, *, aa: bool, ra: bool) -> int:
+    return 0x8000 | (req.flags & 0x7900) | (0x0400 if aa else 0) | (0x0080 if ra else 0) | (rcode & 0xF)
 
 
-def _opt(req: Request, rcode: int) -> RR | None:
+def _opt(req: Request, rcode: int) -> bytes:
+    """The OPT record of the reply: same UDP size, extended rcode, the ECS option echoed."""
     if not req.edns:
-        return None
-    opts = []
+        return b""
+    options = b""
     if req.ecs is not None and len(req.ecs) >= 4:
         ecs = bytearray(req.ecs)
         ecs[3] = 0  # scope prefix 0: the answer holds for every client subnet
-        opts.append(EDNSOption(OPT_ECS, bytes(ecs)))
-    return EDNS0(udp_len=min(req.udp_size, UDP_EDNS_MAX), ext_rcode=rcode >> 4, opts=opts)
+        options = struct.pack("!HH", OPT_ECS, len(ecs)) + bytes(ecs)
+    size = min(req.udp_size, UDP_EDNS_MAX)
+    return b"\x00" + _RR_FIXED.pack(T_OPT, size, (rcode >> 4) << 24, len(options)) + options
 
 
 def _question(req: Request) -> DNSQuestion:
     return DNSQuestion(DNSLabel(req.labels), req.qtype, req.qclass)
 
 
-def _pack(header: DNSHeader, question: DNSQuestion | None, answers: list[RR], authority: list[RR],
-          additional: list[RR], opt: RR | None, compress: bool) -> bytes:
+def _pack(req: Request, flags: int, question: DNSQuestion | None, answers: list[Rec], authority: list[Rec],
+          additional: list[Rec], opt: bytes, compress: bool) -> bytes:
     buf = DNSBuffer()
     if not compress:
         buf.names = _NoNames()
-    header.q = 1 if question is not None else 0
-    header.a = len(answers)
-    header.auth = len(authority)
-    header.ar = len(additional) + (opt is not None)
-    header.pack(buf)
+    counts = (1 if question is not None else 0, len(answers), len(authority), len(additional) + bool(opt))
+    buf.append(struct.pack("!HHHHHH", req.id, flags, *counts))
     if question is not None:
         question.pack(buf)
     for section in (answers, authority, additional):
         for rr in section:
             rr.pack(buf)
-    if opt is not None:
-        opt.pack(buf)
+    if opt:
+        buf.append(opt)
     return bytes(buf.data)
 
 
@@ -105,14 +149,14 @@ def error_reply(req: Request | None, rcode: int, ra: bool) -> bytes | None:
     if req is None:
         return None
     question = _question(req) if req.qtype or req.labels else None
+    flags = _flags(req, rcode, aa=False, ra=ra)
     try:
-        return _pack(_header(req, rcode, aa=False, ra=ra), question, [], [], [], _opt(req, rcode), True)
+        return _pack(req, flags, question, [], [], [], _opt(req, rcode), True)
     except Exception:  # noqa: BLE001 - a name dnslib will not encode: answer with the header alone
-        flags = 0x8000 | (req.flags & 0x7900) | (0x0080 if ra else 0) | (rcode & 0xF)
         return struct.pack("!HHHHHH", req.id, flags, 0, 0, 0, 0)
 
 
-def _extras(groups: list[Group], additional: list[Extra]) -> list[RR]:
+def _extras(groups: list[Group], additional: list[Extra]) -> list[Rec]:
     seen: set[tuple[Any, ...]] = set()
     out = []
     for extra in [e for g in groups for e in g.extras] + additional:
@@ -130,10 +174,10 @@ def max_size(req: Request, tcp: bool) -> int:
     return UDP_PLAIN_MAX
 
 
-def pack_reply(req: Request, rcode: int, groups: list[Group], authority: list[RR], additional: list[Extra],
+def pack_reply(req: Request, rcode: int, groups: list[Group], authority: list[Rec], additional: list[Extra],
                *, tcp: bool, settings: Any) -> bytes:
     """Pack an authoritative reply, trimmed to fit (see the module docstring)."""
-    header = _header(req, rcode, aa=True, ra=settings.recursors)
+    flags = _flags(req, rcode, aa=True, ra=settings.recursors)
     question = _question(req)
     opt = _opt(req, rcode)
     compress = not settings.disable_compression
@@ -144,9 +188,9 @@ def pack_reply(req: Request, rcode: int, groups: list[Group], authority: list[RR
         if total > cap:
             groups = groups[:cap]
 
-    def build(groups: list[Group], authority: list[RR], with_extras: bool = True) -> bytes:
+    def build(groups: list[Group], authority: list[Rec], with_extras: bool = True) -> bytes:
         extras = _extras(groups, additional) if with_extras else []
-        return _pack(header, question, [g.rr for g in groups], authority, extras, opt, compress)
+        return _pack(req, flags, question, [g.rr for g in groups], authority, extras, opt, compress)
 
     data = build(groups, authority)
     if len(data) > limit:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 # rcodes and types used across the package
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 0, 1, 2, 3, 4, 5, 16
@@ -211,7 +212,9 @@ def ip_to_hex(ip: str) -> str:
     return ipaddress.ip_address(ip).packed.hex()
 
 
+@lru_cache(maxsize=8192)
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in `text`, or None for a host name (memoized: catalog addresses repeat)."""
     try:
         return ipaddress.ip_address(text)
     except ValueError:

@@ -106,6 +106,19 @@ def test_kv_value_too_large(seeded: AgentProcess) -> None:
     assert status == 200 and resp.strip() == b"true"
 
 
+def test_large_kv_values_stored_whole(agent: AgentProcess) -> None:
+    """Any body up to the limit is read to its end, however the client's packets arrive."""
+    for size in (70_000, 128_001, 200_000, 300_000, 400_000, KV_MAX):
+        for attempt in range(3):
+            value = bytes([65 + attempt]) * size
+            status, _, resp = agent.put("/v1/kv/large", value)
+            assert status == 200 and resp.strip() == b"true", (size, status, resp)
+            status, _, raw = agent.get("/v1/kv/large?raw")
+            assert status == 200
+            assert len(raw) == size, f"stored {len(raw)} of {size} bytes"
+            assert raw == value
+
+
 # --------------------------------------------------------------------------------------------
 # unknown IDs, methods and paths
 
