@@ -24,6 +24,7 @@ from typing import Any
 from appliance import __version__, logs, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
 from appliance.config.runtime import RuntimeConfig
+from appliance.dns.server import DNSServer
 from appliance.http.app import HTTPServer
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
@@ -76,6 +77,7 @@ class Agent:
         self.telemetry = telemetry.for_agent(self)  # before extensions: they register formatters on it
         self.extensions = load_extensions(self)
         self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
+        self.dns = DNSServer(self.store, config, rng=self.rng) if config.ports.dns >= 0 else None
         self._stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -199,6 +201,8 @@ class Agent:
         self.load_config_definitions(new)
         logs.set_level(new.log_level)
         self.config = new
+        if self.dns is not None:
+            self.dns.configure(new)  # dns_config, recursors; listeners stay
         self.local_changed()
         await self.syncer.sync_now()
         self.log.info("Reloaded configuration")
@@ -224,6 +228,8 @@ class Agent:
         for ext in self.extensions:
             if hasattr(ext, "start"):
                 await ext.start()
+        if self.dns is not None:
+            await self.dns.start(cfg.listen_addrs("dns"), cfg.ports.dns)
         await self.http.start(list(cfg.client_addrs), cfg.ports.http)
         loop = asyncio.get_running_loop()
         for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
@@ -236,6 +242,8 @@ class Agent:
             self.log.info("Caught: signal=%s", self.stop_reason or "interrupt")
             self.log.info("Gracefully shutting down agent...")
             await self.http.stop()
+            if self.dns is not None:
+                await self.dns.stop()
             for ext in reversed(self.extensions):
                 if hasattr(ext, "stop"):
                     await ext.stop()

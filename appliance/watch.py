@@ -2,10 +2,10 @@
 
 The state store names what each write changed as watch keys ("svc:web", "nodes", "kv:a/b", ...;
 see appliance.state.store). A blocking query parks on the keys its answer depends on; for KV
-it parks on a prefix, which a write to any key under it touches. One asyncio.Event per key (or
-prefix) is shared by every query parked on it, so 10,000 queries on `health/service/web` cost
-one wake-up, and a write to another service wakes none of them. Events are dropped once no
-query is parked on them.
+it parks on a prefix, which a write to any key under it touches. A parked query costs one
+future and one timer (no task of its own): each key has a set of waiting futures, and a touch
+resolves them all and forgets the key, so a write to another service wakes none of them and
+nothing is left behind by a query that timed out or whose client went away.
 """
 
 from __future__ import annotations
@@ -14,72 +14,53 @@ import asyncio
 from collections.abc import Iterable
 
 
-class _Slot:
-    __slots__ = ("event", "waiters")
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.waiters = 0
-
-
 class WatchHub:
     def __init__(self) -> None:
-        self._exact: dict[str, _Slot] = {}
-        self._prefixes: dict[str, _Slot] = {}  # KV prefix -> slot
+        self._exact: dict[str, set[asyncio.Future[bool]]] = {}
+        self._prefixes: dict[str, set[asyncio.Future[bool]]] = {}  # KV prefix -> waiters
         self.parked = 0
+
+    @staticmethod
+    def _wake(waiters: set[asyncio.Future[bool]]) -> None:
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(True)
 
     def notify(self, touched: Iterable[str]) -> None:
         """Called after each applied log entry with the watch keys it touched."""
         for key in touched:
-            slot = self._exact.pop(key, None)
-            if slot is not None:
-                slot.event.set()
+            waiters = self._exact.pop(key, None)
+            if waiters:
+                self._wake(waiters)
             if key.startswith("kv:") and self._prefixes:
                 kv_key = key[3:]
                 for prefix in [p for p in self._prefixes if kv_key.startswith(p)]:
-                    self._prefixes.pop(prefix).event.set()
+                    self._wake(self._prefixes.pop(prefix))
 
     def notify_all(self) -> None:
         """Wake everything (snapshot restore, leadership change)."""
         for table in (self._exact, self._prefixes):
-            for slot in table.values():
-                slot.event.set()
+            for waiters in table.values():
+                self._wake(waiters)
             table.clear()
-
-    def _slot(self, table: dict[str, _Slot], key: str) -> _Slot:
-        slot = table.get(key)
-        if slot is None:
-            slot = table[key] = _Slot()
-        return slot
 
     async def wait(self, keys: Iterable[str] = (), prefixes: Iterable[str] = (), timeout: float = 0.0) -> bool:
         """Park until one of the keys/prefixes is touched or `timeout` seconds pass; True if woken."""
-        keys, prefixes = list(keys), list(prefixes)
-        slots = [self._slot(self._exact, k) for k in keys]
-        slots += [self._slot(self._prefixes, p) for p in prefixes]
-        if not slots:
-            await asyncio.sleep(timeout)
-            return False
-        for slot in slots:
-            slot.waiters += 1
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        entries = [(self._exact, k) for k in keys] + [(self._prefixes, p) for p in prefixes]
+        for table, key in entries:
+            table.setdefault(key, set()).add(fut)
+        timer = loop.call_later(timeout, lambda: fut.done() or fut.set_result(False))
         self.parked += 1
-        waits = [asyncio.ensure_future(s.event.wait()) for s in slots] if len(slots) > 1 else None
         try:
-            if waits is None:
-                try:
-                    await asyncio.wait_for(slots[0].event.wait(), timeout)
-                    return True
-                except TimeoutError:
-                    return False
-            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            return bool(done)
+            return await fut
         finally:
             self.parked -= 1
-            if waits is not None:
-                for w in waits:
-                    w.cancel()
-            owners = [(k, self._exact) for k in keys] + [(p, self._prefixes) for p in prefixes]
-            for (key, table), slot in zip(owners, slots):
-                slot.waiters -= 1
-                if slot.waiters <= 0 and table.get(key) is slot:
-                    del table[key]
+            timer.cancel()
+            for table, key in entries:
+                waiters = table.get(key)
+                if waiters is not None:
+                    waiters.discard(fut)
+                    if not waiters:
+                        del table[key]

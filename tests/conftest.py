@@ -156,7 +156,7 @@ class AgentProcess:
         pythonpath = self.env.get("PYTHONPATH")
         self.env["PYTHONPATH"] = str(PROJECT_ROOT) + (os.pathsep + pythonpath if pythonpath else "")
         self.env["PYTHONUNBUFFERED"] = "1"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the process's lifetime
         self.proc = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
@@ -267,6 +267,7 @@ class AgentProcess:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
         )
 
     def get(self, path: str, **kw: Any) -> tuple[int, Any, bytes]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 VERBS: dict[str, tuple[str, str, str]] = {
     "agent": ("appliance.cli.agent", "run", "Runs a cairn agent"),
     "catalog": ("appliance.cli.catalog", "run", "Reads the catalog of nodes and services"),
+    "dns": ("appliance.cli.dns", "run", "Prints resolver configuration for the DNS interface"),
     "info": ("appliance.cli.ops", "run_info", "Prints the agent's internal state for operators"),
     "keygen": ("appliance.cli.ops", "run_keygen", "Generates a new gossip encryption key"),
     "kv": ("appliance.cli.kv", "run", "Reads and writes the key/value store"),

@@ -135,36 +135,60 @@ def parked_queries(n: int) -> dict:
         agent.wait()
 
 
+class _Parked(asyncio.Protocol):
+    """One raw HTTP/1.1 client connection: sends the request, notes when the answer starts."""
+
+    def __init__(self, request: bytes, answered: list[float]) -> None:
+        self.request = request
+        self.answered = answered
+        self.done = asyncio.get_running_loop().create_future()
+        self.seen = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.seen:
+            self.seen = True
+            self.answered.append(time.monotonic())
+            if not self.done.done():
+                self.done.set_result(data[:12])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(b"")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _park_and_flip(base: str, n: int, index: int, pid: int) -> dict:
-    import aiohttp
-
-    url = f"{base}/v1/health/service/web?index={index}&wait=5m"
+    """Park n raw connections (the client must not be the bottleneck), flip a check, time the answers."""
+    loop = asyncio.get_running_loop()
+    port = int(base.rsplit(":", 1)[1])
+    request = (f"GET /v1/health/service/web?index={index}&wait=5m HTTP/1.1\r\n"
+               f"Host: 127.0.0.1\r\nConnection: close\r\n\r\n").encode()
     answered: list[float] = []
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
-        async def one() -> None:
-            async with session.get(url) as resp:
-                await resp.read()
-                answered.append(time.monotonic())
-
-        tasks = [asyncio.create_task(one()) for _ in range(n)]
-        # wait until the agent reports them all parked (its telemetry is not needed: count sockets)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            established = sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
-            if established >= n:
-                break
-        await asyncio.sleep(2)
-        rss_parked = rss_mb(pid)
-        early = len(answered)
-        body = {"Node": "web-node-0", "Address": "10.0.0.1", "SkipNodeUpdate": True,
-                "Check": {"CheckID": "web-0-check", "Name": "web", "Status": "critical", "ServiceID": "web-0"}}
-        flip = time.monotonic()
-        async with session.put(f"{base}/v1/catalog/register", data=json.dumps(body)) as resp:
-            await resp.read()
-        await asyncio.gather(*tasks)
-    return {"rss_parked_mb": rss_parked, "answered_before_flip": early,
+    conns = []
+    for i in range(n):
+        _, proto = await loop.create_connection(lambda: _Parked(request, answered), "127.0.0.1", port)
+        conns.append(proto)
+        if i % 500 == 499:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(3)
+    rss_parked = rss_mb(pid)
+    early = len(answered)
+    body = {"Node": "web-node-0", "Address": "10.0.0.1", "SkipNodeUpdate": True,
+            "Check": {"CheckID": "web-0-check", "Name": "web", "Status": "critical", "ServiceID": "web-0"}}
+    cpu_before = cpu_seconds(pid)
+    flip = time.monotonic()
+    await loop.run_in_executor(None, http, "PUT", f"{base}/v1/catalog/register", json.dumps(body).encode())
+    statuses = await asyncio.gather(*(c.done for c in conns))
+    cpu_used = cpu_seconds(pid) - cpu_before
+    assert all(s.startswith(b"HTTP/1.1 200") for s in statuses), set(statuses)
+    return {"rss_parked_mb": rss_parked, "answered_before_flip": early, "agent_cpu_s": cpu_used,
             "all_answered_s": max(answered) - flip, "median_answer_s": sorted(answered)[len(answered) // 2] - flip}
 
 

@@ -23,14 +23,14 @@ def c(agent: AgentProcess) -> consul.Consul:
 
 
 def register_api(c: consul.Consul, service_id: str = "api-1", **kw) -> None:
-    args = dict(
-        service_id=service_id,
-        address="10.0.0.7",
-        port=8080,
-        tags=["v1", "blue"],
-        meta={"version": "1.2"},
-        check=consul.Check.ttl("30s"),
-    )
+    args = {
+        "service_id": service_id,
+        "address": "10.0.0.7",
+        "port": 8080,
+        "tags": ["v1", "blue"],
+        "meta": {"version": "1.2"},
+        "check": consul.Check.ttl("30s"),
+    }
     args.update(kw)
     assert c.agent.service.register("api", **args) is True
 
@@ -42,7 +42,7 @@ def health_statuses(c: consul.Consul, service: str) -> dict[str, str]:
 
 def filtered(agent: AgentProcess, path: str, expr: str, **params: str):
     query = urllib.parse.urlencode({"filter": expr, **params})
-    status, headers, body = http_json("GET", f"{agent.url}{path}?{query}")
+    status, _, body = http_json("GET", f"{agent.url}{path}?{query}")
     assert status == 200, body
     return body
 
@@ -417,7 +417,7 @@ def test_blocking_kv_get_wakes_on_change(c: consul.Consul, agent: AgentProcess) 
         client = consul.Consul(host="127.0.0.1", port=agent.http_port)
         try:
             result["answer"] = client.kv.get("watched", index=index, wait="5s")
-        except Exception as exc:  # reported in the main thread
+        except Exception as exc:  # noqa: BLE001 - reported in the main thread
             result["error"] = exc
         result["returned_at"] = time.monotonic()
 

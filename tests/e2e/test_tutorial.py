@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -328,3 +331,26 @@ def test_index_header_on_reads(web_agent: AgentProcess) -> None:
     assert status == 200
     _, headers, _ = web_agent.get("/v1/kv/tutorial/bump")
     assert consul_index(headers) > before
+
+
+def test_cli_honours_consul_http_addr(agent: AgentProcess) -> None:
+    """CONSUL_HTTP_ADDR alone points the CLI at the agent (DESIGN: Consul's env vars are honoured)."""
+    env = dict(agent.env)
+    del env["CAIRN_HTTP_ADDR"]
+    result = subprocess.run(
+        [sys.executable, "-m", "appliance", "kv", "put", "env/check", "yes"],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Success! Data written to: env/check\n"
+    status, _, raw = agent.get("/v1/kv/env/check?raw")
+    assert status == 200 and raw == b"yes"
+
+
+def test_ctrl_c_stops_the_agent(agent: AgentProcess) -> None:
+    """The tutorial ends with Ctrl-C: the agent logs the signal and exits promptly (ref §5.4)."""
+    agent.signal(signal.SIGINT)
+    agent.proc.wait(10)
+    log = agent.log_path.read_text(errors="replace")
+    assert "agent: Caught: signal=interrupt" in log
+    assert "agent: Gracefully shutting down agent..." in log or "agent: shutdown complete" in log

@@ -244,8 +244,9 @@ def test_timed_out_script_is_killed_with_its_process_group(agent_factory):
     marker = f"cairn-timeout-{uuid.uuid4().hex}"
     register(agent, {"ID": "slow", "Name": "slow", "Args": sleeper_args(marker), "Interval": "2s",
                      "Timeout": "1s"}, path="/v1/agent/check/register")
-    check = wait_local_status(agent, "slow", "critical", timeout=10)
-    assert check["Output"] == "Timed out (1s) running check"
+    wait_until(lambda: agent_checks(agent)["slow"]["Output"] == "Timed out (1s) running check", 10,
+               what="the timeout output")
+    assert agent_checks(agent)["slow"]["Status"] == "critical"
     # the script and the grandchild it started are gone after each timed-out run ...
     wait_until(lambda: processes_with(marker), 10, what="the next run to start")
     wait_until(lambda: not processes_with(marker), 5, what="the timed-out run's processes to be killed")

@@ -62,7 +62,7 @@ def seeded(agent: AgentProcess) -> AgentProcess:
 
 def test_malformed_json_service_register(seeded: AgentProcess) -> None:
     for body in (b'{"Name": "web",', b"not json", b"[1, 2]", b'{"Name": 5}'):
-        status, headers, resp = seeded.put("/v1/agent/service/register", body)
+        status, _, resp = seeded.put("/v1/agent/service/register", body)
         assert status == 400, (body, status, resp)
         assert text(resp).startswith("Request decode failed: "), (body, resp)
 

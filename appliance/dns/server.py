@@ -1,0 +1,344 @@
+"""The DNS server: UDP and TCP listeners, the wire answer cache, and forwarding to recursors.
+
+How it works
+------------
+Every listener hands the raw query to `DNSServer.answer(data, tcp)`:
+
+1. The **answer cache** maps the query bytes after the 2-byte ID (flags, counts, the question as
+   sent, the EDNS0 OPT record with its UDP size) to packed replies without their ID; a hit costs
+   one dict lookup and a bytes concatenation that patches the ID back in. One table per transport,
+   since UDP replies are trimmed and TCP ones are not. The key is the exact question, so `WEB` and
+   `web` are cached apart and each reply echoes the case it was asked in.
+2. Each entry remembers the state-store watch keys its answer read (`svc:web`, `node:n1`, ...)
+   and the store index it was built at. While `store.last_index` has not moved, the entry is
+   current; when it has, the entry is still current if none of its own keys moved. So a catalog
+   change is visible in the very next answer, and a KV write does not flush service answers.
+3. Answers with several instances are shuffled on every build. An entry keeps up to
+   `SHUFFLE_VARIANTS` differently shuffled replies, built on the first queries, and hands them
+   out in turn, so cached answers still spread clients over the instances.
+4. A miss runs the sans-IO `Answerer` (appliance.dns.answers). A reply that asks for recursion
+   is forwarded: UDP first, then TCP when the UDP answer came back truncated and the client is on
+   TCP; the next recursor on a timeout (`recursor_timeout`), an error or a rcode other than
+   NOERROR/NXDOMAIN; SERVFAIL when all fail. A recursor that is this server is dropped at start.
+
+The UDP listener is a raw asyncio DatagramProtocol: it answers inside `datagram_received`, with no
+task per packet; that is measured to matter for this hot path (see BENCHMARKS.md). TCP
+connections take length-prefixed, pipelined queries answered in order, with a connection cap
+and an idle timeout. `CAIRN_DNS_CACHE_ENTRIES` (default 10000; 0 turns the cache off, for
+benchmarks) sizes the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.dns.answers import Answerer, settings_from_config
+from appliance.dns.answers_wire import error_reply
+from appliance.dns.names import NXDOMAIN, NOERROR, SERVFAIL, Request
+from appliance.state.store import Store
+
+log = logging.getLogger("agent.dns")
+agent_log = logging.getLogger("agent")
+
+SHUFFLE_VARIANTS = 6
+MAX_CACHE_KEY = 512
+MAX_TCP_CONNS = 512
+TCP_IDLE_S = 10.0
+MAX_FORWARDS = 256  # concurrent recursor queries; more are dropped (clients retry)
+UDP_RCVBUF = 4 << 20
+
+
+def default_cache_entries() -> int:
+    try:
+        return max(0, int(os.environ.get("CAIRN_DNS_CACHE_ENTRIES", "10000")))
+    except ValueError:
+        return 10000
+
+
+@dataclass(slots=True)
+class _Entry:
+    deps: tuple[str, ...]
+    built: int  # store.last_index when the first variant was built
+    checked: int  # store.last_index when last found current
+    want: int  # variants to keep (1 unless shuffled)
+    variants: list[bytes] = field(default_factory=list)
+    turn: int = 0
+
+
+def parse_recursor(text: str) -> tuple[str, int]:
+    """`8.8.8.8`, `1.1.1.1:53`, `[::1]:5353` or `::1` -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 53
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, 53
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _UDPForward(asyncio.DatagramProtocol):
+    def __init__(self, want_id: int) -> None:
+        self.want_id = want_id
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) >= 12 and data[:2] == struct.pack("!H", self.want_id) and data[2] & 0x80:
+            if not self.done.done():
+                self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class _UDPListener(asyncio.DatagramProtocol):
+    def __init__(self, server: DNSServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            out = self.server.answer(data, False)
+        except Exception as err:  # noqa: BLE001 - never let one packet stop the listener
+            log.error("DNS query failed: error=%r", err)
+            return
+        if out.__class__ is bytes:
+            self.transport.sendto(out, addr)  # type: ignore[union-attr]
+        elif out is not None:
+            self.server.spawn_forward(out, data, lambda reply: self.transport.sendto(reply, addr))
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors from earlier sends: nothing to do
+        return None
+
+
+class DNSServer:
+    def __init__(self, store: Store, config: Any, *, rng: random.Random | None = None,
+                 cache_entries: int | None = None) -> None:
+        self.store = store
+        self.rng = rng or random.Random()
+        self.cache_entries = default_cache_entries() if cache_entries is None else cache_entries
+        self._caches: tuple[dict[bytes, _Entry], dict[bytes, _Entry]] = ({}, {})  # udp, tcp
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.AbstractServer] = []
+        self._tcp_conns: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.bound: list[tuple[str, int]] = []
+        self.stats = {"queries": 0, "cache_hits": 0, "forwarded": 0, "dropped": 0, "servfail": 0}
+        self.recursors: list[tuple[str, int]] = []
+        self.configure(config)
+
+    # ------------------------------------------------------------------ configuration
+
+    def configure(self, config: Any) -> None:
+        """Apply (re)loaded settings: new answerer and recursors, and an empty cache."""
+        self.config = config
+        self.answerer = Answerer(settings_from_config(config))
+        self.recursor_timeout_s = config.dns_config.recursor_timeout_s or 2.0
+        self.recursor_strategy = getattr(config.dns_config, "recursor_strategy", "sequential")
+        self.recursors = []
+        for text in config.recursors:
+            try:
+                host, port = parse_recursor(text)
+            except ValueError:
+                agent_log.warning("Ignoring invalid DNS recursor: %s", text)
+                continue
+            if self._is_self(host, port, config):
+                agent_log.warning("Ignoring DNS recursor that points at this DNS server: %s", text)
+                continue
+            self.recursors.append((host, port))
+        for cache in self._caches:
+            cache.clear()
+
+    @staticmethod
+    def _is_self(host: str, port: int, config: Any) -> bool:
+        if port != config.ports.dns:
+            return False
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        for addr in config.listen_addrs("dns"):
+            try:
+                bound = ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            if bound == ip or (bound.is_unspecified and (ip.is_loopback or ip.is_unspecified)):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ answering
+
+    def answer(self, data: bytes, tcp: bool) -> Any:
+        """Packed reply bytes, a Reply that asks to forward, or None to drop."""
+        self.stats["queries"] += 1
+        cache = self._caches[tcp]
+        key = data[2:]
+        entry = cache.get(key)
+        store = self.store
+        if entry is not None:
+            if entry.checked != store.last_index:
+                if entry.deps and store.index_of(*entry.deps) > entry.built:
+                    del cache[key]
+                    entry = None
+                else:
+                    entry.checked = store.last_index
+            if entry is not None and len(entry.variants) >= entry.want:
+                self.stats["cache_hits"] += 1
+                entry.turn = turn = (entry.turn + 1) % entry.want
+                return data[:2] + entry.variants[turn]
+        reply = self.answerer.respond(data, store, self.rng, time.time(), tcp=tcp)
+        if reply.error:
+            self.stats["servfail"] += 1
+            log.error("DNS answer failed: error=%s", reply.error)
+        if reply.wire is None:
+            if reply.forward is None:
+                self.stats["dropped"] += 1
+                return None
+            return reply
+        if reply.deps is not None and self.cache_entries and len(key) <= MAX_CACHE_KEY:
+            if entry is None:
+                if len(cache) >= self.cache_entries:
+                    del cache[next(iter(cache))]
+                want = SHUFFLE_VARIANTS if reply.shuffled else 1
+                entry = cache[key] = _Entry(reply.deps, store.last_index, store.last_index, want)
+            entry.variants.append(reply.wire[2:])
+        return reply.wire
+
+    # ------------------------------------------------------------------ recursors
+
+    def spawn_forward(self, reply: Any, data: bytes, send: Any) -> None:
+        if len(self._tasks) >= MAX_FORWARDS:
+            self.stats["dropped"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._forward_and_send(reply.forward, data, send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forward_and_send(self, req: Request, data: bytes, send: Any) -> None:
+        out = await self.forward(req, data, tcp=False)
+        if out is not None:
+            with contextlib.suppress(OSError):
+                send(out)
+
+    async def forward(self, req: Request, data: bytes, *, tcp: bool) -> bytes | None:
+        """Ask the recursors; their NOERROR/NXDOMAIN answer with the client's ID, else SERVFAIL."""
+        self.stats["forwarded"] += 1
+        order = list(self.recursors)
+        if self.recursor_strategy == "random":
+            self.rng.shuffle(order)
+        for host, port in order:
+            qid = self.rng.getrandbits(16)
+            query = struct.pack("!HH", qid, struct.unpack_from("!H", data, 2)[0] | 0x0100) + data[4:]
+            try:
+                resp = await self._ask_udp(host, port, query)
+                if resp[2] & 0x02 and tcp:
+                    resp = await self._ask_tcp(host, port, query)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, struct.error) as err:
+                log.debug("recursor failed: address=%s error=%r", _hostport(host, port), err)
+                continue
+            if len(resp) < 12 or resp[:2] != query[:2] or resp[3] & 0x0F not in (NOERROR, NXDOMAIN):
+                continue
+            return data[:2] + bytes([resp[2], resp[3] | 0x80]) + resp[4:]
+        log.error("all resolvers failed for question")
+        return error_reply(req, SERVFAIL, bool(self.recursors))
+
+    async def _ask_udp(self, host: str, port: int, query: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        qid = struct.unpack_from("!H", query)[0]
+        transport, proto = await loop.create_datagram_endpoint(lambda: _UDPForward(qid), remote_addr=(host, port))
+        try:
+            transport.sendto(query)
+            async with asyncio.timeout(self.recursor_timeout_s):
+                return await proto.done
+        finally:
+            transport.close()
+
+    async def _ask_tcp(self, host: str, port: int, query: bytes) -> bytes:
+        async with asyncio.timeout(self.recursor_timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(struct.pack("!H", len(query)) + query)
+                (size,) = struct.unpack("!H", await reader.readexactly(2))
+                resp = await reader.readexactly(size)
+                if resp[:2] != query[:2]:
+                    raise OSError("recursor answered with another ID")
+                return resp
+            finally:
+                writer.close()
+
+    # ------------------------------------------------------------------ listeners
+
+    async def start(self, addrs: list[str] | tuple[str, ...], port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for addr in addrs:
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UDPListener(self), local_addr=(addr, port))
+            self._udp.append(transport)
+            bound_port = transport.get_extra_info("sockname")[1]
+            agent_log.info("Started DNS server: address=%s network=udp", _hostport(addr, bound_port))
+            server = await asyncio.start_server(self._tcp_client, addr, bound_port, reuse_address=True)
+            self._tcp.append(server)
+            self.bound.append((addr, bound_port))
+            agent_log.info("Started DNS server: address=%s network=tcp", _hostport(addr, bound_port))
+
+    async def stop(self) -> None:
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        for writer in list(self._tcp_conns):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        self._udp, self._tcp = [], []
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._tcp_conns) >= MAX_TCP_CONNS:
+            writer.close()
+            return
+        self._tcp_conns.add(writer)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(TCP_IDLE_S):
+                        (size,) = struct.unpack("!H", await reader.readexactly(2))
+                        data = await reader.readexactly(size)
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    return
+                out = self.answer(data, True)
+                if out is not None and out.__class__ is not bytes:
+                    out = await self.forward(out.forward, data, tcp=True)
+                if out is None:
+                    continue
+                writer.write(struct.pack("!H", len(out)) + out)
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+        except Exception as err:  # noqa: BLE001 - one connection's trouble is not the server's
+            log.debug("DNS TCP connection error: %r", err)
+        finally:
+            self._tcp_conns.discard(writer)
+            writer.close()
