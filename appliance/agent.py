@@ -26,6 +26,7 @@ from appliance.checks.manager import CheckManager, refuse_config_checks
 from appliance.config.runtime import RuntimeConfig
 from appliance.dns.server import DNSServer
 from appliance.http.app import HTTPServer
+from appliance.local import persist
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
 from appliance.local.sync import StateSyncer
@@ -80,6 +81,8 @@ class Agent:
         self.dns = DNSServer(self.store, config, rng=self.rng) if config.ports.dns >= 0 else None
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        # API registrations survive restarts when there is a data_dir (never in -dev)
+        self.persist_dir = "" if config.dev else config.data_dir
 
     # ------------------------------------------------------------------ identity
 
@@ -208,6 +211,8 @@ class Agent:
         self.log.info("Reloaded configuration")
 
     def local_changed(self) -> None:
+        if self.persist_dir:
+            persist.save(self.persist_dir, self.local)
         self.hub.notify(("local",))
         self.syncer.trigger()
         self.check_manager.reconcile()
@@ -221,6 +226,9 @@ class Agent:
     async def run(self) -> None:
         cfg = self.config
         self.load_config_definitions(cfg)
+        if self.persist_dir:
+            for warning in persist.restore(self.persist_dir, self.local, time.monotonic()):
+                self.log.warning(warning)
         await self.syncer.sync_now()  # registers this node first ("Synced node info")
         await self.reconcile_self()
         tasks = [asyncio.create_task(self.syncer.run(), name="anti-entropy")]
@@ -235,6 +243,11 @@ class Agent:
         for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
             loop.add_signal_handler(sig, self.request_shutdown, name)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
+        for warning in getattr(cfg, "config_warnings", ()):
+            self.log.warning(warning)
+        if not cfg.dev:
+            self.log.warning("the catalog and KV store are kept in memory by this build (replicated Raft storage "
+                             "is not there yet): they are rebuilt from agent registrations after a restart")
         self.log.info("Consul agent running!")
         try:
             await self._stop.wait()
@@ -287,8 +300,23 @@ def banner(cfg: RuntimeConfig) -> str:
     return "\n".join(lines)
 
 
+def unsupported_mode(cfg: RuntimeConfig) -> str:
+    """Modes that need the replicated log or gossip, which this build does not have yet."""
+    if not cfg.server:
+        return ("client agents (server = false) need gossip and server RPC, which cairn does not have yet; "
+                "run a server with -bootstrap or use -dev")
+    if cfg.bootstrap_expect > 1:
+        return (f"bootstrap_expect = {cfg.bootstrap_expect} needs replicated Raft, which cairn does not have yet; "
+                "run a single server with -bootstrap")
+    return ""
+
+
 def run(cfg: RuntimeConfig) -> int:
     """Run the agent until it is stopped; return the process exit code."""
+    problem = unsupported_mode(cfg)
+    if problem:
+        sys.stderr.write(f"==> {problem}\n")
+        return 1
     logs.setup(cfg.log_level, cfg.log_json)
     if not cfg.log_json:
         print(banner(cfg), flush=True)

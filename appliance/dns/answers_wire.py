@@ -106,6 +106,14 @@ class _NoNames(dict):  # type: ignore[type-arg]
         return None
 
 
+class _Names(dict):  # type: ignore[type-arg]
+    """dnslib's compression table, minus names past offset 0x3FFF (a pointer has 14 bits)."""
+
+    def __setitem__(self, key: Any, value: int) -> None:
+        if value < 0x4000:
+            dict.__setitem__(self, key, value)
+
+
 def _flags(req: Request, rcode: int, *, aa: bool, ra: bool) -> int:
     return 0x8000 | (req.flags & 0x7900) | (0x0400 if aa else 0) | (0x0080 if ra else 0) | (rcode & 0xF)
 
@@ -128,10 +136,9 @@ def _question(req: Request) -> DNSQuestion:
 
 
 def _pack(req: Request, flags: int, question: DNSQuestion | None, answers: list[Rec], authority: list[Rec],
-          additional: list[Rec], opt: bytes, compress: bool) -> bytes:
+          additional: list[Rec], opt: bytes, compress: bool, names: type[dict] = dict) -> bytes:  # type: ignore[type-arg]
     buf = DNSBuffer()
-    if not compress:
-        buf.names = _NoNames()
+    buf.names = names() if compress else _NoNames()
     counts = (1 if question is not None else 0, len(answers), len(authority), len(additional) + bool(opt))
     buf.append(struct.pack("!HHHHHH", req.id, flags, *counts))
     if question is not None:
@@ -141,6 +148,9 @@ def _pack(req: Request, flags: int, question: DNSQuestion | None, answers: list[
             rr.pack(buf)
     if opt:
         buf.append(opt)
+    if compress and names is dict and buf.offset > 0x4000:
+        # past 16 KiB a plain table may hold offsets a 14-bit pointer cannot reach
+        return _pack(req, flags, question, answers, authority, additional, opt, compress, _Names)
     return bytes(buf.data)
 
 

@@ -62,6 +62,7 @@ class LocalCheck:
     output: str = ""
     source: str = "api"  # "api", "config" or "maintenance"
     notes: str = ""
+    raw: dict[str, Any] | None = None  # the API body, kept so the registration can be persisted
     ttl_deadline: float | None = None
     critical_since: float | None = None
 
@@ -74,6 +75,7 @@ class LocalCheck:
 class LocalService:
     definition: ServiceDefinition
     source: str = "api"
+    raw: dict[str, Any] | None = None  # the API body, kept so the registration can be persisted
 
 
 @dataclass
@@ -87,13 +89,13 @@ class LocalState:
     # ------------------------------------------------------------------ services
 
     def add_service(self, svc: ServiceDefinition, *, source: str = "api", now: float = 0.0,
-                    replace_existing_checks: bool = False) -> None:
+                    replace_existing_checks: bool = False, raw: dict[str, Any] | None = None) -> None:
         if replace_existing_checks:
             keep = {c.id for c in svc.checks}
             for cid in [cid for cid, c in self.checks.items()
                         if c.definition.service_id == svc.id and c.source != "maintenance" and cid not in keep]:
                 del self.checks[cid]
-        self.services[svc.id] = LocalService(svc, source)
+        self.services[svc.id] = LocalService(svc, source, raw)
         for check in svc.checks:
             self.add_check(check, source=source, now=now)
 
@@ -113,14 +115,15 @@ class LocalState:
 
     # ------------------------------------------------------------------ checks
 
-    def add_check(self, check: CheckDefinition, *, source: str = "api", now: float = 0.0) -> None:
+    def add_check(self, check: CheckDefinition, *, source: str = "api", now: float = 0.0,
+                  raw: dict[str, Any] | None = None) -> None:
         if check.service_id and check.service_id not in self.services:
             raise NotFound(f'ServiceID "{check.service_id}" does not exist')
         prev = self.checks.get(check.id)
         status, output = check.status, ""
         if prev is not None and prev.definition == check:
             status, output = prev.status, prev.output  # re-registration keeps the last result
-        local = LocalCheck(check, status, output, source, notes=check.notes)
+        local = LocalCheck(check, status, output, source, notes=check.notes, raw=raw)
         if check.kind == "ttl":
             local.ttl_deadline = now + check.ttl_s
         self.checks[check.id] = local

@@ -135,3 +135,51 @@ def test_blocking_query_stops_when_its_client_goes_away(tmp_path: Path):
         await runner
 
     asyncio.run(scenario())
+
+
+def test_api_registrations_survive_a_restart_with_a_data_dir(tmp_path: Path):
+    data = tmp_path / "data"
+    port = free_port()
+    args = [sys.executable, "-m", "appliance", "agent", "-server", "-bootstrap", "-data-dir", str(data),
+            "-node", "persist", "-bind", "127.0.0.1", "-http-port", str(port), "-dns-port", "-1"]
+    base = f"http://127.0.0.1:{port}"
+    from tests.conftest import http, http_json
+
+    def up() -> bool:
+        try:
+            return http("GET", base + "/v1/status/leader")[0] == 200
+        except OSError:
+            return False
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(up, timeout=20, what="agent up")
+        return proc
+
+    proc = start()
+    try:
+        body = {"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "60s"}}
+        assert http_json("PUT", base + "/v1/agent/service/register", body)[0] == 200
+        assert http("PUT", base + "/v1/agent/check/pass/service:web-1?note=up")[0] == 200
+        assert http("PUT", base + "/v1/agent/service/maintenance/web-1?enable=true&reason=deploy")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    proc = start()
+    try:
+        checks = http_json("GET", base + "/v1/agent/checks")[2]
+        assert checks["service:web-1"]["Status"] == "passing" and checks["service:web-1"]["Output"] == "up"
+        assert checks["_service_maintenance:web-1"]["Notes"] == "deploy"
+        instances = http_json("GET", base + "/v1/health/service/web")[2]
+        assert [i["Service"]["ID"] for i in instances] == ["web-1"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_client_mode_is_refused_until_gossip_exists(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "appliance", "agent", "-data-dir", str(tmp_path), "-node", "c",
+                           "-bind", "127.0.0.1", "-http-port", str(free_port())],
+                          capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT)
+    assert proc.returncode == 1
+    assert "client agents" in proc.stderr

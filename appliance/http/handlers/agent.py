@@ -193,7 +193,8 @@ async def service_register(request: web.Request) -> web.Response:
         agent.log.warning(f'Service name "{svc.name}" will not be discoverable via DNS due to invalid '
                           "characters. Valid characters include all alpha-numerics and dashes.")
     _refuse_remote_scripts(agent, [c.kind for c in svc.checks])
-    agent.local.add_service(svc, source="api", now=time.monotonic(), replace_existing_checks=replace_checks)
+    agent.local.add_service(svc, source="api", now=time.monotonic(), replace_existing_checks=replace_checks,
+                           raw=body)
     await _changed(agent)
     return web.Response(status=200)
 
@@ -221,7 +222,7 @@ async def check_register(request: web.Request) -> web.Response:
         raise _decode_error(DefinitionError(text) if type(err) is DefinitionError else err) from None
     _refuse_remote_scripts(agent, [check.kind])
     try:
-        agent.local.add_check(check, source="api", now=time.monotonic())
+        agent.local.add_check(check, source="api", now=time.monotonic(), raw=body)
     except NotFound as err:
         raise HTTPError(404, str(err)) from None
     await _changed(agent)
