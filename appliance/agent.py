@@ -79,10 +79,13 @@ class Agent:
         self.extensions = load_extensions(self)
         self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
         self.dns = DNSServer(self.store, config, rng=self.rng) if config.ports.dns >= 0 else None
+        if self.dns is not None:
+            telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
         self._stop = asyncio.Event()
         self.stop_reason = ""
         # API registrations survive restarts when there is a data_dir (never in -dev)
         self.persist_dir = "" if config.dev else config.data_dir
+        self._persisted: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ identity
 
@@ -212,7 +215,7 @@ class Agent:
 
     def local_changed(self) -> None:
         if self.persist_dir:
-            persist.save(self.persist_dir, self.local)
+            self._persisted = persist.save(self.persist_dir, self.local, self._persisted)
         self.hub.notify(("local",))
         self.syncer.trigger()
         self.check_manager.reconcile()

@@ -373,6 +373,43 @@ def check_gauges(local: Any) -> list[tuple[str, float, Labels]]:
     return out
 
 
+# ---------------------------------------------------------------------- DNS
+
+_PTR_ZONES = (b"\x07in-addr\x04arpa\x00", b"\x03ip6\x04arpa\x00")
+
+
+def is_ptr_query(packet: bytes) -> bool:
+    """True when the question's name is under in-addr.arpa or ip6.arpa (Consul's PTR handler)."""
+    i = 12
+    while i < len(packet):
+        length = packet[i]
+        if length == 0:
+            return packet[12:i + 1].lower().endswith(_PTR_ZONES)
+        if length >= 0xC0:  # a pointer in a question: not ours to judge
+            return False
+        i += 1 + length
+    return False
+
+
+def instrument_dns(tel: Telemetry, server: Any, node_name: str) -> None:
+    """Time each DNS answer as `consul.dns.domain_query{node}` or `consul.dns.ptr_query{node}`.
+
+    Wraps `server.answer(packet, tcp)`, the synchronous question-to-reply step of
+    appliance.dns.server, so the time is cairn's own work (forwarding to recursors excluded).
+    """
+    inner = server.answer
+    labels = (("node", node_name),)
+
+    def answer(packet: bytes, tcp: bool) -> Any:
+        start = tel.monotonic()
+        try:
+            return inner(packet, tcp)
+        finally:
+            tel.measure_since("dns.ptr_query" if is_ptr_query(packet) else "dns.domain_query", start, labels)
+
+    server.answer = answer
+
+
 # ---------------------------------------------------------------------- HTTP
 
 

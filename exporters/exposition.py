@@ -18,17 +18,24 @@ to a counter's name, which would rename every Consul counter (`consul_raft_apply
 `consul_raft_apply_total` and dashboards would break), so families of type `ConsulCounter` are
 written with their name kept as it is; every other family goes through prometheus-client.
 Consul answers the text format even when the scraper asks for OpenMetrics, and so does cairn.
+
+The agent mounts this module through the `cairn.extensions` entry point (appliance never imports
+exporters): `mount(agent)` builds the registry and registers a "prometheus" formatter on
+`agent.telemetry`, which the appliance's `/v1/agent/metrics` handler calls for
+`?format=prometheus` and OpenMetrics `Accept` headers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
+
+from exporters.catalog import CatalogCollector, KVCollector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME_REPLACE = re.compile(r"[ .=\-/]")
@@ -118,8 +125,6 @@ def _go_float(q: float) -> str:
 
 def build_registry(agent: Any) -> CollectorRegistry:
     """The agent's own registry: recorder, consul_exporter metrics, process and runtime."""
-    from exporters.catalog import CatalogCollector
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TelemetryCollector(agent.telemetry))
     registry.register(CatalogCollector(agent))
@@ -127,3 +132,27 @@ def build_registry(agent: Any) -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+class ExportersExtension:
+    """What the agent mounts: the registry, and the "prometheus" formatter for /v1/agent/metrics."""
+
+    routes: list[Any] = []
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.registry = build_registry(agent)
+
+    def render(self, agent: Any, query: Mapping[str, str]) -> tuple[bytes, str]:
+        metrics = list(self.registry.collect())
+        kv = KVCollector.from_query(agent, query)
+        if kv is not None:
+            metrics.extend(kv.collect())
+        return encode(metrics), CONTENT_TYPE
+
+
+def mount(agent: Any) -> ExportersExtension:
+    """The `cairn.extensions` entry point: register the formatter on the agent's recorder."""
+    ext = ExportersExtension(agent)
+    agent.telemetry.formatters["prometheus"] = ext.render
+    return ext

@@ -74,3 +74,16 @@ async def prometheus_targets(request: web.Request) -> web.Response:
 ROUTES: list[tuple[str, str, Any]] = [
     ("GET", PATH, prometheus_targets),
 ]
+
+
+class SDExtension:
+    """What the agent mounts: the http_sd route."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.routes = list(ROUTES)
+
+
+def mount(agent: Any) -> SDExtension:
+    """The `cairn.extensions` entry point (appliance never imports sd)."""
+    return SDExtension(agent)

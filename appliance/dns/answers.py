@@ -29,10 +29,9 @@ no sockets, clock or randomness of its own.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
 
@@ -75,6 +74,12 @@ from appliance.dns.names import (
 from appliance.state.store import Record, Store
 
 MAX_NS = 3
+
+
+class Shuffler(Protocol):
+    """What answers need of randomness: a `random.Random` (seeded in tests) passed in."""
+
+    def shuffle(self, x: MutableSequence[Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -137,13 +142,13 @@ class Answerer:
         self.s = settings
         self.names = NameParser(settings.domain, settings.alt_domain, settings.datacenter)
         self.dc = settings.datacenter.lower()
-        self._handlers: dict[str, Callable[[Request, Lookup, Store, random.Random, float], Message]] = {
+        self._handlers: dict[str, Callable[[Request, Lookup, Store, Shuffler, float], Message]] = {
             "node": self._node, "service": self._service, "addr": self._addr,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ entry point
 
-    def respond(self, data: bytes, store: Store, rng: random.Random, now: float, *, tcp: bool = False) -> Reply:
+    def respond(self, data: bytes, store: Store, rng: Shuffler, now: float, *, tcp: bool = False) -> Reply:
         req: Request | None = None
         try:
             req = parse_request(data)
@@ -156,7 +161,7 @@ class Answerer:
             return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
                          error=f"{type(err).__name__}: {err}")
 
-    def _respond(self, req: Request, store: Store, rng: random.Random, now: float, tcp: bool) -> Reply:
+    def _respond(self, req: Request, store: Store, rng: Shuffler, now: float, tcp: bool) -> Reply:
         if req.qclass not in (C_IN, C_ANY):
             return Reply(wire.error_reply(req, NOTIMP, self.s.recursors), rcode=NOTIMP)
         if req.qtype == T_OPT:
@@ -218,7 +223,7 @@ class Answerer:
         rdata = SOA(f"ns.{domain}", f"hostmaster.{domain}", (serial, refresh, retry, expire, min_ttl))
         return Rec(domain, T_SOA, min_ttl, rdata)
 
-    def _ns(self, domain: str, store: Store, rng: random.Random) -> tuple[list[Rec], list[wire.Extra], bool]:
+    def _ns(self, domain: str, store: Store, rng: Shuffler) -> tuple[list[Rec], list[wire.Extra], bool]:
         servers = [(n, s) for n, s, _ in self._healthy(store, "consul", "") if valid_dns_name(n["Node"])]
         rng.shuffle(servers)
         ns, glue = [], []
@@ -277,7 +282,7 @@ class Answerer:
 
     # ------------------------------------------------------------------ lookups
 
-    def _node(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+    def _node(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         node = store.node(lk.name)
         msg = Message(deps=("node:" + lk.name,))
         if node is None:
@@ -295,7 +300,7 @@ class Answerer:
             msg.additional.extend(self._meta_txt(owner, node, ttl))
         return msg
 
-    def _addr(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+    def _addr(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         records = self._address_records(DNSLabel(req.labels), lk.ip, T_ANY, self.s.node_ttl)
         msg = Message(deps=())
         ip = parse_ip(lk.ip)
@@ -305,7 +310,7 @@ class Answerer:
             msg.additional = records
         return msg
 
-    def _service(self, req: Request, lk: Lookup, store: Store, rng: random.Random, now: float) -> Message:
+    def _service(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         msg = Message(deps=("svc:" + lk.name,))
         instances = self._healthy(store, lk.name, lk.tag)
         if not instances:

@@ -56,6 +56,7 @@ MAX_TCP_CONNS = 512
 TCP_IDLE_S = 10.0
 MAX_FORWARDS = 256  # concurrent recursor queries; more are dropped (clients retry)
 UDP_RCVBUF = 4 << 20
+UDP_BATCH = 64
 
 
 def default_cache_entries() -> int:
@@ -106,31 +107,48 @@ class _UDPForward(asyncio.DatagramProtocol):
             self.done.set_exception(exc)
 
 
-class _UDPListener(asyncio.DatagramProtocol):
-    def __init__(self, server: DNSServer) -> None:
+class _UDPListener:
+    """Reads a UDP socket straight from the event loop, answering every datagram queued.
+
+    asyncio's datagram transport reads one datagram per loop wake-up; a query burst then costs a
+    trip through the loop per query. Reading until the socket is empty (at most UDP_BATCH per
+    wake-up, so TCP and timers still get their turn) and answering inline measured about 1.5x
+    the queries/s of a DatagramProtocol on the cached path (BENCHMARKS.md, DNS).
+    """
+
+    def __init__(self, server: DNSServer, sock: socket.socket) -> None:
         self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(sock.fileno(), self._ready)
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+    def _ready(self) -> None:
+        sock = self.sock
+        answer = self.server.answer
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error from an earlier send, reported on this socket
+            try:
+                out = answer(data, False)
+                if out.__class__ is bytes:
+                    sock.sendto(out, addr)
+                elif out is not None:
+                    self.server.spawn_forward(out, data, lambda reply, addr=addr: sock.sendto(reply, addr))
+            except OSError:
+                pass  # send buffer full or peer gone: UDP may lose a reply, the client retries
+            except Exception as err:  # noqa: BLE001 - never let one packet stop the listener
+                log.error("DNS query failed: error=%r", err)
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        try:
-            out = self.server.answer(data, False)
-        except Exception as err:  # noqa: BLE001 - never let one packet stop the listener
-            log.error("DNS query failed: error=%r", err)
-            return
-        if out.__class__ is bytes:
-            self.transport.sendto(out, addr)  # type: ignore[union-attr]
-        elif out is not None:
-            self.server.spawn_forward(out, data, lambda reply: self.transport.sendto(reply, addr))
-
-    def error_received(self, exc: Exception) -> None:  # ICMP errors from earlier sends: nothing to do
-        return None
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class DNSServer:
@@ -140,7 +158,7 @@ class DNSServer:
         self.rng = rng or random.Random()
         self.cache_entries = default_cache_entries() if cache_entries is None else cache_entries
         self._caches: tuple[dict[bytes, _Entry], dict[bytes, _Entry]] = ({}, {})  # udp, tcp
-        self._udp: list[asyncio.DatagramTransport] = []
+        self._udp: list[_UDPListener] = []
         self._tcp: list[asyncio.AbstractServer] = []
         self._tcp_conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -293,9 +311,16 @@ class DNSServer:
     async def start(self, addrs: list[str] | tuple[str, ...], port: int) -> None:
         loop = asyncio.get_running_loop()
         for addr in addrs:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _UDPListener(self), local_addr=(addr, port))
-            self._udp.append(transport)
-            bound_port = transport.get_extra_info("sockname")[1]
+            info = await loop.getaddrinfo(addr, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, sockaddr = info[0]
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind(sockaddr)
+            except OSError:
+                sock.close()
+                raise
+            self._udp.append(_UDPListener(self, sock))
+            bound_port = sock.getsockname()[1]
             agent_log.info("Started DNS server: address=%s network=udp", _hostport(addr, bound_port))
             server = await asyncio.start_server(self._tcp_client, addr, bound_port, reuse_address=True)
             self._tcp.append(server)
@@ -303,8 +328,8 @@ class DNSServer:
             agent_log.info("Started DNS server: address=%s network=tcp", _hostport(addr, bound_port))
 
     async def stop(self) -> None:
-        for transport in self._udp:
-            transport.close()
+        for listener in self._udp:
+            listener.close()
         for server in self._tcp:
             server.close()
         for writer in list(self._tcp_conns):

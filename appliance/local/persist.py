@@ -2,9 +2,9 @@
 
 Consul keeps services and checks registered over HTTP under its data_dir and restores them at
 start; definitions from config files are simply read again. cairn writes one JSON document,
-`<data_dir>/local-state.json`, replaced atomically (temp file, fsync, rename) after every local
-change: the API bodies of services and standalone checks as they were received, the last status
-and output of their checks, and the maintenance reasons. `restore()` re-parses the bodies with
+`<data_dir>/local-state.json`, replaced atomically (temp file, fsync, rename) whenever it
+changes: the API bodies of services and standalone checks as they were received, the last status
+and output of their TTL checks, and the maintenance reasons. `restore()` re-parses the bodies with
 the same parser the API uses, so a body that became invalid is skipped with a warning rather
 than stopping the agent.
 """
@@ -30,19 +30,25 @@ def document(local: LocalState) -> dict[str, Any]:
         "version": FORMAT_VERSION,
         "services": [s.raw for s in local.services.values() if s.source == "api" and s.raw is not None],
         "checks": [c.raw for c in checks if c.raw is not None],
-        "status": {c.id: {"Status": c.status, "Output": c.output} for c in checks},
+        # TTL results only: other checks run again at start and find their status themselves
+        "status": {c.id: {"Status": c.status, "Output": c.output} for c in checks if c.definition.kind == "ttl"},
         "maintenance": maint,
     }
 
 
-def save(data_dir: str, local: LocalState) -> None:
+def save(data_dir: str, local: LocalState, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the document unless it equals `previous`; return what is on disk now."""
+    doc = document(local)
+    if doc == previous:
+        return doc
     path = Path(data_dir) / FILE_NAME
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as fh:
-        json.dump(document(local), fh)
+        json.dump(doc, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    return doc
 
 
 def restore(data_dir: str, local: LocalState, now: float) -> list[str]:

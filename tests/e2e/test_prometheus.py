@@ -269,7 +269,7 @@ def test_prometheus_file_sd_and_self_scrape(fleet, prometheus):
     assert cairn
     healthy = wait_until(lambda: scraped('consul_catalog_service_node_healthy{service_name="web"}'), timeout=10)
     values = {r["metric"]["service_id"]: r["value"][1] for r in healthy}
-    assert (values["web-1"], values["web-2"], values["web-3"]) == ("1", "0", "0")  # web-3: a new TTL check
+    assert (values["web-1"], values["web-2"], values["web-3"]) == ("1", "0", "1")  # web-2 warns; web-3 has no check
     assert wait_until(lambda: scraped('consul_api_http_count{path="v1.sd.prometheus"}'), timeout=10)
     up = scraped('up{job="cairn"}')
     assert up and up[0]["value"][1] == "1"

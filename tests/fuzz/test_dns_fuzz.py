@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import struct
 
-from dnslib import EDNS0, EDNSOption, DNSRecord
+from dnslib import EDNS0, QTYPE, DNSHeader, DNSQuestion, DNSRecord, EDNSOption
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,9 +57,9 @@ TYPES = ["A", "AAAA", "SRV", "TXT", "ANY", "SOA", "NS", "PTR", "MX", "AXFR", "IX
 def seeds() -> st.SearchStrategy[bytes]:
     @st.composite
     def one(draw):
-        q = DNSRecord.question(draw(st.sampled_from(NAMES)), draw(st.sampled_from(TYPES)))
-        q.header.id = draw(st.integers(0, 0xFFFF))
-        q.header.rd = draw(st.booleans())
+        header = DNSHeader(id=draw(st.integers(0, 0xFFFF)), rd=int(draw(st.booleans())))
+        qtype = getattr(QTYPE, draw(st.sampled_from(TYPES)))
+        q = DNSRecord(header, q=DNSQuestion(draw(st.sampled_from(NAMES)), qtype))
         if draw(st.booleans()):
             opts = [EDNSOption(8, draw(st.binary(max_size=12)))] if draw(st.booleans()) else []
             q.add_ar(EDNS0(udp_len=draw(st.integers(0, 0xFFFF)), version=draw(st.sampled_from([0, 0, 1])),
@@ -153,8 +153,6 @@ def test_answerer_has_only_declared_outcomes(data, which, tcp):
         assert reply.forward is None or ANSWERERS[which].s.recursors
         return
     check_outcome(data, reply.wire, tcp=tcp)
-    if not tcp and (len(data) < 12 or not any(data[i] for i in range(12, min(len(data), 12)))):
-        assert len(reply.wire) <= 65507
 
 
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])

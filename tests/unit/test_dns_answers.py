@@ -429,7 +429,7 @@ def test_disable_compression_makes_longer_replies(cat):
     small = answer(cat.store, "web.service.consul", "SRV").wire
     plain = answer(cat.store, "web.service.consul", "SRV", settings=Settings(disable_compression=True)).wire
     assert len(plain) > len(small)
-    assert DNSRecord.parse(plain).rr[0].rdata.port == DNSRecord.parse(small).rr[0].rdata.port or True
+    assert len(DNSRecord.parse(plain).rr) == len(DNSRecord.parse(small).rr) == 2
 
 
 # ----------------------------------------------------------------------------- the wire cache (server)

@@ -320,3 +320,28 @@ def test_kv_collector_numeric_values_only():
 def test_exposition_is_valid_text_format():
     text = encode(TelemetryCollector(recorder(Clock())).collect())
     assert re.fullmatch(rb"(#[^\n]*\n|[^\n]+ [^\n]+\n)*", text)
+
+
+# ---------------------------------------------------------------------- DNS
+
+
+def test_dns_answers_are_timed_by_zone():
+    from dnslib import DNSRecord
+
+    from appliance.telemetry import instrument_dns, is_ptr_query
+
+    forward = DNSRecord.question("web.service.consul", "A").pack()
+    reverse = DNSRecord.question("1.0.0.127.IN-ADDR.ARPA", "PTR").pack()
+    reverse6 = DNSRecord.question("1.0.0.0.ip6.arpa", "PTR").pack()
+    assert not is_ptr_query(forward) and is_ptr_query(reverse) and is_ptr_query(reverse6)
+    assert not is_ptr_query(b"\x00" * 5)  # too short: no question
+
+    clock = Clock()
+    tel = recorder(clock)
+    server = SimpleNamespace(answer=lambda data, tcp: b"reply")
+    instrument_dns(tel, server, "node-1")
+    assert server.answer(forward, False) == b"reply"
+    server.answer(reverse, True)
+    names = {(s[0], s[1]) for s in tel.prometheus_series()["summaries"]}
+    assert names == {("consul.dns.domain_query", (("node", "node-1"),)),
+                     ("consul.dns.ptr_query", (("node", "node-1"),))}

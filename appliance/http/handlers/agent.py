@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from appliance import logs
+from appliance.checks.rules import unsupported_check_text
 from appliance.filter import FilterError
 from appliance.http.encoding import json_response, read_json
 from appliance.http.errors import HTTPError
@@ -177,6 +178,9 @@ async def health_service_name(request: web.Request) -> web.Response:
 
 
 def _refuse_remote_scripts(agent: Any, kinds: list[str]) -> None:
+    for kind in kinds:
+        if text := unsupported_check_text(kind):
+            raise HTTPError(400, text)
     if "script" in kinds and not agent.config.enable_script_checks:
         raise HTTPError(500, SCRIPTS_DISABLED)
 
