@@ -20,12 +20,14 @@ Query parameters (all optional):
 The answer depends on the watch keys of the chosen services (`svc:<name>`) or, for the whole
 catalog, on `services`, `checks` and `nodes`; appliance.http.query.blocking parks on them and
 renders through the agent's render cache, so one catalog index is rendered once however many
-scrapers ask, and the encoded bytes are cached with it. Bodies are compact JSON unless
+scrapers ask, and the encoded bytes are cached with it. Rendering itself reuses the groups of
+every service whose own index did not move (sd.targets.GroupCache). Bodies are compact JSON unless
 `?pretty` is given (not pretty by default even in -dev: the answer can be megabytes).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -33,9 +35,10 @@ from aiohttp import web
 from appliance.http.encoding import dumps
 from appliance.http.errors import HTTPError
 from appliance.http.query import blocking, node_meta_filter, parse_bool_param
-from sd.targets import Filters, target_groups
+from sd.targets import Filters, GroupCache, target_groups
 
 PATH = "/v1/sd/prometheus"
+_caches: weakref.WeakKeyDictionary[Any, GroupCache] = weakref.WeakKeyDictionary()  # store -> its cache
 
 
 def parse_filters(request: web.Request) -> Filters:
@@ -54,10 +57,13 @@ async def prometheus_targets(request: web.Request) -> web.Response:
     store = agent.store
     filters = parse_filters(request)
     keys = filters.watch_keys()
+    cache = _caches.get(store)
+    if cache is None:
+        cache = _caches[store] = GroupCache()
     body, headers = await blocking(
         request,
         index=lambda: store.index_of(*keys),
-        render=lambda: target_groups(store, filters, agent.config.datacenter),
+        render=lambda: target_groups(store, filters, agent.config.datacenter, cache),
         keys=keys,
     )
     pretty = "pretty" in request.query

@@ -25,11 +25,13 @@ http_sd and file_sd outputs carry exactly the labels `consul_sd_configs` would, 
 Label-name suffixes `<k>` are sanitised: every character outside `[a-zA-Z0-9_]` becomes `_`.
 Each instance is its own group `{"targets": [address], "labels": {...}}` (http_sd allows only
 those two keys). Groups are ordered by service name, node, then service ID. Everything here
-is a pure function of store records.
+is a pure function of store records; `GroupCache` keeps each service's groups with the
+service's index so a catalog change re-renders only the services it touched.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ META = "__meta_consul_"
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 
 
+@functools.lru_cache(maxsize=4096)
 def sanitize_label_name(name: str) -> str:
     """Prometheus strutil.SanitizeLabelName: anything outside [a-zA-Z0-9_] becomes `_`."""
     return _INVALID.sub("_", name)
@@ -83,8 +86,18 @@ class Filters:
         return not self.passing or all_passing(checks)
 
 
+def node_labels(node: Record) -> dict[str, str]:
+    """The labels that come from the node alone: its meta and tagged addresses."""
+    labels = {}
+    for key, value in sorted((node.get("Meta") or {}).items()):
+        labels[META + "metadata_" + sanitize_label_name(key)] = str(value)
+    for key, value in sorted((node.get("TaggedAddresses") or {}).items()):
+        labels[META + "tagged_address_" + sanitize_label_name(key)] = str(value)
+    return labels
+
+
 def instance_labels(node: Record, svc: Record, checks: list[Record], *, service: str, datacenter: str,
-                    separator: str = ",") -> dict[str, str]:
+                    separator: str = ",", from_node: dict[str, str] | None = None) -> dict[str, str]:
     labels = {
         META + "service": service,
         META + "dc": datacenter,
@@ -96,12 +109,9 @@ def instance_labels(node: Record, svc: Record, checks: list[Record], *, service:
         META + "tags": tags_label(svc.get("Tags"), separator),
         META + "health": aggregated_status(checks),
     }
-    for key, value in sorted((node.get("Meta") or {}).items()):
-        labels[META + "metadata_" + sanitize_label_name(key)] = str(value)
     for key, value in sorted((svc.get("Meta") or {}).items()):
         labels[META + "service_metadata_" + sanitize_label_name(key)] = str(value)
-    for key, value in sorted((node.get("TaggedAddresses") or {}).items()):
-        labels[META + "tagged_address_" + sanitize_label_name(key)] = str(value)
+    labels.update(node_labels(node) if from_node is None else from_node)
     return labels
 
 
@@ -110,26 +120,83 @@ def target_address(node: Record, svc: Record) -> str:
     return join_host_port(host, int(svc.get("Port") or 0))
 
 
-def service_groups(store: Store, name: str, filters: Filters, datacenter: str) -> list[dict[str, Any]]:
+class NodeMemo:
+    """Per-render memo of what is the same for every instance on a node: its labels and checks.
+
+    Store.instance_checks scans all of a node's checks for each instance; with many instances
+    per node that is quadratic, so the checks are split by service ID once per node here.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.nodes: dict[str, tuple[dict[str, str], list[Record], dict[str, list[Record]]]] = {}
+
+    def get(self, node: Record) -> tuple[dict[str, str], list[Record], dict[str, list[Record]]]:
+        key = node["Node"].lower()
+        got = self.nodes.get(key)
+        if got is None:
+            node_level: list[Record] = []
+            by_service: dict[str, list[Record]] = {}
+            for check in self.store.checks.get(key, {}).values():
+                sid = check["ServiceID"]
+                (by_service.setdefault(sid, []) if sid else node_level).append(check)
+            node_level.sort(key=lambda c: c["CheckID"])
+            for checks in by_service.values():
+                checks.sort(key=lambda c: c["CheckID"])
+            got = self.nodes[key] = (node_labels(node), node_level, by_service)
+        return got
+
+
+def service_groups(store: Store, name: str, filters: Filters, datacenter: str,
+                   memo: NodeMemo | None = None) -> list[dict[str, Any]]:
+    memo = memo or NodeMemo(store)
     groups = []
     for node, svc in store.service_instances(name):
-        checks = store.instance_checks(node, svc)
+        from_node, node_checks, by_service = memo.get(node)
+        checks = node_checks + by_service.get(svc["ID"], [])
         if not filters.keep(node, svc, checks):
             continue
         groups.append({
             "targets": [target_address(node, svc)],
-            "labels": instance_labels(node, svc, checks, service=svc["Service"], datacenter=datacenter),
+            "labels": instance_labels(node, svc, checks, service=svc["Service"], datacenter=datacenter,
+                                      from_node=from_node),
         })
     return groups
 
 
-def target_groups(store: Store, filters: Filters, datacenter: str) -> list[dict[str, Any]]:
+class GroupCache:
+    """Each service's groups, kept with the service's index (`svc:<name>`): after a change only the
+    services whose index moved are rendered again. Bounded; cleared when full."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.entries: dict[tuple[Filters, str], tuple[int, list[dict[str, Any]]]] = {}
+        self.max_entries = max_entries
+
+    def groups(self, store: Store, name: str, filters: Filters, datacenter: str, memo: NodeMemo) -> list[Any]:
+        index = store.index_of("svc:" + name.lower())
+        key = (filters, name.lower())
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] == index:
+            return hit[1]
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        groups = service_groups(store, name, filters, datacenter, memo)
+        self.entries[key] = (index, groups)
+        return groups
+
+
+def target_groups(store: Store, filters: Filters, datacenter: str,
+                  cache: GroupCache | None = None) -> list[dict[str, Any]]:
     """Every selected instance as an http_sd / file_sd target group."""
     if filters.services:
         names = sorted(set(filters.services))
     else:
         names = sorted(store.service_index)
+    memo = NodeMemo(store)
     out: list[dict[str, Any]] = []
     for name in names:
-        out.extend(service_groups(store, name, filters, datacenter))
+        if cache is None:
+            out.extend(service_groups(store, name, filters, datacenter, memo))
+        else:
+            out.extend(cache.groups(store, name, filters, datacenter, memo))
     return out

@@ -12,11 +12,10 @@ An empty answer prints Consul's "try expanding your search" line on stderr and e
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from appliance.cli.flags import CliParser, UsageError, command, err, expect_args, out
+from appliance.cli.flags import CliParser, UsageError, command, err, expect_args, out, run_subcommand
 from appliance.cli.format import columnize, format_kv_map, tabwrite
 from appliance.cli.http_client import HTTPClient, add_http_flags, client_from_args, quote_path
 
@@ -214,15 +213,4 @@ SUBCOMMANDS = {"datacenters": datacenters, "nodes": nodes, "services": services}
 
 @command
 def run(argv: list[str]) -> int:
-    if not argv:
-        sys.stderr.write(HELP)
-        return 1
-    if argv[0] in ("-h", "-help", "--help"):
-        sys.stdout.write(HELP)
-        return 0
-    sub = SUBCOMMANDS.get(argv[0])
-    if sub is None:
-        err(f"Unknown subcommand: catalog {argv[0]}")
-        sys.stderr.write(HELP)
-        return 1
-    return sub(argv[1:])
+    return run_subcommand("catalog", argv, HELP, SUBCOMMANDS)

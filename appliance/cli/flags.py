@@ -189,3 +189,20 @@ def out(text: str = "") -> None:
 def err(text: str) -> None:
     """One line on stderr."""
     sys.stderr.write(text + "\n")
+
+
+def run_subcommand(group: str, argv: list[str], help_text: str,
+                   subcommands: dict[str, Callable[[list[str]], int]]) -> int:
+    """`cairn <group> <sub> ...`: pick the subcommand, or print the group's help."""
+    if not argv:
+        sys.stderr.write(help_text)
+        return 1
+    if argv[0] in ("-h", "-help", "--help"):
+        sys.stdout.write(help_text)
+        return 0
+    sub = subcommands.get(argv[0])
+    if sub is None:
+        err(f"Unknown subcommand: {group} {argv[0]}")
+        sys.stderr.write(help_text)
+        return 1
+    return sub(argv[1:])

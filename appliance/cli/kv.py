@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from appliance.cli.flags import CliError, CliParser, UsageError, command, err, out
+from appliance.cli.flags import CliError, CliParser, UsageError, command, err, out, run_subcommand
 from appliance.cli.format import columnize, go_json_dumps
 from appliance.cli.http_client import ApiError, HTTPClient, add_http_flags, client_from_args, quote_path
 
@@ -381,15 +381,4 @@ SUBCOMMANDS = {"get": get, "put": put, "delete": delete, "export": export, "impo
 
 @command
 def run(argv: list[str]) -> int:
-    if not argv:
-        sys.stderr.write(HELP)
-        return 1
-    if argv[0] in ("-h", "-help", "--help"):
-        sys.stdout.write(HELP)
-        return 0
-    sub = SUBCOMMANDS.get(argv[0])
-    if sub is None:
-        err(f"Unknown subcommand: kv {argv[0]}")
-        sys.stderr.write(HELP)
-        return 1
-    return sub(argv[1:])
+    return run_subcommand("kv", argv, HELP, SUBCOMMANDS)

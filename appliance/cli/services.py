@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from appliance.cli.flags import CliError, CliParser, UsageError, command, err, out
+from appliance.cli.flags import CliError, CliParser, UsageError, command, err, out, run_subcommand
 from appliance.cli.http_client import ApiError, add_http_flags, client_from_args, quote_path
 
 HELP = """\
@@ -214,15 +214,4 @@ SUBCOMMANDS = {"register": register, "deregister": deregister}
 
 @command
 def run(argv: list[str]) -> int:
-    if not argv:
-        sys.stderr.write(HELP)
-        return 1
-    if argv[0] in ("-h", "-help", "--help"):
-        sys.stdout.write(HELP)
-        return 0
-    sub = SUBCOMMANDS.get(argv[0])
-    if sub is None:
-        err(f"Unknown subcommand: services {argv[0]}")
-        sys.stderr.write(HELP)
-        return 1
-    return sub(argv[1:])
+    return run_subcommand("services", argv, HELP, SUBCOMMANDS)

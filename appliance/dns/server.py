@@ -21,8 +21,9 @@ Every listener hands the raw query to `DNSServer.answer(data, tcp)`:
    TCP; the next recursor on a timeout (`recursor_timeout`), an error or a rcode other than
    NOERROR/NXDOMAIN; SERVFAIL when all fail. A recursor that is this server is dropped at start.
 
-The UDP listener is a raw asyncio DatagramProtocol: it answers inside `datagram_received`, with no
-task per packet; that is measured to matter for this hot path (see BENCHMARKS.md). TCP
+The UDP listener is a raw socket read from the asyncio event loop (`loop.add_reader`): it answers
+inside the callback, with no task per packet, and drains every queued datagram per wake-up. That
+is measured to matter for this hot path (see `_UDPListener` and BENCHMARKS.md). TCP
 connections take length-prefixed, pipelined queries answered in order, with a connection cap
 and an idle timeout. `CAIRN_DNS_CACHE_ENTRIES` (default 10000; 0 turns the cache off, for
 benchmarks) sizes the cache.

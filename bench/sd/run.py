@@ -5,8 +5,9 @@ Run:  uv run python bench/sd/run.py [--services 5000] [--instances 3] [--reps 20
 A real `cairn agent -dev` gets `services x instances` instances through /v1/catalog/register
 (each on one of 500 nodes with node meta, two tags, service meta and a passing check). Then:
 
-1. the first `GET /v1/sd/prometheus` after the catalog changed (renders every target group),
-   its size, and the same request again (served from the render cache; median of --reps);
+1. the first `GET /v1/sd/prometheus` (renders every target group) and its size; the same
+   request after one check flipped (one service rendered again; median of --reps); and the
+   same request with nothing changed (served from the render cache; median of --reps);
 2. `?service=<one>` (one service's three groups), median of --reps;
 3. peer 1: the requests Prometheus's consul_sd makes for the same targets against the same
    agent: `/v1/catalog/services` plus one `/v1/health/service/<name>` per service, one
@@ -97,15 +98,19 @@ def run(services: int, instances: int, reps: int) -> dict:
         t0 = time.perf_counter()
         populate(conn, services, instances)
         populate_s = time.perf_counter() - t0
-        # a check flip on one instance: the next full answer must be rendered again
-        conn.request("PUT", "/v1/catalog/register", json.dumps({
-            "Node": "node-0", "Address": "10.0.0.1", "NodeMeta": {"rack": "r0", "env": "prod"},
-            "Check": {"CheckID": "svc-0-0-alive", "Name": "alive", "Status": "critical",
-                      "ServiceID": "svc-0-0"}}).encode())
-        cold_s, body = conn.timed_get("/v1/sd/prometheus")
+        cold_s, body = conn.timed_get("/v1/sd/prometheus")  # nothing rendered yet: every group
         groups = json.loads(body)
         assert len(groups) == services * instances + 1  # + the agent's own `consul` service
         warm_s = median_get(conn, "/v1/sd/prometheus", reps)
+        flips = []
+        for rep in range(reps):  # one check flips: one service is rendered again, the rest reused
+            status, _ = conn.request("PUT", "/v1/catalog/register", json.dumps({
+                "Node": "node-0", "Address": "10.0.0.1", "NodeMeta": {"rack": "r0", "env": "prod"},
+                "Check": {"CheckID": "svc-0-0-alive", "Name": "alive", "Status": ("critical", "passing")[rep % 2],
+                          "ServiceID": "svc-0-0"}}).encode())
+            assert status == 200
+            flips.append(conn.timed_get("/v1/sd/prometheus")[0])
+        flip_s = statistics.median(flips)
         one_s = median_get(conn, "/v1/sd/prometheus?service=svc-42", reps)
 
         t0 = time.perf_counter()
@@ -126,7 +131,7 @@ def run(services: int, instances: int, reps: int) -> dict:
         bare_s = median_get(Conn(bare_port), "/", reps)
         os.unlink(fh.name)
         return {"services": services, "instances": instances, "targets": len(groups), "populate_s": populate_s,
-                "bytes": len(body), "cold_ms": cold_s * 1000, "warm_ms": warm_s * 1000, "one_ms": one_s * 1000,
+                "bytes": len(body), "cold_ms": cold_s * 1000, "flip_ms": flip_s * 1000, "warm_ms": warm_s * 1000, "one_ms": one_s * 1000,
                 "consul_sd_requests": len(json.loads(names)) + 1, "consul_sd_ms": consul_sd_s * 1000,
                 "consul_sd_bytes": sd_bytes, "bare_ms": bare_s * 1000}
     finally:
@@ -146,7 +151,8 @@ agent's own), on 500 nodes, each with node meta, two tags, service meta and one 
 
 | what | time | size |
 | --- | --- | --- |
-| `GET /v1/sd/prometheus`, first after a change (renders every group) | {r['cold_ms']:.0f} ms | {r['bytes'] / 1e6:.1f} MB |
+| `GET /v1/sd/prometheus`, first ever (renders every group) | {r['cold_ms']:.0f} ms | {r['bytes'] / 1e6:.1f} MB |
+| the same after one check flip (one service rendered again, the rest reused; median) | {r['flip_ms']:.0f} ms | same |
 | the same again, from the render cache (median) | {r['warm_ms']:.1f} ms | same |
 | `GET /v1/sd/prometheus?service=svc-42` (median) | {r['one_ms']:.2f} ms | |
 | peer: bare aiohttp handler returning the same bytes (median) | {r['bare_ms']:.1f} ms | same |

@@ -222,7 +222,7 @@ def test_config_format_forces_format(tmp_path: Path, data_dir: str) -> None:
 def test_sources_apply_in_command_line_order_then_hcl_then_flags(tmp_path: Path, data_dir: str) -> None:
     first = write(tmp_path / "a.json", {"data_dir": data_dir, "log_level": "warn", "datacenter": "one",
                                         "advertise_addr": "10.0.0.1", "recursors": ["1.1.1.1"]})
-    second = write(tmp_path / "d" / "b.json", {"datacenter": "two", "recursors": ["8.8.8.8"]})
+    write(tmp_path / "d" / "b.json", {"datacenter": "two", "recursors": ["8.8.8.8"]})
     cfg = build("-hcl", 'log_level = "error"', "-config-file", first, "-config-dir", str(tmp_path / "d"),
                 "-recursor", "9.9.9.9")
     assert cfg.datacenter == "two"

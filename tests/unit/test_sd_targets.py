@@ -169,3 +169,25 @@ def test_index_moves_with_every_change_that_changes_the_answer():
     fsm.apply(11, {**node("n1", "10.0.0.1", {"rack-name": "r9", "env": "prod"}, {"lan": "10.0.0.1"})})
     assert store.index_of(*keys) == 11
     assert store.index_of(*Filters(services=("web",)).watch_keys()) == 11
+
+
+def test_group_cache_renders_only_changed_services():
+    from sd.targets import GroupCache
+
+    store = build()
+    fsm = FSM(store)
+    cache = GroupCache()
+    first = target_groups(store, Filters(), "dc1", cache)
+    assert first == target_groups(store, Filters(), "dc1")
+    db_groups = cache.entries[(Filters(), "db")][1]
+    fsm.apply(20, {**node("n1", "10.0.0.1", {"rack-name": "r1", "env": "prod"}, {"lan": "10.0.0.1", "wan": "1.2.3.4"}),
+                   "Checks": [check("n1", "c-web-1", "critical", "web-1")]})
+    second = target_groups(store, Filters(), "dc1", cache)
+    assert second == target_groups(store, Filters(), "dc1")  # same answer as a fresh render
+    assert by_id(second)["web-1"]["labels"]["__meta_consul_health"] == "critical"
+    assert cache.entries[(Filters(), "db")][1] is db_groups  # db was not touched: not rendered again
+    # a node change moves the index of every service on the node
+    fsm.apply(21, {**node("n2", "10.0.0.2", {"rack-name": "r3"})})
+    third = target_groups(store, Filters(), "dc1", cache)
+    assert by_id(third)["db"]["labels"]["__meta_consul_metadata_rack_name"] == "r3"
+    assert third == target_groups(store, Filters(), "dc1")
