@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from appliance import __version__, logs, telemetry
+from appliance import __version__, logs, sdnotify, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
 from appliance.config.runtime import RuntimeConfig
 from appliance.dns.server import DNSServer
@@ -252,11 +252,13 @@ class Agent:
             self.log.warning("the catalog and KV store are kept in memory by this build (replicated Raft storage "
                              "is not there yet): they are rebuilt from agent registrations after a restart")
         self.log.info("Consul agent running!")
+        sdnotify.ready(f"Serving HTTP on port {cfg.ports.http}, DNS on port {cfg.ports.dns}")  # Type=notify
         try:
             await self._stop.wait()
         finally:
             self.log.info("Caught: signal=%s", self.stop_reason or "interrupt")
             self.log.info("Gracefully shutting down agent...")
+            sdnotify.stopping()
             await self.http.stop()
             if self.dns is not None:
                 await self.dns.stop()
@@ -275,10 +277,13 @@ class Agent:
 
     async def _reload_on_signal(self) -> None:
         self.log.info("Caught: signal=hangup")
+        sdnotify.reloading()
         try:
             await self.reload()
         except Exception as err:  # noqa: BLE001 - a bad file keeps the running config
             self.log.error("Failed to reload configs: error=%s", err)
+        finally:
+            sdnotify.ready("Serving (configuration reloaded)")
 
 
 def banner(cfg: RuntimeConfig) -> str:

@@ -185,7 +185,8 @@ def write_section(path: Path, s: dict, m: dict, duration: int) -> None:
 Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, {m['kernel']}, dnsmasq {m['dnsmasq']},
 dnsperf {m['dnsperf']}, with `uv run python bench/dns/run.py --write BENCHMARKS.md` ({duration} s per run).
 Server pinned to CPU 0, dnsperf to CPU 1 (`-c 1 -T 1 -q 100`, UDP); query `{NAME} A`, three A records
-in every answer; median (range) over interleaved runs. The machine is shared, so figures move between runs.
+in every answer; median (range) over interleaved runs. The agent runs as shipped, its per-query DNS timing
+metric included. The machine is shared, so figures move between runs.
 
 | case | queries/s | vs target |
 | --- | --- | --- |

@@ -1,0 +1,343 @@
+"""Gossip wire messages and their msgpack codec.
+
+How it works: a UDP packet is one version byte (`WIRE_VERSION`) followed by a msgpack array of
+messages; each message is itself a msgpack array `[type, field, ...]` with the fields in the order
+of its dataclass. Because the array elements are self-delimiting, a packet is built by
+concatenating pre-encoded messages after an array header, which is how queued broadcasts are
+piggybacked without re-encoding (`encode_packet`). A push-pull stream carries a single message
+after the version byte (`encode_stream`).
+
+Decoding is strict and bounded: oversized input, a wrong version byte, msgpack errors, wrong
+arity or field types all raise `DecodeError` (a remote error the core counts and drops), never
+anything else. Unknown message types inside a valid packet are skipped and counted, so newer
+peers can add types. `MessageType` and `NodeStateKind` are append-only: the numbers are part of
+the wire protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from enum import IntEnum
+
+import msgpack
+
+WIRE_VERSION = 1
+MAX_PACKET_BYTES = 65_536  # receive limit for one datagram (memberlist reads into 64 KiB buffers)
+MAX_STREAM_BYTES = 20 * 1024 * 1024  # push-pull state limit (memberlist maxPushStateBytes)
+MAX_PUSH_NODES = 1_048_576
+MAX_PARTS = 65_535  # messages in one packet (msgpack array16)
+PACKET_OVERHEAD = 4  # version byte + the largest array header we write
+META_MAX_BYTES = 512
+NAME_MAX_CHARS = 255
+ADDR_MAX_CHARS = 255
+PAYLOAD_MAX_BYTES = 8192
+U16 = 0xFFFF
+U32 = 0xFFFF_FFFF
+U64 = 0xFFFF_FFFF_FFFF_FFFF
+
+
+class MessageType(IntEnum):
+    # WARNING: append only. The numeric values are part of the wire protocol.
+    PING = 0
+    INDIRECT_PING = 1
+    ACK = 2
+    SUSPECT = 3
+    ALIVE = 4
+    DEAD = 5
+    PUSH_PULL = 6
+    NACK = 7
+    JOIN_INTENT = 8
+    LEAVE_INTENT = 9
+    STREAM_ERROR = 10
+
+
+class NodeStateKind(IntEnum):
+    # WARNING: append only. Sent in push-pull state.
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+class DecodeError(ValueError):
+    """A peer sent bytes we cannot use. Count it, drop it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    seq: int
+    node: str  # the target's name; empty = whoever listens there
+    source_node: str
+    source_addr: str
+    source_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndirectPing:
+    seq: int
+    node: str
+    target_addr: str
+    target_port: int
+    nack: bool
+    source_node: str
+    source_addr: str
+    source_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    incarnation: int
+    node: str
+    from_node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    incarnation: int
+    node: str
+    addr: str
+    port: int
+    meta: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    incarnation: int
+    node: str
+    from_node: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushNode:
+    name: str
+    addr: str
+    port: int
+    meta: bytes
+    incarnation: int
+    state: int  # NodeStateKind
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull:
+    join: bool
+    reply: bool
+    nodes: tuple[PushNode, ...]
+    user_state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JoinIntent:
+    ltime: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveIntent:
+    ltime: int
+    node: str
+    prune: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    error: str
+
+
+Message = (
+    Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | JoinIntent | LeaveIntent | StreamError
+)
+
+# ---------------------------------------------------------------------------------- field checks
+
+
+def _u(bound: int):
+    def check(v):
+        return type(v) is int and 0 <= v <= bound
+
+    return check
+
+
+def _s(max_chars: int):
+    def check(v):
+        return type(v) is str and len(v) <= max_chars
+
+    return check
+
+
+def _b(max_bytes: int):
+    def check(v):
+        return type(v) is bytes and len(v) <= max_bytes
+
+    return check
+
+
+def _bool(v) -> bool:
+    return type(v) is bool
+
+
+_NAME, _ADDR = _s(NAME_MAX_CHARS), _s(ADDR_MAX_CHARS)
+_SEQ, _PORT, _INC, _LTIME = _u(U32), _u(U16), _u(U32), _u(U64)
+_STATE = _u(len(NodeStateKind) - 1)
+
+_PUSH_NODE_CHECKS = (_NAME, _ADDR, _PORT, _b(META_MAX_BYTES), _INC, _STATE)
+
+_SCHEMAS: dict[int, tuple[type, tuple]] = {
+    MessageType.PING: (Ping, (_SEQ, _NAME, _NAME, _ADDR, _PORT)),
+    MessageType.INDIRECT_PING: (IndirectPing, (_SEQ, _NAME, _ADDR, _PORT, _bool, _NAME, _ADDR, _PORT)),
+    MessageType.ACK: (Ack, (_SEQ, _b(PAYLOAD_MAX_BYTES))),
+    MessageType.NACK: (Nack, (_SEQ,)),
+    MessageType.SUSPECT: (Suspect, (_INC, _NAME, _NAME)),
+    MessageType.ALIVE: (Alive, (_INC, _NAME, _ADDR, _PORT, _b(META_MAX_BYTES))),
+    MessageType.DEAD: (Dead, (_INC, _NAME, _NAME)),
+    MessageType.JOIN_INTENT: (JoinIntent, (_LTIME, _NAME)),
+    MessageType.LEAVE_INTENT: (LeaveIntent, (_LTIME, _NAME, _bool)),
+    MessageType.STREAM_ERROR: (StreamError, (_s(1024),)),
+}
+_TYPE_OF: dict[type, int] = {cls: t for t, (cls, _) in _SCHEMAS.items()}
+_TYPE_OF[PushPull] = MessageType.PUSH_PULL
+
+# ---------------------------------------------------------------------------------- encoding
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def encode_message(msg: Message) -> bytes:
+    """One message as a msgpack array `[type, fields...]` (a packet part, not a packet)."""
+    if type(msg) is PushPull:
+        nodes = [list(astuple(n)) for n in msg.nodes]
+        return _packb([MessageType.PUSH_PULL.value, msg.join, msg.reply, nodes, msg.user_state])
+    return _packb([_TYPE_OF[type(msg)], *astuple(msg)])
+
+
+def _array_header(n: int) -> bytes:
+    if n <= 15:
+        return bytes((0x90 | n,))
+    if n <= MAX_PARTS:
+        return b"\xdc" + n.to_bytes(2, "big")
+    raise ValueError(f"too many messages in one packet: {n}")
+
+
+def encode_packet(parts: list[bytes]) -> bytes:
+    """A datagram from encoded messages (see `encode_message`)."""
+    return bytes((WIRE_VERSION,)) + _array_header(len(parts)) + b"".join(parts)
+
+
+def encode_stream(msg: Message) -> bytes:
+    """A push-pull stream body (one message)."""
+    return bytes((WIRE_VERSION,)) + encode_message(msg)
+
+
+def packet_size(parts_bytes: int, count: int) -> int:
+    """Size of a packet holding `count` messages totalling `parts_bytes` bytes."""
+    return 1 + len(_array_header(count)) + parts_bytes
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def _unpack(body: bytes, limit: int):
+    try:
+        return msgpack.unpackb(
+            body,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=limit,
+            max_bin_len=limit,
+            max_array_len=max(MAX_PUSH_NODES, MAX_PARTS),
+            max_map_len=MAX_PUSH_NODES,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, ...)
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+
+
+def _build(item) -> Message | None:
+    """A message from its decoded array, None if its type is unknown; DecodeError if malformed."""
+    if type(item) is not list or not item or type(item[0]) is not int:
+        raise DecodeError("message is not [type, ...]")
+    mtype, fields = item[0], item[1:]
+    if mtype == MessageType.PUSH_PULL:
+        return _build_push_pull(fields)
+    schema = _SCHEMAS.get(mtype)
+    if schema is None:
+        return None
+    cls, checks = schema
+    if len(fields) != len(checks):
+        raise DecodeError(f"{cls.__name__}: {len(fields)} fields, want {len(checks)}")
+    for value, check in zip(fields, checks):
+        if not check(value):
+            raise DecodeError(f"{cls.__name__}: bad field")
+    return cls(*fields)
+
+
+def _build_push_pull(fields) -> PushPull:
+    if len(fields) != 4:
+        raise DecodeError("PushPull: wrong arity")
+    join, reply, nodes, user_state = fields
+    if not (_bool(join) and _bool(reply) and type(nodes) is list and type(user_state) is bytes):
+        raise DecodeError("PushPull: bad field")
+    if len(nodes) > MAX_PUSH_NODES:
+        raise DecodeError("PushPull: too many nodes")
+    out = []
+    for node in nodes:
+        if type(node) is not list or len(node) != len(_PUSH_NODE_CHECKS):
+            raise DecodeError("PushPull: bad node")
+        for value, check in zip(node, _PUSH_NODE_CHECKS):
+            if not check(value):
+                raise DecodeError("PushPull: bad node field")
+        out.append(PushNode(*node))
+    return PushPull(join, reply, tuple(out), user_state)
+
+
+def decode_packet(data: bytes) -> tuple[list[Message], int]:
+    """(messages, unknown_type_count) from a datagram; DecodeError if it is unusable."""
+    if len(data) > MAX_PACKET_BYTES:
+        raise DecodeError("oversized packet")
+    if len(data) < 2:
+        raise DecodeError("truncated packet")
+    if data[0] != WIRE_VERSION:
+        raise DecodeError(f"unknown wire version {data[0]}")
+    items = _unpack(bytes(data[1:]), MAX_PACKET_BYTES)
+    if type(items) is not list or not items or len(items) > MAX_PARTS:
+        raise DecodeError("packet is not a list of messages")
+    out: list[Message] = []
+    unknown = 0
+    for item in items:
+        msg = _build(item)
+        if msg is None:
+            unknown += 1
+        elif type(msg) is PushPull:
+            raise DecodeError("push-pull is stream only")
+        else:
+            out.append(msg)
+    return out, unknown
+
+
+def decode_stream(data: bytes) -> Message:
+    """The single message of a push-pull stream; DecodeError if unusable or of an unknown type."""
+    if len(data) > MAX_STREAM_BYTES:
+        raise DecodeError("oversized stream")
+    if len(data) < 2:
+        raise DecodeError("truncated stream")
+    if data[0] != WIRE_VERSION:
+        raise DecodeError(f"unknown wire version {data[0]}")
+    msg = _build(_unpack(bytes(data[1:]), MAX_STREAM_BYTES))
+    if msg is None:
+        raise DecodeError("unknown stream message type")
+    return msg
