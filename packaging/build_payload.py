@@ -14,6 +14,7 @@ The version comes from `appliance/__init__.py` (`--print-version` prints it for 
 from __future__ import annotations
 
 import argparse
+import email
 import json
 import re
 import shutil
@@ -56,6 +57,23 @@ def max_glibc(path: Path) -> tuple[int, int]:
     return max(found, default=(0, 0))  # type: ignore[return-value]
 
 
+def write_copyright(lib: Path, dest: Path) -> None:
+    """packaging/common/copyright with one line per bundled library: name, version, license."""
+    lines = []
+    for info in sorted(lib.glob("*.dist-info")):
+        meta = email.message_from_string((info / "METADATA").read_text(encoding="utf-8"))
+        if meta["Name"] == "cairn":
+            continue
+        license_ = meta.get("License-Expression") or (meta.get("License") or "").split("\n")[0].strip()
+        if not license_:
+            license_ = ", ".join(c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License"))
+        lines.append(f" {meta['Name']} {meta['Version']}: {license_ or 'see its dist-info directory'}")
+    text = (ROOT / "packaging" / "common" / "copyright").read_text()
+    text = text.replace(" @LIBRARIES@\n", "\n".join(lines) + "\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text)
+
+
 def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
     spec = TARGETS[target]
     machine = MACHINES[arch]
@@ -85,6 +103,10 @@ def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
     for cache in list(lib.rglob("__pycache__")):
         shutil.rmtree(cache)
 
+    # Wheels ship compiled modules with their symbol tables; packages ship them stripped.
+    for so in lib.rglob("*.so"):
+        run("strip", "--strip-unneeded", so)
+
     # Every compiled module must be for CPython 3.11 on this machine type and need no newer glibc.
     abi_tag = f"cpython-{spec['python'].replace('.', '')}-{machine}-linux-gnu"
     limit = tuple(int(p) for p in spec["glibc"].split("_"))
@@ -97,6 +119,7 @@ def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
             raise SystemExit(f"{so}: needs glibc {max_glibc(so)}, newer than {target}'s {limit}")
 
     packages = sorted(p.name.removesuffix(".dist-info") for p in lib.glob("*.dist-info"))
+    write_copyright(lib, out / "usr" / "share" / "doc" / "cairn" / "copyright")
     info = {
         "version": project_version(),
         "target": target,
@@ -105,6 +128,7 @@ def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
         "wheel_platform": f"manylinux_{spec['glibc']}_{machine}",
         "packages": packages,
         "compiled_modules": len(compiled),
+        "min_glibc": ".".join(str(p) for p in max((max_glibc(so) for so in compiled), default=(2, 17))),
     }
     (out / "usr" / "lib" / "cairn" / "BUILD-INFO.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

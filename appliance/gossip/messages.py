@@ -16,7 +16,8 @@ the wire protocol.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from enum import IntEnum
 
 import msgpack
@@ -210,6 +211,9 @@ _SCHEMAS: dict[int, tuple[type, tuple]] = {
 }
 _TYPE_OF: dict[type, int] = {cls: t for t, (cls, _) in _SCHEMAS.items()}
 _TYPE_OF[PushPull] = MessageType.PUSH_PULL
+_GETTERS: dict[type, attrgetter] = {
+    cls: attrgetter(*(f.name for f in fields(cls))) for cls in (*_TYPE_OF, PushNode)
+}
 
 # ---------------------------------------------------------------------------------- encoding
 
@@ -218,10 +222,15 @@ _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 def encode_message(msg: Message) -> bytes:
     """One message as a msgpack array `[type, fields...]` (a packet part, not a packet)."""
-    if type(msg) is PushPull:
-        nodes = [list(astuple(n)) for n in msg.nodes]
+    cls = type(msg)
+    if cls is PushPull:
+        node_fields = _GETTERS[PushNode]
+        nodes = [node_fields(n) for n in msg.nodes]
         return _packb([MessageType.PUSH_PULL.value, msg.join, msg.reply, nodes, msg.user_state])
-    return _packb([_TYPE_OF[type(msg)], *astuple(msg)])
+    values = _GETTERS[cls](msg)
+    if type(values) is not tuple:  # attrgetter of one field returns the bare value
+        values = (values,)
+    return _packb([_TYPE_OF[cls], *values])
 
 
 def _array_header(n: int) -> bytes:

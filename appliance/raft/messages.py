@@ -51,6 +51,10 @@ class ConfChangeRefused(RaftError):
     not committed an entry of its term yet, or the change makes no sense)."""
 
 
+class TransferRefused(RaftError):
+    """A leadership transfer cannot start (no such voter, the target is this server)."""
+
+
 class InvariantViolation(AssertionError):
     """A broken invariant inside the core: a bug, never a peer's or a caller's fault."""
 

@@ -1,0 +1,419 @@
+"""The Serf layer over the SWIM core: member status, tags, Lamport-ordered join/leave intents, reap.
+
+How it works: `Serf` owns a `GossipCore` and plugs itself in as its delegate, so a driver talks
+to `Serf` only (same `tick`/`on_packet`/`on_stream`/`take_outputs` surface, plus `take_events`
+for Serf member events). SWIM alone cannot tell a crash from a graceful exit reliably across
+reorderings, so Serf adds intents carrying a Lamport time: a leaving member first broadcasts
+`leave(LTime)`, which moves it to `leaving` everywhere; when the core then reports it gone, a
+`leaving` member becomes `left` (member-leave) while an `alive` one becomes `failed`
+(member-failed). A late intent still turns `failed` into `left`. Each member keeps the LTime of
+the last intent accepted for it (`status_ltime`); older or equal intents are ignored, so two leave
+intents cannot echo forever. Intents about members not known yet are buffered for
+`recent_intent_timeout_s`. Failed members are retried every `reconnect_interval_s` (with
+probability failed/alive, so the cluster as a whole makes about one attempt per failed member)
+and reaped after `reconnect_timeout_s`; left members after `tombstone_timeout_s`.
+
+Graceful `leave(now)`: broadcast the intent (wait until fully transmitted or
+`broadcast_timeout_s`), then the core's own departure (same wait), then keep answering probes for
+`leave_propagate_delay_s`; `has_left` turns true and the driver may shut down.
+
+Not here yet: user events, queries, coalescing, name-conflict resolution, the snapshot file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import Any
+
+import msgpack
+
+from appliance.gossip.broadcast import TransmitLimitedQueue
+from appliance.gossip.config import GossipConfig
+from appliance.gossip.core import EventKind, GossipCore, MemberEvent, Output
+from appliance.gossip.lamport import LamportClock
+from appliance.gossip.members import Address, Rng
+from appliance.gossip.messages import META_MAX_BYTES, JoinIntent, LeaveIntent, encode_message
+
+TAGS_MAGIC = 0xFF  # Serf's tag encoding marker (protocol >= 3)
+
+
+class MemberStatus(IntEnum):
+    NONE = 0
+    ALIVE = 1
+    LEAVING = 2
+    LEFT = 3
+    FAILED = 4
+
+
+class SerfEventKind(Enum):
+    MEMBER_JOIN = "member-join"
+    MEMBER_LEAVE = "member-leave"
+    MEMBER_FAILED = "member-failed"
+    MEMBER_UPDATE = "member-update"
+    MEMBER_REAP = "member-reap"
+
+
+@dataclass(frozen=True, slots=True)
+class SerfEvent:
+    kind: SerfEventKind
+    node: str
+    time: float
+
+
+@dataclass
+class Member:
+    name: str
+    addr: str
+    port: int
+    tags: dict[str, str]
+    status: MemberStatus
+    status_ltime: int = 0
+    leave_time: float | None = None  # when it failed or left (for reaping)
+
+
+class TagsError(ValueError):
+    """Tags that cannot be encoded within the metadata limit."""
+
+
+def encode_tags(tags: dict[str, str]) -> bytes:
+    """Serf's node metadata: 0xFF then a msgpack map of strings; at most 512 bytes."""
+    data = bytes((TAGS_MAGIC,)) + msgpack.packb(dict(sorted(tags.items())), use_bin_type=True)
+    if len(data) > META_MAX_BYTES:
+        raise TagsError(f"encoded tags are {len(data)} bytes, the limit is {META_MAX_BYTES}")
+    return data
+
+
+def decode_tags(meta: bytes) -> dict[str, str] | None:
+    """Tags from metadata; legacy metadata without the marker is the bare `role`. None if garbage."""
+    if not meta:
+        return {}
+    if meta[0] != TAGS_MAGIC:
+        try:
+            return {"role": meta.decode("utf-8")}
+        except UnicodeDecodeError:
+            return None
+    try:
+        tags = msgpack.unpackb(meta[1:], raw=False, max_str_len=META_MAX_BYTES, max_map_len=META_MAX_BYTES)
+    except Exception:  # msgpack raises many types on garbage
+        return None
+    if type(tags) is not dict or not all(type(k) is str and type(v) is str for k, v in tags.items()):
+        return None
+    return tags
+
+
+class Serf:
+    def __init__(self, name: str, addr: str, port: int, config: GossipConfig, rng: Rng, now: float,
+                 tags: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.tags = dict(tags or {})
+        self.clock = LamportClock()
+        self.clock.increment()
+        self.members: dict[str, Member] = {}
+        self.intents = TransmitLimitedQueue(config.retransmit_mult)
+        self.recent_intents: dict[str, tuple[str, int, float]] = {}  # name -> (kind, ltime, wall time)
+        self.stats: Counter[str] = Counter()
+        self.state = MemberStatus.ALIVE  # of the local Serf instance
+        self.has_left = False
+        self.flaps = 0
+        self._events: list[SerfEvent] = []
+        self._join_pending = False
+        self._leave_phase = 0
+        self.core = GossipCore(name, addr, port, config, rng, now, meta=encode_tags(self.tags), delegate=self)
+        self.core.call_at(now + config.reap_interval_s, self._reap_tick)
+        self.core.call_at(now + config.reconnect_interval_s, self._reconnect_tick)
+
+    # ============================================================ driver API (forwarded)
+
+    @property
+    def now(self) -> float:
+        return self.core.now
+
+    def tick(self, now: float) -> None:
+        self.core.tick(now)
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
+
+    def on_packet(self, src: Address, data: bytes, now: float) -> None:
+        self.core.on_packet(src, data, now)
+
+    def on_stream(self, src: Address, data: bytes, now: float) -> bytes:
+        return self.core.on_stream(src, data, now)
+
+    def on_stream_reply(self, token: int, data: bytes | None, now: float) -> None:
+        self.core.on_stream_reply(token, data, now)
+
+    def take_outputs(self) -> list[Output]:
+        return self.core.take_outputs()
+
+    def take_events(self) -> list[SerfEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def join(self, addresses: list[Address], now: float) -> None:
+        """Push-pull with each address; on the first success broadcast a join intent."""
+        self._join_pending = True
+        self.core.join(addresses, now)
+
+    def set_tags(self, tags: dict[str, str], now: float) -> None:
+        """New tags: re-encoded metadata, a new incarnation, member-update everywhere."""
+        meta = encode_tags(tags)
+        self.tags = dict(tags)
+        self.core.update_meta(meta, now)
+
+    def leave(self, now: float) -> None:
+        """Start a graceful leave (see the module docstring); `has_left` turns true at the end."""
+        self.core.now = now
+        if self.state != MemberStatus.ALIVE:
+            return
+        self.state = MemberStatus.LEAVING
+        msg = LeaveIntent(self.clock.time(), self.name, False)
+        self.clock.increment()
+        self._handle_leave_intent(msg)
+        self._leave_phase = 1
+        if self._others_alive():
+            self.intents.queue(encode_message(msg), on_finished=lambda: self._leave_step(1))
+            self.core.call_at(now + self.config.broadcast_timeout_s, self._leave_step, 1)
+        else:
+            self._leave_step(1)
+
+    def force_leave(self, node: str, now: float, prune: bool = False) -> bool:
+        """Broadcast a leave intent for another member (failed -> left); False if unknown."""
+        self.core.now = now
+        if node not in self.members:
+            return False
+        msg = LeaveIntent(self.clock.time(), node, prune)
+        self.clock.increment()
+        self._handle_leave_intent(msg)
+        self.intents.queue(encode_message(msg))
+        return True
+
+    def member_list(self) -> list[Member]:
+        return sorted(self.members.values(), key=lambda m: m.name)
+
+    # ============================================================ delegate (called by the core)
+
+    def notify(self, event: MemberEvent) -> None:
+        kind = event.kind
+        if kind is EventKind.JOIN:
+            self._on_join(event)
+        elif kind is EventKind.FAIL or kind is EventKind.LEAVE:
+            self._on_gone(event)
+        elif kind is EventKind.UPDATE:
+            member = self.members.get(event.node)
+            if member is not None:
+                member.addr, member.port = event.addr, event.port
+                member.tags = self._tags(event.meta)
+                self._emit(SerfEventKind.MEMBER_UPDATE, event.node, event.time)
+
+    def handle_intent(self, msg: JoinIntent | LeaveIntent) -> None:
+        if type(msg) is JoinIntent:
+            rebroadcast = self._handle_join_intent(msg)
+        else:
+            rebroadcast = self._handle_leave_intent(msg)
+        if rebroadcast:
+            self.intents.queue(encode_message(msg))
+
+    def has_broadcasts(self) -> bool:
+        return len(self.intents) > 0
+
+    def get_broadcasts(self, limit: int) -> list[bytes]:
+        return self.intents.get_broadcasts(0, limit, len(self.members))
+
+    def local_state(self) -> bytes:
+        status_ltimes = {m.name: m.status_ltime for m in self.members.values()}
+        left = sorted(m.name for m in self.members.values() if m.status == MemberStatus.LEFT)
+        return msgpack.packb([self.clock.time(), status_ltimes, left], use_bin_type=True)
+
+    def merge_remote_state(self, data: bytes, join: bool) -> None:
+        try:
+            ltime, status_ltimes, left = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            valid = (
+                type(ltime) is int and ltime >= 0 and type(status_ltimes) is dict and type(left) is list
+                and all(type(k) is str and type(v) is int and v >= 0 for k, v in status_ltimes.items())
+                and all(type(x) is str for x in left)
+            )
+        except Exception:  # garbage user state from a peer: count and ignore
+            valid = False
+        if not valid:
+            self.stats["bad_remote_state"] += 1
+            return
+        if ltime > 0:
+            self.clock.witness(ltime - 1)
+        left_set = set(left)
+        for name in left:
+            self._handle_leave_intent(LeaveIntent(status_ltimes.get(name, 0) + 1, name, False))
+        for name, lt in status_ltimes.items():
+            if name not in left_set:
+                self._handle_join_intent(JoinIntent(lt, name))
+
+    def on_join_result(self, ok: bool) -> None:
+        if ok and self._join_pending:
+            self._join_pending = False
+            self._broadcast_join()
+
+    # ============================================================ member status
+
+    def _tags(self, meta: bytes) -> dict[str, str]:
+        tags = decode_tags(meta)
+        if tags is None:
+            self.stats["bad_tags"] += 1
+            return {}
+        return tags
+
+    def _emit(self, kind: SerfEventKind, node: str, time: float | None = None) -> None:
+        self._events.append(SerfEvent(kind, node, self.core.now if time is None else time))
+
+    def _on_join(self, event: MemberEvent) -> None:
+        member = self.members.get(event.node)
+        if member is None:
+            member = Member(event.node, event.addr, event.port, self._tags(event.meta), MemberStatus.ALIVE)
+            buffered = self.recent_intents.pop(event.node, None)
+            if buffered is not None:
+                kind, ltime, _ = buffered
+                member.status_ltime = ltime
+                if kind == "leave":
+                    member.status = MemberStatus.LEAVING
+            self.members[event.node] = member
+        else:
+            if (member.status == MemberStatus.FAILED and member.leave_time is not None
+                    and event.time - member.leave_time < self.config.flap_timeout_s):
+                self.flaps += 1
+            member.status = MemberStatus.ALIVE
+            member.leave_time = None
+            member.addr, member.port = event.addr, event.port
+            member.tags = self._tags(event.meta)
+        self._emit(SerfEventKind.MEMBER_JOIN, event.node, event.time)
+
+    def _on_gone(self, event: MemberEvent) -> None:
+        member = self.members.get(event.node)
+        if member is None:
+            return
+        if member.status == MemberStatus.LEAVING:
+            member.status = MemberStatus.LEFT
+            member.leave_time = event.time
+            self._emit(SerfEventKind.MEMBER_LEAVE, event.node, event.time)
+        elif member.status == MemberStatus.ALIVE:
+            member.status = MemberStatus.FAILED
+            member.leave_time = event.time
+            self._emit(SerfEventKind.MEMBER_FAILED, event.node, event.time)
+
+    def _buffer_intent(self, node: str, kind: str, ltime: int) -> bool:
+        old = self.recent_intents.get(node)
+        if old is not None and old[1] >= ltime:
+            return False
+        self.recent_intents[node] = (kind, ltime, self.core.now)
+        return True
+
+    def _handle_join_intent(self, msg: JoinIntent) -> bool:
+        self.clock.witness(msg.ltime)
+        member = self.members.get(msg.node)
+        if member is None:
+            return self._buffer_intent(msg.node, "join", msg.ltime)
+        if msg.ltime <= member.status_ltime:
+            return False
+        member.status_ltime = msg.ltime
+        if member.status == MemberStatus.LEAVING:
+            member.status = MemberStatus.ALIVE
+        return True
+
+    def _handle_leave_intent(self, msg: LeaveIntent) -> bool:
+        self.clock.witness(msg.ltime)
+        member = self.members.get(msg.node)
+        if member is None:
+            return self._buffer_intent(msg.node, "leave", msg.ltime)
+        if msg.ltime <= member.status_ltime:
+            return False
+        if msg.node == self.name and self.state == MemberStatus.ALIVE:
+            self.stats["leave_refuted"] += 1
+            self._broadcast_join()  # a stale leave about us: our newer join overrides it
+            return False
+        member.status_ltime = msg.ltime  # always, so two leave intents cannot echo forever
+        if member.status == MemberStatus.ALIVE:
+            member.status = MemberStatus.LEAVING
+        elif member.status == MemberStatus.FAILED:
+            member.status = MemberStatus.LEFT
+            member.leave_time = self.core.now
+            self._emit(SerfEventKind.MEMBER_LEAVE, msg.node)
+        elif member.status not in (MemberStatus.LEAVING, MemberStatus.LEFT):
+            return False
+        if msg.prune and member.status == MemberStatus.LEFT:
+            self._erase(msg.node)
+        return True
+
+    def _broadcast_join(self) -> None:
+        msg = JoinIntent(self.clock.time(), self.name)
+        self.clock.witness(msg.ltime)
+        self._handle_join_intent(msg)
+        self.intents.queue(encode_message(msg))
+
+    def _others_alive(self) -> bool:
+        return any(m.status == MemberStatus.ALIVE and m.name != self.name for m in self.members.values())
+
+    def _leave_step(self, phase: int) -> None:
+        """Advance the graceful leave from `phase` (timeouts and finished hooks may both call it)."""
+        if self._leave_phase != phase:
+            return
+        now = self.core.now
+        if phase == 1:  # intent out: now the core's own departure
+            self._leave_phase = 2
+            self.core.leave(now)
+            if self.core.leave_broadcast_done:
+                self._leave_step(2)
+            else:
+                self.core.call_at(now + self.config.broadcast_timeout_s, self._leave_step, 2)
+                self.core.call_at(now + self.config.gossip_interval_s, self._leave_poll, None)
+        elif phase == 2:  # keep answering probes a little longer
+            self._leave_phase = 3
+            self.core.call_at(now + self.config.leave_propagate_delay_s, self._leave_step, 3)
+        elif phase == 3:
+            self._leave_phase = 4
+            self.state = MemberStatus.LEFT
+            self.has_left = True
+
+    def _leave_poll(self, _: Any) -> None:
+        if self._leave_phase == 2:
+            if self.core.leave_broadcast_done:
+                self._leave_step(2)
+            else:
+                self.core.call_at(self.core.now + self.config.gossip_interval_s, self._leave_poll, None)
+
+    # ============================================================ reconnect and reap
+
+    def _reconnect_tick(self, _: Any) -> None:
+        cfg = self.config
+        self.core.call_at(self.core.now + cfg.reconnect_interval_s, self._reconnect_tick)
+        if self.state != MemberStatus.ALIVE:
+            return
+        failed = [m for m in self.member_list() if m.status == MemberStatus.FAILED]
+        if not failed:
+            return
+        left = sum(1 for m in self.members.values() if m.status == MemberStatus.LEFT)
+        alive = max(1, len(self.members) - len(failed) - left)
+        if self.core.rng.random() > len(failed) / alive:
+            return
+        target = failed[self.core.rng.randrange(len(failed))]
+        self.stats["reconnects"] += 1
+        self.core.join([(target.addr, target.port)], self.core.now)
+
+    def _reap_tick(self, _: Any) -> None:
+        cfg = self.config
+        now = self.core.now
+        self.core.call_at(now + cfg.reap_interval_s, self._reap_tick)
+        for member in self.member_list():
+            if member.leave_time is None:
+                continue
+            if member.status == MemberStatus.FAILED and now - member.leave_time > cfg.reconnect_timeout_s:
+                self._erase(member.name)
+            elif member.status == MemberStatus.LEFT and now - member.leave_time > cfg.tombstone_timeout_s:
+                self._erase(member.name)
+        horizon = now - cfg.recent_intent_timeout_s
+        for name in [n for n, (_, _, t) in self.recent_intents.items() if t < horizon]:
+            del self.recent_intents[name]
+
+    def _erase(self, name: str) -> None:
+        if self.members.pop(name, None) is not None:
+            self._emit(SerfEventKind.MEMBER_REAP, name)
