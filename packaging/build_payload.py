@@ -58,7 +58,7 @@ def max_glibc(path: Path) -> tuple[int, int]:
 
 
 def write_copyright(lib: Path, dest: Path) -> None:
-    """packaging/common/copyright with one line per bundled library: name, version, license."""
+    """packaging/common/copyright plus a comment naming each bundled library, its version and license."""
     lines = []
     for info in sorted(lib.glob("*.dist-info")):
         meta = email.message_from_string((info / "METADATA").read_text(encoding="utf-8"))
@@ -69,7 +69,14 @@ def write_copyright(lib: Path, dest: Path) -> None:
             license_ = ", ".join(c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License"))
         lines.append(f" {meta['Name']} {meta['Version']}: {license_ or 'see its dist-info directory'}")
     text = (ROOT / "packaging" / "common" / "copyright").read_text()
-    text = text.replace(" @LIBRARIES@\n", "\n".join(lines) + "\n")
+    comment = (
+        "Comment:\n"
+        " The cairn package also carries, unmodified under /usr/lib/cairn/lib, the\n"
+        " Python libraries cairn runs on, each under its own license; each library's\n"
+        " license text is in its *.dist-info directory there:\n .\n" + "\n".join(lines) + "\n"
+    )
+    head, sep, rest = text.partition("Upstream-Name: cairn\n")
+    text = head + sep + comment + rest
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(text)
 
@@ -92,7 +99,10 @@ def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
     requirements = work / "requirements.txt"
     run("uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt",
         "--output-file", requirements, "--quiet")  # fmt: skip
-    common = ["--target", lib, "--python-version", spec["python"], "--python-platform", platform,
+    # --link-mode copy: uv hard-links from its cache by default, and the `strip` below rewrites files
+    # in place when they have several links, which would change the cache and every venv sharing it
+    # (running processes that mapped those modules die with SIGBUS).
+    common = ["--link-mode", "copy", "--target", lib, "--python-version", spec["python"], "--python-platform", platform,
               "--only-binary", ":all:", "--no-deps", "--no-compile", "--quiet"]  # fmt: skip
     run("uv", "pip", "install", *common, "--require-hashes", "-r", requirements)
     run("uv", "pip", "install", *common, wheel)

@@ -53,6 +53,8 @@ agent_log = logging.getLogger("agent")
 
 SHUFFLE_VARIANTS = 6
 MAX_CACHE_KEY = 512
+CACHE_MAX_BYTES = 32 << 20  # replies and keys of both tables together
+MAX_CACHED_REPLY = 16384
 MAX_TCP_CONNS = 512
 TCP_IDLE_S = 10.0
 MAX_FORWARDS = 256  # concurrent recursor queries; more are dropped (clients retry)
@@ -75,6 +77,7 @@ class _Entry:
     want: int  # variants to keep (1 unless shuffled)
     variants: list[bytes] = field(default_factory=list)
     turn: int = 0
+    size: int = 0  # bytes of key and variants, for the cache's byte budget
 
 
 def parse_recursor(text: str) -> tuple[str, int]:
@@ -164,6 +167,7 @@ class DNSServer:
         self._tcp_conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.bound: list[tuple[str, int]] = []
+        self._cache_bytes = 0
         self.stats = {"queries": 0, "cache_hits": 0, "forwarded": 0, "dropped": 0, "servfail": 0}
         self.recursors: list[tuple[str, int]] = []
         self.configure(config)
@@ -189,6 +193,7 @@ class DNSServer:
             self.recursors.append((host, port))
         for cache in self._caches:
             cache.clear()
+        self._cache_bytes = 0
 
     @staticmethod
     def _is_self(host: str, port: int, config: Any) -> bool:
@@ -220,6 +225,7 @@ class DNSServer:
             if entry.checked != store.last_index:
                 if entry.deps and store.index_of(*entry.deps) > entry.built:
                     del cache[key]
+                    self._cache_bytes -= entry.size
                     entry = None
                 else:
                     entry.checked = store.last_index
@@ -236,13 +242,18 @@ class DNSServer:
                 self.stats["dropped"] += 1
                 return None
             return reply
-        if reply.deps is not None and self.cache_entries and len(key) <= MAX_CACHE_KEY:
+        if (reply.deps is not None and self.cache_entries and len(key) <= MAX_CACHE_KEY
+                and len(reply.wire) <= MAX_CACHED_REPLY):
             if entry is None:
-                if len(cache) >= self.cache_entries:
-                    del cache[next(iter(cache))]
                 want = SHUFFLE_VARIANTS if reply.shuffled else 1
-                entry = cache[key] = _Entry(reply.deps, store.last_index, store.last_index, want)
+                entry = cache[key] = _Entry(reply.deps, store.last_index, store.last_index, want, size=len(key))
+                self._cache_bytes += len(key)
             entry.variants.append(reply.wire[2:])
+            entry.size += len(reply.wire)
+            self._cache_bytes += len(reply.wire)
+            while (len(cache) > self.cache_entries or self._cache_bytes > CACHE_MAX_BYTES) and len(cache) > 1:
+                oldest = next(iter(cache))
+                self._cache_bytes -= cache.pop(oldest).size
         return reply.wire
 
     # ------------------------------------------------------------------ recursors

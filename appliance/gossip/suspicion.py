@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import math
 
+# memberlist truncates in integer nanoseconds; the epsilon keeps float noise (31.223999...) from
+# truncating a whole millisecond away.
+_EPS = 1e-6
+
 
 def suspicion_bounds(suspicion_mult: int, max_timeout_mult: int, n: int, probe_interval_s: float) -> tuple[float, float]:
     """(min, max) suspicion timeout in seconds for a table of n members (self and dead included).
@@ -24,7 +28,7 @@ def suspicion_bounds(suspicion_mult: int, max_timeout_mult: int, n: int, probe_i
     The node scale is max(1, log10(n)) truncated to three decimals, like memberlist.
     """
     node_scale = max(1.0, math.log10(max(1, n)))
-    node_scale = math.floor(node_scale * 1000) / 1000
+    node_scale = math.floor(node_scale * 1000 + _EPS) / 1000
     low = suspicion_mult * node_scale * probe_interval_s
     return low, max_timeout_mult * low
 
@@ -48,7 +52,7 @@ def remaining_suspicion_time(confirmations: int, k: int, elapsed_s: float, low: 
     else:
         frac = math.log(confirmations + 1) / math.log(k + 1)
         total = high - (high - low) * frac
-        total = math.floor(total * 1000) / 1000
+        total = math.floor(total * 1000 + _EPS) / 1000
         total = max(low, total)
     return total - elapsed_s
 

@@ -483,3 +483,22 @@ def test_runtime_config_replace_reconfigures_server():
     server = DNSServer(Store(), RuntimeConfig())
     server.configure(replace(RuntimeConfig(), recursors=("9.9.9.9",)))
     assert server.recursors == [("9.9.9.9", 53)] and server.answerer.s.recursors
+
+
+def test_cache_is_bounded_by_entries_and_bytes():
+    from appliance.dns import server as dns_server
+
+    c = many(3)
+    server = DNSServer(c.store, RuntimeConfig(), cache_entries=50)
+    for i in range(200):
+        server.answer(bytes(DNSRecord.question(f"n{i}.node.consul").pack()), False)
+    assert len(server._caches[False]) <= 50
+    assert server._cache_bytes == sum(e.size for e in server._caches[False].values())
+    old = dns_server.CACHE_MAX_BYTES
+    dns_server.CACHE_MAX_BYTES = 2000
+    try:
+        for i in range(200):
+            server.answer(bytes(DNSRecord.question(f"x{i}.service.consul").pack()), False)
+        assert server._cache_bytes <= 2000 + 600
+    finally:
+        dns_server.CACHE_MAX_BYTES = old
