@@ -76,6 +76,13 @@ _cairn_apt_install() {
             return 1
         fi
     fi
+    # The test peers (dnsmasq, prometheus) are servers: keep their packages from starting system
+    # services (dnsmasq on port 53 would take over the host's resolver) while they install.
+    local own_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' | _cairn_as_root tee /usr/sbin/policy-rc.d >/dev/null &&
+            _cairn_as_root chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
     _cairn_log "installing Debian packages: ${missing[*]}"
     _cairn_as_root env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -q --no-install-recommends "${missing[@]}" >"$out" 2>&1
@@ -87,6 +94,7 @@ _cairn_apt_install() {
                 apt-get install -y -q --no-install-recommends "${missing[@]}" >"$out" 2>&1
         rc=$?
     fi
+    ((own_policy)) && _cairn_as_root rm -f /usr/sbin/policy-rc.d
     ((rc == 0)) || cat "$out" >&2
     rm -f "$out"
     return "$rc"
