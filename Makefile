@@ -38,5 +38,5 @@ repo: packages
 	packaging/repo.sh $(if $(GPG_KEY),--key "$(GPG_KEY)") $(DIST) $(DIST)/repo
 
 clean-packages:
-	rm -rf $(BUILD)/payload $(BUILD)/payload-work $(BUILD)/nfpm-*.yaml $(BUILD)/changelog.yml \
+	rm -rf $(BUILD)/payload $(BUILD)/payload-work $(BUILD)/nfpm-*.yaml $(BUILD)/changelog.yml $(BUILD)/changelog \
 		$(DIST)/cairn*.deb $(DIST)/cairn*.rpm $(DIST)/repo

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import email
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -114,8 +115,12 @@ def build(target: str, arch: str, out: Path, work: Path) -> dict[str, object]:
         shutil.rmtree(cache)
 
     # Wheels ship compiled modules with their symbol tables; packages ship them stripped.
+    # Written to a new file and renamed over the old one, so no other link to it can change.
     for so in lib.rglob("*.so"):
-        run("strip", "--strip-unneeded", so)
+        stripped = so.with_name(so.name + ".stripped")
+        subprocess.run(["strip", "--strip-unneeded", "-o", str(stripped), str(so)], check=True)
+        stripped.chmod(so.stat().st_mode & 0o7777)
+        os.replace(stripped, so)
 
     # Every compiled module must be for CPython 3.11 on this machine type and need no newer glibc.
     abi_tag = f"cpython-{spec['python'].replace('.', '')}-{machine}-linux-gnu"
