@@ -23,6 +23,8 @@ suffix is truncated the previous configuration comes back.
 
 from __future__ import annotations
 
+import itertools
+
 from .messages import (
     Configuration,
     Entry,
@@ -40,7 +42,7 @@ class RaftLog:
         entries = list(initial.entries)
         self.snapshot: Snapshot | None = snap
         if entries:
-            for a, b in zip(entries, entries[1:]):
+            for a, b in itertools.pairwise(entries):
                 if b.index != a.index + 1 or b.term < a.term:
                     raise InvariantViolation(f"storage returned a broken log at {a.index}..{b.index}")
             self.offset = entries[0].index - 1

@@ -1,0 +1,1 @@
+"""Deterministic simulation of Raft clusters (see docs/internals/raft.md)."""

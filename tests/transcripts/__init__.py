@@ -1,0 +1,1 @@
+"""Data-driven transcript tests (Raft now; gossip and the FSM later)."""
