@@ -30,6 +30,12 @@ every `gossip_interval_s` (dead members stay gossip targets for `gossip_to_the_d
 falsely killed member hears it and refutes). Push-pull: periodically, and on join, the full member
 table is exchanged with one member over a stream and merged with the same precedence rules.
 
+cairn departs from memberlist where the simulator showed false failures or slow healing (each
+change is marked "cairn:" below and listed in docs/internals/gossip.md): another member's dead
+message is a witness for our own suspicion, not a verdict; push-pull suspicions are second-hand;
+a suspicion gets a last-chance probe before it kills; stale news is answered; a join is followed by
+one resync push-pull.
+
 An optional delegate (the Serf layer, `serf.py`) sees every member event, handles intent
 messages, adds its own broadcasts to packets and its own state to push-pull.
 """
@@ -73,6 +79,7 @@ from appliance.gossip.messages import (
 from appliance.gossip.suspicion import Suspicion, expected_confirmations, suspicion_bounds
 
 ALIVE, SUSPECT, DEAD, LEFT = NodeStateKind.ALIVE, NodeStateKind.SUSPECT, NodeStateKind.DEAD, NodeStateKind.LEFT
+JOIN_RESYNC_ROUNDS = 10  # gossip rounds after a join before the follow-up push-pull
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -165,6 +172,15 @@ class _Relay:
         self.done = False
 
 
+class _Verify:
+    """A last-chance probe of a member whose suspicion timer ran out unconfirmed."""
+
+    __slots__ = ("timer",)
+
+    def __init__(self, timer: Suspicion) -> None:
+        self.timer = timer
+
+
 class GossipCore:
     def __init__(self, name: str, addr: str, port: int, config: GossipConfig, rng: Rng, now: float,
                  meta: bytes = b"", delegate: Delegate | None = None) -> None:
@@ -189,11 +205,12 @@ class GossipCore:
         self._timers: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._timer_seq = 0
         self._seq = 0
-        self._handlers: dict[int, _Probe | _Relay] = {}
+        self._handlers: dict[int, _Probe | _Relay | _Verify] = {}
         self._probe: _Probe | None = None
         self._probe_pending = False
         self._probe_tick_at = 0.0
-        self._streams: dict[int, bool] = {}  # token -> join?
+        self._streams: dict[int, tuple[bool, Address]] = {}  # token -> (join?, peer)
+        self._src: Address | None = None  # sender of the packet or stream being handled
         self._stream_token = 0
         self._outbox: list[Output] = []
         self._events: list[MemberEvent] = []
@@ -244,8 +261,10 @@ class GossipCore:
             self.stats["decode_errors"] += 1
             return
         self.stats["unknown_messages"] += unknown
+        self._src = src
         for msg in messages:
             self._dispatch(src, msg)
+        self._src = None
 
     def on_stream(self, src: Address, data: bytes, now: float) -> bytes:
         """Answer one inbound stream (push-pull); returns the reply bytes."""
@@ -260,15 +279,18 @@ class GossipCore:
             self.stats["stream_unexpected"] += 1
             return encode_stream(StreamError("unexpected message"))
         reply = encode_stream(PushPull(msg.join, True, self._local_push_nodes(), self._delegate_state()))
+        self._src = src
         self._merge_remote(msg)
+        self._src = None
         return reply
 
     def on_stream_reply(self, token: int, data: bytes | None, now: float) -> None:
         """The reply to a `StreamRequest` (None: connection failed or deadline passed)."""
         self.now = now
-        join = self._streams.pop(token, None)
-        if join is None:
+        stream = self._streams.pop(token, None)
+        if stream is None:
             return
+        join, peer = stream
         ok = False
         if data is None:
             self.stats["push_pull_failed"] += 1
@@ -279,8 +301,12 @@ class GossipCore:
                 self.stats["decode_errors"] += 1
                 msg = None
             if type(msg) is PushPull and msg.reply:
+                self._src = peer
                 self._merge_remote(msg)
+                self._src = None
                 ok = True
+                if join:
+                    self.call_at(self.now + JOIN_RESYNC_ROUNDS * self.config.gossip_interval_s, self._join_resync)
             elif msg is not None:
                 self.stats["push_pull_failed"] += 1
         if join and self.delegate is not None:
@@ -437,6 +463,9 @@ class GossipCore:
                 handler.done = True
                 self._send_with_piggyback(handler.requester, Ack(handler.orig_seq, b""))
             return
+        if type(handler) is _Verify:
+            handler.timer.acked = True
+            return
         if handler.done:
             return
         handler.done = True
@@ -504,11 +533,17 @@ class GossipCore:
         ping = Ping(seq, node.name, self.name, self.addr, self.port)
         if node.state == ALIVE:
             self._send_with_piggyback(node.address, ping)
-        else:  # Lifeguard buddy system: tell the suspect directly, nothing else piggybacked
-            suspect = Suspect(node.incarnation, node.name, self.name)
-            self._send_parts(node.address, [encode_message(ping), encode_message(suspect)])
+        else:
+            self._send_buddy(node, ping)
         self.call_at(self.now + cfg.probe_timeout_s, self._probe_indirect, probe)
         self.call_at(probe.deadline, self._probe_deadline, probe)
+
+    def _send_buddy(self, node: NodeState, ping: Ping) -> None:
+        """Lifeguard buddy system: a suspect member gets the suspicion with the ping and nothing
+        else. cairn puts the suspicion first, so the refutation it causes is already queued when
+        the ping is answered and rides back on the ack."""
+        suspect = Suspect(node.incarnation, node.name, self.name)
+        self._send_parts(node.address, [encode_message(suspect), encode_message(ping)])
 
     def _probe_indirect(self, probe: _Probe) -> None:
         if probe.done or self._probe is not probe:
@@ -579,10 +614,21 @@ class GossipCore:
         if peers:
             self._start_push_pull(peers[0].address, join=False)
 
+    def _join_resync(self, _: Any) -> None:
+        """cairn: one extra push-pull with a random member shortly after a join. News that was
+        still spreading when our contact answered (other members joining at the same time) would
+        otherwise reach us only at the next periodic push-pull, up to minutes later."""
+        if self.leaving:
+            return
+        peers = k_random_nodes(1, self._node_list, self.rng, lambda n: n.state == ALIVE and n.name != self.name)
+        if peers:
+            self.stats["join_resyncs"] += 1
+            self._start_push_pull(peers[0].address, join=False)
+
     def _start_push_pull(self, dest: Address, join: bool) -> int:
         self._stream_token += 1
         token = self._stream_token
-        self._streams[token] = join
+        self._streams[token] = (join, dest)
         data = encode_stream(PushPull(join, False, self._local_push_nodes(), self._delegate_state()))
         self.stats["push_pulls"] += 1
         self._outbox.append(StreamRequest(token, dest, data, self.now + self.config.tcp_timeout_s))
@@ -604,7 +650,7 @@ class GossipCore:
             elif state == LEFT:
                 self._dead_node(Dead(n.incarnation, n.name, n.name))
             else:
-                self._suspect_node(Suspect(n.incarnation, n.name, me))
+                self._suspect_node(Suspect(n.incarnation, n.name, me), from_push_pull=True)
         if self.delegate is not None and msg.user_state:
             self.delegate.merge_remote_state(msg.user_state, msg.join)
 
@@ -637,6 +683,8 @@ class GossipCore:
                 self.stats["conflicts"] += 1
                 return
         if not is_local and not updates_node and a.incarnation <= state.incarnation:
+            if state.state == DEAD:
+                self._accuse_directly(state)
             return
         if is_local and a.incarnation < state.incarnation:
             return
@@ -658,12 +706,29 @@ class GossipCore:
         elif old_meta != state.meta:
             self._emit(EventKind.UPDATE, state)
 
-    def _suspect_node(self, s: Suspect) -> None:
+    def _suspect_node(self, s: Suspect, from_push_pull: bool = False) -> None:
+        """memberlist suspectNode, with two cairn changes (docs/internals/gossip.md):
+
+        * a stale accusation about ourselves (older incarnation) re-queues our current alive, so a
+          member that missed our refutation gets it again (memberlist ignores it);
+        * a suspicion learned from push-pull state is second-hand: it never confirms a running
+          timer and is not gossiped on (many members merging one stale table after a partition
+          heals would otherwise look like many independent witnesses); the accused is told
+          directly so it can refute.
+        """
         state = self._nodes.get(s.node)
-        if state is None or s.incarnation < state.incarnation:
+        if state is None:
+            return
+        if s.incarnation < state.incarnation:
+            if s.node == self.name:
+                self._stale_accusation(state)
+            else:
+                self._correct_sender(state)
             return
         timer = self._suspicions.get(s.node)
         if timer is not None:
+            if from_push_pull:
+                return
             if timer.confirm(s.from_node):
                 self._queue_broadcast(s.node, s)
                 self.call_at(timer.deadline(), self._suspicion_fired, (s.node, timer, state.state_change))
@@ -673,7 +738,10 @@ class GossipCore:
         if s.node == self.name:
             self._refute(state, s.incarnation)
             return
-        self._queue_broadcast(s.node, s)
+        if from_push_pull:
+            self._send_with_piggyback(state.address, s)
+        else:
+            self._queue_broadcast(s.node, s)
         state.incarnation = s.incarnation
         state.state = SUSPECT
         state.state_change = self.now
@@ -688,22 +756,77 @@ class GossipCore:
 
     def _suspicion_fired(self, arg: tuple[str, Suspicion, float]) -> None:
         name, timer, change_time = arg
-        if self._suspicions.get(name) is not timer or timer.deadline() > self.now:
-            return  # refuted, superseded, or re-armed to a later entry of the heap
+        if self._suspicions.get(name) is not timer or timer.verifying or timer.deadline() > self.now:
+            return  # refuted, superseded, being verified, or re-armed to a later entry of the heap
         state = self._nodes.get(name)
         if state is None or state.state != SUSPECT or state.state_change != change_time:
             return
-        if timer.confirmations < timer.k:
+        self._verify_suspect(state, timer, change_time)
+
+    def _verify_suspect(self, state: NodeState, timer: Suspicion, change_time: float) -> None:
+        """cairn: before a suspicion timer kills a member, send it the accusation with a ping
+        twice (now and after probe_timeout_s) and wait one awareness-scaled probe deadline. A live
+        member refutes and the refutation rides back on the ack, so a lone liar, a refutation lost
+        on the way to us, or one stuck behind a post-partition backlog of broadcasts can no longer
+        get a live member declared dead. A real death costs one probe deadline more."""
+        timer.verifying = True
+        self.stats["suspicion_verifications"] += 1
+        seq = self._next_seq()
+        self._handlers[seq] = _Verify(timer)
+        ping = Ping(seq, state.name, self.name, self.addr, self.port)
+        self._send_buddy(state, ping)
+        self.call_at(self.now + self.config.probe_timeout_s, self._verify_retry, (seq, state, ping))
+        deadline = self.now + self.awareness.scale_timeout(self.config.probe_interval_s)
+        self.call_at(deadline, self._verify_done, (seq, state.name, timer, change_time))
+
+    def _verify_retry(self, arg: tuple[int, NodeState, Ping]) -> None:
+        seq, state, ping = arg
+        handler = self._handlers.get(seq)
+        if type(handler) is _Verify and not handler.timer.acked and self._suspicions.get(state.name) is handler.timer:
+            self._send_buddy(state, ping)
+
+    def _verify_done(self, arg: tuple[int, str, Suspicion, float]) -> None:
+        seq, name, timer, change_time = arg
+        self._handlers.pop(seq, None)
+        state = self._nodes.get(name)
+        if self._suspicions.get(name) is not timer or state is None or state.state != SUSPECT:
+            return  # refuted meanwhile
+        if state.state_change != change_time:
+            return
+        if timer.acked:
+            # It answered but its refutation did not reach us: suspect it afresh (full maximum).
+            self.stats["suspicion_restarted"] += 1
+            fresh = Suspicion(self.name, timer.k, timer.low, timer.high, self.now, timer.incarnation)
+            self._suspicions[name] = fresh
+            self.call_at(fresh.deadline(), self._suspicion_fired, (name, fresh, change_time))
+            return
+        if not timer.fully_confirmed():
             self.stats["suspicion_degraded"] += 1
         self._dead_node(Dead(timer.incarnation, name, self.name))
 
     def _dead_node(self, d: Dead) -> None:
         state = self._nodes.get(d.node)
-        if state is None or d.incarnation < state.incarnation:
+        if state is None:
+            return
+        if d.incarnation < state.incarnation:
+            if d.node == self.name and not self.leaving:
+                self._stale_accusation(state)
+            elif d.node != self.name:
+                self._correct_sender(state)
+            return
+        if state.dead_or_left():
+            self._suspicions.pop(d.node, None)
+            return
+        if d.from_node != d.node and d.from_node != self.name and d.node != self.name:
+            # cairn: another member's death verdict is one more witness, not a verdict for us: it
+            # starts or confirms our own suspicion, and only our own timer (or the member's own
+            # leave) makes it dead here. Otherwise each side of a healed partition declares the
+            # other side's survivors dead on arrival (a flap storm), and one liar's dead
+            # message fails a healthy member.
+            self.stats["dead_as_suspect"] += 1
+            self._suspect_node(Suspect(d.incarnation, d.node, d.from_node))
             return
         self._suspicions.pop(d.node, None)
-        if state.dead_or_left():
-            return
         if d.node == self.name:
             if not self.leaving:
                 self._refute(state, d.incarnation)
@@ -718,6 +841,36 @@ class GossipCore:
 
     def _leave_finished(self) -> None:
         self.leave_broadcast_done = True
+
+    def _accuse_directly(self, state: NodeState) -> None:
+        """cairn: an alive no newer than the death we hold means the member may be alive and
+        unaware of it (after a partition heals, or after it missed the news). Tell it directly,
+        at most once per probe interval: it refutes, and the refutation rides back on the ack
+        (memberlist ignores the stale alive and can stay split until a later push-pull)."""
+        if self.leaving or self.now - state.accused_at < self.config.probe_interval_s:
+            return
+        state.accused_at = self.now
+        self.stats["direct_accusations"] += 1
+        self._send_buddy(state, Ping(self._next_seq(), state.name, self.name, self.addr, self.port))
+
+    def _correct_sender(self, state: NodeState) -> None:
+        """cairn: a peer told us about an older incarnation of a member we know alive: send that
+        peer our newer alive (at most once per probe interval per member), so views split by a
+        partition or a lost refutation heal without waiting for the next push-pull."""
+        src = self._src
+        if src is None or state.state != ALIVE or self.now - state.accused_at < self.config.probe_interval_s:
+            return
+        state.accused_at = self.now
+        self.stats["corrections"] += 1
+        self._send_with_piggyback(src, Alive(state.incarnation, state.name, state.addr, state.port, state.meta))
+
+    def _stale_accusation(self, me: NodeState) -> None:
+        """Someone still accuses an older incarnation of us: send our current alive out again
+        (unless a fresh copy is already waiting in the queue)."""
+        if self.leaving or self.broadcasts.transmits_of(self.name) == 0:
+            return
+        self.stats["stale_accusations"] += 1
+        self._queue_broadcast(self.name, Alive(me.incarnation, self.name, self.addr, self.port, self.meta))
 
     def _refute(self, me: NodeState, accused_incarnation: int) -> None:
         inc = max(self.incarnation + 1, accused_incarnation + 1)

@@ -31,7 +31,7 @@ class Rng(Protocol):
 
 
 class NodeState:
-    __slots__ = ("name", "addr", "port", "meta", "incarnation", "state", "state_change")
+    __slots__ = ("name", "addr", "port", "meta", "incarnation", "state", "state_change", "accused_at")
 
     def __init__(self, name: str, addr: str, port: int, meta: bytes, incarnation: int,
                  state: NodeStateKind, state_change: float) -> None:
@@ -42,6 +42,7 @@ class NodeState:
         self.incarnation = incarnation
         self.state = state
         self.state_change = state_change
+        self.accused_at = float("-inf")  # last direct accusation of it, or correction about it (rate limit)
 
     @property
     def address(self) -> Address:

@@ -60,7 +60,7 @@ def remaining_suspicion_time(confirmations: int, k: int, elapsed_s: float, low: 
 class Suspicion:
     """One running suspicion timer: who accused, who confirmed, when it fires."""
 
-    __slots__ = ("start", "k", "low", "high", "confirmations", "_seen", "incarnation")
+    __slots__ = ("start", "k", "low", "high", "confirmations", "_seen", "incarnation", "verifying", "acked")
 
     def __init__(self, from_node: str, k: int, low: float, high: float, start: float, incarnation: int) -> None:
         self.start = start
@@ -69,8 +69,14 @@ class Suspicion:
         self.high = high
         self.incarnation = incarnation
         self.confirmations = 0
+        self.verifying = False  # cairn: the last-chance probe before death is running
+        self.acked = False  # ... and the suspect answered it
         # The first accuser can never confirm its own accusation.
         self._seen = {from_node}
+
+    def fully_confirmed(self) -> bool:
+        """k independent confirmations arrived (k = 0 never counts as confirmed)."""
+        return self.k > 0 and self.confirmations >= self.k
 
     def confirm(self, from_node: str) -> bool:
         """Count an independent confirmation; True if it was new (the deadline moved earlier)."""

@@ -222,6 +222,14 @@ def _core(name="a", n_others=4, now=0.0, config=LAN, seed=1) -> GossipCore:
     return core
 
 
+def _run_until(core, until: float) -> None:
+    """Tick at every timer deadline up to `until`, as a driver does (one big tick would run every
+    overdue timer at the late time, like a stalled process)."""
+    while (deadline := core.next_deadline()) is not None and deadline <= until:
+        core.tick(deadline)
+    core.tick(until)
+
+
 def _feed(core: GossipCore, *msgs, now: float = 0.0) -> None:
     core.on_packet(("10.9.9.9", 7946), encode_packet([encode_message(m) for m in msgs]), now)
 
@@ -265,16 +273,20 @@ def test_precedence_alive_suspect_dead():
     assert core.member("p0").state == NodeStateKind.ALIVE and not core.is_suspected("p0")
     _feed(core, Dead(1, "p0", "p1"))
     assert core.member("p0").state == NodeStateKind.ALIVE  # older incarnation
+    # cairn: another member's death verdict is one more witness: it starts our own suspicion.
     _feed(core, Dead(2, "p0", "p1"))
+    assert core.member("p0").state == NodeStateKind.SUSPECT and core.member("p0").incarnation == 2
+    _run_until(core, 40.0)  # our own timer (24 s maximum, then the last-chance probe) declares it
     assert core.member("p0").state == NodeStateKind.DEAD
-    _feed(core, Alive(2, "p0", "10.0.1.0", 7946, b""))
-    assert core.member("p0").state == NodeStateKind.DEAD
-    _feed(core, Alive(3, "p0", "10.0.1.0", 7946, b"new"))
+    _feed(core, Alive(2, "p0", "10.0.1.0", 7946, b""), now=40.0)
+    assert core.member("p0").state == NodeStateKind.DEAD  # dead is sticky
+    _feed(core, Alive(3, "p0", "10.0.1.0", 7946, b"new"), now=40.0)
     assert core.member("p0").state == NodeStateKind.ALIVE
-    _feed(core, Dead(3, "p1", "p1"))
-    assert core.member("p1").state == NodeStateKind.LEFT
-    kinds = [(e.kind, e.node) for e in core.take_events()]
-    assert kinds == [(EventKind.SUSPECT, "p0"), (EventKind.FAIL, "p0"), (EventKind.JOIN, "p0"), (EventKind.LEAVE, "p1")]
+    _feed(core, Alive(1, "q", "10.0.1.9", 7946, b""), Dead(1, "q", "q"), now=40.0)
+    assert core.member("q").state == NodeStateKind.LEFT  # a member's own announcement is final
+    kinds = [(e.kind, e.node) for e in core.take_events() if e.node in ("p0", "q")]
+    assert kinds == [(EventKind.SUSPECT, "p0"), (EventKind.SUSPECT, "p0"), (EventKind.FAIL, "p0"),
+                     (EventKind.JOIN, "p0"), (EventKind.JOIN, "q"), (EventKind.LEAVE, "q")]
 
 
 def test_address_conflict_is_ignored_unless_left():
@@ -297,20 +309,90 @@ def test_suspicion_confirmations_shorten_the_timer():
     _feed(core, Suspect(1, "p0", "p2"), now=11.0)
     _feed(core, Suspect(1, "p0", "p3"), now=12.0)
     core.tick(13.99)
-    assert core.member("p0").state == NodeStateKind.SUSPECT
-    core.tick(14.0)
-    assert core.member("p0").state == NodeStateKind.DEAD
-    assert [e.kind for e in core.take_events()][-1] == EventKind.FAIL
+    assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 0
+    core.tick(14.0)  # timer due: the last-chance probe starts, then one probe deadline
+    assert core.stats["suspicion_verifications"] == 1
+    _run_until(core, 14.0 + 8.0)
+    assert core.member("p0").state == NodeStateKind.DEAD and core.stats["suspicion_degraded"] == 0
+    assert [e.kind for e in core.take_events() if e.node == "p0"][-1] == EventKind.FAIL
 
 
-def test_uncorroborated_suspicion_waits_the_maximum_and_refutation_cancels():
-    # Lifeguard §LHA-Suspicion: one accuser alone -> the full maximum (24 s at n = 5).
-    core = _core(n_others=4)
+def _verify_packets(outputs, dest):
+    found = []
+    for out in outputs:
+        msgs, _ = decode_packet(out.data)
+        if out.dest == dest and len(msgs) == 2 and isinstance(msgs[0], Suspect) and isinstance(msgs[1], Ping):
+            found.append(msgs[1])
+    return found
+
+
+QUIET = GossipConfig.lan(push_pull_interval_s=0, gossip_nodes=0)
+
+
+def test_uncorroborated_suspicion_waits_the_maximum_then_verifies():
+    # Lifeguard §LHA-Suspicion: one accuser alone -> the full maximum (24 s at n = 5). cairn then
+    # probes the suspect once more with the accusation (twice, PT apart) before declaring it dead
+    # (every suspicion does, confirmed or not).
+    core = _core(n_others=4, config=QUIET)
     _feed(core, Suspect(1, "p0", "p1"), now=0.0)
     core.tick(23.9)
-    assert core.member("p0").state == NodeStateKind.SUSPECT
+    assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 0
     core.tick(24.0)
+    assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 1
+    core.tick(40.0)
     assert core.member("p0").state == NodeStateKind.DEAD
+
+
+def test_verification_answered_by_refutation_saves_the_member():
+    core = _core(n_others=4, config=QUIET)
+    _feed(core, Suspect(1, "p0", "p1"), now=0.0)
+    core.tick(23.99)
+    core.take_outputs()
+    core.tick(24.0)
+    (ping,) = _verify_packets(core.take_outputs(), ("10.0.1.0", 7946))
+    _feed(core, Ack(ping.seq, b""), Alive(2, "p0", "10.0.1.0", 7946, b""), now=24.01)
+    core.tick(200.0)
+    assert core.member("p0").state == NodeStateKind.ALIVE and core.stats["suspicion_degraded"] == 0
+
+
+def test_verification_ack_without_refutation_restarts_the_suspicion():
+    core = _core(n_others=4, config=QUIET)
+    _feed(core, Suspect(1, "p0", "p1"), now=0.0)
+    core.tick(23.99)
+    core.take_outputs()
+    core.tick(24.0)
+    (ping,) = _verify_packets(core.take_outputs(), ("10.0.1.0", 7946))
+    _feed(core, Ack(ping.seq, b""), now=24.01)
+    core.tick(30.0)
+    assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_restarted"] == 1
+
+
+def test_stale_accusation_resends_our_alive():
+    # cairn: a member that missed our refutation still accuses an older incarnation of us.
+    core = _core()
+    _feed(core, Suspect(1, "a", "p0"))
+    assert core.incarnation == 2
+    while len(core.broadcasts):
+        core.broadcasts.get_broadcasts(0, 1400, 5)
+    _feed(core, Suspect(1, "a", "p1"))
+    assert core.incarnation == 2 and core.stats["stale_accusations"] == 1
+    assert core.broadcasts.transmits_of("a") == 0
+
+
+def test_push_pull_suspicion_does_not_confirm_or_spread():
+    # cairn: second-hand suspicion from a push-pull table is not an independent witness.
+    core = _core(n_others=4)
+    _feed(core, Suspect(1, "p0", "p1"), now=0.0)
+    nodes = (PushNode("p0", "10.0.1.0", 7946, b"", 1, NodeStateKind.SUSPECT),)
+    core.on_stream(("10.0.1.5", 7946), encode_stream(PushPull(False, False, nodes, b"")), 1.0)
+    core.tick(23.9)
+    assert core.member("p0").state == NodeStateKind.SUSPECT  # still at the 24 s maximum
+    nodes = (PushNode("p2", "10.0.1.2", 7946, b"", 1, NodeStateKind.DEAD),)
+    core.take_outputs()
+    core.on_stream(("10.0.1.5", 7946), encode_stream(PushPull(False, False, nodes, b"")), 2.0)
+    assert core.member("p2").state == NodeStateKind.SUSPECT and core.broadcasts.transmits_of("p2") is None
+    sent = [o for o in core.take_outputs() if isinstance(o, Send)]
+    assert any(o.dest == ("10.0.1.2", 7946) for o in sent)  # the accused is told directly
     _feed(core, Suspect(1, "p2", "p1"), now=30.0)
     _feed(core, Alive(2, "p2", "10.0.1.2", 7946, b""), now=31.0)  # the accused refuted
     core.tick(100.0)
@@ -318,14 +400,15 @@ def test_uncorroborated_suspicion_waits_the_maximum_and_refutation_cancels():
 
 
 def _probe_until_sent(core: GossipCore, start: float) -> tuple[float, Send, Ping]:
-    t = start
-    while True:
+    for _ in range(1000):
         t = core.next_deadline()
         core.tick(t)
         for out in core.take_outputs():
             msgs, _ = decode_packet(out.data)
-            if isinstance(msgs[0], Ping):
-                return t, out, msgs[0]
+            pings = [m for m in msgs if isinstance(m, Ping)]
+            if pings:
+                return t, out, pings[0]
+    raise AssertionError("no probe was sent")
 
 
 def test_probe_cycle_indirect_then_suspect_and_awareness():
@@ -356,7 +439,7 @@ def test_probe_success_lowers_awareness_and_buddy_system():
         _feed(core, Suspect(1, name, "zz"), now=t0 + 0.02)
     t1, out, ping = _probe_until_sent(core, t0)
     msgs, _ = decode_packet(out.data)
-    assert len(msgs) == 2 and isinstance(msgs[1], Suspect) and msgs[1].node == ping.node
+    assert len(msgs) == 2 and isinstance(msgs[0], Suspect) and msgs[0].node == ping.node and msgs[1] == ping
 
 
 def test_helper_relays_ack_and_sends_nack():
@@ -591,9 +674,9 @@ def test_serf_reaps_failed_members_after_reconnect_timeout():
     _feed(s.core, Dead(1, "b", "x"), now=1.0)
     s.handle_intent(LeaveIntent(9, "c", False))
     _feed(s.core, Dead(1, "c", "c"), now=1.0)
-    s.tick(50.0)
-    assert "b" in s.members and "c" not in s.members
-    s.tick(80.0)
+    _run_until(s, 50.0)  # b: one witness -> our own suspicion (k = 0: 4 s) -> failed; c left at 1 s
+    assert s.members["b"].status == MemberStatus.FAILED and "c" not in s.members
+    _run_until(s, 200.0)
     assert "b" not in s.members
     assert [e.kind for e in s.take_events()][-2:] == [SerfEventKind.MEMBER_REAP, SerfEventKind.MEMBER_REAP]
 
@@ -603,3 +686,43 @@ def test_serf_graceful_leave_alone_finishes():
     s.leave(1.0)
     s.tick(1.0 + LAN.leave_propagate_delay_s)
     assert s.has_left and s.members["solo"].status in (MemberStatus.LEAVING, MemberStatus.LEFT)
+
+
+# ============================================================================ cairn's healing rules
+
+
+def test_stale_alive_for_a_dead_member_accuses_it_directly():
+    # cairn: alive(X, i) while we hold dead(X, i): tell X, it refutes, the refutation rides back.
+    core = _core(config=QUIET)
+    _feed(core, Suspect(1, "p0", "p1"), now=0.0)
+    _run_until(core, 40.0)
+    assert core.member("p0").state == NodeStateKind.DEAD
+    core.take_outputs()
+    _feed(core, Alive(1, "p0", "10.0.1.0", 7946, b""), now=41.0)
+    found = _verify_packets(core.take_outputs(), ("10.0.1.0", 7946))
+    assert found and core.stats["direct_accusations"] == 1
+    _feed(core, Alive(1, "p0", "10.0.1.0", 7946, b""), now=41.1)
+    assert core.stats["direct_accusations"] == 1  # at most once per probe interval
+
+
+def test_stale_accusation_about_a_live_member_is_corrected_at_the_sender():
+    # cairn: a peer gossips suspect(p0, 1) while we know alive(p0, 2): send it our newer alive.
+    core = _core(config=QUIET)
+    _feed(core, Alive(2, "p0", "10.0.1.0", 7946, b""), now=1.0)
+    core.take_outputs()
+    core.on_packet(("10.0.1.3", 7946), encode_packet([encode_message(Suspect(1, "p0", "p3"))]), 2.0)
+    (out,) = core.take_outputs()
+    assert out.dest == ("10.0.1.3", 7946)
+    assert Alive(2, "p0", "10.0.1.0", 7946, b"") in decode_packet(out.data)[0]
+    assert core.member("p0").state == NodeStateKind.ALIVE
+
+
+def test_join_is_followed_by_one_resync_push_pull():
+    slow_probes = GossipConfig.lan(push_pull_interval_s=0, gossip_nodes=0, probe_interval_s=30)
+    core = GossipCore("a", "10.0.0.1", 7946, slow_probes, random.Random(1), 0.0)
+    (token,) = core.join([("10.0.1.1", 7946)], 0.0)
+    reply = PushPull(True, True, (PushNode("b", "10.0.1.1", 7946, b"", 1, NodeStateKind.ALIVE),), b"")
+    core.take_outputs()
+    core.on_stream_reply(token, encode_stream(reply), 0.1)
+    _run_until(core, 0.1 + 10 * QUIET.gossip_interval_s)
+    assert core.stats["join_resyncs"] == 1
