@@ -345,3 +345,59 @@ def test_dns_answers_are_timed_by_zone():
     names = {(s[0], s[1]) for s in tel.prometheus_series()["summaries"]}
     assert names == {("consul.dns.domain_query", (("node", "node-1"),)),
                      ("consul.dns.ptr_query", (("node", "node-1"),))}
+
+
+def test_dns_timing_samples_under_load_but_counts_every_query():
+    from dnslib import DNSRecord
+
+    from appliance.telemetry import instrument_dns
+
+    forward = DNSRecord.question("web.service.consul", "A").pack()
+    reverse = DNSRecord.question("1.0.0.127.in-addr.arpa", "PTR").pack()
+    clock = Clock()
+    tel = recorder(clock)
+    calls = []
+
+    def answer(data, tcp):
+        calls.append(data)
+        clock.advance(0.002)  # every answer takes 2 ms
+        return b"reply"
+
+    server = SimpleNamespace(answer=answer)
+    instrument_dns(tel, server, "node-1", every=4, gap_s=1.0)
+
+    # A burst (much faster than one per second): the first query is timed, then one in four.
+    for _ in range(10):
+        assert server.answer(forward, False) == b"reply"
+    key = ("consul.dns.domain_query", (("node", "node-1"),))
+    summary = tel.summaries[key]
+    assert len(summary.window) == 3  # queries 1, 5 and 9 were timed
+    assert summary.count == 9  # query 10 is counted but not recorded yet ...
+    series = {(s[0], s[1]): s for s in tel.prometheus_series()["summaries"]}
+    _, _, count, total, quantiles = series[key]
+    assert count == 10  # ... reading the metrics adds it, at the last timing
+    assert total == pytest.approx(10 * 2.0)
+    assert quantiles[0.5] == pytest.approx(2.0)
+    assert len(tel.summaries[key].window) == 3  # the estimate is not a quantile observation
+
+    # Slow traffic (one query every second or more): every query is timed.
+    clock.advance(5.0)
+    server.answer(reverse, False)
+    clock.advance(1.5)
+    server.answer(reverse, False)
+    ptr = tel.summaries[("consul.dns.ptr_query", (("node", "node-1"),))]
+    assert (ptr.count, len(ptr.window)) == (2, 2)
+
+    # Consul's JSON counts every query too.
+    clock.advance(10.0)
+    samples = {s["Name"]: s for s in tel.display()["Samples"]}
+    assert samples["consul.dns.ptr_query"]["Count"] == 2
+    assert len(calls) == 12
+
+
+def test_weighted_samples_aggregate_like_repeated_ones():
+    a, b = Aggregate(), Aggregate()
+    a.add(3.0, weight=4)
+    for _ in range(4):
+        b.add(3.0)
+    assert (a.count, a.sum, a.sum_sq, a.min, a.max) == (b.count, b.sum, b.sum_sq, b.min, b.max)
