@@ -69,3 +69,9 @@ bootstrap = true
 # One key for the whole cluster, made with `cairn keygen`. Keep this file readable by root
 # and the cairn group only (mode 0640) when it holds a key.
 #encrypt = "<the output of cairn keygen>"
+
+# Metrics for Prometheus at /v1/agent/metrics?format=prometheus. Without the host name in the
+# metric names, the alert rules and dashboard in /usr/share/doc/cairn/prometheus work as shipped.
+telemetry {
+  disable_hostname = true
+}
