@@ -6,7 +6,7 @@ Run:  uv run python bench/http/run.py [--duration 10] [--parked 10000] [--write 
    `GET /v1/health/service/web?passing`; a bare aiohttp handler (bench/http/bare_server.py)
    returns the very same bytes and headers. Each server is pinned to CPU 0 and wrk (Debian's
    package) to CPU 1; same wrk settings for both; the ratio is cairn / bare.
-2. Parked blocking queries. N clients (one process, aiohttp) each park
+2. Parked blocking queries. N raw HTTP/1.1 connections (one asyncio process) each park
    `GET /v1/health/service/web?index=<current>&wait=5m`; the agent's RSS is read before and after
    they are all parked; then one TTL check flips and the time until every client has its answer
    is measured from the flip.
@@ -232,6 +232,10 @@ Measured {today} on {machine()} with `uv run python bench/http/run.py --write BE
 | agent RSS before / with them parked | {pq['rss_before_mb']:.0f} MB / {pq['rss_parked_mb']:.0f} MB (+{pq['extra_mb']:.0f} MB) | under +150 MB |
 | answered before the change (spurious wake-ups) | {pq['answered_before_flip']} | 0 |
 | all answered after one check flip | {pq['all_answered_s']:.2f} s (median {pq['median_answer_s']:.2f} s) | within 1 s |
+| agent CPU to answer them all | {pq['agent_cpu_s']:.2f} s | |
+
+The parked clients are raw HTTP/1.1 connections from one asyncio process (so the client is not the
+bottleneck); "answered" is when the first byte of each answer arrives.
 """
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
     pattern = re.compile(r"## HTTP API\n.*?(?=\n## |\Z)", re.S)
