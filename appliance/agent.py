@@ -1,7 +1,7 @@
 """The composition root: builds the agent's subsystems from a RuntimeConfig and runs them.
 
-Start order: logging, the state store and its log (in -dev a single-voter local log; the Raft
-driver replaces it behind the same propose/apply interface), the leader's own catalog entries
+Start order: logging, the state store and its Raft log (the driver in appliance/raft/driver.py: in
+-dev a one-voter Raft in memory, on a server the WAL under data_dir), the leader's own catalog entries
 (this node, `serfHealth`, the `consul` service), local services and checks from config files,
 the anti-entropy syncer, then the HTTP server. `run()` waits for SIGINT/SIGTERM or
 `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, log level). Shutdown stops
@@ -30,7 +30,11 @@ from appliance.local import persist
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
 from appliance.local.sync import StateSyncer
-from appliance.raft.local import LocalLog
+from appliance.raft.config import RaftConfig
+from appliance.raft.driver import MemoryStorage, RaftDriver
+from appliance.raft.messages import Configuration, Server
+from appliance.raft.storage import FileStorage, StorageCorrupt
+from appliance.raft.transport import RaftTransport
 from appliance.state.store import Store
 from appliance.watch import WatchHub
 
@@ -69,8 +73,17 @@ class Agent:
         self.advertise = config.advertise_addr or config.bind_addr
         if self.advertise in ("0.0.0.0", "::", ""):
             self.advertise = "127.0.0.1"
-        self.consensus = LocalLog(self.store, address=f"{self.advertise}:{config.ports.server}",
-                                  node_id=config.node_id, node_name=config.node_name)
+        self.consensus = RaftDriver(
+            self.store, node_id=config.node_id or config.node_name, address=f"{self.advertise}:{config.ports.server}",
+            storage=MemoryStorage() if config.dev or not config.data_dir
+            else FileStorage(os.path.join(config.data_dir, "raft")),
+            config=RaftConfig(raft_multiplier=config.raft_multiplier), rng=self.rng,
+            on_fatal=lambda err: self.request_shutdown("raft failure"))
+        self.transport = None  # server RPC: only servers that form a cluster with others listen on it
+        if config.server and not config.dev and config.bootstrap_expect > 1:
+            self.transport = RaftTransport(self.consensus, bind=config.bind_addr, port=config.ports.server,
+                                           join=config.start_join + config.retry_join,
+                                           bootstrap_expect=config.bootstrap_expect)
         self.consensus.subscribe(self.hub.notify)
         self.local = LocalState(config.node_name, config.datacenter, config.check_output_max_size)
         self.syncer = StateSyncer(self.store, self.consensus, self.local, self.node_info, rng=self.rng)
@@ -151,7 +164,8 @@ class Agent:
                           "services": str(len(local.services))},
                 "build": {"prerelease": "", "revision": REVISION, "version": CONSUL_COMPAT_VERSION},
                 "consul": {"acl": "disabled", "bootstrap": str(cfg.bootstrap or cfg.dev).lower(),
-                           "known_datacenters": "1", "leader": "true",
+                           "known_datacenters": "1",
+                           "leader": str(self.consensus.is_leader).lower(),
                            "leader_addr": self.consensus.leader_address(), "server": str(cfg.server).lower()},
                 "raft": self.consensus.stats(),
                 "runtime": {"arch": platform.machine(), "cpu_count": str(os.cpu_count() or 1),
@@ -229,12 +243,22 @@ class Agent:
     async def run(self) -> None:
         cfg = self.config
         self.load_config_definitions(cfg)
+        # -dev and -bootstrap: a configuration of this one voter, written once into empty storage
+        self.consensus.open(Configuration((Server(self.consensus.node_id, self.consensus.address),))
+                            if cfg.dev or cfg.bootstrap else None)
+        if self.transport is not None:
+            await self.transport.start()
+        await self.consensus.start()  # replays the log into the store before anything reads it
         if self.persist_dir:
             for warning in persist.restore(self.persist_dir, self.local, time.monotonic()):
                 self.log.warning(warning)
-        await self.syncer.sync_now()  # registers this node first ("Synced node info")
-        await self.reconcile_self()
-        tasks = [asyncio.create_task(self.syncer.run(), name="anti-entropy")]
+        tasks = []
+        if self.transport is None:
+            await self.syncer.sync_now()  # registers this node first ("Synced node info")
+            await self.reconcile_self()
+        else:  # a cluster may have no leader yet: register once there is one
+            tasks.append(asyncio.create_task(self._register_when_led(), name="register"))
+        tasks.append(asyncio.create_task(self.syncer.run(), name="anti-entropy"))
         tasks.append(asyncio.create_task(self.check_manager.run(), name="checks"))
         for ext in self.extensions:
             if hasattr(ext, "start"):
@@ -248,9 +272,6 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
         for warning in getattr(cfg, "config_warnings", ()):
             self.log.warning(warning)
-        if not cfg.dev:
-            self.log.warning("the catalog and KV store are kept in memory by this build (replicated Raft storage "
-                             "is not there yet): they are rebuilt from agent registrations after a restart")
         self.log.info("Consul agent running!")
         sdnotify.ready(f"Serving HTTP on port {cfg.ports.http}, DNS on port {cfg.ports.dns}")  # Type=notify
         try:
@@ -271,9 +292,22 @@ class Agent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.consensus.stop()
+            if self.transport is not None:
+                await self.transport.stop()
             if self.stop_reason == "leave":
                 self.log.info("Graceful leave complete")
             self.log.info("shutdown complete")
+
+    async def _register_when_led(self) -> None:
+        while True:
+            try:
+                await self.syncer.sync_now()
+                await self.reconcile_self()
+                return
+            except Exception as err:  # noqa: BLE001 - no leader yet: retry
+                self.log.debug("registering with the cluster: %s", err)
+                await asyncio.sleep(1.0)
 
     async def _reload_on_signal(self) -> None:
         self.log.info("Caught: signal=hangup")
@@ -313,9 +347,9 @@ def unsupported_mode(cfg: RuntimeConfig) -> str:
     if not cfg.server:
         return ("client agents (server = false) need gossip and server RPC, which cairn does not have yet; "
                 "run a server with -bootstrap or use -dev")
-    if cfg.bootstrap_expect > 1:
-        return (f"bootstrap_expect = {cfg.bootstrap_expect} needs replicated Raft, which cairn does not have yet; "
-                "run a single server with -bootstrap")
+    if not cfg.dev and not cfg.bootstrap and cfg.bootstrap_expect < 2:
+        return ("a server needs -bootstrap or -bootstrap-expect N (adding a server to a running cluster "
+                "is not there yet)")
     return ""
 
 
@@ -332,8 +366,11 @@ def run(cfg: RuntimeConfig) -> int:
         with open(cfg.pid_file, "w") as fh:
             fh.write(f"{os.getpid()}\n")
     try:
-        asyncio.run(Agent(cfg).run())
-    except (OSError, DefinitionError) as err:
+        agent = Agent(cfg)
+        asyncio.run(agent.run())
+        if agent.consensus.fatal is not None:
+            return 1  # fail-stop: the Raft log or its storage broke (logged)
+    except (OSError, DefinitionError, StorageCorrupt) as err:
         logging.getLogger("agent").error("Error starting agent: %s", err)
         return 1
     finally:

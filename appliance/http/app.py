@@ -21,7 +21,7 @@ from aiohttp import web
 
 from appliance.http.errors import HTTPError
 from appliance.http.handlers import agent as agent_handlers
-from appliance.http.handlers import catalog, health, kv, metrics, status
+from appliance.http.handlers import catalog, health, kv, metrics, operator, status
 from appliance.http.query import RenderCache
 from appliance.http.routing import Router
 from appliance.telemetry import http_metrics
@@ -34,7 +34,7 @@ TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nCont
 
 def build_router(extra_routes: list[Any] = ()) -> Router:
     router = Router()
-    for module in (agent_handlers, catalog, health, kv, metrics, status):
+    for module in (agent_handlers, catalog, health, kv, metrics, operator, status):
         router.add_all(module.ROUTES)
     router.add_all(list(extra_routes))
     return router

@@ -169,6 +169,8 @@ async def blocking(
     agent = request.app["agent"]
     opts = query_options(request)
     keys, prefixes = tuple(keys), tuple(prefixes)
+    if opts.consistency == "consistent":
+        await agent.consensus.read_barrier()  # read index (Raft thesis §6.4): applied >= the leader's commit
     current = index()
     if opts.index > 0 and current <= opts.index:
         cfg = agent.config

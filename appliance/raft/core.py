@@ -443,7 +443,9 @@ class RaftCore(LeaderMixin):
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
         # Only voters of our latest configuration get a vote: a removed server cannot disrupt.
-        member = self.configuration.is_voter(m.frm)
+        # A server that has no configuration yet (added, log still empty) votes like any other:
+        # refusing would leave a cluster that just grew unable to elect (sim seed 1571332345).
+        member = not self.configuration.servers or self.configuration.is_voter(m.frm)
         if can_vote and member and self.log.is_up_to_date(m.index, m.log_term):  # Raft §5.4.1
             self._send(Message(resp, self.id, m.frm, m.term))
             if m.type == MsgType.VOTE:
