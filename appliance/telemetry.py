@@ -36,6 +36,8 @@ each request as `consul.api.http{method,path}`, with the path of the route that 
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import gc
 import math
@@ -157,6 +159,7 @@ class Telemetry:
         # Functions called before metrics are read, to record what hot paths keep aside
         # (instrument_dns's queries counted but not yet recorded).
         self.read_hooks: list[Callable[[], None]] = []
+        self.http_timings: dict[tuple[str, str], SampledTiming] = {}  # (method, route) -> timing
         # Output formats other than JSON, registered by extensions: name -> fn(agent, query)
         # returning (body bytes, content type). exporters registers "prometheus".
         self.formatters: dict[str, Callable[[Any, Mapping[str, str]], tuple[bytes, str]]] = {}
@@ -422,18 +425,45 @@ def is_ptr_query(packet: bytes) -> bool:
 # DNS_SAMPLE_GAP_S per kind, and under load one in DNS_SAMPLE_EVERY.
 DNS_SAMPLE_EVERY = 32
 DNS_SAMPLE_GAP_S = 0.1
+HTTP_SAMPLE_EVERY = 16
+HTTP_SAMPLE_GAP_S = 0.1
 
 
-class _DNSTiming:
-    """One kind of DNS query (domain or PTR): what instrument_dns has counted and timed."""
+class SampledTiming:
+    """A timing that counts every event but times a sample of them (DNS answers, HTTP requests).
 
-    __slots__ = ("name", "pending", "last_start", "last_ms")
+    An event is timed when `every` events have happened since the last timed one, or when the
+    last timed one started `gap_s` or more before it; so below about ten events a second every
+    event is timed, and under load one in `every` is. A timed event is recorded with the weight of
+    the events it stands for (those since the previous timed one, itself included): `_count` is
+    the exact number of events, `_sum` the sum of the timed durations times their weights (an
+    estimate of the total), and the quantiles are those of the timed events over the last 10 s.
+    Events after the last timed one are added, at that timing, whenever the metrics are read
+    (`flush`, a read hook), so `_count` is exact at every scrape.
+    """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.pending = 0  # queries answered since the last recorded one (not yet recorded)
-        self.last_start = -math.inf  # monotonic start of the last timed query
+    __slots__ = ("tel", "name", "labels", "every", "gap_s", "pending", "last_start", "last_ms")
+
+    def __init__(self, tel: Telemetry, name: str, labels: Labels, every: int, gap_s: float) -> None:
+        self.tel, self.name, self.labels, self.every, self.gap_s = tel, name, labels, every, gap_s
+        self.pending = 0  # events since the last recorded one (not yet recorded)
+        self.last_start = -math.inf  # monotonic start of the last timed event
         self.last_ms = 0.0  # its duration
+        tel.add_read_hook(self.flush)
+
+    def begin(self, start: float) -> bool:
+        """Count one event starting at `start`; True if this one is to be timed."""
+        self.pending += 1
+        return self.pending >= self.every or start - self.last_start >= self.gap_s
+
+    def record(self, start: float, elapsed_ms: float) -> None:
+        self.tel.add_sample(self.name, elapsed_ms, self.labels, weight=self.pending)
+        self.pending, self.last_start, self.last_ms = 0, start, elapsed_ms
+
+    def flush(self) -> None:
+        if self.pending:
+            self.tel.add_sample(self.name, self.last_ms, self.labels, weight=self.pending, observe=False)
+            self.pending = 0
 
 
 def instrument_dns(tel: Telemetry, server: Any, node_name: str, *, every: int = DNS_SAMPLE_EVERY,
@@ -442,57 +472,33 @@ def instrument_dns(tel: Telemetry, server: Any, node_name: str, *, every: int = 
 
     Wraps `server.answer(packet, tcp)`, the synchronous question-to-reply step of
     appliance.dns.server, so the time is cairn's own work (forwarding to recursors excluded).
-
-    What the summaries mean: every query is counted, but not every query is timed. A query is
-    timed when `every` queries of its kind have been answered since the last timed one, or when
-    the last timed one started `gap_s` or more before it; so below about ten queries a second per
-    kind every query is timed, and under load one in `every` (32) is. A timed query is recorded
-    with the weight of the queries it stands for (those since the previous timed one, itself
-    included): `_count` is the exact number of queries answered, `_sum` the sum of the timed
-    durations times their weights (an estimate of the total), and the quantiles are those of the
-    timed queries over the last 10 s. Queries answered after the last timed one are added when
-    the metrics are read, at that timing, so `_count` is exact at every scrape.
+    Every query is counted and a sample is timed (SampledTiming says what the summaries mean).
     """
     inner = server.answer
     labels = (("node", node_name),)
     clock = tel.monotonic
-    domain, ptr = _DNSTiming("dns.domain_query"), _DNSTiming("dns.ptr_query")
+    domain = SampledTiming(tel, "dns.domain_query", labels, every, gap_s)
+    ptr = SampledTiming(tel, "dns.ptr_query", labels, every, gap_s)
 
     def answer(packet: bytes, tcp: bool) -> Any:
         start = clock()
         kind = ptr if b"\x04arpa\x00" in packet.lower() and is_ptr_query(packet) else domain
-        kind.pending += 1
-        if kind.pending < every and start - kind.last_start < gap_s:
+        if not kind.begin(start):
             return inner(packet, tcp)  # counted; recorded with the next timed query
         try:
             return inner(packet, tcp)
         finally:
-            elapsed_ms = (clock() - start) * 1000.0
-            tel.add_sample(kind.name, elapsed_ms, labels, weight=kind.pending)
-            kind.pending, kind.last_start, kind.last_ms = 0, start, elapsed_ms
+            kind.record(start, (clock() - start) * 1000.0)
 
-    def flush() -> None:
-        for kind in (domain, ptr):
-            if kind.pending:
-                tel.add_sample(kind.name, kind.last_ms, labels, weight=kind.pending, observe=False)
-                kind.pending = 0
-
-    tel.add_read_hook(flush)
     server.answer = answer
 
 
 # ---------------------------------------------------------------------- HTTP
 
 
-def route_label(router: Any, raw_path: str) -> str:
+@functools.lru_cache(maxsize=256)
+def route_label(pattern: str) -> str:
     """The `path` label of `consul.api.http`: the route pattern, `/` -> `.`, a parameter as `_`."""
-    pattern = raw_path if raw_path in router.exact else ""
-    if not pattern:
-        for prefix in router.prefixes:
-            if raw_path.startswith(prefix) and len(prefix) > len(pattern):
-                pattern = prefix
-    if not pattern:
-        return ""
     if pattern.endswith("/"):
         pattern += "_"
     return pattern.strip("/").replace("/", ".")
@@ -500,14 +506,22 @@ def route_label(router: Any, raw_path: str) -> str:
 
 @web.middleware
 async def http_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Time every request that reached a route, as `consul.api.http{method,path}`."""
+    """Count every request that reached a route and time a sample of them, as
+    `consul.api.http{method,path}` (SampledTiming says what the summary means)."""
     tel = getattr(request.app["agent"], "telemetry", None)
-    start = tel.monotonic() if tel is not None else 0.0
+    if tel is None:
+        return await handler(request)
+    start = tel.monotonic()
     try:
         return await handler(request)
     finally:
-        router = getattr(request.match_info.handler, "__self__", None)
-        if tel is not None and router is not None and hasattr(router, "prefixes"):
-            label = route_label(router, request.raw_path.split("?", 1)[0])
-            if label:
-                tel.measure_since("api.http", start, {"method": request.method, "path": label})
+        pattern = request.get("route")  # set by appliance.http.routing.Router.dispatch
+        if pattern:
+            key = (request.method, pattern)
+            timing = tel.http_timings.get(key)
+            if timing is None:
+                labels = {"method": request.method, "path": route_label(pattern)}
+                timing = tel.http_timings[key] = SampledTiming(tel, "api.http", labels, HTTP_SAMPLE_EVERY,
+                                                               HTTP_SAMPLE_GAP_S)
+            if timing.begin(start):
+                timing.record(start, (tel.monotonic() - start) * 1000.0)

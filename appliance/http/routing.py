@@ -9,6 +9,7 @@ with the `Allow` list, a wrong method with 405, and an unknown `/v1/` path with 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from appliance.http.errors import HTTPError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def path_tail(request: web.Request, prefix: str) -> str:
@@ -38,28 +40,34 @@ class Router:
         for method, path, handler in routes:
             self.add(method, path, handler)
 
-    def resolve(self, path: str) -> dict[str, Handler] | None:
+    def resolve(self, path: str) -> tuple[str, dict[str, Handler]] | None:
+        """(route pattern, handlers by method) for a raw path: the exact path, else the longest prefix."""
         methods = self.exact.get(path)
         if methods is not None:
-            return methods
-        best = ""
-        for prefix in self.prefixes:
-            if path.startswith(prefix) and len(prefix) > len(best):
-                best = prefix
-        return self.prefixes[best] if best else None
+            return path, methods
+        cut = path.rfind("/")
+        while cut >= 0:  # longest prefix first: one dict lookup per path segment
+            prefix = path[: cut + 1]
+            methods = self.prefixes.get(prefix)
+            if methods is not None:
+                return prefix, methods
+            cut = path.rfind("/", 0, cut)
+        return None
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = request.raw_path.split("?", 1)[0]
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in unquote(raw)):
+        if _CONTROL.search(unquote(raw) if "%" in raw else raw):
             raise HTTPError(400, "Invalid URL path: contains non-printable characters")
-        methods = self.resolve(raw)
-        if methods is None:
+        found = self.resolve(raw)
+        if found is None:
             if raw == "/":
                 if request.app["agent"].config.ui_enabled:
                     raise web.HTTPMovedPermanently("/ui/")
                 raise HTTPError(404, "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the "
                                      "agent configuration and restart.")
             raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint")
+        pattern, methods = found
+        request["route"] = pattern
         allow = ",".join(["OPTIONS", *sorted(methods)])
         if request.method == "OPTIONS":
             return web.Response(status=200, headers={"Allow": allow})

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.state.fsm import FSM
 from appliance.state.store import Store
+from appliance.http.routing import Router
 from appliance.telemetry import Aggregate, Telemetry, check_gauges, instrument, kv_op, quantile, route_label
 from exporters.catalog import CatalogCollector, KVCollector
 from exporters.exposition import TelemetryCollector, encode, prometheus_name
@@ -66,9 +67,12 @@ def test_prometheus_name(key, name):
     ("/v1/nosuch", ""),
 ])  # fmt: skip
 def test_route_label(raw, label):
-    router = SimpleNamespace(exact={"/v1/agent/self": {}}, prefixes={"/v1/health/service/": {}, "/v1/kv/": {},
-                                                                        "/v1/health/": {}})
-    assert route_label(router, raw) == label
+    # the label is made from the pattern the router matched (longest prefix wins)
+    router = Router()
+    for path in ("/v1/agent/self", "/v1/health/service/", "/v1/kv/", "/v1/health/"):
+        router.add("GET", path, None)  # type: ignore[arg-type]
+    found = router.resolve(raw)
+    assert (route_label(found[0]) if found else "") == label
 
 
 # ---------------------------------------------------------------------- aggregation
