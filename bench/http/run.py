@@ -239,7 +239,7 @@ bottleneck); "answered" is when the first byte of each answer arrives.
 """
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
     pattern = re.compile(r"## HTTP API\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    text = pattern.sub(section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 
 
