@@ -136,7 +136,7 @@ def upstream(tmp_path):
     """A real dnsmasq as the recursor: fixed answers for *.upstream.test, REFUSED for the rest."""
     binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
     if not os.path.exists(binary):
-        pytest.skip("dnsmasq not installed (Debian dnsmasq)")
+        pytest.skip(reason="dnsmasq not installed (Debian dnsmasq)")
     port = free_port()
     args = [binary, "--no-daemon", f"--port={port}", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
             "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file", f"--user={getpass.getuser()}",

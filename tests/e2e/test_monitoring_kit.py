@@ -376,10 +376,10 @@ def test_prometheus_dns_sd_example_finds_srv_targets(agent_factory, tmp_path):
     """Prometheus's dns_sd asks the servers of /etc/resolv.conf on port 53, so it runs in a mount
     namespace whose resolv.conf names a loopback address where the agent's DNS listens on 53."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("needs root (port 53, a mount namespace for /etc/resolv.conf)")
+        pytest.skip(reason="needs root (port 53, a mount namespace for /etc/resolv.conf)")
     addr = _loopback_dns_address()
     if addr is None:
-        pytest.skip("no loopback address with port 53 free")
+        pytest.skip(reason="no loopback address with port 53 free")
     agent = agent_factory("-dns-port", "53", "-hcl", f'addresses {{ dns = "{addr}" }}')
     register_web(agent)
     workdir = tmp_path / "prometheus"

@@ -34,13 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
 def need(tool: str, debian_package: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed (Debian package {debian_package}; see scripts/debian-packages.txt)")
+        pytest.skip(reason=f"{tool} is not installed (Debian package {debian_package}; see scripts/debian-packages.txt)")
     return path
 
 
 def need_root(why: str) -> None:
     if os.geteuid() != 0:
-        pytest.skip(f"needs root: {why}")
+        pytest.skip(reason=f"needs root: {why}")
 
 
 def run(*cmd: str | Path, check: bool = True, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:

@@ -53,7 +53,7 @@ def debian_root_tarball() -> Path:
     try:
         proc = run("debootstrap", *DEBOOTSTRAP, work / "root", MIRROR, check=False, timeout=900)
         if proc.returncode != 0:
-            pytest.skip(f"debootstrap from {MIRROR} failed (no Debian mirror reachable?):\n{proc.stdout[-2000:]}")
+            pytest.skip(reason=f"debootstrap from {MIRROR} failed (no Debian mirror reachable?):\n{proc.stdout[-2000:]}")
         partial = tarball.with_suffix(".partial")
         run("tar", "-C", work / "root", "-czf", partial, ".", timeout=600)
         partial.rename(tarball)

@@ -81,7 +81,7 @@ def test_swarm_fixed_seeds(seed):
 
 def test_swarm_fresh_seeds():
     if FRESH_BUDGET_S <= 0:
-        pytest.skip("GOSSIP_SIM_FRESH_BUDGET_S=0")
+        pytest.skip(reason="GOSSIP_SIM_FRESH_BUDGET_S=0")
     started = time.perf_counter()
     seeds = []
     while not seeds or time.perf_counter() - started < FRESH_BUDGET_S:
