@@ -37,13 +37,6 @@ class WatchHub:
                 for prefix in [p for p in self._prefixes if kv_key.startswith(p)]:
                     self._wake(self._prefixes.pop(prefix))
 
-    def notify_all(self) -> None:
-        """Wake everything (snapshot restore, leadership change)."""
-        for table in (self._exact, self._prefixes):
-            for waiters in table.values():
-                self._wake(waiters)
-            table.clear()
-
     async def wait(self, keys: Iterable[str] = (), prefixes: Iterable[str] = (), timeout: float = 0.0) -> bool:
         """Park until one of the keys/prefixes is touched or `timeout` seconds pass; True if woken."""
         loop = asyncio.get_running_loop()
