@@ -29,7 +29,7 @@ Everything runs on the event loop thread; nothing here blocks or does I/O.
 
 `instrument(agent)` wires the recorder into the agent: it times every command proposed to the
 log (`consul.catalog.register`, `consul.kvs.apply`, ...) and every FSM apply (`consul.fsm.*`),
-and registers the agent's state gauges. `http_metrics` is the aiohttp middleware that times
+and registers the agent's state gauges. `record_http`, called by the HTTP server's middleware, times
 each request as `consul.api.http{method,path}`, with the path of the route that answered
 (`/v1/health/service/web` -> `v1.health.service._`).
 """
@@ -504,24 +504,17 @@ def route_label(pattern: str) -> str:
     return pattern.strip("/").replace("/", ".")
 
 
-@web.middleware
-async def http_metrics(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count every request that reached a route and time a sample of them, as
-    `consul.api.http{method,path}` (SampledTiming says what the summary means)."""
-    tel = getattr(request.app["agent"], "telemetry", None)
-    if tel is None:
-        return await handler(request)
-    start = tel.monotonic()
-    try:
-        return await handler(request)
-    finally:
-        pattern = request.get("route")  # set by appliance.http.routing.Router.dispatch
-        if pattern:
-            key = (request.method, pattern)
-            timing = tel.http_timings.get(key)
-            if timing is None:
-                labels = {"method": request.method, "path": route_label(pattern)}
-                timing = tel.http_timings[key] = SampledTiming(tel, "api.http", labels, HTTP_SAMPLE_EVERY,
-                                                               HTTP_SAMPLE_GAP_S)
-            if timing.begin(start):
-                timing.record(start, (tel.monotonic() - start) * 1000.0)
+def record_http(tel: Telemetry, request: web.Request, start: float) -> None:
+    """Count a request that reached a route and time a sample, as `consul.api.http{method,path}`
+    (SampledTiming says what the summary means). Called by the HTTP server's middleware."""
+    pattern = request.get("route")  # set by appliance.http.routing.Router.dispatch
+    if not pattern:
+        return
+    key = (request.method, pattern)
+    timing = tel.http_timings.get(key)
+    if timing is None:
+        labels = {"method": request.method, "path": route_label(pattern)}
+        timing = tel.http_timings[key] = SampledTiming(tel, "api.http", labels, HTTP_SAMPLE_EVERY,
+                                                       HTTP_SAMPLE_GAP_S)
+    if timing.begin(start):
+        timing.record(start, (tel.monotonic() - start) * 1000.0)

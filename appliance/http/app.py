@@ -1,7 +1,7 @@
 """The HTTP API server: app factory, error middleware, per-client connection limit.
 
-Every request goes through one catch-all route into appliance.http.routing.Router. The error
-middleware turns HTTPError into Consul's status and plain-text body; anything else is a bug,
+Every request goes through one catch-all route into appliance.http.routing.Router. The one
+middleware counts and times the request (appliance.telemetry.record_http) and turns HTTPError into Consul's status and plain-text body; anything else is a bug,
 answered 500 with its message and logged with its traceback. Every response carries
 `X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
 
@@ -24,7 +24,7 @@ from appliance.http.handlers import agent as agent_handlers
 from appliance.http.handlers import catalog, health, kv, metrics, operator, status
 from appliance.http.query import RenderCache
 from appliance.http.routing import Router
-from appliance.telemetry import http_metrics
+from appliance.telemetry import record_http
 
 log = logging.getLogger("agent.http")
 
@@ -42,7 +42,10 @@ def build_router(extra_routes: list[Any] = ()) -> Router:
 
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    extra = request.app["response_headers"]
+    app = request.app
+    extra = app["response_headers"]
+    tel = app["agent"].telemetry
+    start = tel.monotonic()
     try:
         response = await handler(request)
     except HTTPError as err:
@@ -57,6 +60,8 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
         log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
         response = web.Response(status=500, text=str(err) or type(err).__name__)
+    finally:
+        record_http(tel, request, start)
     if not response.prepared:
         response.headers.update(extra)
     return response
@@ -64,7 +69,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def create_app(agent: Any, extra_routes: list[Any] = ()) -> web.Application:
     cfg = agent.config
-    app = web.Application(middlewares=[http_metrics, errors], client_max_size=max(cfg.limits.kv_max_value_size,
+    app = web.Application(middlewares=[errors], client_max_size=max(cfg.limits.kv_max_value_size,
                                                                      cfg.limits.txn_max_req_len) + 1)
     app["agent"] = agent
     app["pretty"] = cfg.pretty_json
