@@ -47,7 +47,7 @@ _CHECK_FIELDS = [
     "SuccessBeforePassing", "FailuresBeforeWarning", "FailuresBeforeCritical", "OutputMaxSize",
     "Token", "Script", "Namespace", "Partition", "Definition",
 ]
-_ALIASES = {"args": "ScriptArgs", "checkid": "ID", "service": "Name", "serviceid": "ServiceID"}
+_ALIASES = {"args": "ScriptArgs", "checkid": "ID"}  # check fields with a second spelling
 
 
 def _normalise(raw: Any, fields: list[str], what: str, aliases: dict[str, str] | None = None) -> dict[str, Any]:

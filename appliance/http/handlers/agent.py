@@ -32,7 +32,7 @@ from appliance.local.definitions import (
     parse_service_definition,
 )
 from appliance.local.state import NotFound
-from appliance.state.views import STATUS_ORDER, aggregated_status
+from appliance.state.views import aggregated_status
 
 SCRIPTS_DISABLED = ("Scripts are disabled on this agent from remote calls; to enable, configure "
                     "'enable_script_checks' to true")
@@ -370,4 +370,3 @@ ROUTES = [
     ("GET", "/v1/agent/monitor", monitor),
 ]
 
-__all__ = ["ROUTES", "STATUS_ORDER"]
