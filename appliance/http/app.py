@@ -1,9 +1,13 @@
-"""The HTTP API server: app factory, error middleware, per-client connection limit.
+"""The HTTP API server: aiohttp's low-level server, Consul's routing, one error path.
 
-Every request goes through one catch-all route into appliance.http.routing.Router. The one
-middleware counts and times the request (appliance.telemetry.record_http) and turns HTTPError into Consul's status and plain-text body; anything else is a bug,
-answered 500 with its message and logged with its traceback. Every response carries
-`X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
+aiohttp parses HTTP and hands every request to `HTTPServer.handle` (no Application, URL
+dispatcher or middleware chain: routing is Consul's own, appliance.http.routing.Router). Requests
+are `ApiRequest`s whose `app` is a plain dict of the agent and its HTTP settings, so handlers read
+`request.app["agent"]` as they would on an aiohttp Application. `handle` counts and times the
+request (appliance.telemetry.record_http) and turns HTTPError into Consul's status and plain-text
+body; anything else is a bug, answered 500 with its message and logged with its traceback. Every
+response carries `X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
+docs/decisions.md says why the low-level server (measured in bench/http).
 
 `limits.http_max_conns_per_client` (default 200) counts open TCP connections per client IP;
 a connection past the limit gets `429 Too Many Requests` and is closed before aiohttp sees it.
@@ -40,45 +44,23 @@ def build_router(extra_routes: list[Any] = ()) -> Router:
     return router
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    app = request.app
-    extra = app["response_headers"]
-    tel = app["agent"].telemetry
-    start = tel.monotonic()
-    try:
-        response = await handler(request)
-    except HTTPError as err:
-        response = web.Response(status=err.status, text=err.text, headers=err.headers)
-    except web.HTTPException as err:
-        if err.status == 413:
-            response = web.Response(status=413, text=err.text or "Request body too large")
-        else:
-            raise
-    except (asyncio.CancelledError, ConnectionResetError):
-        raise
-    except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
-        log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
-        response = web.Response(status=500, text=str(err) or type(err).__name__)
-    finally:
-        record_http(tel, request, start)
-    if not response.prepared:
-        response.headers.update(extra)
-    return response
+class ApiRequest(web.BaseRequest):
+    """A request of this server: `app` holds the agent and the HTTP settings (see create_app)."""
+
+    ATTRS = web.BaseRequest.ATTRS | frozenset(["app"])
+    app: dict[str, Any]
 
 
-def create_app(agent: Any, extra_routes: list[Any] = ()) -> web.Application:
+def create_app(agent: Any) -> dict[str, Any]:
+    """What handlers find in `request.app`."""
     cfg = agent.config
-    app = web.Application(middlewares=[errors], client_max_size=max(cfg.limits.kv_max_value_size,
-                                                                     cfg.limits.txn_max_req_len) + 1)
-    app["agent"] = agent
-    app["pretty"] = cfg.pretty_json
-    app["response_headers"] = {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers}
-    app["loop_time"] = asyncio.get_running_loop().time
-    app["render_cache"] = RenderCache()
-    router = build_router(extra_routes)
-    app.router.add_route("*", "/{tail:.*}", router.dispatch)
-    return app
+    return {
+        "agent": agent,
+        "pretty": cfg.pretty_json,
+        "response_headers": {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers},
+        "loop_time": asyncio.get_running_loop().time,
+        "render_cache": RenderCache(),
+    }
 
 
 class _Limited(asyncio.Protocol):
@@ -128,26 +110,59 @@ class _Limited(asyncio.Protocol):
 class HTTPServer:
     def __init__(self, agent: Any, extra_routes: list[Any] = ()) -> None:
         self.agent = agent
-        self.extra_routes = list(extra_routes)
+        self.router = build_router(extra_routes)
         self.max_per_ip = agent.config.limits.http_max_conns_per_client
+        cfg = agent.config
+        self.client_max_size = max(cfg.limits.kv_max_value_size, cfg.limits.txn_max_req_len) + 1
         self.per_ip: Counter[str] = Counter()
-        self.runner: web.AppRunner | None = None
+        self.app: dict[str, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: web.Server | None = None
         self.servers: list[asyncio.base_events.Server] = []
 
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> ApiRequest:
+        request = ApiRequest(message, payload, protocol, writer, task, self.loop,
+                             client_max_size=self.client_max_size)
+        request.app = self.app
+        return request
+
+    async def handle(self, request: ApiRequest) -> web.StreamResponse:
+        tel = self.agent.telemetry
+        start = tel.monotonic()
+        try:
+            response = await self.router.dispatch(request)
+        except HTTPError as err:
+            response = web.Response(status=err.status, text=err.text, headers=err.headers)
+        except web.HTTPException as err:
+            if err.status == 413:
+                response = web.Response(status=413, text=err.text or "Request body too large")
+            else:
+                response = web.Response(status=err.status, reason=err.reason, text=err.text, headers=err.headers)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
+            log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
+            response = web.Response(status=500, text=str(err) or type(err).__name__)
+        finally:
+            record_http(tel, request, start)
+        if not response.prepared:
+            response.headers.update(self.app["response_headers"])
+        return response
+
     async def start(self, hosts: list[str], port: int) -> None:
-        app = create_app(self.agent, self.extra_routes)
-        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self.runner.setup()
-        loop = asyncio.get_running_loop()
-        server = self.runner.server
-        assert server is not None
+        self.app = create_app(self.agent)
+        self.loop = asyncio.get_running_loop()
+        server = self.server = web.Server(self.handle, request_factory=self._request, handler_cancellation=True,
+                                          access_log=None)
         for host in hosts:
-            srv = await loop.create_server(lambda: _Limited(server(), self), host, port, reuse_address=True)
+            srv = await self.loop.create_server(lambda: _Limited(server(), self), host, port, reuse_address=True)
             self.servers.append(srv)
             log.info("Started HTTP server: address=%s:%d network=tcp", host, port)
 
     async def stop(self) -> None:
         for srv in self.servers:
             srv.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            await asyncio.sleep(0)  # requests that arrived before the close start being handled
+            self.server.pre_shutdown()
+            await self.server.shutdown(10.0)
