@@ -1,9 +1,12 @@
 """The composition root: builds the agent's subsystems from a RuntimeConfig and runs them.
 
 Start order: logging, the state store and its Raft log (the driver in appliance/raft/driver.py: in
--dev a one-voter Raft in memory, on a server the WAL under data_dir), the leader's own catalog entries
-(this node, `serfHealth`, the `consul` service), local services and checks from config files,
-the anti-entropy syncer, then the HTTP server. `run()` waits for SIGINT/SIGTERM or
+-dev a one-voter Raft in memory, on a server the WAL under data_dir; on a client agent a replica of
+the store streamed from a server, appliance/client/replica.py), the LAN gossip pool on serf_lan
+(appliance/gossip/driver.py; -join/-retry-join go there), on a server the WAN pool on serf_wan
+(appliance/federation/pool.py; -join-wan/-retry-join-wan), the leader's reconciliation of gossip
+members into the catalog (`serfHealth`, the `consul` service; appliance/reconcile.py), local
+services and checks from config files, the anti-entropy syncer, then the HTTP server. `run()` waits for SIGINT/SIGTERM or
 `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, log level). Shutdown stops
 accepting requests first, then cancels the background tasks.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -20,21 +24,38 @@ import signal
 import sys
 import time
 from typing import Any
+from urllib.parse import quote
 
 from appliance import __version__, logs, sdnotify, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
+from appliance.client.feed import ReplicaFeed
+from appliance.client.replica import Replica
+from appliance.client.servers import ServerList
 from appliance.config.runtime import RuntimeConfig
 from appliance.dns.server import DNSServer
+from appliance.coordinates import CoordinateBatcher, send_coordinates
+from appliance.events import AgentEvents
+from appliance.federation.forward import Exchange, Forwarder, ForwardError
+from appliance.federation.pool import WanPool, runs_wan_pool
+from appliance.gossip.coordinate import Coordinate
+from appliance.gossip.driver import JoinError
+from appliance.gossip.driver_setup import lan_driver, retry_join
+from appliance.gossip.keyring import KeyringError
+from appliance.gossip.serf import Member, MemberStatus, SerfEvent
 from appliance.http.app import HTTPServer
+from appliance.http.remote_dc import run_local
 from appliance.local import persist
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
 from appliance.local.sync import StateSyncer
 from appliance.raft.config import RaftConfig
+from appliance.raft.autopilot import AutopilotConfig
 from appliance.raft.driver import MemoryStorage, RaftDriver
+from appliance.raft.driver_autopilot import Autopilot
 from appliance.raft.messages import Configuration, Server
 from appliance.raft.storage import FileStorage, StorageCorrupt
 from appliance.raft.transport import RaftTransport
+from appliance.reconcile import MemberReconciler
 from appliance.state.store import Store
 from appliance.watch import WatchHub
 
@@ -73,27 +94,72 @@ class Agent:
         self.advertise = config.advertise_addr or config.bind_addr
         if self.advertise in ("0.0.0.0", "::", ""):
             self.advertise = "127.0.0.1"
-        self.consensus = RaftDriver(
-            self.store, node_id=config.node_id or config.node_name, address=f"{self.advertise}:{config.ports.server}",
-            storage=MemoryStorage() if config.dev or not config.data_dir
-            else FileStorage(os.path.join(config.data_dir, "raft")),
-            config=RaftConfig(raft_multiplier=config.raft_multiplier), rng=self.rng,
-            on_fatal=lambda err: self.request_shutdown("raft failure"))
-        self.transport = None  # server RPC: only servers that form a cluster with others listen on it
-        if config.server and not config.dev and config.bootstrap_expect > 1:
-            self.transport = RaftTransport(self.consensus, bind=config.bind_addr, port=config.ports.server,
-                                           join=config.start_join + config.retry_join,
-                                           bootstrap_expect=config.bootstrap_expect)
+        self.transport = None  # server RPC: servers other than -dev listen on it (peers and clients)
+        if config.server:
+            self.consensus = RaftDriver(
+                self.store, node_id=config.node_id or config.node_name,
+                address=f"{self.advertise}:{config.ports.server}",
+                storage=MemoryStorage() if config.dev or not config.data_dir
+                else FileStorage(os.path.join(config.data_dir, "raft")),
+                config=RaftConfig(raft_multiplier=config.raft_multiplier), rng=self.rng,
+                on_fatal=lambda err: self.request_shutdown("raft failure"))
+            if not config.dev:
+                self.transport = RaftTransport(self.consensus, bind=config.bind_addr, port=config.ports.server,
+                                               bootstrap_expect=config.bootstrap_expect)  # peers: gossip
+                self.transport.feed = ReplicaFeed(self.consensus, self.store)  # client agents follow it
+        else:  # a client agent: a replica streamed from a server, writes forwarded (appliance/client)
+            self.servers = ServerList(  # servers are the gossip members tagged role=consul
+                datacenter=config.datacenter, join=(), default_port=config.ports.server, rng=self.rng,
+                members=lambda: self.gossip.members())
+            self.consensus = Replica(self.store, servers=self.servers, node_name=config.node_name,
+                                     on_leader=lambda: self.syncer.server_up())
+        self.autopilot = None  # servers: membership, autopilot, operator requests (raft/driver_autopilot.py)
+        if config.server:
+            self.autopilot = Autopilot(self.consensus, defaults=autopilot_defaults(config),
+                                       version=CONSUL_COMPAT_VERSION, names=self._node_names_by_id)
+            if self.transport is not None:
+                self.transport.on_server_seen = self.autopilot.server_seen
         self.consensus.subscribe(self.hub.notify)
+        # Every agent is a member of the LAN gossip pool on its serf_lan port (appliance/gossip/).
+        self.gossip = lan_driver(config, self.member_tags(), rng=self.rng)
+        self.gossip.subscribe(self._on_member)
+        # Servers of every datacenter meet in the WAN pool on serf_wan (appliance/federation/pool.py);
+        # `?dc=` and `<svc>.service.<dc>.consul` go to the other datacenter over server RPC (forward.py).
+        self.wan = WanPool(config, self.member_tags(), self.rng) if runs_wan_pool(config) else None
+        if self.wan is not None:
+            self.gossip.subscribe(self.wan.on_lan_event)  # Consul's flood join
+        self.federation = Forwarder(datacenter=config.datacenter, local=lambda exchange: run_local(self, exchange),
+                                    rng=self.rng, pool=self.wan, servers=None if config.server else self.servers,
+                                    max_query_time_s=config.max_query_time_s,
+                                    on_cross_dc=lambda dc: self.telemetry.incr_counter("rpc.cross-dc", 1,
+                                                                                       {"datacenter": dc}))
+        if self.transport is not None:
+            self.transport.dc_requests = self.federation
+        self.reconciler: MemberReconciler | None = None  # the leader keeps serfHealth (reconcile.py)
+        if config.server:
+            self.reconciler = MemberReconciler(
+                store=self.store, consensus=self.consensus, members=self.gossip.members, member=self.gossip.member,
+                datacenter=config.datacenter, self_name=config.node_name, version=CONSUL_COMPAT_VERSION,
+                on_leadership=lambda: self.log.info("New leader elected: payload=%s", self.config.node_name))
+            self.gossip.subscribe(self.reconciler.on_event)
+        self.exit_code = 0
         self.local = LocalState(config.node_name, config.datacenter, config.check_output_max_size)
-        self.syncer = StateSyncer(self.store, self.consensus, self.local, self.node_info, rng=self.rng)
+        self.events = AgentEvents(config.node_name, self._event_services, notify=self.hub.notify)
+        self.events.attach(self.gossip)  # user events travel over the LAN pool (appliance/events.py)
+        self.coordinate_batcher = CoordinateBatcher(lambda cmd: self.consensus.propose(cmd))
+        self.syncer = StateSyncer(self.store, self.consensus, self.local, self.node_info, rng=self.rng,
+                                  cluster_size=self.cluster_size)
         self.check_manager = CheckManager(self)  # runs script/HTTP/TCP/UDP/alias checks
         self.telemetry = telemetry.for_agent(self)  # before extensions: they register formatters on it
+        if self.autopilot is not None:
+            self.telemetry.add_gauge_source(self.autopilot.gauges)  # consul.autopilot.* on the leader
+        telemetry.instrument_gossip(self.telemetry, self.gossip)  # consul.memberlist.*, consul.serf.*
         self.extensions = load_extensions(self)
         self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
         self.dns = DNSServer(self.store, config, rng=self.rng) if config.ports.dns >= 0 else None
         if self.dns is not None:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
+            self.dns.fetch_remote = self._dns_remote  # <svc>.service.<dc>.consul
         self._stop = asyncio.Event()
         self.stop_reason = ""
         # API registrations survive restarts when there is a data_dir (never in -dev)
@@ -113,6 +179,21 @@ class Agent:
             "NodeMeta": meta,
         }
 
+    def lan_coordinate(self) -> Coordinate:
+        """This agent's LAN network coordinate (the origin until gossip has measured anything)."""
+        serf = self.gossip.serf
+        return serf.coordinate() if serf is not None else Coordinate.origin()
+
+    def _event_services(self) -> list[tuple[str, list[str]]]:
+        """(name, tags) of this agent's services for user-event filters (ID too when it differs)."""
+        out = []
+        for sid, entry in self.local.services.items():
+            d = entry.definition
+            out.append((d.name, list(d.tags)))
+            if sid != d.name:
+                out.append((sid, list(d.tags)))
+        return out
+
     def member_tags(self) -> dict[str, str]:
         cfg = self.config
         tags = {"acls": "0", "build": f"{CONSUL_COMPAT_VERSION}:{REVISION}", "dc": cfg.datacenter,
@@ -127,14 +208,23 @@ class Agent:
                 tags["expect"] = str(cfg.bootstrap_expect)
         return tags
 
-    def members(self, wan: bool = False) -> list[dict[str, Any]]:
-        cfg = self.config
-        name = f"{cfg.node_name}.{cfg.datacenter}" if wan else cfg.node_name
-        return [{
-            "Name": name, "Addr": self.advertise, "Port": cfg.ports.serf_wan if wan else cfg.ports.serf_lan,
-            "Tags": self.member_tags(), "Status": 1, "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-            "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
-        }]
+    def members(self, wan: bool = False, segment: str | None = None) -> list[dict[str, Any]]:
+        """The LAN pool as this agent sees it (failed and left members until reaped). `segment`
+        keeps one network segment's members ("" the default segment); `wan` lists the WAN pool
+        (empty on a client agent and in -dev, which are not in it)."""
+        if wan:
+            return [self.member_json(m) for m in self.wan.members()] if self.wan is not None else []
+        out = []
+        for member in self.gossip.members():
+            if segment is not None and member.tags.get("segment", "") != segment:
+                continue
+            out.append(self.member_json(member))
+        return out
+
+    def cluster_size(self) -> int:
+        """LAN members (anti-entropy's aeScale): the gossip pool's, else the catalog's nodes."""
+        gossip = getattr(self, "gossip", None)
+        return len(gossip.members()) if gossip is not None else len(self.store.nodes)
 
     def version_info(self) -> dict[str, Any]:
         return {"SHA": REVISION, "BuildDate": "", "HumanVersion": CONSUL_COMPAT_VERSION, "FIPS": "",
@@ -145,7 +235,7 @@ class Agent:
         local = self.local
         node_info = self.node_info()
         ttl = sum(1 for c in local.checks.values() if c.definition.kind == "ttl")
-        return {
+        info = {
             "Config": {"Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.primary_datacenter,
                        "NodeName": cfg.node_name, "NodeID": cfg.node_id, "Revision": REVISION,
                        "Server": cfg.server, "Version": CONSUL_COMPAT_VERSION, "BuildDate": ""},
@@ -157,54 +247,127 @@ class Agent:
                             "EnableScriptChecks": cfg.enable_script_checks,
                             "EnableLocalScriptChecks": cfg.enable_local_script_checks,
                             "DNSDomain": cfg.domain, "UIConfig": {"Enabled": cfg.ui_enabled}},
-            "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
-            "Member": self.members()[0],
+            "Coord": self.lan_coordinate().to_json(),
+            "Member": self.member_json(self.gossip.local_member()),
             "Stats": {
                 "agent": {"check_monitors": "0", "check_ttls": str(ttl), "checks": str(len(local.checks)),
                           "services": str(len(local.services))},
                 "build": {"prerelease": "", "revision": REVISION, "version": CONSUL_COMPAT_VERSION},
                 "consul": {"acl": "disabled", "bootstrap": str(cfg.bootstrap or cfg.dev).lower(),
-                           "known_datacenters": "1",
+                           "known_datacenters": str(len(self.wan.datacenters()) if self.wan is not None else 1),
                            "leader": str(self.consensus.is_leader).lower(),
                            "leader_addr": self.consensus.leader_address(), "server": str(cfg.server).lower()},
                 "raft": self.consensus.stats(),
                 "runtime": {"arch": platform.machine(), "cpu_count": str(os.cpu_count() or 1),
                             "goroutines": str(len(asyncio.all_tasks())), "max_procs": str(os.cpu_count() or 1),
                             "os": sys.platform, "version": "python" + platform.python_version()},
-                "serf_lan": {"coordinate_resets": "0", "encrypted": "false", "event_queue": "0",
-                             "event_time": "1", "failed": "0", "health_score": "0", "intent_queue": "0",
-                             "left": "0", "member_time": "1", "members": "1", "query_queue": "0",
-                             "query_time": "1"},
+                "serf_lan": self.gossip.stats(),
+                **({"serf_wan": self.wan.driver.stats()} if self.wan is not None else {}),
             },
             "Meta": node_info["NodeMeta"],
         }
+        if not cfg.server:  # a client runs no Raft: Consul shows the servers it knows instead
+            stats = info["Stats"]
+            del stats["raft"]
+            stats["consul"] = {"acl": "disabled", "known_servers": str(self.consensus.known_servers()),
+                               "server": "false"}
+        return info
 
-    # ------------------------------------------------------------------ leader duties (single server)
+    # ------------------------------------------------------------------ gossip membership
 
-    async def reconcile_self(self) -> None:
-        """What Consul's leader does for each alive member: node, serfHealth, and `consul` for servers."""
-        info = self.node_info()
-        await self.consensus.propose({
-            "Type": "register", **info, "SkipNodeUpdate": True,
-            "Checks": [{"Node": info["Node"], "CheckID": "serfHealth", "Name": "Serf Health Status",
-                        "Status": "passing", "Notes": "", "Output": "Agent alive and reachable", "ServiceID": "",
-                        "ServiceName": "", "ServiceTags": [], "Type": "", "Interval": "", "Timeout": "",
-                        "ExposedPort": 0, "Definition": {}}],
-        })
+    def _on_member(self, event: SerfEvent, member: Member | None) -> None:
+        """Member events: an alive server of this datacenter is a Raft peer to know (bootstrap_expect)."""
+        if member is not None and self.autopilot is not None and member.tags.get("role") == "consul":
+            if member.status == MemberStatus.FAILED:  # autopilot's SerfStatus (dead-server cleanup)
+                self.autopilot.server_failed(member.tags.get("id") or member.name)
+            elif member.status == MemberStatus.LEFT:
+                self.autopilot.server_left(member.tags.get("id") or member.name)
+            elif member.status == MemberStatus.ALIVE:
+                self.autopilot.server_alive(member.tags.get("id") or member.name)
+        if member is None or self.transport is None or member.status != MemberStatus.ALIVE:
+            return
+        tags = member.tags
+        if tags.get("role") == "consul" and tags.get("dc") == self.config.datacenter and tags.get("port", "").isdigit():
+            host = f"[{member.addr}]" if ":" in member.addr else member.addr
+            self.transport.add_server(tags.get("id") or member.name, f"{host}:{tags['port']}")
+
+    async def _join(self, addresses: list[str]) -> None:
+        """-join / -retry-join: the LAN pool, retried every retry_interval; exit after retry_max."""
+        cfg = self.config
+        try:
+            await retry_join(self.gossip, addresses, cfg.retry_interval_s, cfg.retry_max)
+        except JoinError as err:
+            self.log.error('Retry join failed: error="%s"', err)
+            self.exit_code = 1
+            self.request_shutdown("retry join failed")
+
+    async def datacenters(self) -> list[str]:
+        """/v1/catalog/datacenters: the WAN pool's, nearest first; a client agent asks a server."""
+        if self.wan is not None:
+            return self.wan.datacenters()
         if self.config.server:
-            cfg = self.config
-            await self.consensus.propose({
-                "Type": "register", **info, "SkipNodeUpdate": True,
-                "Service": {"ID": "consul", "Service": "consul", "Tags": [], "Address": "",
-                            "Meta": {"non_voter": "false", "raft_version": "3", "read_replica": "false",
-                                     "serf_protocol_current": "2", "serf_protocol_max": "5",
-                                     "serf_protocol_min": "1", "version": CONSUL_COMPAT_VERSION},
-                            "Port": cfg.ports.server, "Weights": {"Passing": 1, "Warning": 1},
-                            "EnableTagOverride": False, "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
-                            "Connect": {}, "PeerName": ""},
-                "Checks": [],
-            })
-        self.log.info("New leader elected: payload=%s", self.config.node_name)
+            return [self.config.datacenter]  # -dev, or serf_wan -1: no WAN pool
+        answer = await self.federation.ask_server(Exchange("GET", "/v1/catalog/datacenters"))
+        if answer.status != 200:
+            raise ForwardError(answer.body.decode("utf-8", "replace"))
+        return json.loads(answer.body)
+
+    async def _dns_remote(self, dc: str, kind: str, name: str) -> Any:
+        """A DNS lookup of another datacenter: its /v1/health/service (or /v1/catalog/node) answer,
+        stale as Consul's DNS reads by default; None for a node it does not know."""
+        path = ("/v1/health/service/" if kind == "service" else "/v1/catalog/node/") + quote(name, safe="")
+        answer = await self.federation.request(dc, Exchange("GET", path, [("stale", "")]))
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise ForwardError(answer.body.decode("utf-8", "replace"))
+        return json.loads(answer.body)
+
+    async def _join_wan(self, addresses: list[str]) -> None:
+        """-join-wan / -retry-join-wan: the WAN pool, retried every retry_interval_wan."""
+        cfg = self.config
+        try:
+            await self.wan.retry_join(addresses, cfg.retry_interval_wan_s, cfg.retry_max_wan)
+        except JoinError as err:
+            self.log.error('Retry join failed: error="%s"', err)
+            self.exit_code = 1
+            self.request_shutdown("retry join failed")
+
+    async def join(self, addresses: list[str], wan: bool = False) -> int:
+        """PUT /v1/agent/join and `cairn join`: the number of agents contacted (JoinError if none)."""
+        if wan and self.wan is None:
+            raise JoinError("Must be a server to join WAN cluster")
+        self.log.info("(%s) joining: %s_addresses=[%s]", "WAN" if wan else "LAN", "wan" if wan else "lan",
+                      " ".join(addresses))
+        try:
+            n = await (self.wan.join(addresses) if wan else self.gossip.join(addresses))
+        except JoinError as err:
+            self.log.warning("(%s) couldn't join: number_of_nodes=0 error=%s", "WAN" if wan else "LAN", err)
+            raise
+        self.log.info("(%s) joined: number_of_nodes=%d", "WAN" if wan else "LAN", n)
+        return n
+
+    def force_leave(self, node: str, prune: bool = False, wan: bool = False) -> None:
+        """PUT /v1/agent/force-leave: mark a member left; KeyError with Consul's text if unknown.
+        `wan`: a member of the WAN pool (`<node>.<dc>`)."""
+        self.log.info("Force leaving node: node=%s", node)
+        pool = self.gossip if not wan else self.wan.driver if self.wan is not None else None
+        if pool is None or not pool.force_leave(node, prune=prune):
+            raise KeyError(f"agent: No node found with name '{node}'")
+
+    async def leave(self) -> None:
+        """PUT /v1/agent/leave: leave the gossip pools gracefully (WAN first), then shut down."""
+        if self.wan is not None:
+            await self.wan.leave()
+        await self.gossip.leave()
+        self.request_shutdown("leave")
+
+    def member_json(self, member: Member) -> dict[str, Any]:
+        """A gossip member as /v1/agent/members shows it (Consul's api.AgentMember)."""
+        name, port = member.name, member.port
+        return {"Name": name, "Addr": member.addr, "Port": port, "Tags": dict(member.tags),
+                "Status": int(member.status), "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
 
     # ------------------------------------------------------------------ config-defined services
 
@@ -244,22 +407,43 @@ class Agent:
         cfg = self.config
         self.load_config_definitions(cfg)
         # -dev and -bootstrap: a configuration of this one voter, written once into empty storage
-        self.consensus.open(Configuration((Server(self.consensus.node_id, self.consensus.address),))
-                            if cfg.dev or cfg.bootstrap else None)
+        if cfg.server:
+            self.consensus.open(Configuration((Server(self.consensus.node_id, self.consensus.address),))
+                                if cfg.dev or cfg.bootstrap else None)
         if self.transport is not None:
             await self.transport.start()
         await self.consensus.start()  # replays the log into the store before anything reads it
+        if self.autopilot is not None:
+            await self.autopilot.start()
+        await self.gossip.start()  # UDP and TCP on serf_lan
+        if self.wan is not None:
+            await self.wan.start()  # UDP and TCP on serf_wan
+            for member in self.gossip.members():  # servers the LAN pool already knows: flood join
+                self.wan.on_lan_event(None, member)
         if self.persist_dir:
             for warning in persist.restore(self.persist_dir, self.local, time.monotonic()):
                 self.log.warning(warning)
         tasks = []
-        if self.transport is None:
+        # a client agent has neither: anti-entropy (below) registers it once a server streams to it
+        if cfg.server and self.transport is None:
             await self.syncer.sync_now()  # registers this node first ("Synced node info")
-            await self.reconcile_self()
-        else:  # a cluster may have no leader yet: register once there is one
+            await self.reconciler.reconcile_all()  # as leader: serfHealth and the `consul` service
+        elif cfg.server:  # a cluster may have no leader yet: register once there is one
             tasks.append(asyncio.create_task(self._register_when_led(), name="register"))
+        if self.reconciler is not None:
+            tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile-members"))
+        join = list(dict.fromkeys(cfg.start_join + cfg.retry_join))
+        if join:
+            tasks.append(asyncio.create_task(self._join(join), name="retry-join"))
+        join_wan = list(dict.fromkeys(cfg.start_join_wan + cfg.retry_join_wan))
+        if join_wan and self.wan is not None:
+            tasks.append(asyncio.create_task(self._join_wan(join_wan), name="retry-join-wan"))
         tasks.append(asyncio.create_task(self.syncer.run(), name="anti-entropy"))
         tasks.append(asyncio.create_task(self.check_manager.run(), name="checks"))
+        tasks.append(asyncio.create_task(self.coordinate_batcher.run(), name="coordinate-batch"))
+        tasks.append(asyncio.create_task(send_coordinates(
+            lambda: self.config.node_name, self.lan_coordinate, self.cluster_size, self.coordinate_batcher,
+            self.rng), name="coordinate-sync"))
         for ext in self.extensions:
             if hasattr(ext, "start"):
                 await ext.start()
@@ -292,18 +476,38 @@ class Agent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if self.autopilot is not None:
+                await self.autopilot.stop()
+                if self.transport is not None and self._leaving():
+                    await self.autopilot.leave()  # hand over leadership, leave the Raft configuration
+            if self._leaving():
+                if self.wan is not None:
+                    await self.wan.leave()  # Consul leaves the WAN pool first
+                await self.gossip.leave()  # broadcast our leave and wait for it to spread
             await self.consensus.stop()
             if self.transport is not None:
                 await self.transport.stop()
+            await self.gossip.stop()
+            if self.wan is not None:
+                await self.wan.stop()
             if self.stop_reason == "leave":
                 self.log.info("Graceful leave complete")
             self.log.info("shutdown complete")
+
+    def _leaving(self) -> bool:
+        """Consul's rules: `leave` always; SIGTERM with leave_on_terminate; SIGINT unless
+        skip_leave_on_interrupt (servers skip by default)."""
+        reason, cfg = self.stop_reason, self.config
+        return (reason == "leave" or (reason == "terminated" and cfg.leave_on_terminate)
+                or (reason in ("interrupt", "") and not cfg.skip_leave_on_interrupt))
+
+    def _node_names_by_id(self) -> dict[str, str]:
+        return {(n.get("ID") or "").lower(): n["Node"] for n in self.store.nodes.values() if n.get("ID")}
 
     async def _register_when_led(self) -> None:
         while True:
             try:
                 await self.syncer.sync_now()
-                await self.reconcile_self()
                 return
             except Exception as err:  # noqa: BLE001 - no leader yet: retry
                 self.log.debug("registering with the cluster: %s", err)
@@ -342,14 +546,17 @@ def banner(cfg: RuntimeConfig) -> str:
     return "\n".join(lines)
 
 
+def autopilot_defaults(cfg: RuntimeConfig) -> AutopilotConfig:
+    a = cfg.autopilot
+    return AutopilotConfig(cleanup_dead_servers=a.cleanup_dead_servers, last_contact_threshold_s=a.last_contact_threshold_s,
+                           max_trailing_logs=a.max_trailing_logs, min_quorum=a.min_quorum,
+                           server_stabilization_time_s=a.server_stabilization_time_s)
+
+
 def unsupported_mode(cfg: RuntimeConfig) -> str:
     """Modes that need the replicated log or gossip, which this build does not have yet."""
     if not cfg.server:
-        return ("client agents (server = false) need gossip and server RPC, which cairn does not have yet; "
-                "run a server with -bootstrap or use -dev")
-    if not cfg.dev and not cfg.bootstrap and cfg.bootstrap_expect < 2:
-        return ("a server needs -bootstrap or -bootstrap-expect N (adding a server to a running cluster "
-                "is not there yet)")
+        return ""  # a client agent: a replica streamed from the servers (appliance/client)
     return ""
 
 
@@ -370,7 +577,8 @@ def run(cfg: RuntimeConfig) -> int:
         asyncio.run(agent.run())
         if agent.consensus.fatal is not None:
             return 1  # fail-stop: the Raft log or its storage broke (logged)
-    except (OSError, DefinitionError, StorageCorrupt) as err:
+        return agent.exit_code  # 1 when retry_join gave up
+    except (OSError, DefinitionError, StorageCorrupt, KeyringError) as err:
         logging.getLogger("agent").error("Error starting agent: %s", err)
         return 1
     finally:

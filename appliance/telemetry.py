@@ -27,11 +27,15 @@ sizes, per-check status) are not pushed; `add_gauge_source(fn)` registers a func
 returns them, called whenever metrics are read. Timings are in milliseconds, like Consul's.
 Everything runs on the event loop thread; nothing here blocks or does I/O.
 
-`instrument(agent)` wires the recorder into the agent: it times every command proposed to the
-log (`consul.catalog.register`, `consul.kvs.apply`, ...) and every FSM apply (`consul.fsm.*`),
-and registers the agent's state gauges. `record_http`, called by the HTTP server's middleware, times
-each request as `consul.api.http{method,path}`, with the path of the route that answered
-(`/v1/health/service/web` -> `v1.health.service._`).
+`instrument(agent)` wires the recorder into the agent: it gives the Raft driver a
+`RaftTelemetry`, the driver's metrics hook (appliance/raft/metrics.py), which records what the
+driver times under hashicorp/raft's and Consul's names: `consul.raft.*` (state transitions,
+commitTime, apply, fsm.apply, leader.dispatchLog, leader.lastContact, replication and RPC
+timings, snapshots), every command proposed to the log (`consul.catalog.register`,
+`consul.kvs.apply`, ...) and every FSM apply (`consul.fsm.*`); and it registers the agent's
+state gauges (Raft indexes, term and peers among them). `record_http`, called by the HTTP
+server's middleware, times each request as `consul.api.http{method,path}`, with the path of
+the route that answered (`/v1/health/service/web` -> `v1.health.service._`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
+
+from appliance.raft.metrics import RaftMetrics
 
 Labels = Mapping[str, str] | Iterable[tuple[str, str]] | None
 LabelKey = tuple[tuple[str, str], ...]
@@ -326,37 +332,59 @@ def kv_op(command: Mapping[str, Any]) -> str:
     return "delete-cas" if "Index" in command else "delete"
 
 
+class RaftTelemetry(RaftMetrics):
+    """The Raft driver's metrics hook (appliance/raft/metrics.py says when each call comes),
+    recording with the names hashicorp/raft and Consul give these metrics."""
+
+    def __init__(self, tel: Telemetry) -> None:
+        self.tel = tel
+
+    def role_changed(self, role: str) -> None:
+        self.tel.incr_counter("raft.state." + role)
+
+    def proposal_accepted(self) -> None:
+        self.tel.incr_counter("raft.apply")
+
+    def committed(self, elapsed_ms: float, batch: int) -> None:
+        self.tel.add_sample("raft.commitTime", elapsed_ms)
+        self.tel.set_gauge("raft.commitNumLogs", batch)
+
+    def dispatched(self, elapsed_ms: float, entries: int) -> None:
+        self.tel.add_sample("raft.leader.dispatchLog", elapsed_ms)
+        self.tel.set_gauge("raft.leader.dispatchNumLogs", entries)
+
+    def follower_contact(self, peer: str, since_ms: float) -> None:
+        self.tel.add_sample("raft.leader.lastContact", since_ms)
+
+    def append_rpc(self, peer: str, elapsed_ms: float, entries: int) -> None:
+        labels = (("peer_id", peer),)
+        self.tel.add_sample("raft.replication.appendEntries.rpc", elapsed_ms, labels)
+        self.tel.incr_counter("raft.replication.appendEntries.logs", entries, labels)
+
+    def rpc_handled(self, kind: str, elapsed_ms: float) -> None:
+        self.tel.add_sample("raft.rpc." + kind, elapsed_ms)
+
+    def fsm_applied(self, command: dict[str, Any], elapsed_ms: float) -> None:
+        self.tel.add_sample("raft.fsm.apply", elapsed_ms)
+        kind = str(command.get("Type"))
+        name = _WRITE_NAMES.get(kind, ("", "fsm." + kind))[1]
+        self.tel.add_sample(name, elapsed_ms, {"op": kv_op(command)} if name == "fsm.kvs" else None)
+
+    def command_done(self, command: dict[str, Any], elapsed_ms: float) -> None:
+        rpc = _WRITE_NAMES.get(str(command.get("Type")), ("",))[0]
+        if rpc:
+            self.tel.add_sample(rpc, elapsed_ms)
+
+    def snapshot_created(self, elapsed_ms: float) -> None:
+        self.tel.add_sample("raft.snapshot.create", elapsed_ms)
+
+    def snapshot_persisted(self, elapsed_ms: float) -> None:
+        self.tel.add_sample("raft.snapshot.persist", elapsed_ms)
+
+
 def instrument(tel: Telemetry, agent: Any) -> None:
-    """Time writes through the log and the FSM; register the agent's state gauges."""
-    consensus = agent.consensus
-    fsm = getattr(consensus, "fsm", None)
-    if fsm is not None:
-        apply_inner = fsm.apply
-
-        def apply(index: int, command: dict[str, Any]) -> Any:
-            start = tel.monotonic()
-            try:
-                return apply_inner(index, command)
-            finally:
-                kind = str(command.get("Type"))
-                name = _WRITE_NAMES.get(kind, ("", "fsm." + kind))[1]
-                labels = {"op": kv_op(command)} if name == "fsm.kvs" else None
-                tel.measure_since(name, start, labels)
-
-        fsm.apply = apply
-
-    propose_inner = consensus.propose
-
-    async def propose(command: dict[str, Any]) -> Any:
-        start = tel.monotonic()
-        try:
-            return await propose_inner(command)
-        finally:
-            rpc = _WRITE_NAMES.get(str(command.get("Type")), ("",))[0]
-            if rpc:
-                tel.measure_since(rpc, start)
-
-    consensus.propose = propose
+    """Give the Raft driver its metrics hook; register the agent's state gauges."""
+    agent.consensus.metrics = RaftTelemetry(tel)
     tel.add_gauge_source(lambda: agent_gauges(agent))
 
 
@@ -368,7 +396,7 @@ def agent_gauges(agent: Any) -> list[tuple[str, float, Labels]]:
                        ("raft.commit_index", "commit_index"), ("raft.term", "term")):
         if stats.get(stat, "").isdigit():
             out.append((name, int(stats[stat]), None))
-    if hasattr(agent.consensus, "peers"):
+    if agent.config.server:  # a client agent runs no Raft (appliance/client)
         out.append(("raft.peers", len(agent.consensus.peers()), None))
     if agent.config.server:
         store = agent.store
@@ -493,6 +521,56 @@ def instrument_dns(tel: Telemetry, server: Any, node_name: str, *, every: int = 
     server.answer = answer
 
 
+# ---------------------------------------------------------------------- gossip
+
+# The gossip driver's internal counter and sample names -> Consul's metric names (memberlist and
+# serf). Counters of bytes: udp.sent/received, tcp.sent; counts: tcp.accept/connect, msg.* (state
+# changes accepted), serf.member.* (member events). Samples in ms: gossip (one gossip round),
+# probeNode (one probe, ping to its end); serf.queue.* (queue depths every 30 s).
+GOSSIP_COUNTERS = {
+    "udp_sent": "memberlist.udp.sent", "udp_received": "memberlist.udp.received",
+    "tcp_sent": "memberlist.tcp.sent", "tcp_accept": "memberlist.tcp.accept",
+    "tcp_connect": "memberlist.tcp.connect", "msg_alive": "memberlist.msg.alive",
+    "msg_suspect": "memberlist.msg.suspect", "msg_dead": "memberlist.msg.dead",
+    "decrypt_failed": "memberlist.decrypt_failed", "decode_errors": "memberlist.decode_errors",
+    "member-join": "serf.member.join", "member-leave": "serf.member.left",
+    "member-failed": "serf.member.failed", "member-update": "serf.member.update",
+    "member-reap": "serf.member.reap", "member-flap": "serf.member.flap", "user": "serf.events",
+}
+GOSSIP_SAMPLES = {
+    "gossip": "memberlist.gossip", "probe_node": "memberlist.probeNode",
+    "queue_intent": "serf.queue.Intent", "queue_event": "serf.queue.Event", "queue_query": "serf.queue.Query",
+}
+
+
+def instrument_gossip(tel: Telemetry, driver: Any) -> None:
+    """Record the LAN gossip pool's metrics under Consul's names; `memberlist.health.score` and
+    `serf.members` are read from the driver when metrics are read."""
+
+    def sink(kind: str, name: str, value: float) -> None:
+        if kind == "counter":
+            metric = GOSSIP_COUNTERS.get(name)
+            if metric is not None:
+                tel.incr_counter(metric, value)
+        else:
+            metric = GOSSIP_SAMPLES.get(name)
+            if metric is not None:
+                tel.add_sample(metric, value)
+
+    driver.metrics_sink = sink
+    tel.add_gauge_source(lambda: [("memberlist.health.score", driver.health_score(), None),
+                                  ("serf.members", len(driver.members()), None)])
+
+    def declared() -> None:
+        # Alerts use increase(consul_serf_member_flap[15m]): the series must exist before the first
+        # flap, as Consul's declared counters do, so it is kept at its total (0 until a flap).
+        if tel.prometheus_enabled:
+            slot = tel.counters.setdefault((tel.key("serf.member.flap"), ()), [0.0, 0.0])
+            slot[1] = tel.monotonic()
+
+    tel.add_read_hook(declared)
+
+
 # ---------------------------------------------------------------------- HTTP
 
 
@@ -507,7 +585,7 @@ def route_label(pattern: str) -> str:
 def record_http(tel: Telemetry, request: web.Request, start: float) -> None:
     """Count a request that reached a route and time a sample, as `consul.api.http{method,path}`
     (SampledTiming says what the summary means). Called by the HTTP server's middleware."""
-    pattern = request.get("route")  # set by appliance.http.routing.Router.dispatch
+    pattern = request.route  # set by appliance.http.routing.Router.dispatch
     if not pattern:
         return
     key = (request.method, pattern)

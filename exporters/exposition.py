@@ -67,8 +67,15 @@ class _One:
 
 
 def encode(metrics: Iterable[Metric]) -> bytes:
+    """The text format. A family name already written is skipped (Prometheus rejects a second
+    TYPE line): `consul_raft_peers` comes from the recorder and from the consul_exporter
+    collector when `disable_hostname` is set, with the same value."""
     out: list[bytes] = []
+    written: set[str] = set()
     for metric in metrics:
+        if metric.name in written:
+            continue
+        written.add(metric.name)
         if isinstance(metric, ConsulCounter):
             gauge = Metric(metric.name, metric.documentation, "gauge")
             gauge.samples = metric.samples

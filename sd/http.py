@@ -67,7 +67,7 @@ async def prometheus_targets(request: web.Request) -> web.Response:
         keys=keys,
     )
     pretty = "pretty" in request.query
-    entry = request.get("render_entry")
+    entry = request.render_entry
     if entry is not None and entry.body is body:
         data = entry.encoded.get(pretty)
         if data is None:

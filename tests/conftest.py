@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -32,32 +33,45 @@ STOP_TIMEOUT_S = 10.0
 # ports
 
 
-def free_ports(count: int, *, udp: bool = True) -> list[int]:
-    """Return `count` distinct ports on 127.0.0.1 that are free for TCP (and UDP if `udp`).
+_handed_out: set[int] = set()
+_port_rng = random.Random()
 
-    All sockets are held open until every port is chosen, so the ports are distinct; they are
-    closed before returning, so there is the usual small race with other processes.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
+
+def _ephemeral_low() -> int:
     try:
-        while len(ports) < count:
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            tcp.bind(("127.0.0.1", 0))
-            held.append(tcp)
-            port = tcp.getsockname()[1]
-            if udp:
-                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    u.close()
-                    continue
-                held.append(u)
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(count: int, *, udp: bool = True) -> list[int]:
+    """Return `count` distinct loopback ports that are free for TCP (and UDP if `udp`).
+
+    Ports come from below the kernel's ephemeral range and none is handed out twice in one test
+    session: ports from the ephemeral range collide with outgoing connections of agents already
+    running, and the kernel offers a just-closed port again (30-agent clusters hit both). Each
+    port is bind-checked; there is still the usual small race with other processes.
+    """
+    low, high = 10000, _ephemeral_low()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _port_rng.randrange(low, high)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
+        held: list[socket.socket] = []
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,):
+                sock = socket.socket(socket.AF_INET, kind)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+        ports.append(port)
     return ports
 
 

@@ -106,7 +106,8 @@ def run_reload(argv: list[str]) -> int:
 @command
 def run_leave(argv: list[str]) -> int:
     p = CliParser("cairn leave", "cairn leave [options]",
-                  "Makes the agent leave the cluster gracefully and shut down.")
+                  "Makes the agent leave the cluster gracefully and shut down. A server first hands\n"
+                  "over Raft leadership if it leads, then leaves the Raft configuration.")
     add_http_flags(p, server=False)
     args = p.parse(argv)
     expect_args(args.args, 0, 0)

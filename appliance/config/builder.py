@@ -29,7 +29,8 @@ from appliance.config.durations import parse_duration
 from appliance.config.errors import ConfigError
 from appliance.config.flags import AgentFlags
 from appliance.config.loader import check_fragment, load_source, merge
-from appliance.config.runtime import ACLConfig, ConfigSource, DNSConfig, Limits, Ports, RuntimeConfig, Telemetry
+from appliance.gossip.config import GossipConfig, GossipConfigError
+from appliance.config.runtime import ACLConfig, Autopilot, ConfigSource, DNSConfig, Limits, Ports, RuntimeConfig, Telemetry
 
 DEV_DEFAULTS: dict[str, Any] = {
     "server": True,
@@ -188,7 +189,15 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         start_join=tuple(_get(m, "start_join", [])),
         retry_interval_s=_seconds(m, "retry_interval", 30.0),
         retry_max=int(_get(m, "retry_max", 0)),
+        retry_join_wan=tuple(_get(m, "retry_join_wan", [])),
+        start_join_wan=tuple(_get(m, "start_join_wan", [])),
+        retry_interval_wan_s=_seconds(m, "retry_interval_wan", 30.0),
+        retry_max_wan=int(_get(m, "retry_max_wan", 0)),
         encrypt=encrypt,
+        encrypt_verify_incoming=bool(_get(m, "encrypt_verify_incoming", True)),
+        encrypt_verify_outgoing=bool(_get(m, "encrypt_verify_outgoing", True)),
+        disable_keyring_file=bool(_get(m, "disable_keyring_file", dev)),
+        gossip_lan=_gossip_lan(m),
         domain=domain,
         alt_domain=alt,
         recursors=recursors,
@@ -210,6 +219,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         acl=_acl(m),
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
+        autopilot=_autopilot(m),
         telemetry=Telemetry(
             prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 60.0),
             disable_hostname=bool(_get(m, "telemetry.disable_hostname", False)),
@@ -225,6 +235,22 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         flag_args=flag_args,
         config_warnings=tuple(warnings),
     )
+
+
+def _autopilot(m: dict[str, Any]) -> Autopilot:
+    out = Autopilot(
+        cleanup_dead_servers=bool(_get(m, "autopilot.cleanup_dead_servers", True)),
+        last_contact_threshold_s=_seconds(m, "autopilot.last_contact_threshold", 0.2),
+        max_trailing_logs=int(_get(m, "autopilot.max_trailing_logs", 250)),
+        min_quorum=int(_get(m, "autopilot.min_quorum", 0)),
+        server_stabilization_time_s=_seconds(m, "autopilot.server_stabilization_time", 10.0),
+    )
+    for key in ("max_trailing_logs", "min_quorum"):
+        check.at_least_zero(getattr(out, key), f"autopilot.{key}")
+    for key in ("last_contact_threshold", "server_stabilization_time"):
+        if getattr(out, key + "_s") < 0:
+            raise ConfigError(f"autopilot.{key} must not be negative")
+    return out
 
 
 def _dns_config(m: dict[str, Any]) -> DNSConfig:
@@ -263,6 +289,28 @@ def _acl(m: dict[str, Any]) -> ACLConfig:
         enable_token_persistence=bool(_get(m, "acl.enable_token_persistence", False)),
         tokens=tokens,
     )
+
+
+GOSSIP_KEYS = {"gossip_nodes": "gossip_nodes", "gossip_interval": "gossip_interval_s",
+               "probe_interval": "probe_interval_s", "probe_timeout": "probe_timeout_s",
+               "retransmit_mult": "retransmit_mult", "suspicion_mult": "suspicion_mult"}
+
+
+def _gossip_lan(m: dict[str, Any]) -> dict[str, float]:
+    """`gossip_lan { ... }` as GossipConfig overrides, checked against memberlist's rules."""
+    out: dict[str, float] = {}
+    for key, name in GOSSIP_KEYS.items():
+        value = _get(m, f"gossip_lan.{key}")
+        if value is not None:
+            out[name] = parse_duration(value) if name.endswith("_s") else int(value)
+    try:
+        GossipConfig.lan(**out).validate()
+    except GossipConfigError as err:
+        text = str(err)
+        for key, name in GOSSIP_KEYS.items():  # the keys the user wrote, not the internal names
+            text = text.replace(name, f"gossip_lan.{key}")
+        raise ConfigError(text) from None
+    return out
 
 
 def _node_id(dev: bool, data_dir: str, host: Host) -> str:

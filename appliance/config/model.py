@@ -138,6 +138,19 @@ class TelemetryModel(Block):
     disable_compat_1_9: bool | None = Field(default=None, alias="disable_compat_1.9", description=COMPAT)
 
 
+class GossipModel(Block):
+    """`gossip_lan` / `gossip_wan`: memberlist timing of a gossip pool (Consul's keys)."""
+
+    gossip_nodes: int | None = F("Members sent queued gossip each round. Default 3.")
+    gossip_interval: Duration | None = F('Time between gossip rounds. Default "200ms" (LAN), "500ms" (WAN).')
+    probe_interval: Duration | None = F('Time between failure-detection probes. Default "1s" (LAN), "5s" (WAN).')
+    probe_timeout: Duration | None = F(
+        'Wait for a direct ack before indirect probes. Default "500ms" (LAN), "3s" (WAN); below probe_interval.')
+    retransmit_mult: int | None = F("Each broadcast is sent retransmit_mult x ceil(log10(n + 1)) times. Default 4.")
+    suspicion_mult: int | None = F(
+        "Suspicion timeout = suspicion_mult x max(1, log10(n)) x probe_interval at least. Default 4 (LAN), 6 (WAN).")
+
+
 class PerformanceModel(Block):
     raft_multiplier: int | None = F("Scales Raft timers, 1 (fast) to 10. Default 5 (1 in -dev).")
     leave_drain_time: Duration | None = F('Time to drain RPCs on leave. Default "5s". ' + COMPAT)
@@ -170,11 +183,16 @@ class ACLModel(Block):
 
 
 class AutopilotModel(Block):
-    cleanup_dead_servers: bool | None = F("Remove failed servers when a replacement joins. Default true. " + COMPAT)
-    last_contact_threshold: Duration | None = F('Default "200ms". ' + COMPAT)
-    max_trailing_logs: int | None = F("Default 250. " + COMPAT)
-    min_quorum: int | None = F("Default 0. " + COMPAT)
-    server_stabilization_time: Duration | None = F('Default "10s". ' + COMPAT)
+    cleanup_dead_servers: bool | None = F(
+        "Remove servers that failed or left from the Raft configuration, never below min_quorum voters "
+        "and never a majority at once. Default true.")
+    last_contact_threshold: Duration | None = F(
+        'A server the leader has not heard from for longer than this is unhealthy. Default "200ms".')
+    max_trailing_logs: int | None = F(
+        "A server whose last log index trails the leader's by more than this is unhealthy. Default 250.")
+    min_quorum: int | None = F("Dead-server cleanup never leaves fewer voters than this. Default 0.")
+    server_stabilization_time: Duration | None = F(
+        'A new server is promoted from non-voter to voter once healthy for this long. Default "10s".')
 
 
 class TLSSettingsModel(Block):
@@ -241,7 +259,8 @@ class ConfigFile(Block):
     default_query_time: Duration | None = F('Blocking-query wait when the request gives none. Default "300s".')
     disable_anonymous_signature: bool | None = F(COMPAT)
     disable_host_node_id: bool | None = F("Do not derive node_id from the host. Default true. " + COMPAT)
-    disable_keyring_file: bool | None = F(COMPAT)
+    disable_keyring_file: bool | None = F(
+        "Do not keep the gossip keyring in data_dir/serf/local.keyring. Default false (true in -dev).")
     disable_remote_exec: bool | None = F("Default true. " + COMPAT)
     disable_update_check: bool | None = F("cairn never phones home; accepted. Default false.")
     discard_check_output: bool | None = F("Do not keep check output. Default false. " + COMPAT)
@@ -253,8 +272,12 @@ class ConfigFile(Block):
     enable_script_checks: bool | None = F("Allow script checks from config files and the API. Default false.")
     enable_syslog: bool | None = F(COMPAT)
     encrypt: str | None = F("Gossip encryption key, base64 of 16, 24 or 32 bytes.")
-    encrypt_verify_incoming: bool | None = F(COMPAT)
-    encrypt_verify_outgoing: bool | None = F(COMPAT)
+    encrypt_verify_incoming: bool | None = F(
+        "Drop incoming gossip that is not encrypted when a key is set. Default true; false while rolling "
+        "encryption onto a running cluster.")
+    encrypt_verify_outgoing: bool | None = F(
+        "Encrypt outgoing gossip when a key is set. Default true; false while rolling encryption onto a "
+        "running cluster.")
     http_config: HTTPConfigModel | None = F("HTTP API settings.")
     key_file: str | None = F("Old top-level TLS key. " + COMPAT)
     leave_on_terminate: bool | None = F("Leave the cluster on SIGTERM. Default true for clients, false for servers.")
@@ -270,6 +293,8 @@ class ConfigFile(Block):
     node_meta: dict[str, str] | None = F("Node metadata: at most 64 pairs, keys 128 and values 512 characters.")
     node_name: str | None = F("Node name. Default: the host name.")
     performance: PerformanceModel | None = F("Timer scaling.")
+    gossip_lan: GossipModel | None = F("LAN gossip timing (failure detection and dissemination).")
+    gossip_wan: GossipModel | None = F("WAN gossip timing. " + COMPAT)
     pid_file: str | None = F('Write the agent PID here. Default "".')
     ports: PortsModel | None = F("Listener ports; -1 disables one.")
     primary_datacenter: str | None = F("Authoritative datacenter for ACLs. Default: datacenter.")
@@ -279,18 +304,19 @@ class ConfigFile(Block):
     recursors: list[str] | None = F("Upstream DNS servers for names outside domain. Default [].")
     rejoin_after_leave: bool | None = F(COMPAT)
     retry_interval: Duration | None = F('Wait between retry_join attempts. Default "30s".')
-    retry_interval_wan: Duration | None = F('Default "30s". ' + COMPAT)
+    retry_interval_wan: Duration | None = F('Wait between retry_join_wan attempts. Default "30s".')
     retry_join: list[str] | None = F("Agents to join, retried until one answers. Default [].")
-    retry_join_wan: list[str] | None = F(COMPAT)
+    retry_join_wan: list[str] | None = F("Servers: WAN pool members (other datacenters' servers, host or host:port, default port 8302) to join, retried until one answers. Default [].")
     retry_max: int | None = F("Join attempts before giving up, 0 = forever. Default 0. " + COMPAT)
-    retry_max_wan: int | None = F(COMPAT)
-    server: bool | None = F("Run as a server (Raft voter). Default false.")
+    retry_max_wan: int | None = F("WAN join attempts before giving up, 0 = forever. Default 0.")
+    server: bool | None = F("Run as a server (Raft voter). Default false: a client agent, which keeps a "
+                            "replica of the catalog and KV streamed from a server and forwards its writes.")
     service: RawDefinitions | None = F("One service definition (snake_case or PascalCase keys).")
     services: RawDefinitions | None = F("Service definitions; concatenated with service.")
     session_ttl_min: Duration | None = F('Shortest session TTL. Default "10s". ' + COMPAT)
     skip_leave_on_interrupt: bool | None = F("Do not leave on SIGINT. Default true for servers, false for clients.")
     start_join: list[str] | None = F("Agents to join at start (deprecated; use retry_join). Default [].")
-    start_join_wan: list[str] | None = F(COMPAT)
+    start_join_wan: list[str] | None = F("Servers: WAN pool members to join at start (deprecated; use retry_join_wan). Default [].")
     telemetry: TelemetryModel | None = F("Metrics settings.")
     tls: TLSModel | None = F("TLS settings. " + COMPAT)
     translate_wan_addrs: bool | None = F(COMPAT)

@@ -41,6 +41,18 @@ class Telemetry:
 
 
 @dataclass(frozen=True)
+class Autopilot:
+    """The `autopilot {}` block (Consul's names and defaults); seeds the replicated autopilot
+    configuration the first time a leader is elected (then /v1/operator/autopilot/configuration)."""
+
+    cleanup_dead_servers: bool = True
+    last_contact_threshold_s: float = 0.2
+    max_trailing_logs: int = 250
+    min_quorum: int = 0
+    server_stabilization_time_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class DNSConfig:
     allow_stale: bool = True
     max_stale_s: float = 87600 * 3600.0
@@ -105,7 +117,16 @@ class RuntimeConfig:
     start_join: tuple[str, ...] = ()
     retry_interval_s: float = 30.0
     retry_max: int = 0  # join attempts before giving up, 0 = forever
+    retry_join_wan: tuple[str, ...] = ()  # servers: the WAN pool (appliance/federation/pool.py)
+    start_join_wan: tuple[str, ...] = ()
+    retry_interval_wan_s: float = 30.0
+    retry_max_wan: int = 0
     encrypt: str = ""
+    encrypt_verify_incoming: bool = True  # drop gossip that is not encrypted (when there is a key)
+    encrypt_verify_outgoing: bool = True  # encrypt outgoing gossip (when there is a key)
+    disable_keyring_file: bool = False  # true in -dev: no serf/local.keyring under data_dir
+    # gossip_lan overrides as GossipConfig field names (probe_interval_s, ...); empty = LAN defaults
+    gossip_lan: dict[str, float] = field(default_factory=dict)
     # dns
     domain: str = "consul."
     alt_domain: str = ""
@@ -132,6 +153,7 @@ class RuntimeConfig:
     acl: ACLConfig = field(default_factory=ACLConfig)
     raft_multiplier: int = 5  # 1 in -dev; scales Raft timers
     raft_protocol: int = 3
+    autopilot: Autopilot = field(default_factory=Autopilot)
     # telemetry
     telemetry: Telemetry = field(default_factory=Telemetry)
     # logging and process

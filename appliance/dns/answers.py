@@ -15,6 +15,10 @@ what the question asks for and builds the reply from the state store:
   (the service's own, else the node's); SRV answers point at `<node>.node.<dc>.<domain>` or
   `<hexip>.addr.<dc>.<domain>` and put the target's A/AAAA (and node meta TXT) in Additional.
 * PTR answers come from node addresses, then service addresses.
+* a node or service lookup naming another datacenter (`web.service.dc2.consul`) is not answered
+  from this store: the reply asks the server to fetch that datacenter's answer (`Reply.remote`),
+  and `respond_remote` builds the records from it by the same rules (SRV targets name the other
+  datacenter); an unknown datacenter is NXDOMAIN, an unreachable one SERVFAIL.
 * NXDOMAIN (+SOA) for unknown names, nodes, services and no healthy instance; NOERROR with the SOA
   in Authority when the name exists but has no record of the asked type; REFUSED for names
   outside the domain unless recursors are configured, in which case the reply asks the server to
@@ -74,6 +78,31 @@ from appliance.dns.names import (
 from appliance.state.store import Record, Store
 
 MAX_NS = 3
+# Questions about another datacenter's names that are still answered here (the zone is ours).
+REMOTE_LOCAL_TYPES = frozenset({T_SOA, T_NS, T_AXFR, T_IXFR, T_MAILA, T_MAILB})
+
+
+def healthy_instances(found: list[Any], tag: str, only_passing: bool) -> list[tuple[Record, Record, str]]:
+    """(node, service, "passing"|"warning") from another datacenter's /v1/health/service answer,
+    by the same rule as `Answerer._healthy` (no critical check; no warning with only_passing)."""
+    out = []
+    for csn in found:
+        node, svc = csn.get("Node") or {}, csn.get("Service") or {}
+        if not node.get("Node") or (tag and tag not in {str(t).lower() for t in svc.get("Tags") or ()}):
+            continue
+        status = "passing"
+        for check in csn.get("Checks") or ():
+            st = check.get("Status")
+            if st == "passing":
+                continue
+            if st == "warning" and not only_passing:
+                status = "warning"
+                continue
+            status = ""
+            break
+        if status:
+            out.append((node, svc, status))
+    return out
 
 
 class Shuffler(Protocol):
@@ -123,6 +152,8 @@ class Reply:
     deps: tuple[str, ...] | None = None  # watch keys read; None = not cacheable
     shuffled: bool = False  # another build may order the records differently
     error: str = ""  # an internal error turned into SERVFAIL (for the log)
+    remote: Lookup | None = None  # set: ask the datacenter `remote.dc`, then `respond_remote`
+    request: Request | None = None  # the parsed question of a remote lookup
 
 
 @dataclass
@@ -172,6 +203,8 @@ class Answerer:
             if self.s.recursors:
                 return Reply(None, forward=req)
             return Reply(wire.error_reply(req, REFUSED, False), rcode=REFUSED)
+        if lookup.dc and lookup.kind in ("node", "service") and req.qtype not in REMOTE_LOCAL_TYPES:
+            return Reply(None, remote=lookup, request=req)  # another datacenter's catalog answers
         if lookup.kind == "ptr":
             msg = self._ptr(req, lookup, store, now)
             if msg.rcode == NXDOMAIN and self.s.recursors:
@@ -192,6 +225,9 @@ class Answerer:
         else:
             handler = self._handlers.get(lookup.kind)
             msg = handler(req, lookup, store, rng, now) if handler else Message(NXDOMAIN)
+        return self._pack(req, lookup, msg, now, tcp)
+
+    def _pack(self, req: Request, lookup: Lookup, msg: Message, now: float, tcp: bool) -> Reply:
         if msg.rcode != NOERROR or not msg.groups:
             if not msg.authority:
                 msg.authority.append(self._soa(lookup.domain or self.names.domain, now))
@@ -199,10 +235,34 @@ class Answerer:
                                  settings=self.s)
         return Reply(packed, rcode=msg.rcode, deps=msg.deps, shuffled=msg.shuffled)
 
+    def respond_remote(self, req: Request, lookup: Lookup, found: Any, rng: Shuffler, now: float, *,
+                       tcp: bool = False, failed: str = "") -> Reply:
+        """The reply to a lookup of another datacenter, from what that datacenter answered: for a
+        service its `/v1/health/service/<name>` list, for a node its `/v1/catalog/node/<name>`
+        object (None: no such node). `failed`: "no-path" (an unknown datacenter: NXDOMAIN, as
+        Consul) or another error text (SERVFAIL). Never cached (`deps` None)."""
+        try:
+            if failed:
+                rcode = NXDOMAIN if failed == "no-path" else SERVFAIL
+                if rcode == SERVFAIL:
+                    return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL)
+                msg = Message(NXDOMAIN, deps=None)
+            elif lookup.kind == "service":
+                instances = healthy_instances(found or [], lookup.tag, self.s.only_passing)
+                msg = self._service_answer(req, lookup, instances, rng, lookup.dc)
+            else:
+                node = found.get("Node") if isinstance(found, dict) else None
+                msg = self._node_answer(req, node)
+            msg.deps = None
+            return self._pack(req, lookup, msg, now, tcp)
+        except Exception as err:  # noqa: BLE001 - a remote answer we cannot use is SERVFAIL, not a crash
+            return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
+                         error=f"{type(err).__name__}: {err}")
+
     # ------------------------------------------------------------------ names and TTLs
 
-    def _node_fqdn(self, node: str, domain: str) -> str:
-        return f"{node.lower()}.node.{self.dc}.{domain}"
+    def _node_fqdn(self, node: str, domain: str, dc: str = "") -> str:
+        return f"{node.lower()}.node.{dc or self.dc}.{domain}"
 
     def service_ttl(self, service: str) -> int:
         table = self.s.service_ttl
@@ -283,9 +343,13 @@ class Answerer:
     # ------------------------------------------------------------------ lookups
 
     def _node(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
-        node = store.node(lk.name)
-        msg = Message(deps=("node:" + lk.name,))
-        if node is None:
+        msg = self._node_answer(req, store.node(lk.name))
+        msg.deps = ("node:" + lk.name,)
+        return msg
+
+    def _node_answer(self, req: Request, node: Record | None) -> Message:
+        msg = Message()
+        if not node:
             msg.rcode = NXDOMAIN
             return msg
         owner = DNSLabel(req.labels)
@@ -311,8 +375,14 @@ class Answerer:
         return msg
 
     def _service(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
-        msg = Message(deps=("svc:" + lk.name,))
-        instances = self._healthy(store, lk.name, lk.tag)
+        msg = self._service_answer(req, lk, self._healthy(store, lk.name, lk.tag), rng, "")
+        msg.deps = ("svc:" + lk.name,)
+        return msg
+
+    def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,
+                        dc: str) -> Message:
+        """Records for the healthy instances of a service ("" dc: this datacenter)."""
+        msg = Message()
         if not instances:
             msg.rcode = NXDOMAIN
             return msg
@@ -329,7 +399,7 @@ class Answerer:
                 if key in seen:
                     continue
                 seen.add(key)
-                msg.groups.append(self._srv(owner, lk.domain, node, svc, status, ttl))
+                msg.groups.append(self._srv(owner, lk.domain, node, svc, status, ttl, dc))
         elif qtype in (T_A, T_AAAA, T_ANY, T_TXT):
             limit = self.s.a_record_limit
             for node, svc, _ in instances:
@@ -342,17 +412,18 @@ class Answerer:
                     break
         return msg
 
-    def _srv(self, owner: Any, domain: str, node: Record, svc: Record, status: str, ttl: int) -> wire.Group:
+    def _srv(self, owner: Any, domain: str, node: Record, svc: Record, status: str, ttl: int,
+             dc: str = "") -> wire.Group:
         weights = svc.get("Weights") or {}
         weight = int(weights.get("Warning" if status == "warning" else "Passing", 1) or 0)
-        node_name = self._node_fqdn(node["Node"], domain)
+        node_name = self._node_fqdn(node["Node"], domain, dc)
         extras: list[wire.Extra] = []
         own = svc.get("Address") or ""
         if not own:
             target = node_name
             extras = self._address_records(target, node["Address"], T_SRV, ttl)
         elif parse_ip(own) is not None:
-            target = f"{ip_to_hex(own)}.addr.{self.dc}.{domain}"
+            target = f"{ip_to_hex(own)}.addr.{dc or self.dc}.{domain}"
             extras = self._address_records(target, own, T_SRV, ttl)
         else:
             target = own if own.endswith(".") else own + "."

@@ -22,8 +22,10 @@ Whatever it cannot accept it reports as `BadRequest(rcode)`: rcode None means "d
 
 The kind label is the right-most of service/connect/virtual/ingress/node/query/addr; what is left
 of it are the query parts, what is right of it the locality: nothing, `<dc>`, or `<value>.<type>`
-pairs (`dc`, `peer`, `ns`, `ap`). Both `domain` and `alt_domain` are accepted; the lookup says which
-one the question used so that answer names use it too. Pure functions, no I/O.
+pairs (`dc`, `peer`, `ns`, `ap`). A node or service lookup naming another datacenter carries its
+name in `Lookup.dc` (the DNS server asks that datacenter, appliance/federation/forward.py); other
+kinds naming another datacenter are NXDOMAIN. Both `domain` and `alt_domain` are accepted; the
+lookup says which one the question used so that answer names use it too. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ class Lookup:
     name: str = ""  # node name, service name, prepared query name
     tag: str = ""
     ip: str = ""  # addr and ptr lookups
+    dc: str = ""  # node and service lookups of another datacenter: its name ("" this one)
 
 
 def lower_labels(labels: list[bytes]) -> tuple[str, ...]:
@@ -302,37 +305,42 @@ class NameParser:
                 # `_web._tcp.consul`: for SRV a `_` label ends the scan and is a query part
                 kind, parts, locality = "service", rest[: i + 1], rest[i + 1 :]
                 break
-        if not parts or not self._local(locality):
+        dc = self._datacenter(locality)
+        if not parts or dc is None:
             return Lookup("nxdomain", domain)
+        remote = dc if dc != self.datacenter else ""
+        if remote and kind not in ("node", "service", "addr"):
+            return Lookup("nxdomain", domain)  # only nodes and services are asked of another datacenter
         if kind == "node":
-            return Lookup("node", domain, name=".".join(parts))
+            return Lookup("node", domain, name=".".join(parts), dc=remote)
         if kind == "addr":
             ip = hex_to_ip(parts[0]) if len(parts) == 1 else ""
             return Lookup("addr", domain, ip=ip) if ip else Lookup("nxdomain", domain)
         if kind == "service":
             if len(parts) == 2 and parts[0].startswith("_") and parts[1].startswith("_"):
                 tag = parts[1][1:]
-                return Lookup("service", domain, name=parts[0][1:], tag="" if tag == "tcp" else tag)
-            return Lookup("service", domain, name=parts[-1], tag=".".join(parts[:-1]))
+                return Lookup("service", domain, name=parts[0][1:], tag="" if tag == "tcp" else tag, dc=remote)
+            return Lookup("service", domain, name=parts[-1], tag=".".join(parts[:-1]), dc=remote)
         if kind == "query" and len(parts) == 2 and parts[0].startswith("_") and parts[1] == "_tcp":
             return Lookup("query", domain, name=parts[0][1:])
         return Lookup(kind, domain, name=".".join(parts))
 
-    def _local(self, locality: tuple[str, ...]) -> bool:
-        """True when the locality names this datacenter (CE: namespace and partition "default")."""
+    def _datacenter(self, locality: tuple[str, ...]) -> str | None:
+        """The datacenter the locality names (this one when it names none), or None when it is
+        not a locality cairn answers (CE: namespace and partition "default", no peers)."""
         if not locality:
-            return True
+            return self.datacenter
         if len(locality) == 1:
-            return locality[0] == self.datacenter
+            return locality[0]
         if len(locality) % 2 or len(locality) > 6:
-            return False
+            return None
         seen: dict[str, str] = {}
         for value, kind in zip(locality[::2], locality[1::2]):
             if kind not in ("dc", "peer", "ns", "ap") or kind in seen:
-                return False
+                return None
             seen[kind] = value
         if "peer" in seen:
-            return False  # no cluster peering: an unknown peer, or dc + peer together
-        if seen.get("dc", self.datacenter) != self.datacenter:
-            return False
-        return all(seen.get(k, "default") == "default" for k in ("ns", "ap"))
+            return None  # no cluster peering: an unknown peer, or dc + peer together
+        if not all(seen.get(k, "default") == "default" for k in ("ns", "ap")):
+            return None
+        return seen.get("dc", self.datacenter)

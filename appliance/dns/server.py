@@ -16,7 +16,10 @@ Every listener hands the raw query to `DNSServer.answer(data, tcp)`:
 3. Answers with several instances are shuffled on every build. An entry keeps up to
    `SHUFFLE_VARIANTS` differently shuffled replies, built on the first queries, and hands them
    out in turn, so cached answers still spread clients over the instances.
-4. A miss runs the sans-IO `Answerer` (appliance.dns.answers). A reply that asks for recursion
+4. A miss runs the sans-IO `Answerer` (appliance.dns.answers). A lookup of another datacenter's
+   node or service is fetched through `fetch_remote(dc, kind, name)` (the agent's: a request to
+   that datacenter's catalog over server RPC, appliance/federation/forward.py) within
+   `REMOTE_TIMEOUT_S`, and answered with `Answerer.respond_remote`; never cached. A reply that asks for recursion
    is forwarded: UDP first, then TCP when the UDP answer came back truncated and the client is on
    TCP; the next recursor on a timeout (`recursor_timeout`), an error or a rcode other than
    NOERROR/NXDOMAIN; SERVFAIL when all fail. A recursor that is this server is dropped at start.
@@ -60,6 +63,7 @@ TCP_IDLE_S = 10.0
 MAX_FORWARDS = 256  # concurrent recursor queries; more are dropped (clients retry)
 UDP_RCVBUF = 4 << 20
 UDP_BATCH = 64
+REMOTE_TIMEOUT_S = 10.0  # another datacenter's answer; DNS clients give up about then
 
 
 def default_cache_entries() -> int:
@@ -170,6 +174,9 @@ class DNSServer:
         self._cache_bytes = 0
         self.stats = {"queries": 0, "cache_hits": 0, "forwarded": 0, "dropped": 0, "servfail": 0}
         self.recursors: list[tuple[str, int]] = []
+        # async (dc, kind, name) -> that datacenter's answer; raises with "No path to datacenter"
+        # in the text for an unknown one (set by the agent; None: every other datacenter is unknown)
+        self.fetch_remote: Any = None
         self.configure(config)
 
     # ------------------------------------------------------------------ configuration
@@ -238,7 +245,7 @@ class DNSServer:
             self.stats["servfail"] += 1
             log.error("DNS answer failed: error=%s", reply.error)
         if reply.wire is None:
-            if reply.forward is None:
+            if reply.forward is None and reply.remote is None:
                 self.stats["dropped"] += 1
                 return None
             return reply
@@ -262,15 +269,42 @@ class DNSServer:
         if len(self._tasks) >= MAX_FORWARDS:
             self.stats["dropped"] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._forward_and_send(reply.forward, data, send))
+        task = asyncio.get_running_loop().create_task(self._forward_and_send(reply, data, send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _forward_and_send(self, req: Request, data: bytes, send: Any) -> None:
-        out = await self.forward(req, data, tcp=False)
+    async def _forward_and_send(self, reply: Any, data: bytes, send: Any) -> None:
+        out = await self.resolve(reply, data, tcp=False)
         if out is not None:
             with contextlib.suppress(OSError):
                 send(out)
+
+    async def resolve(self, reply: Any, data: bytes, *, tcp: bool) -> bytes | None:
+        """The answer to a reply that could not be built here: another datacenter's, or the recursors'."""
+        if reply.remote is not None:
+            return await self.remote(reply, data, tcp=tcp)
+        return await self.forward(reply.forward, data, tcp=tcp)
+
+    async def remote(self, reply: Any, data: bytes, *, tcp: bool) -> bytes | None:
+        """Ask the lookup's datacenter, then answer from what it said (see the module docstring)."""
+        lookup = reply.remote
+        found, failed = None, ""
+        self.stats["remote"] = self.stats.get("remote", 0) + 1
+        if self.fetch_remote is None:
+            failed = "no-path"
+        else:
+            try:
+                async with asyncio.timeout(REMOTE_TIMEOUT_S):
+                    found = await self.fetch_remote(lookup.dc, lookup.kind, lookup.name)
+            except Exception as err:  # noqa: BLE001 - the other datacenter's trouble is a SERVFAIL here
+                failed = "no-path" if "No path to datacenter" in str(err) else str(err) or type(err).__name__
+                if failed != "no-path":
+                    log.warning("DNS lookup in another datacenter failed: datacenter=%s error=%s", lookup.dc, failed)
+        out = self.answerer.respond_remote(reply.request, lookup, found, self.rng, time.time(), tcp=tcp, failed=failed)
+        if out.error:
+            self.stats["servfail"] += 1
+            log.error("DNS answer failed: error=%s", out.error)
+        return out.wire
 
     async def forward(self, req: Request, data: bytes, *, tcp: bool) -> bytes | None:
         """Ask the recursors; their NOERROR/NXDOMAIN answer with the client's ID, else SERVFAIL."""
@@ -368,7 +402,7 @@ class DNSServer:
                     return
                 out = self.answer(data, True)
                 if out is not None and out.__class__ is not bytes:
-                    out = await self.forward(out.forward, data, tcp=True)
+                    out = await self.resolve(out, data, tcp=True)
                 if out is None:
                     continue
                 writer.write(struct.pack("!H", len(out)) + out)

@@ -70,6 +70,7 @@ from appliance.gossip.messages import (
     PushPull,
     StreamError,
     Suspect,
+    UserEvent,
     decode_packet,
     decode_stream,
     encode_message,
@@ -142,6 +143,12 @@ class Delegate(Protocol):
     def merge_remote_state(self, data: bytes, join: bool) -> None: ...
 
     def on_join_result(self, ok: bool) -> None: ...
+
+    def handle_user_event(self, msg: UserEvent) -> None: ...
+
+    def ack_payload(self) -> bytes: ...
+
+    def notify_ping_complete(self, node: str, rtt_s: float, payload: bytes) -> None: ...
 
 
 # ---------------------------------------------------------------------------------- in-flight probes
@@ -421,6 +428,11 @@ class GossipCore:
                 self.delegate.handle_intent(msg)
             else:
                 self.stats["unknown_messages"] += 1
+        elif kind is UserEvent:
+            if self.delegate is not None:
+                self.delegate.handle_user_event(msg)
+            else:
+                self.stats["unknown_messages"] += 1
         else:  # StreamError in a datagram
             self.stats["unexpected_messages"] += 1
 
@@ -429,7 +441,8 @@ class GossipCore:
             self.stats["ping_wrong_node"] += 1
             return
         dest = (ping.source_addr, ping.source_port) if ping.source_addr else src
-        self._send_with_piggyback(dest, Ack(ping.seq, b""))
+        payload = self.delegate.ack_payload() if self.delegate is not None else b""
+        self._send_with_piggyback(dest, Ack(ping.seq, payload))
 
     def _handle_indirect_ping(self, src: Address, req: IndirectPing) -> None:
         requester = (req.source_addr, req.source_port) if req.source_addr else src
@@ -469,6 +482,10 @@ class GossipCore:
         if handler.done:
             return
         handler.done = True
+        rtt = self.now - handler.start
+        if ack.payload and self.delegate is not None and rtt <= self.config.probe_timeout_s:
+            # A direct ack in time: an RTT sample for network coordinates (relayed acks carry no payload).
+            self.delegate.notify_ping_complete(handler.target, rtt, ack.payload)
         self.stats["probes_ok"] += 1
         self.awareness.apply_delta(-1)
         self._probe_finished(handler)
@@ -635,7 +652,8 @@ class GossipCore:
         return token
 
     def _local_push_nodes(self) -> tuple[PushNode, ...]:
-        return tuple(PushNode(n.name, n.addr, n.port, n.meta, n.incarnation, int(n.state)) for n in self._node_list)
+        # Plain tuples in PushNode's field order (a PushNode is one): encoded the same, built faster.
+        return tuple([(n.name, n.addr, n.port, n.meta, n.incarnation, n.state) for n in self._node_list])
 
     def _delegate_state(self) -> bytes:
         return self.delegate.local_state() if self.delegate is not None else b""
@@ -643,9 +661,15 @@ class GossipCore:
     def _merge_remote(self, msg: PushPull) -> None:
         """Apply a remote table with the normal rules: a remote 'dead' only makes us suspect."""
         me = self.name
+        known = self._nodes
         for n in msg.nodes:
             state = n.state
             if state == ALIVE:
+                local = known.get(n.name)
+                if (local is not None and n.incarnation <= local.incarnation and n.name != me
+                        and (local.state == ALIVE or local.state == SUSPECT)
+                        and local.port == n.port and local.addr == n.addr):
+                    continue  # nothing new (what _alive_node would conclude; most entries of a table)
                 self._alive_node(Alive(n.incarnation, n.name, n.addr, n.port, n.meta))
             elif state == LEFT:
                 self._dead_node(Dead(n.incarnation, n.name, n.name))
@@ -696,6 +720,7 @@ class GossipCore:
             self._refute(state, a.incarnation)
             return
         self._queue_broadcast(a.node, a)
+        self.stats["msg_alive"] += 1  # an accepted alive (memberlist.msg.alive)
         state.incarnation = a.incarnation
         state.meta, state.addr, state.port = a.meta, a.addr, a.port
         if state.state != ALIVE:
@@ -742,6 +767,7 @@ class GossipCore:
             self._send_with_piggyback(state.address, s)
         else:
             self._queue_broadcast(s.node, s)
+        self.stats["msg_suspect"] += 1  # a member newly suspected (memberlist.msg.suspect)
         state.incarnation = s.incarnation
         state.state = SUSPECT
         state.state_change = self.now
@@ -834,6 +860,7 @@ class GossipCore:
             self._queue_broadcast(d.node, d, on_finished=self._leave_finished)
         else:
             self._queue_broadcast(d.node, d)
+        self.stats["msg_dead"] += 1  # a member declared dead or left (memberlist.msg.dead)
         state.incarnation = d.incarnation
         state.state = LEFT if d.from_node == d.node else DEAD
         state.state_change = self.now

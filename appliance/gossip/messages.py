@@ -12,6 +12,10 @@ arity or field types all raise `DecodeError` (a remote error the core counts and
 anything else. Unknown message types inside a valid packet are skipped and counted, so newer
 peers can add types. `MessageType` and `NodeStateKind` are append-only: the numbers are part of
 the wire protocol.
+
+An ack's payload is optional and versioned by its first byte: empty (nothing), or version 1 with
+the acking member's network coordinate (`encode_coordinate_payload`), as Serf's ping delegate
+sends it. A receiver ignores versions it does not know, so acks stay compatible both ways.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from enum import IntEnum
+from typing import NamedTuple
 
 import msgpack
 
@@ -32,6 +37,9 @@ META_MAX_BYTES = 512
 NAME_MAX_CHARS = 255
 ADDR_MAX_CHARS = 255
 PAYLOAD_MAX_BYTES = 8192
+USER_EVENT_MAX_BYTES = 9 * 1024  # Serf's hard cap on name + payload of one user event
+ACK_PAYLOAD_COORDINATE = 1  # version byte of the ack payload that carries a Vivaldi coordinate
+COORDINATE_MAX_DIMENSIONS = 64
 U16 = 0xFFFF
 U32 = 0xFFFF_FFFF
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -50,6 +58,7 @@ class MessageType(IntEnum):
     JOIN_INTENT = 8
     LEAVE_INTENT = 9
     STREAM_ERROR = 10
+    USER_EVENT = 11
 
 
 class NodeStateKind(IntEnum):
@@ -123,8 +132,9 @@ class Dead:
     from_node: str
 
 
-@dataclass(frozen=True, slots=True)
-class PushNode:
+class PushNode(NamedTuple):
+    """One member in push-pull state. A tuple, so a table of a thousand packs and unpacks fast."""
+
     name: str
     addr: str
     port: int
@@ -159,8 +169,19 @@ class StreamError:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """A Serf user event: Lamport time of the event clock, name, opaque payload, may coalesce."""
+
+    ltime: int
+    name: str
+    payload: bytes
+    cc: bool
+
+
 Message = (
     Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | JoinIntent | LeaveIntent | StreamError
+    | UserEvent
 )
 
 # ---------------------------------------------------------------------------------- field checks
@@ -193,9 +214,8 @@ def _bool(v) -> bool:
 
 _NAME, _ADDR = _s(NAME_MAX_CHARS), _s(ADDR_MAX_CHARS)
 _SEQ, _PORT, _INC, _LTIME = _u(U32), _u(U16), _u(U32), _u(U64)
-_STATE = _u(len(NodeStateKind) - 1)
 
-_PUSH_NODE_CHECKS = (_NAME, _ADDR, _PORT, _b(META_MAX_BYTES), _INC, _STATE)
+_MAX_STATE = len(NodeStateKind) - 1
 
 _SCHEMAS: dict[int, tuple[type, tuple]] = {
     MessageType.PING: (Ping, (_SEQ, _NAME, _NAME, _ADDR, _PORT)),
@@ -208,11 +228,12 @@ _SCHEMAS: dict[int, tuple[type, tuple]] = {
     MessageType.JOIN_INTENT: (JoinIntent, (_LTIME, _NAME)),
     MessageType.LEAVE_INTENT: (LeaveIntent, (_LTIME, _NAME, _bool)),
     MessageType.STREAM_ERROR: (StreamError, (_s(1024),)),
+    MessageType.USER_EVENT: (UserEvent, (_LTIME, _s(USER_EVENT_MAX_BYTES), _b(USER_EVENT_MAX_BYTES), _bool)),
 }
 _TYPE_OF: dict[type, int] = {cls: t for t, (cls, _) in _SCHEMAS.items()}
 _TYPE_OF[PushPull] = MessageType.PUSH_PULL
 _GETTERS: dict[type, attrgetter] = {
-    cls: attrgetter(*(f.name for f in fields(cls))) for cls in (*_TYPE_OF, PushNode)
+    cls: attrgetter(*(f.name for f in fields(cls))) for cls in _TYPE_OF if cls is not PushPull
 }
 
 # ---------------------------------------------------------------------------------- encoding
@@ -223,10 +244,8 @@ _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 def encode_message(msg: Message) -> bytes:
     """One message as a msgpack array `[type, fields...]` (a packet part, not a packet)."""
     cls = type(msg)
-    if cls is PushPull:
-        node_fields = _GETTERS[PushNode]
-        nodes = [node_fields(n) for n in msg.nodes]
-        return _packb([MessageType.PUSH_PULL.value, msg.join, msg.reply, nodes, msg.user_state])
+    if cls is PushPull:  # PushNode is a tuple: msgpack writes it as the array of its fields
+        return _packb([MessageType.PUSH_PULL.value, msg.join, msg.reply, list(msg.nodes), msg.user_state])
     values = _GETTERS[cls](msg)
     if type(values) is not tuple:  # attrgetter of one field returns the bare value
         values = (values,)
@@ -304,13 +323,17 @@ def _build_push_pull(fields) -> PushPull:
     if len(nodes) > MAX_PUSH_NODES:
         raise DecodeError("PushPull: too many nodes")
     out = []
-    for node in nodes:
-        if type(node) is not list or len(node) != len(_PUSH_NODE_CHECKS):
+    make = PushNode._make
+    for node in nodes:  # the field checks, inlined: this loop runs once per member per exchange
+        if type(node) is not list or len(node) != 6:
             raise DecodeError("PushPull: bad node")
-        for value, check in zip(node, _PUSH_NODE_CHECKS):
-            if not check(value):
-                raise DecodeError("PushPull: bad node field")
-        out.append(PushNode(*node))
+        name, addr, port, meta, inc, state = node
+        if not (type(name) is str and len(name) <= NAME_MAX_CHARS and type(addr) is str
+                and len(addr) <= ADDR_MAX_CHARS and type(port) is int and 0 <= port <= U16
+                and type(meta) is bytes and len(meta) <= META_MAX_BYTES and type(inc) is int
+                and 0 <= inc <= U32 and type(state) is int and 0 <= state <= _MAX_STATE):
+            raise DecodeError("PushPull: bad node field")
+        out.append(make(node))
     return PushPull(join, reply, tuple(out), user_state)
 
 
@@ -336,6 +359,37 @@ def decode_packet(data: bytes) -> tuple[list[Message], int]:
         else:
             out.append(msg)
     return out, unknown
+
+
+# ---------------------------------------------------------------------------------- ack payload
+#
+# An ack may carry a payload from the acking member (empty by default, so acks of members that
+# send none still decode). The first byte versions it; version 1 is the sender's Vivaldi coordinate
+# as a msgpack array `[vec, error, adjustment, height]` (seconds), as Serf's ping delegate does.
+# A payload of another version is ignored by the receiver, not an error.
+
+
+def encode_coordinate_payload(vec: list[float], error: float, adjustment: float, height: float) -> bytes:
+    return bytes((ACK_PAYLOAD_COORDINATE,)) + _packb([list(vec), error, adjustment, height])
+
+
+def decode_coordinate_payload(payload: bytes) -> tuple[list[float], float, float, float] | None:
+    """(vec, error, adjustment, height) from an ack payload; None if it carries no coordinate.
+
+    DecodeError if it claims to be a coordinate but is malformed (the caller counts and drops it).
+    """
+    if not payload or payload[0] != ACK_PAYLOAD_COORDINATE:
+        return None
+    item = _unpack(bytes(payload[1:]), PAYLOAD_MAX_BYTES)
+    if type(item) is not list or len(item) != 4 or type(item[0]) is not list:
+        raise DecodeError("coordinate payload is not [vec, error, adjustment, height]")
+    vec, error, adjustment, height = item
+    if not 0 < len(vec) <= COORDINATE_MAX_DIMENSIONS:
+        raise DecodeError("coordinate payload: bad dimensionality")
+    numbers = [*vec, error, adjustment, height]
+    if not all(type(x) is float or type(x) is int for x in numbers):
+        raise DecodeError("coordinate payload: not numbers")
+    return [float(x) for x in vec], float(error), float(adjustment), float(height)
 
 
 def decode_stream(data: bytes) -> Message:

@@ -17,7 +17,20 @@ Graceful `leave(now)`: broadcast the intent (wait until fully transmitted or
 `broadcast_timeout_s`), then the core's own departure (same wait), then keep answering probes for
 `leave_propagate_delay_s`; `has_left` turns true and the driver may shut down.
 
-Not here yet: user events, queries, coalescing, name-conflict resolution, the snapshot file.
+User events: `user_event(name, payload, coalesce)` stamps the event with a second Lamport clock
+(the event clock), delivers it locally and broadcasts it through its own transmit-limited queue.
+Receivers pass it through the `EventBuffer` (user_events.py: 512 LTime slots): a duplicate or an
+event older than `event clock - 512` is dropped, anything else is delivered once (a USER
+`SerfEvent`) and re-broadcast. The whole ring travels in push-pull state,
+so a member that joins late (or missed the gossip) still gets the recent events; a join with
+`ignore_old` raises the minimum event time to the remote clock instead. The size of name plus
+payload is limited to `user_event_size_limit` bytes (Serf 512).
+
+Coordinates: the core asks for an ack payload (our Vivaldi coordinate, `coordinate.py`) and
+reports each direct ack's RTT with the acking member's coordinate; `Serf` feeds the sample to its
+`CoordinateClient` and caches the peer's coordinate (`cached_coordinate(name)`).
+
+Not here yet: queries, coalescing, name-conflict resolution, the snapshot file.
 """
 
 from __future__ import annotations
@@ -31,12 +44,26 @@ import msgpack
 
 from appliance.gossip.broadcast import TransmitLimitedQueue
 from appliance.gossip.config import GossipConfig
+from appliance.gossip.coordinate import Coordinate, CoordinateClient, CoordinateError
 from appliance.gossip.core import EventKind, GossipCore, MemberEvent, Output
 from appliance.gossip.lamport import LamportClock
 from appliance.gossip.members import Address, Rng
-from appliance.gossip.messages import META_MAX_BYTES, JoinIntent, LeaveIntent, encode_message
+from appliance.gossip.messages import (
+    META_MAX_BYTES,
+    USER_EVENT_MAX_BYTES,
+    DecodeError,
+    JoinIntent,
+    LeaveIntent,
+    UserEvent,
+    decode_coordinate_payload,
+    encode_coordinate_payload,
+    encode_message,
+)
+from appliance.gossip.user_events import USER_EVENT_SIZE_LIMIT, EventBuffer, UserEventError, valid_state
 
 TAGS_MAGIC = 0xFF  # Serf's tag encoding marker (protocol >= 3)
+MAX_QUEUE_DEPTH = 4096  # Serf's MaxQueueDepth for its intent and event queues
+QUEUE_CHECK_INTERVAL_S = 30.0
 
 
 class MemberStatus(IntEnum):
@@ -53,13 +80,20 @@ class SerfEventKind(Enum):
     MEMBER_FAILED = "member-failed"
     MEMBER_UPDATE = "member-update"
     MEMBER_REAP = "member-reap"
+    USER = "user"
 
 
 @dataclass(frozen=True, slots=True)
 class SerfEvent:
+    """A member event (`node` set) or a user event (`name`, `payload`, `ltime`, `coalesce` set)."""
+
     kind: SerfEventKind
     node: str
     time: float
+    name: str = ""
+    payload: bytes = b""
+    ltime: int = 0
+    coalesce: bool = False
 
 
 @dataclass
@@ -105,16 +139,26 @@ def decode_tags(meta: bytes) -> dict[str, str] | None:
 
 class Serf:
     def __init__(self, name: str, addr: str, port: int, config: GossipConfig, rng: Rng, now: float,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, user_event_size_limit: int = USER_EVENT_SIZE_LIMIT) -> None:
+        if not 0 < user_event_size_limit <= USER_EVENT_MAX_BYTES:
+            raise UserEventError(f"user event size limit exceeds limit of {USER_EVENT_MAX_BYTES} bytes")
         self.name = name
         self.config = config
         self.tags = dict(tags or {})
         self.clock = LamportClock()
         self.clock.increment()
+        self.event_clock = LamportClock()
+        self.event_clock.increment()
+        self.events_queue = TransmitLimitedQueue(config.retransmit_mult)
+        self.user_event_size_limit = user_event_size_limit
+        self._ignore_old_joins = 0
+        self.coordinates = CoordinateClient(rng)
+        self.coordinate_cache: dict[str, Coordinate] = {}
         self.members: dict[str, Member] = {}
         self.intents = TransmitLimitedQueue(config.retransmit_mult)
         self.recent_intents: dict[str, tuple[str, int, float]] = {}  # name -> (kind, ltime, wall time)
         self.stats: Counter[str] = Counter()
+        self.event_buffer = EventBuffer(self.stats)  # recent user events (user_events.py)
         self.state = MemberStatus.ALIVE  # of the local Serf instance
         self.has_left = False
         self.flaps = 0
@@ -124,6 +168,7 @@ class Serf:
         self.core = GossipCore(name, addr, port, config, rng, now, meta=encode_tags(self.tags), delegate=self)
         self.core.call_at(now + config.reap_interval_s, self._reap_tick)
         self.core.call_at(now + config.reconnect_interval_s, self._reconnect_tick)
+        self.core.call_at(now + QUEUE_CHECK_INTERVAL_S, self._queue_check_tick)
 
     # ============================================================ driver API (forwarded)
 
@@ -153,10 +198,49 @@ class Serf:
         out, self._events = self._events, []
         return out
 
-    def join(self, addresses: list[Address], now: float) -> None:
-        """Push-pull with each address; on the first success broadcast a join intent."""
+    def join(self, addresses: list[Address], now: float, ignore_old: bool = False) -> list[int]:
+        """Push-pull with each address; on the first success broadcast a join intent.
+
+        `ignore_old`: do not deliver the user events the contacted members still remember (Consul
+        joins this way); otherwise the recent events in their push-pull state are delivered here.
+        """
         self._join_pending = True
-        self.core.join(addresses, now)
+        tokens = self.core.join(addresses, now)  # the stream tokens, so a driver can report each address
+        if ignore_old:
+            self._ignore_old_joins += len(tokens)  # joins in flight that skip old events
+        return tokens
+
+    def user_event(self, name: str, payload: bytes, coalesce: bool, now: float) -> int:
+        """Fire a user event to every member (this one included); returns its LTime.
+
+        UserEventError if name plus payload exceed `user_event_size_limit` (Serf's texts).
+        """
+        self.core.now = now
+        size = len(name.encode("utf-8")) + len(payload)
+        if size > self.user_event_size_limit:
+            raise UserEventError(
+                f"user event exceeds configured limit of {self.user_event_size_limit} bytes before encoding")
+        msg = UserEvent(self.event_clock.time(), name, bytes(payload), coalesce)
+        raw = encode_message(msg)
+        if len(raw) > self.user_event_size_limit:  # the message as sent (type, LTime, framing) too
+            raise UserEventError(
+                f"user event exceeds configured limit of {self.user_event_size_limit} bytes after encoding")
+        self.event_clock.increment()
+        self._handle_user_event(msg)
+        self.events_queue.queue(raw)
+        self.stats["user_events_sent"] += 1
+        return msg.ltime
+
+    def coordinate(self) -> Coordinate:
+        """This member's current network coordinate."""
+        return self.coordinates.get()
+
+    def cached_coordinate(self, name: str) -> Coordinate | None:
+        """The last coordinate a member sent us in an ack (ours for our own name)."""
+        if name == self.name:
+            return self.coordinates.get()
+        coord = self.coordinate_cache.get(name)
+        return None if coord is None else coord.clone()
 
     def set_tags(self, tags: dict[str, str], now: float) -> None:
         """New tags: re-encoded metadata, a new incarnation, member-update everywhere."""
@@ -217,24 +301,62 @@ class Serf:
         if rebroadcast:
             self.intents.queue(encode_message(msg))
 
+    def handle_user_event(self, msg: UserEvent) -> None:
+        if self._handle_user_event(msg):
+            self.events_queue.queue(encode_message(msg))
+
+    def ack_payload(self) -> bytes:
+        c = self.coordinates.coord
+        return encode_coordinate_payload(c.vec, c.error, c.adjustment, c.height)
+
+    def notify_ping_complete(self, node: str, rtt_s: float, payload: bytes) -> None:
+        """A direct ack from `node` within the probe timeout: one Vivaldi sample."""
+        try:
+            fields = decode_coordinate_payload(payload)
+        except DecodeError:
+            self.stats["bad_coordinates"] += 1
+            return
+        if fields is None:
+            return
+        other = Coordinate(*fields)
+        try:
+            self.coordinates.update(node, other, rtt_s)
+        except CoordinateError:
+            self.stats["rejected_coordinates"] += 1
+            return
+        self.coordinate_cache[node] = other
+
     def has_broadcasts(self) -> bool:
-        return len(self.intents) > 0
+        return len(self.intents) > 0 or len(self.events_queue) > 0
 
     def get_broadcasts(self, limit: int) -> list[bytes]:
-        return self.intents.get_broadcasts(0, limit, len(self.members))
+        n = len(self.members)
+        parts = self.intents.get_broadcasts(0, limit, n)
+        if self.events_queue:
+            left = limit - sum(len(p) for p in parts)
+            if left > 8:
+                parts.extend(self.events_queue.get_broadcasts(0, left, n))
+        return parts
 
     def local_state(self) -> bytes:
         status_ltimes = {m.name: m.status_ltime for m in self.members.values()}
         left = sorted(m.name for m in self.members.values() if m.status == MemberStatus.LEFT)
-        return msgpack.packb([self.clock.time(), status_ltimes, left], use_bin_type=True)
+        return msgpack.packb([self.clock.time(), status_ltimes, left, self.event_clock.time(),
+                              self.event_buffer.state()],
+                             use_bin_type=True)
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         try:
-            ltime, status_ltimes, left = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            state = msgpack.unpackb(data, raw=False, strict_map_key=True)
+            if type(state) is not list or len(state) not in (3, 5):
+                raise ValueError("bad arity")
+            ltime, status_ltimes, left = state[:3]
+            event_ltime, events = state[3:] if len(state) == 5 else (0, [])
             valid = (
                 type(ltime) is int and ltime >= 0 and type(status_ltimes) is dict and type(left) is list
                 and all(type(k) is str and type(v) is int and v >= 0 for k, v in status_ltimes.items())
                 and all(type(x) is str for x in left)
+                and type(event_ltime) is int and event_ltime >= 0 and valid_state(events)
             )
         except Exception:  # garbage user state from a peer: count and ignore
             valid = False
@@ -243,14 +365,30 @@ class Serf:
             return
         if ltime > 0:
             self.clock.witness(ltime - 1)
+        if event_ltime > 0:
+            self.event_clock.witness(event_ltime - 1)
+        if join and self._ignore_old_joins:
+            self.event_buffer.min_time = max(self.event_buffer.min_time, event_ltime)
+        for lt, evs in events:  # replayed, not re-broadcast: dedup makes this idempotent
+            for name, payload in evs:
+                self._handle_user_event(UserEvent(lt, name, payload, False))
         left_set = set(left)
         for name in left:
             self._handle_leave_intent(LeaveIntent(status_ltimes.get(name, 0) + 1, name, False))
+        if status_ltimes:  # witnessing every LTime is witnessing the largest
+            self.clock.witness(max(status_ltimes.values()))
+        members = self.members
         for name, lt in status_ltimes.items():
-            if name not in left_set:
-                self._handle_join_intent(JoinIntent(lt, name))
+            if name in left_set:
+                continue
+            member = members.get(name)
+            if member is not None and lt <= member.status_ltime:
+                continue  # an intent we already have (most of a table): _handle_join_intent would ignore it
+            self._handle_join_intent(JoinIntent(lt, name))
 
     def on_join_result(self, ok: bool) -> None:
+        if self._ignore_old_joins:
+            self._ignore_old_joins -= 1
         if ok and self._join_pending:
             self._join_pending = False
             self._broadcast_join()
@@ -388,7 +526,7 @@ class Serf:
         self.core.call_at(self.core.now + cfg.reconnect_interval_s, self._reconnect_tick)
         if self.state != MemberStatus.ALIVE:
             return
-        failed = [m for m in self.member_list() if m.status == MemberStatus.FAILED]
+        failed = sorted((m for m in self.members.values() if m.status == MemberStatus.FAILED), key=lambda m: m.name)
         if not failed:
             return
         left = sum(1 for m in self.members.values() if m.status == MemberStatus.LEFT)
@@ -403,9 +541,7 @@ class Serf:
         cfg = self.config
         now = self.core.now
         self.core.call_at(now + cfg.reap_interval_s, self._reap_tick)
-        for member in self.member_list():
-            if member.leave_time is None:
-                continue
+        for member in sorted((m for m in self.members.values() if m.leave_time is not None), key=lambda m: m.name):
             if member.status == MemberStatus.FAILED and now - member.leave_time > cfg.reconnect_timeout_s:
                 self._erase(member.name)
             elif member.status == MemberStatus.LEFT and now - member.leave_time > cfg.tombstone_timeout_s:
@@ -416,4 +552,24 @@ class Serf:
 
     def _erase(self, name: str) -> None:
         if self.members.pop(name, None) is not None:
+            self.coordinate_cache.pop(name, None)
+            self.coordinates.forget(name)
             self._emit(SerfEventKind.MEMBER_REAP, name)
+
+    def _queue_check_tick(self, _: Any) -> None:
+        """Bound the Serf queues (Serf#78: they grow without limit when nobody can be told)."""
+        self.core.call_at(self.core.now + QUEUE_CHECK_INTERVAL_S, self._queue_check_tick)
+        for label, queue in (("intent", self.intents), ("event", self.events_queue)):
+            dropped = queue.prune(MAX_QUEUE_DEPTH)
+            if dropped:
+                self.stats[f"{label}_queue_pruned"] += dropped
+
+    # ============================================================ user events
+
+    def _handle_user_event(self, msg: UserEvent) -> bool:
+        """True if the event is new: then it has been delivered here (a USER event) and is to be re-broadcast."""
+        if not self.event_buffer.accept(self.event_clock, msg):
+            return False
+        self._events.append(SerfEvent(SerfEventKind.USER, "", self.core.now, msg.name, msg.payload, msg.ltime,
+                                      msg.cc))
+        return True

@@ -25,8 +25,9 @@ from aiohttp import web
 
 from appliance.http.errors import HTTPError
 from appliance.http.handlers import agent as agent_handlers
-from appliance.http.handlers import catalog, health, kv, metrics, operator, status
-from appliance.http.query import RenderCache
+from appliance.http.handlers import catalog, coordinate, event, health, keyring, kv, metrics, operator, snapshot, status
+from appliance.http.query import RenderCache, RenderEntry
+from appliance.http.remote_dc import wrap_datacenter_routes
 from appliance.http.routing import Router
 from appliance.telemetry import record_http
 
@@ -38,17 +39,21 @@ TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nCont
 
 def build_router(extra_routes: list[Any] = ()) -> Router:
     router = Router()
-    for module in (agent_handlers, catalog, health, kv, metrics, operator, status):
+    for module in (agent_handlers, catalog, coordinate, event, health, keyring, kv, metrics, operator, snapshot,
+                   status):
         router.add_all(module.ROUTES)
     router.add_all(list(extra_routes))
+    wrap_datacenter_routes(router)  # ?dc=<other> on catalog, health, KV, status (remote_dc.py)
     return router
 
 
 class ApiRequest(web.BaseRequest):
     """A request of this server: `app` holds the agent and the HTTP settings (see create_app)."""
 
-    ATTRS = web.BaseRequest.ATTRS | frozenset(["app"])
+    ATTRS = web.BaseRequest.ATTRS | frozenset(["app", "route", "render_entry"])
     app: dict[str, Any]
+    route = ""  # the matched route pattern (Router.dispatch), for metrics
+    render_entry: RenderEntry | None = None  # a cached answer this request returns (query.blocking)
 
 
 def create_app(agent: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def wants_pretty(request: web.Request) -> bool:
 def json_response(request: web.Request, value: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
     pretty = wants_pretty(request)
-    entry = request.get("render_entry")
+    entry = request.render_entry
     if entry is not None and entry.body is value:  # a cached answer (appliance.http.query.RenderCache)
         body = entry.encoded.get(pretty)
         if body is None:

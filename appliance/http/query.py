@@ -4,7 +4,8 @@ How a blocking read works (Consul docs: blocking queries): the handler names the
 KV prefixes) its answer depends on and gives two functions, one computing the answer's index
 and one rendering it. With `?index=N` (N > 0) the handler parks on the WatchHub until the index
 passes N or `wait` (default 5m, at most 10m, plus up to wait/16 of jitter) runs out, and then
-answers with whatever is current; the index is never 0. A spurious wake-up (the key was touched
+answers with whatever is current; the index is never 0. Before it reads, `read_point` waits
+for the asked consistency (below). A spurious wake-up (the key was touched
 but the index did not pass N) parks again. When the client goes away, aiohttp cancels the
 handler and the parked wait with it.
 """
@@ -20,8 +21,10 @@ from typing import Any
 from aiohttp import web
 
 from appliance.config.durations import DurationError, parse_duration
+from appliance.coordinates import sort_near
 from appliance.filter import FilterError, compile_filter
 from appliance.http.errors import HTTPError
+from appliance.raft.messages import NotLeader, RaftError
 
 _rng = random.Random()
 
@@ -76,16 +79,24 @@ class QueryOptions:
     index: int = 0
     wait_s: float = 0.0
     consistency: str = "leader"  # "leader" (default), "stale", "consistent"
+    max_stale_s: float = 0.0  # ?max_stale: a stale read older than this is read as default
 
 
 def query_options(request: web.Request) -> QueryOptions:
     q = request.query
     opts = QueryOptions()
-    if "stale" in q and "consistent" in q:
+    if q.get("max_stale"):
+        try:
+            opts.max_stale_s = parse_duration(q["max_stale"])
+        except DurationError:
+            quoted = q["max_stale"].replace("\\", "\\\\").replace('"', '\\"')
+            raise HTTPError(400, f'Invalid max_stale value "{quoted}"') from None
+    stale = "stale" in q or opts.max_stale_s > 0
+    if stale and "consistent" in q:
         raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
     if "cached" in q and "consistent" in q:
         raise HTTPError(400, "Cannot specify ?cached with ?consistent, conflicting semantics.")
-    if "stale" in q or "max_stale" in q:
+    if stale:
         opts.consistency = "stale"
     elif "consistent" in q:
         opts.consistency = "consistent"
@@ -144,16 +155,47 @@ def compiled_filter(request: web.Request, endpoint: str) -> Callable[[Any], bool
         raise HTTPError(400, str(err)) from None
 
 
+def near_sorted(request: web.Request, body: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
+    """`?near=<node>|_agent`: the answer sorted by estimated RTT from that node (appliance/coordinates.py).
+
+    Sorted after the render cache, so a cached answer is re-sorted with the current coordinates.
+    """
+    near = request.query.get("near", "")
+    if not near or not body:
+        return body
+    agent = request.app["agent"]
+    return sort_near(agent.store, list(body), near, agent.config.node_name, node_of)
+
+
 def meta_headers(agent: Any, index: int, opts: QueryOptions, effective: bool) -> dict[str, str]:
     consensus = agent.consensus
     headers = {
         "X-Consul-Index": str(max(index, 1)),
         "X-Consul-KnownLeader": "true" if consensus.known_leader else "false",
-        "X-Consul-LastContact": str(consensus.last_contact_ms),
+        # a default or consistent read waited for the leader's index: as fresh as the leader's
+        "X-Consul-LastContact": str(consensus.last_contact_ms) if opts.consistency == "stale" else "0",
     }
     if effective:
         headers["X-Consul-Effective-Consistency"] = opts.consistency
     return headers
+
+
+async def read_point(agent: Any, opts: QueryOptions) -> None:
+    """Wait until this agent may answer a read of the asked consistency (Consul docs:
+    consistency modes). `?stale`: at once, from whatever this agent has applied. Default: on the
+    leader at once; on another server or a client once it has applied the leader's commit index.
+    `?consistent`: once it has applied the index the leader confirmed with a heartbeat round
+    (read index, Raft thesis §6.4). `?max_stale=d`: stale, unless this agent's last contact with
+    the leader is older than d; then default (Consul retries such a read on the leader)."""
+    consistency = opts.consistency
+    if consistency == "stale" and opts.max_stale_s > 0 and agent.consensus.last_contact_ms > opts.max_stale_s * 1000:
+        consistency = "leader"
+    try:
+        await agent.consensus.read_point(consistency)
+    except NotLeader:
+        raise HTTPError(500, "No cluster leader") from None
+    except (RaftError, TimeoutError) as err:
+        raise HTTPError(500, str(err) or "timed out waiting for the leader's read index") from None
 
 
 async def blocking(
@@ -169,8 +211,7 @@ async def blocking(
     agent = request.app["agent"]
     opts = query_options(request)
     keys, prefixes = tuple(keys), tuple(prefixes)
-    if opts.consistency == "consistent":
-        await agent.consensus.read_barrier()  # read index (Raft thesis §6.4): applied >= the leader's commit
+    await read_point(agent, opts)
     current = index()
     if opts.index > 0 and current <= opts.index:
         cfg = agent.config
@@ -190,5 +231,5 @@ async def blocking(
     entry = cache.get(key, current)
     if entry is None:
         entry = cache.put(key, current, render())
-    request["render_entry"] = entry
+    request.render_entry = entry
     return entry.body, meta_headers(agent, current, opts, effective_consistency)

@@ -67,7 +67,7 @@ class Router:
                                      "agent configuration and restart.")
             raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint")
         pattern, methods = found
-        request["route"] = pattern
+        request.route = pattern
         allow = ",".join(["OPTIONS", *sorted(methods)])
         if request.method == "OPTIONS":
             return web.Response(status=200, headers={"Allow": allow})

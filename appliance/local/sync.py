@@ -9,8 +9,14 @@ arrives before its service), and deregistrations for what the catalog has but th
 not, except what the leader manages itself (the `consul` service and `serfHealth`).
 
 `StateSyncer` is the driver: `sync_now()` proposes the plan through the log (the one write
-path) under a lock; `run()` does a full sync every `interval` plus a random stagger, syncs
-whenever `trigger()` is called, and expires TTL checks at their deadlines. Consul's log lines
+path) under a lock; on a client agent the plan is read from its replica of the store and the
+writes are forwarded to a server (appliance/client), so the comparison is the same everywhere.
+`run()` syncs at once on start, then does a full sync every `interval` (1 min) plus a random
+stagger in [0, scale x interval), where scale is Consul's aeScale: 1 up to 128 nodes, one more
+per doubling above (so a large cluster's servers are not hit by every agent at once). It syncs
+whenever `trigger()` is called (a local change), within a stagger of 3 s after `server_up()`
+(a client reached a server with a leader), retries a failed sync after 15 s plus a stagger
+(`failed to sync remote state`), and expires TTL checks at their deadlines. Consul's log lines
 (`Synced service: service=web`) are kept, since test harnesses wait for them.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -28,6 +35,15 @@ from appliance.state.store import Store
 
 MANAGED_CHECKS = {"serfHealth"}
 MANAGED_SERVICES = {"consul"}
+RETRY_S = 15.0  # Consul's retryFailIntv
+SERVER_UP_S = 3.0  # Consul's serverUpIntv
+
+
+def scale_factor(nodes: int) -> int:
+    """Consul's aeScale: 1 up to 128 nodes, then one more for each doubling."""
+    if nodes <= 128:
+        return 1
+    return int(math.ceil(math.log2(nodes) - math.log2(128))) + 1
 
 log = logging.getLogger("agent")
 
@@ -77,50 +93,75 @@ def plan_sync(store: Store, node_info: dict[str, Any], local: LocalState) -> lis
 
 class StateSyncer:
     def __init__(self, store: Store, consensus: Any, local: LocalState, node_info: Callable[[], dict[str, Any]],
-                 *, interval_s: float = 60.0, rng: random.Random | None = None) -> None:
+                 *, interval_s: float = 60.0, rng: random.Random | None = None,
+                 cluster_size: Callable[[], int] = lambda: 1) -> None:
         self.store = store
         self.consensus = consensus
         self.local = local
         self.node_info = node_info
         self.interval_s = interval_s
         self.rng = rng or random.Random()
+        self.cluster_size = cluster_size
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # a sync is asked for
+        self._kick = asyncio.Event()  # the run loop looks at its timers again
+        self._retry_at: float | None = None
+
+    def stagger(self, d: float) -> float:
+        """A random wait in [0, scale x d), scale growing with the cluster (aeScale)."""
+        return self.rng.uniform(0, scale_factor(self.cluster_size()) * d)
 
     def trigger(self) -> None:
         """Something local changed: sync soon, and re-arm TTL timers."""
         self._wake.set()
+        self._kick.set()
 
-    async def sync_now(self) -> None:
+    def server_up(self) -> None:
+        """A server with a leader became reachable (a client's first, or after a failover): a
+        full sync after a stagger of up to 3 s (Consul's serverUpIntv), so a cluster's agents do
+        not all sync in the same instant when its servers come back."""
+        at = time.monotonic() + self.stagger(SERVER_UP_S)
+        self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
+        self._kick.set()
+
+    async def sync_now(self) -> bool:
+        """Bring the catalog in line now; False (and a retry scheduled) if a write failed."""
         async with self._lock:
-            for message, command in plan_sync(self.store, self.node_info(), self.local):
-                try:
+            try:
+                await self.consensus.read_point("stale")  # a client's replica must have loaded
+                for message, command in plan_sync(self.store, self.node_info(), self.local):
                     await self.consensus.propose(command)
                     log.info(message)
-                except Exception as err:  # noqa: BLE001 - a failed sync is retried, never fatal
-                    log.error("failed to sync remote state: error=%r", str(err))
-                    self._wake.set()
-                    return
+            except Exception as err:  # noqa: BLE001 - a failed sync is retried, never fatal
+                log.error("failed to sync remote state: error=%r", str(err))
+                self._retry_at = time.monotonic() + RETRY_S + self.stagger(RETRY_S)
+                return False
+            self._retry_at = None
+            return True
 
     async def run(self) -> None:
         log.info("started state syncer")
         next_full = 0.0
         while True:
+            self._kick.clear()
             now = time.monotonic()
             expired = self.local.expire_ttls(now)
             for cid in expired:
                 log.warning("Check TTL expired: check=%s", cid)
-            if now >= next_full or expired or self._wake.is_set():
+            retry_due = self._retry_at is not None and now >= self._retry_at
+            if now >= next_full or expired or self._wake.is_set() or retry_due:
                 self._wake.clear()
                 await self.sync_now()
                 if now >= next_full:
-                    next_full = now + self.interval_s + self.rng.uniform(0, self.interval_s)
+                    next_full = now + self.interval_s + self.stagger(self.interval_s)
             deadline = self.local.next_ttl_deadline()
             wait = next_full - time.monotonic()
+            if self._retry_at is not None:
+                wait = min(wait, self._retry_at - time.monotonic())
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
             if wait > 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    await asyncio.wait_for(self._kick.wait(), wait)
                 except TimeoutError:
                     pass

@@ -4,7 +4,10 @@ How it works
 ------------
 **Frames.** Every frame is `u8 version | u32 length (big endian) | msgpack body`, the body a list
 `[kind, ...]`. Kinds are append-only: 1 RAFT (one `Message`), 2 HELLO (who I am and which servers
-I know), 3 FORWARD (a command for the leader), 4 FORWARD_RESP (its result). A frame of an unknown
+I know), 3 FORWARD (a command for the leader), 4 FORWARD_RESP (its result), 5 FOLLOW (a client
+agent asks for the replica stream), 6 STREAM (the stream's snapshots, entries and status),
+7 READ_INDEX (ask the leader for its read index), 8 READ_INDEX_RESP (the index), 9 DC_REQUEST (an HTTP
+request for another datacenter, or from one) and 10 DC_RESPONSE (its answer). A frame of an unknown
 version or longer than `MAX_FRAME_BYTES` cannot be skipped safely, so the connection is closed; a
 frame whose body does not decode, or decodes to nonsense (unknown kind, a term or index outside
 0..2^63), is dropped. Both are counted in `garbage_frames`, never a crash.
@@ -21,12 +24,25 @@ stops pipelining to that peer.
 request id); the leader proposes it and answers FORWARD_RESP with the FSM's result or the error.
 So a write succeeds whichever server receives it.
 
-**Joining and bootstrap_expect.** Until gossip lands, servers find each other with HELLO frames
-on this port: every round (0.5 s until bootstrapped, then 5 s) a server sends each join address
-(`-join`/`-retry-join`; a missing port means this server's own server port) and each server it
-knows a HELLO listing its id, address, `bootstrap_expect`, the servers it knows and, once it has
-Raft state, its configuration. Servers learnt from a HELLO are added, so the view spreads
-transitively. Gossip (push-pull on the LAN port) will take this exchange over.
+**Read index.** A server that is not the leader and must serve a default or `?consistent` read
+sends READ_INDEX (request id, reply address, consistent flag) to the leader, which answers
+READ_INDEX_RESP with its commit index (after a heartbeat round when consistent); the server
+serves the read once it has applied that index.
+
+**Client agents.** A connection whose first frame is FOLLOW belongs to a client agent and is
+handed to the replica feed (appliance/client/feed.py), which answers on that same connection:
+the store stream, and the client's READ_INDEX and FORWARD requests. A connection whose first frame
+is DC_REQUEST is handed to `dc_requests` (appliance/federation/forward.py), which answers it with
+one DC_RESPONSE on that connection.
+
+**Joining and bootstrap_expect.** Servers learn each other from the LAN gossip pool: the agent
+hands every alive member tagged `role=consul` of its datacenter to `add_server` (the `-join`
+addresses go to the gossip port, not here). Every round (0.5 s until bootstrapped, then 5 s) a
+server sends each server it knows a HELLO on this port listing its id, address,
+`bootstrap_expect`, the servers it knows and, once it has Raft state, its configuration. Servers
+learnt from a HELLO are added too, so the view spreads transitively. Each HELLO also goes to
+`on_server_seen(id, address)`: on the leader, autopilot adds a server it has not got yet
+(driver_autopilot.py).
 
 A server with an empty log bootstraps exactly once, when it knows exactly `bootstrap_expect`
 servers and every other one of them either reported the very same set or already runs with the
@@ -74,6 +90,8 @@ MAX_INT = 1 << 63
 QUEUE_FRAMES = 1024
 FORWARD_TIMEOUT_S = 10.0
 RAFT, HELLO, FORWARD, FORWARD_RESP = 1, 2, 3, 4
+FOLLOW, STREAM, READ_INDEX, READ_INDEX_RESP = 5, 6, 7, 8
+DC_REQUEST, DC_RESPONSE = 9, 10  # a request for another datacenter (appliance/federation/forward.py)
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -210,6 +228,9 @@ class RaftTransport:
         self.garbage_frames = 0
         self.dropped_frames = 0
         self._forwards: dict[int, tuple[str, asyncio.Future]] = {}  # request id -> (leader address, answer)
+        self.feed: Any = None  # serves client agents' FOLLOW connections (appliance/client/feed.py)
+        self.dc_requests: Any = None  # serves DC_REQUEST connections (appliance/federation/forward.py)
+        self.on_server_seen: Any = None  # (node id, server address) of every server that says HELLO
         self._ids = itertools.count(1)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -231,6 +252,8 @@ class RaftTransport:
         for _, fut in self._forwards.values():
             if not fut.done():
                 fut.set_exception(NotLeader(""))
+        if self.feed is not None:
+            await self.feed.stop()
 
     # ------------------------------------------------------------------ sending
 
@@ -274,6 +297,23 @@ class RaftTransport:
         finally:
             self._forwards.pop(request_id, None)
 
+    async def read_index(self, leader: str, consistent: bool) -> int:
+        """Ask the leader for its read index (READ_INDEX); NotLeader if it no longer leads."""
+        address = self.address_of(leader)
+        if not address:
+            raise NotLeader(leader)
+        request_id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._forwards[request_id] = (address, fut)
+        try:
+            if not self._link(address).offer(frame([READ_INDEX, request_id, self.driver.address, consistent])):
+                raise NotLeader(leader)
+            return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
+        except TimeoutError:
+            raise RaftError(f"no answer from the leader {leader} within {FORWARD_TIMEOUT_S:.0f}s") from None
+        finally:
+            self._forwards.pop(request_id, None)
+
     # ------------------------------------------------------------------ receiving
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -287,7 +327,14 @@ class RaftTransport:
                     return
                 data = await reader.readexactly(length)
                 try:
-                    self._handle(msgpack.unpackb(data, raw=False))
+                    body = msgpack.unpackb(data, raw=False)
+                    if isinstance(body, list) and body and body[0] == FOLLOW and self.feed is not None:
+                        await self.feed.serve(reader, writer, body)  # a client agent's connection
+                        return
+                    if isinstance(body, list) and body and body[0] == DC_REQUEST and self.dc_requests is not None:
+                        await self.dc_requests.serve(reader, writer, body)  # one request, one answer
+                        return
+                    self._handle(body)
                 except (FrameError, ValueError, TypeError, KeyError, msgpack.UnpackException):
                     self.garbage_frames += 1
         except (asyncio.IncompleteReadError, OSError):
@@ -321,6 +368,21 @@ class RaftTransport:
                 fut.set_exception(NotLeader(str(value)))
             else:
                 fut.set_exception(RaftError(str(value)))
+        elif kind == READ_INDEX:
+            _, request_id, reply_to, consistent = body
+            asyncio.get_running_loop().create_task(
+                self._serve_read_index(_int(request_id), _str(reply_to), bool(consistent)))
+        elif kind == READ_INDEX_RESP:
+            _, request_id, status, value = body
+            _, fut = self._forwards.get(request_id, ("", None))
+            if fut is None or fut.done():
+                return
+            if status == "ok":
+                fut.set_result(_int(value))
+            elif status == "notleader":
+                fut.set_exception(NotLeader(str(value)))
+            else:
+                fut.set_exception(RaftError(str(value)))
         else:
             raise FrameError(f"unknown frame kind {kind!r}")
 
@@ -340,6 +402,15 @@ class RaftTransport:
         except (TypeError, ValueError):
             data = frame([FORWARD_RESP, request_id, "ok", str(value)])
         self._link(reply_to).offer(data)
+
+    async def _serve_read_index(self, request_id: int, reply_to: str, consistent: bool) -> None:
+        try:
+            status, value = "ok", await self.driver.leader_read_index(consistent)  # one hop only
+        except NotLeader as err:
+            status, value = "notleader", err.leader
+        except (RaftError, TimeoutError) as err:
+            status, value = "error", str(err) or "read index timed out"
+        self._link(reply_to).offer(frame([READ_INDEX_RESP, request_id, status, value]))
 
     # ------------------------------------------------------------------ discovery and bootstrap
 
@@ -361,6 +432,8 @@ class RaftTransport:
         if node_id == self.driver.node_id:
             return  # a join address that is this server
         self.known[node_id] = address
+        if self.on_server_seen is not None:
+            self.on_server_seen(node_id, address)  # autopilot adds servers it has not got (driver_autopilot.py)
         view = set()
         for item in servers:
             sid, saddr = _str(item[0]), _str(item[1])
@@ -371,6 +444,12 @@ class RaftTransport:
         self.configs[node_id] = (Configuration(tuple(Server(_str(i), _str(a)) for i, a in conf))
                                  if conf is not None else None)
         self._maybe_bootstrap()
+
+    def add_server(self, node_id: str, address: str) -> None:
+        """A server found through gossip (its node id and `host:port` server address)."""
+        if node_id and address and node_id != self.driver.node_id and self.known.get(node_id) != address:
+            self.known[node_id] = address
+            self._maybe_bootstrap()
 
     def wanted_configuration(self) -> Configuration:
         return Configuration(tuple(Server(i, a) for i, a in sorted(self.known.items())))

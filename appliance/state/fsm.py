@@ -18,6 +18,15 @@ Command types:
   deregister  catalog deregister: a whole node, one service (and its checks), or one check
   kv_set      set a key (Verb "set" or "cas" with Index)
   kv_delete   delete a key, a prefix ("Recurse"), or compare-and-delete (Index)
+  autopilot   set the autopilot configuration ("Config", API names); "CAS" compares ModifyIndex,
+              "Init" sets it only if none is stored (the leader seeds it from the config file)
+  coordinate_batch_update
+              network coordinates ("Updates": [{"Node", "Segment", "Coord"}]) that the leader
+              batched from Coordinate.Update requests; updates for unknown nodes are dropped
+              (a node's coordinate goes away with the node, as in Consul's state store)
+  restore     replace the whole store by a snapshot ("State", appliance/state/snapshot.py bytes):
+              PUT /v1/snapshot. Every watch key, old and new, moves to this entry's index, so
+              every blocking query wakes and sees an index larger than the one it waited on.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Record, Store, _k
 
 
@@ -171,6 +181,8 @@ class FSM:
                 self._delete_check(index, node_key, cid)
             s.touch_node(index, node_key)
             s.touch(index, "nodes")
+            if s.coordinates.pop(node_key, None) is not None:
+                s.touch(index, "coordinates")
             del s.nodes[node_key]
             s.services.pop(node_key, None)
             s.checks.pop(node_key, None)
@@ -238,4 +250,49 @@ class FSM:
             s.touch(index, "kv:" + k)
         if doomed:
             s.touch(index, "kvs", "tombstones")
+        return True
+
+    # ------------------------------------------------------------------ coordinates
+
+    def _apply_coordinate_batch_update(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        changed = False
+        for update in cmd.get("Updates") or ():
+            node_key = _k(update["Node"])
+            node = s.nodes.get(node_key)
+            if node is None:
+                continue
+            prev = s.coordinates.get(node_key)
+            s.coordinates[node_key] = {"Node": node["Node"], "Segment": update.get("Segment") or "",
+                                       "Coord": update["Coord"], "CreateIndex": prev["CreateIndex"] if prev else index,
+                                       "ModifyIndex": index}
+            changed = True
+        if changed:
+            s.touch(index, "coordinates")
+        return True
+
+    # ------------------------------------------------------------------ operator
+
+    def _apply_autopilot(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        prev = s.autopilot
+        if cmd.get("Init") and prev is not None:
+            return False
+        if "CAS" in cmd and (prev["ModifyIndex"] if prev else 0) != cmd["CAS"]:
+            return False
+        s.autopilot = {**cmd["Config"], "CreateIndex": prev["CreateIndex"] if prev else index, "ModifyIndex": index}
+        s.touch(index, "autopilot")
+        return True
+
+    def _apply_restore(self, index: int, cmd: dict[str, Any]) -> bool:
+        s = self.store
+        try:
+            restored = restore(cmd["State"])
+        except (SnapshotError, KeyError, TypeError, ValueError) as err:
+            raise CommandError(f"cannot restore snapshot: {err}") from None
+        keys = set(s.watch_index) | set(restored.watch_index)
+        vars(s).clear()
+        vars(s).update(vars(restored))  # in place: HTTP, DNS and the driver keep their reference
+        s.begin()
+        s.touch(index, *keys)
         return True

@@ -31,6 +31,8 @@ def snapshot(store: Store) -> bytes:
         "kv": list(store.kv.values()),
         "tombstones": store.tombstones,
         "watch_index": store.watch_index,
+        "autopilot": store.autopilot,
+        "coordinates": list(store.coordinates.values()),
     }
     return bytes([SNAPSHOT_VERSION]) + msgpack.packb(doc, use_bin_type=True)
 
@@ -57,4 +59,7 @@ def restore(data: bytes) -> Store:
     store.kv_keys = sorted(store.kv)
     store.tombstones = dict(doc["tombstones"])
     store.watch_index = dict(doc["watch_index"])
+    store.autopilot = doc.get("autopilot")  # absent in snapshots written before it existed
+    for rec in doc.get("coordinates", ()):  # likewise
+        store.coordinates[rec["Node"].lower()] = rec
     return store

@@ -15,6 +15,7 @@ with that index:
     "svc:<name>"                      anything that changes that service's answer: an instance,
                                       its checks, its node, the node's checks
     "kv:<key>"                        a KV key was written or deleted
+    "coordinates"                     a node's network coordinate (coordinate/nodes, ?near)
 
 A query's index is the highest index among the keys it reads (`index_of`), never below 1, so a
 blocking `health/service/web` wakes only when web's answer can have changed. KV indexes are
@@ -47,6 +48,8 @@ class Store:
         self.tombstones: dict[str, int] = {}  # deleted KV key -> index of the delete
         self.watch_index: dict[str, int] = {}
         self.last_index = 0
+        self.autopilot: Record | None = None  # autopilot configuration (API names + indexes)
+        self.coordinates: dict[str, Record] = {}  # node key -> {"Node", "Segment", "Coord", indexes}
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)
@@ -160,6 +163,13 @@ class Store:
             for svc in self.services[node_key].values():
                 out.setdefault(svc["Service"], []).append(svc)
         return out
+
+    def coordinate(self, name: str) -> Record | None:
+        """A node's stored network coordinate record ({"Node", "Segment", "Coord"}), or None."""
+        return self.coordinates.get(_k(name))
+
+    def all_coordinates(self) -> list[Record]:
+        return [self.coordinates[k] for k in sorted(self.coordinates)]
 
     def iter_checks(self) -> Iterator[Record]:
         for node_key in sorted(self.checks):

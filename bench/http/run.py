@@ -61,7 +61,8 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 def start_agent(port: int, *extra: str) -> subprocess.Popen:
     cmd = ["taskset", "-c", "0", sys.executable, "-m", "appliance", "agent", "-dev", "-node", "bench",
-           "-http-port", str(port), "-dns-port", "-1", "-log-level", "warn", *extra]
+           "-http-port", str(port), "-dns-port", "-1", "-log-level", "warn", "-server-port", str(free_port()),
+           "-serf-lan-port", str(free_port()), "-serf-wan-port", str(free_port()), *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/v1/status/leader")
     return proc

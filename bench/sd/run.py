@@ -212,7 +212,8 @@ def run(services: int, instances: int, reps: int, vmagent_intervals: list[str], 
     raise_nofile()
     # consul_sd keeps one connection per service from one address: lift the per-client cap
     agent = subprocess.Popen([sys.executable, "-m", "appliance", "agent", "-dev", "-node", "bench", "-http-port",
-                              str(port), "-dns-port", "-1", "-log-level", "warn",
+                              str(port), "-dns-port", "-1", "-log-level", "warn", "-server-port", str(free_port()),
+                              "-serf-lan-port", str(free_port()), "-serf-wan-port", str(free_port()),
                               "-hcl", f"limits {{ http_max_conns_per_client = {services * 2 + 100} }}"], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bare = None

@@ -42,13 +42,19 @@ KIT_ADDR = "127.0.0.1:8500"  # the agent address the examples are written for
 KIT_SD_FILE = "/etc/prometheus/cairn-targets.json"
 
 # Metrics the rules and the dashboard use that this build does not record yet. They carry
-# Consul's names, which the Raft and gossip issues will register (reference/prometheus.md §6);
-# when one of them appears, the test below says so and it must leave this list.
-AWAITING = {
-    "consul_raft_commitTime": "Raft",  # CairnRaftCommitTimeHigh; dashboard "Raft commit time"
-    "consul_raft_state_leader": "Raft",  # CairnLeaderFlapping (second half); "Leadership changes"
-    "consul_serf_member_flap": "gossip",  # CairnMemberFlapping
-    "consul_memberlist_health_score": "gossip",  # dashboard "Gossip health score"
+# Consul's names, which the gossip issue will register (reference/prometheus.md §6); when one of
+# them appears, the test below says so and it must leave this list.
+AWAITING: dict[str, str] = {}  # the gossip metrics (consul_serf_member_flap, ..._health_score) arrived
+
+# Raft metrics a one-server agent records once it has applied a write (hashicorp/raft's names under
+# Consul); the replication and RPC timings need peers (tests/integration/test_raft_faults.py).
+RAFT_METRICS = {
+    "consul_raft_state_leader": "counter", "consul_raft_state_candidate": "counter",
+    "consul_raft_state_follower": "counter", "consul_raft_apply": "counter",
+    "consul_raft_commitTime": "summary", "consul_raft_fsm_apply": "summary",
+    "consul_raft_leader_dispatchLog": "summary", "consul_raft_leader_dispatchNumLogs": "gauge",
+    "consul_raft_last_index": "gauge", "consul_raft_commit_index": "gauge", "consul_raft_applied_index": "gauge",
+    "consul_raft_term": "gauge", "consul_raft_peers": "gauge",
 }
 
 METRIC_NAME = re.compile(r"\b((?:consul|process|python)_[A-Za-z0-9_]+)\b")
@@ -236,9 +242,12 @@ def test_live_agent_exposes_every_metric_the_kit_uses(agent_factory):
     status, headers, body = agent.get("/v1/agent/metrics?format=prometheus")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     exposed: set[str] = set()
+    types: dict[str, str] = {}
     for family in text_string_to_metric_families(body.decode()):
         exposed.add(family.name)
+        types[family.name] = family.type
         exposed.update(sample.name for sample in family.samples)
+    assert {name: types.get(name) for name in RAFT_METRICS} == RAFT_METRICS
 
     used = kit_metric_names()
     missing = {name: sorted(where) for name, where in used.items() if name not in exposed and name not in AWAITING}

@@ -7,7 +7,9 @@ fields (`--members 1000 --duration 120 --scenario steady`). `--seeds A-B` sweeps
 
 Scenarios: `swarm` (default; the seed decides), `steady` (preloaded cluster, 1 % loss, one
 starved member, one kill: false positives and detection), `churn` (staggered joins, then kills,
-graceful leaves and late joins: convergence), `partition` (two sides for 40 s, then heal).
+graceful leaves and late joins: convergence), `partition` (two sides for 40 s, then heal),
+`bench` (what bench/gossip measures: preloaded, 1 % loss, one starved member, kills, leaves, late
+joins and user events spread over the run; 60 members for 4 minutes unless overridden).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 from tests.sim.gossip_sim import SimOptions, run
 
-SCENARIOS = ("swarm", "steady", "churn", "partition")
+SCENARIOS = ("swarm", "steady", "churn", "partition", "bench")
 
 
 def scenario_options(name: str, seed: int, members: int | None = None, duration_s: float | None = None) -> SimOptions:
@@ -35,6 +37,12 @@ def scenario_options(name: str, seed: int, members: int | None = None, duration_
     elif name == "partition":
         opts = SimOptions(seed=seed, members=60, duration_s=150.0, bootstrap="preloaded", kills=0,
                           partition_at_s=10.0, partition_for_s=40.0, loss=0.01, starved=0)
+    elif name == "bench":
+        # Churn from the first minute on, spread so every change still has its bound's time to run.
+        duration = duration_s if duration_s is not None else 240.0
+        opts = SimOptions(seed=seed, members=60, duration_s=duration, bootstrap="preloaded", loss=0.01,
+                          starved=1, starve_lag_s=1.5, kills=3, leaves=2, late_joins=3, user_events=5,
+                          churn_at_s=60.0, churn_spread_s=max(10.0, duration - 60.0 - 150.0))
     else:
         raise ValueError(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}")
     changes = {}
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=("lan", "wan", "local"))
     p.add_argument("--garbage", type=float, help="random datagrams per second from outside")
     p.add_argument("--liars", type=int)
+    p.add_argument("--user-events", type=int, help="Serf user events fired during the churn window")
     args = p.parse_args(argv)
     seeds = args.seeds or ([args.seed] if args.seed is not None else None)
     if not seeds:
@@ -78,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss": args.loss, "starved": args.starved, "starve_lag_s": args.starve_lag, "kills": args.kills,
         "leaves": args.leaves, "late_joins": args.late_joins, "bootstrap": args.bootstrap,
         "profile": args.profile, "garbage_per_s": args.garbage, "liars": args.liars,
+        "user_events": args.user_events,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     started = time.perf_counter()

@@ -26,6 +26,8 @@ Checkers (`SimReport.failures`, empty when the run is good)
     `push_pull_bound_s` and >= 99 % of (change, member) pairs within `gossip_bound_s`
     (a few log2(N) gossip rounds); after a partition heals everyone sees everyone alive again
     within `heal_bound_s`;
+  * user events (`user_events`): each is delivered at most once per member, and to every member
+    running when it was fired within `push_pull_bound_s` (counted in the gossip-bound fraction);
   * invariants: a running member never sees itself suspect/dead; per observer, incarnations of
     a member never go down; no gossip packet above `udp_buffer_size` (the core asserts).
 Latency bounds assume a whole network: kills, joins and leaves whose bound window overlaps a
@@ -55,7 +57,7 @@ from appliance.gossip.messages import (
     encode_packet,
     encode_stream,
 )
-from appliance.gossip.serf import MemberStatus, encode_tags
+from appliance.gossip.serf import MemberStatus, SerfEventKind, encode_tags
 
 WAKE, PACKET, STREAM_REQ, STREAM_REPLY, ACTION = range(5)
 PORT = 7946
@@ -86,6 +88,7 @@ class SimOptions:
     garbage_per_s: float = 0.0  # random datagrams from outside the cluster
     liars: int = 0  # members that also flood suspicions about random healthy members
     liar_per_s: float = 1.0
+    user_events: int = 0  # Serf user events fired by random members during the churn window
 
     @classmethod
     def swarm(cls, seed: int, members: tuple[int, int] = (50, 200), duration_s: float = 90.0) -> SimOptions:
@@ -136,6 +139,7 @@ class SimReport:
     detection_median_s: list[float] = field(default_factory=list)
     join_convergence_s: list[float] = field(default_factory=list)  # per join: slowest observer
     leave_convergence_s: list[float] = field(default_factory=list)
+    event_convergence_s: list[float] = field(default_factory=list)  # per user event: slowest member
     heal_convergence_s: float | None = None
     gossip_fraction: float = 1.0  # share of (change, observer) pairs inside gossip_bound_s
     bytes_per_s_mean: float = 0.0
@@ -163,10 +167,11 @@ class SimReport:
             f"SEED={o.seed} members={o.members} duration={o.duration_s}s profile={o.profile} loss={o.loss} "
             f"starved={o.starved}x{o.starve_lag_s}s bootstrap={o.bootstrap} kills={o.kills} leaves={o.leaves} "
             f"late_joins={o.late_joins} partition={o.partition_at_s}+{o.partition_for_s}s "
-            f"garbage/s={o.garbage_per_s} liars={o.liars}",
+            f"garbage/s={o.garbage_per_s} liars={o.liars} user_events={o.user_events}",
             f"  result: {'OK' if self.ok else 'FAIL'}  false_positives={self.false_positives}",
             f"  detection (slowest observer): {fmt(self.detection_s)}; median observer: {fmt(self.detection_median_s)}",
-            f"  join convergence: {fmt(self.join_convergence_s)}; leave convergence: {fmt(self.leave_convergence_s)}",
+            f"  join convergence: {fmt(self.join_convergence_s)}; leave convergence: {fmt(self.leave_convergence_s)}; "
+            f"user events: {fmt(self.event_convergence_s)}",
             f"  heal convergence: {self.heal_convergence_s}; inside gossip bound: {self.gossip_fraction:.4f}",
             f"  bounds: " + ", ".join(f"{k}={v:.2f}s" for k, v in self.bounds.items()),
             f"  udp bytes/s per member: mean {self.bytes_per_s_mean:.0f} max {self.bytes_per_s_max:.0f}; "
@@ -240,6 +245,9 @@ class GossipSim:
         self.leave_seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.last_inc: dict[tuple[str, str], int] = {}
         self.events = 0
+        self.fired: dict[tuple[int, str], tuple[float, set[str]]] = {}  # (ltime, name) -> (time, running then)
+        self.delivered: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)  # -> member -> deliveries
+        self.event_seen: dict[tuple[int, str], dict[str, float]] = defaultdict(dict)  # -> member -> first time
 
     # ------------------------------------------------------------ heap
 
@@ -271,8 +279,8 @@ class GossipSim:
     def preload(self, node: SimNode, everyone: list[SimNode]) -> None:
         """Give a fresh member the whole table through the public push-pull path, then drop the
         news it queued (a settled cluster has nothing left to gossip)."""
-        nodes = tuple(PushNode(p.name, p.addr[0], PORT, encode_tags({"role": "node"}), 1, NodeStateKind.ALIVE)
-                      for p in everyone)
+        meta = encode_tags({"role": "node"})
+        nodes = tuple(PushNode(p.name, p.addr[0], PORT, meta, 1, NodeStateKind.ALIVE) for p in everyone)
         node.serf.on_stream(("0.0.0.0", 0), encode_stream(PushPull(False, False, nodes, b"")), self.now)
         node.serf.take_outputs()
         node.serf.core.broadcasts.reset()
@@ -367,7 +375,12 @@ class GossipSim:
                 self.stream(node, out)
         for ev in serf.core.take_events():
             self.observe(node, ev)
-        serf.take_events()
+        for ev in serf.take_events():
+            if ev.kind is SerfEventKind.USER:
+                got = self.delivered[(ev.ltime, ev.name)]
+                got[node.name] = got.get(node.name, 0) + 1
+                if got[node.name] == 1:
+                    self.event_seen[(ev.ltime, ev.name)][node.name] = self.now
         if node.state == "leaving" and serf.has_left:
             node.running, node.state = False, "left"
             return
@@ -452,6 +465,8 @@ class GossipSim:
         for node in victims[o.kills + o.leaves:]:
             node.liar = True
             self.at(boot_end + 1.0, self.lie, node)
+        for i in range(o.user_events):
+            self.at(churn_at + rng.uniform(0, o.churn_spread_s), self.fire_event, f"event-{i}")
         for _ in range(o.late_joins):
             self.at(churn_at + rng.uniform(0, o.churn_spread_s), self._late_join)
         if o.partition_at_s is not None and o.partition_for_s > 0:
@@ -468,6 +483,16 @@ class GossipSim:
     def _join_random_earlier(self, i: int) -> None:
         running = [n for n in self.nodes[:i] if n.running]
         self.start(self.nodes[i], [running[self.rng.randrange(len(running))]] if running else [])
+
+    def fire_event(self, name: str) -> None:
+        """A random running member fires a Serf user event; every member running now must get it once."""
+        running = [n for n in self.nodes if n.running and n.state == "running"]
+        if not running:
+            return
+        src = running[self.rng.randrange(len(running))]
+        ltime = src.serf.user_event(name, self.rng.randbytes(self.rng.randrange(0, 64)), False, self.now)
+        self.fired[(ltime, name)] = (self.now, {n.name for n in running})
+        self.after(src)
 
     def _late_join(self) -> None:
         running = [n for n in self.nodes if n.running and n.state == "running"]
@@ -595,6 +620,29 @@ class GossipSim:
                 (r.join_convergence_s if kind == "join" else r.leave_convergence_s).append(max(lat))
                 if max(lat) > b["push_pull"]:
                     r.failures.append(f"{kind} of {name} reached everyone after {max(lat):.2f}s > {b['push_pull']:.2f}s")
+        # User events: at most once everywhere; everyone running at the fire (and still running)
+        # got it within the push-pull bound; most within the gossip bound.
+        for key, per_member in self.delivered.items():
+            for member, count in per_member.items():
+                if count > 1:
+                    r.failures.append(f"{member} delivered user event {key} {count} times")
+        for key, (t0, audience) in sorted(self.fired.items()):
+            if t0 + b["push_pull"] > end or self.disturbed(t0, t0 + b["push_pull"]):
+                continue
+            seen = self.event_seen.get(key, {})
+            lat = []
+            for obs in survivors:
+                if obs.name not in audience:
+                    continue
+                t = seen.get(obs.name)
+                if t is None:
+                    r.failures.append(f"{obs.name} never delivered user event {key}")
+                    continue
+                lat.append(t - t0)
+            if lat:
+                pairs_total += len(lat)
+                pairs_fast += sum(1 for x in lat if x <= b["gossip"])
+                r.event_convergence_s.append(max(lat))
         r.gossip_fraction = pairs_fast / pairs_total if pairs_total else 1.0
         if r.gossip_fraction < 0.99:
             r.failures.append(f"only {r.gossip_fraction:.4f} of member views converged within the gossip bound")

@@ -65,6 +65,26 @@ def test_partition_heals(seed):
     assert report.heal_convergence_s is not None
 
 
+@pytest.mark.parametrize("seed", [1])
+def test_bench_scenario_at_ci_size(seed):
+    # bench/gossip at CI size (60 members, 4 simulated minutes; 1 % loss, one starved member):
+    # no false positive; each killed member failed at every member between memberlist's suspicion
+    # minimum and the hard bound; joins and Serf user events reach every member (each event
+    # exactly once) within the gossip bound, close to the Serf convergence model; UDP traffic per
+    # member far below the model's bandwidth bound (1400 B x 3 x 5/s x 2 = 42 KB/s).
+    report = _run_and_check("bench", scenario_options("bench", seed))
+    b = report.bounds
+    assert report.false_positives == 0
+    assert len(report.detection_s) == 3
+    assert all(b["suspicion_min"] <= d <= b["detection"] for d in report.detection_s)
+    assert len(report.join_convergence_s) == 3 and len(report.event_convergence_s) == 5
+    assert max(report.join_convergence_s + report.event_convergence_s) <= b["gossip"]
+    # Serf's model for 60 members at 1 % loss: 99.99 % after 9 gossip rounds (1.8 s). A join also
+    # waits for the contacted member's next gossip round or probe: allow one probe interval more.
+    assert max(report.join_convergence_s) <= 1.8 + 1.0
+    assert report.bytes_per_s_max < 42_000 / 10
+
+
 def test_garbage_and_a_liar_never_fail_a_healthy_member():
     # Bad input: random datagrams and one member flooding suspicions about healthy peers are
     # counted and dropped; a single accuser never gets anyone declared failed.

@@ -134,7 +134,9 @@ def parse(name: str, qtype: int = T_A):
         ("web.query.consul", T_A, "query", "web", ""),
         ("consul", T_A, "apex", "", ""),
         ("service.consul", T_A, "nxdomain", "", ""),  # no query part
-        ("web.service.dc2.consul", T_A, "nxdomain", "", ""),  # unknown datacenter
+        ("web.service.dc2.consul", T_A, "service", "web", ""),  # another datacenter: asked of it
+        ("n1.node.dc2.consul", T_A, "node", "n1", ""),
+        ("web.query.dc2.consul", T_A, "nxdomain", "", ""),  # only nodes and services cross datacenters
         ("web.service.p1.peer.consul", T_A, "nxdomain", "", ""),  # no peering
         ("web.service.x.y.z.consul", T_A, "nxdomain", "", ""),  # odd locality
         ("_web._tcp.consul", T_A, "nxdomain", "", ""),  # the short RFC 2782 form is SRV-only
@@ -145,6 +147,14 @@ def parse(name: str, qtype: int = T_A):
 def test_name_forms(name, qtype, kind, target, tag):
     lookup = parse(name, qtype)
     assert (lookup.kind, lookup.name, lookup.tag) == (kind, target, tag)
+
+
+def test_lookup_names_another_datacenter():
+    assert parse("web.service.dc2.consul").dc == "dc2"
+    assert parse("_web._tcp.service.dc2.consul", T_SRV).dc == "dc2"
+    assert parse("web.service.dc2.dc.consul").dc == "dc2"
+    assert parse("web.service.dc1.consul").dc == "" and parse("web.service.consul").dc == ""
+    assert parse("web.service.dc2.dc.x.ns.consul").kind == "nxdomain"  # only the default namespace
 
 
 def test_lookup_remembers_which_domain_was_used():
@@ -285,14 +295,55 @@ def test_node_lookup_a_txt_any(cat):
 
 
 def test_unknown_names_are_nxdomain_with_soa(cat):
-    for name in ("nope.service.consul", "nope.node.consul", "web.service.dc9.consul", "x.consul",
-                 "zz.addr.consul", "q.query.consul"):
+    for name in ("nope.service.consul", "nope.node.consul", "x.consul", "zz.addr.consul", "q.query.consul",
+                 "q.query.dc9.consul"):
         rec = ask(cat.store, name)
         assert rec.header.rcode == RCODE.NXDOMAIN, name
         soa = rec.auth[0]
         assert QTYPE[soa.rtype] == "SOA" and str(soa.rname) == "consul."
         assert str(soa.rdata.mname) == "ns.consul." and str(soa.rdata.rname) == "hostmaster.consul."
         assert soa.rdata.times == (int(NOW), 3600, 600, 86400, 0)
+
+
+def _remote(name: str, qtype: str, found, failed: str = "", settings: Settings | None = None) -> DNSRecord:
+    reply = answer(Store(), name, qtype, settings=settings)
+    assert reply.wire is None and reply.remote is not None and reply.remote.dc == "dc2"  # ask dc2
+    out = Answerer(settings or Settings()).respond_remote(reply.request, reply.remote, found, random.Random(1), NOW,
+                                                          failed=failed)
+    assert out.wire is not None and out.deps is None and not out.error  # never cached
+    return DNSRecord.parse(out.wire)
+
+
+def test_another_datacenter_answers_from_its_health_list():
+    # Consul: <svc>.service.<dc>.consul answers with that datacenter's healthy instances
+    def csn(node, addr, svc_addr, status):
+        return {"Node": {"Node": node, "Address": addr, "Meta": {}},
+                "Service": {"Service": "web", "Address": svc_addr, "Port": 80, "Tags": ["blue"]},
+                "Checks": [{"Status": "passing"}, {"Status": status}]}
+    found = [csn("n1", "10.2.0.1", "", "passing"), csn("n2", "10.2.0.2", "", "critical"),
+             csn("n3", "10.2.0.3", "10.2.9.3", "warning")]
+    rec = _remote("web.service.dc2.consul", "A", found)
+    assert rec.header.rcode == RCODE.NOERROR and sorted(rdatas(rec)) == ["10.2.0.1", "10.2.9.3"]
+    assert rdatas(_remote("blue.web.service.dc2.consul", "A", found[:1])) == ["10.2.0.1"]
+    srv = _remote("web.service.dc2.consul", "SRV", found[:1])
+    assert rdatas(srv) == ["1 1 80 n1.node.dc2.consul."]  # the target names the other datacenter
+    only = _remote("web.service.dc2.consul", "A", found, settings=Settings(only_passing=True))
+    assert rdatas(only) == ["10.2.0.1"]
+    assert _remote("web.service.dc2.consul", "A", []).header.rcode == RCODE.NXDOMAIN
+    node = _remote("n1.node.dc2.consul", "A", {"Node": {"Node": "n1", "Address": "10.2.0.1", "Meta": {}}})
+    assert rdatas(node) == ["10.2.0.1"]
+    assert _remote("n9.node.dc2.consul", "A", None).header.rcode == RCODE.NXDOMAIN
+
+
+def test_another_datacenter_errors():
+    unknown = _remote("web.service.dc2.consul", "A", None, failed="no-path")  # Consul: ErrNoDCPath is NXDOMAIN
+    assert unknown.header.rcode == RCODE.NXDOMAIN and QTYPE[unknown.auth[0].rtype] == "SOA"
+    down = _remote("web.service.dc2.consul", "A", None, failed="Remote DC has no server currently reachable")
+    assert down.header.rcode == RCODE.SERVFAIL
+    garbage = Answerer(Settings()).respond_remote(answer(Store(), "web.service.dc2.consul").request,
+                                                  answer(Store(), "web.service.dc2.consul").remote,
+                                                  [{"Node": "not a map"}], random.Random(1), NOW)
+    assert garbage.rcode == RCODE.SERVFAIL and garbage.wire is not None  # a remote answer we cannot use
 
 
 def test_existing_name_other_type_is_noerror_with_soa(cat):

@@ -50,6 +50,7 @@ from appliance.gossip.messages import (
     PushPull,
     StreamError,
     Suspect,
+    UserEvent,
     decode_packet,
     decode_stream,
     encode_message,
@@ -514,6 +515,7 @@ _msgs = st.one_of(
     st.builds(Dead, _u32, _name, _name),
     st.builds(JoinIntent, st.integers(0, 2**64 - 1), _name),
     st.builds(LeaveIntent, st.integers(0, 2**64 - 1), _name, st.booleans()),
+    st.builds(UserEvent, st.integers(0, 2**64 - 1), _name, st.binary(max_size=64), st.booleans()),
 )
 
 

@@ -212,17 +212,6 @@ def test_exposition_keeps_consul_counter_names_and_types():
 # ---------------------------------------------------------------------- instrumentation
 
 
-class FakeLog:
-    def __init__(self) -> None:
-        self.store = Store()
-        self.fsm = FSM(self.store)
-        self.index = 0
-
-    async def propose(self, command):
-        self.index += 1
-        return self.fsm.apply(self.index, command).result
-
-
 @pytest.mark.parametrize("cmd,op", [
     ({"Type": "kv_set", "Verb": "set"}, "set"),
     ({"Type": "kv_set", "Verb": "cas", "Index": 3}, "cas"),
@@ -237,26 +226,32 @@ def test_kv_op_names(cmd, op):
 def test_instrument_times_writes_with_consul_names():
     import asyncio
 
+    from appliance.raft.driver import MemoryStorage, RaftDriver
+    from appliance.raft.messages import Configuration, Server
+
     clock = Clock()
     tel = recorder(clock, disable_hostname=True)
-    log = FakeLog()
+    log = RaftDriver(Store(), node_id="n1", address="127.0.0.1:8300", storage=MemoryStorage())
+    log.open(Configuration((Server("n1", "127.0.0.1:8300"),)))  # a one-voter Raft, as in -dev
     agent = SimpleNamespace(consensus=log, hub=SimpleNamespace(parked=0), store=log.store,
                             config=SimpleNamespace(server=True), local=SimpleNamespace(checks={}, services={}))
-    log.stats = lambda: {"applied_index": str(log.index), "last_log_index": str(log.index)}
-    log.is_leader = True
     instrument(tel, agent)
 
     async def writes():
-        await log.propose({"Type": "register", "Node": "n1", "Address": "10.0.0.1", "NodeMeta": {}})
-        await log.propose({"Type": "kv_set", "Verb": "set", "Key": "a", "Value": b"1"})
-        await log.propose({"Type": "kv_delete", "Key": "a", "Recurse": True})
+        await log.start()
+        try:
+            await log.propose({"Type": "register", "Node": "n1", "Address": "10.0.0.1", "NodeMeta": {}})
+            await log.propose({"Type": "kv_set", "Verb": "set", "Key": "a", "Value": b"1"})
+            await log.propose({"Type": "kv_delete", "Key": "a", "Recurse": True})
+        finally:
+            await log.stop()
 
     asyncio.run(writes())
-    names = {(s[0], s[1]) for s in tel.prometheus_series()["summaries"]}
+    names = {(s[0], s[1]) for s in tel.prometheus_series()["summaries"] if not s[0].startswith("consul.raft.")}
     assert names == {("consul.catalog.register", ()), ("consul.fsm.register", ()), ("consul.kvs.apply", ()),
                      ("consul.fsm.kvs", (("op", "set"),)), ("consul.fsm.kvs", (("op", "delete-tree"),))}
     gauges = {g[0]: g[2] for g in tel.prometheus_series()["gauges"]}
-    assert gauges["consul.raft.applied_index"] == 3
+    assert gauges["consul.raft.applied_index"] == 5  # configuration, no-op, then the three writes
     assert gauges["consul.state.nodes"] == 1
     assert gauges["consul.rpc.queries_blocking"] == 0
 

@@ -1,4 +1,5 @@
-"""/v1/agent/*: this agent's services, checks, maintenance, members, self, reload, leave, monitor.
+"""/v1/agent/*: this agent's services, checks, maintenance, members, join, force-leave, self, reload,
+leave, monitor.
 
 Agent endpoints act on the local state (appliance.local.state), which is authoritative for this
 node; every change is followed by an anti-entropy sync through the log before the answer goes
@@ -19,6 +20,7 @@ from aiohttp import web
 from appliance import logs
 from appliance.checks.rules import unsupported_check_text
 from appliance.filter import FilterError
+from appliance.gossip.driver import JoinError
 from appliance.http.encoding import json_response, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import compiled_filter, parse_bool_param, query_options
@@ -62,9 +64,40 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def members(request: web.Request) -> web.Response:
-    if parse_bool_param(request, "wan") and request.query.get("segment"):
+    wan = parse_bool_param(request, "wan")
+    segment = request.query.get("segment")
+    if wan and segment:
         raise HTTPError(400, "Cannot provide a segment with wan=true")
-    return json_response(request, request.app["agent"].members(wan=parse_bool_param(request, "wan")))
+    if segment == "_all":  # Consul's AllSegments: every member
+        segment = None
+    return json_response(request, request.app["agent"].members(wan=wan, segment=segment))
+
+
+async def join(request: web.Request) -> web.Response:
+    """PUT /v1/agent/join/<address>[?wan]: join the LAN (or WAN) pool through the agent at that address."""
+    address = path_tail(request, "/v1/agent/join/")
+    wan = parse_bool_param(request, "wan")
+    if not address:
+        raise HTTPError(400, "Missing address to join")
+    try:
+        await request.app["agent"].join([address], wan=wan)
+    except JoinError as err:
+        raise HTTPError(500, str(err)) from None
+    return web.Response(status=200)
+
+
+async def force_leave(request: web.Request) -> web.Response:
+    """PUT /v1/agent/force-leave/<node>[?prune][?wan]: mark a failed member left (prune: forget it)."""
+    node = path_tail(request, "/v1/agent/force-leave/")
+    prune = parse_bool_param(request, "prune")
+    wan = parse_bool_param(request, "wan")  # a member of the WAN pool, named <node>.<dc>
+    if not node:
+        raise HTTPError(400, "Missing node name to force leave")
+    try:
+        request.app["agent"].force_leave(node, prune=prune, wan=wan)
+    except KeyError as err:
+        raise HTTPError(500, err.args[0]) from None
+    return web.Response(status=200)
 
 
 async def services(request: web.Request) -> web.Response:
@@ -320,7 +353,7 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def leave(request: web.Request) -> web.Response:
-    request.app["agent"].request_shutdown("leave")
+    await request.app["agent"].leave()  # leaves the gossip pool gracefully, then shuts down
     return web.Response(status=200)
 
 
@@ -367,6 +400,8 @@ ROUTES = [
     ("PUT", "/v1/agent/maintenance", node_maintenance),
     ("PUT", "/v1/agent/reload", reload),
     ("PUT", "/v1/agent/leave", leave),
+    ("PUT", "/v1/agent/join/", join),
+    ("PUT", "/v1/agent/force-leave/", force_leave),
     ("GET", "/v1/agent/monitor", monitor),
 ]
 

@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.federation.forward import ForwardError
 from appliance.http.encoding import json_response, read_json
 from appliance.http.errors import HTTPError
-from appliance.http.query import blocking, compiled_filter, meta_matches, node_meta_filter
+from appliance.http.query import blocking, compiled_filter, meta_matches, near_sorted, node_meta_filter
 from appliance.http.routing import path_tail
 from appliance.local.definitions import (
     DefinitionError,
@@ -121,7 +122,11 @@ async def deregister(request: web.Request) -> web.Response:
 
 
 async def datacenters(request: web.Request) -> web.Response:
-    return json_response(request, [request.app["agent"].config.datacenter])
+    """Known datacenters, nearest first (the WAN pool's; a client agent asks a server)."""
+    try:
+        return json_response(request, await request.app["agent"].datacenters())
+    except ForwardError as err:
+        raise HTTPError(500, str(err)) from None
 
 
 async def nodes(request: web.Request) -> web.Response:
@@ -135,6 +140,7 @@ async def nodes(request: web.Request) -> web.Response:
 
     body, headers = await blocking(request, index=lambda: store.index_of("nodes"), render=render,
                                    keys=("nodes",), effective_consistency=True)
+    body = near_sorted(request, body, lambda n: n["Node"])
     return json_response(request, body, headers=headers)
 
 
@@ -179,6 +185,7 @@ async def service(request: web.Request) -> web.Response:
 
     body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
+    body = near_sorted(request, body, lambda sn: sn["Node"])
     return json_response(request, body, headers=headers)
 
 

@@ -7,7 +7,14 @@ from typing import Any
 from aiohttp import web
 
 from appliance.http.encoding import json_response
-from appliance.http.query import blocking, compiled_filter, meta_matches, node_meta_filter, parse_bool_param
+from appliance.http.query import (
+    blocking,
+    compiled_filter,
+    meta_matches,
+    near_sorted,
+    node_meta_filter,
+    parse_bool_param,
+)
 from appliance.http.routing import path_tail
 from appliance.state.views import all_passing, check_service_nodes, tags_match
 
@@ -94,6 +101,7 @@ async def service(request: web.Request) -> web.Response:
     body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
     headers["X-Consul-Query-Backend"] = "blocking-query"
+    body = near_sorted(request, body, lambda csn: csn["Node"]["Node"])
     return json_response(request, body, headers=headers)
 
 

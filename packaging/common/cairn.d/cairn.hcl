@@ -57,7 +57,9 @@ bootstrap = true
 #retry_join       = ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
 
 # --- A client agent ----------------------------------------------------------------------
-# Not supported by this release yet (clients need gossip). Every other host would run:
+# Every host that is not a server runs a client agent: it keeps a replica of the catalog and KV
+# streamed from a server, forwards its writes and registers its own services and checks.
+# Remove "server = true" and "bootstrap = true" above, then:
 #
 #server     = false
 #retry_join = ["10.0.0.10", "10.0.0.11", "10.0.0.12"]

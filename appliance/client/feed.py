@@ -1,0 +1,324 @@
+"""The replica feed: a server's side of client agents' connections.
+
+How it works
+------------
+A client agent keeps a read-only replica of the state store (replica.py). It dials a server's RPC
+port and sends `FOLLOW [from_index, node name]`; the transport hands that connection here, and the
+server answers on it with STREAM frames:
+
+    [STREAM, "snapshot", index, data]     the whole store (state/snapshot.py) as of `index`
+    [STREAM, "entries", [[index, cmd]]]   applied log entries in order; cmd is the msgpack
+                                          command, or nil for an entry that only moves the index
+                                          (Raft's no-op and configuration entries)
+    [STREAM, "status", {...}]             the server's view of the cluster: leader id and
+                                          address, its last contact with the leader (ms),
+                                          the Raft configuration and peers
+
+The feed watches the driver's applied entries (`RaftDriver.observers`) and keeps the most recent
+ones in a backlog bounded by count and bytes. A client whose `from_index` is still covered by the
+backlog gets the entries after it replayed; an older one, or a new one (`from_index` 0), gets a
+snapshot first, so a new client's first state is complete, never a prefix. All servers apply
+the same log with the same indexes, so a client that fails over carries on from its own applied
+index on any server. A client ahead of a lagging server simply waits: entries at or below its
+index are never sent twice.
+
+Each connection has a bounded queue of entries waiting to be written. A client that falls more
+than `SESSION_MAX_ENTRIES` entries (or `SESSION_MAX_BYTES`) behind has its queue dropped and gets
+a fresh snapshot instead: memory stays bounded and a slow client never slows the server.
+
+On the same connection the client sends requests, answered in order with the stream:
+
+    [READ_INDEX, id, "", consistent]       -> [READ_INDEX_RESP, id, status, index]
+    [FORWARD, id, "", command]             -> [FORWARD_RESP, id, status, result, index]
+
+READ_INDEX is the leader's read index (`RaftDriver.cluster_read_index`: forwarded to the leader by
+a server that is not it; with `consistent` the leader confirms its leadership with a heartbeat
+round first). FORWARD proposes a write (forwarded to the leader) and answers with an index at or
+after the write's, so the client can hold its answer until its replica has applied the write
+(read-your-writes). Every answer to a write is queued after the entries this server applied
+before it, so the client usually has the write already when the answer arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgpack
+
+from appliance.raft.messages import NotLeader, RaftError
+from appliance.raft.transport import (
+    FORWARD,
+    FORWARD_RESP,
+    HEADER,
+    MAX_FRAME_BYTES,
+    READ_INDEX,
+    READ_INDEX_RESP,
+    STREAM,
+    WIRE_VERSION,
+    FrameError,
+    frame,
+)
+from appliance.state.fsm import CommandError
+from appliance.state.snapshot import snapshot
+
+log = logging.getLogger("agent.server.rpc")
+
+BACKLOG_MAX_ENTRIES = 4096
+BACKLOG_MAX_BYTES = 32 << 20
+SESSION_MAX_ENTRIES = 8192
+SESSION_MAX_BYTES = 16 << 20
+BATCH_ENTRIES = 512  # entries per STREAM frame ...
+BATCH_BYTES = 4 << 20  # ... and bytes (one entry may be larger: a frame carries at least one)
+STATUS_INTERVAL_S = 0.5
+MAX_REQUESTS_IN_FLIGHT = 256  # per connection
+MAX_SESSIONS = 4096
+
+
+def entry_size(data: bytes | None) -> int:
+    return 16 + (len(data) if data else 0)
+
+
+def batches(entries: list[tuple[int, bytes | None]]) -> list[list[list]]:
+    """Split entries into STREAM frames of at most BATCH_ENTRIES entries and about BATCH_BYTES."""
+    out: list[list[list]] = []
+    batch: list[list] = []
+    size = 0
+    for index, data in entries:
+        if batch and (len(batch) >= BATCH_ENTRIES or size + entry_size(data) > BATCH_BYTES):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append([index, data])
+        size += entry_size(data)
+    if batch:
+        out.append(batch)
+    return out
+
+
+class Session:
+    """One client agent's connection: its queue of entries, answers and status."""
+
+    def __init__(self, feed: ReplicaFeed, writer: asyncio.StreamWriter, from_index: int, name: str) -> None:
+        self.feed = feed
+        self.writer = writer
+        self.name = name
+        self.cursor = from_index  # the highest index queued or known to the client
+        self.entries: list[tuple[int, bytes | None]] = []
+        self.entry_bytes = 0
+        self.answers: list[bytes] = []
+        self.need_snapshot = False
+        self.in_flight = 0
+        self.last_leader: Any = None
+        self.status_at = 0.0
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.snapshots_sent = 0
+
+    def push(self, index: int, data: bytes | None) -> None:
+        if self.need_snapshot or index <= self.cursor:
+            return
+        if len(self.entries) >= SESSION_MAX_ENTRIES or self.entry_bytes >= SESSION_MAX_BYTES:
+            self.resync()  # too far behind: a snapshot replaces the queue
+            return
+        self.entries.append((index, data))
+        self.entry_bytes += entry_size(data)
+        self.cursor = index
+        self.wake.set()
+
+    def resync(self) -> None:
+        self.need_snapshot = True
+        self.entries = []
+        self.entry_bytes = 0
+        self.wake.set()
+
+    def answer(self, body: list) -> None:
+        try:
+            data = frame(body)
+        except (TypeError, ValueError):  # a result msgpack cannot carry: send its text
+            data = frame([*body[:3], str(body[3]), *body[4:]])
+        self.answers.append(data)
+        self.wake.set()
+
+    async def write_loop(self) -> None:
+        driver = self.feed.driver
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), STATUS_INTERVAL_S)
+            self.wake.clear()
+            w = self.writer
+            if self.need_snapshot:
+                self.need_snapshot = False
+                index = driver.applied_index  # the store is exactly this index between awaits
+                self.cursor = max(self.cursor, index)
+                w.write(frame([STREAM, "snapshot", index, snapshot(self.feed.store)]))
+                self.snapshots_sent += 1
+            entries, self.entries, self.entry_bytes = self.entries, [], 0
+            for batch in batches(entries):
+                w.write(frame([STREAM, "entries", batch]))
+            for data in self.answers:  # after the entries applied before them
+                w.write(data)
+            self.answers = []
+            now = time.monotonic()
+            leader = (driver.leader_id, driver.leader_address())
+            if leader != self.last_leader or now - self.status_at >= STATUS_INTERVAL_S:
+                self.last_leader, self.status_at = leader, now
+                status = {**self.feed.status(), "last_contact_ms": driver.last_contact_ms}
+                w.write(frame([STREAM, "status", status]))
+            await w.drain()
+
+    def request(self, body: list) -> None:
+        kind = body[0]
+        if kind not in (READ_INDEX, FORWARD) or len(body) != 4:
+            raise FrameError(f"unexpected frame kind {kind!r} on a client connection")
+        request_id = body[1]
+        if type(request_id) is not int:
+            raise FrameError("bad request id")
+        if self.in_flight >= MAX_REQUESTS_IN_FLIGHT:
+            status = "error", "too many requests in flight on this connection"
+            self.answer([READ_INDEX_RESP if kind == READ_INDEX else FORWARD_RESP, request_id, *status, 0])
+            return
+        if kind == READ_INDEX:
+            coro = self._read_index(request_id, bool(body[3]))
+        else:
+            if not isinstance(body[3], dict):
+                raise FrameError("forwarded command is not a map")
+            coro = self._forward(request_id, body[3])
+        self.in_flight += 1
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.in_flight -= 1
+
+    async def _read_index(self, request_id: int, consistent: bool) -> None:
+        try:
+            status, value = "ok", await self.feed.driver.cluster_read_index(consistent)
+        except NotLeader:
+            status, value = "notleader", ""
+        except (RaftError, TimeoutError) as err:
+            status, value = "error", str(err) or "read index timed out"
+        self.answer([READ_INDEX_RESP, request_id, status, value])
+
+    async def _forward(self, request_id: int, command: dict[str, Any]) -> None:
+        driver = self.feed.driver
+        index = 0
+        try:
+            value = await driver.propose(command)
+            status = "ok"
+            # an index at or after the write's: this server's own if it leads (the write is
+            # applied here), else the leader's commit index, which covers the write
+            index = driver.applied_index if driver.is_leader else await driver.cluster_read_index(False)
+        except CommandError as err:
+            status, value = "command", str(err)
+        except NotLeader:
+            status, value = "notleader", ""
+        except (RaftError, TimeoutError) as err:
+            status, value = "error", str(err) or "the write timed out"
+        self.answer([FORWARD_RESP, request_id, status, value, index])
+
+
+class ReplicaFeed:
+    """Streams the applied log to client agents (see the module docstring)."""
+
+    def __init__(self, driver: Any, store: Any) -> None:
+        self.driver = driver
+        self.store = store
+        self.backlog: collections.deque[tuple[int, bytes | None]] = collections.deque()
+        self.backlog_bytes = 0
+        self.base: int | None = None  # the backlog holds every entry after this index
+        self.sessions: set[Session] = set()
+        self.garbage_frames = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        driver.observers.append(self.observe)
+
+    def observe(self, kind: str, index: int, data: bytes | None) -> None:
+        """Called by the driver after each applied entry and after a snapshot restore."""
+        if kind == "restore":
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            self.base = index
+            for s in self.sessions:
+                s.resync()
+            return
+        if self.base is None:
+            self.base = index - 1  # entries are applied one index at a time
+        self.backlog.append((index, data))
+        self.backlog_bytes += entry_size(data)
+        while len(self.backlog) > BACKLOG_MAX_ENTRIES or self.backlog_bytes > BACKLOG_MAX_BYTES:
+            dropped, old = self.backlog.popleft()
+            self.backlog_bytes -= entry_size(old)
+            self.base = dropped
+        for s in self.sessions:
+            s.push(index, data)
+
+    def status(self) -> dict[str, Any]:
+        d = self.driver
+        if d.core is None:
+            return {"server": d.node_id, "leader": "", "leader_addr": "", "configuration": {"Servers": [],
+                    "Index": 0}, "peers": []}
+        return {"server": d.node_id, "leader": d.leader_id, "leader_addr": d.leader_address(),
+                "configuration": d.configuration(), "peers": d.peers()}
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, follow: list) -> None:
+        """Serve one client connection whose first frame was `follow`, until it closes."""
+        try:
+            _, from_index, name = follow
+            if type(from_index) is not int or from_index < 0 or not isinstance(name, str):
+                raise ValueError
+        except ValueError:
+            self.garbage_frames += 1
+            writer.close()
+            return
+        if len(self.sessions) >= MAX_SESSIONS:
+            log.warning("refusing client %s: %d client connections already", name, MAX_SESSIONS)
+            writer.close()
+            return
+        session = Session(self, writer, from_index, name)
+        if self.base is None or from_index == 0 or from_index < self.base:
+            session.need_snapshot = True  # a new client gets the whole state in one frame
+        else:
+            for index, data in self.backlog:
+                session.push(index, data)
+        session.wake.set()  # the snapshot (or the replay) and the status go out at once
+        self.sessions.add(session)
+        self._writers.add(writer)
+        log.debug("client %s follows from index %d", name, from_index)
+        write_task = asyncio.get_running_loop().create_task(session.write_loop(), name=f"feed-{name}")
+        read_task = asyncio.get_running_loop().create_task(self._read_loop(session, reader), name=f"feed-in-{name}")
+        try:
+            await asyncio.wait({write_task, read_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.sessions.discard(session)
+            self._writers.discard(writer)
+            for task in (write_task, read_task, *session.tasks):
+                task.cancel()
+            for task in (write_task, read_task):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            writer.close()
+
+    async def _read_loop(self, session: Session, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, OSError):
+            while True:
+                version, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
+                    self.garbage_frames += 1
+                    return
+                data = await reader.readexactly(length)
+                try:
+                    body = msgpack.unpackb(data, raw=False)
+                    if not isinstance(body, list) or not body:
+                        raise FrameError("not a frame body")
+                    session.request(body)
+                except (FrameError, ValueError, TypeError, msgpack.UnpackException):
+                    self.garbage_frames += 1
+
+    async def stop(self) -> None:
+        for writer in list(self._writers):
+            writer.close()

@@ -1,0 +1,91 @@
+"""/v1/snapshot (reference/consul-api.md §4.11): save and restore the whole state.
+
+* `GET /v1/snapshot[?stale]`: a gzip'd tar archive (appliance/raft/archive.py) of the state store
+  as of this server's applied index, with that index in `X-Consul-Index`. Without `?stale` the
+  read waits until this server has applied the leader's commit index, like any default read.
+* `PUT /v1/snapshot`: restore an archive. It is verified completely first (gzip and tar framing,
+  SHA256SUMS, metadata, and that state.bin decodes): a bad archive is a 400 with the reason and
+  changes nothing. The state then goes through the Raft log as one `restore` command, so every
+  server replaces its store at the same index and every blocking query wakes. The state must fit
+  in one server RPC frame (and one log record), so a larger archive is refused with a 413.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from appliance.http.errors import HTTPError
+from appliance.http.handlers.operator import leader_call
+from appliance.http.query import query_options, read_point
+from appliance.raft.archive import ArchiveError, build_archive, read_archive
+from appliance.raft.transport import MAX_FRAME_BYTES
+from appliance.state.snapshot import SnapshotError, restore, snapshot
+
+# The restore command travels in one RPC frame and one WAL record: keep room for their envelope.
+MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
+
+
+def _server(request: web.Request):
+    agent = request.app["agent"]
+    if not agent.config.server or getattr(agent.consensus, "core", None) is None:
+        raise HTTPError(500, "snapshots are taken and restored by servers: send the request to a server agent")
+    return agent
+
+
+async def save(request: web.Request) -> web.Response:
+    agent = _server(request)
+    await read_point(agent, query_options(request))
+    consensus = agent.consensus
+    core = consensus.core
+    index = consensus.applied_index  # the store below is exactly this index: no await in between
+    state = snapshot(agent.store)
+    term = core.log.term(index) or core.log.last_term()
+    conf_index, conf = core.log.config_at(index) if index else core.log.latest_config()
+    configuration = {"Servers": [{"ID": s.id, "Address": s.address, "Suffrage": s.suffrage} for s in conf.servers],
+                     "Index": conf_index}
+    archive = build_archive(state, index=index, term=term, configuration=configuration,
+                            now_ms=int(time.time() * 1000))
+    headers = {"X-Consul-Index": str(max(index, 1)), "X-Consul-KnownLeader": str(consensus.known_leader).lower(),
+               "X-Consul-LastContact": str(consensus.last_contact_ms)}
+    return web.Response(body=archive, content_type="application/x-gzip", headers=headers)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    too_large = f"snapshot archive too large: at most {limit} bytes can be restored (one server RPC frame)"
+    if length is not None and length > limit:
+        raise HTTPError(413, too_large)
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, too_large)
+
+
+async def restore_archive(request: web.Request) -> web.Response:
+    _server(request)
+    data = await _read_limited(request, MAX_RESTORE_BYTES)
+    if not data:
+        raise HTTPError(400, "snapshot archive is empty: send the archive as the request body")
+    try:
+        _, state = read_archive(data, max_state_bytes=MAX_RESTORE_BYTES)
+    except ArchiveError as err:
+        raise HTTPError(400 if "too large" not in str(err) else 413, str(err)) from None
+    try:
+        restore(state)  # decodes: the FSM will not refuse it on any server
+    except (SnapshotError, KeyError, TypeError, ValueError) as err:
+        raise HTTPError(400, f"snapshot archive state.bin cannot be read: {err}") from None
+    await leader_call(request, {"Type": "restore", "State": state})
+    return web.Response(status=200)
+
+
+ROUTES = [
+    ("GET", "/v1/snapshot", save),
+    ("PUT", "/v1/snapshot", restore_archive),
+]

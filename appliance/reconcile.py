@@ -1,0 +1,243 @@
+"""The leader keeps the catalog in step with gossip membership (Consul's leader reconcile).
+
+How it works
+------------
+Only the Raft leader writes these entries (Consul's `leader.go` reconcileMember). For each LAN
+member of this datacenter, `plan_member` compares the member's gossip status with the catalog and
+returns the commands to propose, or nothing when the catalog already agrees (so the periodic pass
+costs no log entries):
+
+* alive: the node is registered (created from its gossip address and `id` tag if missing,
+  otherwise left as its own agent registered it) with the `serfHealth` check passing, output
+  "Agent alive and reachable"; a server (tag `role=consul`) also gets the `consul` service on its
+  `port` tag;
+* failed: `serfHealth` goes critical, output "Agent not live or unreachable" (a node not in the
+  catalog is left alone). Health queries with `?passing` and DNS then drop its services;
+* left, or reaped (forgotten by gossip): the node is deregistered; the leader never deregisters
+  itself;
+* leaving: nothing yet (it becomes left or alive shortly).
+
+`plan_reaped` covers nodes that carry a `serfHealth` check but are no gossip member at all (a
+member reaped while there was no leader): they are deregistered, as Consul's reconcileReaped does.
+That pass is skipped for `REAP_GRACE_S` after the agent starts, so a leader elected right after a
+whole-cluster restart does not drop nodes its gossip pool has not heard from yet.
+Nodes registered through the catalog API without `serfHealth` (external services) are never
+touched.
+
+`MemberReconciler` runs it: it watches leadership (polled every `LEADER_POLL_S`), reconciles
+every member once when this server becomes leader, then each member named by a gossip event, and
+everything again every `RECONCILE_INTERVAL_S` (Consul's reconcile_interval, 60 s). A failed
+proposal (leadership lost, a timeout) puts the member back in the queue for the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from appliance.gossip.serf import Member, MemberStatus, SerfEvent
+
+SERF_CHECK_ID = "serfHealth"
+SERF_CHECK_NAME = "Serf Health Status"
+ALIVE_OUTPUT = "Agent alive and reachable"
+FAILED_OUTPUT = "Agent not live or unreachable"
+CONSUL_SERVICE = "consul"
+RECONCILE_INTERVAL_S = 60.0
+LEADER_POLL_S = 0.2
+REAP_GRACE_S = 30.0  # no reaped-node pass this soon after start: gossip may still be converging
+
+log = logging.getLogger("agent.leader")
+
+Command = dict[str, Any]
+
+
+def serf_check(node: str, status: str) -> Command:
+    return {"Node": node, "CheckID": SERF_CHECK_ID, "Name": SERF_CHECK_NAME, "Status": status, "Notes": "",
+            "Output": ALIVE_OUTPUT if status == "passing" else FAILED_OUTPUT, "ServiceID": "",
+            "ServiceName": "", "ServiceTags": [], "Type": "", "Interval": "", "Timeout": "",
+            "ExposedPort": 0, "Definition": {}}
+
+
+def consul_service(member: Member, version: str) -> Command:
+    tags = member.tags
+    port = int(tags["port"]) if tags.get("port", "").isdigit() else 8300
+    return {"ID": CONSUL_SERVICE, "Service": CONSUL_SERVICE, "Tags": [], "Address": "",
+            "Meta": {"non_voter": "true" if tags.get("nonvoter") == "1" else "false",
+                     "raft_version": tags.get("raft_vsn", "3"), "read_replica": "false",
+                     "serf_protocol_current": "2", "serf_protocol_max": "5", "serf_protocol_min": "1",
+                     "version": tags.get("build", version).split(":", 1)[0] or version},
+            "Port": port, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
+            "Proxy": {"Mode": "", "MeshGateway": {}, "Expose": {}}, "Connect": {}, "PeerName": ""}
+
+
+def is_server(member: Member) -> bool:
+    return member.tags.get("role") == "consul"
+
+
+def _same_service(have: dict[str, Any] | None, want: Command) -> bool:
+    if have is None:
+        return False
+    return all(have.get(k) == want[k] for k in ("Service", "Port", "Meta", "Tags", "Address"))
+
+
+def plan_member(store: Any, member: Member, *, datacenter: str, self_name: str, version: str) -> list[Command]:
+    """The commands that make the catalog agree with one member's gossip status."""
+    if member.tags.get("dc", datacenter) != datacenter:
+        return []  # not ours (the LAN pool holds one datacenter)
+    status = member.status
+    node = store.node(member.name)
+    if status == MemberStatus.ALIVE:
+        checks = {c["CheckID"]: c for c in store.node_checks(member.name)} if node else {}
+        services = {s["ID"]: s for s in store.node_services(member.name)} if node else {}
+        serf = checks.get(SERF_CHECK_ID)
+        service = consul_service(member, version) if is_server(member) else None
+        node_ok = node is not None and node.get("Address") == member.addr
+        check_ok = serf is not None and serf.get("Status") == "passing" and serf.get("Output") == ALIVE_OUTPUT
+        service_ok = service is None or _same_service(services.get(CONSUL_SERVICE), service)
+        if node_ok and check_ok and service_ok:
+            return []
+        cmd: Command = {"Type": "register", "Node": member.name, "Datacenter": datacenter,
+                        "Checks": [serf_check(member.name, "passing")]}
+        if node_ok:
+            cmd["SkipNodeUpdate"] = True
+        else:  # new, or back with another address: keep what its agent registered, fix the address
+            addr = member.addr
+            cmd.update(ID=(node or {}).get("ID") or member.tags.get("id", ""), Address=addr,
+                       TaggedAddresses=(node or {}).get("TaggedAddresses") or {
+                           "lan": addr, "lan_ipv4": addr, "wan": addr, "wan_ipv4": addr},
+                       NodeMeta=(node or {}).get("Meta") or {"consul-network-segment": ""})
+        if service is not None and not service_ok:
+            cmd["Service"] = service
+        return [cmd]
+    if status == MemberStatus.FAILED:
+        if node is None:
+            return []
+        serf = next((c for c in store.node_checks(member.name) if c["CheckID"] == SERF_CHECK_ID), None)
+        if serf is not None and serf.get("Status") == "critical":
+            return []
+        return [{"Type": "register", "Node": member.name, "Datacenter": datacenter, "SkipNodeUpdate": True,
+                 "Checks": [serf_check(member.name, "critical")]}]
+    if status == MemberStatus.LEFT:
+        return plan_deregister(store, member.name, self_name)
+    return []  # leaving (or none): wait for the outcome
+
+
+def plan_deregister(store: Any, name: str, self_name: str) -> list[Command]:
+    if name == self_name or store.node(name) is None:
+        return []
+    return [{"Type": "deregister", "Node": name}]
+
+
+def plan_reaped(store: Any, member_names: Iterable[str], self_name: str) -> list[str]:
+    """Nodes with a serfHealth check that gossip no longer knows (to be deregistered)."""
+    known = {n.lower() for n in member_names}
+    out = []
+    for node in store.all_nodes():
+        name = node["Node"]
+        if name == self_name or name.lower() in known:
+            continue
+        if any(c["CheckID"] == SERF_CHECK_ID for c in store.node_checks(name)):
+            out.append(name)
+    return out
+
+
+class MemberReconciler:
+    """Runs the reconciliation on the leader (see the module docstring)."""
+
+    def __init__(self, *, store: Any, consensus: Any, members: Callable[[], list[Member]],
+                 member: Callable[[str], Member | None], datacenter: str, self_name: str, version: str,
+                 on_leadership: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.consensus = consensus
+        self.members = members
+        self.member = member
+        self.datacenter = datacenter
+        self.self_name = self_name
+        self.version = version
+        self.on_leadership = on_leadership
+        self.proposed = 0
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+        self._full = True
+        self._leader = False
+        self.reap_from = 0.0  # loop time before which reconcile_all skips reaped nodes (set by run)
+
+    def on_event(self, event: SerfEvent, member: Member | None) -> None:
+        """Gossip subscriber: reconcile this member soon (if we lead)."""
+        if event.node:
+            self._pending.add(event.node)
+            self._wake.set()
+
+    async def reconcile_all(self) -> None:
+        """Every member, then nodes gossip has forgotten (raises if a proposal fails)."""
+        members = self.members()
+        for member in members:
+            await self._apply(member.name, self._plan(member))
+        if asyncio.get_running_loop().time() < self.reap_from:
+            return
+        for name in plan_reaped(self.store, (m.name for m in members), self.self_name):
+            await self._apply(name, plan_deregister(self.store, name, self.self_name), "reaped")
+
+    async def reconcile_member(self, name: str) -> None:
+        member = self.member(name)
+        if member is None:  # reaped: gossip forgot it
+            node = self.store.node(name)
+            if node is not None and any(c["CheckID"] == SERF_CHECK_ID for c in self.store.node_checks(name)):
+                await self._apply(name, plan_deregister(self.store, name, self.self_name), "reaped")
+            return
+        await self._apply(name, self._plan(member))
+
+    def _plan(self, member: Member) -> list[Command]:
+        return plan_member(self.store, member, datacenter=self.datacenter, self_name=self.self_name,
+                           version=self.version)
+
+    async def _apply(self, name: str, commands: list[Command], reason: str = "left") -> None:
+        for cmd in commands:
+            if cmd["Type"] == "deregister":
+                log.info("deregistering member: member=%s partition=default reason=%s", name, reason)
+            elif cmd["Checks"][0]["Status"] == "critical":
+                log.info("member failed, marking health critical: member=%s partition=default", name)
+            elif name != self.self_name:
+                log.info("member joined, marking health alive: member=%s partition=default", name)
+            await self.consensus.propose(cmd)
+            self.proposed += 1
+
+    async def run(self) -> None:
+        """Until cancelled: follow leadership, reconcile on events and every interval."""
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
+        self.reap_from = loop.time() + REAP_GRACE_S
+        while True:
+            leader = bool(self.consensus.is_leader)
+            if leader and not self._leader:
+                self._full = True
+                if self.on_leadership is not None:
+                    self.on_leadership()
+            self._leader = leader
+            if leader:
+                if self._full or loop.time() >= next_full:
+                    self._pending.clear()
+                    try:
+                        await self.reconcile_all()
+                        self._full = False
+                    except Exception as err:  # noqa: BLE001 - lost leadership or a timeout: retry
+                        log.warning("failed to reconcile members: error=%s", err)
+                    next_full = loop.time() + RECONCILE_INTERVAL_S
+                while self._pending and self.consensus.is_leader:
+                    name = self._pending.pop()
+                    try:
+                        await self.reconcile_member(name)
+                    except Exception as err:  # noqa: BLE001 - try again on the next pass
+                        log.warning("failed to reconcile member: member=%s error=%s", name, err)
+                        self._full = True
+                        break
+            else:
+                self._pending.clear()
+            self._wake.clear()
+            timeout = LEADER_POLL_S if not leader else min(LEADER_POLL_S * 5, max(0.0, next_full - loop.time()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
