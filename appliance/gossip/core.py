@@ -756,7 +756,7 @@ class GossipCore:
                 return
             if timer.confirm(s.from_node):
                 self._queue_broadcast(s.node, s)
-                self.call_at(timer.deadline(), self._suspicion_fired, (s.node, timer, state.state_change))
+                self.call_at(self._verify_start(timer), self._suspicion_fired, (s.node, timer, state.state_change))
             return
         if state.state != ALIVE:
             return
@@ -777,24 +777,36 @@ class GossipCore:
         k = expected_confirmations(cfg.suspicion_mult, n)
         timer = Suspicion(s.from_node, k, low, high, self.now, s.incarnation)
         self._suspicions[s.node] = timer
-        self.call_at(timer.deadline(), self._suspicion_fired, (s.node, timer, state.state_change))
+        self.call_at(self._verify_start(timer), self._suspicion_fired, (s.node, timer, state.state_change))
         self._emit(EventKind.SUSPECT, state)
+
+    def _verify_window(self) -> float:
+        return self.awareness.scale_timeout(self.config.probe_interval_s)
+
+    def _verify_start(self, timer: Suspicion) -> float:
+        """cairn: the last-chance probe (below) starts one awareness-scaled probe deadline before
+        the suspicion times out, so that its verdict lands when memberlist's would."""
+        return max(self.now, timer.deadline() - self._verify_window())
 
     def _suspicion_fired(self, arg: tuple[str, Suspicion, float]) -> None:
         name, timer, change_time = arg
-        if self._suspicions.get(name) is not timer or timer.verifying or timer.deadline() > self.now:
-            return  # refuted, superseded, being verified, or re-armed to a later entry of the heap
+        if self._suspicions.get(name) is not timer or timer.verifying:
+            return  # refuted, superseded, or already being verified
         state = self._nodes.get(name)
         if state is None or state.state != SUSPECT or state.state_change != change_time:
+            return
+        if self._verify_start(timer) > self.now:  # our health improved since: the window shrank
+            self.call_at(self._verify_start(timer), self._suspicion_fired, arg)
             return
         self._verify_suspect(state, timer, change_time)
 
     def _verify_suspect(self, state: NodeState, timer: Suspicion, change_time: float) -> None:
         """cairn: before a suspicion timer kills a member, send it the accusation with a ping
-        twice (now and after probe_timeout_s) and wait one awareness-scaled probe deadline. A live
-        member refutes and the refutation rides back on the ack, so a lone liar, a refutation lost
-        on the way to us, or one stuck behind a post-partition backlog of broadcasts can no longer
-        get a live member declared dead. A real death costs one probe deadline more."""
+        twice (now and after probe_timeout_s) and wait one awareness-scaled probe deadline, and
+        at least until the suspicion times out. A live member refutes and the refutation rides
+        back on the ack, so a lone liar, a refutation lost on the way to us, or one stuck behind a
+        post-partition backlog of broadcasts can no longer get a live member declared dead. The
+        probe starts one deadline early (`_verify_start`), so a real death costs no extra time."""
         timer.verifying = True
         self.stats["suspicion_verifications"] += 1
         seq = self._next_seq()
@@ -802,7 +814,7 @@ class GossipCore:
         ping = Ping(seq, state.name, self.name, self.addr, self.port)
         self._send_buddy(state, ping)
         self.call_at(self.now + self.config.probe_timeout_s, self._verify_retry, (seq, state, ping))
-        deadline = self.now + self.awareness.scale_timeout(self.config.probe_interval_s)
+        deadline = max(self.now + self._verify_window(), timer.deadline())
         self.call_at(deadline, self._verify_done, (seq, state.name, timer, change_time))
 
     def _verify_retry(self, arg: tuple[int, NodeState, Ping]) -> None:
@@ -824,7 +836,7 @@ class GossipCore:
             self.stats["suspicion_restarted"] += 1
             fresh = Suspicion(self.name, timer.k, timer.low, timer.high, self.now, timer.incarnation)
             self._suspicions[name] = fresh
-            self.call_at(fresh.deadline(), self._suspicion_fired, (name, fresh, change_time))
+            self.call_at(self._verify_start(fresh), self._suspicion_fired, (name, fresh, change_time))
             return
         if not timer.fully_confirmed():
             self.stats["suspicion_degraded"] += 1

@@ -309,10 +309,12 @@ def test_suspicion_confirmations_shorten_the_timer():
     assert core.member("p0").state == NodeStateKind.SUSPECT
     _feed(core, Suspect(1, "p0", "p2"), now=11.0)
     _feed(core, Suspect(1, "p0", "p3"), now=12.0)
-    core.tick(13.99)
+    core.tick(12.99)
     assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 0
-    core.tick(14.0)  # timer due: the last-chance probe starts, then one probe deadline
+    core.tick(13.0)  # one probe deadline before the timer: the last-chance probe starts
     assert core.stats["suspicion_verifications"] == 1
+    core.tick(13.99)
+    assert core.member("p0").state == NodeStateKind.SUSPECT  # never before the suspicion timeout
     _run_until(core, 14.0 + 8.0)
     assert core.member("p0").state == NodeStateKind.DEAD and core.stats["suspicion_degraded"] == 0
     assert [e.kind for e in core.take_events() if e.node == "p0"][-1] == EventKind.FAIL
@@ -332,26 +334,28 @@ QUIET = GossipConfig.lan(push_pull_interval_s=0, gossip_nodes=0)
 
 def test_uncorroborated_suspicion_waits_the_maximum_then_verifies():
     # Lifeguard §LHA-Suspicion: one accuser alone -> the full maximum (24 s at n = 5). cairn then
-    # probes the suspect once more with the accusation (twice, PT apart) before declaring it dead
-    # (every suspicion does, confirmed or not).
+    # probes the suspect once more with the accusation (twice, PT apart), starting one probe
+    # deadline before the timeout, and declares it dead at the timeout (every suspicion does).
     core = _core(n_others=4, config=QUIET)
     _feed(core, Suspect(1, "p0", "p1"), now=0.0)
-    core.tick(23.9)
+    core.tick(22.9)
     assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 0
-    core.tick(24.0)
+    core.tick(23.0)
     assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_verifications"] == 1
-    core.tick(40.0)
+    core.tick(23.99)
+    assert core.member("p0").state == NodeStateKind.SUSPECT
+    core.tick(24.0)
     assert core.member("p0").state == NodeStateKind.DEAD
 
 
 def test_verification_answered_by_refutation_saves_the_member():
     core = _core(n_others=4, config=QUIET)
     _feed(core, Suspect(1, "p0", "p1"), now=0.0)
-    core.tick(23.99)
+    core.tick(22.99)
     core.take_outputs()
-    core.tick(24.0)
+    core.tick(23.0)
     (ping,) = _verify_packets(core.take_outputs(), ("10.0.1.0", 7946))
-    _feed(core, Ack(ping.seq, b""), Alive(2, "p0", "10.0.1.0", 7946, b""), now=24.01)
+    _feed(core, Ack(ping.seq, b""), Alive(2, "p0", "10.0.1.0", 7946, b""), now=23.01)
     core.tick(200.0)
     assert core.member("p0").state == NodeStateKind.ALIVE and core.stats["suspicion_degraded"] == 0
 
@@ -359,11 +363,11 @@ def test_verification_answered_by_refutation_saves_the_member():
 def test_verification_ack_without_refutation_restarts_the_suspicion():
     core = _core(n_others=4, config=QUIET)
     _feed(core, Suspect(1, "p0", "p1"), now=0.0)
-    core.tick(23.99)
+    core.tick(22.99)
     core.take_outputs()
-    core.tick(24.0)
+    core.tick(23.0)
     (ping,) = _verify_packets(core.take_outputs(), ("10.0.1.0", 7946))
-    _feed(core, Ack(ping.seq, b""), now=24.01)
+    _feed(core, Ack(ping.seq, b""), now=23.01)
     core.tick(30.0)
     assert core.member("p0").state == NodeStateKind.SUSPECT and core.stats["suspicion_restarted"] == 1
 
