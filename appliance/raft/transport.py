@@ -282,23 +282,14 @@ class RaftTransport:
                 self.driver.report_unreachable(node_id)
 
     async def forward(self, leader: str, command: dict[str, Any]) -> Any:
-        address = self.address_of(leader)
-        if not address:
-            raise NotLeader(leader)
-        request_id = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
-        self._forwards[request_id] = (address, fut)
-        try:
-            if not self._link(address).offer(frame([FORWARD, request_id, self.driver.address, command])):
-                raise NotLeader(leader)
-            return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
-        except TimeoutError:
-            raise RaftError(f"no answer from the leader {leader} within {FORWARD_TIMEOUT_S:.0f}s") from None
-        finally:
-            self._forwards.pop(request_id, None)
+        """Have the leader propose `command` (FORWARD); its FSM result, or the error it raised."""
+        return await self._ask_leader(leader, FORWARD, command)
 
     async def read_index(self, leader: str, consistent: bool) -> int:
         """Ask the leader for its read index (READ_INDEX); NotLeader if it no longer leads."""
+        return await self._ask_leader(leader, READ_INDEX, consistent)
+
+    async def _ask_leader(self, leader: str, kind: int, payload: Any) -> Any:
         address = self.address_of(leader)
         if not address:
             raise NotLeader(leader)
@@ -306,7 +297,7 @@ class RaftTransport:
         fut = asyncio.get_running_loop().create_future()
         self._forwards[request_id] = (address, fut)
         try:
-            if not self._link(address).offer(frame([READ_INDEX, request_id, self.driver.address, consistent])):
+            if not self._link(address).offer(frame([kind, request_id, self.driver.address, payload])):
                 raise NotLeader(leader)
             return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
         except TimeoutError:
