@@ -90,19 +90,25 @@ def healthy_instances(found: list[Any], tag: str, only_passing: bool) -> list[tu
         node, svc = csn.get("Node") or {}, csn.get("Service") or {}
         if not node.get("Node") or (tag and tag not in {str(t).lower() for t in svc.get("Tags") or ()}):
             continue
-        status = "passing"
-        for check in csn.get("Checks") or ():
-            st = check.get("Status")
-            if st == "passing":
-                continue
-            if st == "warning" and not only_passing:
-                status = "warning"
-                continue
-            status = ""
-            break
+        status = instance_status(csn.get("Checks") or (), only_passing)
         if status:
             out.append((node, svc, status))
     return out
+
+
+def instance_status(checks: Any, only_passing: bool) -> str:
+    """"passing", "warning" (only when warnings are answered) or "" (not answered) for an instance
+    from its node's and its own checks."""
+    status = "passing"
+    for check in checks:
+        st = check.get("Status")
+        if st == "passing":
+            continue
+        if st == "warning" and not only_passing:
+            status = "warning"
+            continue
+        return ""
+    return status
 
 
 class Shuffler(Protocol):
@@ -326,16 +332,7 @@ class Answerer:
         for node, svc in store.service_instances(service):
             if tag and tag not in {t.lower() for t in svc.get("Tags") or ()}:
                 continue
-            status = "passing"
-            for check in store.instance_checks(node, svc):
-                st = check["Status"]
-                if st == "passing":
-                    continue
-                if st == "warning" and not only_passing:
-                    status = "warning"
-                    continue
-                status = ""
-                break
+            status = instance_status(store.instance_checks(node, svc), only_passing)
             if status:
                 out.append((node, svc, status))
         return out
