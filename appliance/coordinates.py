@@ -52,15 +52,10 @@ class CoordinateUpdateError(ValueError):
 
 
 def validate_update(body: Any, dimensionality: int = 8) -> dict[str, Any]:
-    """A /v1/coordinate/update body (`{"Node", "Segment", "Coord"}`) as a stored update."""
-    if not isinstance(body, dict):
-        raise CoordinateUpdateError("Request decode failed: body must be a JSON object")
+    """A decoded /v1/coordinate/update body (appliance.api.structs.COORDINATE_UPDATE) as a stored
+    update. An unknown (or empty) node is dropped when the batch applies."""
     node = body.get("Node", "")
-    if not isinstance(node, str):  # an unknown (or empty) node is dropped when the batch applies
-        raise CoordinateUpdateError("Request decode failed: Node must be a string")
-    segment = body.get("Segment") or ""
-    if not isinstance(segment, str):
-        raise CoordinateUpdateError("Request decode failed: Segment must be a string")
+    segment = body.get("Segment", "")
     raw = body.get("Coord")
     if raw is None:
         raise CoordinateUpdateError("invalid coordinate")

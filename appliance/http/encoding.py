@@ -2,7 +2,8 @@
 
 Out: compact JSON by default; with `?pretty` or in -dev mode, 4-space indentation and a trailing
 newline (Go's json.MarshalIndent). Bytes values (KV) are base64 by the caller, never here.
-In: bodies are read with a size limit before decoding; malformed JSON is a 400 with Consul's
+In: bodies are read with a size limit before decoding; malformed JSON, an unknown field or a value
+of the wrong type for Consul's struct (appliance.api.structs) is a 400 with Consul's
 `Request decode failed: ...` prefix.
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from appliance.api.gojson import DecodeError, Spec, decode
 from appliance.http.errors import HTTPError
 
 
@@ -68,3 +70,11 @@ def decode_json(data: bytes, *, empty: Any = None) -> Any:
 
 async def read_json(request: web.Request, limit: int = 524288, *, empty: Any = None) -> Any:
     return decode_json(await read_body(request, limit), empty=empty)
+
+
+def decode_body(value: Any, spec: Spec) -> Any:
+    """A parsed body checked against the Go type Consul decodes it into (appliance.api.gojson)."""
+    try:
+        return decode(value, spec)
+    except DecodeError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from None

@@ -167,7 +167,8 @@ def test_coordinate_endpoints_near_sorting_and_rtt(agent):
                            {"Node": "near", "Coord": {"Vec": [0.0] * 3, "Error": 1.5, "Adjustment": 0, "Height": 0}})
     assert (status, body) == (500, b"incompatible coordinate")
     status, _, body = http("PUT", agent.url + "/v1/coordinate/update", {"Node": "near", "Coord": {"Vec": "x"}})
-    assert (status, body) == (500, b"invalid coordinate")
+    assert (status, body) == (400, b"Request decode failed: json: cannot unmarshal string into Go struct field "
+                                   b"Coordinate.Coord.Vec of type []float64")
     assert http("PUT", agent.url + "/v1/coordinate/update", b"{not json")[0] == 400
 
     # ?near sorting: by estimated RTT from the source, nodes without a coordinate last.

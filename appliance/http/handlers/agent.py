@@ -21,7 +21,8 @@ from appliance import logs
 from appliance.checks.rules import unsupported_check_text
 from appliance.filter import FilterError
 from appliance.gossip.driver import JoinError
-from appliance.http.encoding import json_response, read_json
+from appliance.api.structs import CHECK_UPDATE
+from appliance.http.encoding import decode_body, json_response, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import compiled_filter, parse_bool_param, query_options
 from appliance.http.routing import path_tail
@@ -29,7 +30,6 @@ from appliance.local.definitions import (
     STATUSES,
     DefinitionError,
     UnknownFieldError,
-    _normalise,
     parse_check_definition,
     parse_service_definition,
 )
@@ -299,15 +299,11 @@ def _ttl_verb(status: str, prefix: str) -> Any:
 
 async def check_update(request: web.Request) -> web.Response:
     cid = path_tail(request, "/v1/agent/check/update/")
-    body = await read_json(request, empty={})
-    try:
-        d = _normalise(body, ["Status", "Output"], "checkUpdate")
-    except UnknownFieldError as err:
-        raise HTTPError(400, f"Request decode failed: {err}") from None
-    status = d.get("Status") or ""
+    d = decode_body(await read_json(request, empty={}), CHECK_UPDATE)
+    status = d.get("Status", "")
     if status not in STATUSES:
         raise HTTPError(400, f"Invalid check status: '{status}'")
-    return await _set_ttl(request, cid, status, str(d.get("Output") or ""))
+    return await _set_ttl(request, cid, status, d.get("Output", ""))
 
 
 def _enable_param(request: web.Request) -> bool:

@@ -7,30 +7,19 @@ from typing import Any
 from aiohttp import web
 
 from appliance.federation.forward import ForwardError
-from appliance.http.encoding import json_response, read_json
+from appliance.api.structs import DEREGISTER_REQUEST, REGISTER_REQUEST
+from appliance.config.durations import format_duration
+from appliance.http.encoding import decode_body, json_response, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import blocking, compiled_filter, meta_matches, near_sorted, node_meta_filter
 from appliance.http.routing import path_tail
-from appliance.local.definitions import (
-    DefinitionError,
-    UnknownFieldError,
-    _normalise,
-    parse_check_definition,
-    parse_service_definition,
-    validate_meta,
-)
+from appliance.local.definitions import DefinitionError, check_kind, parse_service_definition, validate_meta
 from appliance.local.state import LocalState
 from appliance.state.fsm import CommandError
 from appliance.state.views import catalog_services, service_node, tags_match
 
-_REGISTER_FIELDS = ["Datacenter", "ID", "Node", "Address", "TaggedAddresses", "NodeMeta", "Service", "Check",
-                    "Checks", "SkipNodeUpdate", "Namespace", "Partition", "Token", "PeerName", "Locality"]
-_CHECK_FIELDS = ["Node", "CheckID", "Name", "Status", "Notes", "Output", "ServiceID", "ServiceName", "ServiceTags",
-                 "Type", "Definition", "Interval", "Timeout", "ExposedPort", "Namespace", "Partition", "PeerName"]
-
-
-def _catalog_check(raw: Any, node: str) -> dict[str, Any]:
-    d = _normalise(raw, _CHECK_FIELDS, "structs.HealthCheck")
+def _catalog_check(d: dict[str, Any], node: str) -> dict[str, Any]:
+    """A decoded structs.HealthCheck as the `register` command carries it."""
     status = d.get("Status") or "critical"
     if status not in ("passing", "warning", "critical"):
         raise DefinitionError("Invalid check status")
@@ -39,23 +28,40 @@ def _catalog_check(raw: Any, node: str) -> dict[str, Any]:
         raise DefinitionError("Must provide a check ID or name")
     definition = d.get("Definition") or {}
     check_type = d.get("Type") or ""
-    interval = timeout = ""
+    interval, timeout = d.get("Interval", ""), d.get("Timeout", "")
+    stored_definition = {k: format_duration(v) if isinstance(v, float) else v for k, v in definition.items()}
     if definition:
-        parsed = parse_check_definition({"Name": d.get("Name") or cid, **definition})
-        check_type = check_type or parsed.kind
-        interval, timeout = parsed.interval_text(), parsed.timeout_text()
+        kind = check_kind(definition)
+        check_type = check_type or kind
+        interval = interval or (format_duration(definition["Interval"]) if definition.get("Interval") else "")
+        timeout = timeout or (format_duration(definition["Timeout"]) if definition.get("Timeout") else "")
     return {
-        "Node": node, "CheckID": cid, "Name": d.get("Name") or cid, "Status": status, "Notes": d.get("Notes") or "",
-        "Output": d.get("Output") or "", "ServiceID": d.get("ServiceID") or "", "ServiceName": "",
+        "Node": node, "CheckID": cid, "Name": d.get("Name") or cid, "Status": status, "Notes": d.get("Notes", ""),
+        "Output": d.get("Output", ""), "ServiceID": d.get("ServiceID", ""), "ServiceName": "",
         "ServiceTags": [], "Type": check_type, "Interval": interval, "Timeout": timeout, "ExposedPort": 0,
-        "Definition": definition,
+        "Definition": stored_definition,
     }
 
 
+def _catalog_service(raw: dict[str, Any], node: str, datacenter: str) -> dict[str, Any]:
+    """A decoded structs.NodeService, validated as an agent registration, as the command carries it."""
+    if not raw.get("Service"):
+        raise HTTPError(500, "Must provide service name")
+    fields = {k: v for k, v in raw.items() if k not in ("Service", "Proxy", "Connect", "Namespace", "Partition",
+                                                         "PeerName", "Locality")}
+    svc = parse_service_definition({"Name": raw["Service"], **fields})
+    rendered = LocalState(node, datacenter).node_service(svc)
+    if svc.tagged_addresses:
+        rendered["TaggedAddresses"] = {k: dict(v) for k, v in svc.tagged_addresses.items()}
+    else:
+        rendered.pop("TaggedAddresses", None)
+    return rendered
+
+
 def register_command(body: Any, datacenter: str) -> dict[str, Any]:
-    """Validate a /v1/catalog/register body into a `register` command."""
-    d = _normalise(body if body is not None else {}, _REGISTER_FIELDS, "structs.RegisterRequest")
-    node = d.get("Node") or ""
+    """Decode and validate a /v1/catalog/register body into a `register` command."""
+    d = decode_body(body if body is not None else {}, REGISTER_REQUEST)
+    node = d.get("Node", "")
     if not node:
         raise HTTPError(500, "Must provide node")
     if not d.get("Address") and not d.get("SkipNodeUpdate"):
@@ -64,28 +70,14 @@ def register_command(body: Any, datacenter: str) -> dict[str, Any]:
     if node_meta:
         validate_meta(node_meta, "Node")
     cmd: dict[str, Any] = {
-        "Type": "register", "Node": node, "ID": d.get("ID") or "", "Address": d.get("Address") or "",
+        "Type": "register", "Node": node, "ID": d.get("ID", ""), "Address": d.get("Address", ""),
         "Datacenter": datacenter, "TaggedAddresses": d.get("TaggedAddresses"), "NodeMeta": node_meta,
-        "SkipNodeUpdate": bool(d.get("SkipNodeUpdate")), "Checks": [],
+        "SkipNodeUpdate": d.get("SkipNodeUpdate", False), "Checks": [],
     }
     if d.get("Service"):
-        raw_svc = dict(_normalise(d["Service"], ["ID", "Service", "Tags", "Address", "TaggedAddresses", "Meta",
-                                                "Port", "Weights", "EnableTagOverride", "Kind", "SocketPath",
-                                                "Proxy", "Connect", "Namespace", "Partition", "PeerName",
-                                                "Locality"], "structs.NodeService"))
-        if not raw_svc.get("Service"):
-            raise HTTPError(500, "Must provide service name")
-        raw_svc["Name"] = raw_svc.pop("Service")
-        for key in ("Proxy", "Connect", "Namespace", "Partition", "PeerName", "Locality"):
-            raw_svc.pop(key, None)
-        svc = parse_service_definition(raw_svc)
-        rendered = LocalState(node, datacenter).node_service(svc)
-        rendered["TaggedAddresses"] = {k: dict(v) for k, v in svc.tagged_addresses.items()} or None
-        if rendered["TaggedAddresses"] is None:
-            del rendered["TaggedAddresses"]
-        cmd["Service"] = rendered
-    raw_checks = ([d["Check"]] if d.get("Check") else []) + list(d.get("Checks") or [])
-    cmd["Checks"] = [_catalog_check(c, node) for c in raw_checks]
+        cmd["Service"] = _catalog_service(d["Service"], node, datacenter)
+    checks = ([d["Check"]] if d.get("Check") else []) + list(d.get("Checks") or [])
+    cmd["Checks"] = [_catalog_check(c, node) for c in checks]
     return cmd
 
 
@@ -94,8 +86,6 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request, empty={})
     try:
         cmd = register_command(body, agent.config.datacenter)
-    except UnknownFieldError as err:
-        raise HTTPError(400, f"Request decode failed: {err}") from None
     except DefinitionError as err:
         raise HTTPError(400, str(err)) from None
     try:
@@ -107,16 +97,11 @@ async def register(request: web.Request) -> web.Response:
 
 async def deregister(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    body = await read_json(request, empty={})
-    try:
-        d = _normalise(body, ["Datacenter", "Node", "ServiceID", "CheckID", "Namespace", "Partition", "Token",
-                              "PeerName"], "structs.DeregisterRequest")
-    except UnknownFieldError as err:
-        raise HTTPError(400, f"Request decode failed: {err}") from None
+    d = decode_body(await read_json(request, empty={}), DEREGISTER_REQUEST)
     if not d.get("Node"):
         raise HTTPError(500, "Must provide node")
-    cmd = {"Type": "deregister", "Node": d["Node"], "ServiceID": d.get("ServiceID") or "",
-           "CheckID": d.get("CheckID") or ""}
+    cmd = {"Type": "deregister", "Node": d["Node"], "ServiceID": d.get("ServiceID", ""),
+           "CheckID": d.get("CheckID", "")}
     await agent.consensus.propose(cmd)
     return json_response(request, True)
 

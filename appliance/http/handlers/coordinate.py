@@ -18,7 +18,8 @@ from aiohttp import web
 
 from appliance.coordinates import CoordinateUpdateError, validate_update
 from appliance.federation.forward import Exchange, ForwardError
-from appliance.http.encoding import decode_json, json_response, read_body
+from appliance.api.structs import COORDINATE_UPDATE
+from appliance.http.encoding import decode_body, decode_json, json_response, read_body
 from appliance.http.errors import HTTPError
 from appliance.http.query import blocking
 from appliance.http.routing import path_tail
@@ -84,12 +85,11 @@ async def node(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    body = decode_json(await read_body(request, 64 * 1024))
+    body = decode_body(decode_json(await read_body(request, 64 * 1024), empty={}), COORDINATE_UPDATE)
     try:
         upd = validate_update(body)
     except CoordinateUpdateError as err:
-        status = 400 if str(err).startswith("Request decode failed") else 500
-        raise HTTPError(status, str(err)) from None
+        raise HTTPError(500, str(err)) from None
     agent.coordinate_batcher.submit(upd)
     return web.Response(status=200)
 

@@ -27,7 +27,8 @@ from aiohttp import web
 
 from appliance.gossip.driver import multi_error
 from appliance.gossip.keyring import KeyringError
-from appliance.http.encoding import json_response, read_json
+from appliance.api.structs import KEYRING_REQUEST
+from appliance.http.encoding import decode_body, json_response, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import parse_bool_param
 
@@ -45,12 +46,7 @@ async def keyring(request: web.Request) -> web.Response:
     op = OPS[request.method]
     key = ""
     if op != "list":
-        body = await read_json(request, empty={})
-        if not isinstance(body, dict):
-            raise HTTPError(400, "Request decode failed: json: cannot unmarshal into keyringArgs")
-        key = body.get("Key") or ""
-        if not isinstance(key, str):
-            raise HTTPError(400, "Request decode failed: json: cannot unmarshal Key into a string")
+        key = decode_body(await read_json(request, empty={}), KEYRING_REQUEST).get("Key", "")
     relay = request.query.get("relay-factor", "")
     if relay:
         if not relay.lstrip("-").isdigit():

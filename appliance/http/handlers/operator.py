@@ -21,7 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.http.encoding import decode_json, json_response, read_body
+from appliance.api.structs import AUTOPILOT_CONFIGURATION
+from appliance.config.durations import format_duration
+from appliance.http.encoding import decode_body, decode_json, json_response, read_body
 from appliance.http.errors import HTTPError
 from appliance.raft.autopilot import AutopilotConfig, AutopilotConfigError
 from appliance.raft.messages import NotLeader, RaftError
@@ -113,7 +115,8 @@ async def autopilot_get_configuration(request: web.Request) -> web.Response:
 
 async def autopilot_set_configuration(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    body = decode_json(await read_body(request, 64 << 10), empty={})
+    body = decode_body(decode_json(await read_body(request, 64 << 10), empty={}), AUTOPILOT_CONFIGURATION)
+    body = {k: format_duration(v) if isinstance(v, float) else v for k, v in body.items()}  # merged() parses
     config, _ = _current(agent)
     try:
         new = config.merged(body)
