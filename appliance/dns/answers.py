@@ -22,8 +22,10 @@ what the question asks for and builds the reply from the state store:
 * NXDOMAIN (+SOA) for unknown names, nodes, services and no healthy instance; NOERROR with the SOA
   in Authority when the name exists but has no record of the asked type; REFUSED for names
   outside the domain unless recursors are configured, in which case the reply asks the server to
-  forward. Malformed packets are FORMERR/NOTIMP/BADVERS or dropped (see names.parse_request);
-  any bug in here becomes SERVFAIL rather than an exception.
+  forward. Malformed packets are FORMERR/NOTIMP/BADVERS, with the query's ID, whenever the
+  12-byte header is readable; only shorter packets and responses (QR set) are dropped (the rule
+  is in appliance.dns.names). Any bug in here becomes SERVFAIL rather than an exception. Error
+  replies are never cached (`deps` None), so junk cannot crowd out good answers.
 
 The reply is packed by appliance.dns.answers_wire, which trims it to the UDP size and sets TC.
 `Reply.deps` names the state-store watch keys the answer was read from, so the server's wire
@@ -68,6 +70,7 @@ from appliance.dns.names import (
     Lookup,
     NameParser,
     Request,
+    header_request,
     ip_to_hex,
     lower_labels,
     parse_ip,
@@ -193,9 +196,11 @@ class Answerer:
         except BadRequest as err:
             if err.rcode is None:
                 return Reply(None, rcode=-1)
-            return Reply(wire.error_reply(err.request, err.rcode, self.s.recursors), rcode=err.rcode)
+            bare = err.request or header_request(data)
+            return Reply(wire.error_reply(bare, err.rcode, self.s.recursors), rcode=err.rcode)
         except Exception as err:  # noqa: BLE001 - a bug must not take the server down
-            return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
+            bare = req or header_request(data)
+            return Reply(wire.error_reply(bare, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
                          error=f"{type(err).__name__}: {err}")
 
     def _respond(self, req: Request, store: Store, rng: Shuffler, now: float, tcp: bool) -> Reply:

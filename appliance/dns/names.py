@@ -3,11 +3,23 @@
 How it works
 ------------
 `parse_request(data)` reads one query packet by hand: the 12-byte header, exactly one question
-and the additional section (only an EDNS0 OPT record is kept; its UDP size, version and a Client
-Subnet option). It never follows a compression pointer (a question name may not use one, and
-names in the additional section are skipped, not decoded), so a pointer loop cannot make it spin.
-Whatever it cannot accept it reports as `BadRequest(rcode)`: rcode None means "drop silently"
-(too short to answer, or a response rather than a query), otherwise the rcode to answer with.
+and the additional section (at most two records; only an EDNS0 OPT record is kept: its UDP size,
+version and a Client Subnet option). It never follows a compression pointer (a question name may
+not use one, and names in the additional section are skipped, not decoded), so a pointer loop
+cannot make it spin, and its work is bounded by the packet's length. Whatever it cannot accept it
+reports as `BadRequest(rcode)`, the rule miekg/dns's server (Consul's) follows:
+
+* rcode None, "drop silently": fewer than 12 bytes (no ID to answer with), or QR set (a response;
+  answering it could start a loop between two servers);
+* NOTIMP: an opcode other than QUERY;
+* FORMERR: anything else that cannot be read: not exactly one question, records in the answer or
+  authority section, more than two additional records, a label longer than 63 octets (or an
+  extended label type), a name longer than 255 octets, a compression pointer in the question, a
+  question or record cut short, a second OPT record or malformed EDNS options;
+* BADVERS: an EDNS version other than 0.
+
+Every BadRequest with an rcode carries `request`: the question when it was read (so the reply
+echoes it), else the header alone (ID and flags), so the reply always has the query's ID.
 
 `NameParser.parse(labels, qtype)` turns the lowercased labels of a question into a `Lookup`:
 
@@ -42,7 +54,9 @@ T_IXFR, T_AXFR, T_MAILB, T_MAILA, T_ANY = 251, 252, 253, 254, 255
 C_IN, C_ANY = 1, 255
 OPT_ECS = 8  # EDNS Client Subnet (RFC 7871)
 
-MAX_NAME_LEN = 255
+MAX_NAME_LEN = 255  # octets on the wire, length bytes and the root included (RFC 1035 §3.1)
+MAX_LABEL_LEN = 63  # a length byte of 64-191 is an extended or reserved label type: FORMERR
+MAX_ADDITIONAL = 2  # OPT and TSIG at most, as miekg/dns's DefaultMsgAcceptFunc allows
 KINDS = ("service", "connect", "virtual", "ingress", "node", "query", "addr")
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")
@@ -90,8 +104,12 @@ def _read_labels(data: bytes, offset: int) -> tuple[list[bytes], int]:
         offset += 1
         if length == 0:
             return labels, offset
-        if length & 0xC0:
-            raise BadRequest(FORMERR, "compressed or extended label in the question")
+        if length > MAX_LABEL_LEN:
+            # 0xC0-0xFF: a compression pointer, which the only question of a query has nothing
+            # before it to point at (so it can only be a loop or point into the header);
+            # 64-191: longer than a label may be, or an extended label type (RFC 6891 §5)
+            why = "compression pointer" if length >= 0xC0 else "label longer than 63 octets"
+            raise BadRequest(FORMERR, why + " in the question")
         total += length + 1
         if total > MAX_NAME_LEN or offset + length > n:
             raise BadRequest(FORMERR, "name too long or truncated")
@@ -120,7 +138,23 @@ def _skip_name(data: bytes, offset: int) -> tuple[bool, int]:
             raise BadRequest(FORMERR, "record name too long")
 
 
+def header_request(data: bytes) -> Request | None:
+    """The bare request a header alone gives (ID and flags, no question), to answer an error with;
+    None when there is no header to answer (shorter than 12 bytes) or it is a response."""
+    if len(data) < 12 or data[2] & 0x80:
+        return None
+    qid, flags = struct.unpack_from("!HH", data)
+    return Request(qid, flags, [], 0, 0)
+
+
 def parse_request(data: bytes) -> Request:
+    """The one question of a query packet, and its EDNS0 options (see the module docstring).
+
+    Raises BadRequest: rcode None for a packet with no header to answer (fewer than 12 bytes) or a
+    response (QR set); otherwise the rcode to answer with, and `request` set to what was read, so
+    that every packet with a readable query header gets an answer. Work is bounded by the packet:
+    the question name is read once (no pointer is followed), at most MAX_ADDITIONAL records are
+    skipped, and every loop advances through the bytes."""
     if not isinstance(data, bytes):
         data = bytes(data)
     if len(data) < 12:
@@ -128,21 +162,23 @@ def parse_request(data: bytes) -> Request:
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     if flags & 0x8000:
         raise BadRequest(None, "a response, not a query")
-    bare = Request(qid, flags, [], 0, 0)
-    if (flags >> 11) & 0xF != 0:
-        raise BadRequest(NOTIMP, "opcode is not QUERY", request=bare)
-    if qdcount != 1:
-        raise BadRequest(FORMERR, f"{qdcount} questions", request=bare)
-    if ancount or nscount:
-        raise BadRequest(FORMERR, "records in the answer or authority section of a query", request=bare)
-    labels, offset = _read_labels(data, 12)
-    if offset + 4 > len(data):
-        raise BadRequest(FORMERR, "question truncated", request=bare)
-    qtype, qclass = struct.unpack_from("!HH", data, offset)
-    offset += 4
-    req = Request(qid, flags, labels, qtype, qclass)
-    for _ in range(arcount):
-        try:
+    req = None
+    try:
+        if (flags >> 11) & 0xF != 0:
+            raise BadRequest(NOTIMP, "opcode is not QUERY")
+        if qdcount != 1:
+            raise BadRequest(FORMERR, f"{qdcount} questions")
+        if ancount or nscount:
+            raise BadRequest(FORMERR, "records in the answer or authority section of a query")
+        if arcount > MAX_ADDITIONAL:
+            raise BadRequest(FORMERR, f"{arcount} additional records")
+        labels, offset = _read_labels(data, 12)
+        if offset + 4 > len(data):
+            raise BadRequest(FORMERR, "question truncated")
+        qtype, qclass = struct.unpack_from("!HH", data, offset)
+        offset += 4
+        req = Request(qid, flags, labels, qtype, qclass)
+        for _ in range(arcount):
             is_root, offset = _skip_name(data, offset)
             if offset + 10 > len(data):
                 raise BadRequest(FORMERR, "additional record truncated")
@@ -158,9 +194,10 @@ def parse_request(data: bytes) -> Request:
                 req.edns_version = (ttl >> 16) & 0xFF
                 req.ecs = _find_option(data[offset : offset + rdlen], OPT_ECS)
             offset += rdlen
-        except BadRequest as err:
-            err.request = req
-            raise
+    except BadRequest as err:
+        # the question when it was read (echoed in the reply), else the header alone
+        err.request = req if req is not None else Request(qid, flags, [], 0, 0)
+        raise
     if req.edns and req.edns_version != 0:
         raise BadRequest(BADVERS, f"EDNS version {req.edns_version}", request=req)
     return req

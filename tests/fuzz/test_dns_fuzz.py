@@ -3,7 +3,9 @@
 The declared outcomes (DESIGN: bad input never kills the agent; reference/consul-api.md §6.5):
 a drop (nothing sent), a request to forward to the recursors, or a reply that echoes the query ID,
 has QR set, fits the transport, and carries one of NOERROR, FORMERR, NXDOMAIN, NOTIMP, REFUSED or
-BADVERS. SERVFAIL would mean an internal error and fails the test. Inputs: random bytes, valid
+BADVERS. SERVFAIL would mean an internal error and fails the test. A drop is declared only for a
+packet shorter than a header or a response (QR set): every other packet is answered (docs/dns.md,
+"Malformed packets"), with FORMERR when it cannot be read. Inputs: random bytes, valid
 queries mutated (bit flips, cuts, insertions, splices), and structured headers with random
 counts, compression pointers (loops included), EDNS options and classes/types. Both the sans-IO
 `Answerer` and the server's cached path are driven.
@@ -110,9 +112,15 @@ def structured(draw):
 PACKETS = st.one_of(st.binary(max_size=600), mutated(), structured(), seeds())
 
 
+def answerable(data: bytes) -> bool:
+    """A readable query header: the packet must be answered, never dropped."""
+    return len(data) >= 12 and not data[2] & 0x80
+
+
 def check_outcome(data: bytes, wire: bytes | None, *, tcp: bool) -> None:
     if wire is None:
         return
+    assert answerable(data), f"a reply to a packet that must be dropped: {data!r}"
     assert len(wire) >= 12
     assert wire[:2] == data[:2], "reply must carry the query ID"
     assert wire[2] & 0x80, "QR must be set"
@@ -151,6 +159,8 @@ def test_answerer_has_only_declared_outcomes(data, which, tcp):
     assert not reply.error, reply.error
     if reply.wire is None:
         assert reply.forward is None or ANSWERERS[which].s.recursors
+        assert not answerable(data) or reply.forward is not None or reply.remote is not None, (
+            f"a query with a readable header was dropped: {data!r}")
         return
     check_outcome(data, reply.wire, tcp=tcp)
 
@@ -163,9 +173,49 @@ def test_server_request_path_has_only_declared_outcomes(data, tcp):
         out = SERVER.answer(data, tcp)
         if out is None or out.__class__ is not bytes:
             assert out is None or out.forward is not None or out.remote is not None
+            assert out is not None or not answerable(data), f"a query with a readable header was dropped: {data!r}"
             continue
         check_outcome(data, out, tcp=tcp)
     assert SERVER.stats["servfail"] == 0
+
+
+@st.composite
+def question_names(draw):
+    """A question name as label lengths and compression pointers, some past RFC 1035's limits."""
+    parts = []
+    for _ in range(draw(st.integers(0, 8))):
+        if draw(st.integers(0, 5)) == 0:
+            parts.append(("ptr", draw(st.integers(0, 0x3FFF))))
+        else:
+            parts.append(("label", draw(st.sampled_from([1, 3, 40, 62, 63, 63, 64, 65, 100, 191]))))
+    return parts, draw(st.booleans()), draw(st.integers(0, 0xFFFF))
+
+
+@settings(max_examples=600, deadline=None)
+@given(question_names(), st.booleans())
+def test_question_names_are_read_or_formerr_by_rfc1035(drawn, tcp):
+    # RFC 1035 §2.3.4 and §4.1.4: labels of at most 63 octets, names of at most 255; the only
+    # question of a query has nothing before it a pointer could name, so a pointer is FORMERR
+    parts, terminated, qid = drawn
+    name = b""
+    for kind, value in parts:
+        name += struct.pack("!H", 0xC000 | value) if kind == "ptr" else bytes([value]) + b"x" * min(value, 63)
+    name += b"\x00" if terminated else b""
+    data = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + name + struct.pack("!HH", 1, 1)
+    reply = ANSWERERS[0].respond(data, STORE, random.Random(1), 1.7e9, tcp=tcp)
+    assert reply.wire is not None and not reply.error
+    assert reply.wire[:2] == data[:2] and reply.wire[2] & 0x80
+    labels = []
+    for kind, value in parts:
+        if kind == "ptr" or value > 63:
+            break
+        labels.append(value)
+    valid = len(labels) == len(parts) and terminated and 1 + sum(n + 1 for n in labels) <= 255
+    if not valid:
+        assert reply.rcode == 1 and reply.wire[3] & 0x0F == 1, (parts, terminated)
+        assert reply.wire[4:6] == b"\x00\x00"  # no question to echo
+    else:
+        assert reply.rcode != 1
 
 
 def test_udp_replies_respect_the_client_size():

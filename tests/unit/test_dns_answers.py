@@ -7,6 +7,8 @@ dnslib. Rules cited from reference/consul-api.md §6 (Consul docs: DNS interface
 from __future__ import annotations
 
 import random
+import struct
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +17,15 @@ from dnslib import EDNS0, QTYPE, RCODE, DNSRecord, EDNSOption
 
 from appliance.cli.dns import dnsmasq_config, resolved_config
 from appliance.config.runtime import DNSConfig, RuntimeConfig
+from appliance.dns import answers_wire
 from appliance.dns.answers import Answerer, Settings
 from appliance.dns.names import (
     BadRequest,
     NameParser,
+    Request,
     T_A,
     T_SRV,
+    header_request,
     hex_to_ip,
     parse_request,
     reverse_ip,
@@ -215,6 +220,144 @@ def test_edns_version_and_ecs():
     with pytest.raises(BadRequest) as err:
         parse_request(bytes(q.pack()))
     assert err.value.rcode == 16  # BADVERS (RFC 6891)
+
+
+# Malformed packets (docs/dns.md "Malformed packets"; miekg/dns's server, Consul's): with a
+# readable query header, FORMERR with the query's ID, QR set and the opcode echoed; the question is
+# echoed only when it was read. Shorter than a header, or a response: dropped.
+
+
+def _hdr(qid: int = 0xBEEF, *, flags: int = 0x0100, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> bytes:
+    return struct.pack("!HHHHHH", qid, flags, qd, an, ns, ar)
+
+
+_A_IN = struct.pack("!HH", 1, 1)
+_OPT = b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00"  # root, OPT, size 4096, no options
+
+MALFORMED = {  # case -> (packet, whether the question was read and is echoed)
+    "label of 64 octets": (_hdr() + b"\x40" + b"a" * 64 + b"\x06consul\x00" + _A_IN, False),
+    "extended label type": (_hdr() + b"\x41" + b"a" * 65 + b"\x00" + _A_IN, False),
+    "reserved label type": (_hdr() + b"\x80" + b"\x00" + _A_IN, False),
+    "name of 300 characters": (_hdr() + (b"\x3f" + b"a" * 63) * 4 + b"\x30" + b"b" * 48 + b"\x00" + _A_IN, False),
+    "name of 256 octets": (_hdr() + (b"\x3f" + b"a" * 63) * 3 + b"\x3e" + b"b" * 62 + b"\x00" + _A_IN, False),
+    "compression loop on itself": (_hdr() + b"\xc0\x0c" + _A_IN, False),
+    "compression loop through a label": (_hdr() + b"\x03web\xc0\x0c" + _A_IN, False),
+    "pointer out of range": (_hdr() + b"\xff\xff" + _A_IN, False),
+    "pointer into the header": (_hdr() + b"\xc0\x02" + _A_IN, False),
+    "truncated pointer": (_hdr() + b"\x03web\xc0", False),
+    "header only, qdcount 1": (_hdr(), False),
+    "name cut short": (_hdr() + b"\x07consu", False),
+    "name without its root label": (_hdr() + b"\x06consul", False),
+    "question without type and class": (_hdr() + b"\x06consul\x00\x00", False),
+    "no question": (_hdr(qd=0), False),
+    "two questions": (_hdr(qd=2) + (b"\x06consul\x00" + _A_IN) * 2, False),
+    "answer record in a query": (_hdr(an=1) + b"\x06consul\x00" + _A_IN, False),
+    "authority record in a query": (_hdr(ns=1) + b"\x06consul\x00" + _A_IN, False),
+    "three additional records": (_hdr(ar=3) + b"\x06consul\x00" + _A_IN + _OPT * 3, False),
+    "65535 additional records": (_hdr(ar=0xFFFF) + b"\x06consul\x00" + _A_IN, False),
+    "additional record cut short": (_hdr(ar=1) + b"\x06consul\x00" + _A_IN + _OPT[:4], True),
+    "additional record missing": (_hdr(ar=1) + b"\x06consul\x00" + _A_IN, True),
+    "rdata past the end": (_hdr(ar=1) + b"\x06consul\x00" + _A_IN + _OPT[:-2] + b"\x00\x09", True),
+    "two OPT records": (_hdr(ar=2) + b"\x06consul\x00" + _A_IN + _OPT * 2, True),
+    "OPT under a looping pointer": (_hdr(ar=1) + b"\x06consul\x00" + _A_IN + b"\xc0\x18" + _OPT[1:], True),
+    "EDNS option cut short": (_hdr(ar=1) + b"\x06consul\x00" + _A_IN + _OPT[:-2] + b"\x00\x02\x00\x08", True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_parse_request_malformed_is_formerr_with_the_header(case):
+    data, echoed = MALFORMED[case]
+    with pytest.raises(BadRequest) as err:
+        parse_request(data)
+    assert err.value.rcode == RCODE.FORMERR, err.value
+    req = err.value.request
+    assert req is not None and req.id == 0xBEEF and req.flags == 0x0100
+    assert (req.labels == [b"consul"]) == echoed
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("tcp", [False, True])
+def test_malformed_query_is_answered_formerr(case, tcp):
+    data, echoed = MALFORMED[case]
+    for qid in (0, 0x1234, 0xFFFF):
+        packet = struct.pack("!H", qid) + data[2:]
+        reply = Answerer(Settings()).respond(packet, Store(), random.Random(1), NOW, tcp=tcp)
+        assert reply.wire is not None and reply.rcode == RCODE.FORMERR and not reply.error
+        assert reply.deps is None  # never cached
+        rid, flags, qd, an, ns, _ar = struct.unpack_from("!HHHHHH", reply.wire)
+        assert rid == qid
+        assert flags == 0x8000 | 0x0100 | RCODE.FORMERR  # QR, opcode QUERY and RD echoed, not AA
+        assert (qd, an, ns) == (int(echoed), 0, 0)
+        rec = DNSRecord.parse(reply.wire)
+        if echoed:
+            assert str(rec.q.qname) == "consul." and rec.q.qtype == QTYPE.A
+
+
+def test_names_at_the_limits_are_read():
+    # RFC 1035 §2.3.4: 63-octet labels, and 255 octets for the whole name (length bytes and root)
+    longest = (b"\x3f" + b"a" * 63) * 3 + b"\x3d" + b"b" * 61 + b"\x00"
+    assert len(longest) == 255
+    req = parse_request(_hdr() + longest + _A_IN)
+    assert [len(label) for label in req.labels] == [63, 63, 63, 61]
+    # two additional records are accepted (OPT and one more, as miekg/dns allows)
+    req = parse_request(_hdr(ar=2) + b"\x06consul\x00" + _A_IN + _OPT + b"\xc0\x0c\x00\x10\x00\x01" + bytes(6))
+    assert req.edns and req.udp_size == 4096
+
+
+def test_headerless_packets_and_responses_are_dropped():
+    q = bytes(DNSRecord.question("web.service.consul").pack())
+    for data in (b"", q[:1], q[:11], q[:2] + bytes([q[2] | 0x80]) + q[3:], _hdr(flags=0x8000) + b"\xc0\x0c"):
+        with pytest.raises(BadRequest) as err:
+            parse_request(data)
+        assert err.value.rcode is None
+        assert header_request(data) is None
+        reply = Answerer(Settings()).respond(data, Store(), random.Random(1), NOW)
+        assert reply.wire is None and reply.forward is None and reply.remote is None
+    assert header_request(q[:12]) == Request(q[0] << 8 | q[1], 0x0100, [], 0, 0)
+
+
+def test_error_reply_echoes_only_what_was_read():
+    bare = Request(7, 0x0100, [], 0, 0)
+    assert answers_wire.error_reply(bare, RCODE.FORMERR, False) == struct.pack("!HHHHHH", 7, 0x8101, 0, 0, 0, 0)
+    assert answers_wire.error_reply(bare, RCODE.FORMERR, True)[2:4] == b"\x81\x81"  # RA with recursors
+    asked = Request(7, 0x0100, [b"Web", b"consul"], T_A, 1, edns=True, udp_size=1232)
+    rec = DNSRecord.parse(answers_wire.error_reply(asked, RCODE.FORMERR, False))
+    assert str(rec.q.qname) == "Web.consul." and rec.header.rcode == RCODE.FORMERR
+    assert [(r.rtype, r.rclass) for r in rec.ar] == [(QTYPE.OPT, 1232)]
+    # a question dnslib will not encode: the header alone, never an exception
+    odd = Request(9, 0, [b"a" * 70], T_A, 1)
+    assert answers_wire.error_reply(odd, RCODE.FORMERR, False) == struct.pack("!HHHHHH", 9, 0x8001, 0, 0, 0, 0)
+    assert answers_wire.error_reply(None, RCODE.FORMERR, False) is None
+
+
+def test_parser_work_is_bounded_by_the_packet():
+    # the largest packets a socket hands over, built to make a naive parser loop or follow pointers
+    worst = [
+        _hdr() + b"\x3f" * 65000,  # labels that each claim to run to the end
+        _hdr() + b"\x01a" * 32000 + b"\x00" + _A_IN,  # a name far past 255 octets
+        _hdr(ar=2) + b"\x00" + _A_IN + (b"\xc0\x11" + b"\x00\x29" + bytes(8)) * 5000,  # pointer chains
+        _hdr(ar=2) + b"\x00" + _A_IN + b"\x00\x00\x29\x10\x00\x00\x00\x00\xff\xf0" + b"\x00\x08\x00\x00" * 16380,
+        _hdr(qd=0xFFFF, an=0xFFFF, ns=0xFFFF, ar=0xFFFF) + b"\xc0\x0c" * 32000,
+    ]
+    answerer = Answerer(Settings())
+    start = time.perf_counter()
+    for data in worst * 20:
+        reply = answerer.respond(data, Store(), random.Random(1), NOW)
+        assert reply.wire is not None and not reply.error and reply.wire[:2] == data[:2]
+        assert reply.rcode in (RCODE.NOERROR, RCODE.FORMERR, RCODE.REFUSED)
+    assert time.perf_counter() - start < 5.0  # about a millisecond in all when idle
+
+
+def test_server_answers_malformed_packets_and_never_caches_them():
+    server = DNSServer(Store(), RuntimeConfig(), rng=random.Random(3))
+    for case, (data, _) in sorted(MALFORMED.items()):
+        for qid, tcp in ((1, False), (2, False), (3, True)):
+            out = server.answer(struct.pack("!H", qid) + data[2:], tcp)
+            assert out.__class__ is bytes, case
+            assert out[:2] == struct.pack("!H", qid) and out[2] & 0x80 and out[3] & 0xF == RCODE.FORMERR, case
+    assert server._caches == ({}, {}) and server._cache_bytes == 0
+    assert server.stats["cache_hits"] == 0 and server.stats["dropped"] == 0 and server.stats["servfail"] == 0
+    assert server.answer(_hdr(flags=0x8000), False) is None and server.stats["dropped"] == 1
 
 
 def test_ecs_is_echoed_with_scope_zero(cat):
