@@ -32,7 +32,8 @@ Everything runs on the event loop thread; nothing here blocks or does I/O.
 driver times under hashicorp/raft's and Consul's names: `consul.raft.*` (state transitions,
 commitTime, apply, fsm.apply, leader.dispatchLog, leader.lastContact, replication and RPC
 timings, snapshots), every command proposed to the log (`consul.catalog.register`,
-`consul.kvs.apply`, ...) and every FSM apply (`consul.fsm.*`); and it registers the agent's
+`consul.kvs.apply`, ...), every FSM apply (`consul.fsm.*`) and every log entry the FSM could not
+apply (`consul.fsm.apply_error{type}`, cairn's own); and it registers the agent's
 state gauges (Raft indexes, term and peers among them). `record_http`, called by the HTTP
 server's middleware, times each request as `consul.api.http{method,path}`, with the path of
 the route that answered (`/v1/health/service/web` -> `v1.health.service._`).
@@ -369,6 +370,9 @@ class RaftTelemetry(RaftMetrics):
         kind = str(command.get("Type"))
         name = _WRITE_NAMES.get(kind, ("", "fsm." + kind))[1]
         self.tel.add_sample(name, elapsed_ms, {"op": kv_op(command)} if name == "fsm.kvs" else None)
+
+    def fsm_apply_error(self, command_type: str) -> None:
+        self.tel.incr_counter("fsm.apply_error", labels=(("type", command_type),))
 
     def command_done(self, command: dict[str, Any], elapsed_ms: float) -> None:
         rpc = _WRITE_NAMES.get(str(command.get("Type")), ("",))[0]

@@ -11,7 +11,8 @@ one connection to one server:
   streams a snapshot (when this replica is empty or too far behind) and then every applied log
   entry (feed.py). Entries go through the same FSM as on the servers, into the agent's own
   `Store`, so records, `X-Consul-Index`, watch keys and blocking queries behave exactly as on a
-  server, and DNS answers at local speed.
+  server, and DNS answers at local speed. An entry the FSM cannot apply is skipped as on the
+  servers (one ERROR line, the `fsm_apply_error` metric), and the stream goes on.
 * **Consistency.** `?stale` reads are served at once (after the first snapshot has arrived), with
   `X-Consul-LastContact` = the server's last contact with the leader plus the time since this
   agent last heard from the server. Default reads ask for the leader's commit index (READ_INDEX,
@@ -44,8 +45,8 @@ from typing import Any
 import msgpack
 
 from appliance.client.servers import ServerList
-from appliance.raft.driver import decode_command
 from appliance.raft.messages import NotLeader, RaftError
+from appliance.raft.metrics import RaftMetrics
 from appliance.raft.transport import (
     FOLLOW,
     FORWARD,
@@ -121,6 +122,7 @@ class Replica:
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
         self._had_leader = False
+        self.metrics: RaftMetrics = RaftMetrics()  # the agent's telemetry replaces it (fsm_apply_error)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -352,7 +354,11 @@ class Replica:
             if type(index) is not int or index <= self.applied_index:
                 continue  # already applied (a replay after failover)
             if data is not None:
-                applied = self._fsm.apply(index, decode_command(data))
+                applied = self._fsm.apply_entry(index, data)  # never raises: a bad entry is skipped
+                if applied.failed:
+                    log.error("skipped a log entry the FSM cannot apply: index=%d type=%s error=%s",
+                              index, applied.failed, applied.result)
+                    self.metrics.fsm_apply_error(applied.failed)
                 for listener in self._listeners:
                     listener(applied.touched)
             self.applied_index = index

@@ -20,16 +20,24 @@ of core.py:
 No input reaches the core between `ready()` and `advance()`: inputs only ever enter in the drain
 step, and the task is the only caller.
 
-Proposals. `propose(command)` msgpack-encodes the command and hands it to the core, which gives
-back (index, term). The future resolves when an entry at that index is applied: with the FSM's
-result if the entry has that term (the FSM's CommandError is raised to the caller), with
-`NotLeader` if another term's entry took the index (the proposal was overwritten and never
-committed). Losing leadership leaves a proposal pending: its entry may still commit. A server that
-is not the leader hands the command to `forward` (the transport sends it to the leader, which
-proposes it and answers with the result), so a write succeeds whichever server receives it.
-A command whose `Type` is in `leader_ops` (operator requests, driver_autopilot.py) takes the same
-route but is run by that handler on the leader instead of being appended. `propose_conf_change`
-and `transfer_leadership` hand membership changes and leadership transfer to the core.
+An entry the FSM cannot apply (garbage bytes, an unknown or malformed command, a handler that
+fails) never stops the driver: the FSM gives an error result for it (fsm.py), the driver logs one
+ERROR line with the index and command type, counts it (`fsm_apply_error`, metrics.py), answers the
+proposer with the error, and applies the next entry.
+
+Proposals. `propose(command)` checks the command against its definition (state/commands.py; on
+the leader, in `propose_local`, where forwarded proposals land too: a command that does not match
+is refused with an InvalidCommand naming the field, and nothing is appended), msgpack-encodes it
+and hands it to the core, which gives back (index, term). The future resolves when an entry at
+that index is applied: with the FSM's result if the entry has that term (the FSM's CommandError
+is raised to the caller), with `NotLeader` if another term's entry took the index (the proposal
+was overwritten and never committed). Losing leadership leaves a proposal pending: its entry may
+still commit. A server that is not the leader hands the command to `forward` (the transport sends
+it to the leader, which proposes it and answers with the result), so a write succeeds whichever
+server receives it. A command whose `Type` is in `leader_ops` (operator requests,
+driver_autopilot.py) takes the same route but is run by that handler on the leader instead of
+being appended. `propose_conf_change` and `transfer_leadership` hand membership changes and
+leadership transfer to the core.
 
 Reads. `read_barrier()` is the read index of Raft thesis §6.4: the leader confirms with a
 heartbeat round that it still leads, returns its commit index, and the caller proceeds once this
@@ -66,9 +74,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from appliance.state.fsm import FSM, CommandError
+from appliance.state.commands import encode_command, validate
+from appliance.state.fsm import FSM, Applied, CommandError
 from appliance.state.snapshot import restore, snapshot
 from appliance.state.store import Store
 
@@ -147,14 +154,6 @@ def go_duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}"
     return f"{minutes}m{secs}" if minutes else secs
-
-
-def encode_command(command: dict[str, Any]) -> bytes:
-    return msgpack.packb(command, use_bin_type=True)
-
-
-def decode_command(data: bytes) -> dict[str, Any]:
-    return msgpack.unpackb(data, raw=False)
 
 
 class RaftDriver:
@@ -283,6 +282,8 @@ class RaftDriver:
     async def propose(self, command: dict[str, Any]) -> Any:
         """Commit and apply one command (on the leader, or forwarded to it); return the FSM's
         result, raise its CommandError, or NotLeader if it did not commit / no leader is known."""
+        if type(command) is not dict:
+            validate(command)  # raises InvalidCommand: a command is a map
         start = time.monotonic()
         try:
             return await self._propose(command)
@@ -305,11 +306,15 @@ class RaftDriver:
         raise NotLeader(self.leader_id)
 
     async def propose_local(self, command: dict[str, Any]) -> Any:
-        op = self.leader_ops.get(command.get("Type"))
+        """Propose on this server (the leader): local proposals and forwarded ones land here."""
+        kind = command.get("Type") if type(command) is dict else None
+        op = self.leader_ops.get(kind) if type(kind) is str else None
         if op is not None:  # an operator request for the leader (driver_autopilot.py), maybe forwarded
             return await op(command)
+        validate(command)  # InvalidCommand before anything enters the log
+        data = encode_command(command)
         fut = asyncio.get_running_loop().create_future()
-        self._post(("propose", encode_command(command), fut))
+        self._post(("propose", data, fut))
         result = await fut
         if isinstance(result, CommandError):
             raise result
@@ -648,10 +653,12 @@ class RaftDriver:
         for e in rd.committed_entries:
             result: Any = None
             if e.type == EntryType.COMMAND:
-                command = decode_command(e.data)
                 started = time.monotonic()
-                applied = self.fsm.apply(e.index, command)
-                self.metrics.fsm_applied(command, (time.monotonic() - started) * 1000.0)
+                applied = self.fsm.apply_entry(e.index, e.data)
+                if applied.failed:
+                    self._apply_failed(e.index, applied)
+                else:
+                    self.metrics.fsm_applied(applied.command, (time.monotonic() - started) * 1000.0)
                 result = applied.result
                 for listener in self._listeners:
                     listener(applied.touched)
@@ -692,6 +699,12 @@ class RaftDriver:
             self.metrics.snapshot_created((persisting - started) * 1000.0)
             await self._storage_call(self.storage.save_snapshot, compaction)
             self.metrics.snapshot_persisted((time.monotonic() - persisting) * 1000.0)
+
+    def _apply_failed(self, index: int, applied: Applied) -> None:
+        """An entry the FSM could not apply: one line, one count; the log goes on."""
+        log.error("skipped a log entry the FSM cannot apply: index=%d type=%s error=%s",
+                  index, applied.failed, applied.result)
+        self.metrics.fsm_apply_error(applied.failed)
 
     # ------------------------------------------------------------------ metrics (metrics.py)
 

@@ -19,6 +19,7 @@ the names hashicorp/raft gives them under Consul (reference/prometheus.md §6):
 | `append_rpc(peer, ms, n)` | the leader got the answer to an AppendEntries of n entries | `raft.replication.appendEntries.rpc{peer_id}` summary, `...logs{peer_id}` counter |
 | `rpc_handled(kind, ms)` | a follower answered an AppendEntries, RequestVote or InstallSnapshot (after its fsync) | `raft.rpc.appendEntries`, `raft.rpc.requestVote`, `raft.rpc.installSnapshot` |
 | `fsm_applied(command, ms)` | one command applied to the FSM | `raft.fsm.apply`, and `fsm.register`, `fsm.kvs{op}`, ... per command type |
+| `fsm_apply_error(command_type)` | the FSM could not apply an entry (not a command, unknown type, malformed, a handler failed); the entry is skipped. Also called by a client agent's replica (appliance/client/replica.py) | `fsm.apply_error{type}` counter (cairn's own; `type` is a known command type, `unknown` or `undecodable`) |
 | `command_done(command, ms)` | `propose()` returned (forwarding to the leader included) | `catalog.register`, `kvs.apply`, ... |
 | `snapshot_created(ms)`, `snapshot_persisted(ms)` | a local snapshot was taken / made durable | `raft.snapshot.create`, `raft.snapshot.persist` |
 
@@ -62,6 +63,9 @@ class RaftMetrics:
 
     def fsm_applied(self, command: dict[str, Any], elapsed_ms: float) -> None:
         pass
+
+    def fsm_apply_error(self, command_type: str) -> None:
+        """`command_type` is bounded: a known command type, "unknown" or "undecodable"."""
 
     def command_done(self, command: dict[str, Any], elapsed_ms: float) -> None:
         pass

@@ -8,10 +8,21 @@ Raft index / ModifyIndex and returns `Applied(result, touched)`: the value the p
 back (`True`/`False` for KV and catalog writes, or an error text) and the watch keys the write
 touched, so blocking queries on them can wake.
 
-Commands are validated by the endpoint before they are proposed; apply() re-checks only what
-depends on state (a service registered onto a node that does not exist, a CAS index), so that
-applying the same log on every server gives the same store. apply() never raises on a
-well-formed command: a failed precondition is a result, not an exception.
+Every command type has a definition in commands.py (the fields and their types); the leader
+checks a command against it before the command enters the log. apply() checks it again before it
+touches the store, then the handler checks what depends on state (a service registered onto a node
+that does not exist, a check for an unknown service, a CAS index) before it writes anything, so a
+command is applied whole or not at all, and applying the same log on every server gives the same
+store. A failed precondition is a result (a CommandError), not an exception.
+
+apply() never raises. An entry that cannot be applied at all (bytes that are not a command, an
+unknown type, a command that does not match its definition: a log written by another version, or
+one that bypassed the leader's check) and a handler that fails anyway (a bug) give an error result
+for that index, built from the command type and the error only, so it is the same on every
+replica; `Applied.failed` names the command type for the caller's log line and metric
+(`fsm.apply_error`). After a handler failed mid-way, the derived indexes are rebuilt from the
+tables and every watch key moves to this index, so the store stays usable and blocking queries
+look again; then the next entry is applied as usual.
 
 Command types:
   register    catalog register: node (unless SkipNodeUpdate), optional service, checks
@@ -31,21 +42,42 @@ Command types:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.state.commands import (
+    COMMANDS,
+    Command,
+    CommandError,
+    InvalidCommand,
+    UndecodableCommand,
+    command_type,
+    decode_command,
+    validate,
+)
 from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Record, Store, _k
 
+__all__ = ["FSM", "Applied", "ApplyFailed", "CommandError"]
 
-class CommandError(ValueError):
-    """A command that cannot be applied in the current state (reported to the proposer)."""
+
+class ApplyFailed(CommandError):
+    """A handler failed on a valid command (a bug): the proposer gets this, the entry is skipped."""
+
+    def __init__(self, command_type: str, err: BaseException) -> None:
+        self.command_type = command_type
+        # no addresses: the text is the same on every replica
+        detail = re.sub(r"0x[0-9a-fA-F]+", "0x?", str(err))[:300]
+        super().__init__(f"cannot apply {command_type} command: {type(err).__name__}: {detail}")
 
 
 @dataclass
 class Applied:
     result: Any
     touched: set[str] = field(default_factory=set)
+    command: Command | None = None  # the command applied (None: the entry could not be decoded)
+    failed: str = ""  # the command type (bounded label) of an entry that could not be applied at all
 
 
 def _node_record(cmd: dict[str, Any], index: int, prev: Record | None) -> Record:
@@ -77,18 +109,54 @@ def _same_record(a: Record, b: Record) -> bool:
 class FSM:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # one handler per command definition (a definition without one fails here, loudly)
+        self._handlers = {kind: getattr(self, "_apply_" + kind) for kind in COMMANDS}
 
-    def apply(self, index: int, command: dict[str, Any]) -> Applied:
-        handler = getattr(self, "_apply_" + str(command.get("Type")), None)
-        self.store.begin()
-        if handler is None:
-            result: Any = CommandError(f"unknown command type {command.get('Type')!r}")
-        else:
-            try:
-                result = handler(index, command)
-            except CommandError as err:
-                result = err
-        return Applied(result, self.store.finish(index))
+    def apply_entry(self, index: int, data: Any) -> Applied:
+        """Decode a log entry's command and apply it (see apply); bytes that are not a command
+        give an error result."""
+        try:
+            command = decode_command(data)
+        except UndecodableCommand as err:
+            self.store.begin()
+            return Applied(err, self.store.finish(index), None, UndecodableCommand.command_type)
+        return self.apply(index, command)
+
+    def apply(self, index: int, command: Command) -> Applied:
+        """Apply one command at `index`; never raises (the module docstring says what it returns)."""
+        store = self.store
+        store.begin()
+        try:
+            kind = validate(command)
+        except InvalidCommand as err:
+            return Applied(err, store.finish(index), command, command_type(command))
+        except Exception as err:  # noqa: BLE001 - a bug in a check: refuse the entry, go on
+            kind = command_type(command)
+            return Applied(ApplyFailed(kind, err), store.finish(index), command, kind)
+        try:
+            result: Any = self._handlers[kind](index, command)
+        except CommandError as err:  # a precondition, checked before anything was written
+            result = err
+        except Exception as err:  # noqa: BLE001 - a bug must not stop Raft: skip the entry
+            self._repair(index)
+            return Applied(ApplyFailed(kind, err), store.finish(index), command, kind)
+        return Applied(result, store.finish(index), command)
+
+    def _repair(self, index: int) -> None:
+        """After a handler failed mid-way: make the derived indexes agree with the tables again,
+        drop what belongs to a node that is gone, and move every watch key to `index` (blocking
+        queries look again). Deterministic: every replica that applied the same log repairs the
+        same way."""
+        s = self.store
+        for table in (s.services, s.checks, s.coordinates):
+            for node_key in [k for k in table if k not in s.nodes]:
+                del table[node_key]
+        s.service_index = {}
+        for node_key, services in s.services.items():
+            for svc in services.values():
+                s.index_service(node_key, svc)
+        s.kv_keys = sorted(s.kv)
+        s.touch(index, *list(s.watch_index))
 
     # ------------------------------------------------------------------ catalog
 
@@ -96,19 +164,26 @@ class FSM:
         s = self.store
         node_key = _k(cmd["Node"])
         prev = s.nodes.get(node_key)
+        if cmd.get("SkipNodeUpdate") and prev is None:
+            raise CommandError(f'Node "{cmd["Node"]}" does not exist')
+        svc = cmd.get("Service")
+        checks = cmd.get("Checks") or ()
+        if checks:  # every precondition before the first write: all or nothing
+            services = s.services.get(node_key, {})
+            for check in checks:
+                sid = check.get("ServiceID") or ""
+                if sid and sid not in services and not (svc and svc["ID"] == sid):
+                    raise CommandError(f'Unknown service ID "{sid}" for check ID "{check["CheckID"]}"')
         if not cmd.get("SkipNodeUpdate") or prev is None:
-            if cmd.get("SkipNodeUpdate") and prev is None:
-                raise CommandError(f'Node "{cmd["Node"]}" does not exist')
             rec = _node_record(cmd, index, prev)
             if prev is None or not _same_node(prev, rec):
                 s.nodes[node_key] = rec
                 s.touch(index, "nodes")
                 s.touch_node(index, node_key)
         node_name = s.nodes[node_key]["Node"]
-        svc = cmd.get("Service")
         if svc:
             self._put_service(index, node_key, svc)
-        for check in cmd.get("Checks") or ():
+        for check in checks:
             self._put_check(index, node_key, node_name, check)
         return True
 

@@ -157,17 +157,20 @@ def test_command_errors_and_not_leader_are_still_timed():
         hook = drv.metrics = Recorder()
         await drv.start()
         try:
-            try:
-                await drv.propose({"Type": "no_such_command"})
-            except Exception:  # noqa: BLE001 - the FSM's CommandError: timed all the same
-                pass
+            for command in ({"Type": "register", "Node": "ghost", "SkipNodeUpdate": True},  # the FSM's error
+                            {"Type": "no_such_command"}):  # refused before the log
+                try:
+                    await drv.propose(command)
+                except Exception:  # noqa: BLE001 - a CommandError: timed all the same
+                    pass
         finally:
             await drv.stop()
         return hook
 
     hook = asyncio.run(main())
-    assert [c["Type"] for c, _ in hook.named("command_done")] == ["no_such_command"]
-    assert [c["Type"] for c, _ in hook.named("fsm_applied")] == ["no_such_command"]
+    assert [c["Type"] for c, _ in hook.named("command_done")] == ["register", "no_such_command"]
+    assert [c["Type"] for c, _ in hook.named("fsm_applied")] == ["register"]
+    assert not hook.named("fsm_apply_error")
 
 
 def test_stats_show_what_hashicorp_raft_shows():
