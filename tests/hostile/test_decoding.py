@@ -150,48 +150,59 @@ ANY_JSON = st.recursive(
 )
 
 
-def _from_spec(spec: gojson.Spec, depth: int = 0) -> st.SearchStrategy[Any]:
-    """Values of `spec`'s Go type, with a value of any JSON type in about one place in five."""
+def _from_spec(spec: gojson.Spec, mutate: bool) -> st.SearchStrategy[Any]:
+    """Values of `spec`'s Go type; with `mutate`, a value of any JSON type in about one place in
+    five below the top."""
+    def sub(inner: gojson.Spec) -> st.SearchStrategy[Any]:
+        valid = _from_spec(inner, mutate)
+        return st.one_of(valid, valid, valid, valid, ANY_JSON) if mutate else valid
+
     if isinstance(spec, gojson.Struct):
-        valid: st.SearchStrategy[Any] = st.fixed_dictionaries(
-            {}, optional={name: _from_spec(sub, depth + 1) for name, sub in spec.fields.items()})
-    elif isinstance(spec, gojson.List):
-        valid = st.lists(_from_spec(spec.elem, depth + 1), max_size=3)
-    elif isinstance(spec, gojson.Map):
-        valid = st.dictionaries(st.text(max_size=8), _from_spec(spec.elem, depth + 1), max_size=3)
-    elif isinstance(spec, gojson.Int):
-        valid = st.integers(spec.low, spec.high) | st.integers(0, 100)
-    elif spec is gojson.STRING:
-        valid = st.text(max_size=12) | st.sampled_from(["", "web", "10.0.0.1", "passing", "critical", "c1"])
-    elif spec is gojson.BOOL:
-        valid = st.booleans()
-    elif spec is gojson.FLOAT:
-        valid = st.floats(-1e3, 1e3)
-    elif spec is gojson.DURATION:
-        valid = st.sampled_from(["", "1s", "10s", "1m30s", "500ms", "-1s", "soon"]) | st.integers(0, 10**12)
-    else:
-        valid = ANY_JSON
-    if depth == 0:
-        return valid
-    return st.one_of(valid, valid, valid, valid, ANY_JSON)
+        return st.fixed_dictionaries({}, optional={name: sub(field) for name, field in spec.fields.items()})
+    if isinstance(spec, gojson.List):
+        return st.lists(sub(spec.elem), max_size=3)
+    if isinstance(spec, gojson.Map):
+        return st.dictionaries(st.text(max_size=8), sub(spec.elem), max_size=3)
+    if isinstance(spec, gojson.Int):
+        return st.integers(spec.low, spec.high) | st.integers(0, 100)
+    if spec is gojson.STRING:
+        return st.text(max_size=12) | st.sampled_from(["web", "10.0.0.1", "passing", "critical", "c1"])
+    if spec is gojson.BOOL:
+        return st.booleans()
+    if spec is gojson.FLOAT:
+        return st.floats(-1e3, 1e3)
+    if spec is gojson.DURATION:
+        return st.sampled_from(["", "1s", "10s", "1m30s", "500ms", "-1s", "soon"]) | st.integers(0, 10**12)
+    return ANY_JSON
 
 
+def bodies(spec: gojson.Struct, required: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Well-typed bodies with what the endpoint requires, well-typed bodies, bodies with
+    wrong-typed values inside, and any JSON at all."""
+    complete = st.fixed_dictionaries(required, optional={name: _from_spec(field, False)
+                                                         for name, field in spec.fields.items() if name not in required})
+    return complete | complete | _from_spec(spec, False) | _from_spec(spec, True) | ANY_JSON
+
+
+_NAME = st.sampled_from(["web", "db", "n1", "n2"])
+_VEC = st.lists(st.floats(-1, 1), min_size=8, max_size=8)
 FUZZED_ROUTES = [
-    ("PUT", "/v1/catalog/register", REGISTER_REQUEST),
-    ("PUT", "/v1/catalog/deregister", DEREGISTER_REQUEST),
-    ("PUT", "/v1/agent/service/register", SERVICE_DEFINITION),
-    ("PUT", "/v1/agent/check/register", CHECK_DEFINITION),
-    ("PUT", "/v1/agent/check/update/nothing-here", CHECK_UPDATE),
-    ("PUT", "/v1/coordinate/update", COORDINATE_UPDATE),
+    ("PUT", "/v1/catalog/register", REGISTER_REQUEST, {"Node": _NAME, "Address": st.just("10.0.0.1")}),
+    ("PUT", "/v1/catalog/deregister", DEREGISTER_REQUEST, {"Node": _NAME}),
+    ("PUT", "/v1/agent/service/register", SERVICE_DEFINITION, {"Name": _NAME}),
+    ("PUT", "/v1/agent/check/register", CHECK_DEFINITION, {"Name": _NAME, "TTL": st.just("30s")}),
+    ("PUT", "/v1/agent/check/update/nothing-here", CHECK_UPDATE, {"Status": st.just("passing")}),
+    ("PUT", "/v1/coordinate/update", COORDINATE_UPDATE,
+     {"Node": st.just("test-node"), "Coord": st.fixed_dictionaries({"Vec": _VEC, "Height": st.floats(0, 1)})}),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "spec"), FUZZED_ROUTES, ids=[p for _, p, _ in FUZZED_ROUTES])
-def test_fuzzed_bodies(agent, method, path, spec):
+@pytest.mark.parametrize(("method", "path", "spec", "required"), FUZZED_ROUTES, ids=[r[1] for r in FUZZED_ROUTES])
+def test_fuzzed_bodies(agent, method, path, spec, required):
     counts = {"accepted": 0, "refused": 0}
 
     @FUZZ
-    @given(body=_from_spec(spec) | ANY_JSON)
+    @given(body=bodies(spec, required))
     def one(body: Any) -> None:
         before = _catalog_state(agent)
         status, _, answer = http(method, agent.url + path, json.dumps(body).encode())
