@@ -64,20 +64,11 @@ def _fold(key: str) -> str:
     return key.replace("_", "").replace("-", "").lower()
 
 
-class _Where:
-    """Where a value sits: the innermost struct's name and the field path from the top."""
-
-    __slots__ = ("struct", "path")
-
-    def __init__(self, struct: str, path: str) -> None:
-        self.struct = struct
-        self.path = path
-
-    def mismatch(self, kind: str, go_type: str) -> DecodeError:
-        if not self.path:
-            return DecodeError(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
-        return DecodeError(f"json: cannot unmarshal {kind} into Go struct field {self.struct}.{self.path} "
-                           f"of type {go_type}")
+def _mismatch(kind: str, go_type: str, struct: str, path: str) -> DecodeError:
+    """Go's UnmarshalTypeError text for a value of JSON kind `kind` at `struct`.`path`."""
+    if not path:
+        return DecodeError(f"json: cannot unmarshal {kind} into Go value of type {go_type}")
+    return DecodeError(f"json: cannot unmarshal {kind} into Go struct field {struct}.{path} of type {go_type}")
 
 
 class Spec:
@@ -85,7 +76,7 @@ class Spec:
     name = ""  # a struct's Go name, for error texts
     zero: Any = None  # what `null` decodes to inside a list or map (Go's zero value)
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         return value
 
 
@@ -93,20 +84,20 @@ class _String(Spec):
     go_type = "string"
     zero = ""
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if type(value) is str:
             return value
-        raise where.mismatch(json_kind(value), self.go_type)
+        raise _mismatch(json_kind(value), self.go_type, struct, path)
 
 
 class _Bool(Spec):
     go_type = "bool"
     zero = False
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if value is True or value is False:
             return value
-        raise where.mismatch(json_kind(value), self.go_type)
+        raise _mismatch(json_kind(value), self.go_type, struct, path)
 
 
 class Int(Spec):
@@ -116,22 +107,22 @@ class Int(Spec):
         self.go_type = go_type
         self.low, self.high = _INT_RANGES[go_type]
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if type(value) is int and self.low <= value <= self.high:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise where.mismatch(f"number {value}", self.go_type)
-        raise where.mismatch(json_kind(value), self.go_type)
+            raise _mismatch(f"number {value}", self.go_type, struct, path)
+        raise _mismatch(json_kind(value), self.go_type, struct, path)
 
 
 class _Float(Spec):
     go_type = "float64"
     zero = 0.0
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise where.mismatch(json_kind(value), self.go_type)
+        raise _mismatch(json_kind(value), self.go_type, struct, path)
 
 
 class _Duration(Spec):
@@ -140,9 +131,9 @@ class _Duration(Spec):
     go_type = "time.Duration"
     zero = 0.0
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise where.mismatch(json_kind(value), self.go_type)
+            raise _mismatch(json_kind(value), self.go_type, struct, path)
         if value == "":
             return 0.0
         try:
@@ -156,11 +147,11 @@ class List(Spec):
         self.elem = elem
         self.go_type = "[]" + elem.go_type
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if type(value) is not list:
-            raise where.mismatch(json_kind(value), self.go_type)
+            raise _mismatch(json_kind(value), self.go_type, struct, path)
         elem = self.elem
-        return [elem.decode(v, where) if v is not None else elem.zero for v in value]
+        return [elem.decode(v, struct, path) if v is not None else elem.zero for v in value]
 
 
 class Map(Spec):
@@ -170,11 +161,11 @@ class Map(Spec):
         self.elem = elem
         self.go_type = "map[string]" + elem.go_type
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if type(value) is not dict:
-            raise where.mismatch(json_kind(value), self.go_type)
+            raise _mismatch(json_kind(value), self.go_type, struct, path)
         elem = self.elem
-        return {k: elem.decode(v, where) if v is not None else elem.zero for k, v in value.items()}
+        return {k: elem.decode(v, struct, path) if v is not None else elem.zero for k, v in value.items()}
 
 
 class Struct(Spec):
@@ -188,6 +179,7 @@ class Struct(Spec):
         self.fields = fields
         self.ignored = frozenset(ignored)
         self.table = {_fold(f): f for f in (*fields, *ignored)}
+        self.table.update({f: f for f in (*fields, *ignored)})  # the canonical spelling: no folding
         for alias, target in (aliases or {}).items():
             self.table[_fold(alias)] = target
 
@@ -195,20 +187,19 @@ class Struct(Spec):
     def zero(self) -> Any:  # type: ignore[override]
         return {}  # a null element of a list of structs: an empty struct, fresh each time
 
-    def decode(self, value: Any, where: _Where) -> Any:
+    def decode(self, value: Any, struct: str, path: str) -> Any:
         if type(value) is not dict:
-            raise where.mismatch(json_kind(value), self.go_type)
+            raise _mismatch(json_kind(value), self.go_type, struct, path)
         out: dict[str, Any] = {}
-        table = self.table
+        table, fields, prefix = self.table, self.fields, f"{path}." if path else ""
         for key, item in value.items():
-            name = table.get(_fold(key))
+            name = table.get(key) or table.get(_fold(key))
             if name is None:
                 raise DecodeError(f'json: unknown field "{key}"')
             if item is None or name in self.ignored:
                 out.pop(name, None)
                 continue
-            path = f"{where.path}.{name}" if where.path else name
-            out[name] = self.fields[name].decode(item, _Where(self.name, path))
+            out[name] = fields[name].decode(item, self.name, prefix + name)
         return out
 
 
@@ -225,4 +216,4 @@ STRING_MAP = Map(STRING)
 
 def decode(value: Any, spec: Spec) -> Any:
     """Check a parsed JSON value against `spec`; the value with canonical field names, or DecodeError."""
-    return spec.decode(value, _Where(spec.name, ""))
+    return spec.decode(value, spec.name, "")
