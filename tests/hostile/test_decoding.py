@@ -219,6 +219,40 @@ def test_fuzzed_bodies(agent, method, path, spec, required):
     print(f"{path}: {counts}")
 
 
+QUERY_ROUTES = [
+    ("GET", "/v1/catalog/nodes"), ("GET", "/v1/catalog/services"), ("GET", "/v1/catalog/service/web"),
+    ("GET", "/v1/catalog/node/test-node"), ("GET", "/v1/health/service/web"), ("GET", "/v1/health/state/any"),
+    ("GET", "/v1/health/node/test-node"), ("GET", "/v1/health/checks/web"), ("GET", "/v1/kv/fuzz/"),
+    ("PUT", "/v1/kv/fuzz/key"), ("DELETE", "/v1/kv/fuzz/gone"), ("GET", "/v1/agent/services"),
+    ("GET", "/v1/agent/checks"), ("GET", "/v1/agent/members"), ("GET", "/v1/coordinate/nodes"),
+    ("GET", "/v1/event/list"), ("PUT", "/v1/event/fire/fuzz"), ("GET", "/v1/sd/prometheus"),
+    ("GET", "/v1/agent/metrics"), ("GET", "/v1/status/leader"), ("GET", "/v1/agent/health/service/name/web"),
+]
+PARAMS = ["index", "stale", "consistent", "near", "node-meta", "tag", "filter", "passing", "cas",
+          "flags", "recurse", "keys", "separator", "raw", "pretty", "segment", "format", "name", "node",
+          "service", "state", "max_stale", "acquire", "release", "wan"]
+# Consul's own 500s for query parameters (docs/http-api.md).
+DELIBERATE_QUERY_500 = (b"Cannot provide tag filter without service filter", b"Invalid node filter",
+                        b"Invalid service filter", b"Invalid tag filter", b"Invalid session", b"No cluster leader")
+PARAM_VALUES = st.text(max_size=12) | st.sampled_from(
+    ["", "0", "1", "-1", " 5", "5 ", "1e3", "10s", "0x10", "99999999999999999999", "true", "a:b", "Node == x",
+     'Node matches "(", ']) | st.integers(-10, 10**20).map(str)
+
+
+@FUZZ
+@given(route=st.sampled_from(QUERY_ROUTES),
+       query=st.lists(st.tuples(st.sampled_from(PARAMS), PARAM_VALUES), max_size=4))
+def test_fuzzed_query_parameters(agent, route, query):
+    method, path = route
+    url = agent.url + path + "?" + "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query)
+    if method == "GET":
+        url += "&wait=1ms"  # a blocking read must not park the test (wait itself: tests/unit)
+    status, _, answer = http(method, url, b"v" if method == "PUT" else None, timeout=15)
+    assert agent.alive()
+    assert status < 500 or any(text in answer for text in DELIBERATE_QUERY_500), (method, url, status, answer)
+    _no_traceback(agent)
+
+
 # ---------------------------------------------------------------------- 3. every reader survives
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
