@@ -13,12 +13,13 @@ import base64
 import binascii
 import json
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from appliance.cli.flags import CliError, CliParser, UsageError, command, err, out, run_subcommand
 from appliance.cli.format import columnize, go_json_dumps
-from appliance.cli.http_client import ApiError, HTTPClient, add_http_flags, client_from_args, quote_path
+from appliance.cli.http_client import ApiError, HTTPClient, add_http_flags, client_from_args
 
 HELP = """\
 Usage: cairn kv <subcommand> [options] [args]
@@ -134,7 +135,7 @@ def read_data_arg(arg: str | None, *, stdin_when_missing: bool = False) -> bytes
                 return f.read()
         except OSError as exc:
             raise CliError(f"Failed to read file: {exc.strerror or exc}") from None
-    return arg.encode()
+    return arg.encode("utf-8", "surrogateescape")  # argv bytes that are not UTF-8 stay as they are
 
 
 def _write_bytes(data: bytes) -> None:
@@ -144,7 +145,23 @@ def _write_bytes(data: bytes) -> None:
 
 
 def _kv_path(key: str) -> str:
-    return "/v1/kv/" + quote_path(key)
+    """The key's URL. A key is bytes: one from argv that is not UTF-8 arrives with a lone surrogate
+    per such byte (Python decodes argv with "surrogateescape") and is sent as those bytes."""
+    return "/v1/kv/" + urllib.parse.quote(key.encode("utf-8", "surrogateescape"), safe="/")
+
+
+def shown(key: str) -> str:
+    """A key for a message line: each byte that is not UTF-8 shown as U+FFFD, as the API renders it."""
+    if key.isascii():
+        return key
+    return "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in key)
+
+
+def _query_text(value: str) -> Any:
+    """A query value from argv, sent as its bytes when it is not UTF-8 (urlencode quotes bytes as they are)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape")
 
 
 # ------------------------------------------------------------------------------------------
@@ -180,7 +197,8 @@ def get(argv: list[str]) -> int:
     client = client_from_args(args)
 
     if args.keys:
-        resp = client.get(_kv_path(key), [("keys", ""), ("separator", args.separator)], server=True, allow_404=True)
+        resp = client.get(_kv_path(key), [("keys", ""), ("separator", _query_text(args.separator))], server=True,
+                          allow_404=True)
         for k in (resp.json() or []) if resp.status != 404 else []:
             out(str(k))
         return 0
@@ -200,7 +218,7 @@ def get(argv: list[str]) -> int:
     resp = client.get(_kv_path(key), server=True, allow_404=True)
     entries = (resp.json() or []) if resp.status != 404 else []
     if not entries:
-        err(f"Error! No key exists at: {key}")
+        err(f"Error! No key exists at: {shown(key)}")
         return 1
     entry = entries[0]
     if args.detailed:
@@ -273,21 +291,21 @@ def put(argv: list[str]) -> int:
     ok = _bool_answer(resp.body)
     if args.cas:
         if not ok:
-            err(f"Error! Did not write to {key}: CAS failed")
+            err(f"Error! Did not write to {shown(key)}: CAS failed")
             return 1
-        out(f"Success! Data written to: {key}")
+        out(f"Success! Data written to: {shown(key)}")
     elif args.acquire:
         if not ok:
             err("Error! Did not acquire lock")
             return 1
-        out(f"Success! Lock acquired on: {key}")
+        out(f"Success! Lock acquired on: {shown(key)}")
     elif args.release:
         if not ok:
             err("Error! Did not release lock")
             return 1
-        out(f"Success! Lock released on: {key}")
+        out(f"Success! Lock released on: {shown(key)}")
     else:
-        out(f"Success! Data written to: {key}")
+        out(f"Success! Data written to: {shown(key)}")
     return 0
 
 
@@ -324,12 +342,12 @@ def delete(argv: list[str]) -> int:
         err(f"Error! Failed deleting data: {exc}")
         return 1
     if args.cas and not _bool_answer(resp.body):
-        err(f"Error! Did not delete key {key}: CAS failed")
+        err(f"Error! Did not delete key {shown(key)}: CAS failed")
         return 1
     if args.recurse:
-        out(f"Success! Deleted keys with prefix: {key}")
+        out(f"Success! Deleted keys with prefix: {shown(key)}")
     else:
-        out(f"Success! Deleted key: {key}")
+        out(f"Success! Deleted key: {shown(key)}")
     return 0
 
 
@@ -354,9 +372,9 @@ def _import_all(client: HTTPClient, items: list[tuple[str, int, bytes]], prefix:
         try:
             client.put(_kv_path(full), params, value, server=True)
         except ApiError as exc:
-            err(f"Error! Failed writing data for key {full}: {exc}")
+            err(f"Error! Failed writing data for key {shown(full)}: {exc}")
             return 1
-        out(f"Imported: {full}")
+        out(f"Imported: {shown(full)}")
     return 0
 
 

@@ -59,6 +59,7 @@ from appliance.raft.transport import (
     READ_INDEX,
     READ_INDEX_RESP,
     STREAM,
+    TEXT_ERRORS,
     WIRE_VERSION,
     FrameError,
     frame,
@@ -312,7 +313,7 @@ class ReplicaFeed:
                     return
                 data = await reader.readexactly(length)
                 try:
-                    body = msgpack.unpackb(data, raw=False)
+                    body = msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)  # KV keys' bytes
                     if not isinstance(body, list) or not body:
                         raise FrameError("not a frame body")
                     session.request(body)

@@ -103,8 +103,14 @@ class FrameError(ValueError):
 # ------------------------------------------------------------------ codec
 
 
+# Text in frames keeps its bytes: a forwarded command may carry a KV key that is not UTF-8, held
+# with one lone surrogate per such byte (appliance/http/handlers/kv.py); packed and unpacked with
+# "surrogateescape" it crosses as exactly those bytes.
+TEXT_ERRORS = "surrogateescape"
+
+
 def frame(body: list) -> bytes:
-    data = msgpack.packb(body, use_bin_type=True)
+    data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
     return HEADER.pack(WIRE_VERSION, len(data)) + data
 
 
@@ -318,7 +324,7 @@ class RaftTransport:
                     return
                 data = await reader.readexactly(length)
                 try:
-                    body = msgpack.unpackb(data, raw=False)
+                    body = msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)
                     if isinstance(body, list) and body and body[0] == FOLLOW and self.feed is not None:
                         await self.feed.serve(reader, writer, body)  # a client agent's connection
                         return

@@ -5,6 +5,11 @@ A snapshot is one msgpack document behind a version byte: the store's last index
 store from it and rebuilds the derived indexes (service-name index, sorted KV keys); Raft uses
 this to compact its log and to bring a lagging follower up to date. Restoring does not touch the
 bytes of KV values (they stay bytes).
+
+KV keys are byte strings and need not be UTF-8: such a key is held with one lone surrogate per
+byte outside UTF-8 (see appliance/http/handlers/kv.py), and msgpack writes it back as those exact
+bytes in a str ("surrogateescape" both ways), so a snapshot never merges two keys. Nothing else in
+the store can hold such text; `foreign_text` finds it in a snapshot that came from outside.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import msgpack
 from appliance.state.store import Store
 
 SNAPSHOT_VERSION = 1
+_TEXT = "surrogateescape"  # KV keys keep their bytes (module docstring)
 
 
 class SnapshotError(ValueError):
@@ -34,14 +40,14 @@ def snapshot(store: Store) -> bytes:
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
     }
-    return bytes([SNAPSHOT_VERSION]) + msgpack.packb(doc, use_bin_type=True)
+    return bytes([SNAPSHOT_VERSION]) + msgpack.packb(doc, use_bin_type=True, unicode_errors=_TEXT)
 
 
 def restore(data: bytes) -> Store:
     if not data or data[0] != SNAPSHOT_VERSION:
         raise SnapshotError(f"unsupported snapshot version {data[:1]!r}")
     try:
-        doc = msgpack.unpackb(data[1:], raw=False)
+        doc = msgpack.unpackb(data[1:], raw=False, unicode_errors=_TEXT)
     except (ValueError, msgpack.UnpackException) as err:
         raise SnapshotError(f"corrupt snapshot: {err}") from err
     store = Store()
@@ -63,3 +69,36 @@ def restore(data: bytes) -> Store:
     for rec in doc.get("coordinates", ()):  # likewise
         store.coordinates[rec["Node"].lower()] = rec
     return store
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")  # only a lone surrogate cannot be encoded
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+def foreign_text(store: Store) -> str | None:
+    """Where a restored store holds text that is not UTF-8 outside KV keys (which may: they are
+    bytes), or None. Only a snapshot from outside (`PUT /v1/snapshot`) can: names and the other
+    text fields come from JSON and gossip, always UTF-8, and JSON output cannot render them."""
+    tables: dict[str, Any] = {
+        "nodes": store.nodes, "services": store.services, "checks": store.checks,
+        "coordinates": store.coordinates, "autopilot": store.autopilot,
+        "watch indexes": {k: v for k, v in store.watch_index.items() if not k.startswith("kv:")},
+    }
+    for name, table in tables.items():
+        if _has_surrogate(table):
+            return name
+    if any(_has_surrogate({k: v for k, v in entry.items() if k != "Key"}) for entry in store.kv.values()):
+        return "kv"
+    return None

@@ -3,13 +3,23 @@
 Behaviour and texts follow reference/consul-api.md §4.4. Values travel as bytes through the log;
 the JSON answer carries them base64-encoded (`null` for an empty value). Sessions and locks
 (`acquire`, `release`) come with the sessions API and are refused until then.
+
+Keys are byte strings, as in Consul (a Go string is bytes; memdb indexes them as they are): the key
+is the unescaped path after `/v1/kv/` and need not be UTF-8. A key is held as a str in which each
+byte outside valid UTF-8 is one lone surrogate (routing.path_tail, "surrogateescape"), so `k%ff`,
+`k%fe` and `k%ef%bf%bd` are three keys everywhere: store, log, snapshots. Output renders a key the
+way Go's encoding/json does (`go_text`): each such byte becomes U+FFFD, in `Key` and in `?keys`.
+Listings come in byte order, as memdb's radix tree gives them. Nothing here limits a key's length:
+Consul has no key limit of its own, only the request line's (Go's http.DefaultMaxHeaderBytes, 1 MB
+for the request line and headers together).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
@@ -19,12 +29,34 @@ from appliance.http.query import blocking
 from appliance.http.routing import path_tail
 
 PREFIX = "/v1/kv/"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def go_text(text: str) -> str:
+    """A key as Go's encoding/json writes it: each byte that is not valid UTF-8 (held as one lone
+    surrogate) becomes U+FFFD, one per byte, as Go's encoder replaces each undecodable byte."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def key_bytes(key: str) -> bytes:
+    """A key's exact bytes (the sort key of memdb's radix tree)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def byte_order(keys: list[str]) -> list[str]:
+    """Keys in byte order. The store sorts by code point, which is the same order for valid UTF-8,
+    but a byte outside UTF-8 (a surrogate, U+DC80-U+DCFF) sorts among the BMP there."""
+    if all(k.isascii() for k in keys):
+        return keys
+    return sorted(keys, key=key_bytes)
 
 
 def dir_entry(rec: dict[str, Any]) -> dict[str, Any]:
     out = {
         "LockIndex": rec["LockIndex"],
-        "Key": rec["Key"],
+        "Key": go_text(rec["Key"]),
         "Flags": rec["Flags"],
         "Value": base64.b64encode(rec["Value"]).decode() if rec["Value"] else None,
     }
@@ -36,7 +68,8 @@ def dir_entry(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_keys(keys: list[str], prefix: str, separator: str) -> list[str]:
-    """Keys under prefix, rolled up at the first separator after the prefix (like S3)."""
+    """Keys under prefix (in byte order), rolled up at the first separator after the prefix (like
+    S3), rendered as Go renders them (`go_text`)."""
     out: list[str] = []
     for key in keys:
         if separator:
@@ -45,7 +78,22 @@ def list_keys(keys: list[str], prefix: str, separator: str) -> list[str]:
                 key = key[: cut + len(separator)]
         if not out or out[-1] != key:
             out.append(key)
-    return out
+    return [go_text(k) for k in out]
+
+
+def _separator(request: web.Request) -> str:
+    """`?separator` (or Consul's old spelling `?seperator`), unescaped to bytes like the key: the
+    decoded query replaces bytes outside UTF-8 with U+FFFD, so such a value is read again raw."""
+    q = request.query
+    name = "separator" if "separator" in q else "seperator"
+    value = q.get(name, "")
+    if "\ufffd" not in value:
+        return value
+    raw = request.raw_path.partition("?")[2]
+    for k, v in parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"):
+        if k == name:
+            return v
+    return value
 
 
 def _uint_param(request: web.Request, name: str, error: str) -> int | None:
@@ -62,20 +110,20 @@ def _uint_param(request: web.Request, name: str, error: str) -> int | None:
 
 async def get(request: web.Request) -> web.StreamResponse:
     store = request.app["agent"].store
-    key = path_tail(request, PREFIX)
+    key = path_tail(request, PREFIX, keep_bytes=True)
     q = request.query
     if "keys" in q:
-        separator = q.get("separator", q.get("seperator", ""))
+        separator = _separator(request)
         body, headers = await blocking(
             request, index=lambda: store.kv_index(key), prefixes=(key,),
-            render=lambda: list_keys(list(store.kv_prefix_keys(key)), key, separator))
+            render=lambda: list_keys(byte_order(list(store.kv_prefix_keys(key))), key, separator))
         if not body and key:
             return web.Response(status=404, headers=headers)
         return json_response(request, body, headers=headers)
     if "recurse" in q:
         body, headers = await blocking(
             request, index=lambda: store.kv_index(key), prefixes=(key,),
-            render=lambda: [dir_entry(r) for r in store.kv_list(key)])
+            render=lambda: [dir_entry(store.kv[k]) for k in byte_order(list(store.kv_prefix_keys(key)))])
         if not body:
             return web.Response(status=404, headers=headers)
         return json_response(request, body, headers=headers)
@@ -93,7 +141,7 @@ async def get(request: web.Request) -> web.StreamResponse:
 
 async def put(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    key = path_tail(request, PREFIX)
+    key = path_tail(request, PREFIX, keep_bytes=True)
     if not key:
         raise HTTPError(400, "Missing key name")
     q = request.query
@@ -121,7 +169,7 @@ async def put(request: web.Request) -> web.Response:
 
 async def delete(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    key = path_tail(request, PREFIX)
+    key = path_tail(request, PREFIX, keep_bytes=True)
     recurse = "recurse" in request.query
     cas = _uint_param(request, "cas", "Invalid cas index")
     if cas is not None and recurse:

@@ -4,10 +4,11 @@
   as of this server's applied index, with that index in `X-Consul-Index`. Without `?stale` the
   read waits until this server has applied the leader's commit index, like any default read.
 * `PUT /v1/snapshot`: restore an archive. It is verified completely first (gzip and tar framing,
-  SHA256SUMS, metadata, and that state.bin decodes): a bad archive is a 400 with the reason and
-  changes nothing. The state then goes through the Raft log as one `restore` command, so every
-  server replaces its store at the same index and every blocking query wakes. The state must fit
-  in one server RPC frame (and one log record), so a larger archive is refused with a 413.
+  SHA256SUMS, metadata, and that state.bin decodes, with text outside UTF-8 only in KV keys, which
+  are byte strings): a bad archive is a 400 with the reason and changes nothing. The state then
+  goes through the Raft log as one `restore` command, so every server replaces its store at the
+  same index and every blocking query wakes. The state must fit in one server RPC frame (and one
+  log record), so a larger archive is refused with a 413.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from appliance.http.handlers.operator import leader_call
 from appliance.http.query import query_options, read_point
 from appliance.raft.archive import ArchiveError, build_archive, read_archive
 from appliance.raft.transport import MAX_FRAME_BYTES
-from appliance.state.snapshot import SnapshotError, restore, snapshot
+from appliance.state.snapshot import SnapshotError, foreign_text, restore, snapshot
 
 # The restore command travels in one RPC frame and one WAL record: keep room for their envelope.
 MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
@@ -78,9 +79,11 @@ async def restore_archive(request: web.Request) -> web.Response:
     except ArchiveError as err:
         raise HTTPError(400 if "too large" not in str(err) else 413, str(err)) from None
     try:
-        restore(state)  # decodes: the FSM will not refuse it on any server
+        where = foreign_text(restore(state))  # decodes: the FSM will not refuse it on any server
     except (SnapshotError, KeyError, TypeError, ValueError) as err:
         raise HTTPError(400, f"snapshot archive state.bin cannot be read: {err}") from None
+    if where is not None:  # only KV keys may be bytes outside UTF-8 (state/snapshot.py)
+        raise HTTPError(400, f"snapshot archive state.bin cannot be read: text that is not UTF-8 in {where}")
     await leader_call(request, {"Type": "restore", "State": state})
     return web.Response(status=200)
 
