@@ -654,7 +654,9 @@ class RaftDriver:
             result: Any = None
             if e.type == EntryType.COMMAND:
                 started = time.monotonic()
-                applied = self.fsm.apply_entry(e.index, e.data)
+                # this leader's own proposal was validated in propose_local: not checked twice
+                own = self._proposals.get(e.index)
+                applied = self.fsm.apply_entry(e.index, e.data, checked=own is not None and own[0] == e.term)
                 if applied.failed:
                     self._apply_failed(e.index, applied)
                 else:

@@ -77,7 +77,10 @@ class UndecodableCommand(CommandError):
 def encode_command(command: Command) -> bytes:
     """A command as log entry bytes; InvalidCommand if it holds what msgpack cannot carry."""
     try:
-        return msgpack.packb(command, use_bin_type=True, unicode_errors="surrogateescape")
+        try:  # strict first: msgpack's fast path (an error handler encodes every string apart)
+            return msgpack.packb(command, use_bin_type=True)
+        except UnicodeEncodeError:  # lone surrogates: the same bytes surrogateescape decoded them from
+            return msgpack.packb(command, use_bin_type=True, unicode_errors="surrogateescape")
     except (TypeError, ValueError, OverflowError) as err:  # UnicodeEncodeError is a ValueError
         kind = command.get("Type") if type(command) is dict else None
         raise InvalidCommand(kind if type(kind) is str else "unknown", "", f"cannot be encoded: {err}") from None
