@@ -158,8 +158,11 @@ def error_reply(req: Request | None, rcode: int, ra: bool) -> bytes | None:
     """A reply with no records: the question is echoed when it was read."""
     if req is None:
         return None
-    question = _question(req) if req.qtype or req.labels else None
     flags = _flags(req, rcode, aa=False, ra=ra)
+    if not (req.qtype or req.labels or req.edns):
+        # the header alone (a malformed question): packed directly, the cheapest reply to junk
+        return struct.pack("!HHHHHH", req.id, flags, 0, 0, 0, 0)
+    question = _question(req) if req.qtype or req.labels else None
     try:
         return _pack(req, flags, question, [], [], [], _opt(req, rcode), True)
     except Exception:  # noqa: BLE001 - a name dnslib will not encode: answer with the header alone
