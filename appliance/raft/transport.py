@@ -110,7 +110,10 @@ TEXT_ERRORS = "surrogateescape"
 
 
 def frame(body: list) -> bytes:
-    data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
+    try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
+        data = msgpack.packb(body, use_bin_type=True)
+    except UnicodeEncodeError:  # a lone surrogate: a KV key's byte outside UTF-8
+        data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
     return HEADER.pack(WIRE_VERSION, len(data)) + data
 
 

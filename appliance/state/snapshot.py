@@ -40,7 +40,11 @@ def snapshot(store: Store) -> bytes:
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
     }
-    return bytes([SNAPSHOT_VERSION]) + msgpack.packb(doc, use_bin_type=True, unicode_errors=_TEXT)
+    try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
+        data = msgpack.packb(doc, use_bin_type=True)
+    except UnicodeEncodeError:  # a KV key holding bytes outside UTF-8
+        data = msgpack.packb(doc, use_bin_type=True, unicode_errors=_TEXT)
+    return bytes([SNAPSHOT_VERSION]) + data
 
 
 def restore(data: bytes) -> Store:
