@@ -22,12 +22,15 @@ Two places check: the leader before a command enters the log (`RaftDriver.propos
 local and forwarded proposals land: a bad command is refused with its text, nothing is
 appended), and the FSM before it applies an entry (an entry written by another version, or one
 that bypassed the leader's check, is refused whole, identically on every replica, and never
-stops Raft). Validation runs on every write, so it is a flat loop over the fields: about 4 µs
-for a register command with a service and a check.
+stops Raft); the leader does not check its own proposals again when it applies them. Validation
+runs on every write, so it is one flat loop over the fields with no text built unless something
+is wrong: about 0.8 µs for a kv_set, 1 µs for a node registration, 5 µs for a register command
+with a node, a service and a check (CPU time, 2-core machine under load).
 
 The codec is msgpack with `unicode_errors="surrogateescape"` both ways: a string holding bytes
 that are not UTF-8 (a KV key taken from a request's raw path, kept as lone surrogates) is written
-as those bytes and read back as the same string.
+as those bytes and read back as the same string. Encoding tries msgpack's strict fast path first
+and only falls back to the error handler for a string with lone surrogates: the bytes are the same.
 """
 
 from __future__ import annotations

@@ -130,8 +130,10 @@ class FSM:
         a valid command valid, so the outcome is the one every other replica gets."""
         store = self.store
         store.begin()
+        kind = command_type(command) if checked else "unknown"
         try:
-            kind = command["Type"] if checked else validate(command)
+            if kind == "unknown":
+                kind = validate(command)
         except InvalidCommand as err:
             return Applied(err, store.finish(index), command, command_type(command))
         except Exception as err:  # noqa: BLE001 - a bug in a check: refuse the entry, go on

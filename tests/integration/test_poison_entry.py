@@ -12,12 +12,17 @@ proposed), then the servers start from that data dir:
     a poison body sent over HTTP is refused (400 from the endpoint's decoding, or 500 naming the
     command from the leader's check) without harming the agent;
 (b) three servers with the entry at the same index and term in every WAL: restarted together,
-    they elect a leader, take writes, and all three hold the same catalog and KV.
+    they elect a leader, take writes, and all three hold the same catalog and KV;
+(c) a poison command forwarded by a client agent (a real Replica dialling a real server driver,
+    transport and replica feed in one process) is refused by the leader's check with a
+    CommandError naming the command and the field, before anything is appended.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 import subprocess
 import sys
@@ -27,10 +32,19 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from appliance.client.feed import ReplicaFeed
+from appliance.client.replica import Replica
+from appliance.client.servers import ServerList
+from appliance.raft.config import RaftConfig
 from appliance.raft.core import Ready
-from appliance.raft.messages import NONE, Entry, EntryType, HardState
+from appliance.raft.driver import MemoryStorage, RaftDriver
+from appliance.raft.messages import NONE, Configuration, Entry, EntryType, HardState, Server
 from appliance.raft.storage import FileStorage
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from appliance.raft.transport import RaftTransport
+from appliance.state.fsm import CommandError
+from appliance.state.snapshot import snapshot
+from appliance.state.store import Store
+from tests.conftest import PROJECT_ROOT, free_port, free_ports, http, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -268,3 +282,49 @@ def test_three_servers_restart_over_the_same_poison_entry(tmp_path: Path):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_poison_command_forwarded_by_a_client_agent_is_refused_by_the_leader():
+    async def main():
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        driver = RaftDriver(Store(), node_id="s1", address=address, storage=MemoryStorage(),
+                            config=RaftConfig(raft_multiplier=1))
+        driver.open(Configuration((Server("s1", address),)))
+        transport = RaftTransport(driver, bind="127.0.0.1", port=port)
+        transport.feed = ReplicaFeed(driver, driver.store)
+        await transport.start()
+        await driver.start()
+        replica = Replica(Store(), servers=ServerList(datacenter="dc1", join=(address,), default_port=8300,
+                                                      rng=random.Random(1)), node_name="c1", hold_s=3.0)
+        await replica.start()
+        try:
+            await replica.read_point("stale")
+            assert await replica.propose({"Type": "kv_set", "Verb": "set", "Key": "before", "Value": b"1"}) is True
+            last = driver.core.log.last_index()
+            texts = []
+            for poison in ({"Type": "register", "Node": 123, "Address": "1.2.3.4"},
+                           {"Type": "deregister", "Node": True},
+                           {"Type": "register", "Node": "n1", "Address": "1.2.3.4", "Checks": [{"CheckID": ["x"]}]},
+                           {"Type": "no_such_command"}):
+                try:
+                    await replica.propose(poison)
+                except CommandError as err:
+                    texts.append(str(err))
+            assert driver.core.log.last_index() == last  # nothing was appended
+            assert await replica.propose({"Type": "kv_set", "Verb": "set", "Key": "after", "Value": b"2"}) is True
+            assert driver.fatal is None
+            assert snapshot(replica.store) == snapshot(driver.store)
+            return texts
+        finally:
+            await replica.stop()
+            await driver.stop()
+            await transport.stop()
+
+    texts = asyncio.run(main())
+    assert texts == [
+        "invalid register command: Node must be a non-empty string, not an integer",
+        "invalid deregister command: Node must be a non-empty string, not a boolean",
+        "invalid register command: Checks[0].CheckID must be a non-empty string, not a list",
+        "unknown command type 'no_such_command'",
+    ]

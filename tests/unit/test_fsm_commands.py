@@ -497,3 +497,11 @@ def test_a_client_replica_skips_an_entry_it_cannot_apply(caplog):
     assert [e["Key"] for e in replica.store.kv_list("")] == ["a", "b"]
     assert counted.errors == ["register", "undecodable"]
     assert ["index=2" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [True, False]
+
+
+def test_a_checked_entry_of_unknown_type_is_still_refused():
+    # `checked` skips the definition check only for a known type; the metric label stays bounded
+    fsm = FSM(Store())
+    for poison in ({"Type": "nope"}, {"Type": ["x"]}, {}):
+        applied = fsm.apply_entry(1, msgpack.packb(poison), checked=True)
+        assert isinstance(applied.result, InvalidCommand) and applied.failed == "unknown"
