@@ -107,7 +107,7 @@ COORDINATE_UPDATE = Struct("structs.CoordinateUpdateRequest", {
 KEYRING_REQUEST = Struct("agent.keyringArgs", {"Key": STRING})
 
 # PUT /v1/operator/autopilot/configuration (api.AutopilotConfiguration; durations as strings).
-AUTOPILOT_CONFIGURATION = Struct("structs.AutopilotConfig", {
+AUTOPILOT_CONFIGURATION = Struct("api.AutopilotConfiguration", {
     "CleanupDeadServers": BOOL, "LastContactThreshold": DURATION, "MaxTrailingLogs": UINT64,
     "MinQuorum": Int("uint"), "ServerStabilizationTime": DURATION, "RedundancyZoneTag": STRING,
     "DisableUpgradeMigration": BOOL, "UpgradeVersionTag": STRING,

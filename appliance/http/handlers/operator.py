@@ -23,7 +23,8 @@ from aiohttp import web
 
 from appliance.api.structs import AUTOPILOT_CONFIGURATION
 from appliance.config.durations import format_duration
-from appliance.http.encoding import decode_body, decode_json, json_response, read_body
+from appliance.api.gojson import DecodeError, decode
+from appliance.http.encoding import decode_json, json_response, read_body
 from appliance.http.errors import HTTPError
 from appliance.raft.autopilot import AutopilotConfig, AutopilotConfigError
 from appliance.raft.messages import NotLeader, RaftError
@@ -115,7 +116,10 @@ async def autopilot_get_configuration(request: web.Request) -> web.Response:
 
 async def autopilot_set_configuration(request: web.Request) -> web.Response:
     agent = request.app["agent"]
-    body = decode_body(decode_json(await read_body(request, 64 << 10), empty={}), AUTOPILOT_CONFIGURATION)
+    try:  # Consul: "Error parsing autopilot config: <decoder's error>"
+        body = decode(decode_json(await read_body(request, 64 << 10), empty={}), AUTOPILOT_CONFIGURATION)
+    except DecodeError as err:
+        raise HTTPError(400, f"Error parsing autopilot config: {err}") from None
     body = {k: format_duration(v) if isinstance(v, float) else v for k, v in body.items()}  # merged() parses
     config, _ = _current(agent)
     try:
