@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.cloud.metadata import advertise_for_config as advertise_from_metadata
 from appliance.config import validation as check
 from appliance.config.durations import parse_duration
 from appliance.config.errors import ConfigError
@@ -132,8 +133,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         advertise = check.advertise(advertise)
     elif not ipaddress.ip_address(bind).is_unspecified:
         advertise = bind
-    elif host.detect_advertise:
-        advertise = _private_ip(warnings)
+    elif host.detect_advertise:  # ECS task / EC2 instance metadata first (appliance/cloud/metadata.py)
+        advertise = advertise_from_metadata(_get(m, "retry_join", []), warnings) or _private_ip(warnings)
     advertise_wan = _get(m, "advertise_addr_wan", "")
     advertise_wan = check.advertise(advertise_wan, wan=True) if advertise_wan else advertise
 
@@ -185,12 +186,12 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         advertise_addr_wan=advertise_wan,
         ports=ports,
         addresses=addresses,
-        retry_join=tuple(_get(m, "retry_join", [])),
-        start_join=tuple(_get(m, "start_join", [])),
+        retry_join=check.join_entries(_get(m, "retry_join", []), "retry_join"),
+        start_join=check.join_entries(_get(m, "start_join", []), "start_join"),
         retry_interval_s=_seconds(m, "retry_interval", 30.0),
         retry_max=int(_get(m, "retry_max", 0)),
-        retry_join_wan=tuple(_get(m, "retry_join_wan", [])),
-        start_join_wan=tuple(_get(m, "start_join_wan", [])),
+        retry_join_wan=check.join_entries(_get(m, "retry_join_wan", []), "retry_join_wan"),
+        start_join_wan=check.join_entries(_get(m, "start_join_wan", []), "start_join_wan"),
         retry_interval_wan_s=_seconds(m, "retry_interval_wan", 30.0),
         retry_max_wan=int(_get(m, "retry_max_wan", 0)),
         encrypt=encrypt,

@@ -206,3 +206,17 @@ def raft(multiplier: int, protocol: int) -> None:
         raise ConfigError(f"performance.raft_multiplier cannot be {multiplier}. Must be between 1 and 10")
     if protocol != 3:
         raise ConfigError(f"raft_protocol version {protocol} is not supported by this version of Consul")
+
+def join_entries(entries: list[str] | tuple[str, ...], key: str) -> tuple[str, ...]:
+    """retry_join / retry_join_wan / start_join: a cloud auto-join entry (`provider=...`) must parse
+    and name a provider and keys cairn knows (appliance/cloud/discover.py); hosts pass as they are.
+    The error shows the entry with its secrets hidden."""
+    from appliance.cloud.discover import DiscoverError, check, is_cloud, redact
+
+    for entry in entries:
+        if is_cloud(entry):
+            try:
+                check(entry)
+            except DiscoverError as err:
+                raise ConfigError(f'{key}: invalid cloud auto-join entry "{redact(entry)}": {err}') from None
+    return tuple(entries)

@@ -32,6 +32,7 @@ import os
 import random
 from typing import Any
 
+from appliance.cloud.discover import expand as cloud_auto_join
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
 from appliance.gossip.keyring import KEYRING_FILE, Keyring, KeyringError, decode_key, load_file, save_file
@@ -104,9 +105,10 @@ async def retry_join(driver: GossipDriver, addresses: list[str], interval_s: flo
     log.info("Joining cluster...: cluster=%s", cluster)
     attempt = 0
     while True:
-        log.info("(%s) joining: %s_addresses=[%s]", cluster, pool, " ".join(addresses))
+        targets = await cloud_auto_join(addresses, cluster)  # provider=... entries, resolved on every attempt
+        log.info("(%s) joining: %s_addresses=[%s]", cluster, pool, " ".join(targets))
         try:
-            n = await driver.join(addresses)
+            n = await driver.join(targets)
         except JoinError as err:
             error = json.dumps(str(err))  # hclog quotes a value with spaces or newlines
             log.warning("(%s) couldn't join: number_of_nodes=0 error=%s", cluster, error)
