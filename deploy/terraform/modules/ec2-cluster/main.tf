@@ -93,11 +93,12 @@ locals {
   others_ports = local.is_server ? { for k, v in local.all_ports : k => v if v.port != 8302 } : { for k, v in local.all_ports : k => v if v.port == 8301 }
 
   rules_self = { for k, v in local.self_ports : "self-${k}" => merge(v, { sg = aws_security_group.this.id, cidr = null }) }
-  rules_sg = merge([for sg in var.allowed_security_group_ids : {
-    for k, v in local.others_ports : "${sg}-${k}" => merge(v, { sg = sg, cidr = null })
+  # Keys by position: security group IDs may be unknown until apply, for_each keys may not.
+  rules_sg = merge([for i, sg in var.allowed_security_group_ids : {
+    for k, v in local.others_ports : "sg${i}-${k}" => merge(v, { sg = sg, cidr = null })
   }]...)
-  rules_cidr = merge([for c in var.allowed_cidr_blocks : {
-    for k, v in local.others_ports : "${c}-${k}" => merge(v, { sg = null, cidr = c })
+  rules_cidr = merge([for i, c in var.allowed_cidr_blocks : {
+    for k, v in local.others_ports : "cidr${i}-${k}" => merge(v, { sg = null, cidr = c })
   }]...)
   ingress_rules = merge(local.rules_self, local.rules_sg, local.rules_cidr)
 }

@@ -264,11 +264,12 @@ locals {
   client_ports = { for k, v in local.server_ports : k => v if v.port != 8302 }
 
   rules_self = { for k, v in local.server_ports : "self-${k}" => merge(v, { sg = aws_security_group.this.id, cidr = null }) }
-  rules_sg = merge([for sg in var.allowed_security_group_ids : {
-    for k, v in local.client_ports : "${sg}-${k}" => merge(v, { sg = sg, cidr = null })
+  # Keys by position: security group IDs may be unknown until apply, for_each keys may not.
+  rules_sg = merge([for i, sg in var.allowed_security_group_ids : {
+    for k, v in local.client_ports : "sg${i}-${k}" => merge(v, { sg = sg, cidr = null })
   }]...)
-  rules_cidr = merge([for c in var.allowed_cidr_blocks : {
-    for k, v in local.client_ports : "${c}-${k}" => merge(v, { sg = null, cidr = c })
+  rules_cidr = merge([for i, c in var.allowed_cidr_blocks : {
+    for k, v in local.client_ports : "cidr${i}-${k}" => merge(v, { sg = null, cidr = c })
   }]...)
   ingress_rules = merge(local.rules_self, local.rules_sg, local.rules_cidr)
 }

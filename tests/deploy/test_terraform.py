@@ -1,0 +1,121 @@
+"""The Terraform modules and examples, offline: `terraform fmt -check`, `init` from the provider
+mirror (deploy/terraform/terraformrc.offline), `validate`, the modules' `terraform test` suites
+(mock_provider "aws": rendered task definitions, IAM policies, security group rules, user data,
+validation messages), plans of the examples with fake credentials whose task definitions are
+checked against botocore's RegisterTaskDefinition input shape, and README tables in sync with
+variables.tf / outputs.tf.
+
+Skipped only when terraform is not installed. Everything runs in a copy of deploy/terraform.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.terraform_helpers import (CLI_CONFIG, EXAMPLES, MIRROR, MODULES, TF_DIR, copy_tree, plan_json,
+                                            register_task_definition_errors, task_definitions, terraform_env, tf)
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed"),
+]
+
+EXAMPLE_VARS = {
+    "fargate-dev": {"cairn_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cairn:0.1.0"},
+    "fargate-cluster": {"cairn_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/cairn:0.1.0"},
+    "ec2-cluster": {"ami_id": "ami-0123456789abcdef0", "package_repo_url": "https://repo.example.org/cairn"},
+}
+# ARNs (of the ECS cluster, of secrets) exist only after apply; an override file gives the server
+# modules existing ones, as a second plan would see them, so every container definition is known.
+KNOWN = ('  gossip_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cairn-gossip-AbCdEf"\n'
+         '  ecs_cluster_arn       = "arn:aws:ecs:eu-west-1:123456789012:cluster/cairn"\n')
+EXAMPLE_OVERRIDES = {
+    "fargate-dev": f'module "server" {{\n{KNOWN}}}\n',
+    "fargate-cluster": f'module "servers" {{\n{KNOWN}}}\n',
+    "ec2-cluster": "",
+}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assert MIRROR.is_dir(), (f"terraform is installed but the provider mirror {MIRROR} named in {CLI_CONFIG} is "
+                             "missing: install hashicorp/aws 5.100.0 there")
+    return copy_tree(tmp_path_factory.mktemp("tf"))
+
+
+def test_fmt() -> None:
+    out = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color", str(TF_DIR)],
+                         env=terraform_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"terraform fmt would change:\n{out.stdout}{out.stderr}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_validate_and_test(tree: Path, module: str) -> None:
+    path = tree / "modules" / module
+    init = tf(path, "init", "-backend=false", "-input=false")
+    assert "hashicorp/aws v5.100.0" in init.stdout
+    assert "Success! The configuration is valid." in tf(path, "validate").stdout
+    out = tf(path, "test")
+    assert "0 failed" in out.stdout and "Success!" in out.stdout, out.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("botocore") is None, reason="botocore is a runtime dependency")
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_plans_offline(tree: Path, example: str) -> None:
+    path = tree / "examples" / example
+    tf(path, "init", "-backend=false", "-input=false")
+    assert "Success! The configuration is valid." in tf(path, "validate").stdout
+    (path / "zz_known_secrets_override.tf").write_text(EXAMPLE_OVERRIDES[example])
+    plan = plan_json(path, EXAMPLE_VARS[example])
+    assert plan["resource_changes"], "the plan creates resources"
+    requests = task_definitions(plan)
+    if example.startswith("fargate"):
+        assert requests, "Fargate examples render task definitions"
+    for address, request in requests.items():
+        errors = register_task_definition_errors(request)
+        assert not errors, f"{address} is not a valid RegisterTaskDefinition request:\n{errors}"
+    if example == "fargate-dev":
+        client = requests['module.app["client-app"].aws_ecs_task_definition.this[0]']
+        by_name = {c["name"]: c for c in client["containerDefinitions"]}  # the provider orders them by name
+        assert sorted(by_name) == ["cairn-agent", "client-app"]
+        assert by_name["client-app"]["dependsOn"] == [{"containerName": "cairn-agent", "condition": "HEALTHY"}]
+    if example == "ec2-cluster":
+        lts = [rc for rc in plan["resource_changes"] if rc["type"] == "aws_launch_template"]
+        assert len(lts) == 2 and all(rc["change"]["after"]["metadata_options"][0]["http_tokens"] == "required" for rc in lts)
+
+
+def test_the_validator_catches_what_ecs_would_refuse() -> None:
+    pytest.importorskip("botocore")
+    good = {"family": "x", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
+            "containerDefinitions": [{"name": "a", "image": "i", "essential": True,
+                                      "portMappings": [{"containerPort": 8301, "hostPort": 8301, "protocol": "udp"}]}]}
+    assert register_task_definition_errors(good) == ""
+    bad = json.loads(json.dumps(good))
+    bad["cpu"] = 256
+    bad["containerDefinitions"][0]["entrypoint"] = ["/bin/sh"]
+    bad["containerDefinitions"][0]["dependsOn"] = [{"containerName": "b", "condition": "HEALTHYY"}]
+    bad["containerDefinitions"][0]["portMappings"][0]["hostPort"] = 18301
+    errors = register_task_definition_errors(bad)
+    for text in ("Invalid type for parameter cpu", 'Unknown parameter in containerDefinitions[0]: "entrypoint"',
+                 "'HEALTHYY' is not one of", "depends on a missing container b", "hostPort == containerPort"):
+        assert text in errors
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_readme_tables_match_the_variables(module: str) -> None:
+    spec = importlib.util.spec_from_file_location("tfdoc", TF_DIR / "tfdoc.py")
+    tfdoc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tfdoc)
+    path = TF_DIR / "modules" / module
+    assert tfdoc.render(path) == (path / "README.md").read_text(), (
+        f"{path}/README.md is out of date: run python3 deploy/terraform/tfdoc.py --write {path.relative_to(TF_DIR.parents[1])}")
+    for name, attrs in tfdoc.blocks((path / "variables.tf").read_text(), "variable"):
+        assert attrs.get("description") and attrs.get("type"), f"variable {name} needs a description and a type"
+    for name, attrs in tfdoc.blocks((path / "outputs.tf").read_text(), "output"):
+        assert attrs.get("description"), f"output {name} needs a description"
