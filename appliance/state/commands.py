@@ -62,7 +62,7 @@ class InvalidCommand(CommandError):
 class UnknownCommand(InvalidCommand):
     """No definition for this "Type" (or none given)."""
 
-    def __init__(self, command_type: Any) -> None:  # noqa: D107 - its own text, not InvalidCommand's
+    def __init__(self, command_type: Any) -> None:  # its own text, not InvalidCommand's
         self.command_type = "unknown"
         self.field = "Type"
         CommandError.__init__(self, f"unknown command type {_short(command_type)}")
