@@ -48,6 +48,7 @@ locals {
     mkdir -p "$CAIRN_DATA_DIR"
     printf '%s' "$CAIRN_CONFIG_JSON" > "$CAIRN_DATA_DIR/ecs-agent.json"
     set -- -config-file "$CAIRN_DATA_DIR/ecs-agent.json" -data-dir "$CAIRN_DATA_DIR" -bind "$CAIRN_BIND_ADDR" -client "$CAIRN_CLIENT_ADDR"
+    if [ -n "$${CAIRN_NODE_NAME:-}" ]; then set -- "$@" -node "$CAIRN_NODE_NAME"; fi
     if [ -n "$${CAIRN_GOSSIP_KEY:-}" ]; then set -- "$@" -encrypt "$CAIRN_GOSSIP_KEY"; fi
     if [ -n "$${CAIRN_ACL_TOKEN:-}" ]; then
       printf 'acl { tokens { initial_management = "%s" } }\n' "$CAIRN_ACL_TOKEN" > "$CAIRN_DATA_DIR/ecs-acl.hcl"
