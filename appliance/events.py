@@ -3,7 +3,7 @@
 How it works
 ------------
 `fire` validates the request as Consul does (a name; a tag filter only with a service filter;
-node, service and tag filters that compile as regular expressions), gives the event a fresh UUID
+node, service and tag filters that compile as Go regular expressions, appliance/filter/regex.py), gives the event a fresh UUID
 and version 1, encodes the whole record with msgpack (keys `ID`, `n`, `p`, `nf`, `sf`, `tf`, `v`,
 as Consul's codec tags) and hands it to the gossip layer as a Serf user event named
 `consul:event:<name>`. Serf stamps it with its event Lamport clock, delivers it here and gossips
@@ -24,7 +24,6 @@ index *equals* the requested one.
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 
 import msgpack
 
+from appliance.filter.regex import MAX_PROGRAM, GoRegexp, RegexError, compile_re2
 from appliance.gossip.serf import SerfEventKind
 
 EVENT_PREFIX = "consul:event:"  # Consul's Serf user-event name prefix
@@ -115,25 +115,26 @@ def uuid_to_index(event_id: str) -> int:
     return int(hexed[:16], 16) ^ int(hexed[16:32], 16)
 
 
-def _compile(pattern: str, what: str) -> re.Pattern[str]:
+def _compile(pattern: str, what: str, budget: list[int]) -> GoRegexp:
     try:
-        return re.compile(pattern)
-    except re.error as err:
+        return compile_re2(pattern, budget)
+    except RegexError as err:
         raise EventError(f"Invalid {what} filter: {err}") from None
 
 
 def validate(record: UserEventRecord) -> None:
-    """Consul's validateUserEventParams."""
+    """Consul's validateUserEventParams (the filters are Go regexps, run by RE2: linear time)."""
     if not record.name:
         raise EventError("User event missing name")
     if record.tag_filter and not record.service_filter:
         raise EventError("Cannot provide tag filter without service filter")
+    budget = [MAX_PROGRAM]  # the three filters share one program budget, as a filter= does
     if record.node_filter:
-        _compile(record.node_filter, "node")
+        _compile(record.node_filter, "node", budget)
     if record.service_filter:
-        _compile(record.service_filter, "service")
+        _compile(record.service_filter, "service", budget)
     if record.tag_filter:
-        _compile(record.tag_filter, "tag")
+        _compile(record.tag_filter, "tag", budget)
 
 
 class AgentEvents:
@@ -184,20 +185,25 @@ class AgentEvents:
         return record
 
     def should_process(self, record: UserEventRecord) -> bool:
-        """Consul's shouldProcessUserEvent: the node filter, then a matching local service and tag."""
+        """Consul's shouldProcessUserEvent: the node filter, then a matching local service and tag.
+
+        The filters come from any member of the pool: they are compiled (never cached) with the
+        same RE2 limits as at fire time, and one that does not compile drops the event.
+        """
+        budget = [MAX_PROGRAM]
         try:
-            if record.node_filter and not re.search(record.node_filter, self.node_name):
+            if record.node_filter and not compile_re2(record.node_filter, budget).search(self.node_name):
                 return False
             if record.service_filter:
-                svc_re = re.compile(record.service_filter)
-                tag_re = re.compile(record.tag_filter) if record.tag_filter else None
+                svc_re = compile_re2(record.service_filter, budget)
+                tag_re = compile_re2(record.tag_filter, budget) if record.tag_filter else None
                 for service, tags in self.services():
                     if not svc_re.search(service):
                         continue
                     if tag_re is None or any(tag_re.search(t) for t in tags):
                         return True
                 return False
-        except re.error:
+        except RegexError:
             return False
         return True
 

@@ -17,6 +17,14 @@ returns in the HTTP 500 body.
   empty slice is false for every operator; non-object elements are skipped;
 * ``and``/``or`` short-circuit left to right.
 
+Limits cairn adds (Consul has none, but its evaluator runs compiled Go): an expression of more
+than ``MAX_EXPRESSION_LENGTH`` characters or with more than ``MAX_MATCHES`` match expressions is
+refused before any other check (go-bexpr's own ``Number of match expressions (N) exceeds the
+limit (M)`` text), and the ``matches`` operands of one filter share ``MAX_REGEX_PROGRAM`` RE2
+instructions (one that does not fit is Go's ``expression too large``), which bounds the work per
+byte searched.  With RE2's linear search, one object's evaluation is then bounded by the size of
+its own fields.
+
 ``/v1/agent/checks`` builds its filter without a type: pass ``endpoint="agent_checks"`` and
 schema errors are deferred until the first object is evaluated, then raised without the
 ``Failed to create boolean expression evaluator: `` prefix.  An empty expression matches all.
@@ -30,12 +38,17 @@ from typing import Any, Iterable
 from .gostr import GoSyntaxError, go_quote, parse_bool, parse_int
 from .grammar import (EMPTY, EQ, IN, MATCHES, NE, NOT_EMPTY, NOT_IN, NOT_MATCHES, ParseError,
                       parse)
-from .regex import RegexError, compile_re2
+from .regex import MAX_PROGRAM, RegexError, compile_re2
 from .schema import ANY, BOOL, ENDPOINTS, INT, LIST, MAP, SLICE, STRING, STRUCT, Field
 
 __all__ = ["ENDPOINTS", "Filter", "FilterError", "compile_filter"]
 
 PREFIX = "Failed to create boolean expression evaluator: "
+
+# Bounds on the work one filter can ask for (Consul has none; docs/http-api.md, Filtering).
+MAX_EXPRESSION_LENGTH = 4096  # characters; parsing costs about 10 us a character
+MAX_MATCHES = 32  # match expressions: go-bexpr's own default MaxMatches, and its error text
+MAX_REGEX_PROGRAM = MAX_PROGRAM  # RE2 instructions summed over a filter's `matches` operands
 
 # operators that answer true when a map key is missing (everything but ==, in, is not empty)
 _MISSING_TRUE = frozenset({NE, NOT_IN, EMPTY, MATCHES, NOT_MATCHES})
@@ -56,13 +69,22 @@ class _Match:
         self.selector, self.op, self.fields, self.value = selector, op, fields, value
 
 
-def _check(node: tuple, root: Field) -> tuple:
+def _count_matches(node: tuple) -> int:
+    kind = node[0]
+    if kind in ("and", "or"):
+        return _count_matches(node[1]) + _count_matches(node[2])
+    if kind == "not":
+        return _count_matches(node[1])
+    return 1
+
+
+def _check(node: tuple, root: Field, budget: list[int]) -> tuple:
     """Validate one AST against the schema; return the tree with compiled match nodes."""
     kind = node[0]
     if kind in ("and", "or"):
-        return (kind, _check(node[1], root), _check(node[2], root))
+        return (kind, _check(node[1], root, budget), _check(node[2], root, budget))
     if kind == "not":
-        return ("not", _check(node[1], root))
+        return ("not", _check(node[1], root, budget))
     _, selector, op, raw = node
     path: list[Field] = []
     current = root
@@ -87,7 +109,7 @@ def _check(node: tuple, root: Field) -> tuple:
                 f"Failed to coerce value {go_quote(raw)} for selector {shown}: {err}") from None
         if op in (MATCHES, NOT_MATCHES):
             try:
-                value = compile_re2(raw)
+                value = compile_re2(raw, budget)
             except RegexError as err:
                 raise _SchemaError(
                     f"Failed to compile regular expression {go_quote(raw)}: {err}") from None
@@ -102,7 +124,7 @@ def _terminal(value: Any, f: Field, op: str, want: Any) -> bool:
             return (text == want) == (op == EQ)
         if op in (IN, NOT_IN):
             return (want in text) == (op == IN)
-        return (want.search(text) is not None) == (op == MATCHES)
+        return want.search(text) == (op == MATCHES)
     if kind == INT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             number: Any = 0
@@ -188,12 +210,19 @@ def compile_filter(expression: str, endpoint: str) -> Filter:
         raise ValueError(f"unknown filter endpoint {endpoint!r}") from None
     if expression == "":
         return Filter(expression, root, None)
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise FilterError(PREFIX + f"Expression length ({len(expression)}) exceeds the limit "
+                          f"({MAX_EXPRESSION_LENGTH})")
     try:
         ast = parse(expression)
     except ParseError as err:
         raise FilterError(PREFIX + str(err)) from None
+    matches = _count_matches(ast)
+    if matches > MAX_MATCHES:
+        raise FilterError(PREFIX + f"Number of match expressions ({matches}) exceeds the limit "
+                          f"({MAX_MATCHES})")
     try:
-        tree = _check(ast, root)
+        tree = _check(ast, root, [MAX_REGEX_PROGRAM])
     except _SchemaError as err:
         if endpoint == "agent_checks":
             return Filter(expression, root, None, deferred=str(err))

@@ -1,394 +1,245 @@
-"""RE2 (Go ``regexp``) patterns checked and translated for Python's ``re``.
+"""Go ``regexp`` patterns (RE2 syntax and semantics), run by RE2 itself in linear time.
 
-``matches`` uses Go's RE2 dialect.  Python's ``re`` differs both ways (it accepts look-around and
-back-references, lacks ``\\pL``/``\\z``/``\\Q..\\E``/POSIX classes, treats ``$`` and ``[^x]``
-differently around newlines, is Unicode-aware in ``\\d\\w\\s\\b``).  ``compile_re2`` walks the
-pattern once, the way RE2's parser does, raising ``RegexError`` with Go's message
-(``error parsing regexp: <reason>: `<text>` ``) for the syntax RE2 rejects, and emitting an
-equivalent Python pattern: Perl/POSIX/Unicode classes become explicit code-point ranges, ``$``
-(without ``m``) becomes ``\\Z``, negated classes exclude ``\\n`` unless ``s`` is set, mid-group
-flag changes become scoped flag groups, ``U`` (ungreedy) flips quantifier laziness, and named
-groups become plain groups.  Known gaps: Unicode script names (``\\p{Greek}``) are rejected, and
-Python's backtracking engine has no linear-time guarantee.
+Consul compiles ``matches`` operands and the user-event ``node``/``service``/``tag`` filters with
+Go's ``regexp``, an RE2 engine: every search is linear in the text, whatever the pattern.
+Python's ``re`` backtracks (``^(.|.){0,25}Z`` takes seconds on a 36-character ID, ``^(.|.)*Z``
+never returns), so patterns run on Google's RE2 through the ``google-re2`` binding instead.
+
+RE2's parser is the one Go's was ported from, with the flags of Go's ``syntax.Perl``: ``$`` is
+the end of the text unless ``(?m)``, negated classes such as ``[^a]`` match ``\\n``, ``\\d``
+``\\w`` ``\\s`` ``\\b`` are ASCII, ``(?U)`` swaps greediness, ``\\pL``/``\\p{Greek}``/
+``\\Q..\\E``/``\\z``/``[[:alpha:]]`` work, look-around and back-references are syntax errors,
+the same repeat limit (1000) applies, and text is matched as UTF-8. What differs is handled here:
+
+* error texts: RE2 says ``missing ): (``, Go ``error parsing regexp: missing closing ): `(` ``.
+  The offending text is the same in both; only the reason is renamed (``_GO_REASON``).
+* ``\\C`` (any byte) and ``(?<name>...)`` (accepted by Go only from Go 1.22; Consul 1.16/1.17
+  are built with older Go) are accepted by RE2 and refused by Go: ``_go_only_error``.
+* ``[\\p`` ending the pattern: Go reads an empty class name, RE2 a bad escape.
+* ``\\B`` can hold between two bytes of one UTF-8 character in RE2's search (it tries every
+  byte as a start), never in Go's (it starts at characters): such patterns are searched as
+  ``(?s:.)*?(?:pattern)`` anchored at the start, which moves one character at a time.
+
+Resources: each pattern's program and lazily built DFA share RE2's ``max_mem`` (``MAX_MEM``; a
+search that would need a bigger DFA runs on RE2's NFA, slower but still linear), and a caller
+can cap the summed program size of several patterns (``budget``), which bounds the work per
+searched byte. A pattern over either limit is refused with Go's own ``expression too large``.
+
+``re2.compile`` is not used: it keeps the last 128 compiled patterns (up to 128 x ``max_mem``
+held after a request has gone) and its ``search`` decodes match spans, where a filter only needs
+"is there a match": ``GoRegexp.search`` calls the compiled program directly.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from functools import lru_cache
 
-_MAX_RUNE = 0x10FFFF
-_PERL = {
-    "d": [(48, 57)],
-    "s": [(9, 10), (12, 13), (32, 32)],
-    "w": [(48, 57), (65, 90), (95, 95), (97, 122)],
+import re2
+from re2 import _re2
+
+MAX_MEM = 2 << 20  # bytes per compiled pattern, program and DFA cache (RE2's default: 8 MiB)
+# RE2 instructions the patterns of one filter (or one user event) may add up to: (.|.){1000} is
+# 8,004. A search costs at most about this many steps per byte when the DFA gives up.
+MAX_PROGRAM = 10_000
+
+# RE2's reasons (re2/regexp.cc) -> Go's (regexp/syntax ErrorCode); the text after ": " is the same.
+_GO_REASON = {
+    "unexpected error": "regexp/syntax: internal error",
+    "invalid escape sequence": "invalid escape sequence",
+    "invalid character class": "invalid character class",
+    "invalid character class range": "invalid character class range",
+    "missing ]": "missing closing ]",
+    "missing )": "missing closing )",
+    "unexpected )": "unexpected )",
+    "trailing \\": "trailing backslash at end of expression",
+    "no argument for repetition operator": "missing argument to repetition operator",
+    "invalid repetition size": "invalid repeat count",
+    "bad repetition operator": "invalid nested repetition operator",
+    "invalid perl operator": "invalid or unsupported Perl syntax",
+    "invalid UTF-8": "invalid UTF-8",
+    "invalid named capture group": "invalid named capture",
 }
-_POSIX = {
-    "alnum": [(48, 57), (65, 90), (97, 122)], "alpha": [(65, 90), (97, 122)],
-    "ascii": [(0, 127)], "blank": [(9, 9), (32, 32)], "cntrl": [(0, 31), (127, 127)],
-    "digit": [(48, 57)], "graph": [(33, 126)], "lower": [(97, 122)], "print": [(32, 126)],
-    "punct": [(33, 47), (58, 64), (91, 96), (123, 126)], "space": [(9, 13), (32, 32)],
-    "upper": [(65, 90)], "word": [(48, 57), (65, 90), (95, 95), (97, 122)],
-    "xdigit": [(48, 57), (65, 70), (97, 102)],
-}
-_CATEGORIES = {
-    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn",
-    "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk",
-    "Sm", "So", "Z", "Zl", "Zp", "Zs",
-}
-_WORD = "[0-9A-Za-z_]"
-_SIMPLE = {"a": 7, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
+_REASONS_LONGEST_FIRST = sorted(_GO_REASON, key=len, reverse=True)
+_GO_ONLY = {"\\C": ("invalid escape sequence", "\\C"), "(?<": ("invalid or unsupported Perl syntax", "(?<")}
+_GO_ONLY_RE = re.compile(r"\\C|\(\?<")  # where they may be; the parse decides (_go_only_error)
+_ESCAPE_MARKS = "qjkyghmoeiul"  # \q, \j, ...: escapes both Go and RE2 refuse
+_GROUP_MARKS = "".join(map(chr, range(1, 32)))  # (?\x01, ...: refused by both
+
+
+def _options() -> re2.Options:
+    opts = re2.Options()
+    opts.max_mem = MAX_MEM
+    opts.log_errors = False  # RE2 would log every refused pattern on stderr
+    opts.never_capture = True  # groups only group: nothing reads submatches
+    return opts
+
+
+_OPTIONS = _options()
+_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_ANCHOR_START = _re2.RE2.Anchor.ANCHOR_START
+_NO_MATCH = (-1, -1)
 
 
 class RegexError(Exception):
-    """An RE2 syntax error; ``str()`` is Go's text."""
+    """A pattern Go's ``regexp`` refuses; ``str()`` is Go's text."""
 
     def __init__(self, code: str, expr: str) -> None:
         super().__init__(f"error parsing regexp: {code}: `{expr}`")
+        self.code = code
 
 
-@lru_cache(maxsize=None)
-def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
-    out: list[tuple[int, int]] = []
-    for cp in range(_MAX_RUNE + 1):
-        cat = unicodedata.category(chr(cp))
-        if cat == "Cn" or not cat.startswith(name):
-            continue
-        if out and out[-1][1] == cp - 1:
-            out[-1] = (out[-1][0], cp)
-        else:
-            out.append((cp, cp))
-    return tuple(out)
+class GoRegexp:
+    """A compiled pattern; ``search(text)`` says whether it matches anywhere in ``text``."""
+
+    __slots__ = ("pattern", "size", "_prog", "_anchor")
+
+    def __init__(self, pattern: str, prog: _re2.RE2, size: int, anchor: _re2.RE2.Anchor) -> None:
+        self.pattern = pattern
+        self.size = size  # RE2 program instructions: the work per searched byte grows with it
+        self._prog = prog
+        self._anchor = anchor
+
+    def search(self, text: str) -> bool:
+        data = text.encode("utf-8", "surrogatepass")
+        return self._prog.Match(self._anchor, data, 0, len(data))[0] != _NO_MATCH
+
+    def __repr__(self) -> str:
+        return f"GoRegexp({self.pattern!r})"
 
 
-def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out, nxt = [], 0
-    for lo, hi in sorted(ranges):
-        if lo > nxt:
-            out.append((nxt, lo - 1))
-        nxt = max(nxt, hi + 1)
-    if nxt <= _MAX_RUNE:
-        out.append((nxt, _MAX_RUNE))
-    return out
+def _re2_error(prog: _re2.RE2) -> tuple[str, str]:
+    """(RE2's reason, the offending text) of a program that failed to compile."""
+    text = prog.error().decode("utf-8", "replace")
+    for reason in _REASONS_LONGEST_FIRST:
+        if text == reason:
+            return reason, ""
+        if text.startswith(reason + ": "):
+            return reason, text[len(reason) + 2:]
+    return text, ""  # "pattern too large - compile failed" (max_mem) and any newer text
 
 
-def _emit_class(ranges: list[tuple[int, int]], negate: bool) -> str:
-    if not ranges:
-        return "[^\\x00-\\U0010ffff]" if not negate else "[\\x00-\\U0010ffff]"
-    body = "".join(
-        "\\U%08x" % lo if lo == hi else "\\U%08x-\\U%08x" % (lo, hi) for lo, hi in sorted(ranges))
-    return ("[^" if negate else "[") + body + "]"
+def _go_error(pattern: str, reason: str, arg: str) -> RegexError:
+    if reason == "invalid escape sequence" and arg in ("\\p", "\\P") and pattern.endswith(arg):
+        # "[\p" at the end: Go reads an empty class name there (RE2 a bad escape), unless the \p
+        # ends a range ("[a-\p"), a bad escape in both: RE2 tells which by parsing "\pL]" there
+        finished = _re2.RE2((pattern[:-2] + "\\pL]").encode("utf-8"), _OPTIONS)
+        if finished.ok() or _re2_error(finished) != ("invalid escape sequence", "\\p"):
+            return RegexError("invalid character class range", arg)
+    if reason == "invalid UTF-8":
+        # a Python str is valid UTF-8: RE2 ran past the end of an escape such as "\x{"
+        return RegexError("invalid escape sequence", _unfinished_escape(pattern))
+    if reason in _GO_REASON:
+        return RegexError(_GO_REASON[reason], arg)
+    return RegexError("expression too large", pattern)  # RE2 ran out of max_mem
 
 
-def _flag_group(old: dict, new: dict) -> str:
-    on = "".join(f for f in "ims" if new[f] and not old[f])
-    off = "".join(f for f in "ims" if old[f] and not new[f])
-    return "(?" + on + ("-" + off if off else "") + ":"
+def _unfinished_escape(pattern: str) -> str:
+    """The escape that ends the pattern unfinished: what Go quotes (``\\x{4``, ``\\x4``...)."""
+    at = pattern.rfind("\\")
+    while at > 0 and pattern[at - 1] == "\\":  # "\\\\x{": the escape is the last backslash's
+        at -= 1
+    return pattern[at:] if at >= 0 else pattern
 
 
-class _Translator:
-    def __init__(self, pattern: str) -> None:
-        self.s = pattern
-        self.n = len(pattern)
-        self.out: list[str] = []
-        self.flags = {"i": False, "m": False, "s": False, "U": False}
-        self.atom_start = 0
+def _marker(pattern: str, prefix: str, candidates: str) -> str | None:
+    for ch in candidates:
+        if prefix + ch not in pattern:
+            return prefix + ch
+    return None
 
-    # -- escapes -------------------------------------------------------------------------------
-    def escape(self, j: int) -> tuple[int, int]:
-        """Parse the escape at s[j] == '\\\\' as a single code point; return (rune, next index)."""
-        s, n = self.s, self.n
-        if j + 1 >= n:
-            raise RegexError("trailing backslash at end of expression", "")
-        c, k = s[j + 1], j + 2
-        if c.isascii() and not c.isalnum():
-            return ord(c), k
-        if c in "01234567":
-            if c != "0" and (k >= n or s[k] not in "01234567"):
-                raise RegexError("invalid escape sequence", s[j:k])
-            value = int(c)
-            for _ in range(2):
-                if k < n and s[k] in "01234567":
-                    value, k = value * 8 + int(s[k]), k + 1
-            return value, k
-        if c == "x":
-            if k >= n:
-                raise RegexError("invalid escape sequence", s[j:k])
-            first, k = s[k], k + 1
-            if first == "{":
-                value, digits = 0, 0
-                while True:
-                    if k >= n:
-                        raise RegexError("invalid escape sequence", s[j:k])
-                    ch, k = s[k], k + 1
-                    if ch == "}":
-                        break
-                    if ch not in "0123456789abcdefABCDEF":
-                        raise RegexError("invalid escape sequence", s[j:k])
-                    value, digits = value * 16 + int(ch, 16), digits + 1
-                    if value > _MAX_RUNE:
-                        raise RegexError("invalid escape sequence", s[j:k])
-                if digits == 0:
-                    raise RegexError("invalid escape sequence", s[j:k])
-                return value, k
-            second = ""
-            if k < n:
-                second, k = s[k], k + 1
-            hexdigits = "0123456789abcdefABCDEF"
-            if first not in hexdigits or not second or second not in hexdigits:
-                raise RegexError("invalid escape sequence", s[j:k])
-            return int(first + second, 16), k
-        if c in _SIMPLE:
-            return _SIMPLE[c], k
-        raise RegexError("invalid escape sequence", s[j:k])
 
-    def unicode_class(self, j: int) -> tuple[list[tuple[int, int]], int] | None:
-        s = self.s
-        if not (s.startswith("\\p", j) or s.startswith("\\P", j)):
-            return None
-        negate = s[j + 1] == "P"
-        if j + 2 < self.n and s[j + 2] == "{":
-            end = s.find("}", j)
-            if end < 0:
-                raise RegexError("invalid character class range", s[j:])
-            seq, name, k = s[j:end + 1], s[j + 3:end], end + 1
-        else:
-            k = min(j + 3, self.n)
-            seq, name = s[j:k], s[j + 2:k]
-        if name.startswith("^"):
-            negate, name = not negate, name[1:]
-        if name == "Any":
-            ranges = [(0, _MAX_RUNE)]
-        elif name in _CATEGORIES:
-            ranges = list(_category_ranges(name))
-        else:
-            raise RegexError("invalid character class range", seq)
-        return (_complement(ranges) if negate else ranges), k
+def _go_only_error(pattern: str, spans: list[tuple[int, int]]) -> RegexError | None:
+    """Go's error for a pattern where ``\\C`` or ``(?<`` occur; None if none of them is parsed.
 
-    def perl_class(self, j: int) -> tuple[list[tuple[int, int]], int] | None:
-        s = self.s
-        if j + 1 < self.n and s[j] == "\\" and s[j + 1].lower() in _PERL:
-            ranges = _PERL[s[j + 1].lower()]
-            return (_complement(ranges) if s[j + 1].isupper() else list(ranges)), j + 2
+    Each occurrence gets a marker that both parsers refuse with a text the pattern cannot
+    otherwise produce, wherever it is parsed as an escape or a group at all (in a class or in
+    ``\\Q..\\E`` it stays literal text): ``\\C`` becomes an unused bad escape such as ``\\q``,
+    and ``(?<`` gets an unused control character after its ``?``, which leaves the characters
+    around it as they were (``[(?<-$`` is still the bad range ``<-$``). RE2, which like Go stops
+    at the first error from the left, parses the result: if it stops at a marker, Go stops at
+    the construct there; if it stops earlier, that is Go's error too, with the text put back.
+    """
+    escape = _marker(pattern, "\\", _ESCAPE_MARKS)
+    group = _marker(pattern, "(?", _GROUP_MARKS)
+    if escape is None or group is None:  # all candidates in use: not a filter-sized pattern
+        lo, hi = spans[0]
+        return RegexError(*_GO_ONLY[pattern[lo:hi]])
+    swaps = {escape: "\\C", group + "<": "(?<"}
+    parts, last = [], 0
+    for lo, hi in spans:
+        parts += [pattern[last:lo], escape if hi - lo == 2 else group + "<"]
+        last = hi
+    planted = "".join(parts) + pattern[last:]
+    prog = _re2.RE2(planted.encode("utf-8"), _OPTIONS)
+    if prog.ok():
         return None
+    reason, arg = _re2_error(prog)
+    if arg == escape:
+        return RegexError(*_GO_ONLY["\\C"])
+    if arg == group:
+        return RegexError(*_GO_ONLY["(?<"])
+    for mark, text in swaps.items():
+        arg = arg.replace(mark, text)
+    return _go_error(pattern, reason, arg)
 
-    def char_class(self, j: int) -> int:
-        s, n = self.s, self.n
-        k, negate, first = j + 1, False, True
-        if k < n and s[k] == "^":
-            negate, k = True, k + 1
-        ranges: list[tuple[int, int]] = []
-        while k >= n or s[k] != "]" or first:
-            if k >= n:
-                raise RegexError("missing closing ]", s[j:])
-            first = False
-            if s.startswith("[:", k) and k + 2 < n:
-                end = s.find(":]", k + 2)
-                if end >= 0:
-                    name = s[k + 2:end]
-                    neg_posix = name.startswith("^")
-                    if name.lstrip("^") not in _POSIX or name.count("^") > 1:
-                        raise RegexError("invalid character class range", s[k:end + 2])
-                    group = _POSIX[name.lstrip("^")]
-                    ranges += _complement(group) if neg_posix else group
-                    k = end + 2
-                    continue
-            found = self.unicode_class(k) or self.perl_class(k)
-            if found:
-                ranges += found[0]
-                k = found[1]
+
+def _go_only_spans(pattern: str) -> list[tuple[int, int]]:
+    """Where ``\\C`` (after an even run of backslashes: an escape) and ``(?<`` occur."""
+    spans = []
+    for m in _GO_ONLY_RE.finditer(pattern):
+        lo = m.start()
+        if m.group() == "\\C":
+            run = lo
+            while run > 0 and pattern[run - 1] == "\\":
+                run -= 1
+            if (lo - run) % 2:
                 continue
-            start = k
-            lo, k = self.class_char(k, j)
-            hi = lo
-            if k + 1 < n and s[k] == "-" and s[k + 1] != "]":
-                hi, k = self.class_char(k + 1, j)
-                if hi < lo:
-                    raise RegexError("invalid character class range", s[start:k])
-            ranges.append((lo, hi))
-        if negate and not self.flags["s"]:
-            ranges.append((10, 10))
-        self.out.append(_emit_class(ranges, negate))
-        return k + 1
-
-    def class_char(self, k: int, class_start: int) -> tuple[int, int]:
-        if k >= self.n:
-            raise RegexError("missing closing ]", self.s[class_start:])
-        if self.s[k] == "\\":
-            return self.escape(k)
-        return ord(self.s[k]), k + 1
-
-    # -- repetition ----------------------------------------------------------------------------
-    def repeat_braces(self, j: int) -> tuple[int, int, int] | None:
-        """Parse {n}, {n,} or {n,m} at j; None when it is a literal brace (as RE2 does)."""
-        m = re.compile(r"\{(\d+)(,(\d*))?\}").match(self.s, j)
-        if not m:
-            return None
-        lo_txt, hi_txt = m.group(1), m.group(3)
-        for txt in (lo_txt, hi_txt):
-            if txt and len(txt) > 1 and txt[0] == "0":
-                return None
-        lo = int(lo_txt) if len(lo_txt) <= 9 else -1
-        if m.group(2) is None:
-            hi = lo
-        elif hi_txt == "":
-            hi = -1
-        else:
-            hi = int(hi_txt) if len(hi_txt) <= 9 else 1001
-        return lo, hi, m.end()
-
-    # -- main loop -----------------------------------------------------------------------------
-    def translate(self) -> str:  # noqa: C901 - mirrors the shape of RE2's parse loop
-        s, n, out = self.s, self.n, self.out
-        # group stack entries: [saved flags, base flags, out index of the group, extra closes]
-        groups: list[list] = []
-        top = [dict(self.flags), dict(self.flags), 0, 0]
-        atom: int | None = None
-        last_repeat: int | None = None
-        i = 0
-        while i < n:
-            c = s[i]
-            repeat_at: int | None = None
-            if c == "(":
-                if s.startswith("(?P<", i) and n - i > 4:
-                    end = s.find(">", i)
-                    if end < 0:
-                        raise RegexError("invalid named capture", s[i:])
-                    name = s[i + 4:end]
-                    if not name or not all(ch.isascii() and (ch.isalnum() or ch == "_")
-                                           for ch in name):
-                        raise RegexError("invalid named capture", s[i:end + 1])
-                    groups.append(top)
-                    top = [dict(self.flags), dict(self.flags), len(out), 0]
-                    out.append("(")
-                    i, atom = end + 1, None
-                elif s.startswith("(?", i):
-                    j, new, sign, saw = i + 2, dict(self.flags), 1, False
-                    while True:
-                        if j >= n:
-                            raise RegexError("invalid or unsupported Perl syntax", s[i:j])
-                        ch, j = s[j], j + 1
-                        if ch in "imsU":
-                            new[ch], saw = sign > 0, True
-                        elif ch == "-" and sign > 0:
-                            sign, saw = -1, False
-                        elif ch in ":)" and (sign > 0 or saw):
-                            break
-                        else:
-                            raise RegexError("invalid or unsupported Perl syntax", s[i:j])
-                    if ch == ":":
-                        groups.append(top)
-                        top = [dict(self.flags), dict(new), len(out), 0]
-                        out.append(_flag_group(self.flags, new))
-                    else:
-                        out.append(_flag_group(self.flags, new))
-                        top[3] += 1
-                    self.flags = new
-                    i, atom = j, None
-                else:
-                    groups.append(top)
-                    top = [dict(self.flags), dict(self.flags), len(out), 0]
-                    out.append("(")
-                    i, atom = i + 1, None
-            elif c == ")":
-                if not groups:
-                    raise RegexError("unexpected )", s)
-                out.append(")" * (top[3] + 1))
-                self.flags = top[0]
-                atom = top[2]
-                top = groups.pop()
-                i += 1
-            elif c == "|":
-                out.append(")" * top[3] + "|")
-                if top[3]:
-                    out.append(_flag_group(top[1], self.flags))
-                    top[3] = 1
-                i, atom = i + 1, None
-            elif c in "*+?" or (c == "{" and self.repeat_braces(i)):
-                if c == "{":
-                    lo, hi, j = self.repeat_braces(i)  # type: ignore[misc]
-                    if lo < 0 or lo > 1000 or hi > 1000 or (hi >= 0 and lo > hi):
-                        raise RegexError("invalid repeat count", s[i:j])
-                    op = "{%d}" % lo if hi == lo else ("{%d,}" % lo if hi < 0 else
-                                                       "{%d,%d}" % (lo, hi))
-                else:
-                    op, j = c, i + 1
-                lazy = j < n and s[j] == "?"
-                if lazy:
-                    j += 1
-                if last_repeat is not None:
-                    raise RegexError("invalid nested repetition operator", s[last_repeat:j])
-                if atom is None:
-                    raise RegexError("missing argument to repetition operator", s[i:j])
-                out[atom:] = ["(?:" + "".join(out[atom:]) + ")"]
-                out.append(op + ("?" if lazy != self.flags["U"] else ""))
-                repeat_at, i = i, j
-            else:
-                self.atom_start = len(out)
-                i = self.atom(i)
-                atom = self.atom_start
-            last_repeat = repeat_at
-        if groups:
-            raise RegexError("missing closing )", s)
-        out.append(")" * top[3])
-        return "".join(out)
-
-    def atom(self, i: int) -> int:
-        s, out = self.s, self.out
-        c = s[i]
-        if c == "[":
-            return self.char_class(i)
-        if c == "^":
-            out.append("^")
-        elif c == "$":
-            out.append("$" if self.flags["m"] else "\\Z")
-        elif c == ".":
-            out.append(".")
-        elif c == "\\":
-            if i + 1 >= self.n:
-                raise RegexError("trailing backslash at end of expression", "")
-            e = s[i + 1]
-            if e == "A":
-                out.append("\\A")
-            elif e == "z":
-                out.append("\\Z")
-            elif e in "bB":
-                w = _WORD
-                look = (f"(?<={w})(?!{w})|(?<!{w})(?={w})" if e == "b"
-                        else f"(?<={w})(?={w})|(?<!{w})(?!{w})")
-                out.append("(?-i:" + look + ")")
-            elif e == "C":
-                raise RegexError("invalid escape sequence", "\\C")
-            elif e == "Q":
-                end = s.find("\\E", i + 2)
-                text = s[i + 2:] if end < 0 else s[i + 2:end]
-                if not text:
-                    out.append("(?:)")
-                else:
-                    # each quoted character is its own atom: a quantifier binds to the last one
-                    out.append("".join(re.escape(ch) for ch in text[:-1]))
-                    self.atom_start = len(out)
-                    out.append(re.escape(text[-1]))
-                return self.n if end < 0 else end + 2
-            else:
-                found = self.unicode_class(i) or self.perl_class(i)
-                if found:
-                    out.append(_emit_class(found[0], False))
-                    return found[1]
-                rune, k = self.escape(i)
-                out.append(re.escape(chr(rune)))
-                return k
-            return i + 2
-        else:
-            out.append(re.escape(c))
-        return i + 1
+        spans.append(m.span())
+    return spans
 
 
-def compile_re2(pattern: str) -> "re.Pattern[str]":
-    """Validate ``pattern`` as RE2 and return an equivalent compiled Python pattern."""
-    translated = _Translator(pattern).translate()
+def _quote_state(pattern: str) -> tuple[bool, bool]:
+    """(a ``\\B`` outside ``\\Q..\\E``, an unclosed ``\\Q`` at the end) of a pattern that parses."""
+    i, nonword_boundary = 0, False
+    while (i := pattern.find("\\", i)) >= 0:
+        escaped = pattern[i + 1:i + 2]
+        if escaped == "Q":
+            end = pattern.find("\\E", i + 2)
+            if end < 0:
+                return nonword_boundary, True
+            i = end + 2
+            continue
+        nonword_boundary = nonword_boundary or escaped == "B"
+        i += 2
+    return nonword_boundary, False
+
+
+def compile_re2(pattern: str, budget: list[int] | None = None) -> GoRegexp:
+    """Compile ``pattern`` as Go's ``regexp.Compile`` does; ``RegexError`` with Go's text if not.
+
+    ``budget``, if given, is a one-item list holding the program instructions still allowed to
+    the patterns of one filter; this pattern's size is taken from it, and a pattern that does
+    not fit is ``expression too large``.
+    """
     try:
-        return re.compile(translated)
-    except (re.error, RecursionError, OverflowError, ValueError):
-        raise RegexError("expression too large", pattern) from None
+        data = pattern.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a Go string would hold invalid UTF-8 there
+        raise RegexError("invalid UTF-8", pattern) from None
+    spans = _go_only_spans(pattern)
+    if spans and (err := _go_only_error(pattern, spans)) is not None:
+        raise err
+    prog = _re2.RE2(data, _OPTIONS)
+    if not prog.ok():
+        raise _go_error(pattern, *_re2_error(prog))
+    size = prog.ProgramSize()
+    if budget is not None:
+        if size > budget[0]:
+            raise RegexError("expression too large", pattern)
+        budget[0] -= size
+    nonword_boundary, open_quote = _quote_state(pattern)
+    if nonword_boundary:
+        whole = "(?s:.)*?(?:" + pattern + ("\\E)" if open_quote else ")")
+        stepped = _re2.RE2(whole.encode("utf-8"), _OPTIONS)
+        if stepped.ok():
+            return GoRegexp(pattern, stepped, size, _ANCHOR_START)
+    return GoRegexp(pattern, prog, size, _UNANCHORED)

@@ -8,11 +8,21 @@ answers with whatever is current; the index is never 0. Before it reads, `read_p
 for the asked consistency (below). A spurious wake-up (the key was touched
 but the index did not pass N) parks again. When the client goes away, aiohttp cancels the
 handler and the parked wait with it.
+
+`?index` is parsed as Consul does (Go's strconv.ParseUint: digits only, else `400 Invalid
+index`), after `?wait`; empty values are absent ones.
+
+A `filter=` over a large answer is evaluated in slices (FilterFn, render_filtered): the render
+runs with the filter answering inline for its first FIRST_PASS_S of evaluation and deferring
+the rest, the deferred evaluations run SLICE_S at a time with the event loop free in between,
+then the render runs again with the answers. A small answer renders once, as without a filter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -100,21 +110,25 @@ def query_options(request: web.Request) -> QueryOptions:
         opts.consistency = "stale"
     elif "consistent" in q:
         opts.consistency = "consistent"
-    if "index" in q:
-        try:
-            opts.index = int(q["index"])
-            if opts.index < 0 or opts.index >= 2**64:
-                raise ValueError
-        except ValueError:
-            raise HTTPError(400, "Invalid index") from None
-    if "wait" in q:
+    # Consul's parseWait: wait first, then index; an empty value is no value
+    if q.get("wait"):
         try:
             opts.wait_s = parse_duration(q["wait"])
         except DurationError:
             raise HTTPError(400, "Invalid wait time") from None
         if opts.wait_s < 0:
             raise HTTPError(400, "Invalid wait time")
+    if q.get("index"):
+        opts.index = parse_index(q["index"])
     return opts
+
+
+def parse_index(text: str) -> int:
+    """Go's strconv.ParseUint(text, 10, 64): ASCII digits only (Python's int() also takes
+    " 5", "+5", "1_000" and other scripts' digits), below 2**64; else 400 Invalid index."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or int(text) >= 2**64:
+        raise HTTPError(400, "Invalid index")
+    return int(text)
 
 
 def parse_bool_param(request: web.Request, name: str) -> bool:
@@ -145,14 +159,122 @@ def meta_matches(meta: dict[str, str] | None, want: dict[str, str]) -> bool:
     return all(meta.get(k) == v for k, v in want.items())
 
 
+_KEEP = "cairn.filter"  # the request's FilterFn, for blocking() to find
+
+
 def compiled_filter(request: web.Request, endpoint: str) -> Callable[[Any], bool] | None:
+    """The request's `filter=` as `keep(obj) -> bool` (None without one); 400 if it is bad."""
     expr = request.query.get("filter", "")
     if not expr:
         return None
     try:
-        return compile_filter(expr, endpoint).matches
+        keep = FilterFn(compile_filter(expr, endpoint).matches)
     except FilterError as err:
         raise HTTPError(400, str(err)) from None
+    request[_KEEP] = keep
+    return keep
+
+
+# A filter over a large catalog must not hold the event loop (checks, DNS, Raft and every other
+# request wait meanwhile): blocking() evaluates it in slices (FilterFn, render_filtered).
+FIRST_PASS_S = 0.010  # evaluation done inline while rendering, before the rest is deferred
+SLICE_S = 0.010  # evaluation between two returns to the event loop
+MAX_PASSES = 4  # renders at most; the last one evaluates whatever is left inline
+
+
+class FilterFn:
+    """`keep(obj) -> bool` for a handler's render function, able to defer its evaluations.
+
+    Called outside `render_filtered` it just evaluates the filter. In the first pass of
+    `render_filtered` it records every object it is asked about, in call order, with its answer;
+    once the pass has spent FIRST_PASS_S evaluating, it answers "keep" without evaluating and
+    leaves the answer open. The open answers are then computed in slices with the event loop
+    running in between, and the render runs again. A render is a function of the data its
+    index names (the render cache rests on that too), so when the index has not moved the
+    next pass asks about the same objects in the same order and takes the answers by position;
+    otherwise an object equal to the one recorded at its position gets the recorded answer (the
+    filter depends on nothing else) and any other is evaluated, or deferred again.
+    """
+
+    __slots__ = ("matches", "fn", "final", "deferring", "deadline", "objs", "answers", "prev_objs",
+                 "prev_answers", "pos")
+
+    def __init__(self, matches: Callable[[Any], bool]) -> None:
+        self.matches = matches
+        self.fn: Callable[[Any], bool] = matches
+        self.final = False
+        self.deferring = False
+        self.deadline = 0.0
+        self.objs: list[Any] = []
+        self.answers: list[bool | None] = []
+        self.prev_objs: list[Any] = []
+        self.prev_answers: list[bool | None] = []
+        self.pos = 0
+
+    def __call__(self, obj: Any) -> bool:
+        return self.fn(obj)
+
+    def _recording(self, obj: Any) -> bool:
+        i = len(self.objs)
+        self.objs.append(obj)
+        prev = self.prev_objs
+        if i < len(prev) and (prev[i] is obj or prev[i] == obj):
+            answer = self.prev_answers[i]
+        elif self.deferring:
+            answer = None
+        else:
+            answer = self.matches(obj)
+            if not self.final and (i & 15) == 0 and time.perf_counter() > self.deadline:
+                self.deferring = True
+        self.answers.append(answer)
+        return True if answer is None else answer
+
+    def _replaying(self, obj: Any) -> bool:
+        i = self.pos
+        self.pos = i + 1
+        answers = self.prev_answers
+        return answers[i] if i < len(answers) else self.matches(obj)  # type: ignore[return-value]
+
+    def start_pass(self, final: bool, same_data: bool) -> None:
+        self.prev_objs, self.prev_answers = self.objs, self.answers
+        self.objs, self.answers = [], []
+        self.final, self.deferring, self.pos = final, False, 0
+        self.deadline = time.perf_counter() + FIRST_PASS_S
+        self.fn = self._replaying if same_data else self._recording
+
+    async def settle(self) -> None:
+        """Compute the open answers of the last pass, returning to the event loop every SLICE_S."""
+        objs, answers, matches = self.objs, self.answers, self.matches
+        deadline = time.perf_counter() + SLICE_S
+        for i, answer in enumerate(answers):
+            if answer is None:
+                answers[i] = matches(objs[i])
+                if time.perf_counter() > deadline:
+                    await asyncio.sleep(0)
+                    deadline = time.perf_counter() + SLICE_S
+
+    def finish(self) -> None:
+        self.fn = self.matches
+        self.objs, self.answers, self.prev_objs, self.prev_answers = [], [], [], []
+
+
+async def render_filtered(keep: FilterFn, render: Callable[[], Any], index: Callable[[], int],
+                          current: int) -> tuple[Any, int]:
+    """Render with a filter whose evaluation may be spread over several turns of the event
+    loop; returns the body and the index it was rendered at."""
+    try:
+        same_data = False
+        for n in range(1, MAX_PASSES + 1):
+            keep.start_pass(final=n == MAX_PASSES, same_data=same_data)
+            body = render()
+            if not keep.deferring:  # (a replaying pass never defers)
+                return body, current
+            await keep.settle()
+            now = index()  # the store may have moved on while the loop ran
+            same_data, current = now == current, now
+        raise AssertionError("the last pass defers nothing")
+    finally:
+        keep.finish()
 
 
 def near_sorted(request: web.Request, body: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
@@ -230,6 +352,11 @@ async def blocking(
     key = cache_key(request)
     entry = cache.get(key, current)
     if entry is None:
-        entry = cache.put(key, current, render())
+        keep = request.get(_KEEP)
+        if keep is None:
+            body = render()
+        else:
+            body, current = await render_filtered(keep, render, index, current)
+        entry = cache.put(key, current, body)
     request.render_entry = entry
     return entry.body, meta_headers(agent, current, opts, effective_consistency)

@@ -1,8 +1,9 @@
 """Tests for the filter= expression language (appliance.filter).
 
 The numbered cases are the forty cases of the filtering reference, section 7; the parse-error
-vectors are the reference parser's own; the remaining tests pin lexer edges, coercion, RE2
-translation and robustness on odd data.
+vectors are the reference parser's own; the remaining tests pin lexer edges, coercion, Go regexp
+semantics, the evaluation limits and robustness on odd data (the regex engine itself:
+test_regex.py).
 """
 
 from __future__ import annotations
@@ -329,13 +330,14 @@ def test_unknown_endpoint() -> None:
 
 @pytest.mark.parametrize("pattern,subject,expected", [
     ("^re", "redis", True), ("(?i)^RE", "redis", True), ("a$", "a\n", False),
-    ("(?m)a$", "a\nb", True), ("[^a]", "\n", False), ("(?s)[^a]", "\n", True),
+    # Go's regexp.Compile parses with syntax.Perl, which has ClassNL: [^a] matches a newline
+    ("(?m)a$", "a\nb", True), ("[^a]", "\n", True), ("(?s)[^a]", "\n", True),
     (r"\pL+$", "héllo", True), (r"\d", "٣", False), (r"\bfoo\b", "a foo b", True),
     (r"\Qa.b\E", "axb", False), ("x{,5}", "x{,5}", True), ("a(?i)b|c", "C", True),
     (r"\x{41}\101\x41", "AAA", True), ("[[:digit:]]+", "42", True), ("a*?b", "aab", True),
     ("(?U)a+", "aaa", True), (r"\z", "", True),
 ])
-def test_re2_translation(pattern: str, subject: str, expected: bool) -> None:
+def test_re2_semantics(pattern: str, subject: str, expected: bool) -> None:
     assert bool(compile_re2(pattern).search(subject)) is expected
 
 
@@ -365,6 +367,58 @@ def test_regex_error_in_filter_is_quoted_go_style() -> None:
                                "error parsing regexp: invalid escape sequence: `\\1`")
 
 
+def test_expression_length_limit() -> None:
+    from appliance.filter import MAX_EXPRESSION_LENGTH
+    head = 'Node == "'
+    fits = head + "x" * (MAX_EXPRESSION_LENGTH - len(head) - 1) + '"'
+    assert len(fits) == MAX_EXPRESSION_LENGTH
+    assert not compile_filter(fits, "catalog_nodes").matches({"Node": "y"})
+    too_long = fits[:-1] + 'x"'
+    with pytest.raises(FilterError) as info:
+        compile_filter(too_long, "catalog_nodes")
+    assert str(info.value) == P + f"Expression length ({MAX_EXPRESSION_LENGTH + 1}) exceeds the limit ({MAX_EXPRESSION_LENGTH})"
+
+
+def test_match_expression_limit() -> None:
+    from appliance.filter import MAX_MATCHES
+    # a balanced tree of `or`s: the parser's own nesting limit is not what stops it
+    def tree(names: list[str]) -> str:
+        if len(names) == 1:
+            return f"Node == {names[0]}"
+        half = len(names) // 2
+        return f"({tree(names[:half])}) or ({tree(names[half:])})"
+
+    names = [f"n{i}" for i in range(MAX_MATCHES)]
+    f = compile_filter(tree(names), "catalog_nodes")
+    assert f.matches({"Node": "n31"}) and not f.matches({"Node": "n32"})
+    with pytest.raises(FilterError) as info:
+        compile_filter(tree(names + ["n32"]), "catalog_nodes")
+    assert str(info.value) == P + f"Number of match expressions ({MAX_MATCHES + 1}) exceeds the limit ({MAX_MATCHES})"
+    # counted before anything else is checked, like a parse error (agent checks too)
+    with pytest.raises(FilterError) as info:
+        compile_filter(tree(["x"] * (MAX_MATCHES + 1)).replace("Node", "Nope"), "agent_checks")
+    assert "Number of match expressions" in str(info.value)
+
+
+def test_regex_program_budget_is_shared_by_a_filter() -> None:
+    big = "(.|.){1000}"  # about 8,000 RE2 instructions: one fits the budget, two do not
+    assert compile_filter(f"Node matches `{big}` or Node matches `^a`", "catalog_nodes")
+    with pytest.raises(FilterError) as info:
+        compile_filter(f"Node matches `{big}` and Address matches `{big}`", "catalog_nodes")
+    assert str(info.value) == (P + f'Failed to compile regular expression "{big}": error parsing '
+                               f"regexp: expression too large: `{big}`")
+
+
+def test_pathological_regex_filter_is_fast() -> None:
+    import time
+    nodes = [{"ID": "40e4a748-2192-161a-0510-9bf59fe950b5", "Node": f"node-{i}"} for i in range(2000)]
+    for expr in ('ID matches "^(.|.){0,25}Z"', 'ID matches "^(.|.)*Z"', 'Node matches "(x+x+)+y"'):
+        f = compile_filter(expr, "catalog_nodes")
+        started = time.perf_counter()
+        assert f.apply(nodes) == []
+        assert time.perf_counter() - started < 1.0, expr  # Python's re: seconds per node, or never
+
+
 def test_deep_nesting_is_an_error_not_a_crash() -> None:
     with pytest.raises(FilterError):
         compile_filter("(" * 400 + "Node == x" + ")" * 400, "catalog_nodes")
@@ -382,9 +436,9 @@ def test_random_text_only_raises_filter_error(text: str) -> None:
     for endpoint in ("health_service", "agent_checks"):
         try:
             f = compile_filter(text, endpoint)
+            f.apply([CSN, CSN0, {}])  # agent checks raise their deferred schema errors here
         except FilterError:
             continue
-        f.apply([CSN, CSN0, {}])
 
 
 @settings(max_examples=300, deadline=None)
@@ -395,3 +449,88 @@ def test_random_token_soup_only_raises_filter_error(text: str) -> None:
     except FilterError:
         return
     assert isinstance(f.matches(CSN), bool)
+
+
+# -- evaluation in slices (appliance.http.query.render_filtered) ---------------------------------
+
+
+def _catalog(count: int) -> list[dict]:
+    return [{"Node": f"n{i}", "Meta": {"rack": f"r{i % 7}"}} for i in range(count)]
+
+
+def _render_of(nodes: list[dict], keep) -> callable:
+    def render() -> list[dict]:
+        calls.append(1)
+        return [dict(n) for n in nodes if keep(dict(n))]  # fresh objects, like most renders
+    calls: list[int] = []
+    render.calls = calls  # type: ignore[attr-defined]
+    return render
+
+
+def test_small_filtered_render_runs_once() -> None:
+    import asyncio
+    from appliance.http.query import FilterFn, render_filtered
+    nodes = _catalog(50)
+    keep = FilterFn(compile_filter('Meta.rack == "r3"', "catalog_nodes").matches)
+    render = _render_of(nodes, keep)
+    body, index = asyncio.run(render_filtered(keep, render, lambda: 7, 7))
+    assert [n["Node"] for n in body] == [n["Node"] for n in nodes if n["Meta"]["rack"] == "r3"]
+    assert index == 7 and len(render.calls) == 1
+    assert keep({"Meta": {"rack": "r3"}}) and not keep({})  # outside a render: plain evaluation
+
+
+def test_large_filtered_render_yields_to_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import appliance.http.query as query
+    monkeypatch.setattr(query, "FIRST_PASS_S", 0.0)  # defer from the 16th object on
+    monkeypatch.setattr(query, "SLICE_S", 0.0)  # back to the loop after every evaluation
+    nodes = _catalog(2000)
+    want = [n["Node"] for n in nodes if n["Meta"]["rack"] in ("r1", "r5")]
+
+    async def run() -> tuple[list[dict], int, int, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        keep = query.FilterFn(compile_filter('Meta.rack == "r1" or Meta.rack == "r5"', "catalog_nodes").matches)
+        render = _render_of(nodes, keep)
+        body, index = await query.render_filtered(keep, render, lambda: 3, 3)
+        task.cancel()
+        return body, index, len(render.calls), ticks
+
+    body, index, renders, ticks = asyncio.run(run())
+    assert [n["Node"] for n in body] == want
+    assert index == 3 and renders == 2 and ticks > 1000
+
+
+def test_filtered_render_follows_data_that_changed_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import appliance.http.query as query
+    monkeypatch.setattr(query, "FIRST_PASS_S", 0.0)
+    monkeypatch.setattr(query, "SLICE_S", 0.0)
+    nodes = _catalog(500)
+    index = [10]
+
+    async def writer() -> None:  # the store changes while the filter is evaluated
+        await asyncio.sleep(0)
+        nodes.insert(0, {"Node": "new", "Meta": {"rack": "r2"}})
+        del nodes[100]
+        nodes[200] = {"Node": "moved", "Meta": {"rack": "r2"}}
+        index[0] = 11
+
+    async def run() -> tuple[list[dict], int]:
+        keep = query.FilterFn(compile_filter('Meta.rack == "r2"', "catalog_nodes").matches)
+        task = asyncio.create_task(writer())
+        body, at = await query.render_filtered(keep, _render_of(nodes, keep), lambda: index[0], 10)
+        await task
+        return body, at
+
+    body, at = asyncio.run(run())
+    assert at == 11
+    assert [n["Node"] for n in body] == [n["Node"] for n in nodes if n["Meta"]["rack"] == "r2"]
+    assert "new" in [n["Node"] for n in body] and "moved" in [n["Node"] for n in body]
