@@ -1,7 +1,7 @@
 """Wakes blocking queries when the watch keys they read are touched by an applied write.
 
-The state store names what each write changed as watch keys ("svc:web", "nodes", "kv:a/b", ...;
-see appliance.state.store). A blocking query parks on the keys its answer depends on; for KV
+The state store names what each write changed as watch keys (a service, a table, a KV key, ...;
+appliance.state.watchkeys). A blocking query parks on the keys its answer depends on; for KV
 it parks on a prefix, which a write to any key under it touches. A parked query costs one
 future and one timer (no task of its own): each key has a set of waiting futures, and a touch
 resolves them all and forgets the key, so a write to another service wakes none of them and
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+
+from appliance.state import watchkeys
 
 
 class WatchHub:
@@ -32,8 +34,8 @@ class WatchHub:
             waiters = self._exact.pop(key, None)
             if waiters:
                 self._wake(waiters)
-            if key.startswith("kv:") and self._prefixes:
-                kv_key = key[3:]
+            if self._prefixes and watchkeys.is_kv(key):
+                kv_key = watchkeys.kv_key(key)
                 for prefix in [p for p in self._prefixes if kv_key.startswith(p)]:
                     self._wake(self._prefixes.pop(prefix))
 

@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from appliance.state import watchkeys
 from appliance.state.store import Record, Store
 from appliance.state.views import aggregated_status, all_passing, tags_match
 
@@ -73,8 +74,8 @@ class Filters:
     def watch_keys(self) -> tuple[str, ...]:
         """The store watch keys the answer depends on (appliance.state.store)."""
         if self.services:
-            return tuple("svc:" + s for s in self.services)
-        return ("services", "checks", "nodes")
+            return tuple(watchkeys.service(s) for s in self.services)
+        return (watchkeys.SERVICES, watchkeys.CHECKS, watchkeys.NODES)
 
     def keep(self, node: Record, svc: Record, checks: list[Record]) -> bool:
         if self.tags and not tags_match(svc, list(self.tags)):
@@ -173,7 +174,7 @@ class GroupCache:
         self.max_entries = max_entries
 
     def groups(self, store: Store, name: str, filters: Filters, datacenter: str, memo: NodeMemo) -> list[Any]:
-        index = store.index_of("svc:" + name.lower())
+        index = store.index_of(watchkeys.service(name))
         key = (filters, name.lower())
         hit = self.entries.get(key)
         if hit is not None and hit[0] == index:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from appliance.state import watchkeys
 from appliance.checks.rules import alias_result
 from appliance.local.definitions import CheckDefinition
 
@@ -30,9 +31,9 @@ def evaluate(store: Any, check: CheckDefinition, local_node: str) -> tuple[tuple
     own_id = check.id if node.lower() == local_node.lower() else ""
     result = alias_result(store.node_checks(node), node, check.alias_service,
                           service_exists=target is not None, exclude_check_id=own_id)
-    keys: tuple[str, ...] = ("node:" + node.lower(),)
+    keys: tuple[str, ...] = (watchkeys.node(node),)
     if target is not None:
-        keys += ("svc:" + target["Service"].lower(),)
+        keys += (watchkeys.service(target["Service"]),)
     return result, keys
 
 

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
 
+from appliance.state import watchkeys
 from appliance.dns import answers_wire as wire
 from appliance.dns.answers_wire import Rec, label, rd_a, rd_aaaa, rd_srv
 from appliance.dns.names import (
@@ -223,13 +224,13 @@ class Answerer:
         elif req.qtype in (T_AXFR, T_IXFR, T_MAILA, T_MAILB):
             return Reply(wire.error_reply(req, NOTIMP, self.s.recursors), rcode=NOTIMP)
         elif req.qtype == T_SOA:
-            msg = Message(deps=("svc:consul",))
+            msg = Message(deps=(watchkeys.service("consul"),))
             msg.groups.append(wire.Group(self._soa(lookup.domain, now)))
             ns, glue, shuffled = self._ns(lookup.domain, store, rng)
             msg.authority, msg.additional, msg.shuffled = ns, glue, shuffled
         elif req.qtype == T_NS:
             ns, glue, shuffled = self._ns(lookup.domain, store, rng)
-            msg = Message(deps=("svc:consul",), shuffled=shuffled, additional=glue)
+            msg = Message(deps=(watchkeys.service("consul"),), shuffled=shuffled, additional=glue)
             msg.groups = [wire.Group(r) for r in ns]
             if not ns:
                 msg.authority.append(self._soa(lookup.domain, now))
@@ -346,7 +347,7 @@ class Answerer:
 
     def _node(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         msg = self._node_answer(req, store.node(lk.name))
-        msg.deps = ("node:" + lk.name,)
+        msg.deps = (watchkeys.node(lk.name),)
         return msg
 
     def _node_answer(self, req: Request, node: Record | None) -> Message:
@@ -378,7 +379,7 @@ class Answerer:
 
     def _service(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         msg = self._service_answer(req, lk, self._healthy(store, lk.name, lk.tag), rng, "")
-        msg.deps = ("svc:" + lk.name,)
+        msg.deps = (watchkeys.service(lk.name),)
         return msg
 
     def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,
@@ -436,7 +437,7 @@ class Answerer:
         return wire.Group(rr, extras)
 
     def _ptr(self, req: Request, lk: Lookup, store: Store, now: float) -> Message:
-        msg = Message(deps=("nodes", "services"))
+        msg = Message(deps=(watchkeys.NODES, watchkeys.SERVICES))
         ip = parse_ip(lk.ip)
         owner = DNSLabel(req.labels)
         names: list[str] = []

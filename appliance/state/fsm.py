@@ -46,6 +46,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.state import watchkeys
 from appliance.state.commands import (
     COMMANDS,
     Command,
@@ -184,7 +185,7 @@ class FSM:
             rec = _node_record(cmd, index, prev)
             if prev is None or not _same_node(prev, rec):
                 s.nodes[node_key] = rec
-                s.touch(index, "nodes")
+                s.touch(index, watchkeys.NODES)
                 s.touch_node(index, node_key)
         node_name = s.nodes[node_key]["Node"]
         if svc:
@@ -204,10 +205,10 @@ class FSM:
             return
         if prev is not None:
             s.unindex_service(node_key, prev)
-            s.touch(index, "svc:" + _k(prev["Service"]))
+            s.touch(index, watchkeys.service(prev["Service"]))
         services[svc["ID"]] = rec
         s.index_service(node_key, rec)
-        s.touch(index, "services", "svc:" + _k(rec["Service"]), "node:" + node_key)
+        s.touch(index, watchkeys.SERVICES, watchkeys.service(rec["Service"]), watchkeys.node(node_key))
         # A check keeps its service's name and tags (HealthCheck.ServiceName/ServiceTags).
         for cid, check in list(s.checks.get(node_key, {}).items()):
             if check["ServiceID"] == rec["ID"] and (
@@ -237,12 +238,12 @@ class FSM:
 
     def _touch_check(self, index: int, node_key: str, rec: Record, prev: Record | None) -> None:
         s = self.store
-        s.touch(index, "checks", "node:" + node_key)
+        s.touch(index, watchkeys.CHECKS, watchkeys.node(node_key))
         for check in (rec, prev):
             if check is None:
                 continue
             if check["ServiceName"]:
-                s.touch(index, "svc:" + _k(check["ServiceName"]))
+                s.touch(index, watchkeys.service(check["ServiceName"]))
             else:  # a node check changes every instance on the node
                 s.touch_node(index, node_key)
 
@@ -261,9 +262,9 @@ class FSM:
             for cid in list(s.checks.get(node_key, {})):
                 self._delete_check(index, node_key, cid)
             s.touch_node(index, node_key)
-            s.touch(index, "nodes")
+            s.touch(index, watchkeys.NODES)
             if s.coordinates.pop(node_key, None) is not None:
-                s.touch(index, "coordinates")
+                s.touch(index, watchkeys.COORDINATES)
             del s.nodes[node_key]
             s.services.pop(node_key, None)
             s.checks.pop(node_key, None)
@@ -275,7 +276,7 @@ class FSM:
         if svc is None:
             return
         s.unindex_service(node_key, svc)
-        s.touch(index, "services", "svc:" + _k(svc["Service"]), "node:" + node_key)
+        s.touch(index, watchkeys.SERVICES, watchkeys.service(svc["Service"]), watchkeys.node(node_key))
         for cid, check in list(s.checks.get(node_key, {}).items()):
             if check["ServiceID"] == sid:
                 self._delete_check(index, node_key, cid)
@@ -311,7 +312,7 @@ class FSM:
         if prev is None:
             s.kv_insert_key(key)
         s.tombstones.pop(key, None)
-        s.touch(index, "kvs", "kv:" + key)
+        s.touch(index, watchkeys.KVS, watchkeys.kv(key))
         return True
 
     def _apply_kv_delete(self, index: int, cmd: dict[str, Any]) -> bool:
@@ -328,9 +329,9 @@ class FSM:
             del s.kv[k]
             s.kv_remove_key(k)
             s.tombstones[k] = index
-            s.touch(index, "kv:" + k)
+            s.touch(index, watchkeys.kv(k))
         if doomed:
-            s.touch(index, "kvs", "tombstones")
+            s.touch(index, watchkeys.KVS, watchkeys.TOMBSTONES)
         return True
 
     # ------------------------------------------------------------------ coordinates
@@ -349,7 +350,7 @@ class FSM:
                                        "ModifyIndex": index}
             changed = True
         if changed:
-            s.touch(index, "coordinates")
+            s.touch(index, watchkeys.COORDINATES)
         return True
 
     # ------------------------------------------------------------------ operator
@@ -362,7 +363,7 @@ class FSM:
         if "CAS" in cmd and (prev["ModifyIndex"] if prev else 0) != cmd["CAS"]:
             return False
         s.autopilot = {**cmd["Config"], "CreateIndex": prev["CreateIndex"] if prev else index, "ModifyIndex": index}
-        s.touch(index, "autopilot")
+        s.touch(index, watchkeys.AUTOPILOT)
         return True
 
     def _apply_restore(self, index: int, cmd: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgpack
 
+from appliance.state import watchkeys
 from appliance.state.store import Store
 
 SNAPSHOT_VERSION = 1
@@ -98,7 +99,7 @@ def foreign_text(store: Store) -> str | None:
     tables: dict[str, Any] = {
         "nodes": store.nodes, "services": store.services, "checks": store.checks,
         "coordinates": store.coordinates, "autopilot": store.autopilot,
-        "watch indexes": {k: v for k, v in store.watch_index.items() if not k.startswith("kv:")},
+        "watch indexes": {k: v for k, v in store.watch_index.items() if not watchkeys.is_kv(k)},
     }
     for name, table in tables.items():
         if _has_surrogate(table):

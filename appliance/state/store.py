@@ -7,15 +7,9 @@ with `CreateIndex`/`ModifyIndex`. Records are never mutated in place: a write bu
 and swaps it in, so a reader may hand a stored record straight to the encoder.
 
 Only the FSM (appliance.state.fsm) writes, and only while applying a log entry; the entry's log
-index is the `ModifyIndex` of everything it touches. Every write records *watch keys* (strings)
-with that index:
-
-    "nodes", "services", "checks"     the tables (catalog/nodes, catalog/services, health/state)
-    "node:<name>"                     anything on that node (catalog/node, health/node)
-    "svc:<name>"                      anything that changes that service's answer: an instance,
-                                      its checks, its node, the node's checks
-    "kv:<key>"                        a KV key was written or deleted
-    "coordinates"                     a node's network coordinate (coordinate/nodes, ?near)
+index is the `ModifyIndex` of everything it touches. Every write records *watch keys* with that
+index: the tables it changed, the node, the service, the KV key (appliance.state.watchkeys builds
+and lists them all).
 
 A query's index is the highest index among the keys it reads (`index_of`), never below 1, so a
 blocking `health/service/web` wakes only when web's answer can have changed. KV indexes are
@@ -28,6 +22,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from appliance.state import watchkeys
 
 Record = dict[str, Any]
 
@@ -71,9 +67,9 @@ class Store:
     def touch_node(self, index: int, node_key: str) -> None:
         """Something about a node changed: its own answers and every service on it change."""
         name = self.nodes[node_key]["Node"] if node_key in self.nodes else node_key
-        self.touch(index, "node:" + _k(name))
+        self.touch(index, watchkeys.node(name))
         for svc in self.services.get(node_key, {}).values():
-            self.touch(index, "svc:" + _k(svc["Service"]))
+            self.touch(index, watchkeys.service(svc["Service"]))
 
     def index_service(self, node_key: str, svc: Record) -> None:
         self.service_index.setdefault(_k(svc["Service"]), set()).add((node_key, svc["ID"]))
@@ -111,7 +107,7 @@ class Store:
             entry = self.kv.get(prefix)
             if entry is not None:
                 return entry["ModifyIndex"]
-            return max(self.watch_index.get("kvs", 0), self.watch_index.get("tombstones", 0)) or 1
+            return max(self.watch_index.get(watchkeys.KVS, 0), self.watch_index.get(watchkeys.TOMBSTONES, 0)) or 1
         best = 0
         for key in self.kv_prefix_keys(prefix):
             best = max(best, self.kv[key]["ModifyIndex"])

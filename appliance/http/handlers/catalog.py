@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.state import watchkeys
 from appliance.federation.forward import ForwardError
 from appliance.api.structs import DEREGISTER_REQUEST, REGISTER_REQUEST
 from appliance.config.durations import format_duration
@@ -123,8 +124,8 @@ async def nodes(request: web.Request) -> web.Response:
         out = [n for n in store.all_nodes() if meta_matches(n["Meta"], want_meta)]
         return [n for n in out if keep(n)] if keep else out
 
-    body, headers = await blocking(request, index=lambda: store.index_of("nodes"), render=render,
-                                   keys=("nodes",), effective_consistency=True)
+    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.NODES), render=render,
+                                   keys=(watchkeys.NODES,), effective_consistency=True)
     body = near_sorted(request, body, lambda n: n["Node"])
     return json_response(request, body, headers=headers)
 
@@ -140,7 +141,7 @@ async def services(request: web.Request) -> web.Response:
         return keep is None or keep(service_node(node, svc))
 
     filtered = bool(want_meta) or keep is not None
-    keys = ("services", "nodes") if want_meta else ("services",)
+    keys = (watchkeys.SERVICES, watchkeys.NODES) if want_meta else (watchkeys.SERVICES,)
     body, headers = await blocking(
         request, index=lambda: store.index_of(*keys),
         render=lambda: catalog_services(store, accept if filtered else None),
@@ -154,7 +155,7 @@ async def service(request: web.Request) -> web.Response:
     tags = request.query.getall("tag", [])
     want_meta = node_meta_filter(request)
     keep = compiled_filter(request, "catalog_service")
-    key = "svc:" + name.lower()
+    key = watchkeys.service(name)
 
     def render() -> list[Any]:
         out = []
@@ -178,7 +179,7 @@ def _node_services(request: web.Request, prefix: str, as_map: bool) -> Any:
     store = request.app["agent"].store
     name = path_tail(request, prefix)
     keep = compiled_filter(request, "catalog_node" if as_map else "catalog_node_services")
-    key = "node:" + name.lower()
+    key = watchkeys.node(name)
 
     def render() -> Any:
         node = store.node(name)

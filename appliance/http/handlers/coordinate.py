@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.state import watchkeys
 from appliance.coordinates import CoordinateUpdateError, validate_update
 from appliance.federation.forward import Exchange, ForwardError
 from appliance.api.structs import COORDINATE_UPDATE
@@ -62,9 +63,9 @@ async def datacenters(request: web.Request) -> web.Response:
 
 async def nodes(request: web.Request) -> web.Response:
     store = request.app["agent"].store
-    body, headers = await blocking(request, index=lambda: store.index_of("coordinates"),
+    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.COORDINATES),
                                    render=lambda: _segment_filter(request, store.all_coordinates()),
-                                   keys=("coordinates",))
+                                   keys=(watchkeys.COORDINATES,))
     return json_response(request, body, headers=headers)
 
 
@@ -76,8 +77,8 @@ async def node(request: web.Request) -> web.Response:
         rec = store.coordinate(name)
         return _segment_filter(request, [rec] if rec is not None else [])
 
-    body, headers = await blocking(request, index=lambda: store.index_of("coordinates"), render=render,
-                                   keys=("coordinates",))
+    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.COORDINATES), render=render,
+                                   keys=(watchkeys.COORDINATES,))
     if not body:
         return web.Response(status=404, headers=headers)
     return json_response(request, body, headers=headers)

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.state import watchkeys
 from appliance.http.encoding import json_response
 from appliance.http.query import (
     blocking,
@@ -23,7 +24,7 @@ async def node(request: web.Request) -> web.Response:
     store = request.app["agent"].store
     name = path_tail(request, "/v1/health/node/")
     keep = compiled_filter(request, "health_checks")
-    key = "node:" + name.lower()
+    key = watchkeys.node(name)
 
     def render() -> list[Any]:
         return [c for c in store.node_checks(name) if keep is None or keep(c)]
@@ -38,7 +39,7 @@ async def checks(request: web.Request) -> web.Response:
     name = path_tail(request, "/v1/health/checks/")
     keep = compiled_filter(request, "health_checks")
     want_meta = node_meta_filter(request)
-    key = "svc:" + name.lower()
+    key = watchkeys.service(name)
 
     def render() -> list[Any]:
         out = []
@@ -70,7 +71,7 @@ async def state(request: web.Request) -> web.Response:
                 out.append(c)
         return out
 
-    keys = ("checks", "nodes") if want_meta else ("checks",)
+    keys = (watchkeys.CHECKS, watchkeys.NODES) if want_meta else (watchkeys.CHECKS,)
     body, headers = await blocking(request, index=lambda: store.index_of(*keys), render=render, keys=keys,
                                    effective_consistency=True)
     return json_response(request, body, headers=headers)
@@ -83,7 +84,7 @@ async def service(request: web.Request) -> web.Response:
     passing = parse_bool_param(request, "passing")
     want_meta = node_meta_filter(request)
     keep = compiled_filter(request, "health_service")
-    key = "svc:" + name.lower()
+    key = watchkeys.service(name)
 
     def render() -> list[Any]:
         out = []

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
+from appliance.state import watchkeys
 from appliance.http.encoding import json_response, read_body
 from appliance.http.errors import HTTPError
 from appliance.http.query import blocking
@@ -129,7 +130,7 @@ async def get(request: web.Request) -> web.StreamResponse:
         return json_response(request, body, headers=headers)
     if not key:
         raise HTTPError(400, "Missing key name")
-    rec, headers = await blocking(request, index=lambda: store.kv_index(key, exact=True), keys=("kv:" + key,),
+    rec, headers = await blocking(request, index=lambda: store.kv_index(key, exact=True), keys=(watchkeys.kv(key),),
                                   render=lambda: store.kv_get(key))
     if rec is None:
         return web.Response(status=404, headers=headers)

@@ -1,0 +1,52 @@
+"""Watch keys: the names of what a write changed, and what a blocking read waits on.
+
+The store records, for every applied write, the watch keys it touched with the write's index
+(appliance.state.store); the watch hub wakes the reads parked on them (appliance.watch). Every
+watch key is built here, so writers and readers cannot disagree on a spelling:
+
+    NODES, SERVICES, CHECKS     the tables (catalog/nodes, catalog/services, health/state)
+    node(name)                  anything on that node (catalog/node, health/node)
+    service(name)               anything that changes that service's answer: an instance, its
+                                checks, its node, the node's checks
+    kv(key)                     a KV key was written or deleted; KV_PREFIX marks them
+    KVS, TOMBSTONES             any KV write; any KV delete
+    COORDINATES, AUTOPILOT      network coordinates; the autopilot configuration
+
+Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
+from the lower-cased name. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+NODES = "nodes"
+SERVICES = "services"
+CHECKS = "checks"
+KVS = "kvs"
+TOMBSTONES = "tombstones"
+COORDINATES = "coordinates"
+AUTOPILOT = "autopilot"
+
+NODE_PREFIX = "node:"
+SERVICE_PREFIX = "svc:"
+KV_PREFIX = "kv:"
+
+
+def node(name: str) -> str:
+    return NODE_PREFIX + name.lower()
+
+
+def service(name: str) -> str:
+    return SERVICE_PREFIX + name.lower()
+
+
+def kv(key: str) -> str:
+    return KV_PREFIX + key
+
+
+def is_kv(watch_key: str) -> bool:
+    return watch_key.startswith(KV_PREFIX)
+
+
+def kv_key(watch_key: str) -> str:
+    """The KV key of a `kv(...)` watch key."""
+    return watch_key[len(KV_PREFIX):]
