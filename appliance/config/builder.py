@@ -211,6 +211,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         default_query_time_s=default_query,
         max_query_time_s=max_query,
         http_response_headers=dict(_get(m, "http_config.response_headers", {})),
+        **_http_limits(m),
         enable_script_checks=bool(_get(m, "enable_script_checks", False)),
         enable_local_script_checks=bool(_get(m, "enable_local_script_checks", False)),
         check_output_max_size=output_max,
@@ -236,6 +237,17 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         flag_args=flag_args,
         config_warnings=tuple(warnings),
     )
+
+
+def _http_limits(m: dict[str, Any]) -> dict[str, Any]:
+    """`http_config`'s limits on one request and one connection (appliance/http/app.py)."""
+    max_header_bytes = int(_get(m, "http_config.max_header_bytes", 0))
+    out: dict[str, Any] = {"http_max_header_bytes": max_header_bytes if max_header_bytes > 0 else 1 << 20}
+    for key, default in (("read_header_timeout", 30.0), ("read_timeout", 300.0), ("idle_timeout", 300.0)):
+        value = _seconds(m, f"http_config.{key}", default)
+        check.not_negative(value, f"http_config.{key}")
+        out[f"http_{key}_s"] = value
+    return out
 
 
 def _autopilot(m: dict[str, Any]) -> Autopilot:

@@ -120,7 +120,18 @@ class HTTPConfigModel(Block):
     block_endpoints: list[str] | None = F("HTTP API path prefixes answered 403. Default []. " + COMPAT)
     allow_write_http_from: list[str] | None = F("CIDRs allowed to write over HTTP. " + COMPAT)
     use_cache: bool | None = F("Use the agent cache for HTTP reads. Default true. " + COMPAT)
-    max_header_bytes: int | None = F(COMPAT)
+    max_header_bytes: int | None = F(
+        "Largest request head (request line and header fields) in bytes; a longer one is answered "
+        "431 Request Header Fields Too Large. Default 0: 1 MiB, Go's DefaultMaxHeaderBytes.")
+    read_header_timeout: Duration | None = F(
+        "Time to receive a request head, counted from the connection's start or from the first byte of a "
+        'later request on it; a slower client is disconnected. "0s" disables. Default "30s". cairn only.')
+    read_timeout: Duration | None = F(
+        "Time to receive a whole request, head and body, counted like read_header_timeout; a slower "
+        'client is disconnected. "0s" disables. Default "5m". cairn only.')
+    idle_timeout: Duration | None = F(
+        'Time a keep-alive connection may wait for its next request before it is closed. "0s" disables. '
+        'Default "5m". cairn only.')
 
 
 class TelemetryModel(Block):

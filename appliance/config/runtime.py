@@ -141,6 +141,11 @@ class RuntimeConfig:
     default_query_time_s: float = 300.0
     max_query_time_s: float = 600.0
     http_response_headers: dict[str, str] = field(default_factory=dict)
+    # http_config: the HTTP server's limits on one request and one connection (0 = no timeout)
+    http_max_header_bytes: int = 1 << 20  # Go's DefaultMaxHeaderBytes; max_header_bytes <= 0 means this
+    http_read_header_timeout_s: float = 30.0
+    http_read_timeout_s: float = 300.0
+    http_idle_timeout_s: float = 300.0
     # checks
     enable_script_checks: bool = False
     enable_local_script_checks: bool = False

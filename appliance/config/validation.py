@@ -143,6 +143,12 @@ def at_least_zero(value: int, key: str) -> None:
         raise ConfigError(f"{key} cannot be {value}. Must be greater than or equal to zero")
 
 
+def not_negative(seconds: float, key: str) -> None:
+    """A duration where "0s" means "no limit" and a negative one is a mistake (http_config timeouts)."""
+    if seconds < 0:
+        raise ConfigError(f"{key} must not be negative")
+
+
 def port(value: int, key: str) -> None:
     if value < -1 or value > 65535:
         raise ConfigError(f"{key} cannot be {value}. Must be -1 (disabled) or between 0 and 65535")

@@ -9,8 +9,33 @@ body; anything else is a bug, answered 500 with its message and logged with its 
 response carries `X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
 docs/decisions.md says why the low-level server (measured in bench/http).
 
-`limits.http_max_conns_per_client` (default 200) counts open TCP connections per client IP;
-a connection past the limit gets `429 Too Many Requests` and is closed before aiohttp sees it.
+Connections (docs/http-api.md, "Connections and limits")
+-----------
+Each connection is a `_Connection`: aiohttp's RequestHandler with Go's net/http rules at its edge,
+so a client meets what it would meet at Consul's port.
+
+- The request head is read through `_HeadReader`, which wraps aiohttp's C parser: the whole head
+  may be `http_config.max_header_bytes` (1 MiB) plus Go's 4096 bytes of slack, a request line as
+  long, one header field 64 KiB, 4096 fields; past that, 431. A version other than HTTP/1.x is
+  answered 505. A method llhttp does not know but that is an HTTP token (`FOO`) switches the
+  connection to aiohttp's pure-Python parser, so the request reaches the router, which answers as
+  Consul's mux does (405 with `Allow`, or 404).
+- A head that cannot be parsed is answered with Go's status and text (`400 Bad Request`, `431
+  Request Header Fields Too Large`, `505 HTTP Version Not Supported: ...`, `501` for a transfer
+  coding other than chunked), `Connection: close`, and logged as one DEBUG line with the client's
+  address, never a traceback (`_refusal`, `_Connection.handle_error`).
+- Timeouts: `read_header_timeout` from the connection's start, or from the first byte of a later
+  request, to the end of its head; `read_timeout` likewise to the end of its body;
+  `idle_timeout` between an answer and the next request (aiohttp's keep-alive timer). Go's server
+  answers nothing when they expire, and neither does this one: the connection is closed.
+- `limits.http_max_conns_per_client` (default 200) counts open TCP connections per client IP, as
+  Consul's does. A connection past it first makes room by closing that client's connection which
+  has waited longest for a request (nothing since it was accepted or last answered, or only part
+  of a head), if that wait is at least `EVICT_AFTER_S`; otherwise it gets `429 Too Many Requests`
+  and is closed before aiohttp sees it. So slow or silent connections cannot lock a client's
+  other programs out (the CLI, Prometheus and consul-template all come from 127.0.0.1), while the
+  limit still bounds the file descriptors one address can hold; a connection serving a request
+  (a parked blocking query) is never closed for room.
 Blocking handlers are cancelled when their client disconnects (`handler_cancellation`).
 """
 
@@ -18,10 +43,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+import re
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParserPy
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import ERROR, MAX_MSG_QUEUE_SIZE, RequestHandler, RequestPayloadError
 
 from appliance.http.errors import HTTPError
 from appliance.http.handlers import agent as agent_handlers
@@ -35,6 +65,15 @@ log = logging.getLogger("agent.http")
 
 TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
             b"Connection: close\r\n\r\nToo Many Requests\r\n\r\n")
+
+HEAD_SLACK = 4096  # Go reads up to MaxHeaderBytes + 4096 ("bufio slop") before it answers 431
+MAX_FIELD_BYTES = 64 << 10  # one header field: aiohttp grows a field by concatenation, quadratic past this
+MAX_HEADERS = 4096  # header fields in one request (Go has no count, only the byte limit)
+EVICT_AFTER_S = 1.0  # a connection waiting this long for a request may be closed to make room
+REFUSAL_LINGER_S = 0.5  # Go's rstAvoidanceDelay
+NO_TIMEOUT_S = 1e9  # aiohttp's keep-alive timer with idle_timeout = "0s"
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: what Go accepts as a method
+ERROR_HTTP11 = ERROR._replace(version=HttpVersion11)  # aiohttp answers parse errors as HTTP/1.0; Go as 1.1
 
 
 def build_router(extra_routes: list[Any] = ()) -> Router:
@@ -68,68 +107,330 @@ def create_app(agent: Any) -> dict[str, Any]:
     }
 
 
-class _Limited(asyncio.Protocol):
-    """Wraps aiohttp's per-connection protocol and enforces the per-IP connection limit."""
+class _Refused(BadHttpMessage):
+    """A request refused before it is routed: `status`, `reason` and `text` are Go's answer."""
 
-    def __init__(self, inner: asyncio.Protocol, server: HTTPServer) -> None:
-        self.inner = inner
-        self.server = server
+    def __init__(self, status: int, reason: str, text: str, why: str) -> None:
+        super().__init__(why)
+        self.status, self.reason, self.text = status, reason, text
+
+
+TOO_LARGE = (431, "Request Header Fields Too Large", "431 Request Header Fields Too Large")
+
+
+def _head_too_large(why: str) -> _Refused:
+    return _Refused(*TOO_LARGE, why)
+
+
+def _refusal(exc: HttpProcessingError) -> tuple[int, str, str, str]:
+    """Go's answer to a request its server cannot read: (status, reason, body, what to log).
+
+    Go's net/http answers `<code> <text>` as both status line and body, `Content-Type: text/plain;
+    charset=utf-8`, `Connection: close` (server.go, conn.serve). aiohttp's message may quote the
+    client's bytes over several lines: the log gets its first line only.
+    """
+    if isinstance(exc, _Refused):
+        return exc.status, exc.reason, exc.text, exc.message
+    why = exc.message.split("\n", 1)[0].rstrip(":")[:120]
+    if isinstance(exc, LineTooLong):
+        return (*TOO_LARGE, "request line or header field too long")
+    if why == "Too many headers received":
+        return (*TOO_LARGE, why)
+    if why.startswith("Request has invalid `Transfer-Encoding`"):
+        return 501, "Not Implemented", "Unsupported transfer encoding", why  # Go: only "chunked"
+    return 400, "Bad Request", "400 Bad Request", why
+
+
+def _head_size(message: Any) -> int:
+    """Bytes of a parsed request head, as sent (give or take the spaces after the colons)."""
+    size = len(message.method) + len(message.path) + 14  # "M /p HTTP/1.1\r\n" ... "\r\n"
+    for name, value in message.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+class _HeadReader:
+    """aiohttp's HTTP parser of one connection, behind Go's rules for the request head.
+
+    Counts the bytes of the head being read (431 past `limit`), refuses versions other than
+    HTTP/1.x (505), starts the connection's header and body timers, and falls back to aiohttp's
+    pure-Python parser for a method llhttp does not know (see the module docstring). aiohttp's
+    RequestHandler calls it as it calls its parser.
+    """
+
+    __slots__ = ("conn", "parser", "limit", "time", "header_timeout", "head_bytes", "head_first", "body",
+                 "message_consumed", "pause_reading", "feed_eof", "set_upgraded")
+
+    def __init__(self, conn: _Connection, parser: Any, limit: int) -> None:
+        self.conn = conn
+        self.limit = limit
+        self.time = conn.http.loop.time
+        self.header_timeout = conn.http.read_header_timeout
+        self.head_bytes = 0  # bytes of the head being read, received in earlier chunks
+        self.head_first = b""  # those bytes, while there are only a few (for the fallback)
+        self.body: Any = None  # the body being received, if any
+        self.use(parser)
+
+    def use(self, parser: Any) -> None:
+        """Read with `parser`; what aiohttp calls besides feed_data goes to it directly."""
+        self.parser = parser
+        self.message_consumed = parser.message_consumed
+        self.pause_reading = parser.pause_reading
+        self.feed_eof = parser.feed_eof
+        self.set_upgraded = parser.set_upgraded
+
+    def feed_data(self, data: bytes) -> Any:
+        conn = self.conn
+        body = self.body
+        if body is not None and body.is_eof():
+            body = self.body = None
+        if data and body is None and not conn.head_since:  # the first bytes of a head: its timer starts
+            now = conn.head_since = self.time()
+            timeout = self.header_timeout
+            if timeout and (conn.timer is None or now + timeout < conn.timer_at):
+                conn.arm(now + timeout)
+        try:
+            messages, upgraded, tail = self.parser.feed_data(data)
+        except BadHttpMethod as err:
+            return self._any_method(data, err)
+        except HttpProcessingError as err:
+            if body is not None:  # a malformed body (a bad chunk size): its reader fails now, not at read_timeout
+                body.set_exception(RequestPayloadError(err.message.split("\n", 1)[0].rstrip(":")))
+                body.feed_eof()  # and aiohttp does not try to drain it after the answer
+            raise
+        if messages:
+            for message, _ in messages:
+                version = message.version
+                if version is not HttpVersion11 and version is not HttpVersion10 and version[0] != 1:
+                    raise _Refused(505, "HTTP Version Not Supported: unsupported protocol version",
+                                   "505 HTTP Version Not Supported: unsupported protocol version",
+                                   f"unsupported protocol version HTTP/{version[0]}.{version[1]}")
+            if self.head_bytes:
+                if self.head_bytes + len(data) > self.limit and _head_size(messages[0][0]) > self.limit:
+                    raise _head_too_large("request head too large")
+                self.head_bytes = 0
+                self.head_first = b""
+            payload = messages[-1][1]
+            if payload is EMPTY_PAYLOAD or payload.is_eof():
+                conn.head_since = 0.0
+            else:
+                self.body = payload
+                conn.body_started()
+        elif data and body is None:
+            if not self.head_bytes:
+                self.head_first = data
+            elif self.head_bytes < 64 and len(self.head_first) == self.head_bytes:
+                self.head_first += data
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limit:
+                raise _head_too_large("request head too large")
+        return messages, upgraded, tail
+
+    def _any_method(self, data: bytes, err: BadHttpMethod) -> Any:
+        """Go accepts any token as a method and lets the mux answer; llhttp knows a fixed list."""
+        if self.head_bytes:
+            if len(self.head_first) != self.head_bytes:
+                raise err
+            data = self.head_first + data
+        method = data.split(b" ", 1)[0]
+        if isinstance(self.parser, HttpRequestParserPy) or not TOKEN.fullmatch(method):
+            raise err
+        server = self.conn.http
+        self.use(HttpRequestParserPy(
+            self.conn, server.loop, 2**16, max_line_size=server.max_line_size, max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS, payload_exception=RequestPayloadError, max_msg_queue_size=MAX_MSG_QUEUE_SIZE))
+        self.head_bytes = 0
+        self.head_first = b""
+        return self.feed_data(data)
+
+    def reading_body(self) -> bool:
+        return self.body is not None and not self.body.is_eof()
+
+
+class _Connection(RequestHandler):
+    """One HTTP connection: aiohttp's handler plus the per-client limit, Go's timeouts and answers."""
+
+    __slots__ = ("http", "ip", "reader", "head_since", "body_deadline", "timer", "timer_at")
+
+    def __init__(self, manager: web.Server, http: HTTPServer) -> None:
+        super().__init__(manager, loop=http.loop, keepalive_timeout=http.idle_timeout or NO_TIMEOUT_S,
+                         access_log=None, logger=log, max_line_size=http.max_line_size,
+                         max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS)
+        self.http = http
         self.ip: str | None = None
+        self.reader = self._parser = _HeadReader(self, self._parser, http.max_head_bytes)  # type: ignore[assignment]
+        self.head_since = 0.0  # loop time the head being read began (0: none)
+        self.body_deadline = 0.0  # loop time the body being read must be in by (0: none)
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    # -- the per-client limit ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        http = self.http
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "unix"
-        if self.server.per_ip[ip] >= self.server.max_per_ip > 0:
-            self.inner = None  # type: ignore[assignment]
+        conns = http.by_ip.get(ip)
+        if conns is None:
+            conns = http.by_ip[ip] = {}
+        elif 0 < http.max_per_ip <= len(conns) and not http.make_room(conns, ip):
+            log.debug("refused connection: from=%s error=%r", ip, "too many connections from this client")
+            self._manager = None  # aiohttp's connection_lost: nothing to undo
+            self._force_close = True
             transport.write(TOO_MANY)  # type: ignore[attr-defined]
             transport.close()
             return
         self.ip = ip
-        self.server.per_ip[ip] += 1
-        self.inner.connection_made(transport)
+        conns[self] = None
+        super().connection_made(transport)
+        self.head_started()  # Go: the first request's header deadline runs from the accept
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self.ip is not None:
-            self.server.per_ip[self.ip] -= 1
-            if self.server.per_ip[self.ip] <= 0:
-                del self.server.per_ip[self.ip]
-        if self.inner is not None:
-            self.inner.connection_lost(exc)
+            self.http.forget(self, self.ip)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
-        if self.inner is not None:
-            self.inner.data_received(data)
+    def waiting_since(self) -> float | None:
+        """Loop time since which this connection waits for a request (None: it serves one)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._messages or self.transport is None:
+            return None
+        return self._next_keepalive_close_time - self._keepalive_timeout  # set on accept and each answer
 
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received() if self.inner is not None else None
+    # -- timeouts ------------------------------------------------------------------------------
 
-    def pause_writing(self) -> None:
-        if self.inner is not None:
-            self.inner.pause_writing()
+    def head_started(self) -> None:
+        now = self._loop.time()
+        self.head_since = now
+        if self.http.read_header_timeout:
+            self.arm(now + self.http.read_header_timeout)
 
-    def resume_writing(self) -> None:
-        if self.inner is not None:
-            self.inner.resume_writing()
+    def body_started(self) -> None:
+        start = self.head_since or self._loop.time()
+        self.head_since = 0.0
+        if self.http.read_timeout:
+            self.body_deadline = start + self.http.read_timeout
+            self.arm(self.body_deadline)
+
+    def arm(self, when: float) -> None:
+        if self.timer is None or when < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self._loop.call_at(when, self._expire)
+            self.timer_at = when
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.transport is None or self._force_close:
+            return
+        http = self.http
+        now = self._loop.time()
+        due = 0.0
+        if self.head_since and http.read_header_timeout:
+            due = self.head_since + http.read_header_timeout
+            if due <= now:
+                if not (self._request_in_progress or self._messages):
+                    return self.drop(f"request head not received within {http.read_header_timeout:g}s")
+                # a request is being answered: like Go, read the next head once it is done
+                self.head_since, due = now, now + http.read_header_timeout
+        if self.body_deadline:
+            if not self.reader.reading_body():
+                self.body_deadline = 0.0
+            elif self.body_deadline <= now:
+                return self.drop(f"request body not received within {http.read_timeout:g}s")
+            else:
+                due = min(due, self.body_deadline) if due else self.body_deadline
+        if due:
+            self.arm(due)
+
+    def drop(self, why: str) -> None:
+        log.debug("closing connection: from=%s error=%r", self.ip, why)
+        self.force_close()
+
+    # -- requests that cannot be read ----------------------------------------------------------
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):  # not a parse error: aiohttp's own answer
+            return super().handle_error(request, status, exc, message)
+        status, reason, text, why = _refusal(exc)
+        log.debug("refused request: from=%s status=%d error=%r", request.remote, status, why)
+        self.close()  # read nothing more: what the client still sends is discarded
+        response = _Refusal(self, status=status, reason=reason, text=text, content_type="text/plain", charset="utf-8")
+        response.force_close()
+        return response
+
+
+class _Refusal(web.Response):
+    """Go's answer to an unreadable request, then Go's lingering close (server.go closeWriteAndWait):
+    half-close and wait up to REFUSAL_LINGER_S for the client to hang up, reading and dropping what
+    it still sends. Closing at once, with its bytes unread, would reset the connection, and a reset
+    can discard the answer before the client reads it (a 2 MB head, say, answered 431 after 1 MB)."""
+
+    def __init__(self, conn: _Connection, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn = conn
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await super().write_eof(data)
+        transport = self.conn.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+            await asyncio.sleep(REFUSAL_LINGER_S)  # cut short (cancelled) when the client closes
 
 
 class HTTPServer:
     def __init__(self, agent: Any, extra_routes: list[Any] = ()) -> None:
         self.agent = agent
         self.router = build_router(extra_routes)
-        self.max_per_ip = agent.config.limits.http_max_conns_per_client
         cfg = agent.config
+        self.max_per_ip = cfg.limits.http_max_conns_per_client
         self.client_max_size = max(cfg.limits.kv_max_value_size, cfg.limits.txn_max_req_len) + 1
-        self.per_ip: Counter[str] = Counter()
+        self.max_head_bytes = cfg.http_max_header_bytes + HEAD_SLACK
+        self.max_line_size = self.max_head_bytes
+        self.read_header_timeout = cfg.http_read_header_timeout_s
+        self.read_timeout = cfg.http_read_timeout_s
+        self.idle_timeout = cfg.http_idle_timeout_s
+        self.by_ip: dict[str, dict[_Connection, None]] = {}  # open connections per client IP
         self.app: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: web.Server | None = None
         self.servers: list[asyncio.base_events.Server] = []
 
     def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> ApiRequest:
+        if message is ERROR:  # a request that could not be parsed: answered in HTTP/1.1, like Go
+            message = ERROR_HTTP11
         request = ApiRequest(message, payload, protocol, writer, task, self.loop,
                              client_max_size=self.client_max_size)
         request.app = self.app
         return request
+
+    def make_room(self, conns: dict[_Connection, None], ip: str) -> bool:
+        """At the per-client limit: close the connection of `ip` that has waited longest for a
+        request, if it has waited EVICT_AFTER_S at least. False if none has."""
+        assert self.loop is not None
+        oldest = self.loop.time() - EVICT_AFTER_S
+        victim = None
+        for conn in conns:
+            since = conn.waiting_since()
+            if since is not None and since <= oldest:
+                victim, oldest = conn, since
+        if victim is None:
+            return False
+        victim.drop(f"connection limit of this client reached; waited {self.loop.time() - oldest:.1f}s for a request")
+        self.forget(victim, ip)
+        return True
+
+    def forget(self, conn: _Connection, ip: str) -> None:
+        conn.ip = None
+        conns = self.by_ip.get(ip)
+        if conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del self.by_ip[ip]
 
     async def handle(self, request: ApiRequest) -> web.StreamResponse:
         tel = self.agent.telemetry
@@ -145,6 +446,10 @@ class HTTPServer:
                 response = web.Response(status=err.status, reason=err.reason, text=err.text, headers=err.headers)
         except (asyncio.CancelledError, ConnectionResetError):
             raise
+        except RequestPayloadError as err:  # the body could not be read: the client's fault, not a bug
+            log.debug("refused request: from=%s status=400 error=%r", request.remote, str(err)[:120])
+            response = web.Response(status=400, text="400 Bad Request")
+            response.force_close()
         except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
             log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
             response = web.Response(status=500, text=str(err) or type(err).__name__)
@@ -160,7 +465,7 @@ class HTTPServer:
         server = self.server = web.Server(self.handle, request_factory=self._request, handler_cancellation=True,
                                           access_log=None)
         for host in hosts:
-            srv = await self.loop.create_server(lambda: _Limited(server(), self), host, port, reuse_address=True)
+            srv = await self.loop.create_server(lambda: _Connection(server, self), host, port, reuse_address=True)
             self.servers.append(srv)
             log.info("Started HTTP server: address=%s:%d network=tcp", host, port)
 

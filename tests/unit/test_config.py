@@ -528,3 +528,34 @@ def test_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONSUL_HTTP_ADDR", "10.9.9.9:1")
     assert build("-dev").listen_addrs("http") == ("127.0.0.1",)
     assert os.environ["CONSUL_HTTP_ADDR"] == "10.9.9.9:1"
+
+
+# -- http_config: the HTTP server's limits on requests and connections (appliance/http/app.py) --
+
+
+def test_http_limits_defaults_and_keys(tmp_path: Path, data_dir: str) -> None:
+    cfg = build("-dev")
+    assert cfg.http_max_header_bytes == 1 << 20  # Go's DefaultMaxHeaderBytes
+    assert (cfg.http_read_header_timeout_s, cfg.http_read_timeout_s, cfg.http_idle_timeout_s) == (30.0, 300.0, 300.0)
+
+    path = base(tmp_path, data_dir, {"http_config": {
+        "max_header_bytes": 65536, "read_header_timeout": "5s", "read_timeout": "1m30s", "idle_timeout": "0s"}})
+    cfg = build("-config-file", path)
+    assert cfg.http_max_header_bytes == 65536
+    assert (cfg.http_read_header_timeout_s, cfg.http_read_timeout_s, cfg.http_idle_timeout_s) == (5.0, 90.0, 0.0)
+
+    # Consul: "If zero, or negative, http.DefaultMaxHeaderBytes is used"
+    for value in (0, -1):
+        cfg = build("-dev", "-hcl", f"http_config {{ max_header_bytes = {value} }}")
+        assert cfg.http_max_header_bytes == 1 << 20
+    cfg = build("-dev", "-hcl", 'http_config { read_header_timeout = "250ms" }')
+    assert cfg.http_read_header_timeout_s == 0.25 and cfg.http_read_timeout_s == 300.0
+
+
+@pytest.mark.parametrize("key", ["read_header_timeout", "read_timeout", "idle_timeout"])
+def test_http_timeouts_are_durations_not_below_zero(tmp_path: Path, data_dir: str, key: str) -> None:
+    path = base(tmp_path, data_dir, {"http_config": {key: "-1s"}})
+    assert error_of("-config-file", path) == f"http_config.{key} must not be negative"
+    path = base(tmp_path, data_dir, {"http_config": {key: "30"}})
+    assert error_of("-config-file", path) == (
+        f'Error parsing {path}: http_config.{key}: invalid value "30" (expected duration, e.g. "10s")')
