@@ -190,7 +190,7 @@ def _check_from(d: dict[str, Any], *, default_id: str, default_name: str, servic
         timeout = 10.0
     elif not timeout and kind in ("script", "docker"):
         timeout = 30.0
-    sid = d.get("ServiceID", "") or service_id
+    sid = service_id or d.get("ServiceID", "")  # a service's own check belongs to it (Consul's CheckTypes)
     return CheckDefinition(
         id=d.get("ID", "") or default_id or name,
         name=name,

@@ -249,6 +249,8 @@ def test_fuzzed_query_parameters(agent, route, query):
         url += "&wait=1ms"  # a blocking read must not park the test (wait itself: tests/unit)
     status, _, answer = http(method, url, b"v" if method == "PUT" else None, timeout=15)
     assert agent.alive()
+    if path.startswith("/v1/agent/health/service/") and status in (429, 503):
+        status = 200  # Consul's answer for a warning / critical service (docs/http-api.md)
     assert status < 500 or any(text in answer for text in DELIBERATE_QUERY_500), (method, url, status, answer)
     _no_traceback(agent)
 
