@@ -4,6 +4,11 @@
 
 resource "aws_ecs_cluster" "this" {
   name = var.name
+
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
 }
 
 resource "aws_ecs_cluster_capacity_providers" "this" {
@@ -53,6 +58,8 @@ module "servers" {
 }
 
 resource "aws_cloudwatch_log_group" "prometheus" {
+  #checkov:skip=CKV_AWS_158:Prometheus' own logs; CloudWatch's default encryption at rest
+  #checkov:skip=CKV_AWS_338:a week is enough for an example
   name              = "/ecs/${var.name}-prometheus"
   retention_in_days = 7
 }
@@ -141,6 +148,7 @@ resource "aws_ecs_task_definition" "prometheus" {
 }
 
 resource "aws_ecs_service" "prometheus" {
+  #checkov:skip=CKV_AWS_333:public subnets without a NAT gateway keep the example cheap; use private subnets in production
   name            = "${var.name}-prometheus"
   cluster         = aws_ecs_cluster.this.arn
   task_definition = aws_ecs_task_definition.prometheus.arn

@@ -137,6 +137,7 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 # --- instances ---------------------------------------------------------------------------------
 
 resource "aws_launch_template" "this" {
+  #checkov:skip=CKV_AWS_341:hop limit 2 lets an agent in a container on a bridge network reach IMDSv2 (tokens are still required)
   name_prefix            = "${var.name}-"
   image_id               = var.ami_id
   instance_type          = var.instance_type

@@ -125,18 +125,22 @@ data "aws_service_discovery_dns_namespace" "existing" {
 }
 
 resource "aws_cloudwatch_log_group" "this" {
+  #checkov:skip=CKV_AWS_338:retention is the log_retention_days variable (30 days by default); a year of agent logs is the operator's choice
   name              = "/ecs/${var.name}"
   retention_in_days = var.log_retention_days
+  kms_key_id        = var.log_kms_key_arn # null: CloudWatch's own encryption at rest
   tags              = local.tags
 }
 
 # --- secrets (created only when no ARN is given; deleted at once on destroy) ------------------
 
 resource "aws_secretsmanager_secret" "gossip" {
+  #checkov:skip=CKV2_AWS_57:a gossip key is rotated with cairn keyring (install, use, remove on every agent), which a rotation Lambda cannot do
   count                   = var.gossip_key_secret_arn == null && var.create_gossip_key ? 1 : 0
   name_prefix             = "${var.name}-gossip-key-"
   description             = "cairn gossip encryption key of ${var.name}"
   recovery_window_in_days = var.secret_recovery_window_days
+  kms_key_id              = var.secrets_kms_key_arn # null: the account's aws/secretsmanager key
   tags                    = local.tags
 }
 
@@ -153,10 +157,12 @@ resource "aws_secretsmanager_secret_version" "gossip" {
 }
 
 resource "aws_secretsmanager_secret" "acl" {
+  #checkov:skip=CKV2_AWS_57:the initial management token is only read at bootstrap; rotate it through cairn's ACL API, not by rewriting the secret
   count                   = var.acl_enabled && var.acl_bootstrap_token_secret_arn == null ? 1 : 0
   name_prefix             = "${var.name}-acl-bootstrap-"
   description             = "cairn ACL initial management token of ${var.name}"
   recovery_window_in_days = var.secret_recovery_window_days
+  kms_key_id              = var.secrets_kms_key_arn # null: the account's aws/secretsmanager key
   tags                    = local.tags
 }
 
@@ -196,6 +202,12 @@ locals {
         Effect   = "Allow"
         Action   = ["secretsmanager:GetSecretValue"]
         Resource = local.secret_arns
+      }] : [],
+      var.secrets_kms_key_arn != null ? [{
+        Sid      = "SecretsKey"
+        Effect   = "Allow"
+        Action   = ["kms:Decrypt"]
+        Resource = [var.secrets_kms_key_arn]
       }] : [],
     )
   })
@@ -363,6 +375,7 @@ resource "aws_ecs_task_definition" "this" {
 }
 
 resource "aws_ecs_service" "this" {
+  #checkov:skip=CKV_AWS_333:assign_public_ip is a variable, false by default; the examples use public subnets to spare a NAT gateway
   name                   = var.name
   cluster                = var.ecs_cluster_arn
   task_definition        = aws_ecs_task_definition.this.arn

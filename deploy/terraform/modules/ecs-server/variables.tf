@@ -219,6 +219,18 @@ variable "secret_recovery_window_days" {
   }
 }
 
+variable "log_kms_key_arn" {
+  description = "KMS key ARN to encrypt the log group with (its key policy must allow CloudWatch Logs); null: CloudWatch's default encryption."
+  type        = string
+  default     = null
+}
+
+variable "secrets_kms_key_arn" {
+  description = "KMS key ARN for the secrets the module creates (the execution role then needs kms:Decrypt on it); null: aws/secretsmanager."
+  type        = string
+  default     = null
+}
+
 variable "log_retention_days" {
   description = "Retention of the CloudWatch log group the module creates."
   type        = number
