@@ -73,6 +73,7 @@ EVICT_AFTER_S = 1.0  # a connection waiting this long for a request may be close
 REFUSAL_LINGER_S = 0.5  # Go's rstAvoidanceDelay
 NO_TIMEOUT_S = 1e9  # aiohttp's keep-alive timer with idle_timeout = "0s"
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: what Go accepts as a method
+QUOTED = re.compile(r"""(?<!\w)b?('[^']*'?|"[^"]*"?)""")  # a quoted (repr'd) piece of the client's request
 ERROR_HTTP11 = ERROR._replace(version=HttpVersion11)  # aiohttp answers parse errors as HTTP/1.0; Go as 1.1
 
 
@@ -122,6 +123,12 @@ def _head_too_large(why: str) -> _Refused:
     return _Refused(*TOO_LARGE, why)
 
 
+def _summary(message: str) -> str:
+    """What to log of a parser's error: its first line, before the client's bytes it may quote."""
+    line = message.split("\n", 1)[0].split(": ", 1)[0].rstrip(":")
+    return QUOTED.sub("'…'", line)[:120]
+
+
 def _refusal(exc: HttpProcessingError) -> tuple[int, str, str, str]:
     """Go's answer to a request its server cannot read: (status, reason, body, what to log).
 
@@ -131,7 +138,7 @@ def _refusal(exc: HttpProcessingError) -> tuple[int, str, str, str]:
     """
     if isinstance(exc, _Refused):
         return exc.status, exc.reason, exc.text, exc.message
-    why = exc.message.split("\n", 1)[0].rstrip(":")[:120]
+    why = _summary(exc.message)
     if isinstance(exc, LineTooLong):
         return (*TOO_LARGE, "request line or header field too long")
     if why == "Too many headers received":
@@ -195,7 +202,7 @@ class _HeadReader:
             return self._any_method(data, err)
         except HttpProcessingError as err:
             if body is not None:  # a malformed body (a bad chunk size): its reader fails now, not at read_timeout
-                body.set_exception(RequestPayloadError(err.message.split("\n", 1)[0].rstrip(":")))
+                body.set_exception(RequestPayloadError(_summary(err.message)))
                 body.feed_eof()  # and aiohttp does not try to drain it after the answer
             raise
         if messages:
@@ -447,7 +454,7 @@ class HTTPServer:
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except RequestPayloadError as err:  # the body could not be read: the client's fault, not a bug
-            log.debug("refused request: from=%s status=400 error=%r", request.remote, str(err)[:120])
+            log.debug("refused request: from=%s status=400 error=%r", request.remote, _summary(str(err)))
             response = web.Response(status=400, text="400 Bad Request")
             response.force_close()
         except Exception as err:  # noqa: BLE001 - a bug must not take the agent down

@@ -442,11 +442,22 @@ def test_a_keep_alive_connection_after_an_error_is_closed(short: AgentProcess, l
         assert_go_error(read_all(sock), "400 Bad Request")
 
 
-def test_logs_name_the_client_and_hold_no_client_bytes(short: AgentProcess, log: Log) -> None:
-    exchange(short, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nBad\x01Header: secret-token\r\n\r\n")
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nBad\x01Header: secret-token\r\n\r\n",
+        b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nX-Token: secret-token\x00\r\n\r\n",
+        b"GET /v1/status/secret-token\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nX-Token: " + b"secret-token" * 6000 + b"\r\n\r\n",
+    ],
+    ids=["bad-name", "nul-in-value", "control-in-path", "field-too-long"],
+)
+def test_logs_name_the_client_and_hold_no_client_bytes(short: AgentProcess, log: Log, raw: bytes) -> None:
+    reply = exchange(short, raw)
+    assert b"secret-token" not in reply
     wait_until(lambda: "refused request" in log.text(), what="the refusal logged")
     line = next(ln for ln in log.text().splitlines() if "refused request" in ln)
-    assert "from=127.0.0.1" in line and "secret-token" not in line
+    assert "from=127.0.0.1" in line and "secret" not in line, line
 
 
 def test_default_timeouts_leave_normal_clients_alone(agent: AgentProcess) -> None:
