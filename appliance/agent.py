@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from appliance import __version__, logs, sdnotify, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
-from appliance.client.feed import ReplicaFeed
+from appliance.rpc.feed import ReplicaFeed
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.config.runtime import RuntimeConfig

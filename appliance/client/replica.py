@@ -9,10 +9,11 @@ one connection to one server:
 
 * **Reads are local.** The connection starts with `FOLLOW [applied index, node name]`; the server
   streams a snapshot (when this replica is empty or too far behind) and then every applied log
-  entry (feed.py). Entries go through the same FSM as on the servers, into the agent's own
-  `Store`, so records, `X-Consul-Index`, watch keys and blocking queries behave exactly as on a
-  server, and DNS answers at local speed. An entry the FSM cannot apply is skipped as on the
-  servers (one ERROR line, the `fsm_apply_error` metric), and the stream goes on.
+  entry (appliance/rpc/feed.py). Entries go through the same FSM as on the servers, into the
+  agent's own `Store`, so records, `X-Consul-Index`, watch keys and blocking queries behave
+  exactly as on a server, and DNS answers at local speed. An entry the FSM cannot apply is
+  skipped as on the servers (one ERROR line, the `fsm_apply_error` metric), and the stream goes
+  on; a frame that does not decode is dropped and counted (`garbage_frames`).
 * **Consistency.** `?stale` reads are served at once (after the first snapshot has arrived), with
   `X-Consul-LastContact` = the server's last contact with the leader plus the time since this
   agent last heard from the server. Default reads ask for the leader's commit index (READ_INDEX,
@@ -42,25 +43,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from appliance.client.servers import ServerList
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.raft.metrics import RaftMetrics
-from appliance.raft.transport import (
-    FOLLOW,
-    FORWARD,
-    FORWARD_RESP,
-    HEADER,
-    MAX_FRAME_BYTES,
-    READ_INDEX,
-    READ_INDEX_RESP,
-    STREAM,
-    WIRE_VERSION,
-    FrameError,
-    frame,
-    split_address,
-)
+from appliance.rpc.connection import dial
+from appliance.rpc.frames import HEADER, FrameError, Kind, decode_body, encode_frame, parse_header
 from appliance.state.fsm import FSM, CommandError
 from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Store
@@ -145,7 +132,7 @@ class Replica:
 
     async def propose(self, command: dict[str, Any]) -> Any:
         """Forward one write to a server; return once this replica has applied it."""
-        status, value, index = await self._request(FORWARD, command, retry=False)
+        status, value, index = await self._request(Kind.FORWARD, command, retry=False)
         if status == "command":
             raise CommandError(str(value))
         if status == "notleader":
@@ -162,7 +149,7 @@ class Replica:
                 await self._wait_connected()
                 await self._wait_for(lambda: self.loaded)
             return
-        status, value, _ = await self._request(READ_INDEX, consistency == "consistent", retry=True)
+        status, value, _ = await self._request(Kind.READ_INDEX, consistency == "consistent", retry=True)
         if status == "notleader":
             raise NotLeader("")
         if status != "ok":
@@ -171,7 +158,7 @@ class Replica:
 
     async def read_barrier(self, timeout_s: float = 10.0) -> int:
         """Linearizable read point, as RaftDriver.read_barrier: the leader's confirmed index."""
-        status, value, _ = await self._request(READ_INDEX, True, retry=True)
+        status, value, _ = await self._request(Kind.READ_INDEX, True, retry=True)
         if status != "ok":
             raise NotLeader("") if status == "notleader" else RaftError(str(value))
         await self.wait_applied(int(value), timeout_s)
@@ -239,7 +226,7 @@ class Replica:
         assert self._writer is not None
         return self._writer
 
-    async def _request(self, kind: int, arg: Any, *, retry: bool) -> tuple[str, Any, int]:
+    async def _request(self, kind: Kind, arg: Any, *, retry: bool) -> tuple[str, Any, int]:
         """Send one request on the current connection; reads are retried on the next one."""
         for attempt in range(3):
             writer = await self._wait_connected()
@@ -247,7 +234,7 @@ class Replica:
             fut = asyncio.get_running_loop().create_future()
             self._pending[request_id] = fut
             try:
-                writer.write(frame([kind, request_id, "", arg]))
+                writer.write(encode_frame([kind, request_id, "", arg]))
                 return await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
             except LostConnection:
                 if not retry or attempt == 2:
@@ -283,20 +270,21 @@ class Replica:
             self._disconnected()
 
     async def _follow(self, address: str) -> None:
-        host, port = split_address(address, 8300)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20), DIAL_TIMEOUT_S)
+        reader, writer = await dial(address, 8300, DIAL_TIMEOUT_S)
         try:
-            writer.write(frame([FOLLOW, self.applied_index, self.node_id]))
+            writer.write(encode_frame([Kind.FOLLOW, self.applied_index, self.node_id]))
             await writer.drain()
             first = True
             leaderless_since = time.monotonic()
             while True:
-                head = await asyncio.wait_for(reader.readexactly(HEADER.size), SILENCE_S)
-                version, length = HEADER.unpack(head)
-                if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
-                    raise FrameError(f"frame version {version}, length {length}")
+                length = parse_header(await asyncio.wait_for(reader.readexactly(HEADER.size), SILENCE_S))
                 data = await asyncio.wait_for(reader.readexactly(length), SILENCE_S + length / (1 << 20))
-                body = msgpack.unpackb(data, raw=False)
+                try:
+                    body = decode_body(data)  # a body that does not decode costs that frame only
+                except FrameError as err:
+                    self.garbage_frames += 1
+                    log.debug("dropped a frame from %s: %s", address, err)
+                    continue
                 if first:  # the server answers: this is now the connection
                     first = False
                     self.server, self._writer = address, writer
@@ -330,7 +318,7 @@ class Replica:
         if not isinstance(body, list) or not body:
             raise FrameError("not a frame body")
         kind = body[0]
-        if kind == STREAM:
+        if kind == Kind.STREAM:
             what = body[1]
             if what == "entries":
                 self._apply_entries(body[2])
@@ -340,9 +328,9 @@ class Replica:
                 self._status(body[2])
             else:
                 raise FrameError(f"unknown stream item {what!r}")
-        elif kind in (READ_INDEX_RESP, FORWARD_RESP):
+        elif kind in (Kind.READ_INDEX_RESP, Kind.FORWARD_RESP):
             request_id, status, value = body[1], body[2], body[3]
-            index = body[4] if kind == FORWARD_RESP and len(body) > 4 else 0
+            index = body[4] if kind == Kind.FORWARD_RESP and len(body) > 4 else 0
             fut = self._pending.get(request_id)
             if fut is not None and not fut.done():
                 fut.set_result((str(status), value, int(index)))

@@ -8,7 +8,7 @@ request headers and body. `Forwarder.request(dc, exchange)` returns an `Answer`:
 body.
 
 * On a client agent it opens a connection to a server of its own datacenter (from the LAN pool,
-  appliance/client/servers.py) and sends one DC_REQUEST frame (appliance/raft/transport.py framing:
+  appliance/client/servers.py) and sends one DC_REQUEST frame (appliance/rpc/frames.py:
   `u8 version | u32 length | msgpack [9, {...}]`); the server answers with one DC_RESPONSE frame
   `[10, {status, headers, body}]` on the same connection, which is then closed.
 * On a server, a request for its own datacenter is answered locally (`local`, which runs the
@@ -25,8 +25,8 @@ their semantics because the remote server runs them: the exchange may take up to
 `max_query_time` plus its jitter, so the reply deadline is `max_query_time_s x 17/16 + 30 s`.
 If the asker goes away (its HTTP client disconnects, so the connection closes) the server
 running the request sees end-of-file and cancels it. Only the first request on a connection is
-read; frames that do not decode are counted in the transport's `garbage_frames` and the
-connection is closed.
+read (appliance/rpc/listener.py hands over connections whose first frame is DC_REQUEST); frames
+that do not decode are counted in the listener's `garbage_frames` and the connection is closed.
 """
 
 from __future__ import annotations
@@ -39,10 +39,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
-from appliance.raft.transport import DC_REQUEST, DC_RESPONSE, HEADER, MAX_FRAME_BYTES, WIRE_VERSION, frame
-from appliance.raft.transport import split_address
+from appliance.rpc.connection import dial, read_frame
+from appliance.rpc.frames import Kind, decode_body, encode_frame
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -65,9 +63,9 @@ class Exchange:
     body: bytes = b""
 
     def encode(self, dc: str, hops: int) -> bytes:
-        return frame([DC_REQUEST, {"dc": dc, "method": self.method, "path": self.path,
-                                   "query": [list(p) for p in self.query], "headers": [list(h) for h in self.headers],
-                                   "body": self.body, "hops": hops}])
+        return encode_frame([Kind.DC_REQUEST, {
+            "dc": dc, "method": self.method, "path": self.path, "query": [list(p) for p in self.query],
+            "headers": [list(h) for h in self.headers], "body": self.body, "hops": hops}])
 
 
 @dataclass
@@ -94,7 +92,8 @@ def _pairs(value: Any) -> list[tuple[str, str]]:
 
 def decode_request(body: Any) -> tuple[str, int, Exchange]:
     """(dc, hops, exchange) from a DC_REQUEST frame body; ValueError when it is garbage."""
-    if not isinstance(body, list) or len(body) != 2 or body[0] != DC_REQUEST or not isinstance(body[1], dict):
+    if (not isinstance(body, list) or len(body) != 2 or body[0] != Kind.DC_REQUEST
+            or not isinstance(body[1], dict)):
         raise ValueError("not a DC_REQUEST")
     d = body[1]
     dc, method, path, hops, data = d.get("dc"), d.get("method"), d.get("path"), d.get("hops"), d.get("body", b"")
@@ -106,21 +105,14 @@ def decode_request(body: Any) -> tuple[str, int, Exchange]:
 
 
 def decode_answer(body: Any) -> Answer:
-    if not isinstance(body, list) or len(body) != 2 or body[0] != DC_RESPONSE or not isinstance(body[1], dict):
+    if (not isinstance(body, list) or len(body) != 2 or body[0] != Kind.DC_RESPONSE
+            or not isinstance(body[1], dict)):
         raise ValueError("not a DC_RESPONSE")
     d = body[1]
     status, data = d.get("status"), d.get("body", b"")
     if type(status) is not int or not 100 <= status <= 599 or not isinstance(data, bytes):
         raise ValueError("bad status or body")
     return Answer(status, _pairs(d.get("headers", [])), data)
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    head = await reader.readexactly(HEADER.size)
-    version, length = HEADER.unpack(head)
-    if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
-        raise ValueError(f"frame version {version}, length {length}")
-    return msgpack.unpackb(await reader.readexactly(length), raw=False)
 
 
 LocalHandler = Callable[[Exchange], Awaitable[Answer]]
@@ -176,10 +168,8 @@ class Forwarder:
     async def _send(self, targets: list[str], dc: str, exchange: Exchange, hops: int, none_reached: str) -> Answer:
         data = exchange.encode(dc, hops)
         for address in targets:
-            host, port = split_address(address, 8300)
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 20),
-                                                        DIAL_TIMEOUT_S)
+                reader, writer = await dial(address, 8300, DIAL_TIMEOUT_S)
             except (OSError, TimeoutError) as err:
                 log.warning("RPC failed to server in DC: server=%s datacenter=%s error=%s", address, dc, err)
                 continue  # nothing was sent: the next server may take it
@@ -188,8 +178,8 @@ class Forwarder:
                 writer.write(data)
                 await writer.drain()
                 async with asyncio.timeout(self.reply_timeout_s):
-                    return decode_answer(await read_frame(reader))
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, msgpack.UnpackException) as err:
+                    return decode_answer(decode_body(await read_frame(reader)))
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as err:  # FrameError too
                 self.stats["failed"] += 1  # it may have run there: never sent twice
                 raise ForwardError(f"rpc error making call: {type(err).__name__}: {err}" if str(err)
                                    else f"rpc error making call: {type(err).__name__}") from None
@@ -225,8 +215,9 @@ class Forwarder:
                     await work
                 return
             answer = work.result()
-        writer.write(frame([DC_RESPONSE, {"status": answer.status, "headers": [list(h) for h in answer.headers],
-                                          "body": answer.body}]))
+        writer.write(encode_frame([Kind.DC_RESPONSE, {"status": answer.status,
+                                                      "headers": [list(h) for h in answer.headers],
+                                                      "body": answer.body}]))
         with contextlib.suppress(OSError):
             await writer.drain()
 

@@ -2,23 +2,17 @@
 
 How it works
 ------------
-**Frames.** Every frame is `u8 version | u32 length (big endian) | msgpack body`, the body a list
-`[kind, ...]`. Kinds are append-only: 1 RAFT (one `Message`), 2 HELLO (who I am and which servers
-I know), 3 FORWARD (a command for the leader), 4 FORWARD_RESP (its result), 5 FOLLOW (a client
-agent asks for the replica stream), 6 STREAM (the stream's snapshots, entries and status),
-7 READ_INDEX (ask the leader for its read index), 8 READ_INDEX_RESP (the index), 9 DC_REQUEST (an HTTP
-request for another datacenter, or from one) and 10 DC_RESPONSE (its answer). A frame of an unknown
-version or longer than `MAX_FRAME_BYTES` cannot be skipped safely, so the connection is closed; a
-frame whose body does not decode, or decodes to nonsense (unknown kind, a term or index outside
-0..2^63), is dropped. Both are counted in `garbage_frames`, never a crash.
-
-**Connections.** Each server dials one outbound connection per peer address and only *writes* on
-it; everything it receives arrives on the connections peers dialled to it. Raft's messages are
-one-way (an answer is just another message), so this needs no request matching. Each outbound
-connection has a bounded queue: when it is full, Raft messages are dropped and counted (Raft
-tolerates loss, and the core must never block on a slow peer); a forwarded write fails at once.
-A broken connection is redialled with backoff, and the core is told (`report_unreachable`) so it
-stops pipelining to that peer.
+**Frames and connections.** The server port speaks the frames of appliance/rpc/frames.py
+(`u8 version | u32 length | msgpack [kind, ...]`, append-only kinds, limits). The listener
+(appliance/rpc/listener.py) hands this transport every connection whose first frame is not
+FOLLOW or DC_REQUEST; each frame on it comes to `on_frame`. This module owns the kinds that
+are Raft's: RAFT (one `Message`), HELLO, FORWARD/FORWARD_RESP between servers, and
+READ_INDEX/READ_INDEX_RESP between servers. A frame that decodes to nonsense (a term or index
+outside 0..2^63, a field of the wrong type) is dropped and counted in `garbage_frames`, never a
+crash. Everything this server sends goes out on its one outbound connection per peer
+(appliance/rpc/pool.py): when that queue is full a Raft message is dropped and counted
+(`dropped_frames`), and a lost connection tells the core (`report_unreachable`) so it stops
+pipelining to that peer.
 
 **Forwarding.** A server that is not the leader sends the command to the leader (FORWARD with a
 request id); the leader proposes it and answers FORWARD_RESP with the FSM's result or the error.
@@ -30,7 +24,7 @@ READ_INDEX_RESP with its commit index (after a heartbeat round when consistent);
 serves the read once it has applied that index.
 
 **Client agents.** A connection whose first frame is FOLLOW belongs to a client agent and is
-handed to the replica feed (appliance/client/feed.py), which answers on that same connection:
+handed to the replica feed (appliance/rpc/feed.py), which answers on that same connection:
 the store stream, and the client's READ_INDEX and FORWARD requests. A connection whose first frame
 is DC_REQUEST is handed to `dc_requests` (appliance/federation/forward.py), which answers it with
 one DC_RESPONSE on that connection.
@@ -62,11 +56,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import struct
 from typing import Any
 
-import msgpack
-
+from appliance.rpc.frames import MAX_FRAME_BYTES  # noqa: F401 - the snapshot upload's limit (http/handlers/snapshot.py)
+from appliance.rpc.frames import FrameError, Kind, as_bytes, as_int, as_str, encode_frame
+from appliance.rpc.listener import ConnectionHandler, RpcListener
+from appliance.rpc.pool import ConnectionPool
 from appliance.state.fsm import CommandError
 
 from .messages import (
@@ -83,56 +78,13 @@ from .messages import (
     encode_configuration,
 )
 
-WIRE_VERSION = 1
-HEADER = struct.Struct(">BI")
-MAX_FRAME_BYTES = 64 << 20
-MAX_INT = 1 << 63
-QUEUE_FRAMES = 1024
 FORWARD_TIMEOUT_S = 10.0
-RAFT, HELLO, FORWARD, FORWARD_RESP = 1, 2, 3, 4
-FOLLOW, STREAM, READ_INDEX, READ_INDEX_RESP = 5, 6, 7, 8
-DC_REQUEST, DC_RESPONSE = 9, 10  # a request for another datacenter (appliance/federation/forward.py)
+RAFT, HELLO = Kind.RAFT, Kind.HELLO
 
 log = logging.getLogger("agent.server.rpc")
 
 
-class FrameError(ValueError):
-    """A peer's frame that cannot be used (counted and dropped)."""
-
-
-# ------------------------------------------------------------------ codec
-
-
-# Text in frames keeps its bytes: a forwarded command may carry a KV key that is not UTF-8, held
-# with one lone surrogate per such byte (appliance/http/handlers/kv.py); packed and unpacked with
-# "surrogateescape" it crosses as exactly those bytes.
-TEXT_ERRORS = "surrogateescape"
-
-
-def frame(body: list) -> bytes:
-    try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
-        data = msgpack.packb(body, use_bin_type=True)
-    except UnicodeEncodeError:  # a lone surrogate: a KV key's byte outside UTF-8
-        data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
-    return HEADER.pack(WIRE_VERSION, len(data)) + data
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int or not 0 <= v < MAX_INT:
-        raise FrameError(f"bad integer {v!r}")
-    return v
-
-
-def _bytes(v: Any) -> bytes:
-    if not isinstance(v, bytes):  # bytes(n) of an int would allocate n bytes
-        raise FrameError(f"bad bytes {type(v).__name__}")
-    return v
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise FrameError(f"bad string {v!r}")
-    return v
+# ------------------------------------------------------------------ Raft's frames
 
 
 def encode_message(m: Message) -> list:
@@ -152,70 +104,17 @@ def decode_message(body: list) -> Message:
         snapshot = None
         if snap is not None:
             si, st, conf, ci, data = snap
-            snapshot = Snapshot(_int(si), _int(st), decode_configuration(_bytes(conf)), _int(ci), _bytes(data))
+            snapshot = Snapshot(as_int(si), as_int(st), decode_configuration(as_bytes(conf)), as_int(ci),
+                                as_bytes(data))
         return Message(
-            MsgType(mtype), _str(frm), _str(to), _int(term), _int(index), _int(log_term),
-            tuple(Entry(_int(i), _int(t), EntryType(k), _bytes(d)) for i, t, k, d in entries),
-            _int(commit), bool(reject), _int(hint), _int(context), _str(request_id), bool(transfer), snapshot)
+            MsgType(mtype), as_str(frm), as_str(to), as_int(term), as_int(index), as_int(log_term),
+            tuple(Entry(as_int(i), as_int(t), EntryType(k), as_bytes(d)) for i, t, k, d in entries),
+            as_int(commit), bool(reject), as_int(hint), as_int(context), as_str(request_id), bool(transfer),
+            snapshot)
     except FrameError:
         raise
     except (ValueError, TypeError, KeyError) as err:
         raise FrameError(f"bad raft message: {err}") from None
-
-
-def split_address(address: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "]" in port:
-        return address.strip("[]"), default_port
-    return host.strip("[]"), int(port)
-
-
-# ------------------------------------------------------------------ one outbound connection
-
-
-class PeerLink:
-    """The one connection this server writes to a peer address, with a bounded queue."""
-
-    def __init__(self, transport: RaftTransport, address: str) -> None:
-        self.transport = transport
-        self.address = address
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
-        self.connected = False
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{address}")
-
-    def offer(self, data: bytes) -> bool:
-        try:
-            self.queue.put_nowait(data)
-            return True
-        except asyncio.QueueFull:
-            return False
-
-    async def _run(self) -> None:
-        host, port = split_address(self.address, self.transport.default_port)
-        backoff = 0.05
-        while True:
-            writer = None
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
-                self.connected = True
-                backoff = 0.05
-                while True:
-                    data = await self.queue.get()
-                    writer.write(data)
-                    while not self.queue.empty() and writer.transport.get_write_buffer_size() < (1 << 20):
-                        writer.write(self.queue.get_nowait())
-                    await writer.drain()
-            except (OSError, TimeoutError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                self.connected = False
-                if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await writer.wait_closed()
-            self.transport.link_failed(self.address)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
 
 
 # ------------------------------------------------------------------ the transport
@@ -233,44 +132,63 @@ class RaftTransport:
         self.known: dict[str, str] = {driver.node_id: driver.address}  # node id -> server address
         self.views: dict[str, frozenset[str]] = {}  # node id -> the ids it reported knowing
         self.configs: dict[str, Configuration | None] = {}  # node id -> its Raft configuration
-        self.links: dict[str, PeerLink] = {}
-        self.garbage_frames = 0
+        self.listener = RpcListener(bind=bind, port=port, on_frame=self._handle)
+        self.pool = ConnectionPool(default_port=port, on_lost=self.link_failed, name="raft-peer")
+        self.links = self.pool.links
         self.dropped_frames = 0
         self._forwards: dict[int, tuple[str, asyncio.Future]] = {}  # request id -> (leader address, answer)
-        self.feed: Any = None  # serves client agents' FOLLOW connections (appliance/client/feed.py)
-        self.dc_requests: Any = None  # serves DC_REQUEST connections (appliance/federation/forward.py)
+        self._feed: Any = None
+        self._dc_requests: ConnectionHandler | None = None
         self.on_server_seen: Any = None  # (node id, server address) of every server that says HELLO
         self._ids = itertools.count(1)
-        self._server: asyncio.base_events.Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._warned = ""
         driver.transport = self
 
+    @property
+    def feed(self) -> Any:
+        """Serves client agents' FOLLOW connections (appliance/rpc/feed.py); stopped with the transport."""
+        return self._feed
+
+    @feed.setter
+    def feed(self, feed: Any) -> None:
+        self._feed = feed
+        self.listener.serve_connections(Kind.FOLLOW, feed)
+
+    @property
+    def dc_requests(self) -> ConnectionHandler | None:
+        """Serves DC_REQUEST connections (appliance/federation/forward.py)."""
+        return self._dc_requests
+
+    @dc_requests.setter
+    def dc_requests(self, handler: ConnectionHandler | None) -> None:
+        self._dc_requests = handler
+        self.listener.serve_connections(Kind.DC_REQUEST, handler)
+
+    @property
+    def garbage_frames(self) -> int:
+        """Frames on the server port that could not be used (headers, bodies, Raft's nonsense)."""
+        return self.listener.garbage_frames
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.bind, self.port, limit=1 << 20)
+        await self.listener.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._discover(), name="raft-discover"))
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in self._tasks + [link.task for link in self.links.values()]:
+        self.listener.close()
+        for task in self._tasks:
             task.cancel()
-        for task in self._tasks + [link.task for link in self.links.values()]:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.pool.stop()
         for _, fut in self._forwards.values():
             if not fut.done():
                 fut.set_exception(NotLeader(""))
-        if self.feed is not None:
-            await self.feed.stop()
+        if self._feed is not None:
+            await self._feed.stop()
 
     # ------------------------------------------------------------------ sending
-
-    def _link(self, address: str) -> PeerLink:
-        link = self.links.get(address)
-        if link is None:
-            link = self.links[address] = PeerLink(self, address)
-        return link
 
     def address_of(self, node_id: str) -> str:
         return self.driver.server_address(node_id) or self.known.get(node_id, "")
@@ -278,7 +196,7 @@ class RaftTransport:
     def send(self, m: Message) -> None:
         """Called by the driver for every outgoing Raft message; never blocks."""
         address = self.address_of(m.to)
-        if not address or not self._link(address).offer(frame(encode_message(m))):
+        if not address or not self.pool.offer(address, encode_frame(encode_message(m))):
             self.dropped_frames += 1
 
     def link_failed(self, address: str) -> None:
@@ -292,13 +210,13 @@ class RaftTransport:
 
     async def forward(self, leader: str, command: dict[str, Any]) -> Any:
         """Have the leader propose `command` (FORWARD); its FSM result, or the error it raised."""
-        return await self._ask_leader(leader, FORWARD, command)
+        return await self._ask_leader(leader, Kind.FORWARD, command)
 
     async def read_index(self, leader: str, consistent: bool) -> int:
         """Ask the leader for its read index (READ_INDEX); NotLeader if it no longer leads."""
-        return await self._ask_leader(leader, READ_INDEX, consistent)
+        return await self._ask_leader(leader, Kind.READ_INDEX, consistent)
 
-    async def _ask_leader(self, leader: str, kind: int, payload: Any) -> Any:
+    async def _ask_leader(self, leader: str, kind: Kind, payload: Any) -> Any:
         address = self.address_of(leader)
         if not address:
             raise NotLeader(leader)
@@ -306,7 +224,7 @@ class RaftTransport:
         fut = asyncio.get_running_loop().create_future()
         self._forwards[request_id] = (address, fut)
         try:
-            if not self._link(address).offer(frame([kind, request_id, self.driver.address, payload])):
+            if not self.pool.offer(address, encode_frame([kind, request_id, self.driver.address, payload])):
                 raise NotLeader(leader)
             return await asyncio.wait_for(fut, FORWARD_TIMEOUT_S)
         except TimeoutError:
@@ -316,46 +234,20 @@ class RaftTransport:
 
     # ------------------------------------------------------------------ receiving
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readexactly(HEADER.size)
-                version, length = HEADER.unpack(head)
-                if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
-                    self.garbage_frames += 1  # cannot find the next frame: drop the connection
-                    log.warning("dropping connection: frame version %d, length %d", version, length)
-                    return
-                data = await reader.readexactly(length)
-                try:
-                    body = msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)
-                    if isinstance(body, list) and body and body[0] == FOLLOW and self.feed is not None:
-                        await self.feed.serve(reader, writer, body)  # a client agent's connection
-                        return
-                    if isinstance(body, list) and body and body[0] == DC_REQUEST and self.dc_requests is not None:
-                        await self.dc_requests.serve(reader, writer, body)  # one request, one answer
-                        return
-                    self._handle(body)
-                except (FrameError, ValueError, TypeError, KeyError, msgpack.UnpackException):
-                    self.garbage_frames += 1
-        except (asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    def _handle(self, body: Any) -> None:
-        if not isinstance(body, list) or not body:
-            raise FrameError("not a frame body")
+    def _handle(self, body: list) -> None:
+        """One frame from a peer's connection (the listener counts what this raises as garbage)."""
         kind = body[0]
-        if kind == RAFT:
+        if kind == Kind.RAFT:
             self.driver.step(decode_message(body))
-        elif kind == HELLO:
+        elif kind == Kind.HELLO:
             self._hello(body[1])
-        elif kind == FORWARD:
+        elif kind == Kind.FORWARD:
             _, request_id, reply_to, command = body
             if not isinstance(command, dict):
                 raise FrameError("forwarded command is not a map")
-            asyncio.get_running_loop().create_task(self._serve_forward(_int(request_id), _str(reply_to), command))
-        elif kind == FORWARD_RESP:
+            asyncio.get_running_loop().create_task(
+                self._serve_forward(as_int(request_id), as_str(reply_to), command))
+        elif kind == Kind.FORWARD_RESP:
             _, request_id, status, value = body
             _, fut = self._forwards.get(request_id, ("", None))
             if fut is None or fut.done():
@@ -368,23 +260,23 @@ class RaftTransport:
                 fut.set_exception(NotLeader(str(value)))
             else:
                 fut.set_exception(RaftError(str(value)))
-        elif kind == READ_INDEX:
+        elif kind == Kind.READ_INDEX:
             _, request_id, reply_to, consistent = body
             asyncio.get_running_loop().create_task(
-                self._serve_read_index(_int(request_id), _str(reply_to), bool(consistent)))
-        elif kind == READ_INDEX_RESP:
+                self._serve_read_index(as_int(request_id), as_str(reply_to), bool(consistent)))
+        elif kind == Kind.READ_INDEX_RESP:
             _, request_id, status, value = body
             _, fut = self._forwards.get(request_id, ("", None))
             if fut is None or fut.done():
                 return
             if status == "ok":
-                fut.set_result(_int(value))
+                fut.set_result(as_int(value))
             elif status == "notleader":
                 fut.set_exception(NotLeader(str(value)))
             else:
                 fut.set_exception(RaftError(str(value)))
         else:
-            raise FrameError(f"unknown frame kind {kind!r}")
+            raise FrameError(f"unexpected frame kind {kind!r} on a server connection")
 
     async def _serve_forward(self, request_id: int, reply_to: str, command: dict[str, Any]) -> None:
         try:
@@ -398,10 +290,10 @@ class RaftTransport:
         except RaftError as err:
             status, value = "error", str(err)
         try:
-            data = frame([FORWARD_RESP, request_id, status, value])
+            data = encode_frame([Kind.FORWARD_RESP, request_id, status, value])
         except (TypeError, ValueError):
-            data = frame([FORWARD_RESP, request_id, "ok", str(value)])
-        self._link(reply_to).offer(data)
+            data = encode_frame([Kind.FORWARD_RESP, request_id, "ok", str(value)])
+        self.pool.offer(reply_to, data)
 
     async def _serve_read_index(self, request_id: int, reply_to: str, consistent: bool) -> None:
         try:
@@ -410,7 +302,7 @@ class RaftTransport:
             status, value = "notleader", err.leader
         except (RaftError, TimeoutError) as err:
             status, value = "error", str(err) or "read index timed out"
-        self._link(reply_to).offer(frame([READ_INDEX_RESP, request_id, status, value]))
+        self.pool.offer(reply_to, encode_frame([Kind.READ_INDEX_RESP, request_id, status, value]))
 
     # ------------------------------------------------------------------ discovery and bootstrap
 
@@ -418,14 +310,14 @@ class RaftTransport:
         conf = None
         if self.driver.has_state():
             conf = [[s.id, s.address] for s in self.driver.servers()]
-        return frame([HELLO, {"id": self.driver.node_id, "addr": self.driver.address,
+        return encode_frame([HELLO, {"id": self.driver.node_id, "addr": self.driver.address,
                               "expect": self.bootstrap_expect, "servers": sorted(self.known.items()),
                               "conf": conf}])
 
     def _hello(self, hello: Any) -> None:
         if not isinstance(hello, dict):
             raise FrameError("hello is not a map")
-        node_id, address = _str(hello.get("id")), _str(hello.get("addr"))
+        node_id, address = as_str(hello.get("id")), as_str(hello.get("addr"))
         servers = hello.get("servers") or []
         if not node_id or not address or not isinstance(servers, list):
             raise FrameError("hello without id or address")
@@ -436,12 +328,12 @@ class RaftTransport:
             self.on_server_seen(node_id, address)  # autopilot adds servers it has not got (driver_autopilot.py)
         view = set()
         for item in servers:
-            sid, saddr = _str(item[0]), _str(item[1])
+            sid, saddr = as_str(item[0]), as_str(item[1])
             view.add(sid)
             self.known.setdefault(sid, saddr)
         self.views[node_id] = frozenset(view)
         conf = hello.get("conf")
-        self.configs[node_id] = (Configuration(tuple(Server(_str(i), _str(a)) for i, a in conf))
+        self.configs[node_id] = (Configuration(tuple(Server(as_str(i), as_str(a)) for i, a in conf))
                                  if conf is not None else None)
         self._maybe_bootstrap()
 
@@ -488,5 +380,5 @@ class RaftTransport:
             targets |= {s.address for s in self.driver.servers() if s.id != self.driver.node_id and s.address}
             for address in targets:
                 if address != self.driver.address:
-                    self._link(address).offer(data)
+                    self.pool.offer(address, data)
             await asyncio.sleep(5.0 if self.driver.has_state() else 0.5)

@@ -32,7 +32,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from appliance.client.feed import ReplicaFeed
+from appliance.rpc.feed import ReplicaFeed
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.raft.config import RaftConfig

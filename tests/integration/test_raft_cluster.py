@@ -195,7 +195,8 @@ def test_garbage_frames_are_counted_and_dropped():
     import struct
 
     from appliance.raft.driver import MemoryStorage, RaftDriver
-    from appliance.raft.transport import HELLO, RaftTransport, frame
+    from appliance.raft.transport import HELLO, RaftTransport
+    from appliance.rpc.frames import encode_frame as frame
     from appliance.state.store import Store
 
     (port,) = free_ports(1, udp=False)

@@ -20,9 +20,7 @@ import time
 import msgpack
 import pytest
 
-from appliance.client import feed as feed_module
 from appliance.client import replica as replica_module
-from appliance.client.feed import ReplicaFeed
 from appliance.client.replica import NoServers, Replica
 from appliance.client.servers import ServerList
 from appliance.local.state import LocalState
@@ -31,7 +29,11 @@ from appliance.raft.config import RaftConfig
 from appliance.raft.driver import MemoryStorage, RaftDriver
 from appliance.raft.messages import Configuration, Server
 from appliance.raft.storage import FileStorage
-from appliance.raft.transport import FOLLOW, HEADER, STREAM, RaftTransport, frame
+from appliance.raft.transport import RaftTransport
+from appliance.rpc import feed as feed_module
+from appliance.rpc.feed import ReplicaFeed
+from appliance.rpc.frames import HEADER, Kind
+from appliance.rpc.frames import encode_frame as frame
 from appliance.state.snapshot import snapshot
 from appliance.state.store import Store
 from tests.conftest import free_port
@@ -182,10 +184,10 @@ def test_a_client_older_than_the_backlog_gets_a_snapshot(monkeypatch):
     async def first_stream_item(port: int, from_index: int) -> list:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(frame([FOLLOW, from_index, "probe"]))
+            writer.write(frame([Kind.FOLLOW, from_index, "probe"]))
             version, length = HEADER.unpack(await reader.readexactly(HEADER.size))
             body = msgpack.unpackb(await reader.readexactly(length), raw=False)
-            assert version == 1 and body[0] == STREAM
+            assert version == 1 and body[0] == Kind.STREAM
             return body
         finally:
             writer.close()

@@ -1,5 +1,5 @@
 """How a client agent picks its server (appliance/client/servers.py), how the replica stream is cut
-into frames (appliance/client/feed.py) and how often anti-entropy runs (appliance/local/sync.py
+into frames (appliance/rpc/feed.py) and how often anti-entropy runs (appliance/local/sync.py
 scale_factor), with seeded randomness."""
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def test_anti_entropy_scale_factor(nodes, scale):
 
 
 def test_stream_batches_are_bounded_by_count_and_bytes():
-    from appliance.client.feed import BATCH_BYTES, BATCH_ENTRIES, batches
+    from appliance.rpc.feed import BATCH_BYTES, BATCH_ENTRIES, batches
 
     small = [(i, b"x") for i in range(1, 1200)]
     out = batches(small)

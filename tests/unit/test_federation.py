@@ -7,7 +7,7 @@ import pytest
 
 from appliance.federation.forward import Answer, Exchange, decode_answer, decode_request
 from appliance.federation.pool import consul_wan_config
-from appliance.raft.transport import HEADER
+from appliance.rpc.frames import HEADER
 
 
 def body_of(data: bytes) -> list:

@@ -2,9 +2,9 @@
 
 How it works
 ------------
-A client agent keeps a read-only replica of the state store (replica.py). It dials a server's RPC
-port and sends `FOLLOW [from_index, node name]`; the transport hands that connection here, and the
-server answers on it with STREAM frames:
+A client agent keeps a read-only replica of the state store (appliance/client/replica.py). It
+dials a server's RPC port and sends `FOLLOW [from_index, node name]`; the listener (listener.py)
+hands that connection here, and the server answers on it with STREAM frames:
 
     [STREAM, "snapshot", index, data]     the whole store (state/snapshot.py) as of `index`
     [STREAM, "entries", [[index, cmd]]]   applied log entries in order; cmd is the msgpack
@@ -48,24 +48,12 @@ import logging
 import time
 from typing import Any
 
-import msgpack
-
 from appliance.raft.messages import NotLeader, RaftError
-from appliance.raft.transport import (
-    FORWARD,
-    FORWARD_RESP,
-    HEADER,
-    MAX_FRAME_BYTES,
-    READ_INDEX,
-    READ_INDEX_RESP,
-    STREAM,
-    TEXT_ERRORS,
-    WIRE_VERSION,
-    FrameError,
-    frame,
-)
 from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
+
+from .connection import read_frame
+from .frames import BadHeader, FrameError, Kind, decode_body, encode_frame
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -138,9 +126,9 @@ class Session:
 
     def answer(self, body: list) -> None:
         try:
-            data = frame(body)
+            data = encode_frame(body)
         except (TypeError, ValueError):  # a result msgpack cannot carry: send its text
-            data = frame([*body[:3], str(body[3]), *body[4:]])
+            data = encode_frame([*body[:3], str(body[3]), *body[4:]])
         self.answers.append(data)
         self.wake.set()
 
@@ -155,11 +143,11 @@ class Session:
                 self.need_snapshot = False
                 index = driver.applied_index  # the store is exactly this index between awaits
                 self.cursor = max(self.cursor, index)
-                w.write(frame([STREAM, "snapshot", index, snapshot(self.feed.store)]))
+                w.write(encode_frame([Kind.STREAM, "snapshot", index, snapshot(self.feed.store)]))
                 self.snapshots_sent += 1
             entries, self.entries, self.entry_bytes = self.entries, [], 0
             for batch in batches(entries):
-                w.write(frame([STREAM, "entries", batch]))
+                w.write(encode_frame([Kind.STREAM, "entries", batch]))
             for data in self.answers:  # after the entries applied before them
                 w.write(data)
             self.answers = []
@@ -168,21 +156,22 @@ class Session:
             if leader != self.last_leader or now - self.status_at >= STATUS_INTERVAL_S:
                 self.last_leader, self.status_at = leader, now
                 status = {**self.feed.status(), "last_contact_ms": driver.last_contact_ms}
-                w.write(frame([STREAM, "status", status]))
+                w.write(encode_frame([Kind.STREAM, "status", status]))
             await w.drain()
 
     def request(self, body: list) -> None:
         kind = body[0]
-        if kind not in (READ_INDEX, FORWARD) or len(body) != 4:
+        if kind not in (Kind.READ_INDEX, Kind.FORWARD) or len(body) != 4:
             raise FrameError(f"unexpected frame kind {kind!r} on a client connection")
         request_id = body[1]
         if type(request_id) is not int:
             raise FrameError("bad request id")
         if self.in_flight >= MAX_REQUESTS_IN_FLIGHT:
             status = "error", "too many requests in flight on this connection"
-            self.answer([READ_INDEX_RESP if kind == READ_INDEX else FORWARD_RESP, request_id, *status, 0])
+            answer_kind = Kind.READ_INDEX_RESP if kind == Kind.READ_INDEX else Kind.FORWARD_RESP
+            self.answer([answer_kind, request_id, *status, 0])
             return
-        if kind == READ_INDEX:
+        if kind == Kind.READ_INDEX:
             coro = self._read_index(request_id, bool(body[3]))
         else:
             if not isinstance(body[3], dict):
@@ -204,7 +193,7 @@ class Session:
             status, value = "notleader", ""
         except (RaftError, TimeoutError) as err:
             status, value = "error", str(err) or "read index timed out"
-        self.answer([READ_INDEX_RESP, request_id, status, value])
+        self.answer([Kind.READ_INDEX_RESP, request_id, status, value])
 
     async def _forward(self, request_id: int, command: dict[str, Any]) -> None:
         driver = self.feed.driver
@@ -221,7 +210,7 @@ class Session:
             status, value = "notleader", ""
         except (RaftError, TimeoutError) as err:
             status, value = "error", str(err) or "the write timed out"
-        self.answer([FORWARD_RESP, request_id, status, value, index])
+        self.answer([Kind.FORWARD_RESP, request_id, status, value, index])
 
 
 class ReplicaFeed:
@@ -307,17 +296,14 @@ class ReplicaFeed:
     async def _read_loop(self, session: Session, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, OSError):
             while True:
-                version, length = HEADER.unpack(await reader.readexactly(HEADER.size))
-                if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
+                try:
+                    data = await read_frame(reader)
+                except BadHeader:
                     self.garbage_frames += 1
                     return
-                data = await reader.readexactly(length)
                 try:
-                    body = msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)  # KV keys' bytes
-                    if not isinstance(body, list) or not body:
-                        raise FrameError("not a frame body")
-                    session.request(body)
-                except (FrameError, ValueError, TypeError, msgpack.UnpackException):
+                    session.request(decode_body(data))  # KV keys' bytes kept (frames.py)
+                except (FrameError, ValueError, TypeError):
                     self.garbage_frames += 1
 
     async def stop(self) -> None:

@@ -1,0 +1,137 @@
+"""The server port's frame format (sans-IO): header, kinds, limits, and the body codec.
+
+How it works
+------------
+Every frame is `u8 version | u32 length (big endian) | msgpack body`, the body a list
+`[kind, ...]`. The version byte is `WIRE_VERSION` (1). Kinds are append-only (a new one gets the
+next number; a number is never reused or given another meaning):
+
+    1 RAFT            one Raft `Message` (appliance/raft/transport.py)
+    2 HELLO           a server's id, address, bootstrap_expect and the servers it knows
+    3 FORWARD         a command for the leader: [3, request id, reply address, command]
+    4 FORWARD_RESP    its result: [4, request id, status, value(, index)]
+    5 FOLLOW          a client agent asks for the replica stream: [5, from index, node name]
+    6 STREAM          the stream's snapshots, entries and status (feed.py)
+    7 READ_INDEX      ask the leader for its read index: [7, request id, reply address, consistent]
+    8 READ_INDEX_RESP the index: [8, request id, status, index]
+    9 DC_REQUEST      an HTTP request for another datacenter, or from one (federation/forward.py)
+   10 DC_RESPONSE     its answer
+
+Limits: a body is at most `MAX_FRAME_BYTES` (64 MiB, room for a snapshot); integers the
+receiver uses as terms, indexes or ids are 0..2^63. A header of another version or a longer
+length cannot be skipped safely (the next frame's start is unknown): `parse_header` raises
+`BadHeader` and the connection is closed. A body that does not decode, or decodes to something
+that is not `[kind, ...]` with a known kind, raises `FrameError`: the frame is dropped and the
+connection goes on. Receivers count both (their `garbage_frames`); neither is ever a crash.
+
+Text keeps its bytes: a forwarded command may carry a KV key that is not UTF-8, held with one
+lone surrogate per such byte (appliance/http/handlers/kv.py). `encode_frame` packs strictly
+first (msgpack's fast path; with an error handler it encodes each string apart) and only on a
+lone surrogate packs again with "surrogateescape"; `decode_body` unpacks with
+"surrogateescape", so such a key crosses as exactly its bytes. Valid UTF-8 decodes the same
+either way.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any
+
+import msgpack
+
+WIRE_VERSION = 1
+HEADER = struct.Struct(">BI")  # version, body length
+MAX_FRAME_BYTES = 64 << 20
+MAX_INT = 1 << 63
+TEXT_ERRORS = "surrogateescape"
+
+
+class Kind(enum.IntEnum):
+    """Frame kinds; append-only."""
+
+    RAFT = 1
+    HELLO = 2
+    FORWARD = 3
+    FORWARD_RESP = 4
+    FOLLOW = 5
+    STREAM = 6
+    READ_INDEX = 7
+    READ_INDEX_RESP = 8
+    DC_REQUEST = 9
+    DC_RESPONSE = 10
+
+
+KINDS = frozenset(int(k) for k in Kind)
+
+
+class FrameError(ValueError):
+    """A peer's frame that cannot be used (counted and dropped)."""
+
+
+class BadHeader(FrameError):
+    """A frame header of an unknown version or over the size limit: the connection cannot go on."""
+
+
+def encode_frame(body: list[Any]) -> bytes:
+    """Header and msgpack body; TypeError or ValueError when msgpack cannot carry a value."""
+    try:  # strict first: msgpack's fast path
+        data = msgpack.packb(body, use_bin_type=True)
+    except UnicodeEncodeError:  # a lone surrogate: a KV key's byte outside UTF-8
+        data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
+    return HEADER.pack(WIRE_VERSION, len(data)) + data
+
+
+def parse_header(head: bytes) -> int:
+    """The body length from a `HEADER.size`-byte header; BadHeader when it cannot be followed."""
+    version, length = HEADER.unpack(head)
+    if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
+        raise BadHeader(f"frame version {version}, length {length}")
+    return length
+
+
+def decode_body(data: bytes) -> list[Any]:
+    """A frame body `[kind, ...]` with a known kind; FrameError for anything else."""
+    try:
+        body = msgpack.unpackb(data, raw=False, unicode_errors=TEXT_ERRORS)
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        raise FrameError(f"body does not decode: {err}") from None
+    if not isinstance(body, list) or not body:
+        raise FrameError("not a frame body")
+    kind = body[0]
+    if type(kind) is not int or kind not in KINDS:
+        raise FrameError(f"unknown frame kind {kind!r}")
+    return body
+
+
+def decode_frame(data: bytes) -> tuple[list[Any], int]:
+    """The first whole frame in `data` and the bytes it took; FrameError when there is none."""
+    if len(data) < HEADER.size:
+        raise FrameError("short header")
+    length = parse_header(data[: HEADER.size])
+    end = HEADER.size + length
+    if len(data) < end:
+        raise FrameError("short body")
+    return decode_body(data[HEADER.size : end]), end
+
+
+# ------------------------------------------------------------------ field checks for decoders
+
+
+def as_int(v: Any) -> int:
+    """A term, index or id: an int in 0..2^63 (bool is not one)."""
+    if type(v) is not int or not 0 <= v < MAX_INT:
+        raise FrameError(f"bad integer {v!r}")
+    return v
+
+
+def as_bytes(v: Any) -> bytes:
+    if not isinstance(v, bytes):  # bytes(n) of an int would allocate n bytes
+        raise FrameError(f"bad bytes {type(v).__name__}")
+    return v
+
+
+def as_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise FrameError(f"bad string {v!r}")
+    return v

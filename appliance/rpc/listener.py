@@ -1,0 +1,97 @@
+"""The server-port listener: accept connections, let the first frame say whose they are.
+
+How it works
+------------
+Every connection to the server port (8300) starts with a frame (frames.py). The first frame that
+decodes decides what the connection is:
+
+* a kind with a registered connection handler (`serve_connections(kind, handler)`) hands the
+  whole connection over: `await handler.serve(reader, writer, first_body)` owns it until it
+  closes. FOLLOW goes to the replica feed (feed.py: a client agent's stream and requests),
+  DC_REQUEST to federation (appliance/federation/forward.py: one request, one answer);
+* any other kind makes it a message connection: that frame and every later one go to
+  `on_frame(body)`, which the Raft transport (appliance/raft/transport.py) handles: Raft
+  messages, HELLO, FORWARD, READ_INDEX and their answers from peers, which are one-way
+  (an answer travels back on the connection the answering server dialled, pool.py).
+
+A kind whose handler is not registered (FOLLOW on a server without a feed) goes to `on_frame`,
+which drops it. Garbage never ends the process: a header that cannot be followed closes the
+connection, a body that does not decode (or that `on_frame` rejects with FrameError, ValueError,
+TypeError or KeyError) is dropped; each counts one in `garbage_frames`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .connection import STREAM_LIMIT, read_frame
+from .frames import BadHeader, FrameError, Kind, decode_body
+
+log = logging.getLogger("agent.server.rpc")
+
+
+class ConnectionHandler(Protocol):
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: list[Any]) -> None:
+        """Serve a connection whose first frame was `body`, until it closes."""
+
+
+FrameHandler = Callable[[list[Any]], None]
+
+
+class RpcListener:
+    """Accepts server-port connections and dispatches them by their first frame's kind."""
+
+    def __init__(self, *, bind: str, port: int, on_frame: FrameHandler) -> None:
+        self.bind = bind
+        self.port = port
+        self.on_frame = on_frame
+        self.handlers: dict[int, ConnectionHandler] = {}
+        self.garbage_frames = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    def serve_connections(self, kind: Kind, handler: ConnectionHandler | None) -> None:
+        """Hand connections whose first frame is `kind` to `handler` (None: stop doing so)."""
+        if handler is None:
+            self.handlers.pop(int(kind), None)
+        else:
+            self.handlers[int(kind)] = handler
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.bind, self.port, limit=STREAM_LIMIT)
+
+    def close(self) -> None:
+        """Stop accepting; connections already handed over are their handlers' to close."""
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = True
+        try:
+            while True:
+                try:
+                    data = await read_frame(reader)
+                except BadHeader as err:
+                    self.garbage_frames += 1  # cannot find the next frame: drop the connection
+                    log.warning("dropping connection: %s", err)
+                    return
+                handler = None
+                try:
+                    body = decode_body(data)
+                    if first:
+                        first = False
+                        handler = self.handlers.get(body[0])
+                        if handler is not None:  # the connection is the handler's from here on
+                            await handler.serve(reader, writer, body)
+                            return
+                    self.on_frame(body)
+                except (FrameError, ValueError, TypeError, KeyError):
+                    self.garbage_frames += 1
+                    if handler is not None:
+                        return
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
