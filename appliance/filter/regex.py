@@ -134,10 +134,8 @@ def _go_error(pattern: str, reason: str, arg: str) -> RegexError:
 
 
 def _unfinished_escape(pattern: str) -> str:
-    """The escape that ends the pattern unfinished: what Go quotes (``\\x{4``, ``\\x4``...)."""
+    """The escape that ends the pattern unfinished (RE2 says so only of a final ``\\x{``)."""
     at = pattern.rfind("\\")
-    while at > 0 and pattern[at - 1] == "\\":  # "\\\\x{": the escape is the last backslash's
-        at -= 1
     return pattern[at:] if at >= 0 else pattern
 
 
