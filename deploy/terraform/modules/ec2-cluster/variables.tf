@@ -191,7 +191,7 @@ variable "key_name" {
 }
 
 variable "extra_config" {
-  description = "Further agent configuration (Consul's keys) merged into /etc/cairn.d/50-aws.json, e.g. { encrypt = ..., ui_config = { enabled = true } }."
+  description = "Further agent configuration (Consul's keys) merged into /etc/cairn.d/cluster-aws.json, e.g. { encrypt = ..., ui_config = { enabled = true } }."
   type        = any
   default     = {}
   nullable    = false

@@ -50,7 +50,7 @@ run "servers" {
     error_message = "user data installs from the repository"
   }
   assert {
-    condition     = strcontains(local.user_data, "cat >/etc/cairn.d/50-aws.json <<'CONFIG'\n${jsonencode(local.agent_config)}\nCONFIG")
+    condition     = strcontains(local.user_data, "cat >/etc/cairn.d/cluster-aws.json <<'CONFIG'\n${jsonencode(local.agent_config)}\nCONFIG")
     error_message = "user data writes the config"
   }
   assert {
