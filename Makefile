@@ -1,4 +1,9 @@
-# Linux packages for cairn (see docs/install.md).
+# Linux packages for cairn (see docs/install.md), and the test tiers and gates.
+#
+#   make test-fast  unit tests and Raft transcripts (about a minute)
+#   make test-sim   the deterministic simulations (Raft, gossip, linearizability)
+#   make test-all   everything, as CI runs it (./scripts/test.sh)
+#   make lint       ruff and mypy (./scripts/lint.sh)
 #
 #   make packages   both formats, cairn and cairn-dnsmasq, into dist/
 #   make deb        dist/cairn_<version>_<arch>.deb and dist/cairn-dnsmasq_<version>_all.deb
@@ -18,7 +23,19 @@ DIST ?= dist
 BUILD ?= build
 GPG_KEY ?=
 
-.PHONY: packages deb rpm repo clean-packages version
+.PHONY: packages deb rpm repo clean-packages version test-fast test-sim test-all lint
+
+test-fast:
+	./scripts/test.sh -q tests/unit tests/transcripts
+
+test-sim:
+	./scripts/test.sh -q tests/sim
+
+test-all:
+	./scripts/test.sh
+
+lint:
+	./scripts/lint.sh
 
 packages: deb rpm
 
