@@ -145,6 +145,8 @@ def _refusal(exc: HttpProcessingError) -> tuple[int, str, str, str]:
         return (*TOO_LARGE, why)
     if why.startswith("Request has invalid `Transfer-Encoding`"):
         return 501, "Not Implemented", "Unsupported transfer encoding", why  # Go: only "chunked"
+    if exc.message.startswith("Missing 'Host' header"):  # Go's badRequestError carries its reason
+        return 400, "Bad Request: missing required Host header", "400 Bad Request: missing required Host header", why
     return 400, "Bad Request", "400 Bad Request", why
 
 

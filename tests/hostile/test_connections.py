@@ -389,11 +389,10 @@ def test_request_lines_other_than_http_1_are_refused(short: AgentProcess, log: L
         b"PUT /v1/kv/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
         b"PUT /v1/kv/smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
-        b"GET /v1/status/leader HTTP/1.1\r\n\r\n",
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)),
         b"PUT /v1/kv/smuggle HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
     ],
-    ids=["CL+TE", "negative-CL", "two-CLs", "space-in-field-name", "no-Host", "TLS-hello", "bad-chunk-size"],
+    ids=["CL+TE", "negative-CL", "two-CLs", "space-in-field-name", "TLS-hello", "bad-chunk-size"],
 )
 def test_malformed_heads_get_a_plain_400(short: AgentProcess, log: Log, raw: bytes) -> None:
     reply = exchange(short, raw)
@@ -401,6 +400,13 @@ def test_malformed_heads_get_a_plain_400(short: AgentProcess, log: Log, raw: byt
     assert short.get("/v1/kv/smuggle")[0] == 404
     wait_until(lambda: "refused request: from=127.0.0.1 status=400" in log.text(), what="the refusal logged")
     assert len([ln for ln in log.text().splitlines() if "refused request" in ln]) == 1  # one line, no more
+
+
+def test_http_1_1_without_host_gets_gos_reason(short: AgentProcess, log: Log) -> None:
+    reply = exchange(short, b"GET /v1/status/leader HTTP/1.1\r\n\r\n")
+    assert_go_error(reply, "400 Bad Request: missing required Host header")
+    # HTTP/1.0 needs no Host
+    assert exchange(short, b"GET /v1/status/leader HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 OK")
 
 
 def test_a_bad_chunk_after_the_head_gets_a_400_at_once(short: AgentProcess, log: Log) -> None:
