@@ -10,8 +10,10 @@ Skipped only when terraform is not installed. Everything runs in a copy of deplo
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,6 +51,30 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_tree(tmp_path_factory.mktemp("tf"))
 
 
+def _module_run(tree: Path, module: str) -> tuple[str, str, str]:
+    path = tree / "modules" / module
+    init = tf(path, "init", "-backend=false", "-input=false").stdout
+    return init, tf(path, "validate").stdout, tf(path, "test").stdout
+
+
+def _example_plan(tree: Path, example: str) -> dict:
+    path = tree / "examples" / example
+    tf(path, "init", "-backend=false", "-input=false")  # plan validates the configuration too
+    (path / "zz_known_secrets_override.tf").write_text(EXAMPLE_OVERRIDES[example])
+    return plan_json(path, EXAMPLE_VARS[example])
+
+
+@pytest.fixture(scope="module")
+def runs(tree: Path) -> dict[str, concurrent.futures.Future]:
+    """Every module's init/validate/test and every example's plan, run side by side (each is a
+    few terraform processes, mostly waiting on the provider plugin); the tests read the results."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2)))
+    futures = {f"module:{m}": pool.submit(_module_run, tree, m) for m in MODULES}
+    futures.update({f"example:{e}": pool.submit(_example_plan, tree, e) for e in EXAMPLES})
+    pool.shutdown(wait=False)
+    return futures
+
+
 def test_fmt() -> None:
     out = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color", str(TF_DIR)],
                          env=terraform_env(), capture_output=True, text=True, timeout=60)
@@ -56,23 +82,17 @@ def test_fmt() -> None:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_module_validate_and_test(tree: Path, module: str) -> None:
-    path = tree / "modules" / module
-    init = tf(path, "init", "-backend=false", "-input=false")
-    assert "hashicorp/aws v5.100.0" in init.stdout
-    assert "Success! The configuration is valid." in tf(path, "validate").stdout
-    out = tf(path, "test")
-    assert "0 failed" in out.stdout and "Success!" in out.stdout, out.stdout
+def test_module_validate_and_test(runs: dict, module: str) -> None:
+    init, validate, test = runs[f"module:{module}"].result(timeout=280)
+    assert "hashicorp/aws v5.100.0" in init
+    assert "Success! The configuration is valid." in validate
+    assert "0 failed" in test and "Success!" in test, test
 
 
 @pytest.mark.skipif(importlib.util.find_spec("botocore") is None, reason="botocore is a runtime dependency")
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_example_plans_offline(tree: Path, example: str) -> None:
-    path = tree / "examples" / example
-    tf(path, "init", "-backend=false", "-input=false")
-    assert "Success! The configuration is valid." in tf(path, "validate").stdout
-    (path / "zz_known_secrets_override.tf").write_text(EXAMPLE_OVERRIDES[example])
-    plan = plan_json(path, EXAMPLE_VARS[example])
+def test_example_plans_offline(runs: dict, example: str) -> None:
+    plan = runs[f"example:{example}"].result(timeout=280)
     assert plan["resource_changes"], "the plan creates resources"
     requests = task_definitions(plan)
     if example.startswith("fargate"):
