@@ -3,11 +3,12 @@
 How it works
 ------------
 `fire` validates the request as Consul does (a name; a tag filter only with a service filter;
-node, service and tag filters that compile as Go regular expressions, appliance/filter/regex.py), gives the event a fresh UUID
-and version 1, encodes the whole record with msgpack (keys `ID`, `n`, `p`, `nf`, `sf`, `tf`, `v`,
-as Consul's codec tags) and hands it to the gossip layer as a Serf user event named
-`consul:event:<name>`. Serf stamps it with its event Lamport clock, delivers it here and gossips
-it to every member of the pool (serf.py dedups and replays it to late joiners).
+node, service and tag filters that compile as Go regular expressions: appliance/filter/regex.py),
+gives the event a fresh UUID and version 1, encodes the whole record with msgpack (keys `ID`,
+`n`, `p`, `nf`, `sf`, `tf`, `v`, as Consul's codec tags) and hands it to the gossip layer as a
+Serf user event named `consul:event:<name>`. Serf stamps it with its event Lamport clock,
+delivers it here and gossips it to every member of the pool (serf.py dedups and replays it to
+late joiners).
 
 Every delivered Serf user event with the `consul:event:` prefix comes back through `deliver`:
 the record is decoded, its LTime set, and it is kept only if its filters match this agent (node
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,7 +95,7 @@ class UserEventRecord:
         """EventError if the bytes are not an event record."""
         try:
             doc = msgpack.unpackb(data, raw=False, max_str_len=len(data), max_bin_len=len(data))
-        except Exception as err:  # msgpack raises many types on garbage
+        except Exception as err:  # noqa: BLE001 - msgpack raises many types on garbage
             raise EventError(f"Failed to decode event: {type(err).__name__}") from None
         if not isinstance(doc, dict):
             raise EventError("Failed to decode event: not a map")
@@ -225,6 +226,6 @@ class AgentEvents:
             self.deliver(event.name, event.payload, event.ltime)
 
     @staticmethod
-    def index(events: list[UserEventRecord]) -> int:
+    def index(events: Sequence[UserEventRecord]) -> int:
         return uuid_to_index(events[-1].id) if events else 1
 

@@ -33,11 +33,23 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .gostr import GoSyntaxError, go_quote, parse_bool, parse_int
-from .grammar import (EMPTY, EQ, IN, MATCHES, NE, NOT_EMPTY, NOT_IN, NOT_MATCHES, ParseError,
-                      parse)
+from .grammar import (
+    EMPTY,
+    EQ,
+    IN,
+    MATCHES,
+    NE,
+    NOT_EMPTY,
+    NOT_IN,
+    NOT_MATCHES,
+    Node,
+    ParseError,
+    parse,
+)
 from .regex import MAX_PROGRAM, RegexError, compile_re2
 from .schema import ANY, BOOL, ENDPOINTS, INT, LIST, MAP, SLICE, STRING, STRUCT, Field
 
@@ -69,7 +81,7 @@ class _Match:
         self.selector, self.op, self.fields, self.value = selector, op, fields, value
 
 
-def _count_matches(node: tuple) -> int:
+def _count_matches(node: Node) -> int:
     kind = node[0]
     if kind in ("and", "or"):
         return _count_matches(node[1]) + _count_matches(node[2])
@@ -78,7 +90,7 @@ def _count_matches(node: tuple) -> int:
     return 1
 
 
-def _check(node: tuple, root: Field, budget: list[int]) -> tuple:
+def _check(node: Node, root: Field, budget: list[int]) -> Node:
     """Validate one AST against the schema; return the tree with compiled match nodes."""
     kind = node[0]
     if kind in ("and", "or"):
@@ -121,19 +133,19 @@ def _terminal(value: Any, f: Field, op: str, want: Any) -> bool:
     if kind == STRING:
         text = value if isinstance(value, str) else ""
         if op in (EQ, NE):
-            return (text == want) == (op == EQ)
+            return bool(text == want) == (op == EQ)
         if op in (IN, NOT_IN):
-            return (want in text) == (op == IN)
-        return want.search(text) == (op == MATCHES)
+            return bool(want in text) == (op == IN)
+        return bool(want.search(text)) == (op == MATCHES)
     if kind == INT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             number: Any = 0
         else:
             number = value
-        return (number == want) == (op == EQ)
+        return bool(number == want) == (op == EQ)
     if kind == BOOL:
         flag = value if isinstance(value, bool) else False
-        return (flag == want) == (op == EQ)
+        return bool(flag == want) == (op == EQ)
     if kind in (LIST, MAP, SLICE):
         container: Any = value if isinstance(value, (dict if kind == MAP else list)) else ()
         if op in (EMPTY, NOT_EMPTY):
@@ -167,7 +179,7 @@ def _walk(value: Any, f: Field, m: _Match, depth: int) -> bool:
     return _walk(child, nxt, m, depth + 1)
 
 
-def _evaluate(node: tuple, obj: Any, root: Field) -> bool:
+def _evaluate(node: Node, obj: Any, root: Field) -> bool:
     kind = node[0]
     if kind == "and":
         return _evaluate(node[1], obj, root) and _evaluate(node[2], obj, root)
@@ -181,21 +193,21 @@ def _evaluate(node: tuple, obj: Any, root: Field) -> bool:
 class Filter:
     """A compiled filter for one endpoint's element type."""
 
-    def __init__(self, expression: str, root: Field, tree: tuple | None,
+    def __init__(self, expression: str, root: Field, tree: Node | None,
                  deferred: str | None = None) -> None:
         self.expression = expression
         self._root = root
         self._tree = tree
         self._deferred = deferred
 
-    def matches(self, obj: dict) -> bool:
+    def matches(self, obj: dict[str, Any]) -> bool:
         if self._deferred is not None:
             raise FilterError(self._deferred)
         if self._tree is None:
             return True
         return _evaluate(self._tree, obj, self._root)
 
-    def apply(self, objs: Iterable[dict]) -> list[dict]:
+    def apply(self, objs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return [obj for obj in objs if self.matches(obj)]
 
     def __repr__(self) -> str:

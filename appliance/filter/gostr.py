@@ -30,13 +30,13 @@ def go_quote(text: str) -> str:
         elif code in _QUOTE_ESCAPES:
             out.append(_QUOTE_ESCAPES[code])
         elif code < 0x20 or code == 0x7F:
-            out.append("\\x%02x" % code)
+            out.append(f"\\x{code:02x}")
         elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte carried through surrogateescape
-            out.append("\\x%02x" % (code - 0xDC00))
+            out.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x10000:
-            out.append("\\u%04x" % code)
+            out.append(f"\\u{code:04x}")
         else:
-            out.append("\\U%08x" % code)
+            out.append(f"\\U{code:08x}")
     out.append('"')
     return "".join(out)
 

@@ -27,7 +27,8 @@ memoised per (rule, position, inversion) which does not change any result, only 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .gostr import GoSyntaxError, go_quote, unquote
 
@@ -42,56 +43,57 @@ class ParseError(Exception):
 _FAIL = object()
 
 # Grammar node constructors: each node is a tuple whose first item names its kind.
+Node = tuple[Any, ...]
 
 
-def _lit(text: str) -> tuple:
+def _lit(text: str) -> Node:
     return ("lit", text, go_quote(text))
 
 
-def _cls(src: str, test: Callable[[str], bool]) -> tuple:
+def _cls(src: str, test: Callable[[str], bool]) -> Node:
     return ("cls", src, test)
 
 
 _ANY = ("any",)
 
 
-def _seq(*items: tuple) -> tuple:
+def _seq(*items: Node) -> Node:
     return ("seq", items)
 
 
-def _alt(*items: tuple) -> tuple:
+def _alt(*items: Node) -> Node:
     return ("alt", items)
 
 
-def _opt(item: tuple) -> tuple:
+def _opt(item: Node) -> Node:
     return ("opt", item)
 
 
-def _star(item: tuple) -> tuple:
+def _star(item: Node) -> Node:
     return ("star", item)
 
 
-def _plus(item: tuple) -> tuple:
+def _plus(item: Node) -> Node:
     return ("plus", item)
 
 
-def _not(item: tuple) -> tuple:
+def _not(item: Node) -> Node:
     return ("not", item)
 
 
-def _and(item: tuple) -> tuple:
+def _and(item: Node) -> Node:
     return ("and", item)
 
 
-def _ref(name: str) -> tuple:
+def _ref(name: str) -> Node:
     return ("ref", name)
 
 
-def _act(item: tuple, fn: Callable[[str, Any], Any]) -> tuple:
+def _act(item: Node, fn: Callable[[str, Any], Any]) -> Node:
     return ("act", item, fn)
 
 
-def _pred_fail(message: str) -> tuple:
+def _pred_fail(message: str) -> Node:
     return ("pfail", message)
 
 
@@ -119,10 +121,11 @@ class _ActionError:
         self.value, self.message = value, message
 
 
-def _collapse_not(_t: str, v: list) -> tuple:
-    inner = v[2]
+def _collapse_not(_t: str, v: list[Any]) -> Node:
+    inner: Node = v[2]
     if inner[0] == "not":
-        return inner[1]
+        collapsed: Node = inner[1]
+        return collapsed
     return ("not", inner)
 
 
@@ -146,7 +149,7 @@ _SELECTOR_OPS = _alt(*(_ref(n) for n in (
 _IN_OPS = _alt(_ref("MatchIn"), _ref("MatchNotIn"))
 
 # name -> (display name used in error texts or None, expression)
-_RULES: dict[str, tuple[str | None, tuple]] = {
+_RULES: dict[str, tuple[str | None, Node]] = {
     "Input": (None, _alt(
         _act(_seq(_OPT_WS, _lit("("), _OPT_WS, _ref("OrExpression"), _OPT_WS, _lit(")"),
                   _OPT_WS, _ref("EOF")), lambda _t, v: v[3]),
@@ -301,7 +304,7 @@ class _Parser:
         self.memo[key] = (value, self.pos, 0)
         return value
 
-    def eval(self, node: tuple) -> Any:  # noqa: C901 - one dispatch over node kinds
+    def eval(self, node: Node) -> Any:  # one dispatch over node kinds
         kind = node[0]
         text, pos = self.text, self.pos
         if kind == "lit":
@@ -399,9 +402,10 @@ class _Parser:
         return value
 
 
-def parse(text: str) -> tuple:
+def parse(text: str) -> Node:
     """Parse a filter expression into an AST; raises ParseError with the reference text."""
     try:
-        return _Parser(text).run()
+        ast: Node = _Parser(text).run()
     except RecursionError:
         raise ParseError("1:1 (0): expression nests too deeply") from None
+    return ast

@@ -101,7 +101,7 @@ class GoRegexp:
 
     def search(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
-        return self._prog.Match(self._anchor, data, 0, len(data))[0] != _NO_MATCH
+        return bool(self._prog.Match(self._anchor, data, 0, len(data))[0] != _NO_MATCH)
 
     def __repr__(self) -> str:
         return f"GoRegexp({self.pattern!r})"

@@ -34,7 +34,7 @@ _OPS = {
 @dataclass(frozen=True)
 class Field:
     kind: str
-    sub: dict[str, "Field"] = field(default_factory=dict)
+    sub: dict[str, Field] = field(default_factory=dict)
     key: str = ""
 
     @property
@@ -42,7 +42,7 @@ class Field:
         return _OPS[self.kind]
 
 
-S, I, B, L = Field(STRING), Field(INT), Field(BOOL), Field(LIST)
+S, I, B, L = Field(STRING), Field(INT), Field(BOOL), Field(LIST)  # noqa: E741 - a table's column names
 
 
 def _struct(**fields: Field) -> Field:

@@ -376,7 +376,8 @@ def test_expression_length_limit() -> None:
     too_long = fits[:-1] + 'x"'
     with pytest.raises(FilterError) as info:
         compile_filter(too_long, "catalog_nodes")
-    assert str(info.value) == P + f"Expression length ({MAX_EXPRESSION_LENGTH + 1}) exceeds the limit ({MAX_EXPRESSION_LENGTH})"
+    assert str(info.value) == P + (f"Expression length ({MAX_EXPRESSION_LENGTH + 1}) exceeds the limit "
+                                   f"({MAX_EXPRESSION_LENGTH})")
 
 
 def test_match_expression_limit() -> None:
@@ -469,6 +470,7 @@ def _render_of(nodes: list[dict], keep) -> callable:
 
 def test_small_filtered_render_runs_once() -> None:
     import asyncio
+
     from appliance.http.query import FilterFn, render_filtered
     nodes = _catalog(50)
     keep = FilterFn(compile_filter('Meta.rack == "r3"', "catalog_nodes").matches)
@@ -481,6 +483,7 @@ def test_small_filtered_render_runs_once() -> None:
 
 def test_large_filtered_render_yields_to_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
+
     import appliance.http.query as query
     monkeypatch.setattr(query, "FIRST_PASS_S", 0.0)  # defer from the 16th object on
     monkeypatch.setattr(query, "SLICE_S", 0.0)  # back to the loop after every evaluation
@@ -510,6 +513,7 @@ def test_large_filtered_render_yields_to_the_loop(monkeypatch: pytest.MonkeyPatc
 
 def test_filtered_render_follows_data_that_changed_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
+
     import appliance.http.query as query
     monkeypatch.setattr(query, "FIRST_PASS_S", 0.0)
     monkeypatch.setattr(query, "SLICE_S", 0.0)
