@@ -173,7 +173,7 @@ class _HeadReader:
     def __init__(self, conn: _Connection, parser: Any, limit: int) -> None:
         self.conn = conn
         self.limit = limit
-        self.time = conn.http.loop.time
+        self.time = conn._loop.time
         self.header_timeout = conn.http.read_header_timeout
         self.head_bytes = 0  # bytes of the head being read, received in earlier chunks
         self.head_first = b""  # those bytes, while there are only a few (for the fallback)
@@ -262,9 +262,12 @@ class _Connection(RequestHandler):
     __slots__ = ("http", "ip", "reader", "head_since", "body_deadline", "timer", "timer_at")
 
     def __init__(self, manager: web.Server, http: HTTPServer) -> None:
-        super().__init__(manager, loop=http.loop, keepalive_timeout=http.idle_timeout or NO_TIMEOUT_S,
-                         access_log=None, logger=log, max_line_size=http.max_line_size,
-                         max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS)
+        loop = http.loop
+        assert loop is not None  # HTTPServer.start sets it before it listens
+        super().__init__(manager, loop=loop, keepalive_timeout=http.idle_timeout or NO_TIMEOUT_S,
+                         access_log=None,  # type: ignore[arg-type]  # None: no access log (aiohttp checks)
+                         logger=log, max_line_size=http.max_line_size, max_field_size=MAX_FIELD_BYTES,
+                         max_headers=MAX_HEADERS)
         self.http = http
         self.ip: str | None = None
         self.reader = self._parser = _HeadReader(self, self._parser, http.max_head_bytes)  # type: ignore[assignment]

@@ -303,7 +303,8 @@ def test_many_and_long_header_fields_are_accepted(short: AgentProcess, log: Log)
     reply = exchange(short, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n" + fields + b"Connection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:200]
     long_field = b"X-Long: " + b"v" * 60_000 + b"\r\n"
-    reply = exchange(short, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n" + long_field * 15 + b"Connection: close\r\n\r\n")
+    head = b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n" + long_field * 15 + b"Connection: close\r\n\r\n"
+    reply = exchange(short, head)
     assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:200]  # 900 KB of head in all
 
 
@@ -348,7 +349,8 @@ def test_an_unknown_method_gets_405_from_the_router(short: AgentProcess, log: Lo
     assert body == b"method FOO not allowed"
     assert set(headers["allow"].split(",")) == {"OPTIONS", "GET", "PUT", "DELETE"}
 
-    line, headers, body = parse(exchange(short, b"GARBAGE /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    garbage = b"GARBAGE /v1/status/leader HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    line, headers, body = parse(exchange(short, garbage))
     assert line == "HTTP/1.1 405 Method Not Allowed" and body == b"method GARBAGE not allowed"
     assert set(headers["allow"].split(",")) == {"OPTIONS", "GET"}
 
@@ -432,8 +434,8 @@ def test_unsupported_transfer_coding_gets_501(short: AgentProcess, log: Log) -> 
 
 def test_a_flood_of_bad_requests_logs_one_line_each(short: AgentProcess, log: Log) -> None:
     for _ in range(50):
-        assert_go_error(exchange(short, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n"),
-                        "431 Request Header Fields Too Large")
+        reply = exchange(short, b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 70_000 + b"\r\n\r\n")
+        assert_go_error(reply, "431 Request Header Fields Too Large")
     wait_until(lambda: log.text().count("refused request") >= 50, what="50 refusals logged")
     lines = [ln for ln in log.text().splitlines() if "agent.http" in ln]
     assert len(lines) == 50 and all("refused request: from=127.0.0.1 status=431" in ln for ln in lines), lines[:5]
