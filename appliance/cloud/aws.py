@@ -232,7 +232,8 @@ def _ecs(s: Settings, region: str) -> list[str]:
     if s.ecs_cluster:
         clusters = [s.ecs_cluster]
     else:
-        clusters = [arn for page in client.get_paginator("list_clusters").paginate() for arn in page.get("clusterArns", [])]
+        pages = client.get_paginator("list_clusters").paginate()
+        clusters = [arn for page in pages for arn in page.get("clusterArns", [])]
     out: list[str] = []
     for cluster in clusters:
         args: dict[str, Any] = {"cluster": cluster, "desiredStatus": "RUNNING"}

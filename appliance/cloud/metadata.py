@@ -98,6 +98,8 @@ def identity_region(doc: Any) -> str | None:
 
 def _http(req: urllib.request.Request, timeout: float | None = None) -> bytes:
     timeout = TIMEOUT_S if timeout is None else timeout
+    if not req.full_url.startswith(("http://", "https://")):  # the endpoints come from the environment
+        raise OSError(f"{req.full_url}: not an http:// URL")
     last: Exception | None = None
     for _ in range(TRIES):
         try:
@@ -112,7 +114,7 @@ def _http(req: urllib.request.Request, timeout: float | None = None) -> bytes:
 
 def _json(url: str) -> Any:
     try:
-        return json.loads(_http(urllib.request.Request(url)))
+        return json.loads(_http(urllib.request.Request(url)))  # noqa: S310 - _http opens http(s) only
     except ValueError as err:
         raise OSError(f"{url}: not JSON ({err})") from None
 
@@ -148,13 +150,13 @@ class Imds:
 
     def token(self) -> str:
         if not self._token:
-            req = urllib.request.Request(f"{self.endpoint}/latest/api/token", method="PUT", data=b"",
+            req = urllib.request.Request(f"{self.endpoint}/latest/api/token", method="PUT", data=b"",  # noqa: S310
                                          headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
             self._token = _http(req, self.timeout).decode("ascii", "replace").strip()
         return self._token
 
     def get(self, path: str) -> bytes:
-        req = urllib.request.Request(f"{self.endpoint}/latest/{path.lstrip('/')}",
+        req = urllib.request.Request(f"{self.endpoint}/latest/{path.lstrip('/')}",  # noqa: S310
                                      headers={"X-aws-ec2-metadata-token": self.token()})
         return _http(req, self.timeout)
 
@@ -199,10 +201,13 @@ def advertise_addr(environ: Mapping[str, str] | None = None) -> tuple[str | None
     if not on_ec2(env):
         return None, "not on ECS or EC2"
     try:
-        addr = _ipv4(Imds(env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")).get("meta-data/local-ipv4").decode("ascii", "replace").strip())
+        raw = Imds(env.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")).get("meta-data/local-ipv4")
+        addr = _ipv4(raw.decode("ascii", "replace").strip())
     except OSError as err:
         return None, f"IMDSv2: {err}"
-    return (addr, "EC2 instance metadata (IMDSv2 local-ipv4)") if addr else (None, "IMDSv2: local-ipv4 is not an IPv4 address")
+    if not addr:
+        return None, "IMDSv2: local-ipv4 is not an IPv4 address"
+    return addr, "EC2 instance metadata (IMDSv2 local-ipv4)"
 
 
 def advertise_for_config(join_entries: list[str] | tuple[str, ...], warnings: list[str],

@@ -96,11 +96,14 @@ def _cell(text: str) -> str:
 def tables(module: Path) -> str:
     variables = blocks((module / "variables.tf").read_text(), "variable")
     outputs = blocks((module / "outputs.tf").read_text(), "output")
-    lines = ["## Inputs", "", "| Name | Description | Type | Default | Required |", "|------|-------------|------|---------|:--------:|"]
+    lines = ["## Inputs", "", "| Name | Description | Type | Default | Required |",
+             "|------|-------------|------|---------|:--------:|"]
     for name, attrs in sorted(variables, key=lambda v: ("default" in v[1], v[0])):
         default = attrs.get("default")
-        lines.append(f"| `{name}` | {_cell(_unquote(attrs.get('description', '')))} | `{_cell(attrs.get('type', 'any'))}` | "
-                     f"{'`' + _cell(default) + '`' if default is not None else 'n/a'} | {'no' if default is not None else 'yes'} |")
+        description = _cell(_unquote(attrs.get("description", "")))
+        shown = f"`{_cell(default)}`" if default is not None else "n/a"
+        required = "no" if default is not None else "yes"
+        lines.append(f"| `{name}` | {description} | `{_cell(attrs.get('type', 'any'))}` | {shown} | {required} |")
     lines += ["", "## Outputs", "", "| Name | Description |", "|------|-------------|"]
     for name, attrs in sorted(outputs):
         lines.append(f"| `{name}` | {_cell(_unquote(attrs.get('description', '')))} |")

@@ -32,24 +32,32 @@ provider "aws" {
 
 def terraform_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TF_"))}
-    env.update(TF_CLI_CONFIG_FILE=str(CLI_CONFIG), CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1",
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        TF_CLI_CONFIG_FILE=str(CLI_CONFIG),
+        CHECKPOINT_DISABLE="1",
+        TF_IN_AUTOMATION="1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     return env
 
 
 def tf(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(["terraform", *args, "-no-color"], cwd=cwd, env=terraform_env(), capture_output=True,
-                         text=True, timeout=timeout)
+    out = subprocess.run(
+        ["terraform", *args, "-no-color"], cwd=cwd, env=terraform_env(), capture_output=True, text=True, timeout=timeout
+    )
     if out.returncode != 0:
-        raise AssertionError(f"terraform {' '.join(args)} in {cwd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        raise AssertionError(
+            f"terraform {' '.join(args)} in {cwd} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+        )
     return out
 
 
 def copy_tree(dest: Path) -> Path:
     """deploy/terraform copied without any .terraform state, so tests never write to the checkout."""
     target = dest / "terraform"
-    shutil.copytree(TF_DIR, target, ignore=shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfplan",
-                                                                    "*.tfstate*"))
+    shutil.copytree(
+        TF_DIR, target, ignore=shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfplan", "*.tfstate*")
+    )
     return target
 
 
@@ -70,21 +78,32 @@ def task_definitions(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
             continue
         after = rc["change"]["after"]
         if "container_definitions" not in after:
-            raise AssertionError(f"{rc['address']}: container_definitions unknown at plan time "
-                                 f"({rc['change'].get('after_unknown', {}).get('container_definitions')})")
-        request: dict[str, Any] = {"family": after["family"],
-                                   "containerDefinitions": json.loads(after["container_definitions"])}
-        for key, name in (("network_mode", "networkMode"), ("cpu", "cpu"), ("memory", "memory"),
-                          ("requires_compatibilities", "requiresCompatibilities"),
-                          ("execution_role_arn", "executionRoleArn"), ("task_role_arn", "taskRoleArn")):
+            raise AssertionError(
+                f"{rc['address']}: container_definitions unknown at plan time "
+                f"({rc['change'].get('after_unknown', {}).get('container_definitions')})"
+            )
+        request: dict[str, Any] = {
+            "family": after["family"],
+            "containerDefinitions": json.loads(after["container_definitions"]),
+        }
+        for key, name in (
+            ("network_mode", "networkMode"),
+            ("cpu", "cpu"),
+            ("memory", "memory"),
+            ("requires_compatibilities", "requiresCompatibilities"),
+            ("execution_role_arn", "executionRoleArn"),
+            ("task_role_arn", "taskRoleArn"),
+        ):
             if after.get(key) not in (None, []):
                 request[name] = sorted(after[key]) if isinstance(after[key], list) else after[key]
         if after.get("volume"):
             request["volumes"] = [{"name": v["name"]} for v in after["volume"]]
         if after.get("runtime_platform"):
             rp = after["runtime_platform"][0]
-            request["runtimePlatform"] = {"operatingSystemFamily": rp["operating_system_family"],
-                                          "cpuArchitecture": rp["cpu_architecture"]}
+            request["runtimePlatform"] = {
+                "operatingSystemFamily": rp["operating_system_family"],
+                "cpuArchitecture": rp["cpu_architecture"],
+            }
         if after.get("tags"):
             request["tags"] = [{"key": k, "value": v} for k, v in after["tags"].items()]
         out[rc["address"]] = request
@@ -116,7 +135,9 @@ def register_task_definition_errors(request: dict[str, Any]) -> str:
     import botocore.session
     from botocore.validate import ParamValidator
 
-    shape = botocore.session.get_session().get_service_model("ecs").operation_model("RegisterTaskDefinition").input_shape
+    shape = (
+        botocore.session.get_session().get_service_model("ecs").operation_model("RegisterTaskDefinition").input_shape
+    )
     report = ParamValidator().validate(request, shape)
     problems = [report.generate_report()] if report.has_errors() else []
     problems += _enum_errors(request, shape, "request")

@@ -54,7 +54,9 @@ def render_user_data(tmp_path: Path) -> tuple[str, str]:
     root = tree / "userdata"
     root.mkdir()
     (root / "main.tf").write_text(ROOT_CONFIG)
-    (root / "provider.tf").write_text(OFFLINE_PROVIDER.replace('provider "aws" {', 'provider "aws" {\n  region = "eu-west-1"'))
+    (root / "provider.tf").write_text(
+        OFFLINE_PROVIDER.replace('provider "aws" {', 'provider "aws" {\n  region = "eu-west-1"')
+    )
     tf(root, "init", "-backend=false", "-input=false")
     tf(root, "plan", "-refresh=false", "-input=false", "-lock=false", "-out=ud.tfplan")
     outputs = json.loads(tf(root, "show", "-json", "ud.tfplan").stdout)["planned_values"]["outputs"]
@@ -87,14 +89,19 @@ def test_user_data_installs_cairn_and_writes_a_valid_config(tmp_path: Path) -> N
     assert not (root / "run/systemd/system").exists()
 
     out = root.sh("sh /var/lib/cloud/user-data.sh", check=False, timeout=300)
-    log = (root / "var/log/cairn-user-data.log").read_text(errors="replace") if (root / "var/log/cairn-user-data.log").exists() else ""
+    log = (
+        (root / "var/log/cairn-user-data.log").read_text(errors="replace")
+        if (root / "var/log/cairn-user-data.log").exists()
+        else ""
+    )
     assert out.returncode == 0, f"user data failed ({out.returncode}):\n{out.stdout}\n{log[-4000:]}"
     assert "cairn user data: done" in log
     assert "Configuration is valid!" in log
 
     assert (root / "usr/bin/cairn").exists()
-    assert (root / "etc/apt/sources.list.d/cairn.list").read_text().strip() == \
-        "deb [trusted=yes] file:///srv/cairn-repo/apt stable main"
+    assert (
+        root / "etc/apt/sources.list.d/cairn.list"
+    ).read_text().strip() == "deb [trusted=yes] file:///srv/cairn-repo/apt stable main"
     config = json.loads((root / "etc/cairn.d/cluster-aws.json").read_text())
     assert config["retry_join"] == [join] == ["provider=aws tag_key=cairn-cluster tag_value=cairn-server"]
     assert config["server"] is True and config["bootstrap"] is False and config["bootstrap_expect"] == 3

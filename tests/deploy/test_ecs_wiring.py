@@ -89,7 +89,7 @@ class Metadata(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         task, _, rest = self.path.strip("/").partition("/")
         ip = {"server": SERVER_IP, "client": CLIENT_IP}.get(task)
         container = {"Name": task, "Type": "NORMAL", "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [ip]}]}
@@ -115,9 +115,12 @@ def rendered(tmp_path: Path, app_port: int) -> tuple[dict, dict]:
     tree = copy_tree(tmp_path)
     root = tree / "wiring"
     root.mkdir()
-    (root / "main.tf").write_text(ROOT_CONFIG % {"gossip": GOSSIP_ARN, "server_ip": SERVER_IP, "client_ip": CLIENT_IP,
-                                                "app_port": app_port})
-    (root / "provider.tf").write_text(OFFLINE_PROVIDER.replace('provider "aws" {', 'provider "aws" {\n  region = "eu-west-1"'))
+    (root / "main.tf").write_text(
+        ROOT_CONFIG % {"gossip": GOSSIP_ARN, "server_ip": SERVER_IP, "client_ip": CLIENT_IP, "app_port": app_port}
+    )
+    (root / "provider.tf").write_text(
+        OFFLINE_PROVIDER.replace('provider "aws" {', 'provider "aws" {\n  region = "eu-west-1"')
+    )
     tf(root, "init", "-backend=false", "-input=false")
     tf(root, "plan", "-refresh=false", "-input=false", "-lock=false", "-out=wiring.tfplan")
     plan = json.loads(tf(root, "show", "-json", "wiring.tfplan").stdout)
@@ -139,8 +142,9 @@ def start(container: dict, env: dict[str, str], log: Path) -> subprocess.Popen:
     argv = container["entryPoint"] + container["command"]
     assert argv[:2] == ["/bin/sh", "-ec"]
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True
+        )
 
 
 def dns_a(server: str, port: int, name: str) -> list[str]:
@@ -162,16 +166,26 @@ def test_rendered_server_and_client_run_and_find_each_other(tmp_path: Path, meta
     bin_dir = cairn_on_path(tmp_path)
     key = subprocess.run([str(bin_dir / "cairn"), "keygen"], capture_output=True, text=True, check=True).stdout.strip()
     closed_port = free_ports(1, udp=False)[0]
-    base = {"PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path),
-            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{closed_port}",
-            "CAIRN_GOSSIP_KEY": key}
+    base = {
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{closed_port}",
+        "CAIRN_GOSSIP_KEY": key,
+    }
 
     def env_of(container: dict, task: str, ip: str) -> dict[str, str]:
         env = dict(base)
         env.update({e["name"]: e["value"] for e in container["environment"]})
-        env.update(ECS_CONTAINER_METADATA_URI_V4=f"{metadata}/{task}", CAIRN_DATA_DIR=str(tmp_path / task),
-                   CAIRN_BIND_ADDR=ip, CAIRN_CLIENT_ADDR=ip, CAIRN_NODE_NAME=f"{task}-task")
+        env.update(
+            ECS_CONTAINER_METADATA_URI_V4=f"{metadata}/{task}",
+            CAIRN_DATA_DIR=str(tmp_path / task),
+            CAIRN_BIND_ADDR=ip,
+            CAIRN_CLIENT_ADDR=ip,
+            CAIRN_NODE_NAME=f"{task}-task",
+        )
         return env
 
     app = socket.create_server((CLIENT_IP, app_port))  # the "application" the TCP check looks at
@@ -203,8 +217,13 @@ def test_rendered_server_and_client_run_and_find_each_other(tmp_path: Path, meta
 
         # the rendered health check, run where the container would run it
         check = client_c["healthCheck"]["command"][1:]
-        out = subprocess.run(check, env={**client_env, "CONSUL_HTTP_ADDR": f"http://{CLIENT_IP}:8500"},
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            check,
+            env={**client_env, "CONSUL_HTTP_ADDR": f"http://{CLIENT_IP}:8500"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert out.returncode == 0 and "127.0.0.41" in out.stdout and "127.0.0.42" in out.stdout, out
 
         # gossip is encrypted with the key from the "secret"
@@ -220,7 +239,7 @@ def test_rendered_server_and_client_run_and_find_each_other(tmp_path: Path, meta
 
         wait_until(left, timeout=15, interval=0.3, what="the client left")
         # the server tried its own ECS auto-join entry, which fails here without credentials
-        assert "Cannot discover address: address=\"provider=aws ecs_cluster=" in (tmp_path / "server.log").read_text()
+        assert 'Cannot discover address: address="provider=aws ecs_cluster=' in (tmp_path / "server.log").read_text()
     finally:
         app.close()
         for proc in (client, server):

@@ -20,8 +20,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.terraform_helpers import (CLI_CONFIG, EXAMPLES, MIRROR, MODULES, TF_DIR, copy_tree, plan_json,
-                                            register_task_definition_errors, task_definitions, terraform_env, tf)
+from tests.deploy.terraform_helpers import (
+    CLI_CONFIG,
+    EXAMPLES,
+    MIRROR,
+    MODULES,
+    TF_DIR,
+    copy_tree,
+    plan_json,
+    register_task_definition_errors,
+    task_definitions,
+    terraform_env,
+    tf,
+)
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -35,8 +46,10 @@ EXAMPLE_VARS = {
 }
 # ARNs (of the ECS cluster, of secrets) exist only after apply; an override file gives the server
 # modules existing ones, as a second plan would see them, so every container definition is known.
-KNOWN = ('  gossip_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cairn-gossip-AbCdEf"\n'
-         '  ecs_cluster_arn       = "arn:aws:ecs:eu-west-1:123456789012:cluster/cairn"\n')
+KNOWN = (
+    '  gossip_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cairn-gossip-AbCdEf"\n'
+    '  ecs_cluster_arn       = "arn:aws:ecs:eu-west-1:123456789012:cluster/cairn"\n'
+)
 EXAMPLE_OVERRIDES = {
     "fargate-dev": f'module "server" {{\n{KNOWN}}}\n',
     "fargate-cluster": f'module "servers" {{\n{KNOWN}}}\n',
@@ -46,8 +59,10 @@ EXAMPLE_OVERRIDES = {
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert MIRROR.is_dir(), (f"terraform is installed but the provider mirror {MIRROR} named in {CLI_CONFIG} is "
-                             "missing: install hashicorp/aws 5.100.0 there")
+    assert MIRROR.is_dir(), (
+        f"terraform is installed but the provider mirror {MIRROR} named in {CLI_CONFIG} is "
+        "missing: install hashicorp/aws 5.100.0 there"
+    )
     return copy_tree(tmp_path_factory.mktemp("tf"))
 
 
@@ -76,8 +91,13 @@ def runs(tree: Path) -> dict[str, concurrent.futures.Future]:
 
 
 def test_fmt() -> None:
-    out = subprocess.run(["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color", str(TF_DIR)],
-                         env=terraform_env(), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", "-diff", "-no-color", str(TF_DIR)],
+        env=terraform_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, f"terraform fmt would change:\n{out.stdout}{out.stderr}"
 
 
@@ -107,14 +127,27 @@ def test_example_plans_offline(runs: dict, example: str) -> None:
         assert by_name["client-app"]["dependsOn"] == [{"containerName": "cairn-agent", "condition": "HEALTHY"}]
     if example == "ec2-cluster":
         lts = [rc for rc in plan["resource_changes"] if rc["type"] == "aws_launch_template"]
-        assert len(lts) == 2 and all(rc["change"]["after"]["metadata_options"][0]["http_tokens"] == "required" for rc in lts)
+        assert len(lts) == 2 and all(
+            rc["change"]["after"]["metadata_options"][0]["http_tokens"] == "required" for rc in lts
+        )
 
 
 def test_the_validator_catches_what_ecs_would_refuse() -> None:
     pytest.importorskip("botocore")
-    good = {"family": "x", "networkMode": "awsvpc", "cpu": "256", "memory": "512",
-            "containerDefinitions": [{"name": "a", "image": "i", "essential": True,
-                                      "portMappings": [{"containerPort": 8301, "hostPort": 8301, "protocol": "udp"}]}]}
+    good = {
+        "family": "x",
+        "networkMode": "awsvpc",
+        "cpu": "256",
+        "memory": "512",
+        "containerDefinitions": [
+            {
+                "name": "a",
+                "image": "i",
+                "essential": True,
+                "portMappings": [{"containerPort": 8301, "hostPort": 8301, "protocol": "udp"}],
+            }
+        ],
+    }
     assert register_task_definition_errors(good) == ""
     bad = json.loads(json.dumps(good))
     bad["cpu"] = 256
@@ -122,8 +155,13 @@ def test_the_validator_catches_what_ecs_would_refuse() -> None:
     bad["containerDefinitions"][0]["dependsOn"] = [{"containerName": "b", "condition": "HEALTHYY"}]
     bad["containerDefinitions"][0]["portMappings"][0]["hostPort"] = 18301
     errors = register_task_definition_errors(bad)
-    for text in ("Invalid type for parameter cpu", 'Unknown parameter in containerDefinitions[0]: "entrypoint"',
-                 "'HEALTHYY' is not one of", "depends on a missing container b", "hostPort == containerPort"):
+    for text in (
+        "Invalid type for parameter cpu",
+        'Unknown parameter in containerDefinitions[0]: "entrypoint"',
+        "'HEALTHYY' is not one of",
+        "depends on a missing container b",
+        "hostPort == containerPort",
+    ):
         assert text in errors
 
 
@@ -134,7 +172,9 @@ def test_readme_tables_match_the_variables(module: str) -> None:
     spec.loader.exec_module(tfdoc)
     path = TF_DIR / "modules" / module
     assert tfdoc.render(path) == (path / "README.md").read_text(), (
-        f"{path}/README.md is out of date: run python3 deploy/terraform/tfdoc.py --write {path.relative_to(TF_DIR.parents[1])}")
+        f"{path}/README.md is out of date: run "
+        f"python3 deploy/terraform/tfdoc.py --write {path.relative_to(TF_DIR.parents[1])}"
+    )
     for name, attrs in tfdoc.blocks((path / "variables.tf").read_text(), "variable"):
         assert attrs.get("description") and attrs.get("type"), f"variable {name} needs a description and a type"
     for name, attrs in tfdoc.blocks((path / "outputs.tf").read_text(), "output"):
@@ -149,15 +189,38 @@ def test_checkov_clean(tmp_path: Path) -> None:
     """checkov from PyPI, in its own environment (its python-hcl2 fork must not meet the project's
     packages): no failed check; every skipped one carries its reason inline (#checkov:skip=ID:why)."""
     tree = copy_tree(tmp_path)
-    out = subprocess.run(["uv", "tool", "run", "--from", CHECKOV, "checkov", "-d", str(tree), "--framework", "terraform",
-                          "--compact", "--skip-download", "-o", "json"],
-                         capture_output=True, text=True, timeout=600, env={**terraform_env(), "LOG_LEVEL": "ERROR"})
+    out = subprocess.run(
+        [
+            "uv",
+            "tool",
+            "run",
+            "--from",
+            CHECKOV,
+            "checkov",
+            "-d",
+            str(tree),
+            "--framework",
+            "terraform",
+            "--compact",
+            "--skip-download",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**terraform_env(), "LOG_LEVEL": "ERROR"},
+    )
     assert out.stdout.strip(), f"checkov printed nothing:\n{out.stderr[-3000:]}"
     report = json.loads(out.stdout)
     reports = report if isinstance(report, list) else [report]
     assert all(r["summary"]["parsing_errors"] == 0 for r in reports), [r["summary"] for r in reports]
     assert sum(r["summary"]["passed"] for r in reports) > 100
-    failed = [f"{c['check_id']} {c['resource']} {c['file_path']}" for r in reports for c in r["results"].get("failed_checks", [])]
+    failed = [
+        f"{c['check_id']} {c['resource']} {c['file_path']}"
+        for r in reports
+        for c in r["results"].get("failed_checks", [])
+    ]
     assert not failed, "checkov failures:\n" + "\n".join(failed)
     for r in reports:
         for c in r["results"].get("skipped_checks", []):

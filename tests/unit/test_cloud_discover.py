@@ -20,11 +20,19 @@ PARSE_OK = [
     (" key=a    key2=b ", {"key": "a", "key2": "b"}),
     (" key = a   key2 = b ", {"key": "a", "key2": "b"}),
     ('  "k e \\\\\\" y" = "a \\" b" key2=c', {'k e \\" y': 'a " b', "key2": "c"}),
-    ('secret_access_key="fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4="',
-     {"secret_access_key": "fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4="}),
-    ('project_name=Test zone_pattern=us-(?west|east).+ tag_value="consul server" credentials_file=xxx',
-     {"project_name": "Test", "zone_pattern": "us-(?west|east).+", "tag_value": "consul server",
-      "credentials_file": "xxx"}),
+    (
+        'secret_access_key="fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4="',
+        {"secret_access_key": "fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4="},
+    ),
+    (
+        'project_name=Test zone_pattern=us-(?west|east).+ tag_value="consul server" credentials_file=xxx',
+        {
+            "project_name": "Test",
+            "zone_pattern": "us-(?west|east).+",
+            "tag_value": "consul server",
+            "credentials_file": "xxx",
+        },
+    ),
 ]
 
 PARSE_ERRORS = [
@@ -35,9 +43,11 @@ PARSE_ERRORS = [
     ('key="\\', "key: unterminated escape sequence"),
     ("key=a key=b", "key: duplicate key"),
     ("key key2", "key: missing '='"),
-    ("secret_access_key=fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4=",
-     "secret_access_key: - equals in key's value, enclosing double-quote needed "
-     'secret_access_key="value-with-=-symbol"'),
+    (
+        "secret_access_key=fpOfcHQJAQBczjAxiVpeyLmX1M0M0KPBST+GU2GvEN4=",
+        "secret_access_key: - equals in key's value, enclosing double-quote needed "
+        'secret_access_key="value-with-=-symbol"',
+    ),
     # Go's strconv.Unquote refuses an unknown escape
     ('key="a\\qb"', "key: invalid syntax"),
 ]
@@ -48,8 +58,10 @@ STRINGS = [
     ("   ", ""),
     ('b=c "a a"="b b"', '"a a"="b b" b=c'),
     ("a=b provider=foo x=y", "provider=foo a=b x=y"),
-    ('provider=k8s namespace=vault label_selector="app.kubernetes.io/name=vault,component=server"',
-     'provider=k8s label_selector="app.kubernetes.io/name=vault,component=server" namespace=vault'),
+    (
+        'provider=k8s namespace=vault label_selector="app.kubernetes.io/name=vault,component=server"',
+        'provider=k8s label_selector="app.kubernetes.io/name=vault,component=server" namespace=vault',
+    ),
 ]
 
 # TestConfigRoundTrip
@@ -90,7 +102,7 @@ def test_round_trip(text: str) -> None:
 
 
 def test_go_escapes() -> None:
-    assert go_unquote('"\\u00e9\\x41\\101\\t\\U0001F600"') == "\u00e9AA\t\U0001F600"
+    assert go_unquote('"\\u00e9\\x41\\101\\t\\U0001F600"') == "\u00e9AA\t\U0001f600"
     for bad in ('"\\ud800"', '"\\x4"', '"\\400"', '"a\nb"', '"\\\'"'):
         with pytest.raises(DiscoverError):
             go_unquote(bad)
@@ -105,24 +117,36 @@ def test_tabs_are_not_separators() -> None:
 GOOD = "provider=aws tag_key=cairn tag_value=prod"
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("tag_key=a tag_value=b", "discover: no provider"),
-    ("provider=nimbus tag_key=a", "discover: unknown provider nimbus"),
-    ("provider=gce tag_value=x", "discover: provider gce is not supported by cairn (supported: aws)"),
-    ("provider=aws tag_value=b", "discover-aws: tag_key is required"),
-    ("provider=aws tag_key=a", "discover-aws: tag_value is required"),
-    (GOOD + " tag_vlaue=x", 'discover-aws: unknown key "tag_vlaue"'),
-    (GOOD + " addr_type=public_v5", 'discover-aws: addr_type "public_v5" is not one of private_v4, public_v4, public_v6'),
-    (GOOD + " service=eks", 'discover-aws: service "eks" is not one of ec2, ecs'),
-    (GOOD + " service=ecs addr_type=public_v4", "discover-aws: addr_type public_v4 is not available with service=ecs"),
-    (GOOD + " ecs_cluster=x", "discover-aws: ecs_cluster needs service=ecs"),
-    (GOOD + " region=Europe", 'discover-aws: region "Europe" is not an AWS region name'),
-    (GOOD + " endpoint=127.0.0.1:5000", 'discover-aws: endpoint "127.0.0.1:5000" is not an http:// or https:// URL'),
-    (GOOD + " endpoint=http://127.0.0.1:99999", 'discover-aws: endpoint "http://127.0.0.1:99999" is not'),
-    (GOOD + " access_key_id=AKIA", "discover-aws: access_key_id and secret_access_key go together"),
-    (GOOD + " session_token=x", "discover-aws: session_token needs access_key_id and secret_access_key"),
-    ('provider=aws tag_key="a', "discover: tag_key: unbalanced quotes"),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tag_key=a tag_value=b", "discover: no provider"),
+        ("provider=nimbus tag_key=a", "discover: unknown provider nimbus"),
+        ("provider=gce tag_value=x", "discover: provider gce is not supported by cairn (supported: aws)"),
+        ("provider=aws tag_value=b", "discover-aws: tag_key is required"),
+        ("provider=aws tag_key=a", "discover-aws: tag_value is required"),
+        (GOOD + " tag_vlaue=x", 'discover-aws: unknown key "tag_vlaue"'),
+        (
+            GOOD + " addr_type=public_v5",
+            'discover-aws: addr_type "public_v5" is not one of private_v4, public_v4, public_v6',
+        ),
+        (GOOD + " service=eks", 'discover-aws: service "eks" is not one of ec2, ecs'),
+        (
+            GOOD + " service=ecs addr_type=public_v4",
+            "discover-aws: addr_type public_v4 is not available with service=ecs",
+        ),
+        (GOOD + " ecs_cluster=x", "discover-aws: ecs_cluster needs service=ecs"),
+        (GOOD + " region=Europe", 'discover-aws: region "Europe" is not an AWS region name'),
+        (
+            GOOD + " endpoint=127.0.0.1:5000",
+            'discover-aws: endpoint "127.0.0.1:5000" is not an http:// or https:// URL',
+        ),
+        (GOOD + " endpoint=http://127.0.0.1:99999", 'discover-aws: endpoint "http://127.0.0.1:99999" is not'),
+        (GOOD + " access_key_id=AKIA", "discover-aws: access_key_id and secret_access_key go together"),
+        (GOOD + " session_token=x", "discover-aws: session_token needs access_key_id and secret_access_key"),
+        ('provider=aws tag_key="a', "discover: tag_key: unbalanced quotes"),
+    ],
+)
 def test_check_names_the_mistake(text: str, error: str) -> None:
     with pytest.raises(DiscoverError) as exc:
         check(text)
@@ -130,10 +154,12 @@ def test_check_names_the_mistake(text: str, error: str) -> None:
 
 
 def test_check_accepts_every_documented_key() -> None:
-    config = check('provider=aws region=eu-west-1 tag_key=cairn tag_value="prod servers" addr_type=private_v4 '
-                   "service=ecs ecs_cluster=arn:aws:ecs:eu-west-1:123456789012:cluster/main ecs_family=cairn-server "
-                   'endpoint=http://127.0.0.1:4566 access_key_id=AKIAEXAMPLE secret_access_key="abc/def+ghi=" '
-                   "session_token=tok")
+    config = check(
+        'provider=aws region=eu-west-1 tag_key=cairn tag_value="prod servers" addr_type=private_v4 '
+        "service=ecs ecs_cluster=arn:aws:ecs:eu-west-1:123456789012:cluster/main ecs_family=cairn-server "
+        'endpoint=http://127.0.0.1:4566 access_key_id=AKIAEXAMPLE secret_access_key="abc/def+ghi=" '
+        "session_token=tok"
+    )
     assert config["tag_value"] == "prod servers"
     assert check(GOOD + " addr_type=public_v6")["addr_type"] == "public_v6"
 
@@ -169,8 +195,10 @@ def test_expand_logs_a_failing_entry_redacted_and_keeps_going(caplog: pytest.Log
     entry = GOOD + ' access_key_id=AKIAX secret_access_key="very-secret"'
 
     def failing(text: str) -> list[str]:
-        raise DiscoverError("discover-aws: An error occurred (UnauthorizedOperation) when calling the "
-                            "DescribeInstances operation: You are not authorized")
+        raise DiscoverError(
+            "discover-aws: An error occurred (UnauthorizedOperation) when calling the "
+            "DescribeInstances operation: You are not authorized"
+        )
 
     with caplog.at_level(logging.INFO, logger="agent"):
         out = asyncio.run(expand([entry, "127.0.0.5"], "LAN", discover=failing))

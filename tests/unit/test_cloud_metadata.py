@@ -12,25 +12,55 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from appliance.cloud import metadata
-from appliance.cloud.metadata import (advertise_addr, advertise_for_config, container_ipv4, identity_region, on_ec2,
-                                      region, region_from_arn, task_ipv4)
+from appliance.cloud.metadata import (
+    advertise_addr,
+    advertise_for_config,
+    container_ipv4,
+    identity_region,
+    on_ec2,
+    region,
+    region_from_arn,
+    task_ipv4,
+)
 
 CONTAINER = {
-    "DockerId": "ea32192c8553fbff06c9340478a2ff089b2bb5646fb718b4ee206641c9086d66", "Name": "cairn",
+    "DockerId": "ea32192c8553fbff06c9340478a2ff089b2bb5646fb718b4ee206641c9086d66",
+    "Name": "cairn",
     "Labels": {"com.amazonaws.ecs.cluster": "arn:aws:ecs:us-west-2:111122223333:cluster/default"},
     "Type": "NORMAL",
-    "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.2.106"], "AttachmentIndex": 0,
-                  "MACAddress": "12:89:ef:94:51:56", "IPv4SubnetCIDRBlock": "10.0.2.0/24",
-                  "PrivateDNSName": "ip-10-0-2-106.us-west-2.compute.internal"}],
+    "Networks": [
+        {
+            "NetworkMode": "awsvpc",
+            "IPv4Addresses": ["10.0.2.106"],
+            "AttachmentIndex": 0,
+            "MACAddress": "12:89:ef:94:51:56",
+            "IPv4SubnetCIDRBlock": "10.0.2.0/24",
+            "PrivateDNSName": "ip-10-0-2-106.us-west-2.compute.internal",
+        }
+    ],
 }
 TASK = {
-    "Cluster": "default", "TaskARN": "arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c",
-    "Family": "cairn-server", "Revision": "3", "LaunchType": "EC2",
-    "Containers": [{"Name": "~internal~ecs~pause", "Type": "CNI_PAUSE",
-                    "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.2.61"]}]}, CONTAINER],
+    "Cluster": "default",
+    "TaskARN": "arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c",
+    "Family": "cairn-server",
+    "Revision": "3",
+    "LaunchType": "EC2",
+    "Containers": [
+        {
+            "Name": "~internal~ecs~pause",
+            "Type": "CNI_PAUSE",
+            "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.2.61"]}],
+        },
+        CONTAINER,
+    ],
 }
-IDENTITY = {"accountId": "111122223333", "availabilityZone": "eu-central-1b", "instanceId": "i-0123456789abcdef0",
-            "privateIp": "10.1.2.3", "region": "eu-central-1"}
+IDENTITY = {
+    "accountId": "111122223333",
+    "availabilityZone": "eu-central-1b",
+    "instanceId": "i-0123456789abcdef0",
+    "privateIp": "10.1.2.3",
+    "region": "eu-central-1",
+}
 
 
 def test_parsers() -> None:
@@ -67,7 +97,7 @@ class Fake(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self.seen.append(("PUT", self.path, {k.lower(): v for k, v in self.headers.items()}))
         ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
         if self.path == "/latest/api/token" and ttl.isdigit() and 1 <= int(ttl) <= 21600:
@@ -75,7 +105,7 @@ class Fake(BaseHTTPRequestHandler):
         else:
             self._answer(400, b"")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.seen.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
         if self.path.startswith("/latest/") and self.headers.get("X-aws-ec2-metadata-token") != self.token:
             self._answer(401, b"")
@@ -92,7 +122,10 @@ def fake() -> Iterator[str]:
         "/latest/dynamic/instance-identity/document": (200, json.dumps(IDENTITY).encode()),
         "/v4/abc": (200, json.dumps(CONTAINER).encode()),
         "/v4/abc/task": (200, json.dumps(TASK).encode()),
-        "/v4/bridge": (200, json.dumps({"Networks": [{"NetworkMode": "bridge", "IPv4Addresses": ["172.17.0.2"]}]}).encode()),
+        "/v4/bridge": (
+            200,
+            json.dumps({"Networks": [{"NetworkMode": "bridge", "IPv4Addresses": ["172.17.0.2"]}]}).encode(),
+        ),
         "/v4/bridge/task": (200, json.dumps({"Containers": []}).encode()),
     }
     server = ThreadingHTTPServer(("127.0.0.1", 0), Fake)
@@ -151,7 +184,9 @@ def test_builder_question(fake: str) -> None:
     # not on ECS, no aws join: nothing asked at all
     assert advertise_for_config(["10.0.0.1"], warnings, environ={}) == ""
     assert Fake.seen == []
-    assert advertise_for_config([], warnings, environ={"ECS_CONTAINER_METADATA_URI_V4": fake + "/v4/abc"}) == "10.0.2.106"
+    assert (
+        advertise_for_config([], warnings, environ={"ECS_CONTAINER_METADATA_URI_V4": fake + "/v4/abc"}) == "10.0.2.106"
+    )
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": fake}
     assert advertise_for_config(["provider=aws tag_key=a tag_value=b"], warnings, environ=env) == "10.1.2.3"
     assert warnings == []
