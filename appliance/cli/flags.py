@@ -42,6 +42,23 @@ class CliError(Exception):
     """A failure whose message is printed as it is on stderr; the verb exits 1."""
 
 
+class ConnectError(Exception):
+    """Nothing answered at the agent's address (message is the whole line to print)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Error connecting to Consul agent: {reason}")
+        self.reason = reason
+
+
+class ApiError(Exception):
+    """The agent answered with an error status."""
+
+    def __init__(self, code: int, body: str) -> None:
+        super().__init__(f"Unexpected response code: {code} ({body})")
+        self.code = code
+        self.body = body
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Help in Consul's look: ``Usage: ...`` and flags shown as ``-flag=<value>``."""
 
@@ -154,8 +171,6 @@ class CliParser(argparse.ArgumentParser):
 
 def command(fn: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
     """Wrap a verb so it returns an exit code for every outcome and never shows a traceback."""
-    from appliance.cli.http_client import ApiError, ConnectError
-
     @functools.wraps(fn)
     def run(argv: list[str]) -> int:
         try:

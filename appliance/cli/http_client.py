@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.cli.flags import CliParser, UsageError
+from appliance.cli.flags import ApiError, CliParser, ConnectError, UsageError
 from appliance.cli.format import parse_go_bool
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
@@ -40,23 +40,6 @@ TOKEN_ENV = ("CAIRN_HTTP_TOKEN", "CONSUL_HTTP_TOKEN")
 TOKEN_FILE_ENV = ("CAIRN_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE")
 SSL_ENV = ("CAIRN_HTTP_SSL", "CONSUL_HTTP_SSL")
 SSL_VERIFY_ENV = ("CAIRN_HTTP_SSL_VERIFY", "CONSUL_HTTP_SSL_VERIFY")
-
-
-class ConnectError(Exception):
-    """Nothing answered at the agent's address (message is the whole line to print)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"Error connecting to Consul agent: {reason}")
-        self.reason = reason
-
-
-class ApiError(Exception):
-    """The agent answered with an error status."""
-
-    def __init__(self, code: int, body: str) -> None:
-        super().__init__(f"Unexpected response code: {code} ({body})")
-        self.code = code
-        self.body = body
 
 
 @dataclass(frozen=True)
@@ -272,7 +255,7 @@ class HTTPClient:
             headers["X-Consul-Token"] = self.config.token
         if body is not None:
             headers["Content-Type"] = content_type
-        req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 - http(s) only, self.url
         if method in ("PUT", "POST") and body is None:
             req.data = b""
         try:

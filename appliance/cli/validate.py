@@ -23,6 +23,9 @@ USAGE = """cairn validate [options] FILE_OR_DIRECTORY...
       $ cairn validate /etc/cairn.d/server.json /etc/cairn.d/services/"""
 
 
+# Go's strconv.ParseBool accepts exactly these.
+GO_BOOLS = ("1", "0", "t", "f", "true", "false", "TRUE", "FALSE", "True", "False", "T", "F")
+
 HELP = USAGE.replace("cairn validate", "Usage: cairn validate", 1) + """
 
 Command Options
@@ -54,7 +57,7 @@ def _parse(argv: list[str]) -> tuple[bool, str, list[str]]:
         if name in ("h", "help"):
             raise _Usage(HELP)
         if name == "quiet":
-            if has_value and value not in ("1", "0", "t", "f", "true", "false", "TRUE", "FALSE", "True", "False", "T", "F"):
+            if has_value and value not in GO_BOOLS:
                 raise _Usage(f'invalid boolean value "{value}" for -quiet: parse error')
             quiet = not has_value or value in ("1", "t", "true", "TRUE", "True", "T")
         elif name == "config-format":
@@ -84,7 +87,8 @@ def run(argv: list[str]) -> int:
         print("Must specify at least one config file or directory", file=sys.stderr)
         return 1
     if config_format not in ("", "json", "hcl"):
-        print(f'Config validation failed: -config-format must be "json" or "hcl", not "{config_format}"', file=sys.stderr)
+        print(f'Config validation failed: -config-format must be "json" or "hcl", not "{config_format}"',
+              file=sys.stderr)
         return 1
     try:
         warnings = validate_paths(list(paths), config_format)

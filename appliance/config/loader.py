@@ -28,6 +28,7 @@ from appliance.config import hcl
 from appliance.config.errors import ConfigError, from_validation_error
 from appliance.config.model import LIST_OF_BLOCKS, ConfigFile
 from appliance.config.runtime import ConfigSource
+from appliance.local import definitions
 
 Fragment = tuple[str, dict[str, Any]]
 FORMATS = ("json", "hcl")
@@ -158,12 +159,6 @@ def check_fragment(raw: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _check_definitions(data: dict[str, Any], name: str) -> None:
-    try:
-        from appliance.local import definitions
-    except ModuleNotFoundError as err:  # written in parallel; checked once it exists
-        if err.name and err.name.startswith("appliance.local"):
-            return
-        raise
     for n, raw in enumerate(data.get("services") or [], start=1):
         try:
             definitions.parse_service_definition(raw, from_config=True)

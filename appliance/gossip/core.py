@@ -356,13 +356,6 @@ class GossipCore:
     def member(self, name: str) -> NodeState | None:
         return self._nodes.get(name)
 
-    def num_members(self) -> int:
-        """n in the formulas: table size including self and unpurged dead/left members."""
-        return len(self._nodes)
-
-    def num_alive(self) -> int:
-        return sum(1 for n in self._node_list if n.state == ALIVE or n.state == SUSPECT)
-
     def is_suspected(self, name: str) -> bool:
         return name in self._suspicions
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import msgpack
 
-from appliance.gossip.keyring import Keyring, KeyringError, decode_key, encode_key, save_file
+from appliance.gossip.keyring import Keyring, KeyringError, decode_key, encode_key
+from appliance.gossip.keyring_file import save_file
 from appliance.gossip.serf import Member, MemberStatus
 from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_KEYRING, GossipTransport, StreamFailed
 

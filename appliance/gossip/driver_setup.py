@@ -35,7 +35,8 @@ from typing import Any
 from appliance.cloud.discover import expand as cloud_auto_join
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
-from appliance.gossip.keyring import KEYRING_FILE, Keyring, KeyringError, decode_key, load_file, save_file
+from appliance.gossip.keyring import Keyring, KeyringError, decode_key
+from appliance.gossip.keyring_file import KEYRING_FILE, load_file, save_file
 from appliance.gossip.snapshot import SNAPSHOT_FILE
 
 log = logging.getLogger("agent")

@@ -18,16 +18,13 @@ header cannot be swapped). Anything shorter than the overhead, of another versio
 key authenticates raises `KeyringError`: the transport counts it and drops the packet.
 
 Nonces come from `os.urandom` (a seeded generator would repeat nonces across restarts, which
-breaks GCM); tests may inject `nonce_source`. `load_file`/`save_file` read and write Consul's
-keyring file format: a JSON list of base64 keys, primary first, mode 0600 (`serf/local.keyring`
-under the data directory).
+breaks GCM); tests may inject `nonce_source`. The keyring file on disk is keyring_file.py's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from collections.abc import Callable, Iterable
 
@@ -39,7 +36,6 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 ENCRYPT_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES  # 29, memberlist's v1 overhead
 KEY_SIZES = (16, 24, 32)
-KEYRING_FILE = os.path.join("serf", "local.keyring")
 
 
 class KeyringError(ValueError):
@@ -136,31 +132,3 @@ class Keyring:
             except InvalidTag:
                 continue
         raise KeyringError("no installed keys could decrypt the message")
-
-
-# ------------------------------------------------------------------ the keyring file
-
-
-def load_file(path: str) -> list[bytes]:
-    """Keys from a keyring file (JSON list of base64 strings, primary first)."""
-    with open(path, encoding="utf-8") as fh:
-        try:
-            raw = json.load(fh)
-        except ValueError as err:
-            raise KeyringError(f"Failed to read keyring file {path}: {err}") from None
-    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
-        raise KeyringError(f"Failed to read keyring file {path}: not a JSON list of base64 keys")
-    return [decode_key(k) for k in raw]
-
-
-def save_file(path: str, keys: Iterable[bytes]) -> None:
-    """Write the keyring file atomically with mode 0600."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump([encode_key(k) for k in keys], fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

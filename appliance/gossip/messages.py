@@ -270,11 +270,6 @@ def encode_stream(msg: Message) -> bytes:
     return bytes((WIRE_VERSION,)) + encode_message(msg)
 
 
-def packet_size(parts_bytes: int, count: int) -> int:
-    """Size of a packet holding `count` messages totalling `parts_bytes` bytes."""
-    return 1 + len(_array_header(count)) + parts_bytes
-
-
 # ---------------------------------------------------------------------------------- decoding
 
 

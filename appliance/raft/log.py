@@ -150,9 +150,6 @@ class RaftLog:
                 best = (idx, conf)
         return best
 
-    def committed_config(self) -> tuple[int, Configuration]:
-        return self.config_at(self.committed)
-
     # -- changes -----------------------------------------------------------------------------
 
     def append(self, entries: list[Entry]) -> None:

@@ -1,7 +1,7 @@
 """Durable Raft storage under `data_dir/raft`: a segmented write-ahead log and snapshot files.
 
-Not wired into the agent yet; the driver will call `save()` for every Ready, `save_snapshot()`
-after `RaftCore.compact()`, and `load()` once at start.
+The Raft driver (driver.py) calls `load()` once at start, `save()` for every Ready and
+`save_snapshot()` after `RaftCore.compact()`, the last two in a worker thread.
 
 How it works
 ------------

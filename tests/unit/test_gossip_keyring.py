@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -26,9 +27,8 @@ from appliance.gossip.keyring import (
     KeyringError,
     decode_key,
     encode_key,
-    load_file,
-    save_file,
 )
+from appliance.gossip.keyring_file import load_file, save_file
 
 K16, K24, K32 = b"a" * 16, b"b" * 24, b"c" * 32
 
@@ -101,7 +101,7 @@ def test_garbage_never_raises_anything_but_keyring_error(data):
 def test_keyring_file_round_trip_and_mode(tmp_path):
     path = str(tmp_path / "serf" / "local.keyring")
     save_file(path, [K32, K16])
-    assert json.loads(open(path).read()) == [encode_key(K32), encode_key(K16)]
+    assert json.loads(Path(path).read_text()) == [encode_key(K32), encode_key(K16)]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_file(path) == [K32, K16]
     with open(path, "w") as fh:
