@@ -10,6 +10,9 @@
 #   make rpm        dist/cairn-<version>-1.<arch>.rpm and dist/cairn-dnsmasq-<version>-1.noarch.rpm
 #   make repo       apt and yum repositories of dist/*.deb and dist/*.rpm in dist/repo
 #                   (signed when GPG_KEY names a gpg key; unsigned otherwise)
+#   make image      dist/cairn-image_<version>_<arch>.tar, an OCI image (oci-archive) of Debian 12
+#                   with the deb, built with debootstrap and buildah (root; no container engine);
+#                   ROOTFS=<tarball of a Debian 12 root> skips debootstrap
 #   make clean-packages
 #
 # Needs uv (the Python dependencies come from uv.lock, as wheels built for each target's
@@ -23,7 +26,9 @@ DIST ?= dist
 BUILD ?= build
 GPG_KEY ?=
 
-.PHONY: packages deb rpm repo clean-packages version test-fast test-sim test-all lint
+ROOTFS ?=
+
+.PHONY: packages deb rpm repo image clean-packages version test-fast test-sim test-all lint
 
 test-fast:
 	./scripts/test.sh -q tests/unit tests/transcripts
@@ -54,6 +59,10 @@ rpm:
 repo: packages
 	packaging/repo.sh $(if $(GPG_KEY),--key "$(GPG_KEY)") $(DIST) $(DIST)/repo
 
+image: deb
+	packaging/image/build.sh $(if $(ROOTFS),--rootfs-tarball "$(ROOTFS)") --work $(BUILD)/image \
+		$(DIST)/cairn_$(VERSION)_$(DEB_ARCH).deb $(DIST)/cairn-image_$(VERSION)_$(DEB_ARCH).tar
+
 clean-packages:
 	rm -rf $(BUILD)/payload $(BUILD)/payload-work $(BUILD)/nfpm-*.yaml $(BUILD)/changelog.yml $(BUILD)/changelog \
-		$(DIST)/cairn*.deb $(DIST)/cairn*.rpm $(DIST)/repo
+		$(DIST)/cairn*.deb $(DIST)/cairn*.rpm $(DIST)/repo $(DIST)/cairn-image_*.tar $(BUILD)/image

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.terraform_helpers import MIRROR, OFFLINE_PROVIDER, copy_tree, tf
-from tests.packaging.conftest import PROJECT_ROOT, need, need_root, run
-from tests.packaging.test_pkg_install import Root, debian_root_tarball
+from tests.packaging.conftest import PROJECT_ROOT, need, run
+from tests.packaging.test_pkg_install import Root
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -63,22 +63,20 @@ def render_user_data(tmp_path: Path) -> tuple[str, str]:
     return outputs["user_data"]["value"], outputs["retry_join"]["value"]
 
 
-def test_user_data_installs_cairn_and_writes_a_valid_config(tmp_path: Path) -> None:
-    need_root("chroot and apt-get into a Debian root")
-    need("chroot", "coreutils")
+def test_user_data_installs_cairn_and_writes_a_valid_config(
+    tmp_path: Path, deb_package: Path, debian_tarball: Path
+) -> None:
     need("apt-ftparchive", "apt-utils")
-    need("make", "make")
     user_data, join = render_user_data(tmp_path)
 
-    dist, build, repo = tmp_path / "dist", tmp_path / "build", tmp_path / "repo"
-    run("make", "-C", PROJECT_ROOT, "deb", f"DIST={dist}", f"BUILD={build}", timeout=600)
-    for extra in dist.glob("cairn-dnsmasq_*.deb"):
-        extra.unlink()
+    dist, repo = tmp_path / "dist", tmp_path / "repo"
+    dist.mkdir()
+    shutil.copy2(deb_package, dist)
     run(PROJECT_ROOT / "packaging" / "repo.sh", dist, repo, timeout=300)
 
     path = tmp_path / "root"
     path.mkdir()
-    run("tar", "-C", path, "-xzf", debian_root_tarball(), timeout=300)
+    run("tar", "-C", path, "-xzf", debian_tarball, timeout=300)
     root = Root(path)
     (root / "etc/apt/sources.list").write_text("")  # only the cairn repository; no Debian mirror
     for f in (root / "etc/apt/sources.list.d").glob("*"):
