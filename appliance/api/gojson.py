@@ -184,7 +184,7 @@ class Struct(Spec):
             self.table[_fold(alias)] = target
 
     @property
-    def zero(self) -> Any:  # type: ignore[override]
+    def zero(self) -> Any:
         return {}  # a null element of a list of structs: an empty struct, fresh each time
 
     def decode(self, value: Any, struct: str, path: str) -> Any:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from appliance.cli.format import parse_go_bool
@@ -207,7 +207,7 @@ def err(text: str) -> None:
 
 
 def run_subcommand(group: str, argv: list[str], help_text: str,
-                   subcommands: dict[str, Callable[[list[str]], int]]) -> int:
+                   subcommands: Mapping[str, Callable[[list[str]], int]]) -> int:
     """`cairn <group> <sub> ...`: pick the subcommand, or print the group's help."""
     if not argv:
         sys.stderr.write(help_text)

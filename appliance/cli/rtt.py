@@ -91,8 +91,10 @@ def run(argv: list[str]) -> int:
             for i, node in enumerate(nodes):
                 if entry.get("Node") == node and coords[i] is None:
                     coords[i] = _coord(entry.get("Coord"))
-    for i in (0, 1):
-        if coords[i] is None:
+    a, b = coords
+    for i, coord in enumerate((a, b)):
+        if coord is None:
             raise CliError(f'Could not find a coordinate for node "{nodes[i]}"')
-    out(estimate_line(nodes[0], nodes[1], coords[0], coords[1], source))
+    assert a is not None and b is not None
+    out(estimate_line(nodes[0], nodes[1], a, b, source))
     return 0

@@ -3,16 +3,17 @@
 `GossipCore` (core.py) is the failure detector and disseminator; `Serf` (serf.py) adds member
 status, tags and Lamport-ordered intents on top. Both take `now` and a seeded `random.Random`
 and return packets to send and events; the drivers that own sockets and timers live in
-`driver*`/`transport*` modules. docs/internals/gossip.md explains the protocol and the simulator.
+`driver*`/`transport*`/`keyring_file` modules. docs/internals/gossip.md explains the protocol and the simulator.
 """
 
 from appliance.gossip.awareness import Awareness
 from appliance.gossip.broadcast import TransmitLimitedQueue, retransmit_limit
 from appliance.gossip.config import GossipConfig, GossipConfigError
-from appliance.gossip.core import EventKind, GossipCore, MemberEvent, Send, StreamRequest
+from appliance.gossip.core import GossipCore
 from appliance.gossip.lamport import LamportClock
 from appliance.gossip.members import NodeState, push_pull_scale
 from appliance.gossip.messages import DecodeError, MessageType, NodeStateKind
+from appliance.gossip.outputs import EventKind, MemberEvent, Send, StreamRequest
 from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind, decode_tags, encode_tags
 from appliance.gossip.suspicion import Suspicion, expected_confirmations, remaining_suspicion_time, suspicion_bounds
 

@@ -11,6 +11,7 @@ timeout not shorter than the probe interval leaves no time for indirect probes).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 from dataclasses import dataclass, field
 
 
@@ -18,7 +19,7 @@ class GossipConfigError(ValueError):
     """A gossip configuration that cannot work (raised by `GossipConfig.validate`)."""
 
 
-def _f(default, description: str):
+def _f(default: Any, description: str) -> Any:
     return field(default=default, metadata={"description": description})
 
 
@@ -125,14 +126,14 @@ class GossipConfig:
     # ------------------------------------------------------------------ profiles
 
     @classmethod
-    def lan(cls, **overrides) -> GossipConfig:
+    def lan(cls, **overrides: Any) -> GossipConfig:
         """memberlist's LAN profile (Consul's `gossip_lan` defaults)."""
         return dataclasses.replace(cls(), **overrides)
 
     @classmethod
-    def wan(cls, **overrides) -> GossipConfig:
+    def wan(cls, **overrides: Any) -> GossipConfig:
         """memberlist's WAN profile: slower probes, longer suspicion, wider fan-out."""
-        base = dict(
+        base: dict[str, Any] = dict(
             tcp_timeout_s=30.0,
             suspicion_mult=6,
             push_pull_interval_s=60.0,
@@ -146,9 +147,9 @@ class GossipConfig:
         return dataclasses.replace(cls(), **base)
 
     @classmethod
-    def local(cls, **overrides) -> GossipConfig:
+    def local(cls, **overrides: Any) -> GossipConfig:
         """memberlist's local (loopback) profile: fast timeouts, fewer retransmits."""
-        base = dict(
+        base: dict[str, Any] = dict(
             tcp_timeout_s=1.0,
             indirect_checks=1,
             retransmit_mult=2,

@@ -32,6 +32,7 @@ direction is a random unit vector from the injected `rng`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,7 +230,8 @@ class CoordinateClient:
         self.coord = self.coord.apply_force(self.config, force, self.origin, self.rng)
 
 
-def sort_by_distance(items: list[Any], source: Coordinate | None, coordinate_of) -> list[Any]:
+def sort_by_distance(items: list[Any], source: Coordinate | None,
+                     coordinate_of: Callable[[Any], Coordinate | None]) -> list[Any]:
     """Stable sort of `items` by estimated RTT from `source`; items without a coordinate last.
 
     `coordinate_of(item)` returns the item's Coordinate or None. No source: order unchanged.

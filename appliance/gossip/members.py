@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from appliance.gossip.messages import NodeStateKind
 
@@ -27,7 +27,7 @@ class Rng(Protocol):
 
     def randrange(self, stop: int) -> int: ...
 
-    def shuffle(self, x: list) -> None: ...
+    def shuffle(self, x: list[Any]) -> None: ...
 
 
 class NodeState:

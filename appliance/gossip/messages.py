@@ -20,10 +20,11 @@ sends it. A receiver ignores versions it does not know, so acks stay compatible 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from enum import IntEnum
-from typing import NamedTuple
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -187,28 +188,28 @@ Message = (
 # ---------------------------------------------------------------------------------- field checks
 
 
-def _u(bound: int):
-    def check(v):
+def _u(bound: int) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
         return type(v) is int and 0 <= v <= bound
 
     return check
 
 
-def _s(max_chars: int):
-    def check(v):
+def _s(max_chars: int) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
         return type(v) is str and len(v) <= max_chars
 
     return check
 
 
-def _b(max_bytes: int):
-    def check(v):
+def _b(max_bytes: int) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
         return type(v) is bytes and len(v) <= max_bytes
 
     return check
 
 
-def _bool(v) -> bool:
+def _bool(v: Any) -> bool:
     return type(v) is bool
 
 
@@ -217,7 +218,7 @@ _SEQ, _PORT, _INC, _LTIME = _u(U32), _u(U16), _u(U32), _u(U64)
 
 _MAX_STATE = len(NodeStateKind) - 1
 
-_SCHEMAS: dict[int, tuple[type, tuple]] = {
+_SCHEMAS: dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]]] = {
     MessageType.PING: (Ping, (_SEQ, _NAME, _NAME, _ADDR, _PORT)),
     MessageType.INDIRECT_PING: (IndirectPing, (_SEQ, _NAME, _ADDR, _PORT, _bool, _NAME, _ADDR, _PORT)),
     MessageType.ACK: (Ack, (_SEQ, _b(PAYLOAD_MAX_BYTES))),
@@ -232,19 +233,19 @@ _SCHEMAS: dict[int, tuple[type, tuple]] = {
 }
 _TYPE_OF: dict[type, int] = {cls: t for t, (cls, _) in _SCHEMAS.items()}
 _TYPE_OF[PushPull] = MessageType.PUSH_PULL
-_GETTERS: dict[type, attrgetter] = {
+_GETTERS: dict[type, attrgetter[Any]] = {
     cls: attrgetter(*(f.name for f in fields(cls))) for cls in _TYPE_OF if cls is not PushPull
 }
 
 # ---------------------------------------------------------------------------------- encoding
 
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_packb: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 
 
 def encode_message(msg: Message) -> bytes:
     """One message as a msgpack array `[type, fields...]` (a packet part, not a packet)."""
     cls = type(msg)
-    if cls is PushPull:  # PushNode is a tuple: msgpack writes it as the array of its fields
+    if type(msg) is PushPull:  # PushNode is a tuple: msgpack writes it as the array of its fields
         return _packb([MessageType.PUSH_PULL.value, msg.join, msg.reply, list(msg.nodes), msg.user_state])
     values = _GETTERS[cls](msg)
     if type(values) is not tuple:  # attrgetter of one field returns the bare value
@@ -273,7 +274,7 @@ def encode_stream(msg: Message) -> bytes:
 # ---------------------------------------------------------------------------------- decoding
 
 
-def _unpack(body: bytes, limit: int):
+def _unpack(body: bytes, limit: int) -> Any:
     try:
         return msgpack.unpackb(
             body,
@@ -286,11 +287,11 @@ def _unpack(body: bytes, limit: int):
             max_map_len=MAX_PUSH_NODES,
             max_ext_len=0,
         )
-    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, ...)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types (ValueError, ExtraData, ...)
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
 
 
-def _build(item) -> Message | None:
+def _build(item: Any) -> Message | None:
     """A message from its decoded array, None if its type is unknown; DecodeError if malformed."""
     if type(item) is not list or not item or type(item[0]) is not int:
         raise DecodeError("message is not [type, ...]")
@@ -309,7 +310,7 @@ def _build(item) -> Message | None:
     return cls(*fields)
 
 
-def _build_push_pull(fields) -> PushPull:
+def _build_push_pull(fields: list[Any]) -> PushPull:
     if len(fields) != 4:
         raise DecodeError("PushPull: wrong arity")
     join, reply, nodes, user_state = fields

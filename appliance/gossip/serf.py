@@ -45,7 +45,7 @@ import msgpack
 from appliance.gossip.broadcast import TransmitLimitedQueue
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.coordinate import Coordinate, CoordinateClient, CoordinateError
-from appliance.gossip.core import EventKind, GossipCore, MemberEvent, Output
+from appliance.gossip.core import GossipCore
 from appliance.gossip.lamport import LamportClock
 from appliance.gossip.members import Address, Rng
 from appliance.gossip.messages import (
@@ -59,6 +59,7 @@ from appliance.gossip.messages import (
     encode_coordinate_payload,
     encode_message,
 )
+from appliance.gossip.outputs import EventKind, MemberEvent, Output
 from appliance.gossip.user_events import USER_EVENT_SIZE_LIMIT, EventBuffer, UserEventError, valid_state
 
 TAGS_MAGIC = 0xFF  # Serf's tag encoding marker (protocol >= 3)
@@ -113,7 +114,8 @@ class TagsError(ValueError):
 
 def encode_tags(tags: dict[str, str]) -> bytes:
     """Serf's node metadata: 0xFF then a msgpack map of strings; at most 512 bytes."""
-    data = bytes((TAGS_MAGIC,)) + msgpack.packb(dict(sorted(tags.items())), use_bin_type=True)
+    packed: bytes = msgpack.packb(dict(sorted(tags.items())), use_bin_type=True)
+    data = bytes((TAGS_MAGIC,)) + packed
     if len(data) > META_MAX_BYTES:
         raise TagsError(f"encoded tags are {len(data)} bytes, the limit is {META_MAX_BYTES}")
     return data
@@ -130,7 +132,7 @@ def decode_tags(meta: bytes) -> dict[str, str] | None:
             return None
     try:
         tags = msgpack.unpackb(meta[1:], raw=False, max_str_len=META_MAX_BYTES, max_map_len=META_MAX_BYTES)
-    except Exception:  # msgpack raises many types on garbage
+    except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
         return None
     if type(tags) is not dict or not all(type(k) is str and type(v) is str for k, v in tags.items()):
         return None
@@ -294,7 +296,7 @@ class Serf:
                 self._emit(SerfEventKind.MEMBER_UPDATE, event.node, event.time)
 
     def handle_intent(self, msg: JoinIntent | LeaveIntent) -> None:
-        if type(msg) is JoinIntent:
+        if isinstance(msg, JoinIntent):
             rebroadcast = self._handle_join_intent(msg)
         else:
             rebroadcast = self._handle_leave_intent(msg)
@@ -341,9 +343,10 @@ class Serf:
     def local_state(self) -> bytes:
         status_ltimes = {m.name: m.status_ltime for m in self.members.values()}
         left = sorted(m.name for m in self.members.values() if m.status == MemberStatus.LEFT)
-        return msgpack.packb([self.clock.time(), status_ltimes, left, self.event_clock.time(),
-                              self.event_buffer.state()],
-                             use_bin_type=True)
+        state: bytes = msgpack.packb([self.clock.time(), status_ltimes, left, self.event_clock.time(),
+                                      self.event_buffer.state()],
+                                     use_bin_type=True)
+        return state
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         try:
@@ -358,7 +361,7 @@ class Serf:
                 and all(type(x) is str for x in left)
                 and type(event_ltime) is int and event_ltime >= 0 and valid_state(events)
             )
-        except Exception:  # garbage user state from a peer: count and ignore
+        except Exception:  # noqa: BLE001 - garbage user state from a peer: count and ignore
             valid = False
         if not valid:
             self.stats["bad_remote_state"] += 1
@@ -541,10 +544,13 @@ class Serf:
         cfg = self.config
         now = self.core.now
         self.core.call_at(now + cfg.reap_interval_s, self._reap_tick)
-        for member in sorted((m for m in self.members.values() if m.leave_time is not None), key=lambda m: m.name):
-            if member.status == MemberStatus.FAILED and now - member.leave_time > cfg.reconnect_timeout_s:
-                self._erase(member.name)
-            elif member.status == MemberStatus.LEFT and now - member.leave_time > cfg.tombstone_timeout_s:
+        gone = sorted(((m, m.leave_time) for m in self.members.values() if m.leave_time is not None),
+                      key=lambda ml: ml[0].name)
+        for member, leave_time in gone:
+            gone_s = now - leave_time
+            if (member.status == MemberStatus.FAILED and gone_s > cfg.reconnect_timeout_s) or (
+                member.status == MemberStatus.LEFT and gone_s > cfg.tombstone_timeout_s
+            ):
                 self._erase(member.name)
         horizon = now - cfg.recent_intent_timeout_s
         for name in [n for n, (_, _, t) in self.recent_intents.items() if t < horizon]:

@@ -43,6 +43,7 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from appliance.gossip.keyring import ENCRYPT_OVERHEAD, Keyring, KeyringError
 from appliance.gossip.members import Address
@@ -71,7 +72,7 @@ class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, transport: GossipTransport) -> None:
         self.owner = transport
 
-    def datagram_received(self, data: bytes, addr) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.owner._packet_in(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -96,7 +97,7 @@ class GossipTransport:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
         self._inbound = 0
-        self._conns: set[asyncio.Task] = set()
+        self._conns: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -111,7 +111,7 @@ class AutopilotConfig:
                 if type(value) is not int:
                     raise AutopilotConfigError(f"{name} must be an integer, not {value!r}")
                 changes[attr] = value
-            elif not isinstance(value, kind):
+            elif not isinstance(value, (bool if kind is bool else str)):
                 raise AutopilotConfigError(f"{name} must be a {'boolean' if kind is bool else 'string'}, "
                                            f"not {value!r}")
             else:
@@ -158,9 +158,8 @@ class AutopilotState:
 def is_healthy(cfg: AutopilotConfig, s: ServerState, leader_term: int, leader_last_index: int) -> bool:
     if s.status != ALIVE:
         return False
-    if not s.leader:
-        if s.last_contact_s is None or s.last_contact_s > cfg.last_contact_threshold_s:
-            return False
+    if not s.leader and (s.last_contact_s is None or s.last_contact_s > cfg.last_contact_threshold_s):
+        return False
     if s.last_term != leader_term:
         return False
     return s.last_index + cfg.max_trailing_logs >= leader_last_index

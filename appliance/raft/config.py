@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_RAFT_MULTIPLIER = 10
 
 
-def _doc(text: str, default):  # a field with its description attached (shown by `describe()`)
+def _doc(text: str, default: Any) -> Any:  # a field with its description attached (shown by `describe()`)
     return field(default=default, metadata={"description": text})
 
 

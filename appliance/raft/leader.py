@@ -24,6 +24,8 @@ latest configuration (progress.py) and:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import quorum
 from .messages import (
     NONE,
@@ -39,8 +41,43 @@ from .messages import (
 )
 from .progress import Progress, ProgressState
 
+if TYPE_CHECKING:
+    from .config import CoreConfig
+    from .log import RaftLog
+    from .messages import Configuration
+
 
 class LeaderMixin:
+    """The leader's rules of `RaftCore` (a mixin: the attributes are the core's)."""
+
+    if TYPE_CHECKING:
+        id: str
+        cfg: CoreConfig
+        log: RaftLog
+        term: int
+        role: Role
+        leader: str
+        progress: dict[str, Progress]
+        election_elapsed: int
+        heartbeat_elapsed: int
+        check_quorum_elapsed: int
+        lead_transferee: str
+        transfer_elapsed: int
+        read_seq: int
+        pending_reads: list[tuple[int, str, int, str]]
+        reads_awaiting_commit: list[tuple[str, str]]
+        _read_states: list[ReadState]
+        _need_broadcast: bool
+
+        @property
+        def configuration(self) -> Configuration: ...
+
+        def voters(self) -> tuple[str, ...]: ...
+
+        def _become_follower(self, term: int, leader: str) -> None: ...
+
+        def _send(self, m: Message) -> None: ...
+
     def _check_can_append(self) -> None:
         if self.role != Role.LEADER:
             raise NotLeader(self.leader)
@@ -99,7 +136,9 @@ class LeaderMixin:
             self.check_quorum_elapsed = 0
             self.election_elapsed = 0
             if self.cfg.check_quorum:
-                active = lambda v: v == self.id or self.progress[v].recent_active
+                def active(v: str) -> bool:
+                    return v == self.id or self.progress[v].recent_active
+
                 if not quorum.quorum_active(self.voters(), active):
                     self._become_follower(self.term, NONE)  # thesis §6.2: a stale leader steps down
                     return

@@ -24,6 +24,7 @@ suffix is truncated the previous configuration comes back.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 from .messages import (
     Configuration,
@@ -135,7 +136,7 @@ class RaftLog:
 
     # -- configurations ----------------------------------------------------------------------
 
-    def _track_configs(self, entries) -> None:
+    def _track_configs(self, entries: Iterable[Entry]) -> None:
         for e in entries:
             if e.type == EntryType.CONFIGURATION:
                 self.configs.append((e.index, decode_configuration(e.data)))

@@ -210,7 +210,8 @@ CONFIGURATION_FORMAT = 1
 
 def encode_configuration(conf: Configuration) -> bytes:
     body = [[s.id, s.address, s.voter] for s in conf.servers]
-    return bytes([CONFIGURATION_FORMAT]) + msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return bytes([CONFIGURATION_FORMAT]) + packed
 
 
 def decode_configuration(data: bytes) -> Configuration:

@@ -50,6 +50,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -87,8 +88,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _record(kind: int, body) -> bytes:
-    payload = msgpack.packb(body, use_bin_type=True)
+def _record(kind: int, body: Any) -> bytes:
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
     crc = zlib.crc32(bytes([kind]) + payload)
     return RECORD_HEADER.pack(len(payload), crc, kind) + payload
 
@@ -108,9 +109,9 @@ class _Replay:
     entries: list[Entry] | None = None
     hard_state: HardState = field(default_factory=HardState)
 
-    def apply(self, kind: int, body, where: str) -> None:
+    def apply(self, kind: int, body: Any, where: str) -> None:
         first = self.entries is None
-        if first:
+        if self.entries is None:
             if kind not in (START, RESET):
                 raise StorageCorrupt(f"{where}: the log does not begin with a START record")
             self.entries = []
@@ -147,7 +148,7 @@ class _Replay:
 
 
 class FileStorage:
-    def __init__(self, directory: str | os.PathLike, *, segment_bytes: int = 64 << 20,
+    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = 64 << 20,
                  snapshots_retained: int = 2, sync: bool = True) -> None:
         self.dir = Path(directory)
         self.wal_dir = self.dir / "wal"
@@ -155,7 +156,7 @@ class FileStorage:
         self.segment_bytes = segment_bytes
         self.snapshots_retained = max(1, snapshots_retained)
         self.sync = sync
-        self._file = None
+        self._file: BinaryIO | None = None
         self._segment_path: Path | None = None
         self._sequence = 0
         self._hard_state = HardState()
@@ -225,7 +226,7 @@ class FileStorage:
             pos += size
 
     @staticmethod
-    def _read_record(data: bytes, pos: int):
+    def _read_record(data: bytes, pos: int) -> tuple[int, Any, int] | None:
         if pos + RECORD_HEADER.size > len(data):
             return None
         length, crc, kind = RECORD_HEADER.unpack_from(data, pos)
@@ -254,10 +255,12 @@ class FileStorage:
 
     def _write(self, records: list[bytes]) -> None:
         blob = b"".join(records)
-        self._file.write(blob)
-        self._file.flush()
+        f = self._file
+        assert f is not None, "storage is closed"
+        f.write(blob)
+        f.flush()
         if self.sync:
-            os.fsync(self._file.fileno())
+            os.fsync(f.fileno())
 
     def _rotate(self, reset: Snapshot | None = None) -> None:
         """Start a new segment. It begins with START (the log continues after the current last
@@ -301,6 +304,7 @@ class FileStorage:
             self._write_snapshot_file(rd.snapshot)
             self._offset = self._last = (rd.snapshot.index, rd.snapshot.term)
             self._rotate(reset=rd.snapshot)
+            assert self._segment_path is not None
             self._delete_segments_before(self._segment_path)
         records = []
         for e in rd.entries:
@@ -312,6 +316,7 @@ class FileStorage:
             records.append(_record(HARD_STATE, [hs.term, hs.vote, hs.commit]))
         if records:
             self._write(records)
+        assert self._file is not None
         if self._file.tell() >= self.segment_bytes:
             self._rotate()
 

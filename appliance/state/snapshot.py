@@ -41,6 +41,7 @@ def snapshot(store: Store) -> bytes:
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
     }
+    data: bytes
     try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
         data = msgpack.packb(doc, use_bin_type=True)
     except UnicodeEncodeError:  # a KV key holding bytes outside UTF-8

@@ -106,7 +106,8 @@ class Store:
         if exact:
             entry = self.kv.get(prefix)
             if entry is not None:
-                return entry["ModifyIndex"]
+                index: int = entry["ModifyIndex"]
+                return index
             return max(self.watch_index.get(watchkeys.KVS, 0), self.watch_index.get(watchkeys.TOMBSTONES, 0)) or 1
         best = 0
         for key in self.kv_prefix_keys(prefix):

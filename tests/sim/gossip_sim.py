@@ -47,7 +47,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from appliance.gossip import GossipConfig, Serf, push_pull_scale, suspicion_bounds
-from appliance.gossip.core import EventKind, Send
 from appliance.gossip.messages import (
     NodeStateKind,
     PushNode,
@@ -57,6 +56,7 @@ from appliance.gossip.messages import (
     encode_packet,
     encode_stream,
 )
+from appliance.gossip.outputs import EventKind, Send
 from appliance.gossip.serf import MemberStatus, SerfEventKind, encode_tags
 
 WAKE, PACKET, STREAM_REQ, STREAM_REPLY, ACTION = range(5)
@@ -173,7 +173,7 @@ class SimReport:
             f"  join convergence: {fmt(self.join_convergence_s)}; leave convergence: {fmt(self.leave_convergence_s)}; "
             f"user events: {fmt(self.event_convergence_s)}",
             f"  heal convergence: {self.heal_convergence_s}; inside gossip bound: {self.gossip_fraction:.4f}",
-            f"  bounds: " + ", ".join(f"{k}={v:.2f}s" for k, v in self.bounds.items()),
+            "  bounds: " + ", ".join(f"{k}={v:.2f}s" for k, v in self.bounds.items()),
             f"  udp bytes/s per member: mean {self.bytes_per_s_mean:.0f} max {self.bytes_per_s_max:.0f}; "
             f"push-pull {self.stream_bytes_per_s_mean:.0f}",
             f"  suspicions={self.suspicions} refutes={self.refutes} decode_errors={self.decode_errors} "

@@ -12,12 +12,16 @@ import math
 import random
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from appliance.gossip import GossipConfig, Serf, SerfEventKind
-from appliance.gossip.coordinate import Coordinate, CoordinateClient, CoordinateConfig, CoordinateError, sort_by_distance
-from appliance.gossip.core import Send
+from appliance.gossip.coordinate import (
+    Coordinate,
+    CoordinateClient,
+    CoordinateConfig,
+    CoordinateError,
+    sort_by_distance,
+)
 from appliance.gossip.messages import (
     Ack,
     Alive,
@@ -29,6 +33,7 @@ from appliance.gossip.messages import (
     encode_message,
     encode_packet,
 )
+from appliance.gossip.outputs import Send
 from appliance.gossip.user_events import EVENT_BUFFER, UserEventError
 
 LAN = GossipConfig.lan()
