@@ -6,9 +6,9 @@ the store streamed from a server, appliance/client/replica.py), the LAN gossip p
 (appliance/gossip/driver.py; -join/-retry-join go there), on a server the WAN pool on serf_wan
 (appliance/federation/pool.py; -join-wan/-retry-join-wan), the leader's reconciliation of gossip
 members into the catalog (`serfHealth`, the `consul` service; appliance/reconcile.py), local
-services and checks from config files, the anti-entropy syncer, then the HTTP server. `run()` waits for SIGINT/SIGTERM or
-`/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, log level). Shutdown stops
-accepting requests first, then cancels the background tasks.
+services and checks from config files, the anti-entropy syncer, then the HTTP server. `run()` waits
+for SIGINT/SIGTERM or `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, log
+level). Task tree and shutdown order: `run()` and appliance/lifecycle.py.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from appliance.gossip.keyring import KeyringError
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
 from appliance.http.app import HTTPServer
 from appliance.http.remote_dc import run_local
+from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus, serve_pair
 from appliance.local import persist
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
@@ -68,6 +69,7 @@ REVISION = "cairn" + __version__.replace(".", "")
 
 EXTENSION_GROUP = "cairn.extensions"
 GC_THRESHOLDS = (20_000, 20, 20)  # CPython's default is (700, 10, 10)
+LEAVE_TIMEOUT_S = 20.0  # Raft hand-over, WAN then LAN: inside the systemd unit's TimeoutStopSec=30
 
 
 def load_extensions(agent: Agent) -> list[Any]:
@@ -75,7 +77,8 @@ def load_extensions(agent: Agent) -> list[Any]:
 
     They depend on `appliance`, never the reverse, so the agent finds them through the
     `cairn.extensions` entry point group: each entry is a `mount(agent) -> extension` callable.
-    An extension may have `routes` [(method, path, handler)], and `async start()`/`stop()`.
+    An extension may have `routes` [(method, path, handler)], and `async serve(task_status=...)`,
+    run in the agent's task tree like a subsystem (appliance/lifecycle.py).
     """
     from importlib.metadata import entry_points
 
@@ -163,6 +166,7 @@ class Agent:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
             self.dns.fetch_remote = self._dns_remote  # <svc>.service.<dc>.consul
         self._stop = asyncio.Event()
+        self._reload_wanted = asyncio.Event()  # SIGHUP
         self.stop_reason = ""
         # API registrations survive restarts when there is a data_dir (never in -dev)
         self.persist_dir = "" if config.dev else config.data_dir
@@ -406,100 +410,103 @@ class Agent:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> None:
+        """Two task levels: the fabric (RPC, Raft or replica, gossip), the services on it. Shutdown
+        stops the services newest first (HTTP first), leaves (bounded, shielded), stops the fabric."""
         cfg = self.config
         self.load_config_definitions(cfg)
         # -dev and -bootstrap: a configuration of this one voter, written once into empty storage
         if cfg.server:
             self.consensus.open(Configuration((Server(self.consensus.node_id, self.consensus.address),))
                                 if cfg.dev or cfg.bootstrap else None)
+        loop = asyncio.get_running_loop()
+        async with Lifecycle(on_failure=self._subsystem_failed) as fabric:
+            await self._start_fabric(fabric)
+            async with Lifecycle(on_failure=self._subsystem_failed) as services:
+                await self._start_services(services)
+                for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
+                    loop.add_signal_handler(sig, self.request_shutdown, name)
+                loop.add_signal_handler(signal.SIGHUP, self._reload_wanted.set)
+                for warning in getattr(cfg, "config_warnings", ()):
+                    self.log.warning(warning)
+                # What is built by now lives as long as the process: keep it out of the
+                # collector's scans, and collect less often (bench/raft's p99).
+                gc.freeze()
+                gc.set_threshold(*GC_THRESHOLDS)
+                self.log.info("Consul agent running!")
+                sdnotify.ready(f"Serving HTTP on port {cfg.ports.http}, DNS on port {cfg.ports.dns}")
+                try:
+                    await self._stop.wait()
+                finally:
+                    self.log.info("Caught: signal=%s", self.stop_reason or "interrupt")
+                    self.log.info("Gracefully shutting down agent...")
+                    sdnotify.stopping()
+            if self._leaving():  # the services are down, the fabric still runs
+                await fabric.shielded(self._leave_gracefully(), LEAVE_TIMEOUT_S)
+        if self.stop_reason == "leave":
+            self.log.info("Graceful leave complete")
+        self.log.info("shutdown complete")
+
+    async def _start_fabric(self, fabric: Lifecycle) -> None:
+        """Server RPC, the Raft log (replayed before anything reads it) or a replica, gossip."""
         if self.transport is not None:
-            await self.transport.start()
-        await self.consensus.start()  # replays the log into the store before anything reads it
-        if self.autopilot is not None:
-            await self.autopilot.start()
-        await self.gossip.start()  # UDP and TCP on serf_lan
+            await fabric.start("rpc", serve_pair, self.transport.start, self.transport.stop)
+        if isinstance(self.consensus, RaftDriver):
+            await fabric.start("raft", self.consensus.serve, stop_timeout_s=30.0)
+        else:
+            await fabric.start("replica", serve_pair, self.consensus.start, self.consensus.stop)
+        await fabric.start("gossip-lan", self.gossip.serve)  # UDP and TCP on serf_lan
         if self.wan is not None:
-            await self.wan.start()  # UDP and TCP on serf_wan
+            await fabric.start("gossip-wan", self.wan.serve)  # UDP and TCP on serf_wan
             for member in self.gossip.members():  # servers the LAN pool already knows: flood join
                 self.wan.on_lan_event(None, member)
+
+    async def _start_services(self, services: Lifecycle) -> None:
+        cfg = self.config
+        if self.autopilot is not None:
+            await services.start("autopilot", self.autopilot.serve)
         if self.persist_dir:
             for warning in persist.restore(self.persist_dir, self.local, time.monotonic()):
                 self.log.warning(warning)
-        tasks = []
         # a client agent has neither: anti-entropy (below) registers it once a server streams to it
         if cfg.server and self.transport is None:
             await self.syncer.sync_now()  # registers this node first ("Synced node info")
             await self.reconciler.reconcile_all()  # as leader: serfHealth and the `consul` service
         elif cfg.server:  # a cluster may have no leader yet: register once there is one
-            tasks.append(asyncio.create_task(self._register_when_led(), name="register"))
+            services.start_soon("register", self._register_when_led())
         if self.reconciler is not None:
-            tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile-members"))
+            await services.start("reconcile-members", self.reconciler.serve)
         join = list(dict.fromkeys(cfg.start_join + cfg.retry_join))
         if join:
-            tasks.append(asyncio.create_task(self._join(join), name="retry-join"))
+            services.start_soon("retry-join", self._join(join))
         join_wan = list(dict.fromkeys(cfg.start_join_wan + cfg.retry_join_wan))
         if join_wan and self.wan is not None:
-            tasks.append(asyncio.create_task(self._join_wan(join_wan), name="retry-join-wan"))
-        tasks.append(asyncio.create_task(self.syncer.run(), name="anti-entropy"))
-        tasks.append(asyncio.create_task(self.check_manager.run(), name="checks"))
-        tasks.append(asyncio.create_task(self.coordinate_batcher.run(), name="coordinate-batch"))
-        tasks.append(asyncio.create_task(send_coordinates(
+            services.start_soon("retry-join-wan", self._join_wan(join_wan))
+        await services.start("anti-entropy", self.syncer.serve)
+        await services.start("checks", self.check_manager.serve, stop_timeout_s=12.0)  # kills scripts
+        await services.start("coordinate-batch", self.coordinate_batcher.serve)
+        services.start_soon("coordinate-sync", send_coordinates(
             lambda: self.config.node_name, self.lan_coordinate, self.cluster_size, self.coordinate_batcher,
-            self.rng), name="coordinate-sync"))
+            self.rng))
         for ext in self.extensions:
-            if hasattr(ext, "start"):
-                await ext.start()
+            if hasattr(ext, "serve"):
+                await services.start(f"extension:{type(ext).__module__}", ext.serve)
         if self.dns is not None:
-            await self.dns.start(cfg.listen_addrs("dns"), cfg.ports.dns)
-        await self.http.start(list(cfg.client_addrs), cfg.ports.http)
-        loop = asyncio.get_running_loop()
-        for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
-            loop.add_signal_handler(sig, self.request_shutdown, name)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_on_signal()))
-        for warning in getattr(cfg, "config_warnings", ()):
-            self.log.warning(warning)
-        # Everything built so far (modules, config, the replayed store) lives as long as the
-        # process: keep it out of the collector's scans, and collect the young generation less
-        # often, so that a full collection does not stall requests (bench/raft's p99).
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
-        self.log.info("Consul agent running!")
-        sdnotify.ready(f"Serving HTTP on port {cfg.ports.http}, DNS on port {cfg.ports.dns}")  # Type=notify
-        try:
-            await self._stop.wait()
-        finally:
-            self.log.info("Caught: signal=%s", self.stop_reason or "interrupt")
-            self.log.info("Gracefully shutting down agent...")
-            sdnotify.stopping()
-            await self.http.stop()
-            if self.dns is not None:
-                await self.dns.stop()
-            for ext in reversed(self.extensions):
-                if hasattr(ext, "stop"):
-                    await ext.stop()
-            await self.check_manager.stop()  # kills running check scripts with their process groups
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if self.autopilot is not None:
-                await self.autopilot.stop()
-                if self.transport is not None and self._leaving():
-                    await self.autopilot.leave()  # hand over leadership, leave the Raft configuration
-            if self._leaving():
-                if self.wan is not None:
-                    await self.wan.leave()  # Consul leaves the WAN pool first
-                await self.gossip.leave()  # broadcast our leave and wait for it to spread
-            await self.consensus.stop()
-            if self.transport is not None:
-                await self.transport.stop()
-            await self.gossip.stop()
-            if self.wan is not None:
-                await self.wan.stop()
-            if self.stop_reason == "leave":
-                self.log.info("Graceful leave complete")
-            self.log.info("shutdown complete")
+            await services.start("dns", self.dns.serve, cfg.listen_addrs("dns"), cfg.ports.dns)
+        await services.start("http", self.http.serve, list(cfg.client_addrs), cfg.ports.http,
+                             stop_timeout_s=12.0)  # requests in flight get 10 s
+        await services.start("reload", self._reloads)
+
+    async def _leave_gracefully(self) -> None:
+        """Hand over Raft leadership and leave its configuration, then the WAN pool, then LAN."""
+        if self.autopilot is not None and self.transport is not None:
+            await self.autopilot.leave()
+        if self.wan is not None:
+            await self.wan.leave()
+        await self.gossip.leave()
+
+    def _subsystem_failed(self, name: str, err: BaseException) -> None:
+        self.exit_code = 1  # a started subsystem broke (logged with its traceback)
+        self.request_shutdown(f"{name} failed")
 
     def _leaving(self) -> bool:
         """Consul's rules: `leave` always; SIGTERM with leave_on_terminate; SIGINT unless
@@ -520,15 +527,19 @@ class Agent:
                 self.log.debug("registering with the cluster: %s", err)
                 await asyncio.sleep(1.0)
 
-    async def _reload_on_signal(self) -> None:
-        self.log.info("Caught: signal=hangup")
-        sdnotify.reloading()
-        try:
-            await self.reload()
-        except Exception as err:  # noqa: BLE001 - a bad file keeps the running config
-            self.log.error("Failed to reload configs: error=%s", err)
-        finally:
-            sdnotify.ready("Serving (configuration reloaded)")
+    async def _reloads(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:  # SIGHUP: one reload at a time, signals during one coalesce
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            self.log.info("Caught: signal=hangup")
+            sdnotify.reloading()
+            try:
+                await self.reload()
+            except Exception as err:  # noqa: BLE001 - a bad file keeps the running config
+                self.log.error("Failed to reload configs: error=%s", err)
+            finally:
+                sdnotify.ready("Serving (configuration reloaded)")
 
 
 def banner(cfg: RuntimeConfig) -> str:
@@ -560,19 +571,8 @@ def autopilot_defaults(cfg: RuntimeConfig) -> AutopilotConfig:
                            server_stabilization_time_s=a.server_stabilization_time_s)
 
 
-def unsupported_mode(cfg: RuntimeConfig) -> str:
-    """Modes that need the replicated log or gossip, which this build does not have yet."""
-    if not cfg.server:
-        return ""  # a client agent: a replica streamed from the servers (appliance/client)
-    return ""
-
-
 def run(cfg: RuntimeConfig) -> int:
     """Run the agent until it is stopped; return the process exit code."""
-    problem = unsupported_mode(cfg)
-    if problem:
-        sys.stderr.write(f"==> {problem}\n")
-        return 1
     logs.setup(cfg.log_level, cfg.log_json)
     if not cfg.log_json:
         print(banner(cfg), flush=True)
@@ -592,4 +592,3 @@ def run(cfg: RuntimeConfig) -> int:
         if cfg.pid_file:
             with contextlib.suppress(OSError):
                 os.unlink(cfg.pid_file)
-    return 0

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.gossip.coordinate import Coordinate, CoordinateError, sort_by_distance
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.store import Store
 
 log = logging.getLogger("agent.coordinate")
@@ -95,7 +96,9 @@ class CoordinateBatcher:
             self.applied += len(batch)
         return len(updates)
 
-    async def run(self) -> None:
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Flush the batched coordinate updates every period until cancelled."""
+        task_status.started()
         while True:
             await asyncio.sleep(COORDINATE_UPDATE_PERIOD_S)
             try:

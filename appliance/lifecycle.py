@@ -4,9 +4,10 @@ How it works. Each subsystem is an `async def serve(..., task_status)` that bind
 loads its state), calls `task_status.started()`, then runs until it is cancelled, cleaning up in
 its own `finally`. `Lifecycle.start()` runs one such `serve` as a child task and returns only once
 it has reported started, so the next subsystem starts on top of a running one (the Raft log is
-replayed before anything reads the store; the HTTP server binds last). A `serve` that raises or
-returns before `started()` makes `start()` raise `StartError`; the block's exit then stops what
-was already started, newest first.
+replayed before anything reads the store; the HTTP server binds last). A `serve` that raises
+before `started()` makes `start()` raise that same error (an `OSError` for a port in use, noted
+"while starting <name>"); one that returns first raises `StartError`. The block's exit then stops
+what was already started, newest first.
 
 Leaving the `async with` block is the one way down: the children are cancelled one at a time in
 reverse start order, each given `stop_timeout_s` to finish its cleanup, so the HTTP server stops
@@ -56,12 +57,11 @@ TASK_STATUS_IGNORED: TaskStatus = _Ignored()
 
 
 class StartError(Exception):
-    """A subsystem failed (or returned) before it reported started."""
+    """A subsystem returned before it reported started."""
 
-    def __init__(self, name: str, cause: BaseException | None) -> None:
-        super().__init__(f"{name}: {cause!r}" if cause is not None else f"{name}: returned before it started")
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: returned before it started")
         self.name = name
-        self.cause = cause
 
 
 class _Status:
@@ -104,7 +104,7 @@ class Lifecycle:
     async def start(self, name: str, serve: Callable[..., Awaitable[None]], *args: Any,
                     stop_timeout_s: float | None = None) -> Any:
         """Run `serve(*args, task_status=...)` as a child; return the value it reports started
-        with. Raises StartError if it fails or returns first (the cause chained)."""
+        with. Raises what it raised before that, or StartError if it returned first."""
         loop = asyncio.get_running_loop()
         child = self._add(name, stop_timeout_s)
         child.started = loop.create_future()
@@ -118,7 +118,10 @@ class Lifecycle:
         if child.started.done():
             return child.started.result()
         child.started.cancel()
-        raise StartError(name, child.error) from child.error
+        if child.error is not None:
+            child.error.add_note(f"while starting {name}")
+            raise child.error
+        raise StartError(name)
 
     def start_soon(self, name: str, job: Awaitable[None], *, stop_timeout_s: float | None = None) -> None:
         """A background job that needs no start order and may end by itself."""

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
 SERF_CHECK_ID = "serfHealth"
 SERF_CHECK_NAME = "Serf Health Status"
@@ -204,8 +205,9 @@ class MemberReconciler:
             await self.consensus.propose(cmd)
             self.proposed += 1
 
-    async def run(self) -> None:
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
         """Until cancelled: follow leadership, reconcile on events and every interval."""
+        task_status.started()
         loop = asyncio.get_running_loop()
         next_full = loop.time()
         self.reap_from = loop.time() + REAP_GRACE_S

@@ -51,6 +51,7 @@ from appliance.checks.rules import (
 from appliance.checks.script import ProcessGroups, run_script
 from appliance.checks.tcp import run_tcp
 from appliance.checks.udp import run_udp
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.local.definitions import CheckDefinition, DefinitionError
 from appliance.local.state import LocalCheck
 
@@ -260,17 +261,21 @@ class CheckManager:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self) -> None:
-        """Start the runners for what is registered now, then reap until cancelled."""
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Start the runners for what is registered now, then reap until cancelled; on the way
+        down, stop every runner (scripts are killed with their process group and reaped)."""
         self._sem = asyncio.Semaphore(self.max_concurrent)
         self._started = True
         self.reconcile()
-        while True:
-            await asyncio.sleep(self.reap_interval_s)
-            self.reap(time.monotonic())
+        task_status.started()
+        try:
+            while True:
+                await asyncio.sleep(self.reap_interval_s)
+                self.reap(time.monotonic())
+        finally:
+            await self._stop_runners()
 
-    async def stop(self) -> None:
-        """Stop every runner: scripts are killed with their process group and reaped."""
+    async def _stop_runners(self) -> None:
         self._stopped = True
         tasks = [r.task for r in self.runners.values() if r.task is not None] + list(self._stopping)
         self.runners.clear()

@@ -49,6 +49,7 @@ from typing import Any
 from appliance.dns.answers import Answerer, settings_from_config
 from appliance.dns.answers_wire import error_reply
 from appliance.dns.names import NXDOMAIN, NOERROR, SERVFAIL, Request
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.store import Store
 
 log = logging.getLogger("agent.dns")
@@ -354,7 +355,18 @@ class DNSServer:
 
     # ------------------------------------------------------------------ listeners
 
-    async def start(self, addrs: list[str] | tuple[str, ...], port: int) -> None:
+    async def serve(self, addrs: list[str] | tuple[str, ...], port: int, *,
+                    task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Bind UDP and TCP on each address, report started with the bound (address, port)
+        pairs, answer until cancelled, then close the listeners and connections."""
+        try:
+            await self._bind(addrs, port)
+            task_status.started(list(self.bound))
+            await asyncio.Event().wait()
+        finally:
+            await self._close()
+
+    async def _bind(self, addrs: list[str] | tuple[str, ...], port: int) -> None:
         loop = asyncio.get_running_loop()
         for addr in addrs:
             info = await loop.getaddrinfo(addr, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
@@ -373,15 +385,18 @@ class DNSServer:
             self.bound.append((addr, bound_port))
             agent_log.info("Started DNS server: address=%s network=tcp", _hostport(addr, bound_port))
 
-    async def stop(self) -> None:
+    async def _close(self) -> None:
         for listener in self._udp:
             listener.close()
         for server in self._tcp:
             server.close()
         for writer in list(self._tcp_conns):
             writer.close()
-        for task in list(self._tasks):
+        forwards = list(self._tasks)
+        for task in forwards:
             task.cancel()
+        if forwards:
+            await asyncio.wait(forwards, timeout=2.0)
         for server in self._tcp:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2.0)

@@ -46,6 +46,7 @@ from appliance.gossip.driver import GossipDriver, JoinError
 from appliance.gossip.driver_setup import CONSUL_LAN_OVERRIDES, load_keyring, retry_join
 from appliance.gossip.keyring import KeyringError
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
 log = logging.getLogger("agent")
 
@@ -89,16 +90,19 @@ class WanPool:
         self._flooding: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(self) -> None:
-        await self.driver.start()
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """The WAN gossip driver on serf_wan until cancelled; flood joins in flight end with it."""
+        try:
+            await self.driver.serve(task_status=task_status)
+        finally:
+            floods = list(self._tasks)
+            for task in floods:
+                task.cancel()
+            if floods:
+                await asyncio.wait(floods, timeout=2.0)
 
     async def leave(self) -> None:
         await self.driver.leave()
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await self.driver.stop()
 
     # ------------------------------------------------------------------ joining
 

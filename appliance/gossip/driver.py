@@ -59,6 +59,7 @@ from appliance.gossip.transport import (
     GossipTransport,
     StreamFailed,
 )
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
 Subscriber = Callable[[SerfEvent, Member | None], None]
 MetricsSink = Callable[[str, str, float], None]  # (kind "counter"|"sample", internal name, value)
@@ -170,6 +171,16 @@ class GossipDriver:
             self._spawn(self._rejoin(previous), "gossip-rejoin")
         self.memberlist_log.debug("memberlist: listening on %s:%d (udp and tcp), advertising %s:%d",
                                   self.bind, self.port, addr, self.port)
+
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """start(), report started with the bound port, run until cancelled, then stop(). A
+        graceful leave() is the agent's to run before this is cancelled."""
+        await self.start()
+        try:
+            task_status.started(self.port)
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         """Close the sockets and cancel everything in flight (without leaving: peers see a failure)."""

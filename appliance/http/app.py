@@ -59,6 +59,7 @@ from appliance.http.handlers import catalog, coordinate, event, health, keyring,
 from appliance.http.query import RenderCache, RenderEntry
 from appliance.http.remote_dc import wrap_datacenter_routes
 from appliance.http.routing import Router
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.telemetry import record_http
 
 log = logging.getLogger("agent.http")
@@ -471,7 +472,18 @@ class HTTPServer:
             response.headers.update(self.app["response_headers"])
         return response
 
-    async def start(self, hosts: list[str], port: int) -> None:
+    async def serve(self, hosts: list[str], port: int, *,
+                    task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Listen on each host, report started, serve until cancelled; then stop accepting,
+        let requests already read start, and give those in flight 10 s to finish."""
+        try:
+            await self._listen(hosts, port)
+            task_status.started()
+            await asyncio.Event().wait()
+        finally:
+            await self._shutdown()
+
+    async def _listen(self, hosts: list[str], port: int) -> None:
         self.app = create_app(self.agent)
         self.loop = asyncio.get_running_loop()
         server = self.server = web.Server(self.handle, request_factory=self._request, handler_cancellation=True,
@@ -481,7 +493,7 @@ class HTTPServer:
             self.servers.append(srv)
             log.info("Started HTTP server: address=%s:%d network=tcp", host, port)
 
-    async def stop(self) -> None:
+    async def _shutdown(self) -> None:
         for srv in self.servers:
             srv.close()
         if self.server is not None:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.local.state import LocalState
 from appliance.state.store import Store
 
@@ -139,7 +140,10 @@ class StateSyncer:
             self._retry_at = None
             return True
 
-    async def run(self) -> None:
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Sync now and then: a full sync every interval (staggered), local changes soon, TTL
+        checks as they expire, failed syncs retried; until cancelled."""
+        task_status.started()
         log.info("started state syncer")
         next_full = 0.0
         while True:

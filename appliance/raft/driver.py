@@ -74,6 +74,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.state.commands import encode_command, validate
 from appliance.state.fsm import FSM, Applied, CommandError
 from appliance.state.snapshot import restore, snapshot
@@ -186,7 +187,7 @@ class RaftDriver:
         # batch id -> the request ids it answers.
         self._read_batch: list[str] = []
         self._read_batches: dict[str, list[str]] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._serving: Lifecycle | None = None  # start()/stop() only
         self._last_contact = time.monotonic()
         self.applied_index = 0
         self.dropped_messages = 0
@@ -239,39 +240,44 @@ class RaftDriver:
         """The transport lost its connection to `peer`: the core probes it instead of pipelining."""
         self._post(("unreachable", peer))
 
-    async def start(self) -> None:
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """Run the driver loop and its ticker until cancelled. Reports started once the entries
+        the log already holds (a restart) are applied, before anyone reads or writes; on the way
+        down, fails what is still waiting for a commit and closes the storage."""
         if self.core is None:
             self.open()
         self.metrics.role_changed("follower")  # every server starts as a follower
         if self.core.configuration.voters == (self.node_id,):
             self.core.campaign()  # the only voter: no one to wait for
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._run(), name="raft"),
-                       loop.create_task(self._ticker(), name="raft-ticker")]
-        self._wake.set()
-        # Apply what the log already holds (restart) before anyone reads or writes.
-        target = self.core.log.committed
-        deadline = time.monotonic() + 30
-        while self.applied_index < target and time.monotonic() < deadline and self.fatal is None:
-            await asyncio.sleep(0.005)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._run(), name="raft")
+                tasks.create_task(self._ticker(), name="raft-ticker")
+                self._wake.set()
+                target = self.core.log.committed
+                deadline = time.monotonic() + 30
+                while self.applied_index < target and time.monotonic() < deadline and self.fatal is None:
+                    await asyncio.sleep(0.005)
+                task_status.started()
+        finally:
+            if self._storage_busy is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await self._storage_busy
+            for _, fut in self._proposals.values():
+                if not fut.done():
+                    fut.set_exception(NotLeader(NONE))
+            self._proposals.clear()
+            self.storage.close()
+
+    async def start(self) -> None:
+        """serve() in the background, for tests that drive a driver by hand; stop() ends it."""
+        self._serving = Lifecycle(stop_timeout_s=30.0)  # a snapshot being written finishes first
+        await self._serving.start("raft", self.serve)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - already reported
-                pass
-        self._tasks = []
-        if self._storage_busy is not None:
-            with contextlib.suppress(Exception):
-                await self._storage_busy
-        for _, fut in self._proposals.values():
-            if not fut.done():
-                fut.set_exception(NotLeader(NONE))
-        self._proposals.clear()
-        self.storage.close()
+        if self._serving is not None:
+            await self._serving.stop()
+            self._serving = None
 
     # ------------------------------------------------------------------ the propose/apply interface
 

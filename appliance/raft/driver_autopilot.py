@@ -49,6 +49,7 @@ import time
 from typing import Any
 
 from appliance.config.durations import format_duration
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.fsm import CommandError
 
 from .autopilot import (
@@ -98,7 +99,6 @@ class Autopilot:
         self.leading_since: float | None = None
         self._seeded_term = -1
         self.report: tuple[bool, int] | None = None  # (healthy, failure tolerance) of the last round
-        self._task: asyncio.Task | None = None
         driver.leader_ops.update({
             "raft_remove_peer": self._op_remove_peer,
             "raft_transfer_leader": self._op_transfer_leader,
@@ -126,17 +126,9 @@ class Autopilot:
 
     # ------------------------------------------------------------------ life cycle
 
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="autopilot")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """A round every interval until cancelled (rounds act only on the leader)."""
+        task_status.started()
         while True:
             await asyncio.sleep(self.interval_s)
             try:
