@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 from appliance import __version__, logs, sdnotify, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
-from appliance.rpc.feed import ReplicaFeed
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.config.runtime import RuntimeConfig
@@ -58,6 +57,7 @@ from appliance.raft.messages import Configuration, Server
 from appliance.raft.storage import FileStorage, StorageCorrupt
 from appliance.raft.transport import RaftTransport
 from appliance.reconcile import MemberReconciler
+from appliance.rpc.feed import ReplicaFeed
 from appliance.state.store import Store
 from appliance.watch import WatchHub
 

@@ -226,6 +226,6 @@ class Forwarder:
             return await self.request(dc, exchange, hops)
         except ForwardError as err:
             return Answer.error(str(err))
-        except Exception as err:  # noqa: BLE001 - a bug answers 500, never kills the connection handler
+        except Exception as err:  # a bug answers 500, never kills the connection handler
             log.error("datacenter request failed: path=%s error=%r", exchange.path, err, exc_info=True)
             return Answer.error(str(err) or type(err).__name__)

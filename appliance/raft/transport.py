@@ -56,10 +56,18 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from appliance.rpc.frames import MAX_FRAME_BYTES  # noqa: F401 - the snapshot upload's limit (http/handlers/snapshot.py)
-from appliance.rpc.frames import FrameError, Kind, as_bytes, as_int, as_str, encode_frame
+from appliance.rpc.frames import (
+    MAX_FRAME_BYTES as MAX_FRAME_BYTES,  # the snapshot upload's limit, re-exported
+    FrameError,
+    Kind,
+    as_bytes,
+    as_int,
+    as_str,
+    encode_frame,
+)
 from appliance.rpc.listener import ConnectionHandler, RpcListener
 from appliance.rpc.pool import ConnectionPool
 from appliance.state.fsm import CommandError
@@ -87,7 +95,7 @@ log = logging.getLogger("agent.server.rpc")
 # ------------------------------------------------------------------ Raft's frames
 
 
-def encode_message(m: Message) -> list:
+def encode_message(m: Message) -> list[Any]:
     snap = None
     if m.snapshot is not None:
         s = m.snapshot
@@ -97,7 +105,7 @@ def encode_message(m: Message) -> list:
             m.commit, m.reject, m.reject_hint, m.context, m.request_id, m.transfer, snap]
 
 
-def decode_message(body: list) -> Message:
+def decode_message(body: list[Any]) -> Message:
     try:
         (_, mtype, frm, to, term, index, log_term, entries, commit, reject, hint, context,
          request_id, transfer, snap) = body
@@ -126,7 +134,6 @@ class RaftTransport:
         self.driver = driver
         self.bind = bind
         self.port = port
-        self.default_port = port
         self.join = tuple(join)
         self.bootstrap_expect = bootstrap_expect
         self.known: dict[str, str] = {driver.node_id: driver.address}  # node id -> server address
@@ -134,15 +141,19 @@ class RaftTransport:
         self.configs: dict[str, Configuration | None] = {}  # node id -> its Raft configuration
         self.listener = RpcListener(bind=bind, port=port, on_frame=self._handle)
         self.pool = ConnectionPool(default_port=port, on_lost=self.link_failed, name="raft-peer")
-        self.links = self.pool.links
         self.dropped_frames = 0
-        self._forwards: dict[int, tuple[str, asyncio.Future]] = {}  # request id -> (leader address, answer)
+        self._forwards: dict[int, tuple[str, asyncio.Future[Any]]] = {}  # request id -> (leader address, answer)
         self._feed: Any = None
         self._dc_requests: ConnectionHandler | None = None
         self.on_server_seen: Any = None  # (node id, server address) of every server that says HELLO
         self._ids = itertools.count(1)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._warned = ""
+        self._receivers: dict[int, Callable[[list[Any]], None]] = {
+            Kind.RAFT: self._on_raft, Kind.HELLO: self._on_hello,
+            Kind.FORWARD: self._on_forward, Kind.FORWARD_RESP: self._on_forward_resp,
+            Kind.READ_INDEX: self._on_read_index, Kind.READ_INDEX_RESP: self._on_read_index_resp,
+        }
         driver.transport = self
 
     @property
@@ -200,7 +211,7 @@ class RaftTransport:
             self.dropped_frames += 1
 
     def link_failed(self, address: str) -> None:
-        for request_id, (addr, fut) in list(self._forwards.items()):
+        for addr, fut in list(self._forwards.values()):
             if addr == address and not fut.done():  # it may or may not have been applied: no retry
                 fut.set_exception(RaftError("lost the connection to the leader; the write may or may not "
                                             "have been applied"))
@@ -214,7 +225,8 @@ class RaftTransport:
 
     async def read_index(self, leader: str, consistent: bool) -> int:
         """Ask the leader for its read index (READ_INDEX); NotLeader if it no longer leads."""
-        return await self._ask_leader(leader, Kind.READ_INDEX, consistent)
+        index: int = await self._ask_leader(leader, Kind.READ_INDEX, consistent)
+        return index
 
     async def _ask_leader(self, leader: str, kind: Kind, payload: Any) -> Any:
         address = self.address_of(leader)
@@ -234,49 +246,55 @@ class RaftTransport:
 
     # ------------------------------------------------------------------ receiving
 
-    def _handle(self, body: list) -> None:
+    def _handle(self, body: list[Any]) -> None:
         """One frame from a peer's connection (the listener counts what this raises as garbage)."""
-        kind = body[0]
-        if kind == Kind.RAFT:
-            self.driver.step(decode_message(body))
-        elif kind == Kind.HELLO:
-            self._hello(body[1])
-        elif kind == Kind.FORWARD:
-            _, request_id, reply_to, command = body
-            if not isinstance(command, dict):
-                raise FrameError("forwarded command is not a map")
-            asyncio.get_running_loop().create_task(
-                self._serve_forward(as_int(request_id), as_str(reply_to), command))
-        elif kind == Kind.FORWARD_RESP:
-            _, request_id, status, value = body
-            _, fut = self._forwards.get(request_id, ("", None))
-            if fut is None or fut.done():
-                return
-            if status == "ok":
-                fut.set_result(value)
-            elif status == "command":
-                fut.set_exception(CommandError(str(value)))
-            elif status == "notleader":
-                fut.set_exception(NotLeader(str(value)))
-            else:
-                fut.set_exception(RaftError(str(value)))
-        elif kind == Kind.READ_INDEX:
-            _, request_id, reply_to, consistent = body
-            asyncio.get_running_loop().create_task(
-                self._serve_read_index(as_int(request_id), as_str(reply_to), bool(consistent)))
-        elif kind == Kind.READ_INDEX_RESP:
-            _, request_id, status, value = body
-            _, fut = self._forwards.get(request_id, ("", None))
-            if fut is None or fut.done():
-                return
-            if status == "ok":
-                fut.set_result(as_int(value))
-            elif status == "notleader":
-                fut.set_exception(NotLeader(str(value)))
-            else:
-                fut.set_exception(RaftError(str(value)))
+        handler = self._receivers.get(body[0])  # a table: an enum member's lookup costs more than the dict
+        if handler is None:
+            raise FrameError(f"unexpected frame kind {body[0]!r} on a server connection")
+        handler(body)
+
+    def _on_raft(self, body: list[Any]) -> None:
+        self.driver.step(decode_message(body))
+
+    def _on_hello(self, body: list[Any]) -> None:
+        self._hello(body[1])
+
+    def _on_forward(self, body: list[Any]) -> None:
+        _, request_id, reply_to, command = body
+        if not isinstance(command, dict):
+            raise FrameError("forwarded command is not a map")
+        asyncio.get_running_loop().create_task(self._serve_forward(as_int(request_id), as_str(reply_to), command))
+
+    def _on_forward_resp(self, body: list[Any]) -> None:
+        _, request_id, status, value = body
+        _, fut = self._forwards.get(request_id, ("", None))
+        if fut is None or fut.done():
+            return
+        if status == "ok":
+            fut.set_result(value)
+        elif status == "command":
+            fut.set_exception(CommandError(str(value)))
+        elif status == "notleader":
+            fut.set_exception(NotLeader(str(value)))
         else:
-            raise FrameError(f"unexpected frame kind {kind!r} on a server connection")
+            fut.set_exception(RaftError(str(value)))
+
+    def _on_read_index(self, body: list[Any]) -> None:
+        _, request_id, reply_to, consistent = body
+        asyncio.get_running_loop().create_task(
+            self._serve_read_index(as_int(request_id), as_str(reply_to), bool(consistent)))
+
+    def _on_read_index_resp(self, body: list[Any]) -> None:
+        _, request_id, status, value = body
+        _, fut = self._forwards.get(request_id, ("", None))
+        if fut is None or fut.done():
+            return
+        if status == "ok":
+            fut.set_result(as_int(value))
+        elif status == "notleader":
+            fut.set_exception(NotLeader(str(value)))
+        else:
+            fut.set_exception(RaftError(str(value)))
 
     async def _serve_forward(self, request_id: int, reply_to: str, command: dict[str, Any]) -> None:
         try:

@@ -72,10 +72,10 @@ def entry_size(data: bytes | None) -> int:
     return 16 + (len(data) if data else 0)
 
 
-def batches(entries: list[tuple[int, bytes | None]]) -> list[list[list]]:
+def batches(entries: list[tuple[int, bytes | None]]) -> list[list[list[Any]]]:
     """Split entries into STREAM frames of at most BATCH_ENTRIES entries and about BATCH_BYTES."""
-    out: list[list[list]] = []
-    batch: list[list] = []
+    out: list[list[list[Any]]] = []
+    batch: list[list[Any]] = []
     size = 0
     for index, data in entries:
         if batch and (len(batch) >= BATCH_ENTRIES or size + entry_size(data) > BATCH_BYTES):
@@ -104,7 +104,7 @@ class Session:
         self.last_leader: Any = None
         self.status_at = 0.0
         self.wake = asyncio.Event()
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.snapshots_sent = 0
 
     def push(self, index: int, data: bytes | None) -> None:
@@ -124,7 +124,7 @@ class Session:
         self.entry_bytes = 0
         self.wake.set()
 
-    def answer(self, body: list) -> None:
+    def answer(self, body: list[Any]) -> None:
         try:
             data = encode_frame(body)
         except (TypeError, ValueError):  # a result msgpack cannot carry: send its text
@@ -159,7 +159,7 @@ class Session:
                 w.write(encode_frame([Kind.STREAM, "status", status]))
             await w.drain()
 
-    def request(self, body: list) -> None:
+    def request(self, body: list[Any]) -> None:
         kind = body[0]
         if kind not in (Kind.READ_INDEX, Kind.FORWARD) or len(body) != 4:
             raise FrameError(f"unexpected frame kind {kind!r} on a client connection")
@@ -182,7 +182,7 @@ class Session:
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.in_flight -= 1
 
@@ -255,7 +255,7 @@ class ReplicaFeed:
         return {"server": d.node_id, "leader": d.leader_id, "leader_addr": d.leader_address(),
                 "configuration": d.configuration(), "peers": d.peers()}
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, follow: list) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, follow: list[Any]) -> None:
         """Serve one client connection whose first frame was `follow`, until it closes."""
         try:
             _, from_index, name = follow

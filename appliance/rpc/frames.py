@@ -75,6 +75,7 @@ class BadHeader(FrameError):
 
 def encode_frame(body: list[Any]) -> bytes:
     """Header and msgpack body; TypeError or ValueError when msgpack cannot carry a value."""
+    data: bytes
     try:  # strict first: msgpack's fast path
         data = msgpack.packb(body, use_bin_type=True)
     except UnicodeEncodeError:  # a lone surrogate: a KV key's byte outside UTF-8
@@ -84,7 +85,8 @@ def encode_frame(body: list[Any]) -> bytes:
 
 def parse_header(head: bytes) -> int:
     """The body length from a `HEADER.size`-byte header; BadHeader when it cannot be followed."""
-    version, length = HEADER.unpack(head)
+    fields: tuple[int, int] = HEADER.unpack(head)
+    version, length = fields
     if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
         raise BadHeader(f"frame version {version}, length {length}")
     return length

@@ -27,8 +27,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .connection import STREAM_LIMIT, read_frame
-from .frames import BadHeader, FrameError, Kind, decode_body
+from .connection import STREAM_LIMIT
+from .frames import HEADER, BadHeader, FrameError, Kind, decode_body, parse_header
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -69,14 +69,17 @@ class RpcListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = True
+        readexactly = reader.readexactly  # read here rather than by connection.read_frame: the hot path
         try:
             while True:
+                head = await readexactly(HEADER.size)
                 try:
-                    data = await read_frame(reader)
+                    length = parse_header(head)
                 except BadHeader as err:
                     self.garbage_frames += 1  # cannot find the next frame: drop the connection
                     log.warning("dropping connection: %s", err)
                     return
+                data = await readexactly(length)
                 handler = None
                 try:
                     body = decode_body(data)

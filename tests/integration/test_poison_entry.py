@@ -26,13 +26,11 @@ import random
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import msgpack
 import pytest
 
-from appliance.rpc.feed import ReplicaFeed
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.raft.config import RaftConfig
@@ -41,6 +39,7 @@ from appliance.raft.driver import MemoryStorage, RaftDriver
 from appliance.raft.messages import NONE, Configuration, Entry, EntryType, HardState, Server
 from appliance.raft.storage import FileStorage
 from appliance.raft.transport import RaftTransport
+from appliance.rpc.feed import ReplicaFeed
 from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
 from appliance.state.store import Store

@@ -32,8 +32,7 @@ from appliance.raft.storage import FileStorage
 from appliance.raft.transport import RaftTransport
 from appliance.rpc import feed as feed_module
 from appliance.rpc.feed import ReplicaFeed
-from appliance.rpc.frames import HEADER, Kind
-from appliance.rpc.frames import encode_frame as frame
+from appliance.rpc.frames import HEADER, Kind, encode_frame as frame
 from appliance.state.snapshot import snapshot
 from appliance.state.store import Store
 from tests.conftest import free_port

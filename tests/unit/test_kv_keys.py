@@ -17,8 +17,7 @@ from appliance.cli import kv as cli_kv
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.kv import PREFIX, byte_order, dir_entry, go_text, key_bytes, list_keys
 from appliance.http.routing import path_tail
-from appliance.rpc.frames import HEADER, TEXT_ERRORS
-from appliance.rpc.frames import encode_frame as frame
+from appliance.rpc.frames import HEADER, TEXT_ERRORS, encode_frame as frame
 from appliance.state.fsm import FSM
 from appliance.state.snapshot import foreign_text, restore, snapshot
 from appliance.state.store import Store

@@ -11,8 +11,7 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from appliance.raft.messages import Entry, EntryType, Message, MsgType
 from appliance.raft.transport import decode_message, encode_message
@@ -65,7 +64,7 @@ def by_hand(body: list) -> bytes:
 
 def test_kinds_keep_their_numbers():
     assert {k.name: int(k) for k in Kind} == WIRE_NUMBERS
-    assert KINDS == frozenset(WIRE_NUMBERS.values())
+    assert frozenset(WIRE_NUMBERS.values()) == KINDS
     assert set(BODIES) == set(Kind)  # every kind has a round trip below
 
 
