@@ -41,9 +41,8 @@ the route that answered (`/v1/health/service/web` -> `v1.health.service._`).
 
 from __future__ import annotations
 
-import functools
-
 import asyncio
+import functools
 import gc
 import math
 import socket
@@ -51,7 +50,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -262,7 +261,7 @@ class Telemetry:
         self._interval()
         data = self.intervals
         interval = data[0] if len(data) == 1 else data[-2]
-        stamp = datetime.fromtimestamp(round(interval.start), tz=timezone.utc)
+        stamp = datetime.fromtimestamp(round(interval.start), tz=UTC)
         gauges = dict(interval.gauges)
         for name, labels, value in self.computed_gauges():
             gauges[(name, labels)] = value

@@ -46,7 +46,11 @@ class WatchHub:
         entries = [(self._exact, k) for k in keys] + [(self._prefixes, p) for p in prefixes]
         for table, key in entries:
             table.setdefault(key, set()).add(fut)
-        timer = loop.call_later(timeout, lambda: fut.done() or fut.set_result(False))
+        def expire() -> None:
+            if not fut.done():
+                fut.set_result(False)
+
+        timer = loop.call_later(timeout, expire)
         self.parked += 1
         try:
             return await fut

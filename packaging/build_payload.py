@@ -67,7 +67,8 @@ def write_copyright(lib: Path, dest: Path) -> None:
             continue
         license_ = meta.get("License-Expression") or (meta.get("License") or "").split("\n")[0].strip()
         if not license_:
-            license_ = ", ".join(c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License"))
+            license_ = ", ".join(c.split(" :: ")[-1] for c in meta.get_all("Classifier") or []
+                                 if c.startswith("License"))
         lines.append(f" {meta['Name']} {meta['Version']}: {license_ or 'see its dist-info directory'}")
     text = (ROOT / "packaging" / "common" / "copyright").read_text()
     comment = (

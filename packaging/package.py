@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import build_payload  # noqa: E402
+import build_payload
 
 ROOT = build_payload.ROOT
 RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
@@ -38,19 +38,20 @@ DEFAULT_HOMEPAGE = "https://example.org/cairn"
 def output_names(fmt: str, version: str, arch: str) -> dict[str, str]:
     if fmt == "deb":
         return {"cairn": f"cairn_{version}_{arch}.deb", "cairn-dnsmasq": f"cairn-dnsmasq_{version}_all.deb"}
-    return {"cairn": f"cairn-{version}-1.{RPM_ARCH[arch]}.rpm", "cairn-dnsmasq": f"cairn-dnsmasq-{version}-1.noarch.rpm"}
+    return {"cairn": f"cairn-{version}-1.{RPM_ARCH[arch]}.rpm",
+            "cairn-dnsmasq": f"cairn-dnsmasq-{version}-1.noarch.rpm"}
 
 
 def build_date() -> dt.datetime:
     """SOURCE_DATE_EPOCH when set (reproducible builds), else the last commit's date, else now."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
-        return dt.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), dt.UTC)
     try:
         out = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()  # fmt: skip
-        return dt.datetime.fromtimestamp(int(out), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(int(out), dt.UTC)
     except (OSError, subprocess.CalledProcessError, ValueError):
-        return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def write_changelog(path: Path, version: str, maintainer: str, date: dt.datetime) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import random
+import signal
 import socket
 import subprocess
 import sys

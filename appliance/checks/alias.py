@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from appliance.state import watchkeys
 from appliance.checks.rules import alias_result
 from appliance.local.definitions import CheckDefinition
+from appliance.state import watchkeys
 
 REFRESH_S = 300.0  # re-read even without a wake-up, in case a watch key was missed
 

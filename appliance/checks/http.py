@@ -120,5 +120,5 @@ class HTTPChecker:
                     body += chunk
                 return http_status(resp.status), http_output(method, url, resp.status, resp.reason or "",
                                                              bytes(body))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as err:
+        except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as err:
             return CRITICAL, http_error_output(method, url, _error_reason(err, check.timeout_s))

@@ -62,8 +62,8 @@ async def run_udp(check: CheckDefinition) -> tuple[str, str]:
     family, _type, _proto, _name, remote = infos[0]
     answered: asyncio.Future[None] = loop.create_future()
     try:
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Probe(answered), remote_addr=remote[:2],
-                                                           family=family)
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Probe(answered),
+                                                           remote_addr=(str(remote[0]), int(remote[1])), family=family)
     except OSError as err:
         return CRITICAL, dial_error("udp", addr, err.errno, err.strerror or str(err))
     try:

@@ -30,8 +30,17 @@ from appliance.config.durations import parse_duration
 from appliance.config.errors import ConfigError
 from appliance.config.flags import AgentFlags
 from appliance.config.loader import check_fragment, load_source, merge
+from appliance.config.runtime import (
+    ACLConfig,
+    Autopilot,
+    ConfigSource,
+    DNSConfig,
+    Limits,
+    Ports,
+    RuntimeConfig,
+    Telemetry,
+)
 from appliance.gossip.config import GossipConfig, GossipConfigError
-from appliance.config.runtime import ACLConfig, Autopilot, ConfigSource, DNSConfig, Limits, Ports, RuntimeConfig, Telemetry
 
 DEV_DEFAULTS: dict[str, Any] = {
     "server": True,
@@ -93,7 +102,8 @@ def _content_path(path: str) -> str:
     return "/" if path == "//" else path
 
 
-def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...], flag_args: tuple[str, ...], host: Host) -> RuntimeConfig:
+def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...], flag_args: tuple[str, ...],
+               host: Host) -> RuntimeConfig:
     warnings = host.warnings
     datacenter = _get(m, "datacenter", "dc1")
     check.datacenter(datacenter)
@@ -107,7 +117,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
     check.node_meta(meta)
 
     server = bool(_get(m, "server", False))
-    bootstrap, expect, notes = check.bootstrap(server, bool(_get(m, "bootstrap", False)), int(_get(m, "bootstrap_expect", 0)), dev)
+    bootstrap, expect, notes = check.bootstrap(server, bool(_get(m, "bootstrap", False)),
+                                               int(_get(m, "bootstrap_expect", 0)), dev)
     warnings.extend(notes)
     data_dir = _get(m, "data_dir", "")
     if not data_dir and not dev:
@@ -120,7 +131,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
     addresses: dict[str, tuple[str, ...]] = {}
     for key, label in LISTENERS:
         given = _get(m, f"addresses.{key}")
-        addresses[key] = check.listen_list(given, f"addresses.{key}", f"{label} address") if given is not None else client
+        addresses[key] = (check.listen_list(given, f"addresses.{key}", f"{label} address") if given is not None
+                          else client)
     ports = Ports(**{k: int(v) for k, v in _get(m, "ports", {}).items() if k in Ports.__dataclass_fields__})
     for key in Ports.__dataclass_fields__:
         check.port(getattr(ports, key), f"ports.{key}")
@@ -159,7 +171,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
     check.raft(raft_multiplier, raft_protocol)
     output_max = int(_get(m, "check_output_max_size", 4096))
     if output_max < 1:
-        raise ConfigError("check_output_max_size must be positive, to discard check output use the discard_check_output flag")
+        raise ConfigError("check_output_max_size must be positive, to discard check output use the discard_check_output"
+                          " flag")
     default_query = _seconds(m, "default_query_time", 300.0)
     max_query = _seconds(m, "max_query_time", 600.0)
     for key, value in (("default_query_time", default_query), ("max_query_time", max_query)):

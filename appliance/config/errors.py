@@ -68,5 +68,6 @@ def from_validation_error(source: str, exc: ValidationError) -> ConfigError:
         return ConfigError(f"Error parsing {source}: {key}: {message}")
     expected = _EXPECTED.get(err["type"])
     if expected:
-        return ConfigError(f"Error parsing {source}: {key}: invalid value {go_quote(err['input'])} (expected {expected})")
+        return ConfigError(f"Error parsing {source}: {key}: invalid value {go_quote(err['input'])} "
+                           f"(expected {expected})")
     return ConfigError(f"Error parsing {source}: {key}: {err['msg']}")

@@ -50,16 +50,20 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable-host-node-id", "bool", ("disable_host_node_id",), "Do not derive the node ID from the host."),
     Flag("dns-port", "int", ("ports", "dns"), "DNS server port (-1 disables)."),
     Flag("domain", "str", ("domain",), 'DNS domain to answer (default "consul.").'),
-    Flag("enable-local-script-checks", "bool", ("enable_local_script_checks",), "Allow script checks from config files."),
-    Flag("enable-script-checks", "bool", ("enable_script_checks",), "Allow script checks from config files and the API."),
+    Flag("enable-local-script-checks", "bool", ("enable_local_script_checks",),
+         "Allow script checks from config files."),
+    Flag("enable-script-checks", "bool", ("enable_script_checks",),
+         "Allow script checks from config files and the API."),
     Flag("encrypt", "str", ("encrypt",), "Gossip encryption key (base64, see `cairn keygen`)."),
     Flag("grpc-port", "int", ("ports", "grpc"), "gRPC port (-1 disables)."),
     Flag("grpc-tls-port", "int", ("ports", "grpc_tls"), "gRPC TLS port (-1 disables)."),
     Flag("hcl", "hcl", (), "An HCL configuration fragment, applied after all files. Repeatable."),
     Flag("http-port", "int", ("ports", "http"), "HTTP API port (-1 disables)."),
     Flag("https-port", "int", ("ports", "https"), "HTTPS API port (-1 disables)."),
-    Flag("join", "list", ("start_join",), "Address of an agent to join at start (gossip: host or host:port, default port 8301). Repeatable."),
-    Flag("join-wan", "list", ("start_join_wan",), "Servers: address of another datacenter's server to join over WAN at start (host or host:port, default port 8302). Repeatable."),
+    Flag("join", "list", ("start_join",), "Address of an agent to join at start (gossip: host or host:port, default "
+         "port 8301). Repeatable."),
+    Flag("join-wan", "list", ("start_join_wan",), "Servers: address of another datacenter's server to join over WAN at "
+         "start (host or host:port, default port 8302). Repeatable."),
     Flag("log-file", "str", ("log_file",), "Also write logs to this file."),
     Flag("log-json", "bool", ("log_json",), "Write logs as JSON lines."),
     Flag("log-level", "str", ("log_level",), "Log level: trace, debug, info, warn or error."),
@@ -70,15 +74,21 @@ FLAGS: tuple[Flag, ...] = (
     Flag("raft-protocol", "int", ("raft_protocol",), "Raft protocol version (only 3)."),
     Flag("recursor", "list", ("recursors",), "Upstream DNS server for other domains. Repeatable."),
     Flag("retry-interval", "duration", ("retry_interval",), 'Wait between -retry-join attempts (default "30s").'),
-    Flag("retry-join", "list", ("retry_join",), "Address of an agent to join (gossip: host or host:port, default port 8301), retried until one answers. Repeatable."),
-    Flag("retry-interval-wan", "duration", ("retry_interval_wan",), 'Wait between -retry-join-wan attempts (default "30s").'),
-    Flag("retry-join-wan", "list", ("retry_join_wan",), "Servers: address of another datacenter's server (WAN gossip: host or host:port, default port 8302), retried until one answers. Repeatable."),
+    Flag("retry-join", "list", ("retry_join",), "Address of an agent to join (gossip: host or host:port, default port "
+         "8301), retried until one answers. Repeatable."),
+    Flag("retry-interval-wan", "duration", ("retry_interval_wan",), 'Wait between -retry-join-wan attempts (default '
+         '"30s").'),
+    Flag("retry-join-wan", "list", ("retry_join_wan",), "Servers: address of another datacenter's server (WAN gossip: "
+         "host or host:port, default port 8302), retried until one answers. Repeatable."),
     Flag("retry-max", "int", ("retry_max",), "Join attempts before giving up (0 = forever)."),
     Flag("retry-max-wan", "int", ("retry_max_wan",), "WAN join attempts before giving up (0 = forever)."),
     Flag("serf-lan-port", "int", ("ports", "serf_lan"), "LAN gossip port."),
     Flag("serf-wan-port", "int", ("ports", "serf_wan"), "WAN gossip port."),
-    Flag("server", "bool", ("server",), "Run as a server. Without -bootstrap or -bootstrap-expect it joins a running cluster (via -retry-join): added as non-voter, promoted by autopilot. Without -server the agent is a client: it keeps a replica of the catalog and KV streamed from a server and forwards its writes."),
-    Flag("server-port", "int", ("ports", "server"), "Server RPC port: Raft, forwarded writes and client agents' replica streams."),
+    Flag("server", "bool", ("server",), "Run as a server. Without -bootstrap or -bootstrap-expect it joins a running "
+         "cluster (via -retry-join): added as non-voter, promoted by autopilot. Without -server the agent is a "
+         "client: it keeps a replica of the catalog and KV streamed from a server and forwards its writes."),
+    Flag("server-port", "int", ("ports", "server"), "Server RPC port: Raft, forwarded writes and client agents' replica"
+         " streams."),
     Flag("ui", "bool", ("ui_config", "enabled"), "Serve the web UI."),
     Flag("ui-content-path", "str", ("ui_config", "content_path"), 'URL path of the web UI (default "/ui/").'),
     Flag("ui-dir", "str", ("ui_config", "dir"), "Serve the web UI from this directory."),

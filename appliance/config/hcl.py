@@ -232,7 +232,8 @@ class _Parser:
             for label in reversed(keys[1:]):
                 value = {str(label.value): value}
             return str(keys[0].value), value
-        raise self.fail(tok, f'key {keys[-1].describe()} expected start of object ("{{") or assignment ("="), found {tok.describe()}')
+        raise self.fail(tok, f'key {keys[-1].describe()} expected start of object ("{{") or assignment ("="), '
+                             f'found {tok.describe()}')
 
     def object(self) -> dict[str, Any]:
         self.take()  # "{"

@@ -42,7 +42,7 @@ Duration = Annotated[str, AfterValidator(_check_duration)]
 RawDefinitions = Annotated[list[dict[str, Any]], BeforeValidator(_one_or_many)]
 
 
-def F(description: str) -> Any:
+def F(description: str) -> Any:  # noqa: N802 - reads as a column of the field tables below
     """A field that is unset unless a source sets it."""
     return Field(default=None, description=description)
 
@@ -136,7 +136,8 @@ class HTTPConfigModel(Block):
 
 class TelemetryModel(Block):
     prometheus_retention_time: Duration | None = F(
-        'How long metrics stay in the Prometheus output; > 0 enables /v1/agent/metrics?format=prometheus. Default "60s" (Consul: "0s").'
+        'How long metrics stay in the Prometheus output; > 0 enables /v1/agent/metrics?format=prometheus. '
+        'Default "60s" (Consul: "0s").'
     )
     disable_hostname: bool | None = F("Do not prefix gauge names with the host name. Default false.")
     metrics_prefix: str | None = F('Prefix of every metric name. Default "consul".')
@@ -262,7 +263,8 @@ class ConfigFile(Block):
     check: RawDefinitions | None = F("One check definition (snake_case or PascalCase keys).")
     checks: RawDefinitions | None = F("Check definitions; concatenated with check.")
     check_output_max_size: int | None = F("Bytes of check output kept. Default 4096.")
-    check_update_interval: Duration | None = F('Output-only check updates are synced at most this often. Default "5m". ' + COMPAT)
+    check_update_interval: Duration | None = F(
+        'Output-only check updates are synced at most this often. Default "5m". ' + COMPAT)
     client_addr: str | None = F('Bind address(es) of HTTP, DNS and gRPC, space-separated. Default "127.0.0.1".')
     connect: ConnectModel | None = F(COMPAT)
     data_dir: str | None = F("Directory for persistent state. Required except in -dev.")
@@ -317,7 +319,8 @@ class ConfigFile(Block):
     retry_interval: Duration | None = F('Wait between retry_join attempts. Default "30s".')
     retry_interval_wan: Duration | None = F('Wait between retry_join_wan attempts. Default "30s".')
     retry_join: list[str] | None = F("Agents to join, retried until one answers. Default [].")
-    retry_join_wan: list[str] | None = F("Servers: WAN pool members (other datacenters' servers, host or host:port, default port 8302) to join, retried until one answers. Default [].")
+    retry_join_wan: list[str] | None = F("Servers: WAN pool members (other datacenters' servers, host or host:port, "
+                                         "default port 8302) to join, retried until one answers. Default [].")
     retry_max: int | None = F("Join attempts before giving up, 0 = forever. Default 0. " + COMPAT)
     retry_max_wan: int | None = F("WAN join attempts before giving up, 0 = forever. Default 0.")
     server: bool | None = F("Run as a server (Raft voter). Default false: a client agent, which keeps a "
@@ -327,7 +330,8 @@ class ConfigFile(Block):
     session_ttl_min: Duration | None = F('Shortest session TTL. Default "10s". ' + COMPAT)
     skip_leave_on_interrupt: bool | None = F("Do not leave on SIGINT. Default true for servers, false for clients.")
     start_join: list[str] | None = F("Agents to join at start (deprecated; use retry_join). Default [].")
-    start_join_wan: list[str] | None = F("Servers: WAN pool members to join at start (deprecated; use retry_join_wan). Default [].")
+    start_join_wan: list[str] | None = F("Servers: WAN pool members to join at start (deprecated; use retry_join_wan). "
+                                         "Default [].")
     telemetry: TelemetryModel | None = F("Metrics settings.")
     tls: TLSModel | None = F("TLS settings. " + COMPAT)
     translate_wan_addrs: bool | None = F(COMPAT)

@@ -41,7 +41,6 @@ from typing import Any, Protocol
 
 from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
 
-from appliance.state import watchkeys
 from appliance.dns import answers_wire as wire
 from appliance.dns.answers_wire import Rec, label, rd_a, rd_aaaa, rd_srv
 from appliance.dns.names import (
@@ -79,6 +78,7 @@ from appliance.dns.names import (
     rfc1464,
     valid_dns_name,
 )
+from appliance.state import watchkeys
 from appliance.state.store import Record, Store
 
 MAX_NS = 3
@@ -240,9 +240,8 @@ class Answerer:
         return self._pack(req, lookup, msg, now, tcp)
 
     def _pack(self, req: Request, lookup: Lookup, msg: Message, now: float, tcp: bool) -> Reply:
-        if msg.rcode != NOERROR or not msg.groups:
-            if not msg.authority:
-                msg.authority.append(self._soa(lookup.domain or self.names.domain, now))
+        if (msg.rcode != NOERROR or not msg.groups) and not msg.authority:
+            msg.authority.append(self._soa(lookup.domain or self.names.domain, now))
         packed = wire.pack_reply(req, msg.rcode, msg.groups, msg.authority, msg.additional, tcp=tcp,
                                  settings=self.s)
         return Reply(packed, rcode=msg.rcode, deps=msg.deps, shuffled=msg.shuffled)

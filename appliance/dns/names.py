@@ -314,9 +314,8 @@ class NameParser:
         best = None
         for suffix, text in self.domains:
             n = len(suffix)
-            if len(labels) >= n and labels[len(labels) - n :] == suffix:
-                if best is None or n > len(best[0]):
-                    best = (suffix, text)
+            if len(labels) >= n and labels[len(labels) - n :] == suffix and (best is None or n > len(best[0])):
+                best = (suffix, text)
         if best is None:
             return None
         return labels[: len(labels) - len(best[0])], best[1]

@@ -11,8 +11,8 @@ timeout not shorter than the probe interval leaves no time for indirect probes).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class GossipConfigError(ValueError):
@@ -65,7 +65,8 @@ class GossipConfig:
     )
     # ---- dissemination
     gossip_interval_s: float = _f(
-        0.2, "Seconds between gossip rounds (queued broadcasts to gossip_nodes members). LAN 200 ms, WAN 500 ms, local 100 ms."
+        0.2, "Seconds between gossip rounds (queued broadcasts to gossip_nodes members). "
+        "LAN 200 ms, WAN 500 ms, local 100 ms."
     )
     gossip_nodes: int = _f(3, "Random members sent queued broadcasts each gossip round. LAN 3, WAN 4, local 3.")
     gossip_to_the_dead_time_s: float = _f(

@@ -22,7 +22,8 @@ import math
 _EPS = 1e-6
 
 
-def suspicion_bounds(suspicion_mult: int, max_timeout_mult: int, n: int, probe_interval_s: float) -> tuple[float, float]:
+def suspicion_bounds(suspicion_mult: int, max_timeout_mult: int, n: int,
+                     probe_interval_s: float) -> tuple[float, float]:
     """(min, max) suspicion timeout in seconds for a table of n members (self and dead included).
 
     The node scale is max(1, log10(n)) truncated to three decimals, like memberlist.

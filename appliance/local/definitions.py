@@ -292,7 +292,8 @@ def parse_service_definition(raw: Any, *, from_config: bool = False) -> ServiceD
                                       service_id=sid))
         except DefinitionError as err:
             text = str(err)
-            raise DefinitionError(text if text.startswith(("Invalid check", "Status")) else f"Invalid check: {text}") from err
+            message = text if text.startswith(("Invalid check", "Status")) else f"Invalid check: {text}"
+            raise DefinitionError(message) from err
     return ServiceDefinition(
         id=sid,
         name=name,

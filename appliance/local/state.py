@@ -102,7 +102,8 @@ class LocalState:
     def remove_service(self, service_id: str) -> ServiceDefinition:
         entry = self.services.pop(service_id, None)
         if entry is None:
-            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+            raise NotFound(f'Unknown service ID "{service_id}". '
+                           "Ensure that the service ID is passed, not the service name.")
         for cid in [cid for cid, c in self.checks.items() if c.definition.service_id == service_id]:
             del self.checks[cid]
         return entry.definition
@@ -164,7 +165,8 @@ class LocalState:
                 local.ttl_deadline = None
                 local.status = "critical"
                 local.output = (
-                    f"TTL expired (last output before timeout follows): {local.output}" if local.output else "TTL expired"
+                    f"TTL expired (last output before timeout follows): {local.output}" if local.output
+                    else "TTL expired"
                 )
                 self._note_critical(local, now)
                 expired.append(local.id)
@@ -193,7 +195,8 @@ class LocalState:
 
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> None:
         if service_id not in self.services:
-            raise NotFound(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the service name.')
+            raise NotFound(f'Unknown service ID "{service_id}". '
+                           "Ensure that the service ID is passed, not the service name.")
         cid = SERVICE_MAINT_PREFIX + service_id
         if not enable:
             self.checks.pop(cid, None)

@@ -210,7 +210,7 @@ class FSM:
         s.index_service(node_key, rec)
         s.touch(index, watchkeys.SERVICES, watchkeys.service(rec["Service"]), watchkeys.node(node_key))
         # A check keeps its service's name and tags (HealthCheck.ServiceName/ServiceTags).
-        for cid, check in list(s.checks.get(node_key, {}).items()):
+        for check in list(s.checks.get(node_key, {}).values()):
             if check["ServiceID"] == rec["ID"] and (
                 check["ServiceName"] != rec["Service"] or check["ServiceTags"] != rec["Tags"]
             ):

@@ -11,7 +11,8 @@ from aiohttp import web
 
 def main() -> None:
     port, body_file, headers_json = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    body = open(body_file, "rb").read()
+    with open(body_file, "rb") as fh:
+        body = fh.read()
     headers = json.loads(headers_json)
 
     async def handler(request: web.Request) -> web.Response:

@@ -39,7 +39,7 @@ def dnsmasq(agent, tmp_path):
     conf = tmp_path / "10-cairn"
     conf.write_text(text.replace("127.0.0.1#8600", f"127.0.0.1#{agent.dns_port}"))
     port = free_port()
-    log = open(tmp_path / "dnsmasq.log", "wb")
+    log = open(tmp_path / "dnsmasq.log", "wb")  # noqa: SIM115 - the daemon writes it while it runs
     proc = subprocess.Popen(
         [dnsmasq_binary(), "--no-daemon", f"--port={port}", "--no-resolv", "--no-hosts", f"--conf-file={conf}",
          "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file", f"--user={getpass.getuser()}",

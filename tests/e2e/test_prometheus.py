@@ -11,7 +11,6 @@ the ones docs/prometheus.md shows.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -91,7 +90,7 @@ class Server:
 
     def __init__(self, args: list[str], log: Path, cwd: Path) -> None:
         self.log_path = log
-        self._log = open(log, "wb")
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=cwd, start_new_session=True)
 

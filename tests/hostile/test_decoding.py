@@ -24,9 +24,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from dnslib import QTYPE, DNSRecord
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from dnslib import DNSRecord
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from appliance.api import gojson
 from appliance.api.structs import (
@@ -179,8 +178,8 @@ def _from_spec(spec: gojson.Spec, mutate: bool) -> st.SearchStrategy[Any]:
 def bodies(spec: gojson.Struct, required: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """Well-typed bodies with what the endpoint requires, well-typed bodies, bodies with
     wrong-typed values inside, and any JSON at all."""
-    complete = st.fixed_dictionaries(required, optional={name: _from_spec(field, False)
-                                                         for name, field in spec.fields.items() if name not in required})
+    optional = {name: _from_spec(field, False) for name, field in spec.fields.items() if name not in required}
+    complete = st.fixed_dictionaries(required, optional=optional)
     return complete | complete | _from_spec(spec, False) | _from_spec(spec, True) | ANY_JSON
 
 

@@ -58,7 +58,7 @@ def test_three_byte_strings_are_three_keys(agent):
     write_three(url)
     assert values(url) == KEYS  # none overwrote another
 
-    for path, value in KEYS.items():
+    for path in KEYS:
         status, headers, body = http("GET", f"{url}/v1/kv/{path}")
         assert status == 200, body
         [entry] = json.loads(body)

@@ -107,7 +107,7 @@ def sleeper_args(marker: str, seconds: int = 300) -> list[str]:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = b"healthy\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

@@ -197,7 +197,8 @@ def test_coordinate_endpoints_near_sorting_and_rtt(agent):
     result = agent.cli("rtt", "-wan", "test-node.dc1")  # the servers' coordinates; the agent by default
     assert result.stdout.strip() == "Estimated test-node.dc1 <-> test-node.dc1 rtt: 0.020 ms (using WAN coordinates)"
     result = agent.cli("rtt", "-wan", "near", "far")
-    assert result.returncode == 1 and "Node names must be specified as <node name>.<datacenter> with -wan" in result.stderr
+    assert result.returncode == 1
+    assert "Node names must be specified as <node name>.<datacenter> with -wan" in result.stderr
 
     # A deregistered node's coordinate goes with it.
     assert http("PUT", agent.url + "/v1/catalog/deregister", {"Node": "far"})[0] == 200

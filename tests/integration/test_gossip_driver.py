@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import struct
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -208,7 +209,7 @@ def test_snapshot_rejoins_after_a_restart_but_not_after_a_leave(tmp_path):
             clock = a.serf.clock.time()
             await asyncio.sleep(0.6)  # one snapshot tick: the clock line is written
             await a.stop()  # a crash, as far as the snapshot is concerned (no leave line)
-            text = open(path).read()
+            text = Path(path).read_text()
             assert f"alive: b 127.0.0.1:{b.port}\n" in text and "leave" not in text
 
             a = driver("a", port, snapshot_path=path)  # restarted: no join address given
@@ -218,7 +219,7 @@ def test_snapshot_rejoins_after_a_restart_but_not_after_a_leave(tmp_path):
             assert b.member("a").port == port
             await a.leave()
             await a.stop()
-            assert open(path).read().endswith("leave\n")
+            assert Path(path).read_text().endswith("leave\n")
 
             a = driver("a", port, snapshot_path=path)  # after a leave it stays on its own
             await a.start()

@@ -171,7 +171,8 @@ def test_unknown_path(seeded: AgentProcess) -> None:
 
 
 def test_stale_with_consistent(seeded: AgentProcess) -> None:
-    for path in ("/v1/catalog/nodes?stale&consistent", "/v1/kv/keep/me?consistent&stale", "/v1/health/service/web?stale=&consistent="):
+    for path in ("/v1/catalog/nodes?stale&consistent", "/v1/kv/keep/me?consistent&stale",
+                 "/v1/health/service/web?stale=&consistent="):
         status, _, resp = seeded.get(path)
         assert status == 400, path
         assert text(resp) == "Cannot specify ?stale with ?consistent, conflicting semantics.", path
@@ -186,7 +187,8 @@ def test_bad_index(seeded: AgentProcess) -> None:
 
 def test_bad_wait(seeded: AgentProcess) -> None:
     # Go durations need a unit: a bare "10" is invalid
-    for path in ("/v1/catalog/nodes?index=1&wait=10", "/v1/kv/keep/me?index=1&wait=abc", "/v1/catalog/services?wait=5x"):
+    for path in ("/v1/catalog/nodes?index=1&wait=10", "/v1/kv/keep/me?index=1&wait=abc",
+                 "/v1/catalog/services?wait=5x"):
         status, _, resp = seeded.get(path)
         assert status == 400, path
         assert text(resp) == "Invalid wait time", path

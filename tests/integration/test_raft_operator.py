@@ -178,7 +178,8 @@ def test_operator_surface_on_a_live_cluster(servers, tmp_path):
         found = dict(re.findall(r"^consul_(?:\w+_)?autopilot_(healthy|failure_tolerance) (\S+)$", text, re.M))
         return found if found.get("healthy") == "1.0" else None
 
-    assert wait_until(autopilot_gauges, timeout=10, what="consul_autopilot_* on the leader")["failure_tolerance"] == "1.0"
+    gauges = wait_until(autopilot_gauges, timeout=10, what="consul_autopilot_* on the leader")
+    assert gauges["failure_tolerance"] == "1.0"
 
     # 2. leadership transfer: to anyone (asked through a follower), then to a named server
     follower = next(s for s in servers if s is not leader)
@@ -226,8 +227,8 @@ def test_operator_surface_on_a_live_cluster(servers, tmp_path):
     assert woke["status"] == 404 and woke["index"] > waited_index and woke["after"] < 10, woke
 
     # 4. a corrupted archive: state.bin changed, SHA256SUMS not -> refused, nothing changes
-    raw = tarfile.open(fileobj=io.BytesIO(path.read_bytes()), mode="r:gz")
-    members = {m.name: raw.extractfile(m).read() for m in raw}
+    with tarfile.open(fileobj=io.BytesIO(path.read_bytes()), mode="r:gz") as raw:
+        members = {m.name: raw.extractfile(m).read() for m in raw}
     state = bytearray(members["state.bin"])
     state[len(state) // 2] ^= 0xFF
     members["state.bin"] = bytes(state)

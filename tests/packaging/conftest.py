@@ -34,7 +34,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def need(tool: str, debian_package: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(reason=f"{tool} is not installed (Debian package {debian_package}; see scripts/debian-packages.txt)")
+        pytest.skip(reason=f"{tool} is not installed (Debian package {debian_package}; "
+                           "see scripts/debian-packages.txt)")
     return path
 
 
@@ -47,7 +48,8 @@ def run(*cmd: str | Path, check: bool = True, timeout: float = 300, **kw: object
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(str(c) for c in cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            f"{' '.join(str(c) for c in cmd)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc
 

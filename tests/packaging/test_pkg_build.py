@@ -27,7 +27,7 @@ def test_version_comes_from_one_place() -> None:
     """The Makefile and the packages take the version from appliance/__init__.py; pyproject agrees."""
     from appliance import __version__
 
-    assert VERSION == __version__
+    assert __version__ == VERSION
     pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["version"] == __version__
     assert run("make", "-s", "-C", PROJECT_ROOT, "version").stdout.strip() == __version__
@@ -184,7 +184,8 @@ def test_rpm_header(built: Built) -> None:
     assert run("rpm", "-qp", "--qf", qf, built.rpm_dnsmasq).stdout == f"cairn-dnsmasq|{VERSION}|1|noarch|MPL-2.0"
     requires = {r.split()[0] for r in run("rpm", "-qpR", built.rpm).stdout.splitlines() if not r.startswith("rpmlib(")}
     assert requires == {"python3.11", "shadow-utils"}
-    requires = {r.split()[0] for r in run("rpm", "-qpR", built.rpm_dnsmasq).stdout.splitlines() if not r.startswith("rpmlib(")}
+    requires = {r.split()[0] for r in run("rpm", "-qpR", built.rpm_dnsmasq).stdout.splitlines()
+                if not r.startswith("rpmlib(")}
     assert requires == {"cairn", "dnsmasq"}
 
 

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,8 @@ def debian_root_tarball() -> Path:
     try:
         proc = run("debootstrap", *DEBOOTSTRAP, work / "root", MIRROR, check=False, timeout=900)
         if proc.returncode != 0:
-            pytest.skip(reason=f"debootstrap from {MIRROR} failed (no Debian mirror reachable?):\n{proc.stdout[-2000:]}")
+            pytest.skip(reason=f"debootstrap from {MIRROR} failed (no Debian mirror reachable?):\n"
+                               f"{proc.stdout[-2000:]}")
         partial = tarball.with_suffix(".partial")
         run("tar", "-C", work / "root", "-czf", partial, ".", timeout=600)
         partial.rename(tarball)
@@ -115,8 +115,8 @@ class ChrootAgent:
         self.http_port, self.dns_port, self.server_port, lan, wan = free_ports(5)
         self.log = root.path.parent / f"agent-{self.http_port}.log"
         cmd = [CHROOT, f"--userspec={user}:{user}", str(root.path), "/usr/bin/cairn", "agent", *args,
-               "-http-port", str(self.http_port), "-dns-port", str(self.dns_port), "-server-port", str(self.server_port),
-               "-serf-lan-port", str(lan), "-serf-wan-port", str(wan)]  # fmt: skip
+               "-http-port", str(self.http_port), "-dns-port", str(self.dns_port),
+               "-server-port", str(self.server_port), "-serf-lan-port", str(lan), "-serf-wan-port", str(wan)]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                      env={"PATH": "/usr/bin:/bin"}, start_new_session=True, cwd="/")  # fmt: skip
 
@@ -318,7 +318,8 @@ def test_apt_install_from_the_local_repository(debian_root: Root, built: Built, 
 def rpm_root(built: Built, tmp_path: Path) -> Path:
     need("rpm", "rpm")
     root = tmp_path / "rpmroot"
-    run("rpm", "-i", "--root", root, "--nodeps", "--noscripts", "--dbpath", root / "var/lib/rpm", built.rpm, built.rpm_dnsmasq)
+    run("rpm", "-i", "--root", root, "--nodeps", "--noscripts", "--dbpath", root / "var/lib/rpm",
+        built.rpm, built.rpm_dnsmasq)
     return root
 
 
@@ -335,7 +336,8 @@ def test_rpm_root_has_the_same_layout_as_the_deb(rpm_root: Path, built: Built, t
         assert (rpm_root / path).is_file(), path
     assert os.access(rpm_root / "usr/bin/cairn", os.X_OK)
     assert (rpm_root / "usr/bin/cairn").read_text().startswith("#!/usr/bin/python3.11 -IS\n")
-    assert (rpm_root / "etc/cairn.d/cairn.hcl").read_bytes() == (tmp_path / "debroot/etc/cairn.d/cairn.hcl").read_bytes()
+    deb_hcl = tmp_path / "debroot/etc/cairn.d/cairn.hcl"
+    assert (rpm_root / "etc/cairn.d/cairn.hcl").read_bytes() == deb_hcl.read_bytes()
     queried = run("rpm", "--root", rpm_root, "--dbpath", rpm_root / "var/lib/rpm", "-qa", "--qf", "%{NAME}\n").stdout
     assert sorted(queried.split()) == ["cairn", "cairn-dnsmasq"]
 

@@ -25,7 +25,8 @@ def test_unsigned_repositories(built: Built, tmp_path: Path) -> None:
 
     apt = out / "apt"
     packages = (apt / "dists/stable/main/binary-amd64/Packages").read_text()
-    stanzas = {m["Package"]: m for m in (dict(re.findall(r"^([\w-]+): (.*)$", s, re.M)) for s in packages.split("\n\n") if s)}
+    stanzas = {m["Package"]: m
+               for m in (dict(re.findall(r"^([\w-]+): (.*)$", s, re.M)) for s in packages.split("\n\n") if s)}
     assert set(stanzas) == {"cairn", "cairn-dnsmasq"}
     assert stanzas["cairn"]["Version"] == VERSION
     assert stanzas["cairn"]["Filename"] == f"pool/main/{built.deb.name}"

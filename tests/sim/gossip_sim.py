@@ -196,7 +196,8 @@ def detection_bound_s(cfg: GossipConfig, n: int) -> float:
     intervals: P(no prober) ~ e^-10), the slowest awareness-scaled probe deadline, the suspicion
     maximum (no confirmations at all), then dissemination."""
     _, high = suspicion_bounds(cfg.suspicion_mult, cfg.suspicion_max_timeout_mult, n, cfg.probe_interval_s)
-    return 10 * cfg.probe_interval_s + cfg.awareness_max_multiplier * cfg.probe_interval_s + high + gossip_bound_s(cfg, n)
+    return (10 * cfg.probe_interval_s + cfg.awareness_max_multiplier * cfg.probe_interval_s + high
+            + gossip_bound_s(cfg, n))
 
 
 def detection_expected_s(cfg: GossipConfig, n: int) -> float:
@@ -397,7 +398,8 @@ class GossipSim:
                 f"t={self.now:.3f} {node.name} saw {ev.node}'s incarnation go down {last} -> {ev.incarnation}")
         self.last_inc[key] = ev.incarnation
         if ev.node == node.name:
-            if ev.kind in (EventKind.SUSPECT, EventKind.FAIL) or (ev.kind is EventKind.LEAVE and node.state == "running"):
+            if ev.kind in (EventKind.SUSPECT, EventKind.FAIL) or (ev.kind is EventKind.LEAVE and node.state ==
+                                                                  "running"):
                 self.report.failures.append(f"t={self.now:.3f} {node.name} marked itself {ev.kind.value}")
             return
         subject = self.by_name(ev.node)
@@ -405,7 +407,8 @@ class GossipSim:
             self.fail_seen[ev.node].setdefault(node.name, self.now)
             if subject is not None and subject.state == "running" and not self.exempt(node, subject):
                 self.report.false_positives += 1
-                self.report.failures.append(f"t={self.now:.3f} false positive: {node.name} declared healthy {ev.node} failed")
+                self.report.failures.append(
+                    f"t={self.now:.3f} false positive: {node.name} declared healthy {ev.node} failed")
         elif ev.kind is EventKind.LEAVE:
             self.leave_seen[ev.node].setdefault(node.name, self.now)
             if subject is not None and subject.state == "running":
@@ -619,7 +622,8 @@ class GossipSim:
                 pairs_fast += sum(1 for x in lat if x <= b["gossip"])
                 (r.join_convergence_s if kind == "join" else r.leave_convergence_s).append(max(lat))
                 if max(lat) > b["push_pull"]:
-                    r.failures.append(f"{kind} of {name} reached everyone after {max(lat):.2f}s > {b['push_pull']:.2f}s")
+                    r.failures.append(
+                        f"{kind} of {name} reached everyone after {max(lat):.2f}s > {b['push_pull']:.2f}s")
         # User events: at most once everywhere; everyone running at the fire (and still running)
         # got it within the push-pull bound; most within the gossip bound.
         for key, per_member in self.delivered.items():

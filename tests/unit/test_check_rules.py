@@ -8,8 +8,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from appliance.checks import rules
 from appliance.checks.rules import (

@@ -113,7 +113,8 @@ def test_members_servers_first_then_by_name_and_client_segment() -> None:
     assert text is not None
     lines = text.splitlines()
     assert lines[1].startswith("server1 ")
-    assert lines[2].split() == ["a-client", "10.0.0.7:8301", "failed", "client", "0.1.0", "2", "dc1", "default", "<default>"]
+    assert lines[2].split() == ["a-client", "10.0.0.7:8301", "failed", "client", "0.1.0", "2", "dc1", "default",
+                                "<default>"]
 
 
 def test_members_status_filter_is_an_unanchored_regexp() -> None:
@@ -423,7 +424,8 @@ def test_main_help_and_unknown_verb(capsys: pytest.CaptureFixture[str]) -> None:
         main(["frobnicate"])
     assert info.value.code == 1
     assert "Usage: cairn" in capsys.readouterr().err
-    for verb in ("members", "catalog", "services", "kv", "maint", "reload", "leave", "version", "info", "monitor", "keygen"):
+    for verb in ("members", "catalog", "services", "kv", "maint", "reload", "leave", "version", "info", "monitor",
+                 "keygen"):
         assert f"    {verb} " in usage()
 
 
@@ -588,7 +590,8 @@ def test_maint_enable_service(stub: StubAgent, capsys: pytest.CaptureFixture[str
 def test_services_register_from_flags(stub: StubAgent, capsys: pytest.CaptureFixture[str]) -> None:
     stub.route("PUT", "/v1/agent/service/register", 200, b"")
     assert services.run(["register", "-name=web", "-port", "8080", "-tag=v1", "-meta=env=prod"]) == 0
-    assert json.loads(stub.requests[-1]["body"]) == {"Name": "web", "Port": 8080, "Tags": ["v1"], "Meta": {"env": "prod"}}
+    body = json.loads(stub.requests[-1]["body"])
+    assert body == {"Name": "web", "Port": 8080, "Tags": ["v1"], "Meta": {"env": "prod"}}
     assert capsys.readouterr().out == "Registered service: web\n"
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from appliance.config import ConfigError, HelpRequested, build_agent_config, rebuild, usage
-from appliance.config import hcl, model
+from appliance.config import ConfigError, HelpRequested, build_agent_config, hcl, model, rebuild, usage
 from appliance.config.flags import FLAGS, parse_agent_flags
 
 REFERENCE_HCL = """
@@ -178,8 +177,10 @@ def test_hcl_repeated_blocks_merge_or_list(tmp_path: Path, data_dir: str) -> Non
     [
         ("bad.hcl", 'datacenter = "dc1\n', "Error parsing {p}: line 1, column 14: literal not terminated"),
         ("bad.hcl", "ports { dns = }", 'Error parsing {p}: line 1, column 15: expected a value, found "}"'),
-        ("bad.hcl", "server = yes", 'Error parsing {p}: line 1, column 10: unquoted value "yes" (strings must be quoted)'),
-        ("bad.json", '{"server": true,}', "Error parsing {p}: line 1, column 17: Expecting property name enclosed in double quotes"),
+        ("bad.hcl", "server = yes", 'Error parsing {p}: line 1, column 10: unquoted value "yes" (strings must be '
+         'quoted)'),
+        ("bad.json", '{"server": true,}', "Error parsing {p}: line 1, column 17: Expecting property name enclosed in "
+         "double quotes"),
         ("bad.json", "[1]", "Error parsing {p}: top level must be a JSON object"),
     ],
 )
@@ -215,7 +216,8 @@ def test_config_format_forces_format(tmp_path: Path, data_dir: str) -> None:
     skipped = build("-config-file", path, "-data-dir", data_dir, "-advertise", "10.0.0.1")
     assert skipped.datacenter == "dc1" and skipped.config_warnings[0].startswith("skipping file")
     assert build("-config-format=json", "-config-file", path, "-data-dir", data_dir).datacenter == "east"
-    hcl_path = write(tmp_path / "x.json", f'datacenter = "west"\ndata_dir = "{data_dir}"\nadvertise_addr = "10.0.0.1"\n')
+    hcl_path = write(tmp_path / "x.json",
+                     f'datacenter = "west"\ndata_dir = "{data_dir}"\nadvertise_addr = "10.0.0.1"\n')
     assert build("-config-format", "hcl", "-config-file", hcl_path).datacenter == "west"
 
 
@@ -442,7 +444,8 @@ SEMANTIC = [
     ({"node_name": ""}, "node_name cannot be empty", True),
     ({"bootstrap": True}, "'bootstrap = true' requires 'server = true'", True),
     ({"bootstrap_expect": 3}, "'bootstrap_expect > 0' requires 'server = true'", True),
-    ({"server": True, "bootstrap_expect": -1}, "bootstrap_expect cannot be -1. Must be greater than or equal to zero", True),
+    ({"server": True, "bootstrap_expect": -1},
+     "bootstrap_expect cannot be -1. Must be greater than or equal to zero", True),
     ({"server": True, "bootstrap": True, "bootstrap_expect": 3},
      "'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive", True),
     ({"bind_addr": ""}, "bind_addr cannot be empty", True),
@@ -456,16 +459,19 @@ SEMANTIC = [
      "dns_config.udp_answer_limit cannot be -1. Must be greater than or equal to zero", True),
     ({"dns_config": {"a_record_limit": -1}},
      "dns_config.a_record_limit cannot be -1. Must be greater than or equal to zero", True),
-    ({"performance": {"raft_multiplier": 11}}, "performance.raft_multiplier cannot be 11. Must be between 1 and 10", True),
+    ({"performance": {"raft_multiplier": 11}},
+     "performance.raft_multiplier cannot be 11. Must be between 1 and 10", True),
     ({"raft_protocol": 2}, "raft_protocol version 2 is not supported by this version of Consul", True),
     ({"ports": {"http": 8600}}, "HTTP address 127.0.0.1:8600 already configured for DNS", True),
     ({"node_meta": {"k" * 129: "v"}}, "Key is too long (limit: 128 characters)", True),
     ({"node_meta": {"k": "v" * 513}}, "Value is too long (limit: 512 characters)", True),
-    ({"node_meta": {f"k{i}": "v" for i in range(65)}}, "Node metadata cannot contain more than 64 key/value pairs", True),
+    ({"node_meta": {f"k{i}": "v" for i in range(65)}},
+     "Node metadata cannot contain more than 64 key/value pairs", True),
     ({"node_meta": {"consul-x": "v"}}, "Key prefix 'consul-' is reserved for internal use: consul-x", True),
     ({"alt_domain": "service.example"}, "alt_domain cannot start with {service,connect,node,query,addr,dc1}", True),
     ({"ui_config": {"enabled": True, "dir": "/srv/ui"}},
-     "Both the ui_config.enabled and ui_config.dir (or -ui and -ui-dir) were specified, please provide only one.", True),
+     "Both the ui_config.enabled and ui_config.dir (or -ui and -ui-dir) were specified, "
+     "please provide only one.", True),
     ({"encrypt": "short"}, "encrypt has invalid key: illegal base64 data", True),
     ({"log_level": "loud"}, 'Invalid log level: "loud". Valid log levels are: [TRACE DEBUG INFO WARN ERR]', True),
     ({"node_id": "not-a-uuid"}, 'node_id: "not-a-uuid" is not a valid UUID', True),
@@ -514,7 +520,8 @@ def test_runtime_config_is_frozen() -> None:
 
 
 def _models() -> list[type[BaseModel]]:
-    return [v for v in vars(model).values() if isinstance(v, type) and issubclass(v, model.Block) and v is not model.Block]
+    return [v for v in vars(model).values()
+            if isinstance(v, type) and issubclass(v, model.Block) and v is not model.Block]
 
 
 @pytest.mark.parametrize("cls", _models(), ids=lambda c: c.__name__)

@@ -20,11 +20,11 @@ from appliance.config.runtime import DNSConfig, RuntimeConfig
 from appliance.dns import answers_wire
 from appliance.dns.answers import Answerer, Settings
 from appliance.dns.names import (
+    T_A,
+    T_SRV,
     BadRequest,
     NameParser,
     Request,
-    T_A,
-    T_SRV,
     header_request,
     hex_to_ip,
     parse_request,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from appliance.filter import Filter, FilterError, compile_filter
 from appliance.filter.gostr import parse_int, unquote

@@ -11,8 +11,7 @@ import dataclasses
 import random
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from appliance.gossip import (
     Awareness,
@@ -156,7 +155,8 @@ def test_push_pull_scale(n, period):
 def test_profiles_carry_memberlist_defaults():
     # memberlist DefaultLANConfig / DefaultWANConfig / DefaultLocalConfig.
     lan, wan, local = GossipConfig.lan(), GossipConfig.wan(), GossipConfig.local()
-    assert (lan.probe_interval_s, lan.probe_timeout_s, lan.suspicion_mult, lan.suspicion_max_timeout_mult) == (1, 0.5, 4, 6)
+    timing = (lan.probe_interval_s, lan.probe_timeout_s, lan.suspicion_mult, lan.suspicion_max_timeout_mult)
+    assert timing == (1, 0.5, 4, 6)
     assert (lan.gossip_interval_s, lan.gossip_nodes, lan.push_pull_interval_s, lan.retransmit_mult) == (0.2, 3, 30, 4)
     assert (lan.awareness_max_multiplier, lan.indirect_checks, lan.udp_buffer_size) == (8, 3, 1400)
     assert (wan.probe_interval_s, wan.probe_timeout_s, wan.suspicion_mult, wan.gossip_nodes) == (5, 3, 6, 4)
@@ -217,7 +217,8 @@ def test_queue_fills_packet_largest_first_and_prunes():
 def _core(name="a", n_others=4, now=0.0, config=LAN, seed=1) -> GossipCore:
     core = GossipCore(name, "10.0.0.1", 7946, config, random.Random(seed), now)
     for i in range(n_others):
-        core.on_packet(("10.0.1.1", 7946), encode_packet([encode_message(Alive(1, f"p{i}", f"10.0.1.{i}", 7946, b""))]), now)
+        alive = Alive(1, f"p{i}", f"10.0.1.{i}", 7946, b"")
+        core.on_packet(("10.0.1.1", 7946), encode_packet([encode_message(alive)]), now)
     core.take_events()
     core.take_outputs()
     return core
@@ -449,7 +450,8 @@ def test_probe_success_lowers_awareness_and_buddy_system():
 
 def test_helper_relays_ack_and_sends_nack():
     # SWIM §3 ping-req; memberlist nack (protocol 4) after the probe timeout without an ack.
-    core = _core(config=GossipConfig.lan(push_pull_interval_s=0, gossip_nodes=0, probe_interval_s=100, probe_timeout_s=0.5))
+    core = _core(config=GossipConfig.lan(push_pull_interval_s=0, gossip_nodes=0, probe_interval_s=100,
+                                         probe_timeout_s=0.5))
     _feed(core, IndirectPing(77, "p3", "10.0.1.3", 7946, True, "p0", "10.0.1.0", 7946), now=5.0)
     (out,) = core.take_outputs()
     assert out.dest == ("10.0.1.3", 7946)
@@ -617,7 +619,8 @@ def test_tags_encoding_and_limit():
 def _serf(name="a") -> Serf:
     s = Serf(name, "10.0.0.1", 7946, LAN, random.Random(3), 0.0, tags={"role": "node"})
     for peer in ("b", "c"):
-        s.on_packet(("10.0.1.1", 7946), encode_packet([encode_message(Alive(1, peer, f"10.0.1.{ord(peer)}", 7946, b""))]), 0.0)
+        alive = Alive(1, peer, f"10.0.1.{ord(peer)}", 7946, b"")
+        s.on_packet(("10.0.1.1", 7946), encode_packet([encode_message(alive)]), 0.0)
     s.take_events()
     return s
 

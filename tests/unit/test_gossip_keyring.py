@@ -17,8 +17,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from appliance.gossip.driver_setup import load_keyring
 from appliance.gossip.keyring import (

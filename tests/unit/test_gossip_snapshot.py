@@ -9,8 +9,7 @@ keeps the same state in fewer lines once the file passes max(2 x 128 B x members
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from appliance.gossip.snapshot import (
     alive_line,

@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from appliance.local.definitions import DefinitionError, UnknownFieldError, parse_check_definition, parse_service_definition
+from appliance.local.definitions import (
+    DefinitionError,
+    UnknownFieldError,
+    parse_check_definition,
+    parse_service_definition,
+)
 from appliance.local.state import NODE_MAINT_ID, LocalState, NotFound, truncate_output
 from appliance.local.sync import plan_sync
 from appliance.state.fsm import FSM
@@ -42,7 +47,8 @@ def test_multiple_service_checks_are_numbered():
     ({"Name": "x", "Meta": {"consul-x": "1"}}, "Invalid Service Meta: Key prefix 'consul-' is reserved"),
     ({"Name": "x", "Check": {"TTL": "1s", "Interval": "1s"}}, "Invalid check: Interval and TTL cannot both"),
     ({"Name": "x", "Check": {"HTTP": "http://x"}}, "Invalid check: Interval must be > 0"),
-    ({"Name": "x", "Check": {"TTL": "1s", "Status": "bogus"}}, "Status for checks must 'passing', 'warning', 'critical'"),
+    ({"Name": "x", "Check": {"TTL": "1s", "Status": "bogus"}},
+     "Status for checks must 'passing', 'warning', 'critical'"),
 ])
 def test_service_definition_errors_use_consuls_text(body, text):
     with pytest.raises(DefinitionError) as err:

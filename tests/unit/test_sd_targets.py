@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from appliance.state.fsm import FSM
 from appliance.state.store import Store

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.http.routing import Router
 from appliance.state.fsm import FSM
 from appliance.state.store import Store
-from appliance.http.routing import Router
 from appliance.telemetry import Aggregate, Telemetry, check_gauges, instrument, kv_op, quantile, route_label
 from exporters.catalog import CatalogCollector, KVCollector
 from exporters.exposition import TelemetryCollector, encode, prometheus_name

@@ -80,7 +80,8 @@ def test_config_format_and_skip_warning(tmp_path: Path, capsys: pytest.CaptureFi
     assert run([str(tmp_path)]) == 0
     out, err = capsys.readouterr()
     assert out == "Configuration is valid!\n"
-    assert f"skipping file {tmp_path / 'notes.txt'}, extension must be .hcl or .json, or config format must be set" in err
+    assert (f"skipping file {tmp_path / 'notes.txt'}, extension must be .hcl or .json, "
+            "or config format must be set") in err
 
 
 def test_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
