@@ -153,7 +153,7 @@ class _Parked(asyncio.Protocol):
         self.seen = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
+        transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if not self.seen:

@@ -45,7 +45,7 @@ def need_root(why: str) -> None:
 
 
 def run(*cmd: str | Path, check: bool = True, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(str(c) for c in cmd)} exited {proc.returncode}\n"

@@ -42,7 +42,7 @@ def test_packages_are_built_with_the_promised_names(built: Built) -> None:
 # ---------------------------------------------------------------------------- deb
 
 
-def deb_listing(deb) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
+def deb_listing(deb) -> dict[str, tuple[str, str]]:
     """path -> (mode string, owner/group) from `dpkg-deb -c`."""
     out = {}
     for line in run("dpkg-deb", "-c", deb).stdout.splitlines():
@@ -52,7 +52,7 @@ def deb_listing(deb) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-d
     return out
 
 
-def deb_control(deb, field: str) -> str:  # type: ignore[no-untyped-def]
+def deb_control(deb, field: str) -> str:
     return run("dpkg-deb", "-f", deb, field).stdout.strip()
 
 
@@ -169,7 +169,7 @@ def test_payload_targets(built: Built) -> None:
 RPM_QF = "[%{FILENAMES}\t%{FILEFLAGS:fflags}\t%{FILEMODES:perms}\t%{FILEUSERNAME}:%{FILEGROUPNAME}\n]"
 
 
-def rpm_files(rpm) -> dict[str, tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+def rpm_files(rpm) -> dict[str, tuple[str, str, str]]:
     out = {}
     for line in run("rpm", "-qp", "--qf", RPM_QF, rpm).stdout.splitlines():
         path, flags, mode, owner = line.split("\t")
@@ -230,7 +230,7 @@ def test_rpm_scripts(built: Built) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["deb", "rpm"])
-def test_config_file_in_the_package_validates(built: Built, fmt: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_config_file_in_the_package_validates(built: Built, fmt: str, tmp_path) -> None:
     """The shipped cairn.hcl passes `cairn validate` and names a working single server."""
     if fmt == "deb":
         need("dpkg-deb", "dpkg")

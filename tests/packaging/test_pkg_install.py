@@ -220,7 +220,7 @@ def test_packaged_config_runs_as_the_cairn_user(debian_root: Root) -> None:
     try:
         agent.wait_leader()
         node_id = root / "var/lib/cairn/node-id"
-        assert node_id.exists() and node_id.stat().st_uid == int(root.passwd("cairn")[2])  # type: ignore[index]
+        assert node_id.exists() and node_id.stat().st_uid == int(root.passwd("cairn")[2])
     finally:
         assert agent.stop() == 0
 
@@ -265,7 +265,7 @@ def test_upgrade_keeps_an_edited_config(debian_root: Root, built: Built, tmp_pat
     assert 'datacenter = "edited"' in hcl.read_text()
     assert "changed in the new version" in (root / "etc/cairn.d/cairn.hcl.dpkg-dist").read_text()
     st = hcl.stat()
-    assert (st.st_gid, oct(st.st_mode & 0o777)) == (int(root.group("cairn")[2]), "0o640")  # type: ignore[index]
+    assert (st.st_gid, oct(st.st_mode & 0o777)) == (int(root.group("cairn")[2]), "0o640")
     assert list((root / "usr/lib/cairn/lib/appliance/__pycache__").glob("agent.cpython-311.pyc"))
     (root / "etc/cairn.d/cairn.hcl.dpkg-dist").unlink()
 

@@ -513,7 +513,7 @@ def test_rebuild_rereads_sources_and_keeps_node_id(tmp_path: Path) -> None:
 def test_runtime_config_is_frozen() -> None:
     cfg = build("-dev")
     with pytest.raises(AttributeError):
-        cfg.server = False  # type: ignore[misc]
+        cfg.server = False
 
 
 # -- the model ------------------------------------------------------------------------------

@@ -463,7 +463,7 @@ def _render_of(nodes: list[dict], keep) -> callable:
         calls.append(1)
         return [dict(n) for n in nodes if keep(dict(n))]  # fresh objects, like most renders
     calls: list[int] = []
-    render.calls = calls  # type: ignore[attr-defined]
+    render.calls = calls
     return render
 
 

@@ -308,7 +308,7 @@ def sans_io_violations(source: str, path: str = "<string>") -> list[Violation]:
     tree = ast.parse(source, filename=path)
     for node in ast.walk(tree):
         for child in ast.iter_child_nodes(node):
-            child._parent = node  # type: ignore[attr-defined]  # so `os.path.join` is read whole
+            child._parent = node  # so `os.path.join` is read whole
     found = forbidden_imports(source, FORBIDDEN_IN_SANS_IO, path)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_BUILTINS:

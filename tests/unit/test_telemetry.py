@@ -70,7 +70,7 @@ def test_route_label(raw, label):
     # the label is made from the pattern the router matched (longest prefix wins)
     router = Router()
     for path in ("/v1/agent/self", "/v1/health/service/", "/v1/kv/", "/v1/health/"):
-        router.add("GET", path, None)  # type: ignore[arg-type]
+        router.add("GET", path, None)
     found = router.resolve(raw)
     assert (route_label(found[0]) if found else "") == label
 
