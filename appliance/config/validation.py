@@ -213,6 +213,7 @@ def raft(multiplier: int, protocol: int) -> None:
     if protocol != 3:
         raise ConfigError(f"raft_protocol version {protocol} is not supported by this version of Consul")
 
+
 def join_entries(entries: list[str] | tuple[str, ...], key: str) -> tuple[str, ...]:
     """retry_join / retry_join_wan / start_join: a cloud auto-join entry (`provider=...`) must parse
     and name a provider and keys cairn knows (appliance/cloud/discover.py); hosts pass as they are.
