@@ -174,7 +174,9 @@ def bootstrap(server: bool, bootstrap: bool, expect: int, dev: bool) -> tuple[bo
     if expect == 2:
         warnings.append("bootstrap_expect = 2: a cluster of 2 servers cannot survive the loss of either one.")
     elif expect > 2 and expect % 2 == 0:
-        warnings.append(f"bootstrap_expect = {expect}: an even number of servers tolerates no more failures than {expect - 1}.")
+        warnings.append(
+            f"bootstrap_expect = {expect}: an even number of servers tolerates no more failures than {expect - 1}."
+        )
     return bootstrap, expect, warnings
 
 

@@ -7,8 +7,8 @@ that falls further behind than its queue allows gets a fresh snapshot instead (m
 bounded); a client older than the server's backlog gets a snapshot, one still covered gets exactly
 the entries after its index; a server restart makes the client reconnect and carry on from its
 own index; a write through the replica answers only after the replica applied it
-(read-your-writes); a client leaves a server that knows no leader; anti-entropy on a replica retries a failed sync after 15 s plus a stagger and
-syncs within 3 s of a server coming up.
+(read-your-writes); a client leaves a server that knows no leader; anti-entropy on a replica
+retries a failed sync after 15 s plus a stagger and syncs within 3 s of a server coming up.
 """
 
 from __future__ import annotations
