@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 import msgpack
 
@@ -81,9 +81,10 @@ def encode_command(command: Command) -> bytes:
     """A command as log entry bytes; InvalidCommand if it holds what msgpack cannot carry."""
     try:
         try:  # strict first: msgpack's fast path (an error handler encodes every string apart)
-            return msgpack.packb(command, use_bin_type=True)
+            packed: bytes = msgpack.packb(command, use_bin_type=True)
         except UnicodeEncodeError:  # lone surrogates: the same bytes surrogateescape decoded them from
-            return msgpack.packb(command, use_bin_type=True, unicode_errors="surrogateescape")
+            packed = msgpack.packb(command, use_bin_type=True, unicode_errors="surrogateescape")
+        return packed
     except (TypeError, ValueError, OverflowError) as err:  # UnicodeEncodeError is a ValueError
         kind = command.get("Type") if type(command) is dict else None
         raise InvalidCommand(kind if type(kind) is str else "unknown", "", f"cannot be encoded: {err}") from None
@@ -116,7 +117,23 @@ UINT64_MAX = (1 << 64) - 1
 MAX_JSON_DEPTH = 32
 
 Deep = Callable[[Any], bool]
-Spec = tuple[frozenset, Deep | None, str]
+Spec = tuple[frozenset[type], Deep | None, str]
+Explain = Callable[[str, str, Any], None]  # (command type, field path, value): raises InvalidCommand
+
+
+class _Explained(Protocol):
+    """A deep check that names the field it refuses itself (a nested record, a list or map of them)."""
+
+    explain: Explain
+
+    def __call__(self, value: Any, /) -> bool: ...
+
+
+def _explained(deep: Deep, explain: Explain) -> Deep:
+    """`deep` carrying `explain`, which `Record.explain` calls when `deep` refuses a value."""
+    checked = cast(_Explained, deep)
+    checked.explain = explain
+    return checked
 
 
 def _what(value: Any) -> str:
@@ -149,21 +166,21 @@ def _uint64(v: int) -> bool:
     return 0 <= v <= UINT64_MAX
 
 
-def _all_str(v: list) -> bool:
+def _all_str(v: list[Any]) -> bool:
     for x in v:
         if type(x) is not str:
             return False
     return True
 
 
-def _str_map(v: dict) -> bool:
+def _str_map(v: dict[Any, Any]) -> bool:
     for k, x in v.items():
         if type(k) is not str or type(x) is not str:
             return False
     return True
 
 
-def _numbers(v: list) -> bool:
+def _numbers(v: list[Any]) -> bool:
     for x in v:
         if not (type(x) is float and math.isfinite(x) or type(x) is int):
             return False
@@ -218,12 +235,14 @@ class Record:
 
     __slots__ = ("name", "fields", "required", "ok")
 
+    ok: Deep
+
     def __init__(self, name: str, fields: dict[str, Spec], required: tuple[str, ...] = ()) -> None:
         self.name = name
         self.fields = fields
         self.required = frozenset(required)
 
-        def ok(rec: Any, fields: dict[str, Spec] = fields, required: frozenset = self.required) -> bool:
+        def ok(rec: Any, fields: dict[str, Spec] = fields, required: frozenset[str] = self.required) -> bool:
             if type(rec) is not dict:
                 return False
             for key, value in rec.items():
@@ -273,51 +292,50 @@ class Record:
 def _nested(record: Record, *, empty: bool = False) -> Deep:
     """deep check: the value is this record (or, with `empty`, an empty map: none given)."""
     ok = record.ok
+    deep: Deep
     if empty:
-        def deep(v: dict) -> bool:
+        def ok_or_empty(v: dict[Any, Any]) -> bool:
             return not v or ok(v)
+        deep = ok_or_empty
     else:
         deep = ok  # the record's own function: one call less
-    deep.explain = record.explain  # type: ignore[attr-defined]
-    return deep
+    return _explained(deep, record.explain)
 
 
 def _list_of(record: Record) -> Deep:
     """deep check: every element is this record."""
     ok = record.ok
 
-    def deep(v: list) -> bool:
+    def deep(v: list[Any]) -> bool:
         for x in v:
             if not ok(x):
                 return False
         return True
 
-    def explain(ctype: str, path: str, v: list) -> None:
+    def explain(ctype: str, path: str, v: list[Any]) -> None:
         for i, x in enumerate(v):
             record.check(ctype, f"{path}[{i}]", x)
 
-    deep.explain = explain  # type: ignore[attr-defined]
-    return deep
+    return _explained(deep, explain)
 
 
 def _map_of(record: Record) -> Deep:
     """deep check: string keys, every value this record."""
     ok = record.ok
 
-    def deep(v: dict) -> bool:
+    def deep(v: dict[Any, Any]) -> bool:
         for k, x in v.items():
             if type(k) is not str or not ok(x):
                 return False
         return True
 
-    def explain(ctype: str, path: str, v: dict) -> None:
+    def explain(ctype: str, path: str, v: dict[Any, Any]) -> None:
         for k, x in v.items():
             if type(k) is not str:
                 raise InvalidCommand(ctype, path, f"must have string keys, not {_what(k)}")
             record.check(ctype, f"{path}[{_short(k)}]", x)
 
-    deep.explain = explain  # type: ignore[attr-defined]
-    return deep
+    return _explained(deep, explain)
 
 
 # ---------------------------------------------------------------------------------------- records
@@ -411,7 +429,9 @@ def validate(command: Any) -> str:
     if type(command) is not dict:
         raise InvalidCommand("unknown", "", f"a command must be a map, not {_what(command)}")
     ctype = command.get("Type")
-    definition = COMMANDS.get(ctype) if type(ctype) is str else None
+    if type(ctype) is not str:
+        raise UnknownCommand(ctype)
+    definition = COMMANDS.get(ctype)
     if definition is None:
         raise UnknownCommand(ctype)
     definition.record.check(ctype, "", command)
