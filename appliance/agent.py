@@ -19,21 +19,19 @@ import gc
 import json
 import logging
 import os
-import platform
 import random
 import signal
-import sys
 import time
 from typing import Any
 from urllib.parse import quote
 
-from appliance import __version__, logs, sdnotify, telemetry
+from appliance import __version__, logs, sdnotify, seams, telemetry
 from appliance.checks.manager import CheckManager, refuse_config_checks
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.config.runtime import RuntimeConfig
-from appliance.dns.server import DNSServer
 from appliance.coordinates import CoordinateBatcher, send_coordinates
+from appliance.dns.server import DNSServer
 from appliance.events import AgentEvents
 from appliance.federation.forward import Exchange, Forwarder, ForwardError
 from appliance.federation.pool import WanPool, runs_wan_pool
@@ -43,14 +41,16 @@ from appliance.gossip.driver_setup import lan_driver, retry_join
 from appliance.gossip.keyring import KeyringError
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
 from appliance.http.app import HTTPServer
+from appliance.http.context import HTTPContext
 from appliance.http.remote_dc import run_local
+from appliance.http.render import CONSUL_COMPAT_VERSION, REVISION
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus, serve_pair
 from appliance.local import persist
 from appliance.local.definitions import DefinitionError, parse_check_definition, parse_service_definition
 from appliance.local.state import LocalState
 from appliance.local.sync import StateSyncer
-from appliance.raft.config import RaftConfig
 from appliance.raft.autopilot import AutopilotConfig
+from appliance.raft.config import RaftConfig
 from appliance.raft.driver import MemoryStorage, RaftDriver
 from appliance.raft.driver_autopilot import Autopilot
 from appliance.raft.messages import Configuration, Server
@@ -63,8 +63,6 @@ from appliance.watch import WatchHub
 
 # The Consul release whose HTTP API, JSON shapes and CLI output cairn follows. Clients read it
 # from node meta `consul-version`, member tag `build` and /v1/agent/self.
-CONSUL_COMPAT_VERSION = "1.17.0"
-REVISION = "cairn" + __version__.replace(".", "")
 
 
 EXTENSION_GROUP = "cairn.extensions"
@@ -72,19 +70,20 @@ GC_THRESHOLDS = (20_000, 20, 20)  # CPython's default is (700, 10, 10)
 LEAVE_TIMEOUT_S = 20.0  # Raft hand-over, WAN then LAN: inside the systemd unit's TimeoutStopSec=30
 
 
-def load_extensions(agent: Agent) -> list[Any]:
+def load_extensions(api: HTTPContext) -> list[Any]:
     """Mount the packages that build on the agent (metrics exporters, Prometheus SD).
 
     They depend on `appliance`, never the reverse, so the agent finds them through the
-    `cairn.extensions` entry point group: each entry is a `mount(agent) -> extension` callable.
-    An extension may have `routes` [(method, path, handler)], and `async serve(task_status=...)`,
-    run in the agent's task tree like a subsystem (appliance/lifecycle.py).
+    `cairn.extensions` entry point group: each entry is a `mount(api) -> extension` callable
+    given the agent's typed context (appliance/http/context.py), never the agent. An extension has
+    `routes` (appliance.http.routes.Route), and may have `async serve(task_status=...)`, run in
+    the agent's task tree like a subsystem (appliance/lifecycle.py).
     """
     from importlib.metadata import entry_points
 
     out = []
     for entry in sorted(entry_points(group=EXTENSION_GROUP), key=lambda e: e.name):
-        out.append(entry.load()(agent))
+        out.append(entry.load()(api))
     return out
 
 
@@ -133,7 +132,8 @@ class Agent:
         self.wan = WanPool(config, self.member_tags(), self.rng) if runs_wan_pool(config) else None
         if self.wan is not None:
             self.gossip.subscribe(self.wan.on_lan_event)  # Consul's flood join
-        self.federation = Forwarder(datacenter=config.datacenter, local=lambda exchange: run_local(self, exchange),
+        self.federation = Forwarder(datacenter=config.datacenter,
+                                    local=lambda exchange: run_local(self.http.dispatch, exchange),
                                     rng=self.rng, pool=self.wan, servers=None if config.server else self.servers,
                                     max_query_time_s=config.max_query_time_s,
                                     on_cross_dc=lambda dc: self.telemetry.incr_counter("rpc.cross-dc", 1,
@@ -159,8 +159,9 @@ class Agent:
         if self.autopilot is not None:
             self.telemetry.add_gauge_source(self.autopilot.gauges)  # consul.autopilot.* on the leader
         telemetry.instrument_gossip(self.telemetry, self.gossip)  # consul.memberlist.*, consul.serf.*
-        self.extensions = load_extensions(self)
-        self.http = HTTPServer(self, [r for ext in self.extensions for r in getattr(ext, "routes", ())])
+        self.api = self._typed_context()
+        self.extensions = load_extensions(self.api)
+        self.http = HTTPServer(self.api, [r for ext in self.extensions for r in ext.routes])
         self.dns = DNSServer(self.store, config, rng=self.rng) if config.ports.dns >= 0 else None
         if self.dns is not None:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
@@ -214,70 +215,23 @@ class Agent:
                 tags["expect"] = str(cfg.bootstrap_expect)
         return tags
 
-    def members(self, wan: bool = False, segment: str | None = None) -> list[dict[str, Any]]:
-        """The LAN pool as this agent sees it (failed and left members until reaped). `segment`
-        keeps one network segment's members ("" the default segment); `wan` lists the WAN pool
-        (empty on a client agent and in -dev, which are not in it)."""
-        if wan:
-            return [self.member_json(m) for m in self.wan.members()] if self.wan is not None else []
-        out = []
-        for member in self.gossip.members():
-            if segment is not None and member.tags.get("segment", "") != segment:
-                continue
-            out.append(self.member_json(member))
-        return out
-
     def cluster_size(self) -> int:
         """LAN members (anti-entropy's aeScale): the gossip pool's, else the catalog's nodes."""
-        gossip = getattr(self, "gossip", None)
-        return len(gossip.members()) if gossip is not None else len(self.store.nodes)
+        return len(self.gossip.members())
 
-    def version_info(self) -> dict[str, Any]:
-        return {"SHA": REVISION, "BuildDate": "", "HumanVersion": CONSUL_COMPAT_VERSION, "FIPS": "",
-                "CairnVersion": __version__}
-
-    def self_info(self) -> dict[str, Any]:
-        cfg = self.config
-        local = self.local
-        node_info = self.node_info()
-        ttl = sum(1 for c in local.checks.values() if c.definition.kind == "ttl")
-        info = {
-            "Config": {"Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.primary_datacenter,
-                       "NodeName": cfg.node_name, "NodeID": cfg.node_id, "Revision": REVISION,
-                       "Server": cfg.server, "Version": CONSUL_COMPAT_VERSION, "BuildDate": ""},
-            "DebugConfig": {"Bootstrap": cfg.bootstrap, "BootstrapExpect": cfg.bootstrap_expect,
-                            "ClientAddrs": list(cfg.client_addrs), "DNSPort": cfg.ports.dns,
-                            "HTTPPort": cfg.ports.http, "DataDir": cfg.data_dir, "DevMode": cfg.dev,
-                            "ServerPort": cfg.ports.server, "SerfPortLAN": cfg.ports.serf_lan,
-                            "SerfPortWAN": cfg.ports.serf_wan, "LogLevel": cfg.log_level.upper(),
-                            "EnableScriptChecks": cfg.enable_script_checks,
-                            "EnableLocalScriptChecks": cfg.enable_local_script_checks,
-                            "DNSDomain": cfg.domain, "UIConfig": {"Enabled": cfg.ui_enabled}},
-            "Coord": self.lan_coordinate().to_json(),
-            "Member": self.member_json(self.gossip.local_member()),
-            "Stats": {
-                "agent": {"check_monitors": "0", "check_ttls": str(ttl), "checks": str(len(local.checks)),
-                          "services": str(len(local.services))},
-                "build": {"prerelease": "", "revision": REVISION, "version": CONSUL_COMPAT_VERSION},
-                "consul": {"acl": "disabled", "bootstrap": str(cfg.bootstrap or cfg.dev).lower(),
-                           "known_datacenters": str(len(self.wan.datacenters()) if self.wan is not None else 1),
-                           "leader": str(self.consensus.is_leader).lower(),
-                           "leader_addr": self.consensus.leader_address(), "server": str(cfg.server).lower()},
-                "raft": self.consensus.stats(),
-                "runtime": {"arch": platform.machine(), "cpu_count": str(os.cpu_count() or 1),
-                            "goroutines": str(len(asyncio.all_tasks())), "max_procs": str(os.cpu_count() or 1),
-                            "os": sys.platform, "version": "python" + platform.python_version()},
-                "serf_lan": self.gossip.stats(),
-                **({"serf_wan": self.wan.driver.stats()} if self.wan is not None else {}),
-            },
-            "Meta": node_info["NodeMeta"],
-        }
-        if not cfg.server:  # a client runs no Raft: Consul shows the servers it knows instead
-            stats = info["Stats"]
-            del stats["raft"]
-            stats["consul"] = {"acl": "disabled", "known_servers": str(self.consensus.known_servers()),
-                               "server": "false"}
-        return info
+    def _typed_context(self) -> HTTPContext:
+        """What HTTP handlers and extensions see of the agent (appliance/interfaces.py)."""
+        consensus = self.consensus
+        return HTTPContext(
+            config=self.config, store=self.store, hub=self.hub, consensus=consensus, local=self.local,
+            control=seams.Control(self.local_changed, self.syncer.sync_now, self.reload, self.leave),
+            membership=seams.GossipMembership(self.gossip, self.wan),
+            federation=seams.Federation(lambda: self.config, self.federation, self.wan),
+            events=self.events, coordinates=seams.Coordinates(self.lan_coordinate, self.coordinate_batcher),
+            info=seams.Info(lambda: self.config, self.node_info,
+                            lambda: 0 if isinstance(consensus, RaftDriver) else consensus.known_servers()),
+            telemetry=self.telemetry, autopilot=self.autopilot,
+            raft=consensus if isinstance(consensus, RaftDriver) else None, rng=self.rng, log=self.log)
 
     # ------------------------------------------------------------------ gossip membership
 
@@ -307,17 +261,6 @@ class Agent:
             self.exit_code = 1
             self.request_shutdown("retry join failed")
 
-    async def datacenters(self) -> list[str]:
-        """/v1/catalog/datacenters: the WAN pool's, nearest first; a client agent asks a server."""
-        if self.wan is not None:
-            return self.wan.datacenters()
-        if self.config.server:
-            return [self.config.datacenter]  # -dev, or serf_wan -1: no WAN pool
-        answer = await self.federation.ask_server(Exchange("GET", "/v1/catalog/datacenters"))
-        if answer.status != 200:
-            raise ForwardError(answer.body.decode("utf-8", "replace"))
-        return json.loads(answer.body)
-
     async def _dns_remote(self, dc: str, kind: str, name: str) -> Any:
         """A DNS lookup of another datacenter: its /v1/health/service (or /v1/catalog/node) answer,
         stale as Consul's DNS reads by default; None for a node it does not know."""
@@ -339,41 +282,12 @@ class Agent:
             self.exit_code = 1
             self.request_shutdown("retry join failed")
 
-    async def join(self, addresses: list[str], wan: bool = False) -> int:
-        """PUT /v1/agent/join and `cairn join`: the number of agents contacted (JoinError if none)."""
-        if wan and self.wan is None:
-            raise JoinError("Must be a server to join WAN cluster")
-        self.log.info("(%s) joining: %s_addresses=[%s]", "WAN" if wan else "LAN", "wan" if wan else "lan",
-                      " ".join(addresses))
-        try:
-            n = await (self.wan.join(addresses) if wan else self.gossip.join(addresses))
-        except JoinError as err:
-            self.log.warning("(%s) couldn't join: number_of_nodes=0 error=%s", "WAN" if wan else "LAN", err)
-            raise
-        self.log.info("(%s) joined: number_of_nodes=%d", "WAN" if wan else "LAN", n)
-        return n
-
-    def force_leave(self, node: str, prune: bool = False, wan: bool = False) -> None:
-        """PUT /v1/agent/force-leave: mark a member left; KeyError with Consul's text if unknown.
-        `wan`: a member of the WAN pool (`<node>.<dc>`)."""
-        self.log.info("Force leaving node: node=%s", node)
-        pool = self.gossip if not wan else self.wan.driver if self.wan is not None else None
-        if pool is None or not pool.force_leave(node, prune=prune):
-            raise KeyError(f"agent: No node found with name '{node}'")
-
     async def leave(self) -> None:
         """PUT /v1/agent/leave: leave the gossip pools gracefully (WAN first), then shut down."""
         if self.wan is not None:
             await self.wan.leave()
         await self.gossip.leave()
         self.request_shutdown("leave")
-
-    def member_json(self, member: Member) -> dict[str, Any]:
-        """A gossip member as /v1/agent/members shows it (Consul's api.AgentMember)."""
-        name, port = member.name, member.port
-        return {"Name": name, "Addr": member.addr, "Port": port, "Tags": dict(member.tags),
-                "Status": int(member.status), "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4}
 
     # ------------------------------------------------------------------ config-defined services
 
@@ -389,7 +303,7 @@ class Agent:
         new = rebuild(self.config)
         self.load_config_definitions(new)
         logs.set_level(new.log_level)
-        self.config = new
+        self.config = self.api.config = new
         if self.dns is not None:
             self.dns.configure(new)  # dns_config, recursors; listeners stay
         self.local_changed()

@@ -39,6 +39,7 @@ from typing import Any
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from appliance.http.errors import HTTPError
+from appliance.http.render import member_json
 
 STATUSES = ("passing", "warning", "critical", "maintenance")
 
@@ -48,13 +49,15 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 
 
 class CatalogCollector:
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    """consul_exporter's catalog, member and Raft series, from the typed context (appliance/http/context.py)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
 
     def collect(self) -> Iterator[Metric]:
-        agent = self.agent
-        store = agent.store
-        consensus = agent.consensus
+        api = self.api
+        store = api.store
+        consensus = api.consensus
         yield GaugeMetricFamily("consul_up", "1 when the agent answered every query of this scrape.", value=1)
         yield GaugeMetricFamily("consul_raft_peers", "Number of Raft peers (servers).",
                                 value=len(consensus.peers()))
@@ -68,7 +71,7 @@ class CatalogCollector:
         yield from self._checks()
 
     def _members(self) -> Iterator[Metric]:
-        agent = self.agent
+        api = self.api
         lan_status = _gauge("consul_serf_lan_member_status", "LAN member status: 1 alive, 2 leaving, 3 left, "
                             "4 failed.", ["member"])
         lan_info = _gauge("consul_serf_lan_member_info", "LAN member role and version; the value is its status.",
@@ -77,13 +80,13 @@ class CatalogCollector:
                             "4 failed.", ["member", "dc"])
         wan_info = _gauge("consul_serf_wan_member_info", "WAN member role and version; the value is its status.",
                           ["member", "dc", "role", "version"])
-        for m in agent.members():
+        for m in map(member_json, api.membership.members()):
             tags = m.get("Tags") or {}
             version = str(tags.get("build", "")).split(":", 1)[0]
             lan_status.add_metric([m["Name"]], m["Status"])
             lan_info.add_metric([m["Name"], tags.get("role", ""), version], m["Status"])
-        if agent.config.server:
-            for m in agent.members(wan=True):
+        if api.config.server:
+            for m in map(member_json, api.membership.members(wan=True)):
                 tags = m.get("Tags") or {}
                 version = str(tags.get("build", "")).split(":", 1)[0]
                 dc = tags.get("dc", "")
@@ -92,7 +95,7 @@ class CatalogCollector:
         yield from (lan_status, lan_info, wan_status, wan_info)
 
     def _services(self) -> Iterator[Metric]:
-        store = self.agent.store
+        store = self.api.store
         healthy = _gauge("consul_catalog_service_node_healthy", "1 when every check of the service instance "
                          "(node checks included) is passing.", ["service_id", "node", "service_name"])
         tag = _gauge("consul_service_tag", "1 for each tag of a service instance.", ["service_id", "node", "tag"])
@@ -107,7 +110,7 @@ class CatalogCollector:
         yield tag
 
     def _checks(self) -> Iterator[Metric]:
-        store = self.agent.store
+        store = self.api.store
         node_status = _gauge("consul_health_node_status", "Status of a node check: one series per status, "
                              "1 for the current one.", ["check", "node", "status"])
         svc_status = _gauge("consul_health_service_status", "Status of a service check: one series per status, "
@@ -129,23 +132,23 @@ class CatalogCollector:
 class KVCollector:
     """`consul_catalog_kv{key}` for numeric values under a prefix (scrape parameters kv_prefix, kv_filter)."""
 
-    def __init__(self, agent: Any, prefix: str, pattern: str = ".*") -> None:
-        self.agent = agent
+    def __init__(self, api: Any, prefix: str, pattern: str = ".*") -> None:
+        self.api = api
         self.prefix = prefix
         self.pattern = re.compile(pattern)
 
     @classmethod
-    def from_query(cls, agent: Any, query: Mapping[str, str]) -> KVCollector | None:
+    def from_query(cls, api: Any, query: Mapping[str, str]) -> KVCollector | None:
         if "kv_prefix" not in query:
             return None
         try:
-            return cls(agent, query["kv_prefix"], query.get("kv_filter") or ".*")
+            return cls(api, query["kv_prefix"], query.get("kv_filter") or ".*")
         except re.error as err:
             raise HTTPError(400, f"Invalid kv_filter: {err}") from None
 
     def collect(self) -> Iterator[Metric]:
         fam = _gauge("consul_catalog_kv", "Numeric value of a KV entry.", ["key"])
-        for entry in self.agent.store.kv_list(self.prefix):
+        for entry in self.api.store.kv_list(self.prefix):
             if not self.pattern.search(entry["Key"]):
                 continue
             value = entry.get("Value")

@@ -20,8 +20,8 @@ written with their name kept as it is; every other family goes through prometheu
 Consul answers the text format even when the scraper asks for OpenMetrics, and so does cairn.
 
 The agent mounts this module through the `cairn.extensions` entry point (appliance never imports
-exporters): `mount(agent)` builds the registry and registers a "prometheus" formatter on
-`agent.telemetry`, which the appliance's `/v1/agent/metrics` handler calls for
+exporters): `mount(api)`, given the typed context, builds the registry and registers a "prometheus"
+formatter on `api.telemetry`, which the `/v1/agent/metrics` handler calls for
 `?format=prometheus` and OpenMetrics `Accept` headers.
 """
 
@@ -130,11 +130,12 @@ def _go_float(q: float) -> str:
     return repr(q).rstrip("0").rstrip(".") if "." in repr(q) else repr(q)
 
 
-def build_registry(agent: Any) -> CollectorRegistry:
-    """The agent's own registry: recorder, consul_exporter metrics, process and runtime."""
+def build_registry(api: Any) -> CollectorRegistry:
+    """The agent's own registry: recorder, consul_exporter metrics, process and runtime. `api` is
+    the agent's typed context (appliance.http.context.HTTPContext), never the agent."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TelemetryCollector(agent.telemetry))
-    registry.register(CatalogCollector(agent))
+    registry.register(TelemetryCollector(api.telemetry))
+    registry.register(CatalogCollector(api))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -144,22 +145,22 @@ def build_registry(agent: Any) -> CollectorRegistry:
 class ExportersExtension:
     """What the agent mounts: the registry, and the "prometheus" formatter for /v1/agent/metrics."""
 
-    routes: list[Any] = []
+    routes: list[Any] = []  # served through /v1/agent/metrics?format=prometheus, no route of its own
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
-        self.registry = build_registry(agent)
+    def __init__(self, api: Any) -> None:
+        self.registry = build_registry(api)
 
-    def render(self, agent: Any, query: Mapping[str, str]) -> tuple[bytes, str]:
+    def render(self, api: Any, query: Mapping[str, str]) -> tuple[bytes, str]:
         metrics = list(self.registry.collect())
-        kv = KVCollector.from_query(agent, query)
+        kv = KVCollector.from_query(api, query)
         if kv is not None:
             metrics.extend(kv.collect())
         return encode(metrics), CONTENT_TYPE
 
 
-def mount(agent: Any) -> ExportersExtension:
-    """The `cairn.extensions` entry point: register the formatter on the agent's recorder."""
-    ext = ExportersExtension(agent)
-    agent.telemetry.formatters["prometheus"] = ext.render
+def mount(api: Any) -> ExportersExtension:
+    """The `cairn.extensions` entry point: register the formatter on the agent's recorder. `api`
+    is the agent's typed context (appliance.http.context.HTTPContext)."""
+    ext = ExportersExtension(api)
+    api.telemetry.formatters["prometheus"] = ext.render
     return ext

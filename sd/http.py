@@ -30,66 +30,60 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from aiohttp import web
-
-from appliance.http.encoding import dumps
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
 from appliance.http.query import blocking, node_meta_filter, parse_bool_param
+from appliance.http.routes import Route
+from appliance.http.values import Answer, Request, json_answer
 from sd.targets import Filters, GroupCache, target_groups
 
 PATH = "/v1/sd/prometheus"
 _caches: weakref.WeakKeyDictionary[Any, GroupCache] = weakref.WeakKeyDictionary()  # store -> its cache
 
 
-def parse_filters(request: web.Request) -> Filters:
-    agent = request.app["agent"]
-    dc = request.query.get("dc", "")
-    if dc and dc != agent.config.datacenter:
+def parse_filters(req: Request, ctx: HTTPContext) -> Filters:
+    dc = req.query.get("dc", "")
+    if dc and dc != ctx.config.datacenter:
         raise HTTPError(500, "No path to datacenter")
-    services = tuple(sorted({s.lower() for s in request.query.getall("service", []) if s}))
-    tags = tuple(request.query.getall("tag", []))
-    meta = tuple(sorted(node_meta_filter(request).items()))
-    return Filters(services=services, tags=tags, node_meta=meta, passing=parse_bool_param(request, "passing"))
+    services = tuple(sorted({s.lower() for s in req.query.getall("service", []) if s}))
+    tags = tuple(req.query.getall("tag", []))
+    meta = tuple(sorted(node_meta_filter(req).items()))
+    return Filters(services=services, tags=tags, node_meta=meta, passing=parse_bool_param(req, "passing"))
 
 
-async def prometheus_targets(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    store = agent.store
-    filters = parse_filters(request)
+async def prometheus_targets(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    filters = parse_filters(req, ctx)
     keys = filters.watch_keys()
     cache = _caches.get(store)
     if cache is None:
         cache = _caches[store] = GroupCache()
     body, headers = await blocking(
-        request,
+        req, ctx,
         index=lambda: store.index_of(*keys),
-        render=lambda: target_groups(store, filters, agent.config.datacenter, cache),
+        render=lambda: target_groups(store, filters, ctx.config.datacenter, cache),
         keys=keys,
     )
-    pretty = "pretty" in request.query
-    entry = request.render_entry
-    if entry is not None and entry.body is body:
-        data = entry.encoded.get(pretty)
-        if data is None:
-            data = entry.encoded[pretty] = dumps(body, pretty)
-    else:
-        data = dumps(body, pretty)
-    return web.Response(body=data, headers={**headers, "Content-Type": "application/json"})
+    # the sd endpoint is compact unless ?pretty, even in -dev (as before: its own rendering)
+    answer = Answer(200, headers, None, "application/json")
+    answer.body = render(json_answer(req, body), req, False)
+    return answer
 
 
-ROUTES: list[tuple[str, str, Any]] = [
-    ("GET", PATH, prometheus_targets),
+ROUTES: list[Route] = [
+    Route("GET", PATH, prometheus_targets, "filter:service,node", blocking=True,
+          summary="Prometheus http_sd targets from the catalog"),
 ]
 
 
 class SDExtension:
     """What the agent mounts: the http_sd route."""
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    def __init__(self) -> None:
         self.routes = list(ROUTES)
 
 
-def mount(agent: Any) -> SDExtension:
-    """The `cairn.extensions` entry point (appliance never imports sd)."""
-    return SDExtension(agent)
+def mount(api: Any) -> SDExtension:
+    """The `cairn.extensions` entry point (appliance never imports sd); needs nothing of `api`."""
+    return SDExtension()

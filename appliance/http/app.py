@@ -1,13 +1,14 @@
-"""The HTTP API server: aiohttp's low-level server, Consul's routing, one error path.
+"""The HTTP API server: the aiohttp adapter between sockets and the request/answer values.
 
 aiohttp parses HTTP and hands every request to `HTTPServer.handle` (no Application, URL
-dispatcher or middleware chain: routing is Consul's own, appliance.http.routing.Router). Requests
-are `ApiRequest`s whose `app` is a plain dict of the agent and its HTTP settings, so handlers read
-`request.app["agent"]` as they would on an aiohttp Application. `handle` counts and times the
-request (appliance.telemetry.record_http) and turns HTTPError into Consul's status and plain-text
-body; anything else is a bug, answered 500 with its message and logged with its traceback. Every
-response carries `X-Consul-Default-ACL-Policy` and the configured `http_config.response_headers`.
-docs/decisions.md says why the low-level server (measured in bench/http).
+dispatcher or middleware chain). `handle` builds the request value (appliance/http/values.py:
+method, raw target, headers, the client's address, and the body, read here up to the route's
+body limit from the route table, appliance/http/routes.py), passes it to `routing.respond` (the
+one dispatch: Consul's routing, the handler, HTTPError as Consul's status and text, a bug as a
+500 logged with its traceback, JSON rendering, `X-Consul-Default-ACL-Policy` and the configured
+`http_config.response_headers`), and writes the answer value back (a `StreamAnswer` chunk by
+chunk). It counts and times the request (appliance.telemetry.record_http). Handlers import no
+aiohttp. docs/decisions.md says why the low-level server (measured in bench/http).
 
 Connections (docs/http-api.md, "Connections and limits")
 -----------
@@ -44,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -53,12 +55,10 @@ from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import ERROR, MAX_MSG_QUEUE_SIZE, RequestHandler, RequestPayloadError
 
-from appliance.http.errors import HTTPError
-from appliance.http.handlers import agent as agent_handlers
-from appliance.http.handlers import catalog, coordinate, event, health, keyring, kv, metrics, operator, snapshot, status
-from appliance.http.query import RenderCache, RenderEntry
-from appliance.http.remote_dc import wrap_datacenter_routes
-from appliance.http.routing import Router
+from appliance.http.context import HTTPContext
+from appliance.http.routes import ROUTES, Route
+from appliance.http.routing import Router, respond
+from appliance.http.values import Answer, Request, StreamAnswer
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.telemetry import record_http
 
@@ -78,35 +78,22 @@ QUOTED = re.compile(r"""(?<!\w)b?('[^']*'?|"[^"]*"?)""")  # a quoted (repr'd) pi
 ERROR_HTTP11 = ERROR._replace(version=HttpVersion11)  # aiohttp answers parse errors as HTTP/1.0; Go as 1.1
 
 
-def build_router(extra_routes: list[Any] = ()) -> Router:
-    router = Router()
-    for module in (agent_handlers, catalog, coordinate, event, health, keyring, kv, metrics, operator, snapshot,
-                   status):
-        router.add_all(module.ROUTES)
-    router.add_all(list(extra_routes))
-    wrap_datacenter_routes(router)  # ?dc=<other> on catalog, health, KV, status (remote_dc.py)
-    return router
+def build_router(extra_routes: Sequence[Route] = ()) -> Router:
+    """The agent's routes (routes.ROUTES) and the extensions' (exporters, sd)."""
+    return Router([*ROUTES, *extra_routes])
 
 
-class ApiRequest(web.BaseRequest):
-    """A request of this server: `app` holds the agent and the HTTP settings (see create_app)."""
-
-    ATTRS = web.BaseRequest.ATTRS | frozenset(["app", "route", "render_entry"])
-    app: dict[str, Any]
-    route = ""  # the matched route pattern (Router.dispatch), for metrics
-    render_entry: RenderEntry | None = None  # a cached answer this request returns (query.blocking)
-
-
-def create_app(agent: Any) -> dict[str, Any]:
-    """What handlers find in `request.app`."""
-    cfg = agent.config
-    return {
-        "agent": agent,
-        "pretty": cfg.pretty_json,
-        "response_headers": {"X-Consul-Default-ACL-Policy": "allow", **cfg.http_response_headers},
-        "loop_time": asyncio.get_running_loop().time,
-        "render_cache": RenderCache(),
-    }
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the body (one more than a handler takes: its 413)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class _Refused(BadHttpMessage):
@@ -396,10 +383,10 @@ class _Refusal(web.Response):
 
 
 class HTTPServer:
-    def __init__(self, agent: Any, extra_routes: list[Any] = ()) -> None:
-        self.agent = agent
+    def __init__(self, ctx: HTTPContext, extra_routes: Sequence[Route] = ()) -> None:
+        self.ctx = ctx
         self.router = build_router(extra_routes)
-        cfg = agent.config
+        cfg = ctx.config
         self.max_per_ip = cfg.limits.http_max_conns_per_client
         self.client_max_size = max(cfg.limits.kv_max_value_size, cfg.limits.txn_max_req_len) + 1
         self.max_head_bytes = cfg.http_max_header_bytes + HEAD_SLACK
@@ -408,18 +395,19 @@ class HTTPServer:
         self.read_timeout = cfg.http_read_timeout_s
         self.idle_timeout = cfg.http_idle_timeout_s
         self.by_ip: dict[str, dict[_Connection, None]] = {}  # open connections per client IP
-        self.app: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: web.Server | None = None
         self.servers: list[asyncio.base_events.Server] = []
 
-    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> ApiRequest:
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         if message is ERROR:  # a request that could not be parsed: answered in HTTP/1.1, like Go
             message = ERROR_HTTP11
-        request = ApiRequest(message, payload, protocol, writer, task, self.loop,
-                             client_max_size=self.client_max_size)
-        request.app = self.app
-        return request
+        return web.BaseRequest(message, payload, protocol, writer, task, self.loop,
+                               client_max_size=self.client_max_size)
+
+    async def dispatch(self, req: Request) -> Answer:
+        """The one dispatch of a request value (local, from another datacenter, or a test's)."""
+        return await respond(self.router, req, self.ctx)
 
     def make_room(self, conns: dict[_Connection, None], ip: str) -> bool:
         """At the per-client limit: close the connection of `ip` that has waited longest for a
@@ -445,31 +433,53 @@ class HTTPServer:
             if not conns:
                 del self.by_ip[ip]
 
-    async def handle(self, request: ApiRequest) -> web.StreamResponse:
-        tel = self.agent.telemetry
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        ctx = self.ctx
+        tel = ctx.telemetry
         start = tel.monotonic()
+        protocol = request.protocol
+        req = Request(request.method, request.raw_path, request.headers, b"",
+                      getattr(protocol, "ip", None) or "", request.content_length, request.rel_url)
         try:
-            response = await self.router.dispatch(request)
-        except HTTPError as err:
-            response = web.Response(status=err.status, text=err.text, headers=err.headers)
-        except web.HTTPException as err:
-            if err.status == 413:
-                response = web.Response(status=413, text=err.text or "Request body too large")
-            else:
-                response = web.Response(status=err.status, reason=err.reason, text=err.text, headers=err.headers)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
+            if request.can_read_body:
+                route = self.router.route_of(req)
+                limit = route.body_bytes(ctx.config.limits) if route is not None else 0
+                length = req.content_length
+                if limit and (length is None or length <= limit):  # else the handler answers 413
+                    req.body = await _read_body(request, limit)
+            answer = await self.dispatch(req)
         except RequestPayloadError as err:  # the body could not be read: the client's fault, not a bug
-            log.debug("refused request: from=%s status=400 error=%r", request.remote, _summary(str(err)))
+            log.debug("refused request: from=%s status=400 error=%r", req.remote, _summary(str(err)))
             response = web.Response(status=400, text="400 Bad Request")
             response.force_close()
-        except Exception as err:  # noqa: BLE001 - a bug must not take the agent down
-            log.error("request failed: method=%s url=%s error=%r", request.method, request.path, err, exc_info=True)
-            response = web.Response(status=500, text=str(err) or type(err).__name__)
+            response.headers.update(ctx.response_headers)
+            return response
         finally:
-            record_http(tel, request, start)
-        if not response.prepared:
-            response.headers.update(self.app["response_headers"])
+            record_http(tel, req, start)
+        if isinstance(answer, StreamAnswer):
+            return await self._stream(request, answer)
+        headers = answer.headers
+        if answer.content_type is not None:
+            headers["Content-Type"] = (answer.content_type + "; charset=" + answer.charset if answer.charset
+                                       else answer.content_type)
+        return web.Response(status=answer.status, reason=answer.reason, body=answer.body, headers=headers)
+
+    @staticmethod
+    async def _stream(request: web.BaseRequest, answer: StreamAnswer) -> web.StreamResponse:
+        """Write a streamed answer chunk by chunk until it ends or the client goes away."""
+        headers = dict(answer.headers)
+        headers["Content-Type"] = answer.content_type or "text/plain"
+        response = web.StreamResponse(status=answer.status, headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunks = answer.chunks
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
         return response
 
     async def serve(self, hosts: list[str], port: int, *,
@@ -484,7 +494,6 @@ class HTTPServer:
             await self._shutdown()
 
     async def _listen(self, hosts: list[str], port: int) -> None:
-        self.app = create_app(self.agent)
         self.loop = asyncio.get_running_loop()
         server = self.server = web.Server(self.handle, request_factory=self._request, handler_cancellation=True,
                                           access_log=None)

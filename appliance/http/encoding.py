@@ -13,10 +13,12 @@ import json
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from appliance.api.gojson import DecodeError, Spec, decode
 from appliance.http.errors import HTTPError
+from appliance.http.values import Answer, Request
+
+JSON_BODY_LIMIT = 524288  # a JSON body Consul decodes (its default request limit)
 
 
 def dumps(value: Any, pretty: bool) -> bytes:
@@ -25,38 +27,30 @@ def dumps(value: Any, pretty: bool) -> bytes:
     return orjson.dumps(value)
 
 
-def wants_pretty(request: web.Request) -> bool:
-    return request.app["pretty"] or "pretty" in request.query
-
-
-def json_response(request: web.Request, value: Any, status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
-    pretty = wants_pretty(request)
-    entry = request.render_entry
-    if entry is not None and entry.body is value:  # a cached answer (appliance.http.query.RenderCache)
+def render(answer: Answer, req: Request, pretty_default: bool) -> bytes | None:
+    """The bytes of an answer: its body, or its JSON value compact or pretty (`?pretty`, -dev);
+    a cached answer's bytes are encoded once per form (appliance.http.query.RenderCache)."""
+    if not answer.has_json:
+        return answer.body
+    pretty = pretty_default or (bool(req.query_string) and "pretty" in req.query)
+    entry = answer.entry
+    if entry is not None:
         body = entry.encoded.get(pretty)
         if body is None:
-            body = entry.encoded[pretty] = dumps(value, pretty)
-    else:
-        body = dumps(value, pretty)
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+            body = entry.encoded[pretty] = dumps(answer.json, pretty)
+        return body
+    return dumps(answer.json, pretty)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or 413 when it is longer than `limit` bytes."""
-    length = request.content_length
+def read_body(req: Request, limit: int) -> bytes:
+    """The request body, or 413 when it is longer than `limit` bytes. The adapter read at most
+    the route's body limit plus one byte, and nothing when the declared length was over it."""
+    length = req.content_length
     if length is not None and length > limit:
         raise HTTPError(413, f"Request body({length} bytes) too large, max size: {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, f"Request body too large, max size: {limit} bytes.")
+    if len(req.body) > limit:
+        raise HTTPError(413, f"Request body too large, max size: {limit} bytes.")
+    return req.body
 
 
 def decode_json(data: bytes, *, empty: Any = None) -> Any:
@@ -68,8 +62,8 @@ def decode_json(data: bytes, *, empty: Any = None) -> Any:
         raise HTTPError(400, f"Request decode failed: {err}") from err
 
 
-async def read_json(request: web.Request, limit: int = 524288, *, empty: Any = None) -> Any:
-    return decode_json(await read_body(request, limit), empty=empty)
+def read_json(req: Request, limit: int = JSON_BODY_LIMIT, *, empty: Any = None) -> Any:
+    return decode_json(read_body(req, limit), empty=empty)
 
 
 def decode_body(value: Any, spec: Spec) -> Any:

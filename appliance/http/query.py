@@ -21,67 +21,31 @@ then the render runs again with the answers. A small answer renders once, as wit
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from appliance.config.durations import DurationError, parse_duration
 from appliance.coordinates import sort_near
 from appliance.filter import FilterError, compile_filter
 from appliance.http.errors import HTTPError
+from appliance.http.values import Request
 from appliance.raft.messages import NotLeader, RaftError
 
-_rng = random.Random()
-
-
-class RenderEntry:
-    """One rendered answer: the body and, once encoded, its bytes (compact and pretty)."""
-
-    __slots__ = ("index", "body", "encoded")
-
-    def __init__(self, index: int, body: Any) -> None:
-        self.index = index
-        self.body = body
-        self.encoded: dict[bool, bytes] = {}
-
-
-class RenderCache:
-    """Answers rendered once per (query, index): the index names the data the answer was built
-    from, so the same query at the same index has the same answer. Bounded LRU."""
-
-    def __init__(self, max_entries: int = 1024) -> None:
-        self.entries: OrderedDict[Any, RenderEntry] = OrderedDict()
-        self.max_entries = max_entries
-
-    def get(self, key: Any, index: int) -> RenderEntry | None:
-        entry = self.entries.get(key)
-        if entry is None or entry.index != index:
-            return None
-        self.entries.move_to_end(key)
-        return entry
-
-    def put(self, key: Any, index: int, body: Any) -> RenderEntry:
-        entry = self.entries[key] = RenderEntry(index, body)
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
-        return entry
+if TYPE_CHECKING:
+    from appliance.http.context import HTTPContext
+    from appliance.interfaces import Consensus
 
 
 _NOT_PART_OF_ANSWER = ("index", "wait", "stale", "consistent", "leader", "max_stale", "cached", "pretty", "token")
 
 
-def cache_key(request: web.Request) -> Any:
-    query = request.query
-    if not query:
-        return request.raw_path
-    items = tuple(sorted((k, v) for k, v in query.items() if k not in _NOT_PART_OF_ANSWER))
-    return (request.raw_path.split("?", 1)[0], items)
+def cache_key(req: Request) -> Any:
+    if not req.query_string:
+        return req.raw_path
+    items = tuple(sorted((k, v) for k, v in req.query.items() if k not in _NOT_PART_OF_ANSWER))
+    return (req.raw_path, items)
 
 
 @dataclass
@@ -92,8 +56,8 @@ class QueryOptions:
     max_stale_s: float = 0.0  # ?max_stale: a stale read older than this is read as default
 
 
-def query_options(request: web.Request) -> QueryOptions:
-    q = request.query
+def query_options(req: Request) -> QueryOptions:
+    q = req.query
     opts = QueryOptions()
     if q.get("max_stale"):
         try:
@@ -131,11 +95,11 @@ def parse_index(text: str) -> int:
     return int(text)
 
 
-def parse_bool_param(request: web.Request, name: str) -> bool:
+def parse_bool_param(req: Request, name: str) -> bool:
     """`?passing` alone means true; otherwise Go's strconv.ParseBool."""
-    if name not in request.query:
+    if name not in req.query:
         return False
-    value = request.query[name]
+    value = req.query[name]
     if value == "":
         return True
     if value in ("1", "t", "T", "TRUE", "true", "True"):
@@ -145,10 +109,10 @@ def parse_bool_param(request: web.Request, name: str) -> bool:
     raise HTTPError(400, f"Invalid value for ?{name}")
 
 
-def node_meta_filter(request: web.Request) -> dict[str, str]:
+def node_meta_filter(req: Request) -> dict[str, str]:
     """Repeated `node-meta=key:value` pairs (all must match)."""
     out = {}
-    for item in request.query.getall("node-meta", []):
+    for item in req.query.getall("node-meta", []):
         key, _, value = item.partition(":")
         out[key] = value
     return out
@@ -162,16 +126,16 @@ def meta_matches(meta: dict[str, str] | None, want: dict[str, str]) -> bool:
 _KEEP = "cairn.filter"  # the request's FilterFn, for blocking() to find
 
 
-def compiled_filter(request: web.Request, endpoint: str) -> Callable[[Any], bool] | None:
+def compiled_filter(req: Request, endpoint: str) -> Callable[[Any], bool] | None:
     """The request's `filter=` as `keep(obj) -> bool` (None without one); 400 if it is bad."""
-    expr = request.query.get("filter", "")
+    expr = req.query.get("filter", "")
     if not expr:
         return None
     try:
         keep = FilterFn(compile_filter(expr, endpoint).matches)
     except FilterError as err:
         raise HTTPError(400, str(err)) from None
-    request[_KEEP] = keep
+    req[_KEEP] = keep
     return keep
 
 
@@ -277,20 +241,18 @@ async def render_filtered(keep: FilterFn, render: Callable[[], Any], index: Call
         keep.finish()
 
 
-def near_sorted(request: web.Request, body: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
+def near_sorted(req: Request, ctx: HTTPContext, body: list[Any], node_of: Callable[[Any], str]) -> list[Any]:
     """`?near=<node>|_agent`: the answer sorted by estimated RTT from that node (appliance/coordinates.py).
 
     Sorted after the render cache, so a cached answer is re-sorted with the current coordinates.
     """
-    near = request.query.get("near", "")
+    near = req.query.get("near", "")
     if not near or not body:
         return body
-    agent = request.app["agent"]
-    return sort_near(agent.store, list(body), near, agent.config.node_name, node_of)
+    return sort_near(ctx.store, list(body), near, ctx.config.node_name, node_of)
 
 
-def meta_headers(agent: Any, index: int, opts: QueryOptions, effective: bool) -> dict[str, str]:
-    consensus = agent.consensus
+def meta_headers(consensus: Consensus, index: int, opts: QueryOptions, effective: bool) -> dict[str, str]:
     headers = {
         "X-Consul-Index": str(max(index, 1)),
         "X-Consul-KnownLeader": "true" if consensus.known_leader else "false",
@@ -302,7 +264,7 @@ def meta_headers(agent: Any, index: int, opts: QueryOptions, effective: bool) ->
     return headers
 
 
-async def read_point(agent: Any, opts: QueryOptions) -> None:
+async def read_point(consensus: Consensus, opts: QueryOptions) -> None:
     """Wait until this agent may answer a read of the asked consistency (Consul docs:
     consistency modes). `?stale`: at once, from whatever this agent has applied. Default: on the
     leader at once; on another server or a client once it has applied the leader's commit index.
@@ -310,10 +272,10 @@ async def read_point(agent: Any, opts: QueryOptions) -> None:
     (read index, Raft thesis §6.4). `?max_stale=d`: stale, unless this agent's last contact with
     the leader is older than d; then default (Consul retries such a read on the leader)."""
     consistency = opts.consistency
-    if consistency == "stale" and opts.max_stale_s > 0 and agent.consensus.last_contact_ms > opts.max_stale_s * 1000:
+    if consistency == "stale" and opts.max_stale_s > 0 and consensus.last_contact_ms > opts.max_stale_s * 1000:
         consistency = "leader"
     try:
-        await agent.consensus.read_point(consistency)
+        await consensus.read_point(consistency)
     except NotLeader:
         raise HTTPError(500, "No cluster leader") from None
     except (RaftError, TimeoutError) as err:
@@ -321,7 +283,8 @@ async def read_point(agent: Any, opts: QueryOptions) -> None:
 
 
 async def blocking(
-    request: web.Request,
+    req: Request,
+    ctx: HTTPContext,
     *,
     index: Callable[[], int],
     render: Callable[[], Any],
@@ -330,33 +293,32 @@ async def blocking(
     effective_consistency: bool = False,
 ) -> tuple[Any, dict[str, str]]:
     """Run a (possibly blocking) read; return its body and Consul's query-meta headers."""
-    agent = request.app["agent"]
-    opts = query_options(request)
+    opts = query_options(req)
     keys, prefixes = tuple(keys), tuple(prefixes)
-    await read_point(agent, opts)
+    await read_point(ctx.consensus, opts)
     current = index()
     if opts.index > 0 and current <= opts.index:
-        cfg = agent.config
+        cfg = ctx.config
         wait = opts.wait_s if opts.wait_s > 0 else cfg.default_query_time_s
         wait = min(wait, cfg.max_query_time_s)
-        wait += _rng.uniform(0, wait / 16)
-        loop = request.app["loop_time"]
+        wait += ctx.rng.uniform(0, wait / 16)
+        loop = ctx.loop_time
         deadline = loop() + wait
         while current <= opts.index:
             remaining = deadline - loop()
             if remaining <= 0:
                 break
-            await agent.hub.wait(keys, prefixes, remaining)
+            await ctx.hub.wait(keys, prefixes, remaining)
             current = index()
-    cache: RenderCache = request.app["render_cache"]
-    key = cache_key(request)
+    cache = ctx.render_cache
+    key = cache_key(req)
     entry = cache.get(key, current)
     if entry is None:
-        keep = request.get(_KEEP)
+        keep = req.get(_KEEP)
         if keep is None:
             body = render()
         else:
             body, current = await render_filtered(keep, render, index, current)
         entry = cache.put(key, current, body)
-    request.render_entry = entry
-    return entry.body, meta_headers(agent, current, opts, effective_consistency)
+    req.render_entry = entry
+    return entry.body, meta_headers(ctx.consensus, current, opts, effective_consistency)

@@ -2,75 +2,57 @@
 
 Consul registers endpoints on a Go ServeMux: `/v1/kv/` matches every path below it, and the
 handler takes the unescaped remainder as the key (`/v1/kv/a%2Fb` is key `a/b`). aiohttp's router
-decodes differently, so cairn routes itself: one catch-all aiohttp route hands every request to
-`Router.dispatch`, which picks the exact path or the longest matching prefix, answers `OPTIONS`
-with the `Allow` list, a wrong method with 405, and an unknown `/v1/` path with Consul's 404 text.
+decodes differently, so cairn routes itself: the adapter hands every request value to
+`respond`, whose `Router.dispatch` picks the exact path or the longest matching prefix, answers
+`OPTIONS` with the `Allow` list, a wrong method with 405, and an unknown `/v1/` path with Consul's
+404 text. A route of the catalog, health, KV, status or coordinate-node reads whose `?dc=` names
+another datacenter is carried there (remote_dc.forward) instead of run here. `respond` is the one
+dispatch: the aiohttp adapter, requests from other datacenters and the in-process tests call it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Awaitable, Callable
-from urllib.parse import unquote, unquote_to_bytes
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
-from aiohttp import web
-
+from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
+from appliance.http.remote_dc import forward, forwardable
+from appliance.http.routes import Route
+from appliance.http.values import Answer, Request
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+if TYPE_CHECKING:
+    from appliance.http.context import HTTPContext
+
+log = logging.getLogger("agent.http")
+__all__ = ["Router", "path_tail", "respond"]
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # Go's url.PathUnescape refuses these
-
-
-def path_tail(request: web.Request, prefix: str, *, keep_bytes: bool = False) -> str:
-    """The unescaped part of the path after `prefix` (Consul's path parameter).
-
-    Consul takes the parameter from Go's `req.URL.Path`: the path unescaped to a byte string, which
-    need not be UTF-8 (`k%ff` is the two bytes `k\\xff`), after Go's HTTP server refused a malformed
-    escape (`%zz`, a lone `%`) with a 400. cairn unescapes the same way, on bytes. A KV key
-    (`keep_bytes`) keeps its exact bytes: each byte that is not part of valid UTF-8 becomes one lone
-    surrogate (U+DC80-U+DCFF, Python's "surrogateescape"), so `k%ff`, `k%fe` and `k%ef%bf%bd` stay
-    three keys, and `key.encode("utf-8", "surrogateescape")` gives the bytes back. Everywhere else
-    the parameter is a name (service, node, check, event, address) that ends up in JSON, DNS,
-    gossip and error texts, and no registered name can be anything but UTF-8 (JSON bodies are), so
-    a path whose parameter is not valid UTF-8 is refused with a 400 instead.
-    """
-    raw = request.raw_path.split("?", 1)[0]
-    if not raw.startswith(prefix):
-        return ""
-    tail = raw[len(prefix):]
-    if "%" not in tail and tail.isascii():
-        return tail
-    # (aiohttp's parser refuses raw non-ASCII bytes in the request line; should any reach raw_path they are bytes too)
-    data = tail.encode("utf-8", "surrogateescape")
-    bad = _BAD_ESCAPE.search(data)
-    if bad is not None:
-        escape = data[bad.start(): bad.start() + 3].decode("utf-8", "replace")
-        raise HTTPError(400, f'Invalid URL path: invalid URL escape "{escape}"')
-    data = unquote_to_bytes(data)
-    if keep_bytes:
-        return data.decode("utf-8", "surrogateescape")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPError(400, "Invalid URL path: the name is not valid UTF-8") from None
 
 
 class Router:
-    def __init__(self) -> None:
-        self.exact: dict[str, dict[str, Handler]] = {}
-        self.prefixes: dict[str, dict[str, Handler]] = {}
+    """Routes by Consul's ServeMux rules: exact paths, and prefixes ending in "/"."""
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        table = self.prefixes if path.endswith("/") else self.exact
-        table.setdefault(path, {})[method] = handler
+    def __init__(self, routes: Iterable[Route] = ()) -> None:
+        self.exact: dict[str, dict[str, Route]] = {}
+        self.prefixes: dict[str, dict[str, Route]] = {}
+        self.routes: list[Route] = []
+        self.add_all(routes)
 
-    def add_all(self, routes: list[tuple[str, str, Handler]]) -> None:
-        for method, path, handler in routes:
-            self.add(method, path, handler)
+    def add(self, route: Route) -> None:
+        table = self.prefixes if route.prefix else self.exact
+        table.setdefault(route.path, {})[route.method] = route
+        self.routes.append(route)
 
-    def resolve(self, path: str) -> tuple[str, dict[str, Handler]] | None:
-        """(route pattern, handlers by method) for a raw path: the exact path, else the longest prefix."""
+    def add_all(self, routes: Iterable[Route]) -> None:
+        for route in routes:
+            self.add(route)
+
+    def resolve(self, path: str) -> tuple[str, dict[str, Route]] | None:
+        """(route pattern, routes by method) for a raw path: the exact path, else the longest prefix."""
         methods = self.exact.get(path)
         if methods is not None:
             return path, methods
@@ -83,24 +65,49 @@ class Router:
             cut = path.rfind("/", 0, cut)
         return None
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        raw = request.raw_path.split("?", 1)[0]
+    def route_of(self, req: Request) -> Route | None:
+        """The route `req` goes to, if any (the adapter reads its body limit before dispatch)."""
+        found = self.resolve(req.raw_path)
+        return None if found is None else found[1].get(req.method)
+
+    async def dispatch(self, req: Request, ctx: HTTPContext) -> Answer:
+        raw = req.raw_path
         if _CONTROL.search(unquote(raw) if "%" in raw else raw):
             raise HTTPError(400, "Invalid URL path: contains non-printable characters")
         found = self.resolve(raw)
         if found is None:
             if raw == "/":
-                if request.app["agent"].config.ui_enabled:
-                    raise web.HTTPMovedPermanently("/ui/")
+                if ctx.config.ui_enabled:
+                    return Answer.text(301, "301: Moved Permanently", {"Location": "/ui/"})
                 raise HTTPError(404, "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the "
                                      "agent configuration and restart.")
             raise HTTPError(404, "Invalid URL path: not a recognized HTTP API endpoint")
         pattern, methods = found
-        request.route = pattern
-        allow = ",".join(["OPTIONS", *sorted(methods)])
-        if request.method == "OPTIONS":
-            return web.Response(status=200, headers={"Allow": allow})
-        handler = methods.get(request.method)
-        if handler is None:
-            raise HTTPError(405, f"method {request.method} not allowed", {"Allow": allow})
-        return await handler(request)
+        req.route = pattern
+        if req.method == "OPTIONS":
+            return Answer(200, {"Allow": ",".join(["OPTIONS", *sorted(methods)])})
+        route = methods.get(req.method)
+        if route is None:
+            raise HTTPError(405, f"method {req.method} not allowed", {"Allow": ",".join(["OPTIONS", *sorted(methods)])})
+        if req.query_string and forwardable(pattern):
+            dc = req.query.get("dc", "")
+            if dc and dc.lower() != ctx.config.datacenter.lower():
+                return await forward(req, ctx, dc.lower())
+        return await route.handler(req, ctx)
+
+
+async def respond(router: Router, req: Request, ctx: HTTPContext) -> Answer:
+    """Dispatch `req` and finish its answer: HTTPError becomes Consul's status and text, a bug a
+    500 with its message (logged with its traceback); a JSON value is rendered to bytes; every
+    answer carries the configured response headers. Cancellation passes through."""
+    try:
+        answer = await router.dispatch(req, ctx)
+    except HTTPError as err:
+        answer = Answer.text(err.status, err.text, err.headers)
+    except Exception as err:
+        log.error("request failed: method=%s url=%s error=%r", req.method, unquote(req.raw_path), err, exc_info=True)
+        answer = Answer.text(500, str(err) or type(err).__name__)
+    if answer.has_json:
+        answer.body = render(answer, req, ctx.pretty)
+    answer.headers.update(ctx.response_headers)
+    return answer

@@ -11,12 +11,12 @@ from __future__ import annotations
 import msgpack
 import orjson
 import pytest
-from aiohttp.test_utils import make_mocked_request
 
 from appliance.cli import kv as cli_kv
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.kv import PREFIX, byte_order, dir_entry, go_text, key_bytes, list_keys
-from appliance.http.routing import path_tail
+from appliance.http.paths import path_tail
+from appliance.http.values import Request
 from appliance.rpc.frames import HEADER, TEXT_ERRORS, encode_frame as frame
 from appliance.state.fsm import FSM
 from appliance.state.snapshot import foreign_text, restore, snapshot
@@ -26,7 +26,7 @@ FF, FE, REPLACEMENT = "k\udcff", "k\udcfe", "k\ufffd"  # k%ff, k%fe, k%ef%bf%bd
 
 
 def tail(raw: str, *, keep_bytes: bool = True) -> str:
-    return path_tail(make_mocked_request("GET", raw), PREFIX, keep_bytes=keep_bytes)
+    return path_tail(Request("GET", raw), PREFIX, keep_bytes=keep_bytes)
 
 
 # ------------------------------------------------------------------ the path parameter
@@ -60,13 +60,13 @@ def test_a_malformed_escape_is_refused_like_gos_url_parser(raw):
 
 
 def test_names_that_are_not_utf8_are_refused_not_merged():
-    request = make_mocked_request("GET", "/v1/catalog/service/web%ff")
+    request = Request("GET", "/v1/catalog/service/web%ff")
     with pytest.raises(HTTPError) as exc:
         path_tail(request, "/v1/catalog/service/")
     assert exc.value.status == 400
-    assert path_tail(make_mocked_request("GET", "/v1/catalog/service/web%ef%bf%bd"), "/v1/catalog/service/") == \
+    assert path_tail(Request("GET", "/v1/catalog/service/web%ef%bf%bd"), "/v1/catalog/service/") == \
         "web\ufffd"
-    assert path_tail(make_mocked_request("GET", "/v1/catalog/service/we%62"), "/v1/catalog/service/") == "web"
+    assert path_tail(Request("GET", "/v1/catalog/service/we%62"), "/v1/catalog/service/") == "web"
 
 
 # ------------------------------------------------------------------ rendering as Go's encoding/json does

@@ -183,6 +183,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.local",
             "appliance.checks",
             "appliance.interfaces",
+            "appliance.seams",
             "appliance.lifecycle",
             "appliance.coordinates",
             "appliance.events",
@@ -213,9 +214,6 @@ KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
         ("size", "appliance/telemetry.py"),
         # issue 11 items 3-4: the Raft driver's start/stop and its RPC move out of driver.py.
         ("size", "appliance/raft/driver.py"),
-        # issue 11 item 2: serving another datacenter's request becomes a plain dispatch of the
-        # request value (remote_dc.py imports app.py inside a function today).
-        ("cycle", "appliance.http.app -> appliance.http.remote_dc -> appliance.http.app"),
         # issue 15: discover.py imports aws.py inside functions (botocore loaded only when used),
         # aws.py imports DiscoverError from discover.py.
         ("cycle", "appliance.cloud.aws -> appliance.cloud.discover -> appliance.cloud.aws"),

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.http.routes import Route
 from appliance.http.routing import Router
 from appliance.state.fsm import FSM
 from appliance.state.store import Store
@@ -68,9 +69,8 @@ def test_prometheus_name(key, name):
 ])  # fmt: skip
 def test_route_label(raw, label):
     # the label is made from the pattern the router matched (longest prefix wins)
-    router = Router()
-    for path in ("/v1/agent/self", "/v1/health/service/", "/v1/kv/", "/v1/health/"):
-        router.add("GET", path, None)
+    router = Router(Route("GET", path, None, "none")  # type: ignore[arg-type]
+                    for path in ("/v1/agent/self", "/v1/health/service/", "/v1/kv/", "/v1/health/"))
     found = router.resolve(raw)
     assert (route_label(found[0]) if found else "") == label
 
@@ -277,10 +277,12 @@ def test_catalog_collector_names_and_labels():
     store = build()
     consensus = SimpleNamespace(peers=lambda: ["10.0.0.1:8300"], known_leader=True,
                                 leader_address=lambda: "10.0.0.1:8300")
-    member = {"Name": "n1", "Status": 1, "Tags": {"role": "consul", "build": "1.17.0:abc", "dc": "dc1"}}
-    agent = SimpleNamespace(store=store, consensus=consensus, config=SimpleNamespace(server=True),
-                            members=lambda wan=False: [dict(member, Name="n1.dc1" if wan else "n1")])
-    families = parse(encode(CatalogCollector(agent).collect()))
+    member = SimpleNamespace(name="n1", addr="10.0.0.1", port=8301, status=1,
+                             tags={"role": "consul", "build": "1.17.0:abc", "dc": "dc1"})
+    membership = SimpleNamespace(members=lambda wan=False: [SimpleNamespace(**{**vars(member),
+                                                                            "name": "n1.dc1" if wan else "n1"})])
+    api = SimpleNamespace(store=store, consensus=consensus, config=SimpleNamespace(server=True), membership=membership)
+    families = parse(encode(CatalogCollector(api).collect()))
     value = {f.name: f.samples for f in families.values()}
     assert value["consul_up"][0].value == 1
     assert value["consul_raft_peers"][0].value == 1

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
-from appliance.state import watchkeys
-from appliance.federation.forward import ForwardError
 from appliance.api.structs import DEREGISTER_REQUEST, REGISTER_REQUEST
 from appliance.config.durations import format_duration
-from appliance.http.encoding import decode_body, json_response, read_json
+from appliance.federation.forward import ForwardError
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import decode_body, read_json
 from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
 from appliance.http.query import blocking, compiled_filter, meta_matches, near_sorted, node_meta_filter
-from appliance.http.routing import path_tail
+from appliance.http.values import Answer, Request, json_answer
 from appliance.local.definitions import DefinitionError, check_kind, parse_service_definition, validate_meta
 from appliance.local.state import LocalState
+from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
 from appliance.state.views import catalog_services, service_node, tags_match
+
 
 def _catalog_check(d: dict[str, Any], node: str) -> dict[str, Any]:
     """A decoded structs.HealthCheck as the `register` command carries it."""
@@ -82,58 +83,56 @@ def register_command(body: Any, datacenter: str) -> dict[str, Any]:
     return cmd
 
 
-async def register(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    body = await read_json(request, empty={})
+async def register(req: Request, ctx: HTTPContext) -> Answer:
+    body = read_json(req, empty={})
     try:
-        cmd = register_command(body, agent.config.datacenter)
+        cmd = register_command(body, ctx.config.datacenter)
     except DefinitionError as err:
         raise HTTPError(400, str(err)) from None
     try:
-        await agent.consensus.propose(cmd)
+        await ctx.consensus.propose(cmd)
     except CommandError as err:
         raise HTTPError(500, str(err)) from None
-    return json_response(request, True)
+    return json_answer(req, True)
 
 
-async def deregister(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    d = decode_body(await read_json(request, empty={}), DEREGISTER_REQUEST)
+async def deregister(req: Request, ctx: HTTPContext) -> Answer:
+    d = decode_body(read_json(req, empty={}), DEREGISTER_REQUEST)
     if not d.get("Node"):
         raise HTTPError(500, "Must provide node")
     cmd = {"Type": "deregister", "Node": d["Node"], "ServiceID": d.get("ServiceID", ""),
            "CheckID": d.get("CheckID", "")}
-    await agent.consensus.propose(cmd)
-    return json_response(request, True)
+    await ctx.consensus.propose(cmd)
+    return json_answer(req, True)
 
 
-async def datacenters(request: web.Request) -> web.Response:
+async def datacenters(req: Request, ctx: HTTPContext) -> Answer:
     """Known datacenters, nearest first (the WAN pool's; a client agent asks a server)."""
     try:
-        return json_response(request, await request.app["agent"].datacenters())
+        return json_answer(req, await ctx.federation.datacenters())
     except ForwardError as err:
         raise HTTPError(500, str(err)) from None
 
 
-async def nodes(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    want_meta = node_meta_filter(request)
-    keep = compiled_filter(request, "catalog_nodes")
+async def nodes(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    want_meta = node_meta_filter(req)
+    keep = compiled_filter(req, "catalog_nodes")
 
     def render() -> list[Any]:
         out = [n for n in store.all_nodes() if meta_matches(n["Meta"], want_meta)]
         return [n for n in out if keep(n)] if keep else out
 
-    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.NODES), render=render,
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(watchkeys.NODES), render=render,
                                    keys=(watchkeys.NODES,), effective_consistency=True)
-    body = near_sorted(request, body, lambda n: n["Node"])
-    return json_response(request, body, headers=headers)
+    body = near_sorted(req, ctx, body, lambda n: n["Node"])
+    return json_answer(req, body, headers=headers)
 
 
-async def services(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    want_meta = node_meta_filter(request)
-    keep = compiled_filter(request, "catalog_services")
+async def services(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    want_meta = node_meta_filter(req)
+    keep = compiled_filter(req, "catalog_services")
 
     def accept(node: Any, svc: Any) -> bool:
         if not meta_matches(node["Meta"] if node else None, want_meta):
@@ -143,18 +142,18 @@ async def services(request: web.Request) -> web.Response:
     filtered = bool(want_meta) or keep is not None
     keys = (watchkeys.SERVICES, watchkeys.NODES) if want_meta else (watchkeys.SERVICES,)
     body, headers = await blocking(
-        request, index=lambda: store.index_of(*keys),
+        req, ctx, index=lambda: store.index_of(*keys),
         render=lambda: catalog_services(store, accept if filtered else None),
         keys=keys, effective_consistency=True)
-    return json_response(request, body, headers=headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def service(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    name = path_tail(request, "/v1/catalog/service/")
-    tags = request.query.getall("tag", [])
-    want_meta = node_meta_filter(request)
-    keep = compiled_filter(request, "catalog_service")
+async def service(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, "/v1/catalog/service/")
+    tags = req.query.getall("tag", [])
+    want_meta = node_meta_filter(req)
+    keep = compiled_filter(req, "catalog_service")
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
@@ -169,16 +168,16 @@ async def service(request: web.Request) -> web.Response:
                 out.append(sn)
         return out
 
-    body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
-    body = near_sorted(request, body, lambda sn: sn["Node"])
-    return json_response(request, body, headers=headers)
+    body = near_sorted(req, ctx, body, lambda sn: sn["Node"])
+    return json_answer(req, body, headers=headers)
 
 
-def _node_services(request: web.Request, prefix: str, as_map: bool) -> Any:
-    store = request.app["agent"].store
-    name = path_tail(request, prefix)
-    keep = compiled_filter(request, "catalog_node" if as_map else "catalog_node_services")
+def _node_services(req: Request, ctx: HTTPContext, prefix: str, as_map: bool) -> Any:
+    store = ctx.store
+    name = path_tail(req, prefix)
+    keep = compiled_filter(req, "catalog_node" if as_map else "catalog_node_services")
     key = watchkeys.node(name)
 
     def render() -> Any:
@@ -188,27 +187,15 @@ def _node_services(request: web.Request, prefix: str, as_map: bool) -> Any:
         svcs = [s for s in store.node_services(name) if keep is None or keep(s)]
         return {"Node": node, "Services": {s["ID"]: s for s in svcs} if as_map else svcs}
 
-    return blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+    return blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                     effective_consistency=True)
 
 
-async def node(request: web.Request) -> web.Response:
-    body, headers = await _node_services(request, "/v1/catalog/node/", as_map=True)
-    return json_response(request, body, headers=headers)
+async def node(req: Request, ctx: HTTPContext) -> Answer:
+    body, headers = await _node_services(req, ctx, "/v1/catalog/node/", as_map=True)
+    return json_answer(req, body, headers=headers)
 
 
-async def node_services(request: web.Request) -> web.Response:
-    body, headers = await _node_services(request, "/v1/catalog/node-services/", as_map=False)
-    return json_response(request, body, headers=headers)
-
-
-ROUTES = [
-    ("PUT", "/v1/catalog/register", register),
-    ("PUT", "/v1/catalog/deregister", deregister),
-    ("GET", "/v1/catalog/datacenters", datacenters),
-    ("GET", "/v1/catalog/nodes", nodes),
-    ("GET", "/v1/catalog/services", services),
-    ("GET", "/v1/catalog/service/", service),
-    ("GET", "/v1/catalog/node/", node),
-    ("GET", "/v1/catalog/node-services/", node_services),
-]
+async def node_services(req: Request, ctx: HTTPContext) -> Answer:
+    body, headers = await _node_services(req, ctx, "/v1/catalog/node-services/", as_map=False)
+    return json_answer(req, body, headers=headers)

@@ -14,90 +14,81 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
-from appliance.state import watchkeys
+from appliance.api.structs import COORDINATE_UPDATE
 from appliance.coordinates import CoordinateUpdateError, validate_update
 from appliance.federation.forward import Exchange, ForwardError
-from appliance.api.structs import COORDINATE_UPDATE
-from appliance.http.encoding import decode_body, decode_json, json_response, read_body
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import decode_body, decode_json, read_body
 from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
 from appliance.http.query import blocking
-from appliance.http.routing import path_tail
+from appliance.http.values import Answer, Request, json_answer
+from appliance.state import watchkeys
 
 NODE_PREFIX = "/v1/coordinate/node/"
+MAX_UPDATE_BYTES = 64 * 1024
 
 
 def _public(rec: dict[str, Any]) -> dict[str, Any]:
     return {"Node": rec["Node"], "Segment": rec["Segment"], "Coord": rec["Coord"]}
 
 
-def _segment_filter(request: web.Request, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if "segment" not in request.query:
+def _segment_filter(req: Request, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if "segment" not in req.query:
         return [_public(r) for r in recs]
-    segment = request.query.get("segment", "")
+    segment = req.query.get("segment", "")
     return [_public(r) for r in recs if r["Segment"] == segment]
 
 
-async def datacenters(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    wan = getattr(agent, "wan", None)
-    if wan is not None:
-        return json_response(request, wan.coordinate_maps())
-    if not agent.config.server:
+async def datacenters(req: Request, ctx: HTTPContext) -> Answer:
+    maps = ctx.federation.wan_coordinates()
+    if maps is not None:
+        return json_answer(req, maps)
+    if not ctx.config.server:
         try:
-            answer = await agent.federation.ask_server(Exchange("GET", "/v1/coordinate/datacenters"))
+            answer = await ctx.federation.ask_server(Exchange("GET", "/v1/coordinate/datacenters"))
         except ForwardError as err:
             raise HTTPError(500, str(err)) from None
         kind = "application/json" if answer.status == 200 else "text/plain"
-        return web.Response(status=answer.status, body=answer.body, content_type=kind)
-    store = agent.store
+        return Answer(answer.status, None, answer.body, kind)
+    store = ctx.store
     coords = []
     for node, _svc in store.service_instances("consul"):
         rec = store.coordinate(node["Node"])
         if rec is not None:
             coords.append({"Node": rec["Node"], "Coord": rec["Coord"]})
     coords.sort(key=lambda c: c["Node"])
-    return json_response(request, [{"Datacenter": agent.config.datacenter, "AreaID": "WAN", "Coordinates": coords}])
+    return json_answer(req, [{"Datacenter": ctx.config.datacenter, "AreaID": "WAN", "Coordinates": coords}])
 
 
-async def nodes(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.COORDINATES),
-                                   render=lambda: _segment_filter(request, store.all_coordinates()),
+async def nodes(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(watchkeys.COORDINATES),
+                                   render=lambda: _segment_filter(req, store.all_coordinates()),
                                    keys=(watchkeys.COORDINATES,))
-    return json_response(request, body, headers=headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def node(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    name = path_tail(request, NODE_PREFIX)
+async def node(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, NODE_PREFIX)
 
     def render() -> list[dict[str, Any]]:
         rec = store.coordinate(name)
-        return _segment_filter(request, [rec] if rec is not None else [])
+        return _segment_filter(req, [rec] if rec is not None else [])
 
-    body, headers = await blocking(request, index=lambda: store.index_of(watchkeys.COORDINATES), render=render,
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(watchkeys.COORDINATES), render=render,
                                    keys=(watchkeys.COORDINATES,))
     if not body:
-        return web.Response(status=404, headers=headers)
-    return json_response(request, body, headers=headers)
+        return Answer(404, headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def update(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    body = decode_body(decode_json(await read_body(request, 64 * 1024), empty={}), COORDINATE_UPDATE)
+async def update(req: Request, ctx: HTTPContext) -> Answer:
+    body = decode_body(decode_json(read_body(req, MAX_UPDATE_BYTES), empty={}), COORDINATE_UPDATE)
     try:
         upd = validate_update(body)
     except CoordinateUpdateError as err:
         raise HTTPError(500, str(err)) from None
-    agent.coordinate_batcher.submit(upd)
-    return web.Response(status=200)
-
-
-ROUTES = [
-    ("GET", "/v1/coordinate/datacenters", datacenters),
-    ("GET", "/v1/coordinate/nodes", nodes),
-    ("GET", NODE_PREFIX, node),
-    ("PUT", "/v1/coordinate/update", update),
-]
+    ctx.coordinates.submit(upd)
+    return Answer()

@@ -8,55 +8,47 @@ Only `X-Consul-Index` is set on the list, as Consul's agent-local handler does.
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from appliance.events import WATCH_KEY, EventError
-from appliance.http.encoding import json_response, read_body
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import read_body
 from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
 from appliance.http.query import query_options
-from appliance.http.routing import path_tail
+from appliance.http.values import Answer, Request, json_answer
 
 FIRE_PREFIX = "/v1/event/fire/"
 MAX_PAYLOAD_READ = 64 * 1024  # far above Serf's 512-byte event limit, so the limit's own text answers
 
 
-async def fire(request: web.Request) -> web.Response:
-    name = path_tail(request, FIRE_PREFIX)
+async def fire(req: Request, ctx: HTTPContext) -> Answer:
+    name = path_tail(req, FIRE_PREFIX)
     if not name:
         raise HTTPError(400, "Missing name")
-    agent = request.app["agent"]
-    q = request.query
-    payload = await read_body(request, MAX_PAYLOAD_READ) if request.content_length else b""
+    q = req.query
+    payload = read_body(req, MAX_PAYLOAD_READ) if req.content_length else b""
     try:
-        record = agent.events.fire(name, payload, q.get("node", ""), q.get("service", ""), q.get("tag", ""))
+        record = ctx.events.fire(name, payload, q.get("node", ""), q.get("service", ""), q.get("tag", ""))
     except EventError as err:
         raise HTTPError(500, str(err)) from None
-    return json_response(request, record.to_json())
+    return json_answer(req, record.to_json())
 
 
-async def event_list(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    opts = query_options(request)
-    name = request.query.get("name", "")
-    events = agent.events.list(name)
-    index = agent.events.index(events)
+async def event_list(req: Request, ctx: HTTPContext) -> Answer:
+    opts = query_options(req)
+    name = req.query.get("name", "")
+    events = ctx.events.list(name)
+    index = ctx.events.index(events)
     if opts.index > 0 and index == opts.index:
-        cfg = agent.config
+        cfg = ctx.config
         wait = opts.wait_s if opts.wait_s > 0 else cfg.max_query_time_s
         wait = min(wait, cfg.max_query_time_s)
-        loop = request.app["loop_time"]
+        loop = ctx.loop_time
         deadline = loop() + wait
         while index == opts.index:
             remaining = deadline - loop()
             if remaining <= 0:
                 break
-            await agent.hub.wait((WATCH_KEY,), (), remaining)
-            events = agent.events.list(name)
-            index = agent.events.index(events)
-    return json_response(request, [e.to_json() for e in events], headers={"X-Consul-Index": str(index)})
-
-
-ROUTES = [
-    ("PUT", FIRE_PREFIX, fire),
-    ("GET", "/v1/event/list", event_list),
-]
+            await ctx.hub.wait((WATCH_KEY,), (), remaining)
+            events = ctx.events.list(name)
+            index = ctx.events.index(events)
+    return json_answer(req, [e.to_json() for e in events], headers={"X-Consul-Index": str(index)})

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
-from appliance.state import watchkeys
-from appliance.http.encoding import json_response
+from appliance.http.context import HTTPContext
+from appliance.http.paths import path_tail
 from appliance.http.query import (
     blocking,
     compiled_filter,
@@ -16,49 +14,50 @@ from appliance.http.query import (
     node_meta_filter,
     parse_bool_param,
 )
-from appliance.http.routing import path_tail
+from appliance.http.values import Answer, Request, json_answer
+from appliance.state import watchkeys
 from appliance.state.views import all_passing, check_service_nodes, tags_match
 
 
-async def node(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    name = path_tail(request, "/v1/health/node/")
-    keep = compiled_filter(request, "health_checks")
+async def node(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, "/v1/health/node/")
+    keep = compiled_filter(req, "health_checks")
     key = watchkeys.node(name)
 
     def render() -> list[Any]:
         return [c for c in store.node_checks(name) if keep is None or keep(c)]
 
-    body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
-    return json_response(request, body, headers=headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def checks(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    name = path_tail(request, "/v1/health/checks/")
-    keep = compiled_filter(request, "health_checks")
-    want_meta = node_meta_filter(request)
+async def checks(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, "/v1/health/checks/")
+    keep = compiled_filter(req, "health_checks")
+    want_meta = node_meta_filter(req)
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
-        out = []
+        out: list[Any] = []
         for node_rec, svc in store.service_instances(name):
             if not meta_matches(node_rec["Meta"], want_meta):
                 continue
             out.extend(c for c in store.node_checks(node_rec["Node"]) if c["ServiceID"] == svc["ID"])
         return [c for c in out if keep is None or keep(c)]
 
-    body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
-    return json_response(request, body, headers=headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def state(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    wanted = path_tail(request, "/v1/health/state/")
-    keep = compiled_filter(request, "health_checks")
-    want_meta = node_meta_filter(request)
+async def state(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    wanted = path_tail(req, "/v1/health/state/")
+    keep = compiled_filter(req, "health_checks")
+    want_meta = node_meta_filter(req)
 
     def render() -> list[Any]:
         out = []
@@ -72,18 +71,18 @@ async def state(request: web.Request) -> web.Response:
         return out
 
     keys = (watchkeys.CHECKS, watchkeys.NODES) if want_meta else (watchkeys.CHECKS,)
-    body, headers = await blocking(request, index=lambda: store.index_of(*keys), render=render, keys=keys,
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
                                    effective_consistency=True)
-    return json_response(request, body, headers=headers)
+    return json_answer(req, body, headers=headers)
 
 
-async def service(request: web.Request) -> web.Response:
-    store = request.app["agent"].store
-    name = path_tail(request, "/v1/health/service/")
-    tags = request.query.getall("tag", [])
-    passing = parse_bool_param(request, "passing")
-    want_meta = node_meta_filter(request)
-    keep = compiled_filter(request, "health_service")
+async def service(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, "/v1/health/service/")
+    tags = req.query.getall("tag", [])
+    passing = parse_bool_param(req, "passing")
+    want_meta = node_meta_filter(req)
+    keep = compiled_filter(req, "health_service")
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
@@ -99,16 +98,8 @@ async def service(request: web.Request) -> web.Response:
                 out.append(csn)
         return out
 
-    body, headers = await blocking(request, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
     headers["X-Consul-Query-Backend"] = "blocking-query"
-    body = near_sorted(request, body, lambda csn: csn["Node"]["Node"])
-    return json_response(request, body, headers=headers)
-
-
-ROUTES = [
-    ("GET", "/v1/health/node/", node),
-    ("GET", "/v1/health/checks/", checks),
-    ("GET", "/v1/health/state/", state),
-    ("GET", "/v1/health/service/", service),
-]
+    body = near_sorted(req, ctx, body, lambda csn: csn["Node"]["Node"])
+    return json_answer(req, body, headers=headers)

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
+from appliance.api.structs import KEYRING_REQUEST
 from appliance.gossip.driver import multi_error
 from appliance.gossip.keyring import KeyringError
-from appliance.api.structs import KEYRING_REQUEST
-from appliance.http.encoding import decode_body, json_response, read_json
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import decode_body, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.query import parse_bool_param
+from appliance.http.values import Answer, Request, json_answer
 
 OPS = {"GET": "list", "POST": "install", "PUT": "use", "DELETE": "remove"}
 MAX_RELAY_FACTOR = 5
@@ -41,24 +41,23 @@ def response_json(result: Any, datacenter: str) -> dict[str, Any]:
             "Keys": dict(result.keys), "PrimaryKeys": dict(result.primary_keys), "NumNodes": result.num_nodes}
 
 
-async def keyring(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    op = OPS[request.method]
+async def keyring(req: Request, ctx: HTTPContext) -> Answer:
+    op = OPS[req.method]
     key = ""
     if op != "list":
-        key = decode_body(await read_json(request, empty={}), KEYRING_REQUEST).get("Key", "")
-    relay = request.query.get("relay-factor", "")
+        key = decode_body(read_json(req, empty={}), KEYRING_REQUEST).get("Key", "")
+    relay = req.query.get("relay-factor", "")
     if relay:
         if not relay.lstrip("-").isdigit():
             raise HTTPError(400, f'Error parsing relay factor: strconv.Atoi: parsing "{relay}": invalid syntax')
         if not 0 <= int(relay) <= MAX_RELAY_FACTOR:
             raise HTTPError(400, f"Invalid relay-factor: Relay factor must be in range: [0, {MAX_RELAY_FACTOR}]")
-    if "local-only" in request.query and parse_bool_param(request, "local-only") and op != "list":
+    if "local-only" in req.query and parse_bool_param(req, "local-only") and op != "list":
         raise HTTPError(400, "Invalid use of local-only: local-only can only be set for list requests")
-    datacenter = agent.config.datacenter
+    datacenter = ctx.config.datacenter
     pool = f"{datacenter} (LAN)"
     try:
-        result = await agent.gossip.keyring_operation(op, key)
+        result = await ctx.membership.keyring_operation(op, key)
     except KeyringError as err:
         raise HTTPError(500, multi_error([f"{pool} error: {err}"])) from None
     if result.error:
@@ -66,8 +65,5 @@ async def keyring(request: web.Request) -> web.Response:
         errors += [f"{node}: {message}" for node, message in sorted(result.messages.items())]
         raise HTTPError(500, multi_error(errors))
     if op == "list":
-        return json_response(request, [response_json(result, datacenter)])
-    return web.Response(status=200)
-
-
-ROUTES = [(method, "/v1/operator/keyring", keyring) for method in OPS]
+        return json_answer(req, [response_json(result, datacenter)])
+    return Answer()

@@ -21,13 +21,13 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from aiohttp import web
-
-from appliance.state import watchkeys
-from appliance.http.encoding import json_response, read_body
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import read_body
 from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
 from appliance.http.query import blocking
-from appliance.http.routing import path_tail
+from appliance.http.values import Answer, Request, json_answer
+from appliance.state import watchkeys
 
 PREFIX = "/v1/kv/"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -82,26 +82,26 @@ def list_keys(keys: list[str], prefix: str, separator: str) -> list[str]:
     return [go_text(k) for k in out]
 
 
-def _separator(request: web.Request) -> str:
+def _separator(req: Request) -> str:
     """`?separator` (or Consul's old spelling `?seperator`), unescaped to bytes like the key: the
     decoded query replaces bytes outside UTF-8 with U+FFFD, so such a value is read again raw."""
-    q = request.query
+    q = req.query
     name = "separator" if "separator" in q else "seperator"
     value = q.get(name, "")
     if "\ufffd" not in value:
         return value
-    raw = request.raw_path.partition("?")[2]
+    raw = req.raw_path.partition("?")[2]
     for k, v in parse_qsl(raw, keep_blank_values=True, encoding="utf-8", errors="surrogateescape"):
         if k == name:
             return v
     return value
 
 
-def _uint_param(request: web.Request, name: str, error: str) -> int | None:
-    if name not in request.query:
+def _uint_param(req: Request, name: str, error: str) -> int | None:
+    if name not in req.query:
         return None
     try:
-        value = int(request.query[name])
+        value = int(req.query[name])
         if value < 0 or value >= 2**64:
             raise ValueError
         return value
@@ -109,70 +109,68 @@ def _uint_param(request: web.Request, name: str, error: str) -> int | None:
         raise HTTPError(400, error) from None
 
 
-async def get(request: web.Request) -> web.StreamResponse:
-    store = request.app["agent"].store
-    key = path_tail(request, PREFIX, keep_bytes=True)
-    q = request.query
+async def get(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    key = path_tail(req, PREFIX, keep_bytes=True)
+    q = req.query
     if "keys" in q:
-        separator = _separator(request)
+        separator = _separator(req)
         body, headers = await blocking(
-            request, index=lambda: store.kv_index(key), prefixes=(key,),
+            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,),
             render=lambda: list_keys(byte_order(list(store.kv_prefix_keys(key))), key, separator))
         if not body and key:
-            return web.Response(status=404, headers=headers)
-        return json_response(request, body, headers=headers)
+            return Answer(404, headers)
+        return json_answer(req, body, headers=headers)
     if "recurse" in q:
         body, headers = await blocking(
-            request, index=lambda: store.kv_index(key), prefixes=(key,),
+            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,),
             render=lambda: [dir_entry(store.kv[k]) for k in byte_order(list(store.kv_prefix_keys(key)))])
         if not body:
-            return web.Response(status=404, headers=headers)
-        return json_response(request, body, headers=headers)
+            return Answer(404, headers)
+        return json_answer(req, body, headers=headers)
     if not key:
         raise HTTPError(400, "Missing key name")
-    rec, headers = await blocking(request, index=lambda: store.kv_index(key, exact=True), keys=(watchkeys.kv(key),),
+    rec, headers = await blocking(req, ctx, index=lambda: store.kv_index(key, exact=True), keys=(watchkeys.kv(key),),
                                   render=lambda: store.kv_get(key))
     if rec is None:
-        return web.Response(status=404, headers=headers)
+        return Answer(404, headers)
     if "raw" in q:
         headers.update({"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"})
-        return web.Response(body=rec["Value"] or b"", content_type="text/plain", headers=headers)
-    return json_response(request, [dir_entry(rec)], headers=headers)
+        return Answer(200, headers, rec["Value"] or b"", "text/plain")
+    return json_answer(req, [dir_entry(rec)], headers=headers)
 
 
-async def put(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    key = path_tail(request, PREFIX, keep_bytes=True)
+async def put(req: Request, ctx: HTTPContext) -> Answer:
+    key = path_tail(req, PREFIX, keep_bytes=True)
     if not key:
         raise HTTPError(400, "Missing key name")
-    q = request.query
+    q = req.query
     if "cas" in q and ("acquire" in q or "release" in q):
         raise HTTPError(400, f"Conflicting flags: {urlencode(list(q.items()))}")
     if "acquire" in q or "release" in q:
         raise HTTPError(500, "Invalid session")
-    flags = _uint_param(request, "flags", "Invalid flags") or 0
-    cas = _uint_param(request, "cas", "Invalid cas index")
-    limit = agent.config.limits.kv_max_value_size
-    length = request.content_length
+    flags = _uint_param(req, "flags", "Invalid flags") or 0
+    cas = _uint_param(req, "cas", "Invalid cas index")
+    limit = ctx.config.limits.kv_max_value_size
+    length = req.content_length
     if length is not None and length > limit:
         raise HTTPError(
             413,
             f"Request body({length} bytes) too large, max size: {limit} bytes. "
             "See https://developer.hashicorp.com/consul/docs/agent/config/config-files#kv_max_value_size.",
         )
-    data = await read_body(request, limit)
+    data = read_body(req, limit)
     cmd: dict[str, Any] = {"Type": "kv_set", "Verb": "set", "Key": key, "Flags": flags, "Value": data or None}
     if cas is not None:
         cmd.update(Verb="cas", Index=cas)
-    result = await agent.consensus.propose(cmd)
-    return json_response(request, bool(result))
+    result = await ctx.consensus.propose(cmd)
+    return json_answer(req, bool(result))
 
 
-async def delete(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    key = path_tail(request, PREFIX, keep_bytes=True)
-    recurse = "recurse" in request.query
-    cas = _uint_param(request, "cas", "Invalid cas index")
+async def delete(req: Request, ctx: HTTPContext) -> Answer:
+    key = path_tail(req, PREFIX, keep_bytes=True)
+    recurse = "recurse" in req.query
+    cas = _uint_param(req, "cas", "Invalid cas index")
     if cas is not None and recurse:
         raise HTTPError(400, "Conflicting flags: cas and recurse")
     if not key and not recurse:
@@ -180,12 +178,5 @@ async def delete(request: web.Request) -> web.Response:
     cmd: dict[str, Any] = {"Type": "kv_delete", "Key": key, "Recurse": recurse}
     if cas is not None:
         cmd["Index"] = cas
-    result = await agent.consensus.propose(cmd)
-    return json_response(request, bool(result))
-
-
-ROUTES = [
-    ("GET", PREFIX, get),
-    ("PUT", PREFIX, put),
-    ("DELETE", PREFIX, delete),
-]
+    result = await ctx.consensus.propose(cmd)
+    return json_answer(req, bool(result))

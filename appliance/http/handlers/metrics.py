@@ -11,37 +11,30 @@ the Prometheus format is refused with Consul's 415 text.
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from appliance.http.encoding import json_response
+from appliance.http.context import HTTPContext
 from appliance.http.errors import HTTPError
+from appliance.http.values import Answer, Request, json_answer
 
 DISABLED = "Prometheus is not enabled since its retention time is not positive"
 NOT_INSTALLED = "Prometheus format is not available: the cairn exporters extension is not installed"
 OPENMETRICS = "application/openmetrics-text"
 
 
-def wants_prometheus(request: web.Request) -> bool:
-    if request.query.get("format") == "prometheus":
+def wants_prometheus(req: Request) -> bool:
+    if req.query.get("format") == "prometheus":
         return True
-    accept = request.headers.get("Accept", "")
+    accept = req.headers.get("Accept", "")
     return any(part.split(";", 1)[0].strip().lower() == OPENMETRICS for part in accept.split(","))
 
 
-async def metrics(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
-    tel = agent.telemetry
-    if wants_prometheus(request):
+async def metrics(req: Request, ctx: HTTPContext) -> Answer:
+    tel = ctx.telemetry
+    if wants_prometheus(req):
         if not tel.prometheus_enabled:
             raise HTTPError(415, DISABLED)
         formatter = tel.formatters.get("prometheus")
         if formatter is None:
             raise HTTPError(415, NOT_INSTALLED)
-        body, content_type = formatter(agent, request.query)
-        return web.Response(body=body, headers={"Content-Type": content_type})
-    return json_response(request, tel.display())
-
-
-ROUTES = [
-    ("GET", "/v1/agent/metrics", metrics),
-]
+        body, content_type = formatter(ctx, req.query)
+        return Answer(200, None, body, content_type)
+    return json_answer(req, tel.display())

@@ -19,57 +19,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
+from appliance.api.gojson import DecodeError, decode
 from appliance.api.structs import AUTOPILOT_CONFIGURATION
 from appliance.config.durations import format_duration
-from appliance.api.gojson import DecodeError, decode
-from appliance.http.encoding import decode_json, json_response, read_body
+from appliance.http.context import HTTPContext
+from appliance.http.encoding import decode_json, read_body
 from appliance.http.errors import HTTPError
+from appliance.http.values import Answer, Request, json_answer
 from appliance.raft.autopilot import AutopilotConfig, AutopilotConfigError
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.state.fsm import CommandError
 
+MAX_AUTOPILOT_BYTES = 64 << 10
 
-async def leader_call(request: web.Request, command: dict[str, Any]) -> Any:
+
+async def leader_call(ctx: HTTPContext, command: dict[str, Any]) -> Any:
     """Run an operator command on the leader (forwarded if need be); Consul's errors as 500s."""
     try:
-        return await request.app["agent"].consensus.propose(command)
+        return await ctx.consensus.propose(command)
     except NotLeader:
         raise HTTPError(500, "No cluster leader") from None
     except (CommandError, RaftError, TimeoutError) as err:
         raise HTTPError(500, str(err) or type(err).__name__) from None
 
 
-async def raft_configuration(request: web.Request) -> web.Response:
+async def raft_configuration(req: Request, ctx: HTTPContext) -> Answer:
     """Served by the leader (which knows every server's LastIndex) unless `?stale`."""
-    agent = request.app["agent"]
-    if "stale" in request.query or getattr(agent.consensus, "is_leader", False):
-        conf = agent.consensus.configuration()
+    if "stale" in req.query or (ctx.raft is not None and ctx.raft.is_leader):
+        conf = ctx.consensus.configuration()
     else:
-        conf = await leader_call(request, {"Type": "raft_configuration"})
-    names = {(n.get("ID") or "").lower(): n["Node"] for n in agent.store.nodes.values()}
+        conf = await leader_call(ctx, {"Type": "raft_configuration"})
+    names = {(n.get("ID") or "").lower(): n["Node"] for n in ctx.store.nodes.values()}
     servers = [{"ID": s["ID"], "Node": names.get(s["ID"].lower(), ""), **{k: v for k, v in s.items() if k != "ID"}}
                for s in conf["Servers"]]
-    return json_response(request, {"Servers": servers, "Index": conf["Index"]})
+    return json_answer(req, {"Servers": servers, "Index": conf["Index"]})
 
 
-async def raft_remove_peer(request: web.Request) -> web.Response:
-    node_id, address = request.query.get("id", ""), request.query.get("address", "")
+async def raft_remove_peer(req: Request, ctx: HTTPContext) -> Answer:
+    node_id, address = req.query.get("id", ""), req.query.get("address", "")
     if not node_id and not address:
         raise HTTPError(400, "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove")
-    await leader_call(request, {"Type": "raft_remove_peer", "ID": node_id, "Address": "" if node_id else address})
-    return web.Response(status=200)
+    await leader_call(ctx, {"Type": "raft_remove_peer", "ID": node_id, "Address": "" if node_id else address})
+    return Answer()
 
 
-async def raft_transfer_leader(request: web.Request) -> web.Response:
-    await leader_call(request, {"Type": "raft_transfer_leader", "ID": request.query.get("id", "")})
-    return json_response(request, {"Success": True})
+async def raft_transfer_leader(req: Request, ctx: HTTPContext) -> Answer:
+    await leader_call(ctx, {"Type": "raft_transfer_leader", "ID": req.query.get("id", "")})
+    return json_answer(req, {"Success": True})
 
 
-async def autopilot_health(request: web.Request) -> web.Response:
-    health = await leader_call(request, {"Type": "autopilot_health"})
-    return json_response(request, health, status=200 if health["Healthy"] else 429)  # Consul: 429 if unhealthy
+async def autopilot_health(req: Request, ctx: HTTPContext) -> Answer:
+    health = await leader_call(ctx, {"Type": "autopilot_health"})
+    return json_answer(req, health, status=200 if health["Healthy"] else 429)  # Consul: 429 if unhealthy
 
 
 def state_from_health(health: dict[str, Any]) -> dict[str, Any]:
@@ -94,56 +95,44 @@ def state_from_health(health: dict[str, Any]) -> dict[str, Any]:
             "RedundancyZones": None, "Upgrade": None}
 
 
-async def autopilot_state(request: web.Request) -> web.Response:
-    return json_response(request, state_from_health(await leader_call(request, {"Type": "autopilot_health"})))
+async def autopilot_state(req: Request, ctx: HTTPContext) -> Answer:
+    return json_answer(req, state_from_health(await leader_call(ctx, {"Type": "autopilot_health"})))
 
 
-def _current(agent: Any) -> tuple[AutopilotConfig, dict[str, Any]]:
-    record = agent.store.autopilot or {}
-    if agent.autopilot is not None:
-        return agent.autopilot.configuration(), record
+def _current(ctx: HTTPContext) -> tuple[AutopilotConfig, dict[str, Any]]:
+    record = ctx.store.autopilot or {}
+    if ctx.autopilot is not None:
+        return ctx.autopilot.configuration(), record
     try:
         return AutopilotConfig.from_api(record or None), record
     except AutopilotConfigError:
         return AutopilotConfig(), record
 
 
-async def autopilot_get_configuration(request: web.Request) -> web.Response:
-    config, record = _current(request.app["agent"])
-    return json_response(request, {**config.to_api(), "CreateIndex": record.get("CreateIndex", 0),
+async def autopilot_get_configuration(req: Request, ctx: HTTPContext) -> Answer:
+    config, record = _current(ctx)
+    return json_answer(req, {**config.to_api(), "CreateIndex": record.get("CreateIndex", 0),
                                    "ModifyIndex": record.get("ModifyIndex", 0)})
 
 
-async def autopilot_set_configuration(request: web.Request) -> web.Response:
-    agent = request.app["agent"]
+async def autopilot_set_configuration(req: Request, ctx: HTTPContext) -> Answer:
     try:  # Consul: "Error parsing autopilot config: <decoder's error>"
-        body = decode(decode_json(await read_body(request, 64 << 10), empty={}), AUTOPILOT_CONFIGURATION)
+        body = decode(decode_json(read_body(req, MAX_AUTOPILOT_BYTES), empty={}), AUTOPILOT_CONFIGURATION)
     except DecodeError as err:
         raise HTTPError(400, f"Error parsing autopilot config: {err}") from None
     body = {k: format_duration(v) if isinstance(v, float) else v for k, v in body.items()}  # merged() parses
-    config, _ = _current(agent)
+    config, _ = _current(ctx)
     try:
         new = config.merged(body)
     except AutopilotConfigError as err:
         raise HTTPError(400, f"Error parsing autopilot config: {err}") from None
     command: dict[str, Any] = {"Type": "autopilot", "Config": new.to_api()}
-    if "cas" in request.query:
+    if "cas" in req.query:
         try:
-            command["CAS"] = int(request.query["cas"])
+            command["CAS"] = int(req.query["cas"])
             if command["CAS"] < 0:
                 raise ValueError
         except ValueError:
-            raise HTTPError(400, f"Error parsing cas value: {request.query['cas']!r}") from None
-    result = await leader_call(request, command)
-    return json_response(request, bool(result))
-
-
-ROUTES = [
-    ("GET", "/v1/operator/raft/configuration", raft_configuration),
-    ("DELETE", "/v1/operator/raft/peer", raft_remove_peer),
-    ("POST", "/v1/operator/raft/transfer-leader", raft_transfer_leader),
-    ("GET", "/v1/operator/autopilot/health", autopilot_health),
-    ("GET", "/v1/operator/autopilot/state", autopilot_state),
-    ("GET", "/v1/operator/autopilot/configuration", autopilot_get_configuration),
-    ("PUT", "/v1/operator/autopilot/configuration", autopilot_set_configuration),
-]
+            raise HTTPError(400, f"Error parsing cas value: {req.query['cas']!r}") from None
+    result = await leader_call(ctx, command)
+    return json_answer(req, bool(result))

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
-
+from appliance.http.context import HTTPContext
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.operator import leader_call
 from appliance.http.query import query_options, read_point
+from appliance.http.values import Answer, Request
 from appliance.raft.archive import ArchiveError, build_archive, read_archive
+from appliance.raft.driver import RaftDriver
 from appliance.raft.transport import MAX_FRAME_BYTES
 from appliance.state.snapshot import SnapshotError, foreign_text, restore, snapshot
 
@@ -28,20 +29,19 @@ from appliance.state.snapshot import SnapshotError, foreign_text, restore, snaps
 MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 
-def _server(request: web.Request):
-    agent = request.app["agent"]
-    if not agent.config.server or getattr(agent.consensus, "core", None) is None:
+def _server(ctx: HTTPContext) -> RaftDriver:
+    if not ctx.config.server or ctx.raft is None:
         raise HTTPError(500, "snapshots are taken and restored by servers: send the request to a server agent")
-    return agent
+    return ctx.raft
 
 
-async def save(request: web.Request) -> web.Response:
-    agent = _server(request)
-    await read_point(agent, query_options(request))
-    consensus = agent.consensus
+async def save(req: Request, ctx: HTTPContext) -> Answer:
+    consensus = _server(ctx)
+    await read_point(consensus, query_options(req))
     core = consensus.core
+    assert core is not None  # opened before the HTTP server starts
     index = consensus.applied_index  # the store below is exactly this index: no await in between
-    state = snapshot(agent.store)
+    state = snapshot(ctx.store)
     term = core.log.term(index) or core.log.last_term()
     conf_index, conf = core.log.config_at(index) if index else core.log.latest_config()
     configuration = {"Servers": [{"ID": s.id, "Address": s.address, "Suffrage": s.suffrage} for s in conf.servers],
@@ -50,28 +50,20 @@ async def save(request: web.Request) -> web.Response:
                             now_ms=int(time.time() * 1000))
     headers = {"X-Consul-Index": str(max(index, 1)), "X-Consul-KnownLeader": str(consensus.known_leader).lower(),
                "X-Consul-LastContact": str(consensus.last_contact_ms)}
-    return web.Response(body=archive, content_type="application/x-gzip", headers=headers)
+    return Answer(200, headers, archive, "application/x-gzip")
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    length = request.content_length
+def _read_limited(req: Request, limit: int) -> bytes:
     too_large = f"snapshot archive too large: at most {limit} bytes can be restored (one server RPC frame)"
-    if length is not None and length > limit:
+    length = req.content_length
+    if (length is not None and length > limit) or len(req.body) > limit:
         raise HTTPError(413, too_large)
-    chunks, size = [], 0
-    while True:
-        chunk = await request.content.read(min(1 << 20, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise HTTPError(413, too_large)
+    return req.body
 
 
-async def restore_archive(request: web.Request) -> web.Response:
-    _server(request)
-    data = await _read_limited(request, MAX_RESTORE_BYTES)
+async def restore_archive(req: Request, ctx: HTTPContext) -> Answer:
+    _server(ctx)
+    data = _read_limited(req, MAX_RESTORE_BYTES)
     if not data:
         raise HTTPError(400, "snapshot archive is empty: send the archive as the request body")
     try:
@@ -84,11 +76,5 @@ async def restore_archive(request: web.Request) -> web.Response:
         raise HTTPError(400, f"snapshot archive state.bin cannot be read: {err}") from None
     if where is not None:  # only KV keys may be bytes outside UTF-8 (state/snapshot.py)
         raise HTTPError(400, f"snapshot archive state.bin cannot be read: text that is not UTF-8 in {where}")
-    await leader_call(request, {"Type": "restore", "State": state})
-    return web.Response(status=200)
-
-
-ROUTES = [
-    ("GET", "/v1/snapshot", save),
-    ("PUT", "/v1/snapshot", restore_archive),
-]
+    await leader_call(ctx, {"Type": "restore", "State": state})
+    return Answer()

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from appliance.http.encoding import json_response
-
-
-async def leader(request: web.Request) -> web.Response:
-    consensus = request.app["agent"].consensus
-    return json_response(request, consensus.leader_address() if consensus.known_leader else "")
+from appliance.http.context import HTTPContext
+from appliance.http.values import Answer, Request, json_answer
 
 
-async def peers(request: web.Request) -> web.Response:
-    return json_response(request, request.app["agent"].consensus.peers())
+async def leader(req: Request, ctx: HTTPContext) -> Answer:
+    consensus = ctx.consensus
+    return json_answer(req, consensus.leader_address() if consensus.known_leader else "")
 
 
-ROUTES = [
-    ("GET", "/v1/status/leader", leader),
-    ("GET", "/v1/status/peers", peers),
-]
+async def peers(req: Request, ctx: HTTPContext) -> Answer:
+    return json_answer(req, ctx.consensus.peers())

@@ -1,0 +1,55 @@
+"""What an HTTP handler may use: one dataclass of typed fields, built by the composition root.
+
+Handlers are `async def handler(req: Request, ctx: HTTPContext) -> Answer`; they never see the
+`Agent` (appliance/interfaces.py names each seam). The same context serves the aiohttp adapter,
+requests from other datacenters (remote_dc.py) and the in-process tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from appliance.http.values import RenderCache
+
+if TYPE_CHECKING:
+    from appliance.config.runtime import RuntimeConfig
+    from appliance.interfaces import AgentControl, AgentInfo, Consensus, Coordinates, Events, Federation, Membership
+    from appliance.local.state import LocalState
+    from appliance.raft.driver import RaftDriver
+    from appliance.raft.driver_autopilot import Autopilot
+    from appliance.state.store import Store
+    from appliance.telemetry import Telemetry
+    from appliance.watch import WatchHub
+
+
+@dataclass(slots=True, eq=False)
+class HTTPContext:
+    config: RuntimeConfig
+    store: Store  # catalog reads
+    hub: WatchHub  # blocking waits on watch keys
+    consensus: Consensus  # writes and read points
+    local: LocalState  # this agent's services and checks (appliance/local/state.py)
+    control: AgentControl  # sync-now, reload, leave
+    membership: Membership
+    federation: Federation
+    events: Events
+    coordinates: Coordinates
+    info: AgentInfo
+    telemetry: Telemetry
+    autopilot: Autopilot | None = None  # servers only
+    raft: RaftDriver | None = None  # a server's Raft (snapshots); None on a client agent
+    rng: random.Random = field(default_factory=random.Random)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("agent"))
+    render_cache: RenderCache = field(default_factory=RenderCache)
+    loop_time: Callable[[], float] = time.monotonic  # the event loop's clock (monotonic)
+    pretty: bool = field(init=False)  # -dev: JSON is indented unless asked otherwise
+    response_headers: dict[str, str] = field(init=False)  # on every answer
+
+    def __post_init__(self) -> None:
+        self.pretty = self.config.pretty_json
+        self.response_headers = {"X-Consul-Default-ACL-Policy": "allow", **self.config.http_response_headers}

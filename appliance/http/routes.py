@@ -1,0 +1,229 @@
+"""The route table: every HTTP endpoint of the agent, declared once.
+
+Each `Route` names its method and path (an exact path, or a prefix ending in "/" whose rest is the
+path parameter: Consul's ServeMux rules, appliance/http/routing.py), its handler (`async def
+handler(req, ctx) -> Answer`), whether it is a blocking query (`?index`/`?wait`, or `?hash` on
+the agent's service), its `filter=` schema (appliance/filter), the body the adapter reads for it
+(bytes, or the name of a `limits` setting), and the ACL permission it needs, from Consul's
+per-endpoint table (reference: security.md §3.3): `<resource>:<read|write>` for an endpoint that
+refuses (403) without it, `filter:<resource>[,<resource>]` for one that drops what the token may
+not read, `none` for one anyone may call. ACL enforcement, the OpenAPI document (`openapi`) and
+the route tests all read this table. Extensions (exporters/, sd/) contribute `Route`s of their own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.http.encoding import JSON_BODY_LIMIT
+from appliance.http.handlers import (
+    agent,
+    catalog,
+    coordinate,
+    event,
+    health,
+    keyring,
+    kv,
+    metrics,
+    operator,
+    snapshot,
+    status,
+)
+
+if TYPE_CHECKING:
+    from appliance.http.context import HTTPContext
+    from appliance.http.values import Answer, Request
+
+Handler = Callable[["Request", "HTTPContext"], Awaitable["Answer"]]
+ACL = re.compile(r"none|(acl|agent|event|key|keyring|node|operator|query|service|session):(read|write)"
+                 r"|filter:[a-z]+(,[a-z]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str  # exact, or a prefix ending in "/" (the rest is the path parameter)
+    handler: Handler
+    acl: str  # "<resource>:<read|write>", "filter:<resource>[,...]" or "none" (security.md §3.3)
+    blocking: bool = False
+    filter: str | None = None  # the filter= schema (appliance/filter)
+    body_limit: int | str = 0  # bytes the adapter reads, or the name of a `limits` setting
+    summary: str = ""
+
+    @property
+    def prefix(self) -> bool:
+        return self.path.endswith("/")
+
+    def body_bytes(self, limits: Any) -> int:
+        limit = self.body_limit
+        return int(getattr(limits, limit)) if isinstance(limit, str) else limit
+
+
+J = JSON_BODY_LIMIT
+R = Route
+
+ROUTES: tuple[Route, ...] = (
+    # -- agent (appliance/http/handlers/agent.py)
+    R("GET", "/v1/agent/self", agent.self_, "agent:read", summary="This agent's configuration and member"),
+    R("GET", "/v1/agent/version", agent.version, "none", summary="Version"),
+    R("GET", "/v1/agent/members", agent.members, "filter:node", summary="Members of the LAN or WAN pool"),
+    R("GET", "/v1/agent/services", agent.services, "filter:service", filter="agent_services",
+      summary="This agent's services"),
+    R("GET", "/v1/agent/service/", agent.service, "service:read", blocking=True, summary="One local service"),
+    R("GET", "/v1/agent/checks", agent.checks, "filter:node,service", filter="agent_checks",
+      summary="This agent's checks"),
+    R("GET", "/v1/agent/health/service/id/", agent.health_service_id, "service:read",
+      summary="Aggregated health of a local service by ID"),
+    R("GET", "/v1/agent/health/service/name/", agent.health_service_name, "service:read",
+      summary="Aggregated health of local services by name"),
+    R("PUT", "/v1/agent/service/register", agent.service_register, "service:write", body_limit=J,
+      summary="Register a local service"),
+    R("PUT", "/v1/agent/service/deregister/", agent.service_deregister, "service:write",
+      summary="Deregister a local service"),
+    R("PUT", "/v1/agent/service/maintenance/", agent.service_maintenance, "service:write",
+      summary="Service maintenance mode"),
+    R("PUT", "/v1/agent/check/register", agent.check_register, "node:write", body_limit=J,
+      summary="Register a local check"),
+    R("PUT", "/v1/agent/check/deregister/", agent.check_deregister, "node:write", summary="Deregister a check"),
+    R("PUT", "/v1/agent/check/pass/", agent.check_pass, "node:write", summary="TTL check: passing"),
+    R("PUT", "/v1/agent/check/warn/", agent.check_warn, "node:write", summary="TTL check: warning"),
+    R("PUT", "/v1/agent/check/fail/", agent.check_fail, "node:write", summary="TTL check: critical"),
+    R("PUT", "/v1/agent/check/update/", agent.check_update, "node:write", body_limit=J,
+      summary="TTL check: status and output"),
+    R("PUT", "/v1/agent/maintenance", agent.node_maintenance, "node:write", summary="Node maintenance mode"),
+    R("PUT", "/v1/agent/reload", agent.reload, "agent:write", summary="Reload the configuration"),
+    R("PUT", "/v1/agent/leave", agent.leave, "agent:write", summary="Leave gracefully and shut down"),
+    R("PUT", "/v1/agent/join/", agent.join, "agent:write", summary="Join a pool through an address"),
+    R("PUT", "/v1/agent/force-leave/", agent.force_leave, "operator:write", summary="Force a member out"),
+    R("GET", "/v1/agent/monitor", agent.monitor, "agent:read", summary="Stream the agent's logs"),
+    R("GET", "/v1/agent/metrics", metrics.metrics, "agent:read", summary="The agent's metrics"),
+    # -- catalog
+    R("PUT", "/v1/catalog/register", catalog.register, "node:write", body_limit=J, summary="Register in the catalog"),
+    R("PUT", "/v1/catalog/deregister", catalog.deregister, "node:write", body_limit=J,
+      summary="Deregister from the catalog"),
+    R("GET", "/v1/catalog/datacenters", catalog.datacenters, "none", summary="Known datacenters"),
+    R("GET", "/v1/catalog/nodes", catalog.nodes, "filter:node", blocking=True, filter="catalog_nodes",
+      summary="Nodes"),
+    R("GET", "/v1/catalog/services", catalog.services, "filter:service", blocking=True, filter="catalog_services",
+      summary="Services"),
+    R("GET", "/v1/catalog/service/", catalog.service, "filter:service,node", blocking=True,
+      filter="catalog_service", summary="Instances of a service"),
+    R("GET", "/v1/catalog/node/", catalog.node, "filter:node,service", blocking=True, filter="catalog_node",
+      summary="A node and its services"),
+    R("GET", "/v1/catalog/node-services/", catalog.node_services, "filter:node,service", blocking=True,
+      filter="catalog_node_services", summary="A node's services as a list"),
+    # -- health
+    R("GET", "/v1/health/node/", health.node, "filter:node,service", blocking=True, filter="health_checks",
+      summary="Checks of a node"),
+    R("GET", "/v1/health/checks/", health.checks, "filter:node,service", blocking=True, filter="health_checks",
+      summary="Checks of a service"),
+    R("GET", "/v1/health/state/", health.state, "filter:node,service", blocking=True, filter="health_checks",
+      summary="Checks in a state"),
+    R("GET", "/v1/health/service/", health.service, "filter:node,service", blocking=True, filter="health_service",
+      summary="Instances of a service with their node and checks"),
+    # -- KV
+    R("GET", kv.PREFIX, kv.get, "key:read", blocking=True, summary="Read a key, a prefix or its keys"),
+    R("PUT", kv.PREFIX, kv.put, "key:write", body_limit="kv_max_value_size", summary="Write a key"),
+    R("DELETE", kv.PREFIX, kv.delete, "key:write", summary="Delete a key or a prefix"),
+    # -- events, coordinates, status
+    R("PUT", event.FIRE_PREFIX, event.fire, "event:write", body_limit=event.MAX_PAYLOAD_READ,
+      summary="Fire a user event"),
+    R("GET", "/v1/event/list", event.event_list, "filter:event", blocking=True, summary="Recent user events"),
+    R("GET", "/v1/coordinate/datacenters", coordinate.datacenters, "none", summary="WAN coordinates"),
+    R("GET", "/v1/coordinate/nodes", coordinate.nodes, "filter:node", blocking=True, summary="LAN coordinates"),
+    R("GET", coordinate.NODE_PREFIX, coordinate.node, "filter:node", blocking=True, summary="A node's coordinate"),
+    R("PUT", "/v1/coordinate/update", coordinate.update, "node:write", body_limit=coordinate.MAX_UPDATE_BYTES,
+      summary="Update a node's coordinate"),
+    R("GET", "/v1/status/leader", status.leader, "none", summary="The Raft leader's address"),
+    R("GET", "/v1/status/peers", status.peers, "none", summary="The Raft voters' addresses"),
+    # -- operator, keyring, snapshot
+    R("GET", "/v1/operator/raft/configuration", operator.raft_configuration, "operator:read",
+      summary="Raft configuration"),
+    R("DELETE", "/v1/operator/raft/peer", operator.raft_remove_peer, "operator:write", summary="Remove a peer"),
+    R("POST", "/v1/operator/raft/transfer-leader", operator.raft_transfer_leader, "operator:write",
+      summary="Transfer leadership"),
+    R("GET", "/v1/operator/autopilot/health", operator.autopilot_health, "operator:read", summary="Autopilot health"),
+    R("GET", "/v1/operator/autopilot/state", operator.autopilot_state, "operator:read", summary="Autopilot state"),
+    R("GET", "/v1/operator/autopilot/configuration", operator.autopilot_get_configuration, "operator:read",
+      summary="Autopilot configuration"),
+    R("PUT", "/v1/operator/autopilot/configuration", operator.autopilot_set_configuration, "operator:write",
+      body_limit=operator.MAX_AUTOPILOT_BYTES, summary="Set the autopilot configuration"),
+    *(R(method, "/v1/operator/keyring", keyring.keyring, "keyring:read" if method == "GET" else "keyring:write",
+        body_limit=0 if method == "GET" else J, summary=f"Keyring: {op}")
+      for method, op in keyring.OPS.items()),
+    R("GET", "/v1/snapshot", snapshot.save, "acl:write", summary="Save a snapshot"),
+    R("PUT", "/v1/snapshot", snapshot.restore_archive, "acl:write", body_limit=snapshot.MAX_RESTORE_BYTES,
+      summary="Restore a snapshot"),
+)
+
+
+def check_table(routes: Iterable[Route]) -> list[str]:
+    """What is wrong with a route table: duplicate (method, path), a bad ACL or method."""
+    problems, seen = [], set()
+    for r in routes:
+        if (r.method, r.path) in seen:
+            problems.append(f"{r.method} {r.path}: declared twice")
+        seen.add((r.method, r.path))
+        if not ACL.fullmatch(r.acl):
+            problems.append(f"{r.method} {r.path}: ACL {r.acl!r} is not <resource>:<level>, filter:... or none")
+        if not r.path.startswith("/v1/"):
+            problems.append(f"{r.method} {r.path}: not under /v1/")
+    return problems
+
+
+# ---------------------------------------------------------------------------------- OpenAPI
+
+_BLOCKING_PARAMS: list[dict[str, Any]] = [
+    {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0},
+     "description": "Blocking query: wait until the answer's index passes this one"},
+    {"name": "wait", "in": "query", "schema": {"type": "string", "example": "5m"},
+     "description": "Blocking query: the longest wait (Go duration, at most 10m)"},
+]
+_CONSISTENCY_PARAMS: list[dict[str, Any]] = [
+    {"name": name, "in": "query", "allowEmptyValue": True, "schema": {"type": "boolean"}, "description": text}
+    for name, text in (("stale", "Any server may answer"), ("consistent", "The leader confirms its leadership"),
+                       ("cached", "The agent's cache may answer"))
+]
+_COMMON_PARAMS: list[dict[str, Any]] = [
+    {"name": "pretty", "in": "query", "allowEmptyValue": True, "schema": {"type": "boolean"},
+     "description": "Indented JSON"},
+    {"name": "dc", "in": "query", "schema": {"type": "string"}, "description": "Datacenter to ask"},
+]
+
+
+def openapi(routes: Iterable[Route], version: str = "") -> dict[str, Any]:
+    """The route table as an OpenAPI 3.0 document. A prefix route becomes `<prefix>{param}`;
+    each operation carries `x-acl` (its permission) and `x-blocking`."""
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        path = r.path + "{param}" if r.prefix else r.path
+        params: list[dict[str, Any]] = []
+        if r.prefix:
+            params.append({"name": "param", "in": "path", "required": True, "schema": {"type": "string"},
+                           "description": "The rest of the path (a key, a name or an ID), unescaped"})
+        params += _COMMON_PARAMS
+        if r.blocking:
+            params += _BLOCKING_PARAMS + _CONSISTENCY_PARAMS
+        if r.filter:
+            params.append({"name": "filter", "in": "query", "schema": {"type": "string"},
+                           "description": f"Filter expression over the `{r.filter}` schema"})
+        op: dict[str, Any] = {
+            "summary": r.summary or f"{r.method} {r.path}",
+            "operationId": f"{r.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', r.path).strip('_')}",
+            "parameters": params,
+            "responses": {"200": {"description": "OK"}, "400": {"description": "Bad request (Consul's text)"},
+                          "403": {"description": "Permission denied"},
+                          "500": {"description": "Server error (Consul's text)"}},
+            "x-acl": r.acl,
+            "x-blocking": r.blocking,
+        }
+        if r.body_limit:
+            op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}},
+                                 "description": f"at most {r.body_limit} bytes" if isinstance(r.body_limit, int)
+                                 else f"at most limits.{r.body_limit} bytes"}
+        paths.setdefault(path, {})[r.method.lower()] = op
+    return {"openapi": "3.0.3", "info": {"title": "cairn HTTP API", "version": version or "0"},
+            "paths": dict(sorted(paths.items()))}

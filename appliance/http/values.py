@@ -1,0 +1,188 @@
+"""HTTP requests and answers as plain values (h11's lesson: no I/O in what handlers see).
+
+A `Request` is what arrived: method, raw path (still escaped, as Consul's mux sees it), the query
+string (parsed into a multidict only when first asked), headers, the body bytes (read by the
+adapter up to the route's body limit), the client's address and the ACL token it named. An
+`Answer` is what goes back: status, headers and either body bytes or a JSON value that the
+dispatcher renders with Consul's rules (appliance/http/encoding.py); a `StreamAnswer` carries an
+async iterator of chunks (`/v1/agent/monitor`). Handlers are `async def handler(req, ctx) ->
+Answer` and import no aiohttp; the aiohttp adapter (app.py), the in-process tests and the
+datacenter-request path (remote_dc.py) all build a `Request` and call the same dispatch.
+
+The hot path builds one `Request` per HTTP request: `__slots__`, and the query, the token and
+the per-request scratch dict are computed only when a handler asks for them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+
+class RenderEntry:
+    """One rendered answer: the body and, once encoded, its bytes (compact and pretty)."""
+
+    __slots__ = ("index", "body", "encoded")
+
+    def __init__(self, index: int, body: Any) -> None:
+        self.index = index
+        self.body = body
+        self.encoded: dict[bool, bytes] = {}
+
+
+class RenderCache:
+    """Answers rendered once per (query, index): the index names the data the answer was built
+    from, so the same query at the same index has the same answer. Bounded LRU."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.entries: OrderedDict[Any, RenderEntry] = OrderedDict()
+        self.max_entries = max_entries
+
+    def get(self, key: Any, index: int) -> RenderEntry | None:
+        entry = self.entries.get(key)
+        if entry is None or entry.index != index:
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Any, index: int, body: Any) -> RenderEntry:
+        entry = self.entries[key] = RenderEntry(index, body)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+        return entry
+
+
+_EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+_EMPTY_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+_NO_JSON = object()
+
+
+class Request:
+    """One HTTP request as a value (see the module docstring)."""
+
+    __slots__ = ("method", "raw_path", "query_string", "headers", "body", "remote", "content_length", "route",
+                 "render_entry", "_query", "_scratch", "_url")
+
+    def __init__(self, method: str, target: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
+                 remote: str = "", content_length: int | None = None, url: URL | None = None) -> None:
+        self.method = method
+        path, sep, query = target.partition("?")
+        self.raw_path = path  # escaped, without the query
+        self.query_string = query
+        if headers is None:
+            headers = _EMPTY_HEADERS
+        elif not isinstance(headers, (CIMultiDictProxy, CIMultiDict)):
+            headers = CIMultiDict(headers)
+        self.headers = headers
+        self.body = body
+        self.remote = remote
+        self.content_length = content_length if content_length is not None else (len(body) if body else None)
+        self.route = ""  # the matched route pattern (Router.dispatch), for metrics
+        self.render_entry: RenderEntry | None = None  # a cached answer this request returns (query.blocking)
+        self._query: MultiDictProxy[str] | None = None
+        self._scratch: dict[str, Any] | None = None
+        self._url = url  # the adapter's parsed URL, if it has one: its query is parsed once, lazily
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        """The decoded query (yarl's rules, as aiohttp's `request.query`)."""
+        q = self._query
+        if q is None:
+            if not self.query_string:
+                q = _EMPTY_QUERY
+            else:
+                url = self._url
+                if url is None:
+                    url = URL.build(path="/", query_string=self.query_string, encoded=True)
+                q = url.query
+            self._query = q
+        return q
+
+    @property
+    def target(self) -> str:
+        return self.raw_path + "?" + self.query_string if self.query_string else self.raw_path
+
+    @property
+    def token(self) -> str:
+        """The ACL token the request names: `X-Consul-Token`, else `Authorization: Bearer`, else `?token`
+        (Consul's parseTokenInternal order)."""
+        token = self.headers.get("X-Consul-Token", "")
+        if token:
+            return token
+        auth = self.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return self.query.get("token", "") if self.query_string else ""
+
+    # per-request scratch space for the handler's helpers (the compiled filter, say)
+    def get(self, key: str, default: Any = None) -> Any:
+        return default if self._scratch is None else self._scratch.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self._scratch is None:
+            self._scratch = {}
+        self._scratch[key] = value
+
+
+class Answer:
+    """One answer: status, headers, and body bytes or a JSON value (rendered by the dispatcher)."""
+
+    __slots__ = ("status", "headers", "body", "json", "entry", "content_type", "charset", "reason")
+
+    def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None, body: bytes | None = None,
+                 content_type: str | None = None, charset: str | None = None, reason: str | None = None) -> None:
+        self.status = status
+        self.headers = dict(headers) if headers else {}
+        self.body = body
+        self.json: Any = _NO_JSON
+        self.entry: RenderEntry | None = None
+        self.content_type = content_type
+        self.charset = charset
+        self.reason = reason
+
+    @classmethod
+    def text(cls, status: int, text: str, headers: Mapping[str, str] | None = None) -> Answer:
+        return cls(status, headers, text.encode(), "text/plain", "utf-8")
+
+    @classmethod
+    def of_json(cls, req: Request, value: Any, status: int = 200,
+                headers: Mapping[str, str] | None = None) -> Answer:
+        answer = cls(status, headers, None, "application/json")
+        answer.json = value
+        entry = req.render_entry
+        if entry is not None and entry.body is value:  # a cached answer (appliance.http.query.RenderCache)
+            answer.entry = entry
+        return answer
+
+    @property
+    def has_json(self) -> bool:
+        return self.json is not _NO_JSON
+
+    def header_list(self) -> list[tuple[str, str]]:
+        """The headers as they go on the wire, Content-Type included (for another datacenter)."""
+        out = list(self.headers.items())
+        if self.content_type is not None:
+            ctype = self.content_type + (f"; charset={self.charset}" if self.charset else "")
+            out.append(("Content-Type", ctype))
+        return out
+
+
+class StreamAnswer(Answer):
+    """An answer whose body is written chunk by chunk as `chunks` yields it (chunked encoding)."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str] | None = None,
+                 content_type: str = "text/plain") -> None:
+        super().__init__(200, headers, None, content_type)
+        self.chunks = chunks
+
+
+def json_answer(req: Request, value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Answer:
+    """A JSON answer, rendered compact or pretty by the dispatcher (encoding.render)."""
+    return Answer.of_json(req, value, status, headers)
