@@ -437,17 +437,17 @@ class HTTPServer:
         ctx = self.ctx
         tel = ctx.telemetry
         start = tel.monotonic()
-        protocol = request.protocol
         req = Request(request.method, request.raw_path, request.headers, b"",
-                      getattr(protocol, "ip", None) or "", request.content_length, request.rel_url)
+                      getattr(request.protocol, "ip", None) or "", None, request.rel_url)
         try:
             if request.can_read_body:
+                req.content_length = request.content_length
                 route = self.router.route_of(req)
                 limit = route.body_bytes(ctx.config.limits) if route is not None else 0
                 length = req.content_length
                 if limit and (length is None or length <= limit):  # else the handler answers 413
                     req.body = await _read_body(request, limit)
-            answer = await self.dispatch(req)
+            answer = await respond(self.router, req, ctx)
         except RequestPayloadError as err:  # the body could not be read: the client's fault, not a bug
             log.debug("refused request: from=%s status=400 error=%r", req.remote, _summary(str(err)))
             response = web.Response(status=400, text="400 Bad Request")

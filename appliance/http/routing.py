@@ -40,12 +40,15 @@ class Router:
         self.exact: dict[str, dict[str, Route]] = {}
         self.prefixes: dict[str, dict[str, Route]] = {}
         self.routes: list[Route] = []
+        self.forwarded: set[str] = set()  # patterns whose `?dc=<other>` goes to that datacenter
         self.add_all(routes)
 
     def add(self, route: Route) -> None:
         table = self.prefixes if route.prefix else self.exact
         table.setdefault(route.path, {})[route.method] = route
         self.routes.append(route)
+        if forwardable(route.path):
+            self.forwarded.add(route.path)
 
     def add_all(self, routes: Iterable[Route]) -> None:
         for route in routes:
@@ -89,7 +92,7 @@ class Router:
         route = methods.get(req.method)
         if route is None:
             raise HTTPError(405, f"method {req.method} not allowed", {"Allow": ",".join(["OPTIONS", *sorted(methods)])})
-        if req.query_string and forwardable(pattern):
+        if req.query_string and pattern in self.forwarded:
             dc = req.query.get("dc", "")
             if dc and dc.lower() != ctx.config.datacenter.lower():
                 return await forward(req, ctx, dc.lower())

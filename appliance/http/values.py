@@ -1,7 +1,7 @@
 """HTTP requests and answers as plain values (h11's lesson: no I/O in what handlers see).
 
 A `Request` is what arrived: method, raw path (still escaped, as Consul's mux sees it), the query
-string (parsed into a multidict only when first asked), headers, the body bytes (read by the
+string and its decoded multidict, headers, the body bytes (read by the
 adapter up to the route's body limit), the client's address and the ACL token it named. An
 `Answer` is what goes back: status, headers and either body bytes or a JSON value that the
 dispatcher renders with Consul's rules (appliance/http/encoding.py); a `StreamAnswer` carries an
@@ -9,8 +9,8 @@ async iterator of chunks (`/v1/agent/monitor`). Handlers are `async def handler(
 Answer` and import no aiohttp; the aiohttp adapter (app.py), the in-process tests and the
 datacenter-request path (remote_dc.py) all build a `Request` and call the same dispatch.
 
-The hot path builds one `Request` per HTTP request: `__slots__`, and the query, the token and
-the per-request scratch dict are computed only when a handler asks for them.
+The hot path builds one `Request` per HTTP request: `__slots__`; a request without a query string
+parses none, and the token and the per-request scratch dict are computed only when asked for.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ _NO_JSON = object()
 class Request:
     """One HTTP request as a value (see the module docstring)."""
 
-    __slots__ = ("method", "raw_path", "query_string", "headers", "body", "remote", "content_length", "route",
-                 "render_entry", "_query", "_scratch", "_url")
+    __slots__ = ("method", "raw_path", "query_string", "query", "headers", "body", "remote", "content_length",
+                 "route", "render_entry", "_scratch")
 
     def __init__(self, method: str, target: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
                  remote: str = "", content_length: int | None = None, url: URL | None = None) -> None:
@@ -84,24 +84,14 @@ class Request:
         self.content_length = content_length if content_length is not None else (len(body) if body else None)
         self.route = ""  # the matched route pattern (Router.dispatch), for metrics
         self.render_entry: RenderEntry | None = None  # a cached answer this request returns (query.blocking)
-        self._query: MultiDictProxy[str] | None = None
         self._scratch: dict[str, Any] | None = None
-        self._url = url  # the adapter's parsed URL, if it has one: its query is parsed once, lazily
-
-    @property
-    def query(self) -> MultiDictProxy[str]:
-        """The decoded query (yarl's rules, as aiohttp's `request.query`)."""
-        q = self._query
-        if q is None:
-            if not self.query_string:
-                q = _EMPTY_QUERY
-            else:
-                url = self._url
-                if url is None:
-                    url = URL.build(path="/", query_string=self.query_string, encoded=True)
-                q = url.query
-            self._query = q
-        return q
+        # The decoded query (yarl's rules, as aiohttp's `request.query`): a plain attribute, since
+        # handlers read it a dozen times; no query string, no parsing. The adapter passes the URL
+        # aiohttp parsed.
+        if not query:
+            self.query: MultiDictProxy[str] = _EMPTY_QUERY
+        else:
+            self.query = (url if url is not None else URL.build(path="/", query_string=query, encoded=True)).query
 
     @property
     def target(self) -> str:
@@ -137,7 +127,8 @@ class Answer:
     def __init__(self, status: int = 200, headers: Mapping[str, str] | None = None, body: bytes | None = None,
                  content_type: str | None = None, charset: str | None = None, reason: str | None = None) -> None:
         self.status = status
-        self.headers = dict(headers) if headers else {}
+        # a handler's own dict (meta_headers, a literal) is taken as it is: the dispatcher adds to it
+        self.headers: dict[str, str] = headers if type(headers) is dict else dict(headers or {})
         self.body = body
         self.json: Any = _NO_JSON
         self.entry: RenderEntry | None = None
