@@ -6,19 +6,14 @@
     ConfigError                one line naming the file and key, or Consul's text for the mistake
     HelpRequested              `-h` was given; str() is the usage text
 
-Pieces: flags.py (command line), hcl.py (HCL1 reader), model.py (file format), loader.py (sources
+Pieces: agent_config.py (the three entry points above), flags.py (command line), hcl.py (HCL1 reader), model.py (file format), loader.py (sources
 and merge rules), builder.py (merged mapping -> RuntimeConfig), validation.py (Consul's checks),
 durations.py (Go durations), runtime.py (the frozen result).
 """
 
 from __future__ import annotations
 
-import os
-
-from appliance.config.builder import Host, assemble, to_runtime
-from appliance.config.errors import ConfigError
-from appliance.config.flags import AgentFlags, HelpRequested, parse_agent_flags, usage
-from appliance.config.runtime import ConfigSource, RuntimeConfig
+from typing import Any
 
 __all__ = [
     "ConfigError",
@@ -30,46 +25,24 @@ __all__ = [
     "validate_paths",
 ]
 
-
-def _build(argv: list[str], host: Host) -> RuntimeConfig:
-    flags = parse_agent_flags(list(argv))
-    if flags.args:
-        raise ConfigError(f"Unexpected extra arguments: {' '.join(flags.args)}")
-    merged = assemble(flags, host.warnings)
-    sources = tuple(flags.sources) + ((ConfigSource("flags", ""),) if flags.values or flags.dev else ())
-    return to_runtime(merged, dev=flags.dev, sources=sources, flag_args=tuple(argv), host=host)
-
-
-def build_agent_config(argv: list[str], *, hostname: str | None = None) -> RuntimeConfig:
-    """Build the agent's RuntimeConfig from its command-line flags (see module docstring).
-
-    Raises ConfigError (or HelpRequested for -h). Outside -dev the node ID is read from, or
-    created in, `<data_dir>/node-id`.
-    """
-    return _build(argv, Host(hostname=hostname))
+# The names above load on first use (PEP 562), so that importing one piece of this package
+# (appliance.config.durations, by the request decoder among others) does not load the builder,
+# the loader and the service definitions behind them, which import those pieces in turn.
+_WHERE = {
+    "ConfigError": "appliance.config.errors",
+    "HelpRequested": "appliance.config.flags",
+    "usage": "appliance.config.flags",
+    "RuntimeConfig": "appliance.config.runtime",
+    "build_agent_config": "appliance.config.agent_config",
+    "rebuild": "appliance.config.agent_config",
+    "validate_paths": "appliance.config.agent_config",
+}
 
 
-def rebuild(previous: RuntimeConfig, *, hostname: str | None = None) -> RuntimeConfig:
-    """Re-read the sources `previous` was built from; the node ID stays unless a source sets one.
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'appliance.config' has no attribute {name!r}")
+    import importlib
 
-    Which changes take effect is the agent's business (Consul reloads services, checks,
-    node_meta, log_level, dns_config, recursors, telemetry and limits, not addresses or ports).
-    """
-    return _build(list(previous.flag_args), Host(hostname=hostname, node_id=previous.node_id))
-
-
-def validate_paths(paths: list[str], config_format: str = "") -> list[str]:
-    """Load and fully validate these files/directories as `cairn validate` does.
-
-    Nothing on the host is written or probed. Returns the warnings; raises ConfigError.
-    """
-    if config_format and config_format not in ("json", "hcl"):
-        raise ConfigError(f'-config-format must be "json" or "hcl", not "{config_format}"')
-    flags = AgentFlags(config_format=config_format)
-    for path in paths:
-        kind = "dir" if os.path.isdir(path) else "file"
-        flags.sources.append(ConfigSource(kind, path, config_format))
-    host = Host(persist_node_id=False, detect_advertise=False)
-    merged = assemble(flags, host.warnings)
-    to_runtime(merged, dev=False, sources=tuple(flags.sources), flag_args=(), host=host)
-    return list(host.warnings)
+    return getattr(importlib.import_module(module), name)
