@@ -58,8 +58,10 @@ CLIENTS = 27
 # 4 x log10(30) x 1 s = 5.9 s, counted from a first failed probe (1-3 s after the kill); cairn's
 # last-chance probe runs inside that time (docs/internals/gossip.md). A pool whose Lifeguard
 # confirmations do not arrive fails this: with one confirmation of the two expected the timeout
-# alone is 16.8 s.
-FAIL_BOUND_S = 10.0
+# alone is 16.8 s. The test's bound sits between the two: 15 s still fails such a pool, and leaves
+# a loaded machine room beyond the 7.8 s measured on a quiet one (the 10 s target is a benchmark's
+# figure, bench/gossip; a run under load once took over 10 s with no fault).
+FAIL_BOUND_S = 15.0
 IDLE_WINDOW_S = 30.0
 TELEMETRY = 'telemetry { prometheus_retention_time = "10m" disable_hostname = true }'
 ALIVE, LEFT, FAILED = 1, 3, 4
