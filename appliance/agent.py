@@ -480,7 +480,8 @@ def banner(cfg: RuntimeConfig) -> str:
 
 def autopilot_defaults(cfg: RuntimeConfig) -> AutopilotConfig:
     a = cfg.autopilot
-    return AutopilotConfig(cleanup_dead_servers=a.cleanup_dead_servers, last_contact_threshold_s=a.last_contact_threshold_s,
+    return AutopilotConfig(cleanup_dead_servers=a.cleanup_dead_servers,
+                           last_contact_threshold_s=a.last_contact_threshold_s,
                            max_trailing_logs=a.max_trailing_logs, min_quorum=a.min_quorum,
                            server_stabilization_time_s=a.server_stabilization_time_s)
 

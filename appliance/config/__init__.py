@@ -6,7 +6,8 @@
     ConfigError                one line naming the file and key, or Consul's text for the mistake
     HelpRequested              `-h` was given; str() is the usage text
 
-Pieces: agent_config.py (the three entry points above), flags.py (command line), hcl.py (HCL1 reader), model.py (file format), loader.py (sources
+Pieces: agent_config.py (the three entry points above), flags.py (command line), hcl.py (HCL1
+reader), model.py (file format), loader.py (sources
 and merge rules), builder.py (merged mapping -> RuntimeConfig), validation.py (Consul's checks),
 durations.py (Go durations), runtime.py (the frozen result).
 """

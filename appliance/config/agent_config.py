@@ -6,7 +6,7 @@ import os
 
 from appliance.config.builder import Host, assemble, to_runtime
 from appliance.config.errors import ConfigError
-from appliance.config.flags import AgentFlags, HelpRequested, parse_agent_flags, usage
+from appliance.config.flags import AgentFlags, parse_agent_flags
 from appliance.config.runtime import ConfigSource, RuntimeConfig
 
 

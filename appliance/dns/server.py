@@ -48,7 +48,7 @@ from typing import Any
 
 from appliance.dns.answers import Answerer, settings_from_config
 from appliance.dns.answers_wire import error_reply
-from appliance.dns.names import NXDOMAIN, NOERROR, SERVFAIL, Request
+from appliance.dns.names import NOERROR, NXDOMAIN, SERVFAIL, Request
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.store import Store
 
@@ -107,9 +107,9 @@ class _UDPForward(asyncio.DatagramProtocol):
         self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) >= 12 and data[:2] == struct.pack("!H", self.want_id) and data[2] & 0x80:
-            if not self.done.done():
-                self.done.set_result(data)
+        answer = len(data) >= 12 and data[:2] == struct.pack("!H", self.want_id) and data[2] & 0x80
+        if answer and not self.done.done():
+            self.done.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
         if not self.done.done():

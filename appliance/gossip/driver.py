@@ -397,7 +397,7 @@ class GossipDriver:
         gossip_before = self.serf.core.stats["gossip_packets"]
         try:
             self.serf.tick(start)
-        except Exception:  # a bug in a timer: log it, keep the pool running
+        except Exception:  # noqa: BLE001 - a bug in a timer: log it, keep the pool running
             self.memberlist_log.exception("memberlist: timer failed")
         if self.serf.core.stats["gossip_packets"] != gossip_before:
             self._metric("sample", "gossip", (self._loop.time() - start) * 1000.0)
@@ -479,7 +479,7 @@ class GossipDriver:
         for callback in list(self._subscribers):
             try:
                 callback(event, member)
-            except Exception:  # a subscriber's bug must not stop gossip
+            except Exception:  # noqa: BLE001 - a subscriber's bug must not stop gossip
                 self.serf_log.exception("serf: member event subscriber failed")
 
     # ------------------------------------------------------------------ metrics

@@ -110,7 +110,7 @@ class KeyManager:
             op, key = req["Op"], req.get("Key") or None
             if not isinstance(op, str) or (key is not None and not isinstance(key, bytes)):
                 raise ValueError("bad field types")
-        except Exception:  # garbage from a peer
+        except Exception:  # noqa: BLE001 - garbage from a peer
             self.transport.stats["bad_streams"] += 1
             return CHANNEL_ERROR, b"malformed keyring request"
         ok, message = self.apply(op, key)
@@ -135,7 +135,7 @@ class KeyManager:
                 answer = msgpack.unpackb(reply, raw=False)
             except StreamFailed as err:
                 return member.name, None, str(err)
-            except Exception as err:  # garbage reply
+            except Exception as err:  # noqa: BLE001 - garbage reply
                 return member.name, None, f"malformed keyring reply: {type(err).__name__}"
             if not isinstance(answer, dict):
                 return member.name, None, "malformed keyring reply"

@@ -94,7 +94,8 @@ def lan_driver(cfg: Any, tags: dict[str, str], rng: random.Random | None = None)
     return GossipDriver(
         cfg.node_name, bind=cfg.bind_addr, port=cfg.ports.serf_lan, advertise=advertise, tags=tags,
         config=consul_lan_config(**getattr(cfg, "gossip_lan", {})), keyring=ring,
-        encrypt_verify_incoming=cfg.encrypt_verify_incoming, encrypt_verify_outgoing=cfg.encrypt_verify_outgoing, keyring_path=path, rng=rng,
+        encrypt_verify_incoming=cfg.encrypt_verify_incoming, encrypt_verify_outgoing=cfg.encrypt_verify_outgoing,
+        keyring_path=path, rng=rng,
         log_prefix="agent.server" if cfg.server else "agent.client", snapshot_path=snapshot_path(cfg))
 
 

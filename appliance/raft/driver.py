@@ -82,7 +82,6 @@ from appliance.state.store import Store
 
 from .config import RaftConfig
 from .core import Compaction, RaftCore, Ready
-from .metrics import RaftMetrics
 from .messages import (
     NONE,
     ConfChange,
@@ -98,6 +97,7 @@ from .messages import (
     Server,
     bootstrap_state,
 )
+from .metrics import RaftMetrics
 
 Listener = Callable[[set[str]], None]
 log = logging.getLogger("agent.server.raft")
@@ -106,8 +106,8 @@ _ROLE_NAMES = {Role.FOLLOWER: "Follower", Role.PRE_CANDIDATE: "Candidate", Role.
                Role.LEADER: "Leader"}
 # the RPCs a server answers, timed from arrival to answer (consul.raft.rpc.*)
 _RPC_KINDS = {MsgType.APPEND: "appendEntries", MsgType.VOTE: "requestVote", MsgType.SNAPSHOT: "installSnapshot"}
-MAX_APPENDS_TIMED = 256
-MAX_READ_BATCHES = 1024  # read-index rounds awaiting their answer  # AppendEntries awaiting an answer, per peer, kept for their round-trip time
+MAX_APPENDS_TIMED = 256  # AppendEntries awaiting an answer, per peer, kept for their round-trip time
+MAX_READ_BATCHES = 1024  # read-index rounds awaiting their answer
 MAX_INBOX = 10_000  # messages from peers beyond this are dropped (Raft tolerates loss)
 
 
@@ -610,12 +610,11 @@ class RaftDriver:
                 fut.set_result(core.transfer_leadership(target))
             except RaftError as err:
                 fut.set_exception(err)
-        elif kind == "bootstrap":
-            if core.log.last_index() == 0 and core.log.snapshot is None:
-                state = bootstrap_state(item[1])
-                self.storage.bootstrap(state)
-                self.core = RaftCore(self.node_id, self.config.core(), self.rng, state)
-                log.info("bootstrapped: servers=%s", item[1].describe())
+        elif kind == "bootstrap" and core.log.last_index() == 0 and core.log.snapshot is None:
+            state = bootstrap_state(item[1])
+            self.storage.bootstrap(state)
+            self.core = RaftCore(self.node_id, self.config.core(), self.rng, state)
+            log.info("bootstrapped: servers=%s", item[1].describe())
 
     async def _process(self, rd: Ready) -> None:
         core = self.core

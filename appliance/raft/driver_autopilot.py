@@ -78,7 +78,7 @@ _TRANSIENT = ("already in progress", "not yet committed", "transfer in progress"
 
 
 def rfc3339(wall: float) -> str:
-    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class Autopilot:
@@ -135,7 +135,7 @@ class Autopilot:
                 await self.reconcile()
             except (RaftError, CommandError, TimeoutError) as err:
                 log.debug("autopilot round: %s", err)  # refused or leadership moved: next round
-            except Exception:  # noqa: BLE001 - a bug in one round must not stop autopilot for good
+            except Exception:  # a bug in one round must not stop autopilot for good
                 log.error("autopilot round failed", exc_info=True)
 
     # ------------------------------------------------------------------ configuration
@@ -336,7 +336,8 @@ class Autopilot:
         """Hand over leadership (if leader), then have the leader remove this server."""
         driver = self.driver
         core = driver.core
-        if core is None or not core.configuration.server(driver.node_id) or core.configuration.voters == (driver.node_id,):
+        conf = None if core is None else core.configuration
+        if conf is None or not conf.server(driver.node_id) or conf.voters == (driver.node_id,):
             return
         deadline = self._now() + timeout_s
         if driver.is_leader:
