@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "keyring": ("appliance.cli.keyring", "run", "Manages gossip layer encryption keys"),
     "kv": ("appliance.cli.kv", "run", "Reads and writes the key/value store"),
     "leave": ("appliance.cli.ops", "run_leave", "Makes the agent leave the cluster and shut down"),
+    "lock": ("appliance.cli.lock", "run", "Executes a command holding a lock"),
     "maint": ("appliance.cli.maint", "run", "Controls node or service maintenance mode"),
     "members": ("appliance.cli.members", "run", "Lists the members of the cluster"),
     "monitor": ("appliance.cli.ops", "run_monitor", "Streams the agent's log"),
@@ -37,6 +38,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "sd": ("sd.cli", "run", "Writes Prometheus service discovery files from the catalog"),
     "validate": ("appliance.cli.validate", "run", "Checks configuration files and directories"),
     "version": ("appliance.cli.ops", "run_version", "Prints the cairn version"),
+    "watch": ("appliance.cli.watch", "run", "Watches for changes in the cluster's data"),
 }
 
 
