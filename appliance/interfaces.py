@@ -13,6 +13,9 @@ handlers through `appliance.http.context.HTTPContext`, DNS, check runners, the `
 - `Federation`: other datacenters: their names, and a request carried to one.
 - `Events`: user events; `Coordinates`: this agent's coordinate and coordinate updates.
 - `AgentInfo`: what `/v1/agent/self` shows of the agent (rendered in appliance/http/render.py).
+- `MeteredConsensus`: a `Consensus` with its metrics hook, which the agent's recorder replaces
+  (appliance/telemetry); `Leadership`: whether this server leads the Raft cluster (a server's
+  `RaftDriver`; a client agent has none).
 
 They are Protocols: structural, so the concrete classes need not know about them, and a test may
 pass a small fake.
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from appliance.coordinates import Coordinate
     from appliance.federation.forward import Answer as RemoteAnswer, Exchange
     from appliance.gossip.serf import Member
+    from appliance.raft.metrics import RaftMetrics
 
 
 @runtime_checkable
@@ -126,3 +130,17 @@ class AgentInfo(Protocol):
     def node_info(self) -> dict[str, Any]: ...
 
     def known_servers(self) -> int: ...
+
+
+class MeteredConsensus(Consensus, Protocol):
+    """A `Consensus` that reports what it times to a metrics hook (appliance/raft/metrics.py): the
+    Raft driver and a client agent's replica both do; the agent's recorder sets the hook."""
+
+    metrics: RaftMetrics
+
+
+class Leadership(Protocol):
+    """Whether this server is the Raft leader now (the Raft driver)."""
+
+    @property
+    def is_leader(self) -> bool: ...

@@ -455,7 +455,7 @@ class HTTPServer:
             response.headers.update(ctx.response_headers)
             return response
         finally:
-            record_http(tel, req, start)
+            record_http(tel, req.method, req.route, start)
         if isinstance(answer, StreamAnswer):
             return await self._stream(request, answer)
         headers = answer.headers

@@ -200,9 +200,8 @@ def test_instrument_gives_the_driver_the_telemetry_hook():
     async def main():
         drv = one_voter()
         tel = Telemetry(hostname="h1", disable_hostname=True)
-        agent = SimpleNamespace(consensus=drv, hub=SimpleNamespace(parked=0), store=drv.store,
-                                config=SimpleNamespace(server=True), local=SimpleNamespace(checks={}, services={}))
-        instrument(tel, agent)
+        instrument(tel, consensus=drv, hub=SimpleNamespace(parked=0), store=drv.store,
+                   local=SimpleNamespace(checks={}, services={}), raft=drv)
         await drv.start()
         try:
             await drv.propose(kv("a"))

@@ -233,9 +233,8 @@ def test_instrument_times_writes_with_consul_names():
     tel = recorder(clock, disable_hostname=True)
     log = RaftDriver(Store(), node_id="n1", address="127.0.0.1:8300", storage=MemoryStorage())
     log.open(Configuration((Server("n1", "127.0.0.1:8300"),)))  # a one-voter Raft, as in -dev
-    agent = SimpleNamespace(consensus=log, hub=SimpleNamespace(parked=0), store=log.store,
-                            config=SimpleNamespace(server=True), local=SimpleNamespace(checks={}, services={}))
-    instrument(tel, agent)
+    instrument(tel, consensus=log, hub=SimpleNamespace(parked=0), store=log.store,
+               local=SimpleNamespace(checks={}, services={}), raft=log)
 
     async def writes():
         await log.start()

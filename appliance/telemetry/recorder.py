@@ -1,9 +1,7 @@
-"""The agent's metric recorder: counters, gauges and samples with labels, Consul's names.
+"""The recorder: counters, gauges and samples with labels, kept for `/v1/agent/metrics` and Prometheus.
 
-How it works
-------------
-One `Telemetry` per agent (`agent.telemetry`). Code that has something to count calls it with a
-dotted name relative to the prefix, the way Consul's go-metrics calls are written:
+Code that has something to count calls it with a dotted name relative to the prefix, the way
+Consul's go-metrics calls are written:
 
     tel.incr_counter("catalog.service.query", labels={"service": name})
     tel.set_gauge("rpc.queries_blocking", 3)
@@ -22,40 +20,22 @@ kept twice:
   (quantiles 0.5/0.9/0.99). A series not updated within the retention time is dropped.
   `prometheus_series()` hands these to the exporters package, which owns the exposition format.
 
-Gauges that describe state rather than events (blocking queries parked, Raft indexes, table
-sizes, per-check status) are not pushed; `add_gauge_source(fn)` registers a function that
-returns them, called whenever metrics are read. Timings are in milliseconds, like Consul's.
-Everything runs on the event loop thread; nothing here blocks or does I/O.
-
-`instrument(agent)` wires the recorder into the agent: it gives the Raft driver a
-`RaftTelemetry`, the driver's metrics hook (appliance/raft/metrics.py), which records what the
-driver times under hashicorp/raft's and Consul's names: `consul.raft.*` (state transitions,
-commitTime, apply, fsm.apply, leader.dispatchLog, leader.lastContact, replication and RPC
-timings, snapshots), every command proposed to the log (`consul.catalog.register`,
-`consul.kvs.apply`, ...), every FSM apply (`consul.fsm.*`) and every log entry the FSM could not
-apply (`consul.fsm.apply_error{type}`, cairn's own); and it registers the agent's
-state gauges (Raft indexes, term and peers among them). `record_http`, called by the HTTP
-server's middleware, times each request as `consul.api.http{method,path}`, with the path of
-the route that answered (`/v1/health/service/web` -> `v1.health.service._`).
+Gauges that describe state rather than events are not pushed; `add_gauge_source(fn)` registers a
+function that returns them, called whenever metrics are read. `SampledTiming` counts every event
+of a hot path (DNS answers, HTTP requests) and times a sample of them. Timings are in
+milliseconds, like Consul's. Everything runs on the event loop thread; nothing here blocks or
+does I/O.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import gc
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-from aiohttp import web
-
-from appliance.raft.metrics import RaftMetrics
 
 Labels = Mapping[str, str] | Iterable[tuple[str, str]] | None
 LabelKey = tuple[tuple[str, str], ...]
@@ -66,15 +46,6 @@ RETAIN_INTERVALS = 6  # ... kept for one minute
 SUMMARY_MAX_AGE_S = 10.0  # window of the Prometheus quantiles
 QUANTILES = (0.5, 0.9, 0.99)
 MAX_WINDOW = 4096  # observations kept per summary window; older ones are dropped first
-STATUSES = ("passing", "warning", "critical", "maintenance")
-
-# command "Type" -> (RPC timing name, FSM timing name)
-_WRITE_NAMES = {
-    "register": ("catalog.register", "fsm.register"),
-    "deregister": ("catalog.deregister", "fsm.deregister"),
-    "kv_set": ("kvs.apply", "fsm.kvs"),
-    "kv_delete": ("kvs.apply", "fsm.kvs"),
-}
 
 
 def _label_key(labels: Labels) -> LabelKey:
@@ -311,154 +282,6 @@ class Telemetry:
         }
 
 
-# ---------------------------------------------------------------------- wiring into the agent
-
-
-def for_agent(agent: Any) -> Telemetry:
-    """Build the agent's recorder from its config and instrument the agent with it."""
-    cfg = agent.config.telemetry
-    tel = Telemetry(prefix=cfg.metrics_prefix, hostname=socket.gethostname(),
-                    disable_hostname=cfg.disable_hostname, retention_s=cfg.prometheus_retention_time_s)
-    instrument(tel, agent)
-    return tel
-
-
-def kv_op(command: Mapping[str, Any]) -> str:
-    """Consul's KVS operation name for a KV command (the `op` label of `consul.fsm.kvs`)."""
-    if command.get("Type") == "kv_set":
-        return "cas" if command.get("Verb") == "cas" else "set"
-    if command.get("Recurse"):
-        return "delete-tree"
-    return "delete-cas" if "Index" in command else "delete"
-
-
-class RaftTelemetry(RaftMetrics):
-    """The Raft driver's metrics hook (appliance/raft/metrics.py says when each call comes),
-    recording with the names hashicorp/raft and Consul give these metrics."""
-
-    def __init__(self, tel: Telemetry) -> None:
-        self.tel = tel
-
-    def role_changed(self, role: str) -> None:
-        self.tel.incr_counter("raft.state." + role)
-
-    def proposal_accepted(self) -> None:
-        self.tel.incr_counter("raft.apply")
-
-    def committed(self, elapsed_ms: float, batch: int) -> None:
-        self.tel.add_sample("raft.commitTime", elapsed_ms)
-        self.tel.set_gauge("raft.commitNumLogs", batch)
-
-    def dispatched(self, elapsed_ms: float, entries: int) -> None:
-        self.tel.add_sample("raft.leader.dispatchLog", elapsed_ms)
-        self.tel.set_gauge("raft.leader.dispatchNumLogs", entries)
-
-    def follower_contact(self, peer: str, since_ms: float) -> None:
-        self.tel.add_sample("raft.leader.lastContact", since_ms)
-
-    def append_rpc(self, peer: str, elapsed_ms: float, entries: int) -> None:
-        labels = (("peer_id", peer),)
-        self.tel.add_sample("raft.replication.appendEntries.rpc", elapsed_ms, labels)
-        self.tel.incr_counter("raft.replication.appendEntries.logs", entries, labels)
-
-    def rpc_handled(self, kind: str, elapsed_ms: float) -> None:
-        self.tel.add_sample("raft.rpc." + kind, elapsed_ms)
-
-    def fsm_applied(self, command: dict[str, Any], elapsed_ms: float) -> None:
-        self.tel.add_sample("raft.fsm.apply", elapsed_ms)
-        kind = str(command.get("Type"))
-        name = _WRITE_NAMES.get(kind, ("", "fsm." + kind))[1]
-        self.tel.add_sample(name, elapsed_ms, {"op": kv_op(command)} if name == "fsm.kvs" else None)
-
-    def fsm_apply_error(self, command_type: str) -> None:
-        self.tel.incr_counter("fsm.apply_error", labels=(("type", command_type),))
-
-    def command_done(self, command: dict[str, Any], elapsed_ms: float) -> None:
-        rpc = _WRITE_NAMES.get(str(command.get("Type")), ("",))[0]
-        if rpc:
-            self.tel.add_sample(rpc, elapsed_ms)
-
-    def snapshot_created(self, elapsed_ms: float) -> None:
-        self.tel.add_sample("raft.snapshot.create", elapsed_ms)
-
-    def snapshot_persisted(self, elapsed_ms: float) -> None:
-        self.tel.add_sample("raft.snapshot.persist", elapsed_ms)
-
-
-def instrument(tel: Telemetry, agent: Any) -> None:
-    """Give the Raft driver its metrics hook; register the agent's state gauges."""
-    agent.consensus.metrics = RaftTelemetry(tel)
-    tel.add_gauge_source(lambda: agent_gauges(agent))
-
-
-def agent_gauges(agent: Any) -> list[tuple[str, float, Labels]]:
-    """State gauges, read when metrics are read."""
-    out: list[tuple[str, float, Labels]] = [("rpc.queries_blocking", agent.hub.parked, None)]
-    stats = agent.consensus.stats()
-    for name, stat in (("raft.applied_index", "applied_index"), ("raft.last_index", "last_log_index"),
-                       ("raft.commit_index", "commit_index"), ("raft.term", "term")):
-        if stats.get(stat, "").isdigit():
-            out.append((name, int(stats[stat]), None))
-    if agent.config.server:  # a client agent runs no Raft (appliance/client)
-        out.append(("raft.peers", len(agent.consensus.peers()), None))
-    if agent.config.server:
-        store = agent.store
-        out += [
-            ("state.nodes", len(store.nodes), None),
-            ("state.services", len(store.service_index), None),
-            ("state.service_instances", sum(len(s) for s in store.services.values()), None),
-            ("state.kv_entries", len(store.kv), None),
-            ("server.isLeader", 1 if agent.consensus.is_leader else 0, None),
-        ]
-    try:
-        out.append(("runtime.num_goroutines", len(asyncio.all_tasks()), None))
-    except RuntimeError:  # no running loop (tests)
-        pass
-    out.append(("runtime.total_gc_runs", sum(s["collections"] for s in gc.get_stats()), None))
-    out += check_gauges(agent.local)
-    return out
-
-
-def check_gauges(local: Any) -> list[tuple[str, float, Labels]]:
-    """`agent.check.status`: for each of this agent's checks, one series per status, 1 for the current one."""
-    out: list[tuple[str, float, Labels]] = []
-    for cid in sorted(local.checks):
-        check = local.checks[cid]
-        d = check.definition
-        svc = local.services.get(d.service_id) if d.service_id else None
-        base = {"check_id": cid, "check_name": d.name, "service_id": d.service_id,
-                "service_name": svc.definition.name if svc is not None else ""}
-        for status in STATUSES:
-            out.append(("agent.check.status", 1 if check.status == status else 0, {**base, "status": status}))
-    return out
-
-
-# ---------------------------------------------------------------------- DNS
-
-_PTR_ZONES = (b"\x07in-addr\x04arpa\x00", b"\x03ip6\x04arpa\x00")
-
-
-def is_ptr_query(packet: bytes) -> bool:
-    """True when the question's name is under in-addr.arpa or ip6.arpa (Consul's PTR handler)."""
-    i = 12
-    while i < len(packet):
-        length = packet[i]
-        if length == 0:
-            return packet[12:i + 1].lower().endswith(_PTR_ZONES)
-        if length >= 0xC0:  # a pointer in a question: not ours to judge
-            return False
-        i += 1 + length
-    return False
-
-
-# Timing every DNS answer costs more than a cached answer itself (about 3 us against 1 us), so
-# instrument_dns times a sample of them: every query while they come slower than one per
-# DNS_SAMPLE_GAP_S per kind, and under load one in DNS_SAMPLE_EVERY.
-DNS_SAMPLE_EVERY = 32
-DNS_SAMPLE_GAP_S = 0.1
-HTTP_SAMPLE_EVERY = 16
-HTTP_SAMPLE_GAP_S = 0.1
-
 
 class SampledTiming:
     """A timing that counts every event but times a sample of them (DNS answers, HTTP requests).
@@ -496,106 +319,3 @@ class SampledTiming:
             self.tel.add_sample(self.name, self.last_ms, self.labels, weight=self.pending, observe=False)
             self.pending = 0
 
-
-def instrument_dns(tel: Telemetry, server: Any, node_name: str, *, every: int = DNS_SAMPLE_EVERY,
-                   gap_s: float = DNS_SAMPLE_GAP_S) -> None:
-    """Time DNS answers as `consul.dns.domain_query{node}` or `consul.dns.ptr_query{node}`.
-
-    Wraps `server.answer(packet, tcp)`, the synchronous question-to-reply step of
-    appliance.dns.server, so the time is cairn's own work (forwarding to recursors excluded).
-    Every query is counted and a sample is timed (SampledTiming says what the summaries mean).
-    """
-    inner = server.answer
-    labels = (("node", node_name),)
-    clock = tel.monotonic
-    domain = SampledTiming(tel, "dns.domain_query", labels, every, gap_s)
-    ptr = SampledTiming(tel, "dns.ptr_query", labels, every, gap_s)
-
-    def answer(packet: bytes, tcp: bool) -> Any:
-        start = clock()
-        kind = ptr if b"\x04arpa\x00" in packet.lower() and is_ptr_query(packet) else domain
-        if not kind.begin(start):
-            return inner(packet, tcp)  # counted; recorded with the next timed query
-        try:
-            return inner(packet, tcp)
-        finally:
-            kind.record(start, (clock() - start) * 1000.0)
-
-    server.answer = answer
-
-
-# ---------------------------------------------------------------------- gossip
-
-# The gossip driver's internal counter and sample names -> Consul's metric names (memberlist and
-# serf). Counters of bytes: udp.sent/received, tcp.sent; counts: tcp.accept/connect, msg.* (state
-# changes accepted), serf.member.* (member events). Samples in ms: gossip (one gossip round),
-# probeNode (one probe, ping to its end); serf.queue.* (queue depths every 30 s).
-GOSSIP_COUNTERS = {
-    "udp_sent": "memberlist.udp.sent", "udp_received": "memberlist.udp.received",
-    "tcp_sent": "memberlist.tcp.sent", "tcp_accept": "memberlist.tcp.accept",
-    "tcp_connect": "memberlist.tcp.connect", "msg_alive": "memberlist.msg.alive",
-    "msg_suspect": "memberlist.msg.suspect", "msg_dead": "memberlist.msg.dead",
-    "decrypt_failed": "memberlist.decrypt_failed", "decode_errors": "memberlist.decode_errors",
-    "member-join": "serf.member.join", "member-leave": "serf.member.left",
-    "member-failed": "serf.member.failed", "member-update": "serf.member.update",
-    "member-reap": "serf.member.reap", "member-flap": "serf.member.flap", "user": "serf.events",
-}
-GOSSIP_SAMPLES = {
-    "gossip": "memberlist.gossip", "probe_node": "memberlist.probeNode",
-    "queue_intent": "serf.queue.Intent", "queue_event": "serf.queue.Event", "queue_query": "serf.queue.Query",
-}
-
-
-def instrument_gossip(tel: Telemetry, driver: Any) -> None:
-    """Record the LAN gossip pool's metrics under Consul's names; `memberlist.health.score` and
-    `serf.members` are read from the driver when metrics are read."""
-
-    def sink(kind: str, name: str, value: float) -> None:
-        if kind == "counter":
-            metric = GOSSIP_COUNTERS.get(name)
-            if metric is not None:
-                tel.incr_counter(metric, value)
-        else:
-            metric = GOSSIP_SAMPLES.get(name)
-            if metric is not None:
-                tel.add_sample(metric, value)
-
-    driver.metrics_sink = sink
-    tel.add_gauge_source(lambda: [("memberlist.health.score", driver.health_score(), None),
-                                  ("serf.members", len(driver.members()), None)])
-
-    def declared() -> None:
-        # Alerts use increase(consul_serf_member_flap[15m]): the series must exist before the first
-        # flap, as Consul's declared counters do, so it is kept at its total (0 until a flap).
-        if tel.prometheus_enabled:
-            slot = tel.counters.setdefault((tel.key("serf.member.flap"), ()), [0.0, 0.0])
-            slot[1] = tel.monotonic()
-
-    tel.add_read_hook(declared)
-
-
-# ---------------------------------------------------------------------- HTTP
-
-
-@functools.lru_cache(maxsize=256)
-def route_label(pattern: str) -> str:
-    """The `path` label of `consul.api.http`: the route pattern, `/` -> `.`, a parameter as `_`."""
-    if pattern.endswith("/"):
-        pattern += "_"
-    return pattern.strip("/").replace("/", ".")
-
-
-def record_http(tel: Telemetry, request: web.Request, start: float) -> None:
-    """Count a request that reached a route and time a sample, as `consul.api.http{method,path}`
-    (SampledTiming says what the summary means). Called by the HTTP server's middleware."""
-    pattern = request.route  # set by appliance.http.routing.Router.dispatch
-    if not pattern:
-        return
-    key = (request.method, pattern)
-    timing = tel.http_timings.get(key)
-    if timing is None:
-        labels = {"method": request.method, "path": route_label(pattern)}
-        timing = tel.http_timings[key] = SampledTiming(tel, "api.http", labels, HTTP_SAMPLE_EVERY,
-                                                       HTTP_SAMPLE_GAP_S)
-    if timing.begin(start):
-        timing.record(start, (tel.monotonic() - start) * 1000.0)
