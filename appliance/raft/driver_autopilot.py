@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from appliance.config.durations import format_duration
@@ -64,6 +65,7 @@ from .autopilot import (
     next_change,
     update_health,
 )
+from .driver import RaftDriver
 from .messages import ConfChange, ConfChangeRefused, ConfChangeType, NotLeader, ProposalDropped, RaftError, Role
 
 log = logging.getLogger("agent.server.autopilot")
@@ -82,13 +84,13 @@ def rfc3339(wall: float) -> str:
 
 
 class Autopilot:
-    def __init__(self, driver: Any, *, defaults: AutopilotConfig, version: str, interval_s: float = 1.0,
-                 names: Any = None) -> None:
+    def __init__(self, driver: RaftDriver, *, defaults: AutopilotConfig, version: str, interval_s: float = 1.0,
+                 names: Callable[[], dict[str, str]] | None = None) -> None:
         self.driver = driver
         self.defaults = defaults  # the config file's autopilot {} block
         self.version = version
         self.interval_s = interval_s
-        self.names = names or (lambda: {})  # node ID (lower case) -> node name, from the catalog
+        self.names: Callable[[], dict[str, str]] = names or dict  # node ID (lower case) -> node name, from the catalog
         cfg = driver.config
         self.failed_after_s = 5 * cfg.election_timeout_ms * cfg.raft_multiplier / 1000
         self.state = AutopilotState()
@@ -162,7 +164,7 @@ class Autopilot:
 
     def server_states(self) -> list[ServerState]:
         """Every server of the configuration, plus servers seen but not in it (leader only)."""
-        driver, core = self.driver, self.driver.core
+        driver, core = self.driver, self.driver.opened_core
         now = self._now()
         names = self.names()
         conf = core.configuration
@@ -197,7 +199,7 @@ class Autopilot:
         cfg = self.configuration()
         now = self._now()
         wall = time.time()
-        core = self.driver.core
+        core = self.driver.opened_core
         servers = [s for s in self.server_states() if s.in_configuration]
         health = update_health(self.state, cfg, servers, core.log.last_term(), core.log.last_index(), now)
         rows = []
@@ -229,7 +231,7 @@ class Autopilot:
     def _forget(self, now: float) -> None:
         """Keep the discovery memory bounded: what is older than it can matter is dropped."""
         horizon = max(LEFT_IGNORE_S, SEEN_RECENTLY_S)
-        conf = self.driver.core.configuration
+        conf = self.driver.opened_core.configuration
         for table in (self.left, self.removed):
             for node_id in [i for i, at in table.items() if now - at > horizon]:
                 del table[node_id]
@@ -248,12 +250,12 @@ class Autopilot:
         now = self._now()
         if self.leading_since is None:
             self.leading_since = now
-        if driver.store.autopilot is None and self._seeded_term != driver.core.term:
-            self._seeded_term = driver.core.term
+        if driver.store.autopilot is None and self._seeded_term != driver.opened_core.term:
+            self._seeded_term = driver.opened_core.term
             await driver.propose_local({"Type": "autopilot", "Init": True, "Config": self.defaults.to_api()})
         cfg = self.configuration()
         servers = self.server_states()
-        core = driver.core
+        core = driver.opened_core
         health = update_health(self.state, cfg, servers, core.log.last_term(), core.log.last_index(), now)
         members = [s for s in servers if s.in_configuration]
         self.report = (all(health[s.id].healthy for s in members), failure_tolerance(members, health))
@@ -272,7 +274,7 @@ class Autopilot:
 
     async def _op_remove_peer(self, cmd: dict[str, Any]) -> bool:
         node_id, address = str(cmd.get("ID") or ""), str(cmd.get("Address") or "")
-        conf = self.driver.core.configuration
+        conf = self.driver.opened_core.configuration
         if node_id:
             if conf.server(node_id) is None:
                 raise CommandError(f'id "{node_id}" was not found in the Raft configuration')
@@ -305,7 +307,7 @@ class Autopilot:
     async def _op_transfer_leader(self, cmd: dict[str, Any]) -> bool:
         driver = self.driver
         target = str(cmd.get("ID") or "") or None
-        conf = driver.core.configuration
+        conf = driver.opened_core.configuration
         if target is not None and conf.server(target) is None:
             raise CommandError(f'id "{target}" was not found in the Raft configuration')
         if target == driver.node_id:

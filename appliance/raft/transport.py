@@ -60,7 +60,6 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.rpc.frames import (
-    MAX_FRAME_BYTES as MAX_FRAME_BYTES,  # the snapshot upload's limit, re-exported
     FrameError,
     Kind,
     as_bytes,

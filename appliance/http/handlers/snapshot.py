@@ -22,7 +22,7 @@ from appliance.http.query import query_options, read_point
 from appliance.http.values import Answer, Request
 from appliance.raft.archive import ArchiveError, build_archive, read_archive
 from appliance.raft.driver import RaftDriver
-from appliance.raft.transport import MAX_FRAME_BYTES
+from appliance.rpc.frames import MAX_FRAME_BYTES
 from appliance.state.snapshot import SnapshotError, foreign_text, restore, snapshot
 
 # The restore command travels in one RPC frame and one WAL record: keep room for their envelope.
