@@ -81,6 +81,8 @@ SANS_IO_CORES = (
     "appliance/checks/rules.py",
     "appliance/api/*.py",
     "appliance/rpc/frames.py",
+    # Watch plans: definitions, endpoints and when a handler fires.
+    "appliance/watches/plan.py",
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/local/definitions.py",
@@ -189,6 +191,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.events",
             "appliance.reconcile",
             "appliance.watch",
+            "appliance.watches",
+            "appliance.locks",
             "appliance.telemetry",
             "appliance.sdnotify",
         ),
