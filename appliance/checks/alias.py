@@ -14,16 +14,20 @@ The check never counts itself. A long wait timeout re-reads the catalog now and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from appliance.checks.rules import alias_result
 from appliance.local.definitions import CheckDefinition
 from appliance.state import watchkeys
 
+if TYPE_CHECKING:
+    from appliance.state.store import Store
+    from appliance.watch import WatchHub
+
 REFRESH_S = 300.0  # re-read even without a wake-up, in case a watch key was missed
 
 
-def evaluate(store: Any, check: CheckDefinition, local_node: str) -> tuple[tuple[str, str], tuple[str, ...]]:
+def evaluate(store: Store, check: CheckDefinition, local_node: str) -> tuple[tuple[str, str], tuple[str, ...]]:
     """((status, output), watch keys) for one alias check against the store's current state."""
     node = check.alias_node or local_node
     services = store.node_services(node)
@@ -37,12 +41,13 @@ def evaluate(store: Any, check: CheckDefinition, local_node: str) -> tuple[tuple
     return result, keys
 
 
-async def run_alias(agent: Any, check: CheckDefinition, report: Callable[[str, str], None]) -> None:
+async def run_alias(store: Store, hub: WatchHub, local_node: str, check: CheckDefinition,
+                    report: Callable[[str, str], None]) -> None:
     """Run until cancelled: report (status, output) now and whenever the aliased health changes."""
     last: tuple[str, str] | None = None
     while True:
-        result, keys = evaluate(agent.store, check, agent.config.node_name)
+        result, keys = evaluate(store, check, local_node)
         if result != last:
             last = result
             report(*result)
-        await agent.hub.wait(keys=keys, timeout=REFRESH_S)
+        await hub.wait(keys=keys, timeout=REFRESH_S)

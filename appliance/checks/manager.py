@@ -2,8 +2,9 @@
 
 How it works
 ------------
-`reconcile()` compares the checks in `agent.local.checks` with the runners it owns and starts,
-stops or restarts them. It is called whenever local state changes (`Agent.local_changed()`),
+`reconcile()` compares the checks in the local state (`LocalState.checks`) with the runners it
+owns and starts, stops or restarts them. It is called whenever local state changes (the `changed`
+callable the manager is given, appliance/local/agent.py),
 is synchronous and cheap (an identity or equality test per check), and never awaits. A check
 whose definition did not change keeps its runner, its flap-damping counters and its last status,
 across re-registration and reload alike; a changed definition gets a new runner.
@@ -12,8 +13,8 @@ Interval checks (script, HTTP, TCP, UDP) wait a random stagger in [0, interval) 
 once per interval, measured from the end of the previous run, so a check never overlaps
 itself. Executions share a semaphore (64 by default) so a burst of checks cannot open
 unbounded processes or sockets. Each raw result goes through the check's `FlapDamper`
-(rules.py) and is stored with `agent.local.set_status(...)`; if status or output changed,
-`agent.local_changed()` wakes anti-entropy. Alias checks are event-driven (alias.py) and store
+(rules.py) and is stored with `LocalState.set_status(...)`; if status or output changed,
+`changed()` wakes anti-entropy. Alias checks are event-driven (alias.py) and store
 their result directly. TTL and maintenance checks have no runner: LocalState and the syncer
 handle them. A check cairn cannot run (gRPC, Docker, H2PING, OSService) or a script check this
 agent does not allow is set critical with an output saying why.
@@ -36,8 +37,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from appliance.checks.alias import run_alias
 from appliance.checks.http import HTTPChecker
@@ -52,8 +54,13 @@ from appliance.checks.script import ProcessGroups, run_script
 from appliance.checks.tcp import run_tcp
 from appliance.checks.udp import run_udp
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
-from appliance.local.definitions import CheckDefinition, DefinitionError
-from appliance.local.state import LocalCheck
+from appliance.local.definitions import CheckDefinition, DefinitionError, ServiceDefinition
+from appliance.local.state import LocalCheck, LocalState
+
+if TYPE_CHECKING:
+    from appliance.config.runtime import RuntimeConfig
+    from appliance.state.store import Store
+    from appliance.watch import WatchHub
 
 log = logging.getLogger("agent")
 
@@ -69,7 +76,7 @@ SCRIPTS_DISABLED_REMOTE = ("Scripts are disabled on this agent from remote calls
                            "'enable_script_checks' to true")
 
 
-def scripts_refusal(config: Any, source: str) -> str | None:
+def scripts_refusal(config: RuntimeConfig, source: str) -> str | None:
     """Why a script check from `source` ("config" or "api") may not run here, or None."""
     if config.enable_script_checks:
         return None
@@ -90,11 +97,20 @@ class _Runner:
 
 
 class CheckManager:
-    def __init__(self, agent: Any, *, max_concurrent: int = MAX_CONCURRENT_CHECKS,
+    """Runs the checks of `local`; `changed()` is called after it stored a result or reaped a
+    service; `config()` is the agent's current configuration (script checks allowed or not);
+    alias checks read `store` and wait on `hub`."""
+
+    def __init__(self, local: LocalState, *, changed: Callable[[], None], config: Callable[[], RuntimeConfig],
+                 store: Store, hub: WatchHub, max_concurrent: int = MAX_CONCURRENT_CHECKS,
                  reap_interval_s: float | None = None, deregister_minimum_s: float | None = None,
                  rng: random.Random | None = None) -> None:
-        self.agent = agent
-        self.rng = rng or getattr(agent, "rng", None) or random.Random()
+        self.local = local
+        self.changed = changed
+        self.config = config
+        self.store = store
+        self.hub = hub
+        self.rng = rng or random.Random()
         env = os.environ.get(REAP_INTERVAL_ENV, "")
         fast = float(env) if env else None
         self.reap_interval_s = reap_interval_s or fast or DEFAULT_REAP_INTERVAL_S
@@ -115,7 +131,7 @@ class CheckManager:
     # ------------------------------------------------------------------ reconcile
 
     def reconcile(self) -> None:
-        """Bring the runners in line with `agent.local.checks` (start, stop, restart)."""
+        """Bring the runners in line with `local.checks` (start, stop, restart)."""
         if not self._started or self._stopped:
             return
         if self._reconciling:  # a refusal stored below called local_changed(): go round again
@@ -131,7 +147,7 @@ class CheckManager:
             self._reconciling = False
 
     def _reconcile_once(self) -> None:
-        checks = self.agent.local.checks
+        checks = self.local.checks
         for cid in list(self.runners):
             runner = self.runners[cid]
             local = checks.get(cid)
@@ -158,13 +174,14 @@ class CheckManager:
         self.runners[d.id] = runner
         refusal = unsupported_check_text(d.kind)
         if refusal is None and d.kind == "script":
-            refusal = scripts_refusal(self.agent.config, local.source)
+            refusal = scripts_refusal(self.config(), local.source)
         if refusal is not None:
             log.error("Check not started: check=%s error=%r", d.id, refusal)
             self._store(runner, CRITICAL, refusal)
             return
         if d.kind == "alias":
-            coro = run_alias(self.agent, d, lambda status, output: self._store(runner, status, output))
+            coro = run_alias(self.store, self.hub, self.config().node_name, d,
+                             lambda status, output: self._store(runner, status, output))
         else:
             coro = self._loop(runner)
         runner.task = asyncio.get_running_loop().create_task(coro, name=f"check:{d.id}")
@@ -182,7 +199,7 @@ class CheckManager:
             await asyncio.sleep(d.interval_s)
 
     async def _execute(self, d: CheckDefinition) -> tuple[str, str]:
-        max_size = d.output_max_size or self.agent.local.output_max_size
+        max_size = d.output_max_size or self.local.output_max_size
         try:
             if d.kind == "script":
                 return await run_script(d.script_args, d.timeout_s or 30.0, max_size, self.groups)
@@ -204,7 +221,7 @@ class CheckManager:
         d = runner.definition
         if self.runners.get(d.id) is not runner:
             return  # stopped or replaced while it ran
-        local = self.agent.local.checks.get(d.id)
+        local = self.local.checks.get(d.id)
         if local is None:
             return
         decision = runner.damper.decide(local.status, status, output)
@@ -229,19 +246,19 @@ class CheckManager:
         d = runner.definition
         if self.runners.get(d.id) is not runner:
             return
-        local = self.agent.local.checks.get(d.id)
+        local = self.local.checks.get(d.id)
         if local is None or (local.status == status and local.output == output):
             return
-        local = self.agent.local.set_status(d.id, status, output, time.monotonic())
+        local = self.local.set_status(d.id, status, output, time.monotonic())
         if d.kind == "script":
             local.output = output  # already capped by the script's tail buffer, with its own header
-        self.agent.local_changed()
+        self.changed()
 
     # ------------------------------------------------------------------ reaper
 
     def reap(self, now: float) -> list[str]:
         """Deregister services whose check stayed critical too long; return their IDs."""
-        local = self.agent.local
+        local = self.local
         reaped = []
         for cid, check in list(local.checks.items()):
             d = check.definition
@@ -256,7 +273,7 @@ class CheckManager:
                 log.info("Check for service has been critical for too long; deregistered service: "
                          "service=%s check=%s", d.service_id, cid)
         if reaped:
-            self.agent.local_changed()
+            self.changed()
         return reaped
 
     # ------------------------------------------------------------------ lifecycle
@@ -287,7 +304,8 @@ class CheckManager:
         await self.http.close()
 
 
-def refuse_config_checks(config: Any, services: list[Any], checks: list[CheckDefinition]) -> None:
+def refuse_config_checks(config: RuntimeConfig, services: list[ServiceDefinition],
+                         checks: list[CheckDefinition]) -> None:
     """Agent start and reload: a config file may not define a check this agent will not run.
 
     Raises DefinitionError with Consul's text for script checks while both script options are

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from appliance.rpc.connection import dial, read_frame
 from appliance.rpc.frames import Kind, decode_body, encode_frame
@@ -156,6 +158,18 @@ class Forwarder:
             log.warning("RPC request to DC is currently failing as no server can be reached: datacenter=%s", dc)
             raise ForwardError(DC_NOT_AVAILABLE)
         return await self._send(targets, dc, exchange, hops + 1, DC_NOT_AVAILABLE)
+
+    async def lookup(self, dc: str, kind: str, name: str) -> Any:
+        """A DNS lookup of another datacenter (`<svc>.service.<dc>.consul`): its
+        /v1/health/service (kind "service") or /v1/catalog/node answer, stale as Consul's DNS reads
+        by default; None for a node it does not know."""
+        path = ("/v1/health/service/" if kind == "service" else "/v1/catalog/node/") + quote(name, safe="")
+        answer = await self.request(dc, Exchange("GET", path, [("stale", "")]))
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise ForwardError(answer.body.decode("utf-8", "replace"))
+        return json.loads(answer.body)
 
     async def ask_server(self, exchange: Exchange) -> Answer:
         """A client agent: run `exchange` on a server of this datacenter (what only servers know)."""

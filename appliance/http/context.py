@@ -3,6 +3,9 @@
 Handlers are `async def handler(req: Request, ctx: HTTPContext) -> Answer`; they never see the
 `Agent` (appliance/interfaces.py names each seam). The same context serves the aiohttp adapter,
 requests from other datacenters (remote_dc.py) and the in-process tests.
+
+The packages that build on the agent (metrics exporters, Prometheus SD) are mounted with the same
+context (`load_extensions`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.http.values import RenderCache
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from appliance.state.store import Store
     from appliance.telemetry import Telemetry
     from appliance.watch import WatchHub
+
+EXTENSION_GROUP = "cairn.extensions"
 
 
 @dataclass(slots=True, eq=False)
@@ -53,3 +58,17 @@ class HTTPContext:
     def __post_init__(self) -> None:
         self.pretty = self.config.pretty_json
         self.response_headers = {"X-Consul-Default-ACL-Policy": "allow", **self.config.http_response_headers}
+
+
+def load_extensions(ctx: HTTPContext) -> list[Any]:
+    """Mount the packages that build on the agent (metrics exporters, Prometheus SD).
+
+    They depend on `appliance`, never the reverse, so the agent finds them through the
+    `cairn.extensions` entry point group: each entry is a `mount(ctx) -> extension` callable given
+    this context, never the agent. An extension has `routes` (appliance.http.routes.Route), and
+    may have `async serve(task_status=...)`, run in the agent's task tree like a subsystem
+    (appliance/lifecycle.py).
+    """
+    from importlib.metadata import entry_points
+
+    return [entry.load()(ctx) for entry in sorted(entry_points(group=EXTENSION_GROUP), key=lambda e: e.name)]

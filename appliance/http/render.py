@@ -12,14 +12,11 @@ import platform
 import sys
 from typing import TYPE_CHECKING, Any
 
-from appliance import __version__
+from appliance import CONSUL_COMPAT_VERSION, REVISION, __version__
 
 if TYPE_CHECKING:
     from appliance.gossip.serf import Member
     from appliance.http.context import HTTPContext
-
-CONSUL_COMPAT_VERSION = "1.17.0"
-REVISION = "cairn" + __version__.replace(".", "")
 
 
 def version_info() -> dict[str, Any]:

@@ -195,12 +195,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.locks",
             "appliance.telemetry",
             "appliance.sdnotify",
+            "appliance.sessions",
         ),
     ),
     # The edges users talk to: the HTTP API and the DNS server.
     ("edges", ("appliance.http", "appliance.dns.server")),
     # The composition root.
-    ("root", ("appliance.agent",)),
+    ("root", ("appliance.agent", "appliance.server")),
     # The command line, which runs the agent or talks to one over HTTP.
     ("cli", ("appliance.cli", "appliance.__main__")),
 )

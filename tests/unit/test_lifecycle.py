@@ -326,12 +326,13 @@ def test_check_manager_serve_reaps_on_its_interval_until_cancelled():
 
     from appliance.checks.manager import CheckManager
 
-    agent = SimpleNamespace(local=SimpleNamespace(checks={}, services={}), config=None)
+    local = SimpleNamespace(checks={}, services={})
     reaps: list[float] = []
 
     async def main():
         loop = asyncio.get_running_loop()
-        manager = CheckManager(agent, reap_interval_s=30.0)
+        manager = CheckManager(local, changed=lambda: None, config=lambda: None, store=None, hub=None,
+                               reap_interval_s=30.0)
         manager.reap = lambda now: reaps.append(loop.time())
         async with Lifecycle() as life:
             await life.start("checks", manager.serve)
