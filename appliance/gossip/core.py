@@ -184,6 +184,10 @@ class GossipCore(StateRules):
         out, self._events = self._events, []
         return out
 
+    def probe_in_flight(self) -> object | None:
+        """The probe under way, as an opaque token (a new one per probe): the driver times probes."""
+        return self._probe
+
     def call_at(self, when: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Run `fn(arg)` from the first `tick` at or after `when` (also used by the Serf layer)."""
         self._timer_seq += 1

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from appliance.gossip.config import GossipConfig
@@ -50,8 +50,8 @@ from appliance.gossip.driver_snapshot import MemberSnapshot
 from appliance.gossip.keyring import Keyring
 from appliance.gossip.members import Address
 from appliance.gossip.messages import DecodeError, PushPull, StreamError, decode_stream
-from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind, UserEventError
-from appliance.gossip.snapshot import FLUSH_INTERVAL_S
+from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind
+from appliance.gossip.snapshot import FLUSH_INTERVAL_S, SnapshotState
 from appliance.gossip.transport import (
     CHANNEL_ERROR,
     CHANNEL_GOSSIP,
@@ -59,6 +59,7 @@ from appliance.gossip.transport import (
     GossipTransport,
     StreamFailed,
 )
+from appliance.gossip.user_events import UserEventError
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
 Subscriber = Callable[[SerfEvent, Member | None], None]
@@ -137,11 +138,11 @@ class GossipDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._joins: dict[int, asyncio.Future] = {}  # stream token -> (ok, error text)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._joins: dict[int, asyncio.Future[tuple[bool, str]]] = {}  # stream token -> (ok, error text)
         self._counted: dict[str, float] = {}
         self._flaps = 0
-        self._probe: Any = None
+        self._probe: object | None = None  # the core's probe in flight, timed from start to end
         self._probe_started = 0.0
         self._stopped = False
         # the member snapshot (driver_snapshot.py): a restarted agent rejoins the members it knew
@@ -151,22 +152,22 @@ class GossipDriver:
 
     async def start(self) -> None:
         """Bind the UDP and TCP sockets, create the Serf member and start its timers."""
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         await self.transport.start()
         self.port = self.transport.port
         addr = self.advertise or self.bind
         if addr in ("", "0.0.0.0", "::"):
             addr = "127.0.0.1"
         self.advertise = addr
-        self.serf = Serf(self.name, addr, self.port, self.config, self.rng, self._loop.time(), tags=self.tags)
+        serf = self.serf = Serf(self.name, addr, self.port, self.config, self.rng, loop.time(), tags=self.tags)
         previous: list[tuple[str, str]] = []
         if self.snapshot is not None:
-            self._restore_clocks(self.snapshot.open())
+            self._restore_clocks(serf, self.snapshot.open())
             previous = self.snapshot.previous()
         self._after()
-        self._spawn(self._queue_sampler(), "gossip-queue-check")
+        self._spawn(self._queue_sampler(serf), "gossip-queue-check")
         if self.snapshot is not None:
-            self._spawn(self._snapshot_ticker(), "gossip-snapshot")
+            self._spawn(self._snapshot_ticker(serf, self.snapshot), "gossip-snapshot")
         if previous:
             self._spawn(self._rejoin(previous), "gossip-rejoin")
         self.memberlist_log.debug("memberlist: listening on %s:%d (udp and tcp), advertising %s:%d",
@@ -241,15 +242,9 @@ class GossipDriver:
             "query_queue": "0",
             "query_time": "1",
         }
-        if serf is not None:  # user events and queries may live beside the member clock
-            for key, attr in (("event_time", "event_clock"), ("query_time", "query_clock")):
-                clock = getattr(serf, attr, None)
-                if clock is not None:
-                    out[key] = str(clock.time())
-            for key, attr in (("event_queue", "events_queue"), ("query_queue", "queries_queue")):
-                queue = getattr(serf, attr, None)
-                if queue is not None:
-                    out[key] = str(len(queue))
+        if serf is not None:  # queries are not implemented: their clock and queue stay at rest
+            out["event_time"] = str(serf.event_clock.time())
+            out["event_queue"] = str(len(serf.events_queue))
         return out
 
     def garbage_stats(self) -> dict[str, int]:
@@ -276,16 +271,20 @@ class GossipDriver:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         seen: list[Address] = []
         for family, _, _, _, sockaddr in infos:
-            if family in (socket.AF_INET, socket.AF_INET6) and (sockaddr[0], sockaddr[1]) not in seen:
-                seen.append((sockaddr[0], sockaddr[1]))
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip, ip_port = sockaddr[0], sockaddr[1]  # an IP family's sockaddr starts (host, port)
+            if isinstance(ip, str) and isinstance(ip_port, int) and (ip, ip_port) not in seen:
+                seen.append((ip, ip_port))
         return seen
 
     async def join(self, addresses: list[str]) -> int:
         """Push-pull with each address; the number that answered. JoinError when none did."""
-        if self.serf is None:
+        serf, loop = self.serf, self._loop
+        if serf is None or loop is None:
             raise JoinError("gossip is not running")
         errors: list[str] = []
-        waits: list[tuple[str, asyncio.Future]] = []
+        waits: list[tuple[str, asyncio.Future[tuple[bool, str]]]] = []
         for address in addresses:
             try:
                 targets = await self.resolve(address)
@@ -295,9 +294,9 @@ class GossipDriver:
             if not targets:
                 errors.append(f"Failed to resolve {address}: no addresses")
                 continue
-            tokens = self.serf.join(targets, self._now(), ignore_old=True)  # as Consul joins
+            tokens = serf.join(targets, self._now(), ignore_old=True)  # as Consul joins
             for token in tokens:
-                fut = self._loop.create_future()
+                fut: asyncio.Future[tuple[bool, str]] = loop.create_future()
                 self._joins[token] = fut
                 waits.append((address, fut))
             self._after()
@@ -357,10 +356,6 @@ class GossipDriver:
 
     # ------------------------------------------------------------------ keyring
 
-    def apply_key_op(self, op: str, key: bytes | None) -> tuple[bool, str]:
-        """Apply one keyring operation to this member only: (ok, message)."""
-        return self.keys.apply(op, key)
-
     async def keyring_operation(self, op: str, key_b64: str = "") -> KeyringResult:
         """Run `op` (list, install, use, remove) on every alive member and tally the answers."""
         return await self.keys.operation(op, key_b64)
@@ -391,23 +386,24 @@ class GossipDriver:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        if self.serf is None or self._stopped:
+        serf = self.serf
+        if serf is None or self._stopped:
             return
-        start = self._loop.time()
-        gossip_before = self.serf.core.stats["gossip_packets"]
+        start = self._now()
+        gossip_before = serf.core.stats["gossip_packets"]
         try:
-            self.serf.tick(start)
+            serf.tick(start)
         except Exception:  # noqa: BLE001 - a bug in a timer: log it, keep the pool running
             self.memberlist_log.exception("memberlist: timer failed")
-        if self.serf.core.stats["gossip_packets"] != gossip_before:
-            self._metric("sample", "gossip", (self._loop.time() - start) * 1000.0)
+        if serf.core.stats["gossip_packets"] != gossip_before:
+            self._metric("sample", "gossip", (self._now() - start) * 1000.0)
         self._after()
 
     # ------------------------------------------------------------------ outputs
 
     def _after(self) -> None:
-        serf = self.serf
-        if serf is None or self._stopped:
+        serf, loop = self.serf, self._loop
+        if serf is None or loop is None or self._stopped:
             return
         for out in serf.take_outputs():
             if type(out) is Send:
@@ -416,19 +412,19 @@ class GossipDriver:
                 self._spawn(self._stream(out), "gossip-push-pull")
         serf.core.take_events()  # the core's own events; Serf's are what subscribers see
         for event in serf.take_events():
-            self._deliver(event)
-        self._observe_probe()
-        self._pump_counters()
-        self._arm_timer()
+            self._deliver(serf, event)
+        self._observe_probe(serf)
+        self._pump_counters(serf)
+        self._arm_timer(serf, loop)
 
-    def _arm_timer(self) -> None:
-        deadline = self.serf.next_deadline()
+    def _arm_timer(self, serf: Serf, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = serf.next_deadline()
         if deadline is None or deadline == self._timer_at:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = loop.call_at(deadline, self._on_timer)
 
     async def _stream(self, req: StreamRequest) -> None:
         reply: bytes | None = None
@@ -459,8 +455,8 @@ class GossipDriver:
             return False, msg.error
         return False, "unexpected reply"
 
-    def _deliver(self, event: SerfEvent) -> None:
-        member = self.serf.members.get(event.node) if event.kind is not SerfEventKind.USER else None
+    def _deliver(self, serf: Serf, event: SerfEvent) -> None:
+        member = serf.members.get(event.node) if event.kind is not SerfEventKind.USER else None
         name = EVENT_LOG_NAMES.get(event.kind, event.kind.value)
         addr = member.addr if member is not None else ""
         if event.kind is SerfEventKind.USER:
@@ -472,7 +468,7 @@ class GossipDriver:
         self._metric("counter", event.kind.value, 1)
         if self.snapshot is not None and event.kind is not SerfEventKind.USER:
             self.snapshot.record(event.kind.value, event.node, member)
-        flaps = self.serf.flaps
+        flaps = serf.flaps
         if flaps != self._flaps:
             self._metric("counter", "member-flap", flaps - self._flaps)
             self._flaps = flaps
@@ -488,10 +484,10 @@ class GossipDriver:
         if self.metrics_sink is not None:
             self.metrics_sink(kind, name, value)
 
-    def _pump_counters(self) -> None:
+    def _pump_counters(self, serf: Serf) -> None:
         if self.metrics_sink is None:
             return
-        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (self.serf.core.stats, CORE_COUNTERS))
+        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (serf.core.stats, CORE_COUNTERS))
         for stats, names in sources:
             for name in names:
                 value = stats.get(name, 0)
@@ -500,46 +496,39 @@ class GossipDriver:
                     self._counted[name] = value
                     self.metrics_sink("counter", name, delta)
 
-    def _observe_probe(self) -> None:
+    def _observe_probe(self, serf: Serf) -> None:
         """Time each probe from its ping to its end (memberlist.probeNode)."""
-        probe = getattr(self.serf.core, "_probe", None)
+        probe = serf.core.probe_in_flight()
         if probe is self._probe:
             return
-        now = self._loop.time()
+        now = self._now()
         if self._probe is not None:
             self._metric("sample", "probe_node", (now - self._probe_started) * 1000.0)
         self._probe = probe
         self._probe_started = now
 
-    async def _queue_sampler(self) -> None:
+    async def _queue_sampler(self, serf: Serf) -> None:
         while True:
-            serf = self.serf
-            if serf is not None:
-                self._metric("sample", "queue_intent", len(serf.intents))
-                for name, attr in (("queue_event", "events_queue"), ("queue_query", "queries_queue")):
-                    queue = getattr(serf, attr, None)
-                    self._metric("sample", name, len(queue) if queue is not None else 0)
+            self._metric("sample", "queue_intent", len(serf.intents))
+            self._metric("sample", "queue_event", len(serf.events_queue))
+            self._metric("sample", "queue_query", 0)  # queries are not implemented
             await asyncio.sleep(QUEUE_CHECK_INTERVAL_S)
 
     # ------------------------------------------------------------------ member snapshot
 
-    def _restore_clocks(self, state: Any) -> None:
+    @staticmethod
+    def _restore_clocks(serf: Serf, state: SnapshotState) -> None:
         """Serf's restore: clocks witness the snapshot's, old user events are not delivered again."""
-        serf = self.serf
         if state.clock:
             serf.clock.witness(state.clock)
-        event_clock = getattr(serf, "event_clock", None)
-        if state.event_clock and event_clock is not None:
-            event_clock.witness(state.event_clock)
-            buffer = getattr(serf, "event_buffer", None)
-            if buffer is not None and hasattr(buffer, "min_time"):
-                buffer.min_time = max(buffer.min_time, state.event_clock + 1)
+        if state.event_clock:
+            serf.event_clock.witness(state.event_clock)
+            serf.event_buffer.min_time = max(serf.event_buffer.min_time, state.event_clock + 1)
 
-    async def _snapshot_ticker(self) -> None:
+    @staticmethod
+    async def _snapshot_ticker(serf: Serf, snapshot: MemberSnapshot) -> None:
         while True:
-            serf = self.serf
-            event_clock = getattr(serf, "event_clock", None)
-            self.snapshot.tick(serf.clock.time(), event_clock.time() if event_clock is not None else 0)
+            snapshot.tick(serf.clock.time(), serf.event_clock.time())
             await asyncio.sleep(FLUSH_INTERVAL_S)
 
     async def _rejoin(self, previous: list[tuple[str, str]]) -> None:
@@ -556,7 +545,9 @@ class GossipDriver:
             return
         self.serf_log.warning("serf: Failed to re-join any previously known node")
 
-    def _spawn(self, coro, name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._loop is None:  # every caller runs after start() has set the loop
+            raise RuntimeError("gossip driver not started")
         task = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ class KeyringResult:
             return f"{self.num_resp}/{self.num_nodes} nodes reported success"
         return ""
 
-    def tally(self, node: str, ok: bool, message: str, keys: list, primary: str) -> None:
+    def tally(self, node: str, ok: bool, message: str, keys: Iterable[object], primary: str) -> None:
         self.num_resp += 1
         if not ok:
             self.num_err += 1

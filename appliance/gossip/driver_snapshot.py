@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import IO, Any
+from typing import IO
 
+from appliance.gossip.serf import Member
 from appliance.gossip.snapshot import (
     LEAVE_LINE,
     SnapshotState,
@@ -72,7 +73,7 @@ class MemberSnapshot:
         """(name, "ip:port") of the members alive when the snapshot was last written."""
         return [(n, a) for n, a in sorted(self.state.alive.items()) if n != self.self_name]
 
-    def record(self, kind: str, name: str, member: Any) -> None:
+    def record(self, kind: str, name: str, member: Member | None) -> None:
         if kind in ("member-join", "member-update") and member is not None:
             address = f"{member.addr}:{member.port}"
             if self.state.alive.get(name) != address:
@@ -95,7 +96,7 @@ class MemberSnapshot:
         try:
             self._fh.flush()
             if self._size > compaction_threshold(len(self.state.alive)):
-                self._compact()
+                self._compact(self._fh)
         except OSError as err:
             self._fail(err)
 
@@ -133,7 +134,8 @@ class MemberSnapshot:
         except OSError as err:
             self._fail(err)
 
-    def _compact(self) -> None:
+    def _compact(self, fh_open: IO[str]) -> None:
+        """Rewrite the file compacted; `fh_open` is the appending handle, replaced by a new one."""
         tmp = self.path + ".compact"
         with open(tmp, "w", encoding="utf-8") as fh:
             data = compacted(self.state)
@@ -141,7 +143,7 @@ class MemberSnapshot:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        self._fh.close()
+        fh_open.close()
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._size = len(data)
 
