@@ -86,6 +86,13 @@ SANS_IO_CORES = (
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/local/definitions.py",
+    # consul-template's language: lexer, parser, executor, Go's value formatting, time layouts.
+    "appliance/template/lexer.py",
+    "appliance/template/parse.py",
+    "appliance/template/execute.py",
+    "appliance/template/gofmt.py",
+    "appliance/template/timefmt.py",
+    "appliance/template/config.py",
 )
 # appliance/cloud/ is not here: its parsers live beside the calls that fetch what they parse.
 
@@ -149,6 +156,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.config.durations",
             "appliance.config.errors",
             "appliance.local.definitions",
+            "appliance.template",
         ),
     ),
     # Sans-IO cores: protocols and data as pure state machines.
@@ -195,6 +203,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.locks",
             "appliance.telemetry",
             "appliance.sdnotify",
+            "appliance.template.runner",
+            "appliance.template.output",
             "appliance.sessions",
         ),
     ),
