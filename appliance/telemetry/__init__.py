@@ -27,7 +27,7 @@ from appliance.telemetry.edges import (
     record_http,
     route_label,
 )
-from appliance.telemetry.gauges import STATUSES, build, check_gauges, for_agent, instrument, state_gauges
+from appliance.telemetry.gauges import STATUSES, build, check_gauges, instrument, state_gauges
 from appliance.telemetry.gossip import GOSSIP_COUNTERS, GOSSIP_SAMPLES, instrument_gossip
 from appliance.telemetry.raft import RaftTelemetry, kv_op
 from appliance.telemetry.recorder import (
@@ -51,7 +51,7 @@ __all__ = [
     "DNS_SAMPLE_EVERY", "DNS_SAMPLE_GAP_S", "GOSSIP_COUNTERS", "GOSSIP_SAMPLES", "HTTP_SAMPLE_EVERY",
     "HTTP_SAMPLE_GAP_S", "INTERVAL_S", "MAX_WINDOW", "QUANTILES", "RETAIN_INTERVALS", "STATUSES",
     "SUMMARY_MAX_AGE_S", "Aggregate", "GaugeSource", "Interval", "LabelKey", "Labels", "RaftTelemetry",
-    "SampledTiming", "Summary", "Telemetry", "build", "check_gauges", "for_agent", "instrument",
+    "SampledTiming", "Summary", "Telemetry", "build", "check_gauges", "instrument",
     "instrument_dns", "instrument_gossip", "is_ptr_query", "kv_op", "quantile", "record_http",
     "route_label", "state_gauges",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from appliance.telemetry.raft import RaftTelemetry
 from appliance.telemetry.recorder import Labels, Telemetry
@@ -87,11 +87,3 @@ def check_gauges(local: LocalState) -> Gauges:
         for status in STATUSES:
             out.append(("agent.check.status", 1 if check.status == status else 0, {**base, "status": status}))
     return out
-
-
-def for_agent(agent: Any) -> Telemetry:
-    """Shim to delete: appliance/agent.py's former call. It calls `build` with the agent's parts;
-    once agent.py calls `build` itself, this goes."""
-    consensus = agent.consensus
-    return build(agent.config.telemetry, consensus=consensus, hub=agent.hub, store=agent.store,
-                 local=agent.local, raft=consensus if agent.config.server else None)

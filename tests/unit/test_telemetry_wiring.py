@@ -40,10 +40,3 @@ def test_build_on_a_client_reports_no_raft_peers_nor_catalog():
     g = gauges(tel)
     assert g["consul.raft.applied_index"] == 7
     assert not any(k.startswith(("consul.raft.peers", "consul.state.", "consul.server.")) for k in g)
-
-
-def test_for_agent_shim_matches_build():
-    cons = consensus(leader=True)
-    agent = SimpleNamespace(config=SimpleNamespace(telemetry=TelemetryConfig(disable_hostname=True), server=True),
-                            **parts(cons))
-    assert gauges(telemetry.for_agent(agent))["consul.server.isLeader"] == 1
