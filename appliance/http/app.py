@@ -402,6 +402,7 @@ class HTTPServer:
     def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         if message is ERROR:  # a request that could not be parsed: answered in HTTP/1.1, like Go
             message = ERROR_HTTP11
+        assert self.loop is not None  # set by serve() before the server accepts
         return web.BaseRequest(message, payload, protocol, writer, task, self.loop,
                                client_max_size=self.client_max_size)
 
