@@ -112,3 +112,27 @@ AUTOPILOT_CONFIGURATION = Struct("api.AutopilotConfiguration", {
     "MinQuorum": Int("uint"), "ServerStabilizationTime": DURATION, "RedundancyZoneTag": STRING,
     "DisableUpgradeMigration": BOOL, "UpgradeVersionTag": STRING,
 }, ignored=_RAFT_INDEX)
+
+# structs.Session (PUT /v1/session/create). LockDelay is a Go duration string or a number of
+# nanoseconds (decoded by the handler: a value below 1000 counts in seconds); TTL stays a string.
+SERVICE_CHECK = Struct("structs.ServiceCheck", {"ID": STRING, "Namespace": STRING})
+SESSION_REQUEST = Struct("structs.Session", {
+    "ID": STRING, "Name": STRING, "Node": STRING, "LockDelay": ANY, "Behavior": STRING, "TTL": STRING,
+    "NodeChecks": STRINGS, "ServiceChecks": List(SERVICE_CHECK), "Checks": STRINGS, **_ENTERPRISE,
+}, ignored=_RAFT_INDEX)
+
+# api.TxnOp (PUT /v1/txn): one of KV, Node, Service, Check. Value is base64 (decoded by the handler).
+TXN_KV_OP = Struct("api.KVTxnOp", {
+    "Verb": STRING, "Key": STRING, "Value": ANY, "Flags": UINT64, "Index": UINT64, "Session": STRING,
+    **_ENTERPRISE,
+})
+TXN_NODE = Struct("api.Node", {
+    "ID": STRING, "Node": STRING, "Address": STRING, "Datacenter": STRING, "TaggedAddresses": STRING_MAP,
+    "Meta": STRING_MAP, "CreateIndex": UINT64, "ModifyIndex": UINT64, "PeerName": STRING, **_ENTERPRISE,
+})
+TXN_OP = Struct("api.TxnOp", {
+    "KV": TXN_KV_OP,
+    "Node": Struct("api.NodeTxnOp", {"Verb": STRING, "Node": TXN_NODE}),
+    "Service": Struct("api.ServiceTxnOp", {"Verb": STRING, "Node": STRING, "Service": ANY}),
+    "Check": Struct("api.CheckTxnOp", {"Verb": STRING, "Check": ANY}),
+})

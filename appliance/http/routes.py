@@ -29,8 +29,10 @@ from appliance.http.handlers import (
     kv,
     metrics,
     operator,
+    session,
     snapshot,
     status,
+    txn,
 )
 
 if TYPE_CHECKING:
@@ -128,6 +130,15 @@ ROUTES: tuple[Route, ...] = (
     R("GET", kv.PREFIX, kv.get, "key:read", blocking=True, summary="Read a key, a prefix or its keys"),
     R("PUT", kv.PREFIX, kv.put, "key:write", body_limit="kv_max_value_size", summary="Write a key"),
     R("DELETE", kv.PREFIX, kv.delete, "key:write", summary="Delete a key or a prefix"),
+    # -- sessions and transactions
+    R("PUT", "/v1/session/create", session.create, "session:write", body_limit=J, summary="Create a session"),
+    R("PUT", "/v1/session/destroy/", session.destroy, "session:write", summary="Destroy a session"),
+    R("PUT", "/v1/session/renew/", session.renew, "session:write", summary="Renew a TTL session"),
+    R("GET", "/v1/session/info/", session.info, "session:read", blocking=True, summary="One session"),
+    R("GET", "/v1/session/node/", session.node, "filter:session", blocking=True, summary="A node's sessions"),
+    R("GET", "/v1/session/list", session.session_list, "filter:session", blocking=True, summary="Every session"),
+    R("PUT", "/v1/txn", txn.apply, "filter:key", body_limit="txn_max_req_len",
+      summary="Apply KV, node, service and check operations, all or none"),
     # -- events, coordinates, status
     R("PUT", event.FIRE_PREFIX, event.fire, "event:write", body_limit=event.MAX_PAYLOAD_READ,
       summary="Fire a user event"),

@@ -386,6 +386,40 @@ def _kv_set_rules(cmd: Command) -> None:
         raise InvalidCommand("kv_set", "Verb", f'must be "set" or "cas", not {_short(verb)}')
 
 
+# Sessions (appliance/state/sessions.py): LockDelay in nanoseconds, TTL the string given.
+SERVICE_CHECK = Record("ServiceCheck", {"ID": STRING, "Namespace": STRING}, ("ID",))
+SESSION = Record("Session", {
+    "ID": NAME, "Name": STRING, "Node": NAME, "LockDelay": UINT64, "Behavior": STRING, "TTL": STRING,
+    "NodeChecks": spec((list,), "a list of strings", _all_str, null=True),
+    "ServiceChecks": SERVICE_CHECK.list_spec(null=True),
+    "Checks": spec((list,), "a list of strings", _all_str, null=True),
+}, ("ID", "Node", "LockDelay", "Behavior", "TTL"))
+
+# /v1/txn operations (appliance/state/txn.py): exactly one of KV, Node, Service, Check each. A
+# service or check to write is checked against NODE_SERVICE / HEALTH_CHECK when it applies.
+MAX_TXN_OPS = 128
+_VALUE = spec((bytes, str), "bytes", null=True)
+TXN_KV = Record("TxnKVOp", {"Verb": NAME, "Key": STRING, "Value": _VALUE, "Flags": UINT64, "Index": UINT64,
+                            "Session": STRING}, ("Verb", "Key"))
+TXN_NODE_RECORD = Record("Node", {"ID": STRING, "Node": STRING, "Address": STRING, "Datacenter": STRING,
+                                  "TaggedAddresses": STRING_MAP, "Meta": STRING_MAP, "ModifyIndex": UINT64},
+                         ("Node",))
+TXN_NODE = Record("TxnNodeOp", {"Verb": NAME, "Node": TXN_NODE_RECORD.spec()}, ("Verb", "Node"))
+TXN_SERVICE = Record("TxnServiceOp", {"Verb": NAME, "Node": STRING, "Service": JSON_MAP}, ("Verb", "Node", "Service"))
+TXN_CHECK = Record("TxnCheckOp", {"Verb": NAME, "Check": JSON_MAP}, ("Verb", "Check"))
+TXN_OP = Record("TxnOp", {"KV": TXN_KV.spec(), "Node": TXN_NODE.spec(), "Service": TXN_SERVICE.spec(),
+                          "Check": TXN_CHECK.spec()})
+
+
+def _txn_rules(cmd: Command) -> None:
+    ops = cmd["Ops"]
+    if len(ops) > MAX_TXN_OPS:
+        raise InvalidCommand("txn", "Ops", f"must hold at most {MAX_TXN_OPS} operations, not {len(ops)}")
+    for i, op in enumerate(ops):
+        if len(op) != 1:
+            raise InvalidCommand("txn", f"Ops[{i}]", "must hold exactly one of KV, Node, Service, Check")
+
+
 class Definition:
     """One command type: its record (fields of the command map) and rules across fields."""
 
@@ -414,6 +448,15 @@ COMMANDS: dict[str, Definition] = {
     "kv_delete": Definition(Record("kv_delete", {
         "Type": _TYPE, "Key": STRING, "Recurse": BOOL, "Index": UINT64,
     }, ("Key",))),
+    "kv_lock": Definition(Record("kv_lock", {
+        "Type": _TYPE, "Key": STRING, "Flags": UINT64, "Value": _VALUE, "Session": STRING,
+    }, ("Key", "Session"))),
+    "kv_unlock": Definition(Record("kv_unlock", {
+        "Type": _TYPE, "Key": STRING, "Flags": UINT64, "Value": _VALUE, "Session": STRING,
+    }, ("Key", "Session"))),
+    "session_create": Definition(Record("session_create", {"Type": _TYPE, "Session": SESSION.spec()}, ("Session",))),
+    "session_destroy": Definition(Record("session_destroy", {"Type": _TYPE, "ID": STRING}, ("ID",))),
+    "txn": Definition(Record("txn", {"Type": _TYPE, "Ops": TXN_OP.list_spec()}, ("Ops",)), _txn_rules),
     "autopilot": Definition(Record("autopilot", {
         "Type": _TYPE, "Config": AUTOPILOT_CONFIG.spec(), "Init": BOOL, "CAS": UINT64,
     }, ("Config",))),

@@ -28,7 +28,15 @@ Command types:
   register    catalog register: node (unless SkipNodeUpdate), optional service, checks
   deregister  catalog deregister: a whole node, one service (and its checks), or one check
   kv_set      set a key (Verb "set" or "cas" with Index)
-  kv_delete   delete a key, a prefix ("Recurse"), or compare-and-delete (Index)
+  kv_delete   delete a key, a prefix ("Recurse"), or compare-and-delete (Index; a missing key succeeds)
+  kv_lock     acquire a key for a session (`?acquire=`), kv_unlock release it (`?release=`):
+              appliance/state/kv.py
+  session_create, session_destroy
+              a session (its ID chosen by the proposer), and its invalidation with its held keys
+              released or deleted (appliance/state/sessions.py); a check written critical or
+              deleted and a node deregistered invalidate the sessions bound to them in the same
+              write
+  txn         /v1/txn: operations applied all or none (appliance/state/txn.py)
   autopilot   set the autopilot configuration ("Config", API names); "CAS" compares ModifyIndex,
               "Init" sets it only if none is stored (the leader seeds it from the config file)
   coordinate_batch_update
@@ -43,10 +51,11 @@ Command types:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.state import watchkeys
+from appliance.state import kv, sessions, txn, watchkeys
 from appliance.state.commands import (
     COMMANDS,
     Command,
@@ -108,8 +117,10 @@ def _same_record(a: Record, b: Record) -> bool:
 
 
 class FSM:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] | None = None) -> None:
         self.store = store
+        # the server's own clock for lock-delays (sessions.py); None: no lock-delay is recorded
+        self.clock = clock
         # one handler per command definition (a definition without one fails here, loudly)
         self._handlers = {kind: getattr(self, "_apply_" + kind) for kind in COMMANDS}
 
@@ -163,7 +174,13 @@ class FSM:
             for svc in services.values():
                 s.index_service(node_key, svc)
         s.kv_keys = sorted(s.kv)
+        for sid in [sid for sid, rec in s.sessions.items() if _k(rec["Node"]) not in s.nodes]:
+            del s.sessions[sid]
+        sessions.rebuild(s)
         s.touch(index, *list(s.watch_index))
+
+    def _now(self) -> float | None:
+        return self.clock() if self.clock is not None else None
 
     # ------------------------------------------------------------------ catalog
 
@@ -231,6 +248,7 @@ class FSM:
             rec["ServiceTags"] = list(svc["Tags"] or [])
         rec["CreateIndex"] = prev["CreateIndex"] if prev else index
         rec["ModifyIndex"] = index
+        sessions.check_written(s, index, node_key, rec, self._now())  # critical, even unchanged
         if prev is not None and _same_record(prev, rec):
             return
         checks[rec["CheckID"]] = rec
@@ -261,6 +279,7 @@ class FSM:
                 self._delete_service(index, node_key, sid)
             for cid in list(s.checks.get(node_key, {})):
                 self._delete_check(index, node_key, cid)
+            sessions.node_deleted(s, index, node_key, self._now())
             s.touch_node(index, node_key)
             s.touch(index, watchkeys.NODES)
             if s.coordinates.pop(node_key, None) is not None:
@@ -284,55 +303,57 @@ class FSM:
     def _delete_check(self, index: int, node_key: str, cid: str) -> None:
         check = self.store.checks.get(node_key, {}).pop(cid, None)
         if check is not None:
+            sessions.check_deleted(self.store, index, node_key, cid, self._now())
             self._touch_check(index, node_key, check, None)
 
     # ------------------------------------------------------------------ KV
 
     def _apply_kv_set(self, index: int, cmd: dict[str, Any]) -> bool:
-        s = self.store
-        key = cmd["Key"]
-        prev = s.kv.get(key)
+        key, value, flags = cmd["Key"], cmd.get("Value"), cmd.get("Flags", 0)
         if cmd.get("Verb") == "cas":
-            want = cmd["Index"]
-            if want == 0 and prev is not None:
-                return False
-            if want != 0 and (prev is None or prev["ModifyIndex"] != want):
-                return False
-        rec: Record = {
-            "LockIndex": prev["LockIndex"] if prev else 0,
-            "Key": key,
-            "Flags": cmd.get("Flags", 0),
-            "Value": cmd.get("Value"),
-            "CreateIndex": prev["CreateIndex"] if prev else index,
-            "ModifyIndex": index,
-        }
-        if prev is not None and prev.get("Session"):
-            rec["Session"] = prev["Session"]
-        s.kv[key] = rec
-        if prev is None:
-            s.kv_insert_key(key)
-        s.tombstones.pop(key, None)
-        s.touch(index, watchkeys.KVS, watchkeys.kv(key))
+            return kv.cas(self.store, index, key, value, flags, cmd["Index"]) is not None
+        kv.set_entry(self.store, index, key, value, flags)
         return True
 
     def _apply_kv_delete(self, index: int, cmd: dict[str, Any]) -> bool:
         s = self.store
         key = cmd["Key"]
         if cmd.get("Recurse"):
-            doomed = list(s.kv_prefix_keys(key))
+            kv.delete_tree(s, index, key)
+        elif "Index" in cmd:
+            return kv.delete_cas(s, index, key, cmd["Index"])
         else:
-            prev = s.kv.get(key)
-            if "Index" in cmd and (prev is None or prev["ModifyIndex"] != cmd["Index"]):
-                return False
-            doomed = [key] if prev is not None else []
-        for k in doomed:
-            del s.kv[k]
-            s.kv_remove_key(k)
-            s.tombstones[k] = index
-            s.touch(index, watchkeys.kv(k))
-        if doomed:
-            s.touch(index, watchkeys.KVS, watchkeys.TOMBSTONES)
+            kv.remove(s, index, key)
         return True
+
+    def _apply_kv_lock(self, index: int, cmd: dict[str, Any]) -> bool:
+        return self._lock_verb(kv.lock, index, cmd)
+
+    def _apply_kv_unlock(self, index: int, cmd: dict[str, Any]) -> bool:
+        return self._lock_verb(kv.unlock, index, cmd)
+
+    def _lock_verb(self, verb: Callable[..., Record | None], index: int, cmd: dict[str, Any]) -> bool:
+        try:
+            rec = verb(self.store, index, cmd["Key"], cmd.get("Value"), cmd.get("Flags", 0), cmd["Session"])
+            return rec is not None
+        except kv.KVError as err:
+            raise CommandError(str(err)) from None
+
+    # ------------------------------------------------------------------ sessions, transactions
+
+    def _apply_session_create(self, index: int, cmd: dict[str, Any]) -> str:
+        try:
+            sessions.create(self.store, index, cmd["Session"])
+        except sessions.SessionError as err:
+            raise CommandError(str(err)) from None
+        return str(cmd["Session"]["ID"])
+
+    def _apply_session_destroy(self, index: int, cmd: dict[str, Any]) -> bool:
+        sessions.destroy(self.store, index, cmd["ID"], self._now())
+        return True
+
+    def _apply_txn(self, index: int, cmd: dict[str, Any]) -> dict[str, Any]:
+        return txn.apply(self, self.store, index, cmd["Ops"])
 
     # ------------------------------------------------------------------ coordinates
 
@@ -373,8 +394,10 @@ class FSM:
         except (SnapshotError, KeyError, TypeError, ValueError) as err:
             raise CommandError(f"cannot restore snapshot: {err}") from None
         keys = set(s.watch_index) | set(restored.watch_index)
+        delays = s.lock_delays  # each server's own, not in snapshots: kept across a restore
         vars(s).clear()
         vars(s).update(vars(restored))  # in place: HTTP, DNS and the driver keep their reference
+        s.lock_delays = delays
         s.begin()
         s.touch(index, *keys)
         return True

@@ -1,7 +1,7 @@
 """Snapshot and restore of the whole store.
 
 A snapshot is one msgpack document behind a version byte: the store's last index, its tables
-(nodes, services, checks, KV entries, tombstones) and its watch indexes. Restoring builds a new
+(nodes, services, checks, KV entries, tombstones, sessions) and its watch indexes. Restoring builds a new
 store from it and rebuilds the derived indexes (service-name index, sorted KV keys); Raft uses
 this to compact its log and to bring a lagging follower up to date. Restoring does not touch the
 bytes of KV values (they stay bytes).
@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from appliance.state import watchkeys
+from appliance.state import sessions, watchkeys
 from appliance.state.store import Store
 
 SNAPSHOT_VERSION = 1
@@ -40,6 +40,7 @@ def snapshot(store: Store) -> bytes:
         "watch_index": store.watch_index,
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
+        "sessions": list(store.sessions.values()),
     }
     data: bytes
     try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
@@ -74,6 +75,9 @@ def restore(data: bytes) -> Store:
     store.autopilot = doc.get("autopilot")  # absent in snapshots written before it existed
     for rec in doc.get("coordinates", ()):  # likewise
         store.coordinates[rec["Node"].lower()] = rec
+    for rec in doc.get("sessions", ()):  # likewise
+        store.sessions[rec["ID"]] = rec
+    sessions.rebuild(store)
     return store
 
 
@@ -99,7 +103,7 @@ def foreign_text(store: Store) -> str | None:
     text fields come from JSON and gossip, always UTF-8, and JSON output cannot render them."""
     tables: dict[str, Any] = {
         "nodes": store.nodes, "services": store.services, "checks": store.checks,
-        "coordinates": store.coordinates, "autopilot": store.autopilot,
+        "coordinates": store.coordinates, "autopilot": store.autopilot, "sessions": store.sessions,
         "watch indexes": {k: v for k, v in store.watch_index.items() if not watchkeys.is_kv(k)},
     }
     for name, table in tables.items():

@@ -46,6 +46,13 @@ class Store:
         self.last_index = 0
         self.autopilot: Record | None = None  # autopilot configuration (API names + indexes)
         self.coordinates: dict[str, Record] = {}  # node key -> {"Node", "Segment", "Coord", indexes}
+        # sessions (appliance/state/sessions.py): ID -> Session, and the derived indexes
+        self.sessions: dict[str, Record] = {}
+        self.session_checks: dict[tuple[str, str], set[str]] = {}  # (node key, check ID lower) -> IDs
+        self.node_sessions: dict[str, set[str]] = {}  # node key -> session IDs
+        self.session_keys: dict[str, set[str]] = {}  # session ID -> the KV keys it holds
+        # KV key -> end of its lock-delay on the FSM's clock; each server's own, never replicated
+        self.lock_delays: dict[str, float] = {}
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)
@@ -188,3 +195,16 @@ class Store:
 
     def kv_list(self, prefix: str) -> list[Record]:
         return [self.kv[k] for k in self.kv_prefix_keys(prefix)]
+
+    # ------------------------------------------------------------------ session reads
+
+    def session(self, session_id: str) -> Record | None:
+        return self.sessions.get(session_id)
+
+    def all_sessions(self) -> list[Record]:
+        """Every session, ordered by ID (memdb's id index)."""
+        return [self.sessions[k] for k in sorted(self.sessions)]
+
+    def sessions_of_node(self, name: str) -> list[Record]:
+        ids = self.node_sessions.get(_k(name), ())
+        return [self.sessions[i] for i in sorted(ids) if i in self.sessions]

@@ -11,6 +11,7 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     kv(key)                     a KV key was written or deleted; KV_PREFIX marks them
     KVS, TOMBSTONES             any KV write; any KV delete
     COORDINATES, AUTOPILOT      network coordinates; the autopilot configuration
+    SESSIONS                    the sessions table (session/info, node, list)
 
 Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
 from the lower-cased name. Pure functions, no I/O.
@@ -25,6 +26,7 @@ KVS = "kvs"
 TOMBSTONES = "tombstones"
 COORDINATES = "coordinates"
 AUTOPILOT = "autopilot"
+SESSIONS = "sessions"
 
 NODE_PREFIX = "node:"
 SERVICE_PREFIX = "svc:"

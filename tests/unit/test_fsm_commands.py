@@ -103,6 +103,22 @@ def producer_commands() -> list[dict[str, Any]]:
             {"Type": "kv_set", "Verb": "cas", "Key": "a/b", "Flags": 0, "Value": b"2", "Index": 0},
             {"Type": "kv_delete", "Key": "a/", "Recurse": True},
             {"Type": "kv_delete", "Key": "a/b", "Recurse": False, "Index": 7}]
+    # locks (kv.py), sessions (appliance/http/handlers/session.py), transactions (txn.py)
+    from appliance.http.handlers.session import session_command
+
+    out += [{"Type": "kv_lock", "Key": "a/l", "Flags": 3, "Value": b"1", "Session": "s-1"},
+            {"Type": "kv_unlock", "Key": "a/l", "Flags": 0, "Value": None, "Session": "s-1"},
+            session_command({"name": "n", "ttl": "15.0s", "lockdelay": "0.001s", "behavior": "delete",
+                             "checks": []}, "n1", "s-1", 10 * 10**9),
+            session_command({"ServiceChecks": [{"ID": "c1"}], "Checks": ["a", "b"]}, "n1", "s-2", 10 * 10**9),
+            {"Type": "session_destroy", "ID": "s-1"},
+            {"Type": "txn", "Ops": [
+                {"KV": {"Verb": "set", "Key": "t", "Value": b"v", "Flags": 1}},
+                {"KV": {"Verb": "check-session", "Key": "t", "Value": None, "Session": ""}},
+                {"Node": {"Verb": "set", "Node": {"Node": "n9", "Address": "10.0.0.9", "Datacenter": "dc1",
+                                                  "ModifyIndex": 0}}},
+                {"Service": {"Verb": "set", "Node": "n9", "Service": {**service(), "ModifyIndex": 0}}},
+                {"Check": {"Verb": "delete", "Check": {"Node": "n9", "CheckID": "c1", "ModifyIndex": 0}}}]}]
     # autopilot (HTTP handler and driver_autopilot.py), coordinates (coordinates.py), restore
     config = AutopilotConfig().to_api()
     out += [{"Type": "autopilot", "Init": True, "Config": config},

@@ -1,8 +1,12 @@
 """/v1/kv/<key>: GET (recurse, keys, separator, raw), PUT (cas, flags), DELETE (recurse, cas).
 
 Behaviour and texts follow reference/consul-api.md §4.4. Values travel as bytes through the log;
-the JSON answer carries them base64-encoded (`null` for an empty value). Sessions and locks
-(`acquire`, `release`) come with the sessions API and are refused until then.
+the JSON answer carries them base64-encoded (`null` for an empty value).
+
+Locks (reference/coordination.md §2.1): `?acquire=<session>` proposes a `kv_lock` through the
+leader's lock-delay check (appliance/sessions/leader.py: `false` while the key is in lock-delay),
+`?release=<session>` a `kv_unlock`; both replace the value and flags with the request's. An empty
+or unknown session is Consul's 500 (`missing session`, `invalid session "<id>"`).
 
 Keys are byte strings, as in Consul (a Go string is bytes; memdb indexes them as they are): the key
 is the unescaped path after `/v1/kv/` and need not be UTF-8. A key is held as a str in which each
@@ -28,8 +32,10 @@ from appliance.http.paths import path_tail
 from appliance.http.query import blocking
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
+from appliance.state.fsm import CommandError
 
 PREFIX = "/v1/kv/"
+LOCK_CHECKED = "lock_checked"  # the leader's lock-delay check (appliance/sessions/leader.py)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -147,8 +153,6 @@ async def put(req: Request, ctx: HTTPContext) -> Answer:
     q = req.query
     if "cas" in q and ("acquire" in q or "release" in q):
         raise HTTPError(400, f"Conflicting flags: {urlencode(list(q.items()))}")
-    if "acquire" in q or "release" in q:
-        raise HTTPError(500, "Invalid session")
     flags = _uint_param(req, "flags", "Invalid flags") or 0
     cas = _uint_param(req, "cas", "Invalid cas index")
     limit = ctx.config.limits.kv_max_value_size
@@ -163,7 +167,15 @@ async def put(req: Request, ctx: HTTPContext) -> Answer:
     cmd: dict[str, Any] = {"Type": "kv_set", "Verb": "set", "Key": key, "Flags": flags, "Value": data or None}
     if cas is not None:
         cmd.update(Verb="cas", Index=cas)
-    result = await ctx.consensus.propose(cmd)
+    elif "acquire" in q:
+        cmd = {"Type": LOCK_CHECKED, "Command": {"Type": "kv_lock", "Key": key, "Flags": flags, "Value": data or None,
+                                                 "Session": q["acquire"]}}
+    elif "release" in q:
+        cmd = {"Type": "kv_unlock", "Key": key, "Flags": flags, "Value": data or None, "Session": q["release"]}
+    try:
+        result = await ctx.consensus.propose(cmd)
+    except CommandError as err:
+        raise HTTPError(500, str(err)) from None
     return json_answer(req, bool(result))
 
 
