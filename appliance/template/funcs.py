@@ -304,7 +304,9 @@ def _by_key(pairs: Any) -> dict[str, dict[str, Any]]:
         top, _, rest = pair.Key.partition("/")
         if not rest:
             continue
-        out.setdefault(top, {})[rest] = pair
+        copy = type(pair)(**{f: getattr(pair, f) for f in pair.FIELDS})
+        copy.Key = rest
+        out.setdefault(top, {})[rest] = copy
     return out
 
 
