@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config.durations import DurationError, parse_duration
+from appliance.local.definitions import DefinitionError
 
 RETRY_BASE_S = 5.0
 MAX_BACKOFF_S = 180.0
@@ -43,8 +44,9 @@ WATCH_TYPES = ("key", "keyprefix", "services", "nodes", "service", "checks", "ev
 KNOWN_ELSEWHERE = ("connect_roots", "connect_leaf", "agent_service")
 
 
-class WatchError(ValueError):
-    """A watch definition Consul would refuse; the message is Consul's text."""
+class WatchError(DefinitionError):
+    """A watch definition Consul would refuse; the message is Consul's text (the agent refuses
+    to start with it, as with a bad service definition)."""
 
 
 @dataclass(frozen=True)
