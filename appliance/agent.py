@@ -36,7 +36,7 @@ from appliance.federation.forward import Forwarder
 from appliance.federation.pool import WanPool, runs_wan_pool
 from appliance.gossip.coordinate import Coordinate
 from appliance.gossip.driver import JoinError
-from appliance.gossip.driver_setup import lan_driver, retry_join
+from appliance.gossip.pool_setup import lan_driver, retry_join
 from appliance.http.app import HTTPServer
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.remote_dc import run_local

@@ -43,8 +43,8 @@ from typing import Any
 from appliance.client.servers import server_address
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
-from appliance.gossip.driver_setup import CONSUL_LAN_OVERRIDES, load_keyring, retry_join
 from appliance.gossip.keyring import KeyringError
+from appliance.gossip.pool_setup import CONSUL_LAN_OVERRIDES, load_keyring, retry_join
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 

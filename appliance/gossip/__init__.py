@@ -2,8 +2,9 @@
 
 `GossipCore` (core.py) is the failure detector and disseminator; `Serf` (serf.py) adds member
 status, tags and Lamport-ordered intents on top. Both take `now` and a seeded `random.Random`
-and return packets to send and events; the drivers that own sockets and timers live in
-`driver*`/`transport*`/`keyring_file` modules. docs/internals/gossip.md explains the protocol and the simulator.
+and return packets to send and events; the drivers that own sockets, files and timers are driver.py,
+transport.py, pool_setup.py, key_manager.py, snapshot_file.py and keyring_file.py.
+docs/internals/gossip.md explains the protocol and the simulator.
 """
 
 from appliance.gossip.awareness import Awareness

@@ -26,11 +26,11 @@ cluster by contacting N nodes`); it raises `JoinError` with every address's erro
 of still answering probes) and returns when it is done or its time is up.
 
 With a `snapshot_path` (the agent's `<data_dir>/serf/local.snapshot`) member events are
-logged to disk (driver_snapshot.py); at start the clocks are restored from it and the members it
+logged to disk (snapshot_file.py); at start the clocks are restored from it and the members it
 remembers are tried one at a time, in random order, until one answers (Serf's rejoin).
 
 Keyring operations (`keyring_operation`) go to every alive member over an encrypted stream
-(driver_keyring.py) and come back tallied as Serf's key manager does.
+(key_manager.py) and come back tallied as Serf's key manager does.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ from typing import Any
 
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.core import Send, StreamRequest
-from appliance.gossip.driver_keyring import KeyManager, KeyringResult
-from appliance.gossip.driver_snapshot import MemberSnapshot
+from appliance.gossip.key_manager import KeyManager, KeyringResult
 from appliance.gossip.keyring import Keyring
 from appliance.gossip.members import Address
 from appliance.gossip.messages import DecodeError, PushPull, StreamError, decode_stream
 from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind
 from appliance.gossip.snapshot import FLUSH_INTERVAL_S, SnapshotState
+from appliance.gossip.snapshot_file import MemberSnapshot
 from appliance.gossip.transport import (
     CHANNEL_ERROR,
     CHANNEL_GOSSIP,
@@ -145,7 +145,7 @@ class GossipDriver:
         self._probe: object | None = None  # the core's probe in flight, timed from start to end
         self._probe_started = 0.0
         self._stopped = False
-        # the member snapshot (driver_snapshot.py): a restarted agent rejoins the members it knew
+        # the member snapshot (snapshot_file.py): a restarted agent rejoins the members it knew
         self.snapshot = MemberSnapshot(snapshot_path, name, self.serf_log) if snapshot_path else None
 
     # ------------------------------------------------------------------ lifecycle

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from appliance.gossip.driver_setup import load_keyring
 from appliance.gossip.keyring import (
     ENCRYPT_OVERHEAD,
     Keyring,
@@ -28,6 +27,7 @@ from appliance.gossip.keyring import (
     encode_key,
 )
 from appliance.gossip.keyring_file import load_file, save_file
+from appliance.gossip.pool_setup import load_keyring
 
 K16, K24, K32 = b"a" * 16, b"b" * 24, b"c" * 32
 

@@ -1,4 +1,4 @@
-"""The agent's LAN gossip settings (appliance/gossip/driver_setup.py and the `gossip_lan` config block).
+"""The agent's LAN gossip settings (appliance/gossip/pool_setup.py and the `gossip_lan` config block).
 
 Consul's overrides of memberlist's LAN profile (gossip-notes §10.4): dead-node reclaim 30 s,
 leave propagate delay 3 s, reconnect timeout 72 h; `gossip_lan { ... }` keys (Consul's names and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from appliance.config import ConfigError, build_agent_config
-from appliance.gossip.driver_setup import consul_lan_config, keyring_path, lan_driver, snapshot_path
+from appliance.gossip.pool_setup import consul_lan_config, keyring_path, lan_driver, snapshot_path
 
 
 def test_consul_overrides_of_the_lan_profile():

@@ -9,7 +9,7 @@ How it works
   after 72 h), then the `gossip_lan` block (gossip_nodes, gossip_interval, probe_interval,
   probe_timeout, retransmit_mult, suspicion_mult);
 * member snapshot: `<data_dir>/serf/local.snapshot` (not in -dev), so a restarted agent rejoins
-  the members it knew even without -retry-join (snapshot.py, driver_snapshot.py);
+  the members it knew even without -retry-join (snapshot.py, snapshot_file.py);
 * keyring (Consul's setupKeyrings): with a data directory (and not `disable_keyring_file`, which
   -dev sets) the ring lives in `<data_dir>/serf/local.keyring`. The file wins when it exists, so
   keys installed with `cairn keyring` survive restarts; an `encrypt` key missing from it is added.
