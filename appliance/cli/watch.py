@@ -169,14 +169,27 @@ async def _print_first(index: int, data: Any) -> None:
     raise StopWatch
 
 
+def agent_client(args: Any) -> AgentClient:
+    """The asyncio client at the address, with the token, of the HTTP flags."""
+    http = config_from_args(args)
+    return AgentClient(http.base_url, token=http.token, verify_tls=http.verify_tls)
+
+
+async def agent_answers(api: AgentClient) -> bool:
+    """Ask the agent for itself first, as Consul's commands do; False (and the error printed)
+    when it does not answer."""
+    try:
+        (await api.get("/v1/agent/self")).ok()
+    except (Unreachable, ApiFailure) as exc:
+        err(f"Error querying Consul agent: {exc}")
+        return False
+    return True
+
+
 async def _watch(args: Any, params: dict[str, Any]) -> int:
     plan = Plan(parse(params))
-    http = config_from_args(args)
-    async with AgentClient(http.base_url, token=http.token, verify_tls=http.verify_tls) as api:
-        try:
-            (await api.get("/v1/agent/self")).ok()
-        except (Unreachable, ApiFailure) as exc:
-            err(f"Error querying Consul agent: {exc}")
+    async with agent_client(args) as api:
+        if not await agent_answers(api):
             return 1
         child = ChildHandler(args.args, args.shell) if args.args else None
         loop = asyncio.get_running_loop()
