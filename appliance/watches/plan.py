@@ -40,8 +40,6 @@ RETRY_BASE_S = 5.0
 MAX_BACKOFF_S = 180.0
 DEFAULT_HTTP_TIMEOUT_S = 10.0
 WATCH_TYPES = ("key", "keyprefix", "services", "nodes", "service", "checks", "event")
-# types Consul knows that cairn has no endpoint for (Connect, the agent-local service watch)
-KNOWN_ELSEWHERE = ("connect_roots", "connect_leaf", "agent_service")
 
 
 class WatchError(DefinitionError):
