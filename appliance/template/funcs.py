@@ -344,6 +344,44 @@ def _explode_map(mapping: Any) -> dict[str, Any]:
     return out
 
 
+class Scratch(Record):
+    """consul-template's `scratch`: a key/value space that lives for one render.
+    `{{ scratch.Set "k" "v" }}{{ scratch.Get "k" }}`."""
+
+    METHODS = ("Key", "Get", "Set", "SetX", "MapSet", "MapSetX", "MapValues")
+    GO_TYPE = "*template.Scratch"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, Any] = {}
+
+    def Key(self, key: str) -> bool:  # noqa: N802 - the template-visible names
+        return key in self.values
+
+    def Get(self, key: str) -> Any:  # noqa: N802
+        return self.values.get(key)
+
+    def Set(self, key: str, value: Any) -> str:  # noqa: N802
+        self.values[key] = value
+        return ""
+
+    def SetX(self, key: str, value: Any) -> str:  # noqa: N802
+        self.values.setdefault(key, value)
+        return ""
+
+    def MapSet(self, key: str, map_key: str, value: Any) -> str:  # noqa: N802
+        self.values.setdefault(key, {})[map_key] = value
+        return ""
+
+    def MapSetX(self, key: str, map_key: str, value: Any) -> str:  # noqa: N802
+        self.values.setdefault(key, {}).setdefault(map_key, value)
+        return ""
+
+    def MapValues(self, key: str) -> list[Any]:  # noqa: N802
+        mapping = self.values.get(key) or {}
+        return [mapping[k] for k in sorted(mapping)]
+
+
 def pure_funcs(env: Mapping[str, str], now: Callable[[], datetime]) -> dict[str, Callable[..., Any]]:
     """Every function that needs no agent, with the process environment and clock bound in."""
 
@@ -362,8 +400,10 @@ def pure_funcs(env: Mapping[str, str], now: Callable[[], datetime]) -> dict[str,
             return str(int(t.timestamp()))
         return go_time_format(t, layout[0])
 
+    scratch = Scratch()
     funcs: dict[str, Callable[..., Any]] = dict(BUILTINS)
     funcs.update({
+        "scratch": lambda: scratch,
         "env": lambda name: env.get(name, ""),
         "envOrDefault": lambda name, default: env.get(name) or default,
         "mustEnv": must_env,

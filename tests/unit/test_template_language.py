@@ -223,6 +223,15 @@ def test_helpers(text: str, out: str) -> None:
     assert render(text) == out
 
 
+def test_scratch_lives_for_one_render() -> None:
+    text = ('{{ scratch.Set "a" 1 }}{{ scratch.SetX "a" 2 }}{{ scratch.Get "a" }} {{ scratch.Key "b" }} '
+            '{{ scratch.MapSet "m" "z" 1 }}{{ scratch.MapSetX "m" "y" 2 }}{{ scratch.MapSetX "m" "y" 3 }}'
+            '{{ range scratch.MapValues "m" }}{{ . }}{{ end }}')
+    template = Template("t", text)
+    assert template.render(Answers({}), {}, lambda: NOW) == "1 false 21"
+    assert template.render(Answers({}), {}, lambda: NOW) == "1 false 21"
+
+
 def test_timestamp_in_another_zone() -> None:
     t = datetime(2024, 7, 9, 8, 5, 0, tzinfo=timezone(timedelta(hours=-7)))
     text = '{{ timestamp "Jan _2 03:04:05 -0700 Z07:00 06 002" }}'
