@@ -9,9 +9,11 @@ in name order). The agent's address and token are the usual `-http-addr`/`-token
 `CAIRN_HTTP_ADDR`, `CONSUL_HTTP_ADDR`, ...); consul-template's `-consul-addr` and `-consul-token`
 are accepted too, and so is a config file's `consul { address token }` block.
 
-Exit codes follow consul-template where it has them: 0 done (after `-once`, or stopped by SIGINT or
-SIGTERM), 1 bad command line, 13 a template failed to execute, a file could not be written or (with
-`-once`) a command failed, 14 a configuration or template that does not load.
+SIGHUP loads the configuration files and templates again and renders them all (a reload that
+fails is logged and the running templates stay). Exit codes follow consul-template where it has
+them: 0 done (after `-once`, or stopped by SIGINT or SIGTERM), 1 bad command line, 13 a template
+failed to execute, a file could not be written or (with `-once`) a command failed, 14 a
+configuration or template that does not load.
 """
 
 from __future__ import annotations
@@ -146,8 +148,15 @@ def run(argv: list[str]) -> int:
     base_url = normalize_address(http.base_url)
     fetch = AgentHTTP(base_url, token, _opener(base_url, http.verify_tls))
     runner = Runner(templates, fetch, once=args.once, dry=args.dry, wait=wait, env=os.environ)
+
+    def reload() -> list[tuple[TemplateConfig, Template]]:
+        again = load_config(args.config)
+        return load_templates(again.templates + [parse_flag(t) for t in args.template])
+
+    runner.reloader = reload
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: runner.stop())
+        signal.signal(signal.SIGHUP, lambda *_: runner.request_reload())
     sys.stdout.flush()
     return runner.run()

@@ -20,6 +20,8 @@ Watch errors (agent down, HTTP errors) are retried with a growing pause, 250 ms 
 1 minute; after 12 failures in a row the runner stops with an error. A template that fails to
 execute with all its data present is an error too (consul-template's `error_fatal`): the runner
 stops and `run()` returns 13. Dependencies no template uses any more stop being watched.
+`request_reload` (SIGHUP) loads the templates again through `reloader` and renders them all; a
+reload that fails is logged and the running templates stay.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from appliance.template import Answers, Template
-from appliance.template.config import TemplateConfig, Wait
+from appliance.template.config import ConfigError, TemplateConfig, Wait
 from appliance.template.deps import Dep
 from appliance.template.lexer import TemplateError
 from appliance.template.output import OutputError, run_command, write_atomic
@@ -201,6 +203,8 @@ class Runner:
         self.watchers: dict[Dep, Watcher] = {}
         self.fatal: str | None = None
         self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reloader: Callable[[], list[tuple[TemplateConfig, Template]]] | None = None
 
     # -- called from watcher threads --------------------------------------------------------
 
@@ -221,14 +225,37 @@ class Runner:
         self.stopping.set()
         self.wake.set()
 
+    def request_reload(self) -> None:
+        """Load the templates again (SIGHUP); they are all rendered at once."""
+        self.reload_requested.set()
+        self.wake.set()
+
+    def _reload(self) -> None:
+        self.reload_requested.clear()
+        if self.reloader is None:
+            return
+        try:
+            templates = self.reloader()
+        except (ConfigError, TemplateError) as exc:
+            self.log(f"[ERR] reload failed, keeping the running templates: {exc}")
+            return
+        self.states = [_State(c, t) for c, t in templates]
+        self.log(f"[INFO] reloaded {len(templates)} template(s)")
+
     def run(self) -> int:
         try:
             while not self.stopping.is_set():
+                if self.reload_requested.is_set():
+                    self._reload()
                 now = time.monotonic()
+                rendered = False
                 for state in self.states:
                     if state.due is not None and state.due <= now:
                         state.due = None
                         self._render(state)
+                        rendered = True
+                if rendered:
+                    self._sync_watchers()
                 if self.fatal:
                     self.log(f"[ERR] {self.fatal}")
                     return EXIT_RUNNER_ERROR
@@ -273,7 +300,6 @@ class Runner:
             if not resolver.missing:
                 self.fatal = self.fatal or str(exc)
         state.used = resolver.used
-        self._sync_watchers()
         if text is None or resolver.missing:
             state.complete = False
             return

@@ -145,3 +145,22 @@ def test_rerenders_within_a_second_and_runs_the_command_only_on_change(agent: An
             _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_sighup_loads_the_templates_again(agent: Any, tmp_path: Path) -> None:
+    put_key(agent, "greeting", "hello")
+    source, dest = tmp_path / "in.ctmpl", tmp_path / "out.txt"
+    source.write_text('{{ key "greeting" }}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "template", "-template", f"{source}:{dest}"],
+                            env=agent.env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: read(dest) == "hello\n", 15, "the first render")
+        source.write_text('{{ key "greeting" | toUpper }} {{ keyOrDefault "name" "world" }}\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: read(dest) == "HELLO world\n", 5, "the render after SIGHUP")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert "reloaded 1 template(s)" in stderr

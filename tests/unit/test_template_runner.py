@@ -268,3 +268,29 @@ def test_an_unreachable_agent_is_retried_then_fatal(tmp_path: Path, monkeypatch:
     assert runner.run() == 13
     assert sum("connection refused" in m and "WARN" in m for m in logs) == runner_mod.RETRY_ATTEMPTS - 1
     assert "giving up after 12 attempts" in logs[-1]
+
+
+def test_reload_renders_the_new_templates(tmp_path: Path) -> None:
+    agent = FakeAgent()
+    agent.put("a", "A")
+    agent.put("b", "B")
+    runner = Runner([make(tmp_path, '{{ key "a" }}')], agent, log=lambda m: None)
+    out = tmp_path / "out.txt"
+    thread, _ = start(runner)
+    wait_for(lambda: read_text(out) == "A")
+
+    def broken() -> list[tuple[TemplateConfig, Template]]:
+        return [make(tmp_path, "{{ nope }}")]
+
+    runner.reloader = broken
+    runner.request_reload()
+    time.sleep(0.2)
+    runner.reloader = lambda: [make(tmp_path, '{{ key "b" }}')]
+    runner.request_reload()
+    wait_for(lambda: read_text(out) == "B")
+    runner.stop()
+    thread.join(5)
+
+
+def read_text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
