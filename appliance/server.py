@@ -1,11 +1,12 @@
-"""What a server adds to an agent: the Raft log, the server RPC port, autopilot and the leader's
-reconciliation of gossip members into the catalog.
+"""What a server adds to an agent: the Raft log, the server RPC port, autopilot, the leader's
+session timers and its reconciliation of gossip members into the catalog.
 
 `ServerRole` builds them from the RuntimeConfig: the Raft driver (appliance/raft/driver.py; in
 -dev and without a data_dir a one-voter log in memory, else the WAL under data_dir), on servers
 other than -dev the RPC listener (appliance/raft/transport.py; peers, client agents following the
 store through appliance/rpc/feed.py, other datacenters' requests), autopilot
-(appliance/raft/driver_autopilot.py) and the member reconciler (appliance/reconcile.py:
+(appliance/raft/driver_autopilot.py), the sessions' leader side (appliance/sessions/leader.py: TTL
+timers, renewals, lock-delays) and the member reconciler (appliance/reconcile.py:
 `serfHealth`, the `consul` service). It listens to the LAN pool: a server of this datacenter that
 is alive becomes a peer the RPC layer can dial (bootstrap_expect), and autopilot hears of servers
 that fail or leave. The composition root (appliance/agent.py) starts the parts in its task tree.
@@ -34,6 +35,7 @@ from appliance.raft.storage import FileStorage
 from appliance.raft.transport import RaftTransport
 from appliance.reconcile import MemberReconciler
 from appliance.rpc.feed import ReplicaFeed
+from appliance.sessions.leader import SessionLeader
 from appliance.state.store import Store
 
 log = logging.getLogger("agent")
@@ -50,6 +52,7 @@ class ServerRole:
             storage=MemoryStorage() if config.dev or not config.data_dir
             else FileStorage(os.path.join(config.data_dir, "raft")),
             config=RaftConfig(raft_multiplier=config.raft_multiplier), rng=rng, on_fatal=on_fatal)
+        self.sessions = SessionLeader(self.raft)  # TTL timers, renewals, lock-delays (on the leader)
         self.autopilot = Autopilot(self.raft, defaults=autopilot_defaults(config), version=CONSUL_COMPAT_VERSION,
                                    names=self._node_names_by_id)
         # server RPC: servers other than -dev listen on it (peers and client agents; peers: gossip)
