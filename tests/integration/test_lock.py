@@ -8,6 +8,7 @@ inferring them from the result.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.cluster import Server
 from tests.conftest import AgentProcess, wait_until
@@ -128,15 +131,16 @@ def test_timeout_exit_codes_and_conflicts(agent: AgentProcess, tmp_path: Path) -
         assert (proc.returncode, proc.stderr) == (1, text)
 
 
-def test_lost_lock_terminates_the_child(agent: AgentProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [1, 2])
+def test_lost_lock_terminates_the_child(agent: AgentProcess, tmp_path: Path, limit: int) -> None:
     ready, terminated = tmp_path / "ready", tmp_path / "terminated"
-    holder = lock_proc(agent, "-verbose", "lost",
+    holder = lock_proc(agent, "-verbose", "-n", str(limit), "lost",
                        f"trap 'touch {terminated}; exit 0' TERM; touch {ready}; while true; do sleep 0.1; done")
     try:
         wait_until(ready.exists, 30, what="the holder's child")
-        status, _, body = agent.get("/v1/kv/lost/.lock")
+        status, _, body = agent.get("/v1/kv/lost/?recurse")
         assert status == 200
-        session = json.loads(body)[0]["Session"]
+        (session,) = {e["Session"] for e in json.loads(body) if e.get("Session")}  # lock or contender key
         assert agent.put(f"/v1/session/destroy/{session}")[0] == 200  # the lock is lost
         wait_until(terminated.exists, 15, what="the child to be terminated")
         stdout, stderr = holder.communicate(timeout=15)
@@ -204,3 +208,25 @@ def test_mutual_exclusion_across_a_leader_kill(tmp_path: Path) -> None:
     for code, err in failed:
         assert code == 1 and err.startswith(FAILURES), err
     print(f"{done} children ran, {before} before the kill; {len(failed)} contenders failed in the election")
+
+
+def test_the_session_is_renewed_past_twice_its_ttl(agent: AgentProcess) -> None:
+    """A 10 s session would be invalidated after 20 s without renewals; the lock outlives that."""
+    from appliance.locks.mutex import Lock
+    from appliance.watches.client import AgentClient
+
+    async def hold() -> tuple[bool, str, bool]:
+        async with AgentClient(agent.url) as api:
+            lock = Lock(api, "renew/.lock", session_ttl="10s")
+            assert await lock.acquire()
+            session = lock.session
+            await asyncio.sleep(23)
+            still = not lock.lost.is_set()
+            await lock.release()
+            await lock.destroy()
+            return still, session, lock.lost.is_set()
+
+    still, session, _ = asyncio.run(hold())
+    assert still
+    assert agent.get("/v1/kv/renew/.lock")[0] == 404
+    assert json.loads(agent.get(f"/v1/session/info/{session}")[2] or b"null") in (None, [])  # destroyed

@@ -125,3 +125,31 @@ def test_event_watch_delivers_only_new_events() -> None:
 def test_encode_as_go() -> None:
     assert encode({"a": "<&>", "b": [1]}) == '{"a":"\\u003c\\u0026\\u003e","b":[1]}'
     assert encode({"a": 1}, indent="    ") == '{\n    "a": 1\n}'
+
+
+def test_handler_helpers() -> None:
+    from appliance.watches.handlers import RingBuffer, exit_text, go_list
+
+    buf = RingBuffer(8)
+    buf.write(b"0123456789")
+    buf.write(b"ab")
+    assert buf.text() == "Captured 8 of 12 bytes\n...\n456789ab"
+    small = RingBuffer(8)
+    small.write(b"ok")
+    assert small.text() == "ok"
+    assert (exit_text(3), exit_text(-9), exit_text(-15)) == ("exit status 3", "signal: killed", "signal: terminated")
+    assert go_list(["/bin/h", "-x"]) == "[/bin/h -x]"
+
+
+@pytest.mark.parametrize(("argv", "shell", "rest"), [
+    (["-shell=false", "cmd", "-shell=true"], False, ["cmd", "-shell=true"]),  # a child's argument stays
+    (["-key", "-shell=false", "-shell=0", "x"], False, ["x"]),
+    (["-shell", "x"], True, ["x"]),
+    (["x", "-shell=false"], True, ["x", "-shell=false"]),
+])
+def test_cli_shell_flag(argv: list[str], shell: bool, rest: list[str]) -> None:
+    from appliance.cli.watch import build_parser, rewrite_true_flag
+
+    parser = build_parser()
+    args = parser.parse(rewrite_true_flag(parser, argv, "shell"))
+    assert (args.shell, args.args) == (shell, rest)
