@@ -102,6 +102,7 @@ class Agent:
                                          local=self.local.state, raft=raft)  # before extensions
         if self.server is not None:
             self.telemetry.add_gauge_source(self.server.autopilot.gauges)  # consul.autopilot.* on the leader
+            self.server.sessions.telemetry = self.telemetry  # consul.session_ttl.*
         telemetry.instrument_gossip(self.telemetry, self.gossip)  # consul.memberlist.*, consul.serf.*
         self.api = self._typed_context()
         self.extensions = load_extensions(self.api)
@@ -226,6 +227,7 @@ class Agent:
         cfg, server = self.config, self.server
         if server is not None:
             await services.start("autopilot", server.autopilot.serve)
+            await services.start("session-ttl", server.sessions.serve)
         self.local.restore()
         # a client agent registers once a server streams to it (anti-entropy, below)
         if server is not None:
