@@ -172,7 +172,7 @@ async def _print_first(index: int, data: Any) -> None:
 def agent_client(args: Any) -> AgentClient:
     """The asyncio client at the address, with the token, of the HTTP flags."""
     http = config_from_args(args)
-    return AgentClient(http.base_url, token=http.token, verify_tls=http.verify_tls)
+    return AgentClient(http.base_url, token=http.token, datacenter=http.datacenter, verify_tls=http.verify_tls)
 
 
 async def agent_answers(api: AgentClient) -> bool:

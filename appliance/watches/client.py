@@ -4,8 +4,9 @@ Watches (`cairn watch`, the agent's `watches` block) and `cairn lock` hold block
 open while other work goes on (a handler, a child process, session renewals), so they talk to
 the agent with aiohttp rather than the command line's synchronous client. One `AgentClient` is
 one aiohttp session (keep-alive connections) with the address, token and datacenter of the
-caller; every request returns the status, the headers and the body, and only a connection
-failure raises (`Unreachable`, with Go's wording where there is one).
+caller (`dc=` added to each request when a datacenter is set); every request returns the
+status, the index and the body, and only a connection failure raises (`Unreachable`, with Go's
+wording where there is one).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ def _index(headers: Any) -> int:
 class AgentClient:
     """`async with AgentClient(base_url, token=...) as api:` then `await api.request(...)`."""
 
-    def __init__(self, base_url: str, *, token: str = "", verify_tls: bool = True) -> None:
+    def __init__(self, base_url: str, *, token: str = "", datacenter: str = "", verify_tls: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.datacenter = datacenter  # `dc=` on every request that does not name one
         self._ssl: ssl.SSLContext | bool = True
         if not verify_tls:
             ctx = ssl.create_default_context()
@@ -105,9 +107,12 @@ class AgentClient:
         if token or self.token:
             headers["X-Consul-Token"] = token or self.token
         url = self.base_url + path
+        query = list(params)
+        if self.datacenter and not any(name == "dc" for name, _ in query):
+            query.append(("dc", self.datacenter))
         try:
             async with self._get_session().request(
-                method, url, params=list(params), data=body, headers=headers,
+                method, url, params=query, data=body, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 data = await resp.read()
