@@ -124,6 +124,9 @@ def test_timeout_exit_codes_and_conflicts(agent: AgentProcess, tmp_path: Path) -
     assert (failed.returncode, failed.stderr) == (0, "Error running handler: exit status 3\n")
     assert agent.cli("lock", "-child-exit-code", "busy", "exit 3").returncode == 2
     assert agent.cli("lock", "-child-exit-code", "busy", "exit 0").returncode == 0
+    piped = agent.cli("lock", "-pass-stdin", "busy", "cat; echo \" $CONSUL_LOCK_HELD\"", input="in")
+    assert (piped.returncode, piped.stdout) == (0, "in true\n")
+    assert agent.cli("lock", "busy", "cat", input="in").stdout == ""  # stdin not passed by default
     for args, text in ((["-n", "0", "p", "true"], "Lock holder limit must be positive\n"),
                        (["p"], "Key prefix and child command must be specified\n"),
                        (["-monitor-retry", "-1", "p", "true"], "Number for 'monitor-retry' must be >= 0\n")):
