@@ -40,7 +40,7 @@ from appliance.gossip.pool_setup import lan_driver, retry_join
 from appliance.http.app import HTTPServer
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.remote_dc import run_local
-from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus, serve_pair
+from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.server import ServerRole
 from appliance.state.store import Store
@@ -213,10 +213,10 @@ class Agent:
         if self.server is not None:
             transport = self.server.transport
             if transport is not None:
-                await fabric.start("rpc", serve_pair, transport.start, transport.stop)
+                await fabric.start("rpc", transport.serve)
             await fabric.start("raft", self.server.raft.serve, stop_timeout_s=30.0)
         elif self.replica is not None:
-            await fabric.start("replica", serve_pair, self.replica.start, self.replica.stop)
+            await fabric.start("replica", self.replica.serve)
         await fabric.start("gossip-lan", self.gossip.serve)  # UDP and TCP on serf_lan
         if self.wan is not None:
             await fabric.start("gossip-wan", self.wan.serve)  # UDP and TCP on serf_wan

@@ -193,18 +193,6 @@ class Lifecycle:
         return [c.name for c in self._children if c.task is not None and not c.task.done()]
 
 
-async def serve_pair(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]],
-                     *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
-    """serve() for an object that still has a start()/stop() pair (kept where tests drive it by
-    hand): start, report started, park until cancelled, stop."""
-    await start()
-    try:
-        task_status.started()
-        await asyncio.Event().wait()
-    finally:
-        await stop()
-
-
 async def park(task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
     """Report started and wait to be cancelled (a subsystem whose work is done in callbacks)."""
     task_status.started()

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.client.servers import ServerList
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.raft.metrics import RaftMetrics
 from appliance.rpc.connection import dial
@@ -113,7 +114,17 @@ class Replica:
 
     # ------------------------------------------------------------------ life cycle
 
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """The agent's subsystem: report started, then follow a server until cancelled; requests
+        still waiting fail when it stops."""
+        try:
+            task_status.started()
+            await self._run()
+        finally:
+            self._disconnected()
+
     async def start(self) -> None:
+        """`serve` in two halves, for tests that drive the replica by hand."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="replica")
 
     async def stop(self) -> None:

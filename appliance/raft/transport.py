@@ -59,6 +59,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.rpc.frames import (
     FrameError,
     Kind,
@@ -180,7 +181,19 @@ class RaftTransport:
         """Frames on the server port that could not be used (headers, bodies, Raft's nonsense)."""
         return self.listener.garbage_frames
 
+    async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
+        """The agent's subsystem: listen on the server port, report started, then introduce this
+        server to its peers until cancelled; on the way out close the listener, the outbound
+        pool and the replica feed."""
+        await self.listener.start()
+        try:
+            task_status.started()
+            await self._discover()
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
+        """`serve` in two halves, for tests that drive the transport by hand."""
         await self.listener.start()
         self._tasks.append(asyncio.get_running_loop().create_task(self._discover(), name="raft-discover"))
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, StartError, park, serve_pair
+from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, StartError, park
 
 
 class _JumpSelector:
@@ -224,12 +224,11 @@ def test_no_stray_tasks_after_the_block():
         before = asyncio.all_tasks()
         async with Lifecycle() as life:
             await life.start("raft", rec.subsystem("raft"))
-            await life.start("pair", serve_pair, _noop, _noop)
             await life.start("parked", park)
             life.start_soon("retry-join", background())
             life.start_soon("done-soon", finishes())
             await asyncio.sleep(1)
-            assert life.running() == ["raft", "pair", "parked", "retry-join"]
+            assert life.running() == ["raft", "parked", "retry-join"]
         late = background()
         with pytest.raises(RuntimeError):
             life.start_soon("late", late)
@@ -266,28 +265,6 @@ def test_virtual_time_costs_no_wall_time():
     began = time.monotonic()
     run_virtual(main)
     assert time.monotonic() - began < 1.0
-
-
-async def _noop() -> None:
-    pass
-
-
-def test_serve_pair_on_a_real_loop():
-    calls = []
-
-    async def start():
-        calls.append("start")
-
-    async def stop():
-        calls.append("stop")
-
-    async def main():
-        async with Lifecycle() as life:
-            await life.start("pair", serve_pair, start, stop)
-            assert calls == ["start"]
-
-    run(main)
-    assert calls == ["start", "stop"]
 
 
 # ---------------------------------------------------------------------------------- drivers in virtual time
