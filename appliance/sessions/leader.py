@@ -28,7 +28,6 @@ Metrics: `consul.session_ttl.active` (gauge: armed timers), `consul.session_ttl.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -216,12 +215,16 @@ class SessionLeader:
 
     async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 delay = self._step()
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                alarm = loop.call_later(delay, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    alarm.cancel()
         finally:
             for task in list(self._tasks):
                 task.cancel()
