@@ -1,7 +1,7 @@
 """What a server adds to an agent: the Raft log, the server RPC port, autopilot, the leader's
 session timers and its reconciliation of gossip members into the catalog.
 
-`ServerRole` builds them from the RuntimeConfig: the Raft driver (appliance/raft/driver.py; in
+`ServerRole` builds them from the RuntimeConfig: the Raft driver (appliance/raft/driver/; in
 -dev and without a data_dir a one-voter log in memory, else the WAL under data_dir), on servers
 other than -dev the RPC listener (appliance/raft/transport.py; peers, client agents following the
 store through appliance/rpc/feed.py, other datacenters' requests), autopilot
