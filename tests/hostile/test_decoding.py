@@ -232,7 +232,8 @@ PARAMS = ["index", "stale", "consistent", "near", "node-meta", "tag", "filter", 
           "service", "state", "max_stale", "acquire", "release", "wan"]
 # Consul's own 500s for query parameters (docs/http-api.md).
 DELIBERATE_QUERY_500 = (b"Cannot provide tag filter without service filter", b"Invalid node filter",
-                        b"Invalid service filter", b"Invalid tag filter", b"Invalid session", b"No cluster leader")
+                        b"Invalid service filter", b"Invalid tag filter", b"missing session", b"invalid session",
+                        b"No cluster leader")
 PARAM_VALUES = st.text(max_size=12) | st.sampled_from(
     ["", "0", "1", "-1", " 5", "5 ", "1e3", "10s", "0x10", "99999999999999999999", "true", "a:b", "Node == x",
      'Node matches "(", ']) | st.integers(-10, 10**20).map(str)
