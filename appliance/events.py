@@ -25,6 +25,7 @@ index *equals* the requested one.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from appliance.gossip.serf import SerfEventKind
 EVENT_PREFIX = "consul:event:"  # Consul's Serf user-event name prefix
 RING_SIZE = 256  # events an agent remembers (Consul's eventBuf)
 USER_EVENT_VERSION = 1  # Consul's userEventMaxVersion
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 REMOTE_EXEC_NAME = "_rexec"
 WATCH_KEY = "events"
 
@@ -105,7 +107,7 @@ class UserEventRecord:
                 or payload is not None and not isinstance(payload, bytes)):
             raise EventError("Failed to decode event: bad field")
         event_id, name, nf, sf, tf = strings
-        if len(event_id) != 36:
+        if not _UUID.fullmatch(event_id):  # its index is read from the hex (uuid_to_index)
             raise EventError("Failed to decode event: bad ID")
         return cls(event_id, name, payload or None, nf, sf, tf, doc.get("v", 0))
 
