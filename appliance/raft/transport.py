@@ -358,6 +358,8 @@ class RaftTransport:
             self.on_server_seen(node_id, address)  # autopilot adds servers it has not got (driver_autopilot.py)
         view = set()
         for item in servers:
+            if not isinstance(item, list) or len(item) != 2:
+                raise FrameError("hello: a server is not [id, address]")
             sid, saddr = as_str(item[0]), as_str(item[1])
             view.add(sid)
             self.known.setdefault(sid, saddr)

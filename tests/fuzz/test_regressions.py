@@ -10,6 +10,8 @@ import msgpack
 import pytest
 
 from appliance.events import EventError, UserEventRecord
+from appliance.raft.transport import RaftTransport
+from appliance.rpc.frames import FrameError, Kind
 
 
 def test_a_user_event_whose_id_is_not_hex_is_refused_at_decode() -> None:
@@ -22,3 +24,20 @@ def test_a_user_event_whose_id_is_not_hex_is_refused_at_decode() -> None:
             UserEventRecord.decode(msgpack.packb({"ID": bad, "n": "x"}, use_bin_type=True))
     ok = UserEventRecord.decode(msgpack.packb({"ID": "0B5B3C8E-2f6c-4e1d-9a8b-7c6d5e4f3a21", "n": "x"}))
     assert ok.name == "x"
+
+
+def test_a_hello_listing_a_server_that_is_not_a_pair_is_a_frame_error() -> None:
+    # an empty string (or list) among the servers raised IndexError, which the listener does not
+    # count as garbage: the connection's task died with a traceback
+    class Driver:
+        node_id, address = "s1", "127.0.0.1:8300"
+
+        def has_state(self) -> bool:
+            return False
+
+    transport = RaftTransport(Driver(), bind="127.0.0.1", port=0, bootstrap_expect=3)
+    for bad in ("", [], ["s2"], ["s2", "a", "b"], 7):
+        with pytest.raises(FrameError, match="not \\[id, address\\]"):
+            transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [bad]}])
+    transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [["s3", "127.0.0.3:8300"]]}])
+    assert transport.known["s3"] == "127.0.0.3:8300"
