@@ -186,10 +186,14 @@ def tokenize(text: str) -> list[_Tok]:
     return toks
 
 
+MAX_DEPTH = 100  # nested objects and lists; deeper is refused before Python's recursion limit
+
+
 class _Parser:
     def __init__(self, toks: list[_Tok]) -> None:
         self.toks = toks
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -201,6 +205,11 @@ class _Parser:
 
     def fail(self, tok: _Tok, message: str) -> HCLError:
         return HCLError(f"line {tok.line}, column {tok.col}: {message}")
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(self.peek(), f"objects and lists nest deeper than {MAX_DEPTH} levels")
 
     def object_list(self, end: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -236,9 +245,11 @@ class _Parser:
                              f'found {tok.describe()}')
 
     def object(self) -> dict[str, Any]:
+        self.nest()
         self.take()  # "{"
         out = self.object_list("}")
         self.take()
+        self.depth -= 1
         return out
 
     def value(self) -> Any:
@@ -254,12 +265,14 @@ class _Parser:
         raise self.fail(tok, f"expected a value, found {tok.describe()}")
 
     def list(self) -> list[Any]:
+        self.nest()
         self.take()  # "["
         out: list[Any] = []
         while True:
             tok = self.peek()
             if tok.kind == "]":
                 self.take()
+                self.depth -= 1
                 return out
             out.append(self.value())
             tok = self.peek()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from appliance.config import hcl
 from appliance.events import EventError, UserEventRecord
 from appliance.raft.transport import RaftTransport
 from appliance.rpc.frames import FrameError, Kind
@@ -41,3 +42,14 @@ def test_a_hello_listing_a_server_that_is_not_a_pair_is_a_frame_error() -> None:
             transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [bad]}])
     transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [["s3", "127.0.0.3:8300"]]}])
     assert transport.known["s3"] == "127.0.0.3:8300"
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000, "a = " + "{b = " * 3000, "a " + "x { " * 2000])
+def test_deeply_nested_hcl_is_an_hcl_error(text: str) -> None:
+    # RecursionError before: the reader is recursive descent
+    with pytest.raises(hcl.HCLError, match="nest deeper than 100 levels"):
+        hcl.loads(text)
+    deepest: list[object] = []
+    for _ in range(99):
+        deepest = [deepest]
+    assert hcl.loads("a = " + "[" * 100 + "]" * 100) == {"a": deepest}
