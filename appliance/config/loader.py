@@ -48,6 +48,8 @@ def parse_text(text: str, fmt: str, name: str) -> dict[str, Any]:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
             raise ConfigError(f"Error parsing {name}: line {err.lineno}, column {err.colno}: {err.msg}") from None
+        except RecursionError:  # json's decoder recurses once per nested array or object
+            raise ConfigError(f"Error parsing {name}: arrays and objects nest too deeply") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"Error parsing {name}: top level must be a JSON object")
         return raw

@@ -6,10 +6,13 @@ is in the decoder, and the test pins the declared outcome.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgpack
 import pytest
 
-from appliance.config import hcl
+from appliance.config import ConfigError, hcl
+from appliance.config.loader import load_file
 from appliance.events import EventError, UserEventRecord
 from appliance.raft.transport import RaftTransport
 from appliance.rpc.frames import FrameError, Kind
@@ -53,3 +56,11 @@ def test_deeply_nested_hcl_is_an_hcl_error(text: str) -> None:
     for _ in range(99):
         deepest = [deepest]
     assert hcl.loads("a = " + "[" * 100 + "]" * 100) == {"a": deepest}
+
+
+def test_deeply_nested_json_configuration_is_a_config_error(tmp_path: Path) -> None:
+    # json.loads raises RecursionError, which the loader let through
+    path = tmp_path / "deep.json"
+    path.write_text('{"node_meta": ' + "[" * 100_000)
+    with pytest.raises(ConfigError, match="nest too deeply"):
+        load_file(str(path), "", [])
