@@ -248,7 +248,8 @@ def mutate_text(rng: random.Random, text: str, corpus: Sequence[str], words: Seq
             other = _TOKENS.findall(rng.choice(corpus))
             tokens = tokens[:pos] + other[rng.randrange(len(other) + 1):]
         else:
-            tokens.insert(pos, rng.choice("([{\"") * rng.randint(1, 200))
+            opener = rng.choice(("(", "[", "{", "\"", "not (", "a = [", "a = {b = ", *words[:3]))
+            tokens.insert(pos, opener * rng.choice((1, 3, 50, 400, 1500)))
     return "".join(tokens)[:MAX_INPUT]
 
 
