@@ -102,6 +102,21 @@ def _segment_header(sequence: int) -> bytes:
 SEGMENT_HEADER_BYTES = SEGMENT_HEADER.size + 4
 
 
+_SHAPES = {ENTRY: (int, int, int, bytes), HARD_STATE: (int, str, int), START: (int, int), COMPACT: (int, int),
+           RESET: (int, int)}
+
+
+def _checked(kind: int, body: Any, where: str) -> Any:
+    """A record's body if it has its type's shape (a CRC-valid record may still be malformed)."""
+    shape = _SHAPES.get(kind)
+    if shape is not None and (type(body) is not list or len(body) != len(shape)
+                              or not all(type(v) is t for v, t in zip(body, shape, strict=True))):
+        raise StorageCorrupt(f"{where}: malformed record of type {kind}")
+    if kind == ENTRY and body[2] not in EntryType.__members__.values():
+        raise StorageCorrupt(f"{where}: unknown entry type {body[2]}")
+    return body
+
+
 @dataclass
 class _Replay:
     offset: int = 0
@@ -222,7 +237,8 @@ class FileStorage:
                     return
                 raise StorageCorrupt(f"{path.name}: corrupt record at offset {pos}")
             kind, body, size = record
-            replay.apply(kind, body, f"{path.name}@{pos}")
+            where = f"{path.name}@{pos}"
+            replay.apply(kind, _checked(kind, body, where), where)
             pos += size
 
     @staticmethod
@@ -384,6 +400,9 @@ class FileStorage:
             raise StorageCorrupt(f"{path.name}: snapshot checksum mismatch")
         (meta_len,) = struct.unpack_from("<I", body, 0)
         meta = msgpack.unpackb(body[4:4 + meta_len], raw=False)
+        if (type(meta) is not dict or type(meta.get("configuration")) is not bytes
+                or not all(type(meta.get(k)) is int for k in ("index", "term", "configuration_index", "size"))):
+            raise StorageCorrupt(f"{path.name}: malformed snapshot metadata")
         data = body[4 + meta_len:]
         if len(data) != meta["size"]:
             raise StorageCorrupt(f"{path.name}: snapshot size {len(data)}, expected {meta['size']}")
@@ -397,7 +416,7 @@ class FileStorage:
         for path in sorted(self.snap_dir.glob("*.snap"), reverse=True):
             try:
                 snap = self.read_snapshot_file(path)
-            except (StorageCorrupt, ValueError, KeyError, struct.error) as err:
+            except (StorageCorrupt, ValueError, TypeError, KeyError, struct.error) as err:
                 problems.append(str(err))
                 continue
             if snap.index >= log_offset:

@@ -6,6 +6,8 @@ is in the decoder, and the test pins the declared outcome.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import msgpack
@@ -14,6 +16,15 @@ import pytest
 from appliance.config import ConfigError, hcl
 from appliance.config.loader import load_file
 from appliance.events import EventError, UserEventRecord
+from appliance.raft.storage import (
+    HARD_STATE,
+    RESET,
+    SNAP_MAGIC,
+    FileStorage,
+    StorageCorrupt,
+    _record,
+    _segment_header,
+)
 from appliance.raft.transport import RaftTransport
 from appliance.rpc.frames import FrameError, Kind
 
@@ -64,3 +75,34 @@ def test_deeply_nested_json_configuration_is_a_config_error(tmp_path: Path) -> N
     path.write_text('{"node_meta": ' + "[" * 100_000)
     with pytest.raises(ConfigError, match="nest too deeply"):
         load_file(str(path), "", [])
+
+
+@pytest.mark.parametrize("records", [
+    [[3, None]],  # START without (index, term): TypeError before
+    [[3, [0, 0]], [1, [1]]],  # ENTRY of one field: ValueError before
+    [[3, [0, 0]], [1, [1, 1, 99, b""]]],  # an entry type this build does not know
+    [[3, [0, 0]], [2, ["1", 0, 0]]],  # a hard state whose term is text (TypeError later, at load)
+])
+def test_a_wal_record_with_a_valid_crc_but_a_malformed_body_is_storage_corrupt(tmp_path: Path, records) -> None:
+    (tmp_path / "wal").mkdir()
+    segment = _segment_header(1) + b"".join(_record(kind, body) for kind, body in records)
+    (tmp_path / "wal" / f"{1:020d}-{1:016x}.wal").write_bytes(segment)
+    storage = FileStorage(tmp_path, sync=False)
+    with pytest.raises(StorageCorrupt, match="malformed record|unknown entry type"):
+        storage.load()
+    storage.close()
+
+
+def test_a_snapshot_file_whose_metadata_is_not_a_map_is_skipped_as_corrupt(tmp_path: Path) -> None:
+    # a checksum-valid snapshot file with nil metadata raised TypeError out of load()
+    (tmp_path / "wal").mkdir()
+    (tmp_path / "snapshots").mkdir()
+    segment = _segment_header(1) + _record(RESET, [5, 2]) + _record(HARD_STATE, [2, "", 5])
+    (tmp_path / "wal" / f"{1:020d}-{1:016x}.wal").write_bytes(segment)
+    body = struct.pack("<I", 1) + b"\xc0" + b"state"
+    blob = SNAP_MAGIC + b"\x01" + struct.pack("<I", zlib.crc32(body)) + body
+    (tmp_path / "snapshots" / f"{5:020d}-{2:020d}.snap").write_bytes(blob)
+    storage = FileStorage(tmp_path, sync=False)
+    with pytest.raises(StorageCorrupt, match="no usable snapshot: .*malformed snapshot metadata"):
+        storage.load()
+    storage.close()
