@@ -17,6 +17,7 @@ level). Task tree and shutdown order: docs/internals/architecture.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import random
@@ -39,6 +40,7 @@ from appliance.gossip.driver import JoinError
 from appliance.gossip.pool_setup import lan_driver, retry_join
 from appliance.http.app import HTTPServer
 from appliance.http.context import HTTPContext, load_extensions
+from appliance.http.handlers import query
 from appliance.http.remote_dc import run_local
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
@@ -111,6 +113,7 @@ class Agent:
         if self.dns is not None:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
             self.dns.fetch_remote = self.federation.lookup  # <svc>.service.<dc>.consul
+            self.dns.run_query = functools.partial(query.run_for_dns, self.http.dispatch)  # <q>.query.consul
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
         self.stop_reason = ""

@@ -18,7 +18,10 @@ what the question asks for and builds the reply from the state store:
 * a node or service lookup naming another datacenter (`web.service.dc2.consul`) is not answered
   from this store: the reply asks the server to fetch that datacenter's answer (`Reply.remote`),
   and `respond_remote` builds the records from it by the same rules (SRV targets name the other
-  datacenter); an unknown datacenter is NXDOMAIN, an unreachable one SERVFAIL.
+  datacenter); an unknown datacenter is NXDOMAIN, an unreachable one SERVFAIL. A prepared query
+  (`<name>.query[.<dc>].consul`) is run the same way, by the server, and answered from its
+  execute response (appliance/dns/query_answers.py): its instances, its DNS TTL; no such query or
+  no instance left after failover is NXDOMAIN.
 * NXDOMAIN (+SOA) for unknown names, nodes, services and no healthy instance; NOERROR with the SOA
   in Authority when the name exists but has no record of the asked type; REFUSED for names
   outside the domain unless recursors are configured, in which case the reply asks the server to
@@ -41,7 +44,7 @@ from typing import Any, Protocol
 
 from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
 
-from appliance.dns import answers_wire as wire
+from appliance.dns import answers_wire as wire, query_answers
 from appliance.dns.answers_wire import Rec, label, rd_a, rd_aaaa, rd_srv
 from appliance.dns.names import (
     C_ANY,
@@ -162,8 +165,9 @@ class Reply:
     deps: tuple[str, ...] | None = None  # watch keys read; None = not cacheable
     shuffled: bool = False  # another build may order the records differently
     error: str = ""  # an internal error turned into SERVFAIL (for the log)
-    remote: Lookup | None = None  # set: ask the datacenter `remote.dc`, then `respond_remote`
+    remote: Lookup | None = None  # set: ask the datacenter `remote.dc` (or run the query), then `respond_remote`
     request: Request | None = None  # the parsed question of a remote lookup
+    source: str = ""  # the asker's address (set by the server), for a prepared query's Near "_ip"
 
 
 @dataclass
@@ -215,8 +219,9 @@ class Answerer:
             if self.s.recursors:
                 return Reply(None, forward=req)
             return Reply(wire.error_reply(req, REFUSED, False), rcode=REFUSED)
-        if lookup.dc and lookup.kind in ("node", "service") and req.qtype not in REMOTE_LOCAL_TYPES:
-            return Reply(None, remote=lookup, request=req)  # another datacenter's catalog answers
+        if (lookup.dc or lookup.kind == "query") and lookup.kind in ("node", "service", "query") \
+                and req.qtype not in REMOTE_LOCAL_TYPES:
+            return Reply(None, remote=lookup, request=req)  # another datacenter's catalog, or a query, answers
         if lookup.kind == "ptr":
             msg = self._ptr(req, lookup, store, now)
             if msg.rcode == NXDOMAIN and self.s.recursors:
@@ -261,6 +266,10 @@ class Answerer:
             elif lookup.kind == "service":
                 instances = healthy_instances(found or [], lookup.tag, self.s.only_passing)
                 msg = self._service_answer(req, lookup, instances, rng, lookup.dc)
+            elif lookup.kind == "query":  # an execute response (appliance/dns/query_answers.py), None: no query
+                msg = Message(NXDOMAIN) if not found else self._service_answer(
+                    req, lookup, query_answers.instances(found), rng, query_answers.datacenter(found, self.dc),
+                    ttl=query_answers.ttl(found, self.service_ttl(str(found.get("Service") or ""))))
             else:
                 node = found.get("Node") if isinstance(found, dict) else None
                 msg = self._node_answer(req, node)
@@ -382,15 +391,16 @@ class Answerer:
         return msg
 
     def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,
-                        dc: str) -> Message:
-        """Records for the healthy instances of a service ("" dc: this datacenter)."""
+                        dc: str, ttl: int | None = None) -> Message:
+        """Records for the healthy instances of a service ("" dc: this datacenter); `ttl` None:
+        the service's TTL rule."""
         msg = Message()
         if not instances:
             msg.rcode = NXDOMAIN
             return msg
         rng.shuffle(instances)
         msg.shuffled = len(instances) > 1
-        ttl = self.service_ttl(lk.name)
+        ttl = self.service_ttl(lk.name) if ttl is None else ttl
         qtype = req.qtype
         owner = DNSLabel(req.labels)
         seen: set[Any] = set()

@@ -35,8 +35,9 @@ echoes it), else the header alone (ID and flags), so the reply always has the qu
 The kind label is the right-most of service/connect/virtual/ingress/node/query/addr; what is left
 of it are the query parts, what is right of it the locality: nothing, `<dc>`, or `<value>.<type>`
 pairs (`dc`, `peer`, `ns`, `ap`). A node or service lookup naming another datacenter carries its
-name in `Lookup.dc` (the DNS server asks that datacenter, appliance/federation/forward.py); other
-kinds naming another datacenter are NXDOMAIN. Both `domain` and `alt_domain` are accepted; the
+name in `Lookup.dc` (the DNS server asks that datacenter, appliance/federation/forward.py), and so
+does a prepared query (`<query>.query[.<dc>].<domain>`, run where it is defined); other kinds
+naming another datacenter are NXDOMAIN. Both `domain` and `alt_domain` are accepted; the
 lookup says which one the question used so that answer names use it too. Pure functions, no I/O.
 """
 
@@ -345,8 +346,8 @@ class NameParser:
         if not parts or dc is None:
             return Lookup("nxdomain", domain)
         remote = dc if dc != self.datacenter else ""
-        if remote and kind not in ("node", "service", "addr"):
-            return Lookup("nxdomain", domain)  # only nodes and services are asked of another datacenter
+        if remote and kind not in ("node", "service", "addr", "query"):
+            return Lookup("nxdomain", domain)  # only nodes, services and queries are asked of another datacenter
         if kind == "node":
             return Lookup("node", domain, name=".".join(parts), dc=remote)
         if kind == "addr":
@@ -357,8 +358,9 @@ class NameParser:
                 tag = parts[1][1:]
                 return Lookup("service", domain, name=parts[0][1:], tag="" if tag == "tcp" else tag, dc=remote)
             return Lookup("service", domain, name=parts[-1], tag=".".join(parts[:-1]), dc=remote)
-        if kind == "query" and len(parts) == 2 and parts[0].startswith("_") and parts[1] == "_tcp":
-            return Lookup("query", domain, name=parts[0][1:])
+        if kind == "query":
+            rfc2782 = len(parts) == 2 and parts[0].startswith("_") and parts[1] == "_tcp"
+            return Lookup("query", domain, name=parts[0][1:] if rfc2782 else ".".join(parts), dc=remote)
         return Lookup(kind, domain, name=".".join(parts))
 
     def _datacenter(self, locality: tuple[str, ...]) -> str | None:

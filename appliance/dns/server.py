@@ -19,7 +19,9 @@ Every listener hands the raw query to `DNSServer.answer(data, tcp)`:
 4. A miss runs the sans-IO `Answerer` (appliance.dns.answers). A lookup of another datacenter's
    node or service is fetched through `fetch_remote(dc, kind, name)` (the agent's: a request to
    that datacenter's catalog over server RPC, appliance/federation/forward.py) within
-   `REMOTE_TIMEOUT_S`, and answered with `Answerer.respond_remote`; never cached. A reply that asks for recursion
+   `REMOTE_TIMEOUT_S`, and answered with `Answerer.respond_remote`; never cached. A prepared
+   query lookup is run by `run_query` (the HTTP API's execute, with the asker's address for
+   `Near: "_ip"`) and answered the same way. A reply that asks for recursion
    is forwarded: UDP first, then TCP when the UDP answer came back truncated and the client is on
    TCP; the next recursor on a timeout (`recursor_timeout`), an error or a rcode other than
    NOERROR/NXDOMAIN; SERVFAIL when all fail. A recursor that is this server is dropped at start.
@@ -149,6 +151,7 @@ class _UDPListener:
                 if out.__class__ is bytes:
                     sock.sendto(out, addr)
                 elif out is not None:
+                    out.source = addr[0]  # the asker, for a prepared query's Near "_ip"
                     self.server.spawn_forward(out, data, lambda reply, addr=addr: sock.sendto(reply, addr))
             except OSError:
                 pass  # send buffer full or peer gone: UDP may lose a reply, the client retries
@@ -178,6 +181,9 @@ class DNSServer:
         # async (dc, kind, name) -> that datacenter's answer; raises with "No path to datacenter"
         # in the text for an unknown one (set by the agent; None: every other datacenter is unknown)
         self.fetch_remote: Any = None
+        # async (query name, dc, client IP) -> the execute response of a prepared query, None for
+        # no such query (set by the agent: appliance/http/handlers/query.py run_for_dns)
+        self.run_query: Any = None
         self.configure(config)
 
     # ------------------------------------------------------------------ configuration
@@ -291,12 +297,16 @@ class DNSServer:
         lookup = reply.remote
         found, failed = None, ""
         self.stats["remote"] = self.stats.get("remote", 0) + 1
-        if self.fetch_remote is None:
+        fetch = self.fetch_remote
+        if lookup.kind == "query":  # prepared queries are run through the HTTP API's execute
+            fetch = None if self.run_query is None else (
+                lambda dc, kind, name: self.run_query(name, dc, reply.source))
+        if fetch is None:
             failed = "no-path"
         else:
             try:
                 async with asyncio.timeout(REMOTE_TIMEOUT_S):
-                    found = await self.fetch_remote(lookup.dc, lookup.kind, lookup.name)
+                    found = await fetch(lookup.dc, lookup.kind, lookup.name)
             except Exception as err:  # noqa: BLE001 - the other datacenter's trouble is a SERVFAIL here
                 failed = "no-path" if "No path to datacenter" in str(err) else str(err) or type(err).__name__
                 if failed != "no-path":
@@ -417,6 +427,7 @@ class DNSServer:
                     return
                 out = self.answer(data, True)
                 if out is not None and out.__class__ is not bytes:
+                    out.source = (writer.get_extra_info("peername") or ("",))[0]
                     out = await self.resolve(out, data, tcp=True)
                 if out is None:
                     continue

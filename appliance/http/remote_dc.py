@@ -2,10 +2,10 @@
 
 How it works
 ------------
-**Asking.** `wrap_datacenter_routes(router)` wraps the handlers of the catalog, health, KV and
-status endpoints and the coordinate node reads (not `/v1/catalog/datacenters`, which is local in
-Consul too). A request whose `dc`
-names another datacenter (compared without case) is not run here: its method, raw path, query
+**Asking.** `wrap_datacenter_routes(router)` wraps the handlers of the catalog, health, KV,
+status and prepared-query endpoints and the coordinate node reads (not
+`/v1/catalog/datacenters`, which is local in Consul too). A request whose `dc` names another
+datacenter (compared without case) is not run here: its method, raw path, query
 without `dc`, headers and body (read with the KV size limit) become an `Exchange` that the
 agent's `Forwarder` (appliance/federation/forward.py) carries to a server of that datacenter.
 The remote answer's status, headers (`X-Consul-Index`, `X-Consul-KnownLeader`, ...) and body
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from appliance.http.context import HTTPContext
 
 FORWARDED_PREFIXES = ("/v1/catalog/", "/v1/health/", "/v1/kv/", "/v1/status/", "/v1/coordinate/nodes",
-                      "/v1/coordinate/node/")
+                      "/v1/coordinate/node/", "/v1/query")
 LOCAL_ONLY = frozenset({"/v1/catalog/datacenters"})
 # Connection-level headers are not part of the request or answer that crosses datacenters.
 HOP_HEADERS = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "host", "date",

@@ -29,6 +29,7 @@ from appliance.http.handlers import (
     kv,
     metrics,
     operator,
+    query,
     session,
     snapshot,
     status,
@@ -139,6 +140,13 @@ ROUTES: tuple[Route, ...] = (
     R("GET", "/v1/session/list", session.session_list, "filter:session", blocking=True, summary="Every session"),
     R("PUT", "/v1/txn", txn.apply, "filter:key", body_limit="txn_max_req_len",
       summary="Apply KV, node, service and check operations, all or none"),
+    # -- prepared queries
+    R("POST", "/v1/query", query.create, "query:write", body_limit=J, summary="Create a prepared query"),
+    R("GET", "/v1/query", query.query_list, "filter:query", blocking=True, summary="Every prepared query"),
+    R("GET", query.PREFIX, query.read, "query:read", blocking=True,
+      summary="A prepared query; <id or name>/execute runs it, /explain renders it"),
+    R("PUT", query.PREFIX, query.update, "query:write", body_limit=J, summary="Replace a prepared query"),
+    R("DELETE", query.PREFIX, query.delete, "query:write", summary="Delete a prepared query"),
     # -- events, coordinates, status
     R("PUT", event.FIRE_PREFIX, event.fire, "event:write", body_limit=event.MAX_PAYLOAD_READ,
       summary="Fire a user event"),
@@ -223,7 +231,7 @@ def openapi(routes: Iterable[Route], version: str = "") -> dict[str, Any]:
                            "description": f"Filter expression over the `{r.filter}` schema"})
         op: dict[str, Any] = {
             "summary": r.summary or f"{r.method} {r.path}",
-            "operationId": f"{r.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', r.path).strip('_')}",
+            "operationId": f"{r.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
             "parameters": params,
             "responses": {"200": {"description": "OK"}, "400": {"description": "Bad request (Consul's text)"},
                           "403": {"description": "Permission denied"},

@@ -420,6 +420,19 @@ def _txn_rules(cmd: Command) -> None:
             raise InvalidCommand("txn", f"Ops[{i}]", "must hold exactly one of KV, Node, Service, Check")
 
 
+def _prepared_query_rules(cmd: Command) -> None:
+    op = cmd["Op"]
+    if op == "set":
+        query = cmd.get("Query")
+        if query is None or type(query.get("ID")) is not str or not query["ID"]:
+            raise InvalidCommand("prepared_query", "Query.ID", 'must be a non-empty string (Op "set")')
+    elif op == "delete":
+        if not cmd.get("ID"):
+            raise InvalidCommand("prepared_query", "ID", 'is missing (Op "delete")')
+    else:
+        raise InvalidCommand("prepared_query", "Op", f'must be "set" or "delete", not {_short(op)}')
+
+
 class Definition:
     """One command type: its record (fields of the command map) and rules across fields."""
 
@@ -457,6 +470,10 @@ COMMANDS: dict[str, Definition] = {
     "session_create": Definition(Record("session_create", {"Type": _TYPE, "Session": SESSION.spec()}, ("Session",))),
     "session_destroy": Definition(Record("session_destroy", {"Type": _TYPE, "ID": STRING}, ("ID",))),
     "txn": Definition(Record("txn", {"Type": _TYPE, "Ops": TXN_OP.list_spec()}, ("Ops",)), _txn_rules),
+    # a prepared query written whole (appliance/queries/definition.py's shape) or deleted by ID
+    "prepared_query": Definition(Record("prepared_query", {
+        "Type": _TYPE, "Op": NAME, "Query": JSON_MAP, "ID": STRING,
+    }, ("Op",)), _prepared_query_rules),
     "autopilot": Definition(Record("autopilot", {
         "Type": _TYPE, "Config": AUTOPILOT_CONFIG.spec(), "Init": BOOL, "CAS": UINT64,
     }, ("Config",))),

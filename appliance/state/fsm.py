@@ -37,6 +37,9 @@ Command types:
               deleted and a node deregistered invalidate the sessions bound to them in the same
               write
   txn         /v1/txn: operations applied all or none (appliance/state/txn.py)
+  prepared_query
+              a prepared query set ("Op" "set", "Query" with its ID) or deleted ("Op" "delete",
+              "ID"): appliance/state/queries.py; one bound to a session goes with the session
   autopilot   set the autopilot configuration ("Config", API names); "CAS" compares ModifyIndex,
               "Init" sets it only if none is stored (the leader seeds it from the config file)
   coordinate_batch_update
@@ -55,7 +58,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.state import kv, sessions, txn, watchkeys
+from appliance.state import kv, queries, sessions, txn, watchkeys
 from appliance.state.commands import (
     COMMANDS,
     Command,
@@ -354,6 +357,15 @@ class FSM:
 
     def _apply_txn(self, index: int, cmd: dict[str, Any]) -> dict[str, Any]:
         return txn.apply(self, self.store, index, cmd["Ops"])
+
+    def _apply_prepared_query(self, index: int, cmd: dict[str, Any]) -> bool:
+        if cmd["Op"] == "delete":
+            return queries.delete_query(self.store, index, cmd["ID"])
+        try:
+            queries.set_query(self.store, index, cmd["Query"])
+        except queries.QueryStoreError as err:
+            raise CommandError(str(err)) from None
+        return True
 
     # ------------------------------------------------------------------ coordinates
 

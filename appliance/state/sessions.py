@@ -16,7 +16,8 @@ Invalidation (`destroy`, §1.3-1.4) runs inside the write that causes it, at its
 explicit destroy or a TTL expiry (`session_destroy` command), a linked check written critical or
 deleted, the session's node deregistered (fsm.py calls `check_written`, `check_deleted`,
 `node_deleted`). The session row goes; every key it holds is released (Session cleared, value,
-flags and LockIndex kept, ModifyIndex = the index) or deleted (Behavior "delete"); and if the
+flags and LockIndex kept, ModifyIndex = the index) or deleted (Behavior "delete"); the prepared
+queries bound to it are deleted (appliance/state/queries.py); and if the
 session has a lock-delay (at most 60 s) each of those keys gets one, measured on the clock
 the FSM was given (`now`): that table is each server's own, used only by the leader's check
 before a lock is proposed, and not part of snapshots (Consul's lockDelay). Pure functions over
@@ -28,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from appliance.state import kv, watchkeys
+from appliance.state import kv, queries, watchkeys
 from appliance.state.store import Record, Store, _k
 
 MAX_LOCK_DELAY_NS = 60 * 1_000_000_000
@@ -121,6 +122,7 @@ def destroy(s: Store, index: int, sid: str, now: float | None) -> bool:
             kv.set_entry(s, index, key, entry["Value"], entry["Flags"], lock_index=entry["LockIndex"], session="")
         if delay_s > 0 and now is not None:
             s.lock_delays[key] = now + delay_s
+    queries.session_ended(s, index, sid)  # a query bound to the session goes with it
     _unindex(s, rec)
     return True
 

@@ -1,10 +1,10 @@
 """Snapshot and restore of the whole store.
 
 A snapshot is one msgpack document behind a version byte: the store's last index, its tables
-(nodes, services, checks, KV entries, tombstones, sessions) and its watch indexes. Restoring builds a new
-store from it and rebuilds the derived indexes (service-name index, sorted KV keys); Raft uses
-this to compact its log and to bring a lagging follower up to date. Restoring does not touch the
-bytes of KV values (they stay bytes).
+(nodes, services, checks, KV entries, tombstones, sessions, prepared queries) and its watch
+indexes. Restoring builds a new store from it and rebuilds the derived indexes (service-name
+index, sorted KV keys); Raft uses this to compact its log and to bring a lagging follower up to
+date. Restoring does not touch the bytes of KV values (they stay bytes).
 
 KV keys are byte strings and need not be UTF-8: such a key is held with one lone surrogate per
 byte outside UTF-8 (see appliance/http/handlers/kv.py), and msgpack writes it back as those exact
@@ -41,6 +41,7 @@ def snapshot(store: Store) -> bytes:
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
         "sessions": list(store.sessions.values()),
+        "prepared_queries": list(store.prepared_queries.values()),
     }
     data: bytes
     try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
@@ -77,6 +78,8 @@ def restore(data: bytes) -> Store:
         store.coordinates[rec["Node"].lower()] = rec
     for rec in doc.get("sessions", ()):  # likewise
         store.sessions[rec["ID"]] = rec
+    for rec in doc.get("prepared_queries", ()):  # likewise
+        store.prepared_queries[rec["ID"]] = rec
     sessions.rebuild(store)
     return store
 
@@ -104,6 +107,7 @@ def foreign_text(store: Store) -> str | None:
     tables: dict[str, Any] = {
         "nodes": store.nodes, "services": store.services, "checks": store.checks,
         "coordinates": store.coordinates, "autopilot": store.autopilot, "sessions": store.sessions,
+        "prepared queries": store.prepared_queries,
         "watch indexes": {k: v for k, v in store.watch_index.items() if not watchkeys.is_kv(k)},
     }
     for name, table in tables.items():

@@ -53,6 +53,7 @@ class Store:
         self.session_keys: dict[str, set[str]] = {}  # session ID -> the KV keys it holds
         # KV key -> end of its lock-delay on the FSM's clock; each server's own, never replicated
         self.lock_delays: dict[str, float] = {}
+        self.prepared_queries: dict[str, Record] = {}  # ID -> PreparedQuery (appliance/state/queries.py)
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)

@@ -12,6 +12,7 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     KVS, TOMBSTONES             any KV write; any KV delete
     COORDINATES, AUTOPILOT      network coordinates; the autopilot configuration
     SESSIONS                    the sessions table (session/info, node, list)
+    PREPARED_QUERIES            the prepared queries table (/v1/query)
 
 Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
 from the lower-cased name. Pure functions, no I/O.
@@ -27,6 +28,7 @@ TOMBSTONES = "tombstones"
 COORDINATES = "coordinates"
 AUTOPILOT = "autopilot"
 SESSIONS = "sessions"
+PREPARED_QUERIES = "prepared-queries"
 
 NODE_PREFIX = "node:"
 SERVICE_PREFIX = "svc:"

@@ -141,7 +141,8 @@ def parse(name: str, qtype: int = T_A):
         ("service.consul", T_A, "nxdomain", "", ""),  # no query part
         ("web.service.dc2.consul", T_A, "service", "web", ""),  # another datacenter: asked of it
         ("n1.node.dc2.consul", T_A, "node", "n1", ""),
-        ("web.query.dc2.consul", T_A, "nxdomain", "", ""),  # only nodes and services cross datacenters
+        ("web.query.dc2.consul", T_A, "query", "web", ""),  # a prepared query is run in its datacenter
+        ("web.addr.dc2.consul", T_A, "nxdomain", "", ""),  # only nodes, services and queries cross datacenters
         ("web.service.p1.peer.consul", T_A, "nxdomain", "", ""),  # no peering
         ("web.service.x.y.z.consul", T_A, "nxdomain", "", ""),  # odd locality
         ("_web._tcp.consul", T_A, "nxdomain", "", ""),  # the short RFC 2782 form is SRV-only
@@ -438,8 +439,7 @@ def test_node_lookup_a_txt_any(cat):
 
 
 def test_unknown_names_are_nxdomain_with_soa(cat):
-    for name in ("nope.service.consul", "nope.node.consul", "x.consul", "zz.addr.consul", "q.query.consul",
-                 "q.query.dc9.consul"):
+    for name in ("nope.service.consul", "nope.node.consul", "x.consul", "zz.addr.consul"):
         rec = ask(cat.store, name)
         assert rec.header.rcode == RCODE.NXDOMAIN, name
         soa = rec.auth[0]

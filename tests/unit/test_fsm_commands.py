@@ -105,6 +105,7 @@ def producer_commands() -> list[dict[str, Any]]:
             {"Type": "kv_delete", "Key": "a/b", "Recurse": False, "Index": 7}]
     # locks (kv.py), sessions (appliance/http/handlers/session.py), transactions (txn.py)
     from appliance.http.handlers.session import session_command
+    from appliance.queries.definition import record as query_record
 
     out += [{"Type": "kv_lock", "Key": "a/l", "Flags": 3, "Value": b"1", "Session": "s-1"},
             {"Type": "kv_unlock", "Key": "a/l", "Flags": 0, "Value": None, "Session": "s-1"},
@@ -112,6 +113,10 @@ def producer_commands() -> list[dict[str, Any]]:
                              "checks": []}, "n1", "s-1", 10 * 10**9),
             session_command({"ServiceChecks": [{"ID": "c1"}], "Checks": ["a", "b"]}, "n1", "s-2", 10 * 10**9),
             {"Type": "session_destroy", "ID": "s-1"},
+            # prepared queries (appliance/http/handlers/query.py)
+            {"Type": "prepared_query", "Op": "set", "Query": {**query_record({"Name": "q", "Service": {
+                "Service": "web", "Tags": ["a", "!b"], "NodeMeta": {"k": "v"}}}), "ID": "q-1"}},
+            {"Type": "prepared_query", "Op": "delete", "ID": "q-1"},
             {"Type": "txn", "Ops": [
                 {"KV": {"Verb": "set", "Key": "t", "Value": b"v", "Flags": 1}},
                 {"KV": {"Verb": "check-session", "Key": "t", "Value": None, "Session": ""}},

@@ -81,6 +81,8 @@ SANS_IO_CORES = (
     "appliance/checks/rules.py",
     "appliance/api/*.py",
     "appliance/rpc/frames.py",
+    # Prepared queries: definitions, templates, resolution and the execute filter.
+    "appliance/queries/*.py",
     # Watch plans: definitions, endpoints and when a handler fires.
     "appliance/watches/plan.py",
     # Values the cores share.
@@ -167,6 +169,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.raft",
             "appliance.gossip",
             "appliance.dns",
+            "appliance.queries",
             "appliance.checks.rules",
             "appliance.rpc.frames",
         ),
@@ -188,7 +191,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.gossip.keyring_file",
             "appliance.gossip.transport",
             "appliance.rpc",
-            "appliance.tls",
             "appliance.client",
             "appliance.federation",
             "appliance.local",
