@@ -191,6 +191,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.gossip.keyring_file",
             "appliance.gossip.transport",
             "appliance.rpc",
+            "appliance.tls",
             "appliance.client",
             "appliance.federation",
             "appliance.local",
