@@ -19,6 +19,9 @@ Consul keeps session TTL timers and lock-delays in the leader's memory (referenc
 - `lock_checked`, a leader operation wrapping a `kv_lock` or a `txn`: a lock of a key whose
   lock-delay has not ended is refused before anything is written (`false`, or the txn error
   `failed to lock key "<k>" due to lock delay`); otherwise the wrapped command is proposed.
+  The check runs once this leader has applied everything committed (a leader just elected may
+  lag), and the command carries the applied index it saw (`Checked`): an invalidation already in
+  the log but not yet applied then refuses the lock when it applies (appliance/state/kv.py).
   Lock-delays are recorded by this server's FSM on the clock given here, never replicated.
 
 Metrics: `consul.session_ttl.active` (gauge: armed timers), `consul.session_ttl.invalidate`
@@ -64,6 +67,10 @@ class LeaderSeat(Protocol):
     async def propose(self, command: dict[str, Any]) -> Any: ...
 
     async def propose_local(self, command: dict[str, Any]) -> Any: ...
+
+    async def leader_read_index(self, consistent: bool) -> int: ...
+
+    async def wait_applied(self, index: int, timeout_s: float = 10.0) -> None: ...
 
     def subscribe(self, listener: Callable[[set[str]], None]) -> None: ...
 
@@ -119,6 +126,10 @@ class SessionLeader:
         inner = command.get("Command")
         if not isinstance(inner, dict):
             raise ValueError("lock_checked: Command must be a map")
+        # a new leader may not have applied every committed invalidation yet: its lock-delays
+        # would be missing some keys, so it catches up before it looks
+        await self.raft.wait_applied(await self.raft.leader_read_index(False))
+        inner = {**inner, "Checked": self.store.last_index}  # what this check saw (state/kv.py lock)
         now = self.clock()
         sessions.expired_delays(self.store, now)
         delays = self.store.lock_delays

@@ -462,14 +462,15 @@ COMMANDS: dict[str, Definition] = {
         "Type": _TYPE, "Key": STRING, "Recurse": BOOL, "Index": UINT64,
     }, ("Key",))),
     "kv_lock": Definition(Record("kv_lock", {
-        "Type": _TYPE, "Key": STRING, "Flags": UINT64, "Value": _VALUE, "Session": STRING,
+        "Type": _TYPE, "Key": STRING, "Flags": UINT64, "Value": _VALUE, "Session": STRING, "Checked": UINT64,
     }, ("Key", "Session"))),
     "kv_unlock": Definition(Record("kv_unlock", {
         "Type": _TYPE, "Key": STRING, "Flags": UINT64, "Value": _VALUE, "Session": STRING,
     }, ("Key", "Session"))),
     "session_create": Definition(Record("session_create", {"Type": _TYPE, "Session": SESSION.spec()}, ("Session",))),
     "session_destroy": Definition(Record("session_destroy", {"Type": _TYPE, "ID": STRING}, ("ID",))),
-    "txn": Definition(Record("txn", {"Type": _TYPE, "Ops": TXN_OP.list_spec()}, ("Ops",)), _txn_rules),
+    "txn": Definition(Record("txn", {"Type": _TYPE, "Ops": TXN_OP.list_spec(), "Checked": UINT64}, ("Ops",)),
+                      _txn_rules),
     # a prepared query written whole (appliance/queries/definition.py's shape) or deleted by ID
     "prepared_query": Definition(Record("prepared_query", {
         "Type": _TYPE, "Op": NAME, "Query": JSON_MAP, "ID": STRING,

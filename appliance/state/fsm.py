@@ -330,7 +330,8 @@ class FSM:
         return True
 
     def _apply_kv_lock(self, index: int, cmd: dict[str, Any]) -> bool:
-        return self._lock_verb(kv.lock, index, cmd)
+        checked = cmd.get("Checked")
+        return self._lock_verb(lambda *args: kv.lock(*args, checked=checked), index, cmd)
 
     def _apply_kv_unlock(self, index: int, cmd: dict[str, Any]) -> bool:
         return self._lock_verb(kv.unlock, index, cmd)
@@ -356,7 +357,7 @@ class FSM:
         return True
 
     def _apply_txn(self, index: int, cmd: dict[str, Any]) -> dict[str, Any]:
-        return txn.apply(self, self.store, index, cmd["Ops"])
+        return txn.apply(self, self.store, index, cmd["Ops"], cmd.get("Checked"))
 
     def _apply_prepared_query(self, index: int, cmd: dict[str, Any]) -> bool:
         if cmd["Op"] == "delete":

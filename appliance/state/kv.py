@@ -99,12 +99,18 @@ def cas(s: Store, index: int, key: str, value: Any, flags: int, want: int) -> Re
     return set_entry(s, index, key, value, flags)
 
 
-def lock(s: Store, index: int, key: str, value: Any, flags: int, session: str) -> Record | None:
-    """kvsLockTxn: acquire `key` for `session`; None if another session holds it."""
+def lock(s: Store, index: int, key: str, value: Any, flags: int, session: str,
+         checked: int | None = None) -> Record | None:
+    """kvsLockTxn: acquire `key` for `session`; None if another session holds it, or if the
+    leader checked the key's lock-delay (at applied index `checked`) before the invalidation that
+    started one was applied."""
     if not session:
         raise KVError("missing session")
     if session not in s.sessions:
         raise KVError(f'invalid session "{session}"')
+    released = s.lock_released.get(key)
+    if checked is not None and released is not None and released > checked:
+        return None
     prev = s.kv.get(key)
     if prev is None:
         lock_index = 1
@@ -114,6 +120,7 @@ def lock(s: Store, index: int, key: str, value: Any, flags: int, session: str) -
         lock_index = prev["LockIndex"]  # re-acquire: same epoch
     else:
         lock_index = prev["LockIndex"] + 1
+    s.lock_released.pop(key, None)
     return set_entry(s, index, key, value, flags, lock_index=lock_index, session=session)
 
 

@@ -20,8 +20,11 @@ flags and LockIndex kept, ModifyIndex = the index) or deleted (Behavior "delete"
 queries bound to it are deleted (appliance/state/queries.py); and if the
 session has a lock-delay (at most 60 s) each of those keys gets one, measured on the clock
 the FSM was given (`now`): that table is each server's own, used only by the leader's check
-before a lock is proposed, and not part of snapshots (Consul's lockDelay). Pure functions over
-the store; no I/O.
+before a lock is proposed, and not part of snapshots (Consul's lockDelay). The index of the
+invalidation is kept too (`lock_released`, replicated): a lock the leader checked at an earlier
+applied index (`Checked`) cannot have seen that lock-delay, and is refused when it applies, so an
+invalidation still in flight when the leader looked cannot let a lock through early (Consul has
+that gap). Pure functions over the store; no I/O.
 """
 
 from __future__ import annotations
@@ -120,8 +123,10 @@ def destroy(s: Store, index: int, sid: str, now: float | None) -> bool:
             kv.remove(s, index, key)
         else:
             kv.set_entry(s, index, key, entry["Value"], entry["Flags"], lock_index=entry["LockIndex"], session="")
-        if delay_s > 0 and now is not None:
-            s.lock_delays[key] = now + delay_s
+        if delay_s > 0:
+            s.lock_released[key] = index
+            if now is not None:
+                s.lock_delays[key] = now + delay_s
     queries.session_ended(s, index, sid)  # a query bound to the session goes with it
     _unindex(s, rec)
     return True

@@ -41,6 +41,7 @@ def snapshot(store: Store) -> bytes:
         "autopilot": store.autopilot,
         "coordinates": list(store.coordinates.values()),
         "sessions": list(store.sessions.values()),
+        "lock_released": store.lock_released,
         "prepared_queries": list(store.prepared_queries.values()),
     }
     data: bytes
@@ -78,6 +79,7 @@ def restore(data: bytes) -> Store:
         store.coordinates[rec["Node"].lower()] = rec
     for rec in doc.get("sessions", ()):  # likewise
         store.sessions[rec["ID"]] = rec
+    store.lock_released = dict(doc.get("lock_released", {}))
     for rec in doc.get("prepared_queries", ()):  # likewise
         store.prepared_queries[rec["ID"]] = rec
     sessions.rebuild(store)

@@ -53,6 +53,9 @@ class Store:
         self.session_keys: dict[str, set[str]] = {}  # session ID -> the KV keys it holds
         # KV key -> end of its lock-delay on the FSM's clock; each server's own, never replicated
         self.lock_delays: dict[str, float] = {}
+        # KV key -> index of the invalidation that released it with a lock-delay (replicated: a
+        # lock the leader checked before it had applied that index is refused, kv.lock)
+        self.lock_released: dict[str, int] = {}
         self.prepared_queries: dict[str, Record] = {}  # ID -> PreparedQuery (appliance/state/queries.py)
         self._touched: set[str] = set()
 

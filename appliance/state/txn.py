@@ -30,7 +30,7 @@ from appliance.state.store import Record, Store, _k
 
 KV_WRITES = frozenset({"set", "delete", "delete-cas", "delete-tree", "cas", "lock", "unlock"})
 _SAVED = ("nodes", "kv", "kv_keys", "tombstones", "watch_index", "coordinates", "sessions", "lock_delays",
-          "_touched")
+          "lock_released", "_touched")
 _NESTED = ("services", "checks", "service_index", "session_checks", "node_sessions", "session_keys")
 
 
@@ -65,9 +65,11 @@ def _save(s: Store) -> dict[str, Any]:
     return saved
 
 
-def apply(catalog: Catalog, s: Store, index: int, ops: list[dict[str, Any]]) -> dict[str, Any]:
+def apply(catalog: Catalog, s: Store, index: int, ops: list[dict[str, Any]],
+          checked: int | None = None) -> dict[str, Any]:
+    """`checked`: the applied index at which the leader checked lock-delays (kv.lock)."""
     saved = _save(s)
-    results, errors = _run(catalog, s, index, ops)
+    results, errors = _run(catalog, s, index, ops, checked)
     if errors:
         for name, value in saved.items():
             setattr(s, name, value)
@@ -83,8 +85,8 @@ def read(s: Store, ops: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Results": results, "Errors": None}
 
 
-def _run(catalog: Catalog | None, s: Store, index: int,
-         ops: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _run(catalog: Catalog | None, s: Store, index: int, ops: list[dict[str, Any]],
+         checked: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     results: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for i, op in enumerate(ops):
@@ -93,7 +95,7 @@ def _run(catalog: Catalog | None, s: Store, index: int,
                 raise TxnOpError("no operation specified")
             kind, body = next(iter(op.items()))
             if kind == "KV":
-                results.extend(_kv(s, index, body))
+                results.extend(_kv(s, index, body, checked))
             elif catalog is None and body.get("Verb") != "get":
                 raise TxnOpError(f"{kind} write in a read-only transaction")
             elif kind == "Node":
@@ -113,7 +115,7 @@ def _no_value(rec: Record) -> dict[str, Any]:
     return {"KV": {**rec, "Value": None}}
 
 
-def _kv(s: Store, index: int, op: dict[str, Any]) -> list[dict[str, Any]]:
+def _kv(s: Store, index: int, op: dict[str, Any], checked: int | None = None) -> list[dict[str, Any]]:
     verb, key = op["Verb"], op["Key"]
     value, flags, want, session = op.get("Value"), op.get("Flags", 0), op.get("Index", 0), op.get("Session", "")
     if verb == "set":
@@ -124,6 +126,8 @@ def _kv(s: Store, index: int, op: dict[str, Any]) -> list[dict[str, Any]]:
             raise TxnOpError(f'failed to set key "{key}", index is stale')
         return [_no_value(rec)]
     if verb == "lock":
+        if checked is not None and s.lock_released.get(key, 0) > checked:
+            raise TxnOpError(f'failed to lock key "{key}" due to lock delay')
         rec = kv.lock(s, index, key, value, flags, session)
         if rec is None:
             raise TxnOpError(f'failed to lock key "{key}", lock is already held')

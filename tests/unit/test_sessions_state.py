@@ -241,3 +241,21 @@ def test_a_deleted_locked_key_no_longer_counts_as_held(log: Log):
     assert "s1" not in log.store.session_keys
     log.apply({"Type": "session_destroy", "ID": "s1"})
     assert log.store.kv_get("k") is None and "k" not in log.store.lock_delays
+
+
+def test_a_lock_checked_before_the_invalidation_applied_is_refused(log: Log):
+    # the leader checked lock-delays at applied index `Checked`; an invalidation already in the
+    # log after that index started a lock-delay the check could not see (Consul has this gap)
+    log.apply(session("s1", node_checks=[]))
+    log.apply(session("s2", node_checks=[]))
+    log.lock("k", "s1")
+    checked = log.index
+    log.apply({"Type": "session_destroy", "ID": "s1"})
+    lock = {"Type": "kv_lock", "Key": "k", "Value": None, "Flags": 0, "Session": "s2"}
+    assert log.apply({**lock, "Checked": checked}) is False
+    result = log.apply({"Type": "txn", "Ops": [{"KV": {"Verb": "lock", "Key": "k", "Session": "s2"}}],
+                        "Checked": checked})
+    assert result["Errors"] == [{"OpIndex": 0, "What": 'failed to lock key "k" due to lock delay'}]
+    assert log.store.kv_get("k").get("Session") is None
+    assert log.apply({**lock, "Checked": log.index}) is True  # checked after the invalidation applied
+    assert log.store.lock_released == {}
