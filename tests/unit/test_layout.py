@@ -85,8 +85,11 @@ SANS_IO_CORES = (
     "appliance/queries/*.py",
     # Watch plans: definitions, endpoints and when a handler fires.
     "appliance/watches/plan.py",
+    # The ACL rules language, decisions, built-in objects and token resolution.
+    "appliance/acl/*.py",
     # Values the cores share.
     "appliance/config/durations.py",
+    "appliance/config/hcl.py",
     "appliance/local/definitions.py",
     # consul-template's language: lexer, parser, executor, Go's value formatting, time layouts.
     "appliance/template/lexer.py",
@@ -157,6 +160,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.filter",
             "appliance.config.durations",
             "appliance.config.errors",
+            "appliance.config.hcl",
             "appliance.local.definitions",
             "appliance.template",
         ),
@@ -166,6 +170,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "cores",
         (
             "appliance.state",
+            "appliance.acl",
             "appliance.raft",
             "appliance.gossip",
             "appliance.dns",
