@@ -41,6 +41,12 @@ class NotLeader(RaftError):
         self.leader = leader
 
 
+class OutcomeUnknown(NotLeader):
+    """The proposal's index was covered by a snapshot installed from the leader before its entry
+    was applied here: it may or may not have committed. A `NotLeader` for callers that do not
+    tell the two apart."""
+
+
 class ProposalDropped(RaftError):
     """The leader refuses new entries for now (leadership transfer under way, or it is being
     removed). Retry after a short wait; the entry was not appended."""

@@ -1,33 +1,28 @@
-"""One simulated server: a RaftCore, its disk, its FSM, and the host loop around them.
+"""One simulated server: the shipped Raft host (appliance/raft/host.py) on a simulated disk.
 
-The host loop is the one a real driver runs (appliance/raft/core.py states the order): take a
-Ready, send `messages`, write the records, and only when the (simulated) fsync completes, send
-`messages_after_persist`, install the snapshot, apply committed entries to a real
-`appliance.state.fsm.FSM`, serve read states and `advance()`. While the fsync is under way the
-server is busy: messages, ticks and client requests wait in its inbox, exactly as they would
-queue in a driver's mailbox. A crash loses the inbox, the in-memory state and whatever the disk
-had not synced.
+Each server runs `appliance.raft.host.RaftHost`, the host the agent's driver runs, with a real
+`appliance.state.fsm.FSM` behind it: proposals and read batches bookkept by id, the snapshot
+trigger, apply-and-resolve, all as shipped. This module is only the caller's side of it, as the
+asyncio driver is in the agent: inputs go in, each Ready's records go to the simulated disk, and
+only when the (simulated) fsync completes does `persisted()` run (messages after persist, install,
+apply, answers, `advance()`). While the fsync is under way the server is busy: messages, ticks
+and client requests wait in its inbox, exactly as they queue in the driver's inbox, and go into
+the next Ready together. A crash loses the inbox, the in-memory state and whatever the disk had
+not synced. The checkers watch the host through its hooks (`CheckHooks`).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from appliance.raft.core import RaftCore, Ready
-from appliance.raft.messages import (
-    EntryType,
-    Message,
-    NotLeader,
-    ProposalDropped,
-    RaftError,
-    Role,
-)
-from appliance.state.fsm import FSM
-from appliance.state.snapshot import restore, snapshot
+from appliance.raft.core import Compaction, RaftCore, Ready
+from appliance.raft.host import HostHooks, RaftHost, StoreMachine
+from appliance.raft.messages import Entry, Message, NotLeader, OutcomeUnknown, RaftError, Role, Snapshot
+from appliance.state.fsm import Applied
 from appliance.state.store import Store
 
 from .disk import SimDisk
@@ -42,6 +37,63 @@ def kv_state(store: Store) -> tuple:
     return tuple(sorted((k, r["Value"], r["ModifyIndex"], r["CreateIndex"]) for k, r in store.kv.items()))
 
 
+class OpWaiter:
+    """A client operation as the host's waiter: its answer goes back to the client."""
+
+    def __init__(self, node: SimNode, op: Op) -> None:
+        self.node, self.op, self._done = node, op, False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Any, /) -> None:
+        self._done = True
+        node, op = self.node, self.op
+        if op.kind != GET:  # a write or CAS applied at the index the host has just applied
+            node.sim.respond(op, "ok", output=result, index=node.applied)
+        elif result < 0:
+            node.sim.respond(op, "fail")  # no leader could give a read index
+        else:
+            node.serve_read(op)  # the read index is applied here
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._done = True
+        if isinstance(exception, OutcomeUnknown):
+            self.node.sim.respond(self.op, "unknown")  # a snapshot covered its index
+        elif isinstance(exception, NotLeader):
+            self.node.sim.respond(self.op, "fail", hint=exception.leader)
+        else:
+            self.node.sim.respond(self.op, "fail")
+
+
+class CheckHooks(HostHooks):
+    """The simulator's checkers, fed from the host's steps."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.last_applied = node.applied
+
+    def ready(self, core: RaftCore, rd: Ready, now: float) -> None:
+        self.node.sim.checker.on_ready(self.node, rd)
+
+    def restored(self, snap: Snapshot) -> None:
+        self.last_applied = snap.index
+        self.node.sim.checker.on_restore(self.node, snap)
+
+    def applied(self, entry: Entry, applied: Applied | None, apply_s: float) -> None:
+        checker = self.node.sim.checker
+        if entry.index != self.last_applied + 1:
+            checker.fail(f"node {self.node.id} applied {entry.index} after {self.last_applied}")
+        self.last_applied = entry.index
+        checker.on_apply(self.node, entry)
+
+    def advanced(self, core: RaftCore) -> None:
+        self.node.sim.checker.after_advance(self.node)
+
+    def snapshot_taken(self, compaction: Compaction, took_s: float) -> None:
+        self.node.sim.checker.on_snapshot(self.node, compaction.snapshot)
+
+
 class SimNode:
     def __init__(self, sim: Sim, node_id: str) -> None:
         self.sim = sim
@@ -49,27 +101,30 @@ class SimNode:
         self.disk = SimDisk()
         self.alive = False
         self.incarnation = 0
-        self.core: RaftCore | None = None
+        self.host: RaftHost | None = None
+        self.store = Store()
         self.last_role = Role.FOLLOWER
-        self.applied = 0
+
+    @property
+    def core(self) -> RaftCore:
+        return self.host.core
+
+    @property
+    def applied(self) -> int:
+        return self.host.applied_index if self.host is not None else 0
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         sim = self.sim
         self.incarnation += 1
-        initial = self.disk.initial()
         rng = random.Random(sim.derive_seed("node", self.id, self.incarnation))
-        self.core = RaftCore(self.id, sim.core_config, rng, initial)
-        snap = initial.snapshot
-        self.store = restore(snap.data) if snap is not None else Store()
-        self.fsm = FSM(self.store)
-        self.applied = snap.index if snap is not None else 0
+        core = RaftCore(self.id, sim.core_config, rng, self.disk.initial())
+        self.store = Store()
+        self.host = RaftHost(core, StoreMachine(self.store), send=sim.net.send, clock=lambda: sim.now / 1000)
+        self.host.hooks.append(CheckHooks(self))
         self.busy = False
         self.inbox: deque[tuple] = deque()
-        self.proposals: dict[int, tuple[int, Op]] = {}
-        self.reads: dict[str, Op] = {}
-        self.waiting_reads: list[tuple[int, Op]] = []
         self.last_role = Role.FOLLOWER
         self.alive = True
         sim.checker.on_start(self)
@@ -80,9 +135,7 @@ class SimNode:
             return
         self.alive = False
         self.disk.crash(self.sim.rng_disk, self.sim.opts.torn_probability)
-        for _, op in self.proposals.values():
-            self.sim.respond(op, "unknown")
-        self.proposals.clear()
+        self.host.fail_proposals(OutcomeUnknown())
         self.inbox.clear()
 
     # ------------------------------------------------------------------ inputs
@@ -115,59 +168,46 @@ class SimNode:
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
-        core = self.core
+        host = self.host
         if kind == "tick":
-            core.tick()
+            host.tick()
         elif kind == "msg":
-            core.step(item[1])
+            host.step(item[1], self.sim.now / 1000)
         elif kind == "client":
             self._client(item[1])
         else:
             try:
-                item[1](core)
+                item[1](host.core)
             except RaftError:
                 pass
         self.sim.checker.after_step(self)
 
     def _client(self, op: Op) -> None:
-        core = self.core
+        host = self.host
         if op.kind == GET:
-            if self.sim.opts.unsafe_local_reads and core.is_leader:  # a planted bug (mutant)
-                self._serve_read(op)
+            if self.sim.opts.unsafe_local_reads and host.core.is_leader:  # a planted bug (mutant)
+                self.serve_read(op)
                 return
-            self.reads[str(op.id)] = op
-            core.read_index(str(op.id))
+            host.read(OpWaiter(self, op))
             return
         cmd = {"Type": "kv_set", "Key": op.key, "Verb": "set"}
         if op.kind == SET:
             cmd["Value"] = op.input
         else:
             cmd.update(Verb="cas", Value=op.input[1], Index=op.meta["cas_index"])
-        try:
-            index, term = core.propose(msgpack.packb(cmd, use_bin_type=True))
-        except NotLeader as err:
-            self.sim.respond(op, "fail", hint=err.leader)
-            return
-        except ProposalDropped:
-            self.sim.respond(op, "fail")
-            return
-        self.proposals[index] = (term, op)
+        host.propose(msgpack.packb(cmd, use_bin_type=True), OpWaiter(self, op))
 
-    # ------------------------------------------------------------------ the host loop
+    # ------------------------------------------------------------------ the caller's side of the host
 
     def _process(self) -> None:
-        core = self.core
         while self.alive and not self.busy:
             if self.inbox:
                 while self.inbox:
                     self._handle(self.inbox.popleft())
                 continue
-            if not core.has_ready():
+            rd = self.host.take_ready()
+            if rd is None:
                 return
-            rd = core.ready()
-            self.sim.checker.on_ready(self, rd)
-            for m in rd.messages:
-                self.sim.net.send(m)
             self.disk.write(rd)
             if rd.must_sync:
                 self.busy = True
@@ -184,54 +224,14 @@ class SimNode:
         self._process()
 
     def _finish(self, rd: Ready) -> None:
-        sim, core = self.sim, self.core
         self.disk.sync()
-        sim.checker.on_synced(self, rd)
-        for m in rd.messages_after_persist:
-            sim.net.send(m)
-        if rd.snapshot is not None:
-            self.store = restore(rd.snapshot.data)
-            self.fsm = FSM(self.store)
-            self.applied = rd.snapshot.index
-            for index in [i for i in self.proposals if i <= rd.snapshot.index]:
-                sim.respond(self.proposals.pop(index)[1], "unknown")
-            sim.checker.on_restore(self, rd.snapshot)
-        for e in rd.committed_entries:
-            result = None
-            if e.type == EntryType.COMMAND:
-                result = self.fsm.apply(e.index, msgpack.unpackb(e.data, raw=False)).result
-            if e.index != self.applied + 1:
-                sim.checker.fail(f"node {self.id} applied {e.index} after {self.applied}")
-            self.applied = e.index
-            sim.checker.on_apply(self, e)
-            pending = self.proposals.pop(e.index, None)
-            if pending is not None:
-                term, op = pending
-                if term == e.term:
-                    sim.respond(op, "ok", output=result, index=e.index)
-                else:
-                    sim.respond(op, "fail")  # another entry holds its index: it never commits
-        for rs in rd.read_states:
-            op = self.reads.pop(rs.request_id, None)
-            if op is None:
-                continue
-            if rs.index < 0:
-                sim.respond(op, "fail")
-            else:
-                self.waiting_reads.append((rs.index, op))
-        core.advance(rd)
-        sim.checker.after_advance(self)
-        if self.waiting_reads:
-            ready = [(i, op) for i, op in self.waiting_reads if i <= self.applied]
-            self.waiting_reads = [(i, op) for i, op in self.waiting_reads if i > self.applied]
-            for _, op in ready:
-                self._serve_read(op)
-        if core.should_snapshot():
-            c = core.compact(self.applied, snapshot(self.store))
-            self.disk.write_compaction(c)
-            sim.checker.on_snapshot(self, c.snapshot)
+        self.sim.checker.on_synced(self, rd)
+        compaction = self.host.persisted(rd)
+        if compaction is not None:
+            self.disk.write_compaction(compaction)
+            self.host.compaction_saved(compaction)
 
-    def _serve_read(self, op: Op) -> None:
+    def serve_read(self, op: Op) -> None:
         rec = self.store.kv.get(op.key)
         value = rec["Value"] if rec is not None else None
         self.sim.respond(op, "ok", output=value, index=rec["ModifyIndex"] if rec is not None else 0)

@@ -1,9 +1,11 @@
 """The interaction environment behind the Raft transcripts (tests/transcripts/raft/*.txt).
 
-A handful of `RaftCore`s wired to an in-memory network that only moves messages when a command
-says so, and to in-memory storage that applies a Ready exactly as the durability order says
-(snapshot, entries, hard state, then messages that wait for them). Nothing is random: election
-timeouts are the low end of the range, so `tick-election` fires an election exactly.
+A handful of servers, each a `RaftCore` in the shipped host (appliance/raft/host.py `RaftHost`,
+as the agent's driver and the simulator run it), wired to an in-memory network that only moves
+messages when a command says so, and to `MemoryStorage` (appliance/raft/durable.py), which
+applies a Ready exactly as the durability order says (snapshot, entries, hard state, then the
+messages that wait for them). The state machine only records what it applied. Nothing is random:
+election timeouts are the low end of the range, so `tick-election` fires an election exactly.
 
 Commands (arguments in brackets are optional):
 
@@ -35,15 +37,15 @@ import shlex
 from dataclasses import dataclass, field
 
 from appliance.raft.config import CoreConfig
-from appliance.raft.core import RaftCore, Ready
+from appliance.raft.core import RaftCore
+from appliance.raft.durable import MemoryStorage
+from appliance.raft.host import RaftHost
 from appliance.raft.messages import (
     ConfChange,
     ConfChangeType,
     Configuration,
     Entry,
     EntryType,
-    HardState,
-    InitialState,
     Message,
     MsgType,
     RaftError,
@@ -96,35 +98,31 @@ def fmt_msg(m: Message) -> str:
     return head
 
 
-@dataclass
-class MemStorage:
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
+class Recorder:
+    """The transcripts' state machine: what was applied, as the transcripts print it."""
 
-    def initial(self) -> InitialState:
-        return InitialState(self.hard_state, self.snapshot, tuple(self.entries))
+    def __init__(self) -> None:
+        self.applied: list[str] = []
 
-    def persist(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
+    def apply(self, entry: Entry, checked: bool) -> None:
+        self.applied.append(fmt_entry(entry))
 
-    def compact(self, snapshot: Snapshot, compact_to: int) -> None:
-        self.snapshot = snapshot
-        self.entries = [e for e in self.entries if e.index > compact_to]
+    def restore(self, snap: Snapshot) -> None:
+        self.applied = [f"snapshot@{snap.index}"]
+
+    def snapshot(self) -> bytes:
+        return "|".join(self.applied).encode()
 
 
 @dataclass
 class Node:
-    core: RaftCore
-    storage: MemStorage
-    applied: list[str] = field(default_factory=list)
+    host: RaftHost
+    storage: MemoryStorage
+    machine: Recorder = field(default_factory=Recorder)
+
+    @property
+    def core(self) -> RaftCore:
+        return self.host.core
 
 
 class RaftEnv:
@@ -136,15 +134,20 @@ class RaftEnv:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _new_core(self, nid: str, storage: MemStorage) -> RaftCore:
-        return RaftCore(nid, self.cfg, LowRandom(), storage.initial())
+    def _new_node(self, nid: str, storage: MemoryStorage) -> Node:
+        machine = Recorder()
+        core = RaftCore(nid, self.cfg, LowRandom(), storage.load())
+        return Node(RaftHost(core, machine, send=self.queue.append, clock=lambda: 0.0), storage, machine)
 
     def _blocked(self, m: Message) -> bool:
         return (m.frm, m.to) in self.cut
 
-    def process_ready(self, nid: str, out: list[str]) -> None:
+    def process_ready(self, nid: str, out: list[str]) -> bool:
+        """One Ready of `nid` through its host, printed; False if it had none."""
         node = self.nodes[nid]
-        rd = node.core.ready()
+        rd = node.host.take_ready()  # queues the messages that may go before the Ready is durable
+        if rd is None:
+            return False
         out.append(f"> {nid} ready")
         if rd.soft_state is not None:
             lead = rd.soft_state.leader or "-"
@@ -159,19 +162,18 @@ class RaftEnv:
             out.append("  entries: " + ", ".join(fmt_entry(e) for e in rd.entries))
         for m in rd.messages:
             out.append("  send: " + fmt_msg(m))
-        node.storage.persist(rd)
+        node.storage.save(rd)
         for m in rd.messages_after_persist:
             out.append("  send-after-persist: " + fmt_msg(m))
-        self.queue.extend(rd.messages)
-        self.queue.extend(rd.messages_after_persist)
-        if rd.snapshot is not None:
-            node.applied = [f"snapshot@{rd.snapshot.index}"]
         if rd.committed_entries:
             out.append("  apply: " + ", ".join(fmt_entry(e) for e in rd.committed_entries))
-            node.applied.extend(fmt_entry(e) for e in rd.committed_entries)
         for rs in rd.read_states:
             out.append(f"  read-state: request={rs.request_id} index={rs.index}")
-        node.core.advance(rd)
+        compaction = node.host.persisted(rd)  # queues the rest, applies, advances
+        if compaction is not None:
+            node.storage.save_snapshot(compaction)
+            node.host.compaction_saved(compaction)
+        return True
 
     def deliver(self, ids: list[str], drop: bool, out: list[str]) -> bool:
         keep, moved = [], False
@@ -184,8 +186,8 @@ class RaftEnv:
                 out.append(f"  dropped: {fmt_msg(m)}")
                 continue
             out.append(f"  deliver: {fmt_msg(m)}")
-            self.nodes[m.to].core.step(m)
-        self.queue = keep
+            self.nodes[m.to].host.step(m, 0.0)
+        self.queue[:] = keep
         return moved
 
     # ------------------------------------------------------------------ commands
@@ -217,21 +219,21 @@ class RaftEnv:
         self.cfg = CoreConfig(**kw)
         boot = bootstrap_state(Configuration.of(*voters))
         for nid in ids:
-            storage = MemStorage()
+            storage = MemoryStorage()
             if nid in voters:
-                storage.hard_state, storage.entries = boot.hard_state, list(boot.entries)
-            self.nodes[nid] = Node(self._new_core(nid, storage), storage)
+                storage.bootstrap(boot)
+            self.nodes[nid] = self._new_node(nid, storage)
 
     def cmd_campaign(self, args, out) -> None:
         self.nodes[args[0]].core.campaign()
 
     def cmd_tick(self, args, out) -> None:
         for _ in range(int(args[1]) if len(args) > 1 else 1):
-            self.nodes[args[0]].core.tick()
+            self.nodes[args[0]].host.tick()
 
     def cmd_tick_stabilize(self, args, out) -> None:
         for _ in range(int(args[1])):
-            self.nodes[args[0]].core.tick()
+            self.nodes[args[0]].host.tick()
             self.cmd_stabilize([], [])
 
     def cmd_tick_election(self, args, out) -> None:
@@ -242,8 +244,7 @@ class RaftEnv:
 
     def cmd_process_ready(self, args, out) -> None:
         for nid in args or sorted(self.nodes):
-            if self.nodes[nid].core.has_ready():
-                self.process_ready(nid, out)
+            self.process_ready(nid, out)
 
     def cmd_deliver_msgs(self, args, out) -> None:
         drop = "drop" in args
@@ -254,9 +255,7 @@ class RaftEnv:
         for _ in range(1000):
             moved = False
             for nid in ids:
-                if self.nodes[nid].core.has_ready():
-                    self.process_ready(nid, out)
-                    moved = True
+                moved |= self.process_ready(nid, out)
             moved |= self.deliver(ids, False, out)
             if not moved:
                 return
@@ -281,9 +280,8 @@ class RaftEnv:
 
     def cmd_compact(self, args, out) -> None:
         node = self.nodes[args[0]]
-        data = ("|".join(node.applied)).encode()
-        c = node.core.compact(int(args[1]), data)
-        node.storage.compact(c.snapshot, c.compact_to)
+        c = node.core.compact(int(args[1]), node.machine.snapshot())
+        node.storage.save_snapshot(c)
         out.append(f"snapshot {c.snapshot.index}/{c.snapshot.term}, log compacted to {c.compact_to}")
 
     def cmd_isolate(self, args, out) -> None:
@@ -298,10 +296,8 @@ class RaftEnv:
         self.cut.clear()
 
     def cmd_restart(self, args, out) -> None:
-        node = self.nodes[args[0]]
-        self.queue = [m for m in self.queue if m.frm != args[0] and m.to != args[0]]
-        node.core = self._new_core(args[0], node.storage)
-        node.applied = [f"snapshot@{node.storage.snapshot.index}"] if node.storage.snapshot else []
+        self.queue[:] = [m for m in self.queue if m.frm != args[0] and m.to != args[0]]
+        self.nodes[args[0]] = self._new_node(args[0], self.nodes[args[0]].storage)
 
     def cmd_status(self, args, out) -> None:
         c = self.nodes[args[0]].core

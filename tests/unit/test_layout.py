@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # module is simply not in this list, whatever its name.
 SANS_IO_CORES = (
     # Raft: the state machine, its log, quorum and progress rules, messages, leader-side logic,
-    # autopilot's rules, metrics names, the snapshot archive format (built and read in memory).
+    # autopilot's rules, metrics names, the snapshot archive format (built and read in memory),
+    # the host around the core (Ready handling, proposals, reads, apply) and the storage protocol.
     "appliance/raft/__init__.py",
     "appliance/raft/core.py",
     "appliance/raft/log.py",
@@ -52,6 +53,8 @@ SANS_IO_CORES = (
     "appliance/raft/autopilot.py",
     "appliance/raft/metrics.py",
     "appliance/raft/archive.py",
+    "appliance/raft/host.py",
+    "appliance/raft/durable.py",
     # Gossip: SWIM/Lifeguard, Serf, the wire format, the keyring (its file is keyring_file.py).
     "appliance/gossip/__init__.py",
     "appliance/gossip/core.py",

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.config.durations import format_duration
 from appliance.raft.config import RaftConfig
-from appliance.raft.driver import MemoryStorage, RaftDriver, go_duration
+from appliance.raft.driver import MemoryStorage, RaftDriver
 from appliance.raft.messages import Configuration, Server
 from appliance.raft.metrics import RPC_KINDS, RaftMetrics
 from appliance.state.store import Store
@@ -105,14 +106,15 @@ def test_gauges_carry_the_host_name_like_consul():
     assert "consul_h1_raft_leader_dispatchNumLogs" in exposition(tel)
 
 
-def test_go_duration_matches_time_duration_string():
-    assert go_duration(0) == "0s"
-    assert go_duration(0.0000005) == "500ns"
-    assert go_duration(0.0000125) == "12.5µs"
-    assert go_duration(0.0335405) == "33.5405ms"
-    assert go_duration(1.5) == "1.5s"
-    assert go_duration(123.25) == "2m3.25s"
-    assert go_duration(3600 + 60 + 1) == "1h1m1s"
+def test_last_contact_is_a_time_duration_string():
+    # hashicorp/raft's last_contact stat: Go's time.Duration.String(), config/durations.py's formatter
+    assert format_duration(0) == "0s"
+    assert format_duration(0.0000005) == "500ns"
+    assert format_duration(0.0000125) == "12.5µs"
+    assert format_duration(0.0335405) == "33.5405ms"
+    assert format_duration(1.5) == "1.5s"
+    assert format_duration(123.25) == "2m3.25s"
+    assert format_duration(3600 + 60 + 1) == "1h1m1s"
 
 
 # ---------------------------------------------------------------------- when the driver calls it

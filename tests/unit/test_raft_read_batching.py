@@ -31,7 +31,7 @@ def test_concurrent_reads_share_one_round_and_see_every_earlier_write():
             assert all(i >= written for i in indexes)
             # ... and fifty reads asked together cost one round, not fifty
             assert rounds == 1, rounds
-            assert not drv._read_batches  # every batch was answered and forgotten
+            assert not drv.opened_host.pending_read_rounds  # every round was answered and forgotten
             later = await drv.read_barrier()  # a read asked after them gets a round of its own
             assert drv.core.read_seq - rounds_before == 2 and later >= max(indexes)
         finally:

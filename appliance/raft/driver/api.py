@@ -13,7 +13,7 @@ server receives it. A command whose `Type` is in `leader_ops` (operator requests
 driver_autopilot.py) takes the same route but is run by that handler on the leader instead of
 being appended. `propose_conf_change` and `transfer_leadership` hand membership changes and
 leadership transfer to the core. `subscribe` listeners and `observers` see every applied entry
-(the loop calls them, loop.py).
+(the host calls them, appliance/raft/host.py).
 
 Life cycle. `open()` loads the stored state (or bootstraps an empty store) and builds the core;
 `serve()` runs the loop and its ticker (loop.py) in one task group until cancelled. The core
@@ -35,10 +35,10 @@ from appliance.state.commands import Command, encode_command, validate
 from appliance.state.fsm import CommandError
 
 from ..core import RaftCore
+from ..durable import is_empty
 from ..messages import NONE, ConfChange, Configuration, Message, NotLeader, bootstrap_state
 from .base import Listener
 from .loop import LoopMixin
-from .seams import is_empty
 from .status import StatusMixin
 
 log = logging.getLogger("agent.server.raft")
@@ -58,10 +58,7 @@ class RaftDriver(LoopMixin, StatusMixin):
             initial = bootstrap_state(bootstrap)
             self.storage.bootstrap(initial)
             log.info("initial configuration: servers=%s", bootstrap.describe())
-        self.core = RaftCore(self.node_id, self.config.core(), self.rng, initial)
-        if initial.snapshot is not None:
-            self._restore(initial.snapshot.data)
-            self.applied_index = initial.snapshot.index
+        self.host = self._host_for(RaftCore(self.node_id, self.config.core(), self.rng, initial))
 
     def has_state(self) -> bool:
         c = self.core
@@ -83,9 +80,10 @@ class RaftDriver(LoopMixin, StatusMixin):
         """Run the driver loop and its ticker until cancelled. Reports started once the entries
         the log already holds (a restart) are applied, before anyone reads or writes; on the way
         down, fails what is still waiting for a commit and closes the storage."""
-        if self.core is None:
+        if self.host is None:
             self.open()
-        core = self.opened_core
+        host = self.opened_host
+        core = host.core
         self.metrics.role_changed("follower")  # every server starts as a follower
         if core.configuration.voters == (self.node_id,):
             core.campaign()  # the only voter: no one to wait for
@@ -94,7 +92,7 @@ class RaftDriver(LoopMixin, StatusMixin):
                 tasks.create_task(self._run(), name="raft")
                 tasks.create_task(self._ticker(), name="raft-ticker")
                 self._wake.set()
-                target = core.log.committed
+                target = host.core.log.committed
                 deadline = time.monotonic() + 30
                 while self.applied_index < target and time.monotonic() < deadline and self.fatal is None:
                     await asyncio.sleep(0.005)
@@ -103,10 +101,7 @@ class RaftDriver(LoopMixin, StatusMixin):
             if self._storage_busy is not None:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await self._storage_busy
-            for _, fut in self._proposals.values():
-                if not fut.done():
-                    fut.set_exception(NotLeader(NONE))
-            self._proposals.clear()
+            host.fail_proposals(NotLeader(NONE))
             self.storage.close()
 
     async def start(self) -> None:
@@ -123,7 +118,7 @@ class RaftDriver(LoopMixin, StatusMixin):
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(touched_watch_keys)` after every applied entry."""
-        self._listeners.append(listener)
+        self.machine.listeners.append(listener)
 
     async def propose(self, command: Command) -> Any:
         """Commit and apply one command (on the leader, or forwarded to it); return the FSM's

@@ -3,24 +3,20 @@
 `read_barrier()` is the read index of Raft thesis §6.4: the leader confirms with a heartbeat
 round that it still leads, returns its commit index, and the caller proceeds once this server has
 applied that index; `?consistent` reads call it. Reads asked between two drains of the inbox
-share one read-index round (`_read_index_batch`, called by the loop at the end of each drain).
+share one read-index round (the host, appliance/raft/host.py, batches them and answers each once
+this server has applied its index).
 
 `read_point(consistency)` is what the HTTP reads call: stale reads are served at once, default
 reads at once on the leader, and on another server once it has applied the leader's commit index
 (asked with a READ_INDEX frame, no heartbeat round: Consul's default leader read).
-
-The loop (loop.py) answers what is pending here: `_answer_reads` with the core's read states,
-`_release_readers` once the applied index moved.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from ..messages import NotLeader, ReadState
+from ..messages import NotLeader
 from .base import DriverBase
-
-MAX_READ_BATCHES = 1024  # read-index rounds awaiting their answer
 
 
 class ReadPathMixin(DriverBase):
@@ -31,20 +27,11 @@ class ReadPathMixin(DriverBase):
         for _ in range(3):
             await self._wait_for_leader()
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            request_id = f"{self.node_id}/{next(self._read_ids)}"
-            self._reads[request_id] = fut
-            self._post(("read", request_id))
-            try:
-                index = await asyncio.wait_for(fut, timeout_s)
-            finally:
-                self._reads.pop(request_id, None)
+            self._post(("read", fut))
+            index = await asyncio.wait_for(fut, timeout_s)  # answered once applied here
             if index < 0:
                 await asyncio.sleep(self.config.tick_ms / 1000)
                 continue
-            if self.applied_index < index:
-                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._read_waiters.append((index, waiter))
-                await asyncio.wait_for(waiter, timeout_s)
             return index
         raise NotLeader(self.leader_id)
 
@@ -52,8 +39,8 @@ class ReadPathMixin(DriverBase):
         """Return once this server has applied `index` (TimeoutError after `timeout_s`)."""
         if self.applied_index >= index:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._read_waiters.append((index, waiter))
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.opened_host.wait_applied(index, waiter)
         await asyncio.wait_for(waiter, timeout_s)
 
     async def leader_read_index(self, consistent: bool) -> int:
@@ -96,36 +83,3 @@ class ReadPathMixin(DriverBase):
         if self.is_leader:
             return
         await self.wait_applied(await self.cluster_read_index(False))
-
-    # ------------------------------------------------------------------ called by the loop
-
-    def _read_index_batch(self) -> None:
-        """One read-index round for every read asked since the last drain. Each of them was
-        asked before the round starts, so the index it returns is a valid read point for all of
-        them (thesis §6.4; etcd batches its linearizable reads the same way)."""
-        batch_id = f"{self.node_id}/b{next(self._read_ids)}"
-        self._read_batches[batch_id] = self._read_batch
-        self._read_batch = []
-        while len(self._read_batches) > MAX_READ_BATCHES:  # answers lost with a leader: forget
-            del self._read_batches[next(iter(self._read_batches))]
-        self.opened_core.read_index(batch_id)
-
-    def _answer_reads(self, read_states: tuple[ReadState, ...]) -> None:
-        """The core released read-index rounds: each read of a round gets its index."""
-        for rs in read_states:
-            for request_id in self._read_batches.pop(rs.request_id, (rs.request_id,)):
-                fut = self._reads.get(request_id)
-                if fut is not None and not fut.done():
-                    fut.set_result(rs.index)
-
-    def _release_readers(self) -> None:
-        """Wake whoever waits for an index this server has now applied."""
-        if self._read_waiters:
-            still = []
-            for index, waiter in self._read_waiters:
-                if index <= self.applied_index:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                else:
-                    still.append((index, waiter))
-            self._read_waiters = still

@@ -10,31 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from appliance.config.durations import format_duration_ns
+
 from ..messages import Role, Server
 from .base import DriverBase
 
 _ROLE_NAMES = {Role.FOLLOWER: "Follower", Role.PRE_CANDIDATE: "Candidate", Role.CANDIDATE: "Candidate",
                Role.LEADER: "Leader"}
-
-
-def go_duration(seconds: float) -> str:
-    """A duration as Go's time.Duration prints it ("1.5s", "23.456ms", "2m3s"), the form of
-    hashicorp/raft's `last_contact` stat."""
-    ns = max(0, int(seconds * 1e9))
-    if ns == 0:
-        return "0s"
-    if ns < 1_000:
-        return f"{ns}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1e3:.3f}".rstrip("0").rstrip(".") + "µs"
-    if ns < 1_000_000_000:
-        return f"{ns / 1e6:.6f}".rstrip("0").rstrip(".") + "ms"
-    hours, rest = divmod(ns, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    secs = f"{rest / 1e9:.9f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{secs}"
-    return f"{minutes}m{secs}" if minutes else secs
 
 
 class StatusMixin(DriverBase):
@@ -44,19 +26,19 @@ class StatusMixin(DriverBase):
     def last_contact_ms(self) -> int:
         if self.is_leader:
             return 0
-        return int((time.monotonic() - self._last_contact) * 1000)
+        return int((time.monotonic() - self.timing.last_contact) * 1000)
 
     def last_contact(self) -> str:
         """hashicorp/raft's `last_contact` stat: "0" on the leader, "never", or a Go duration."""
         if self.is_leader:
             return "0"
-        if not self._heard_leader:
+        if not self.timing.heard_leader:
             return "never"
-        return go_duration(time.monotonic() - self._last_contact)
+        return format_duration_ns(max(0, int((time.monotonic() - self.timing.last_contact) * 1e9)))
 
     def peer_last_contact_s(self, peer: str) -> float | None:
         """On the leader: seconds since `peer` last answered it (None if it never did)."""
-        at = self._peer_contact.get(peer)
+        at = self.timing.peer_contact.get(peer)
         return None if at is None else max(0.0, time.monotonic() - at)
 
     def server_address(self, node_id: str) -> str:
