@@ -59,6 +59,13 @@ def restore(data: bytes) -> Store:
         doc = msgpack.unpackb(data[1:], raw=False, unicode_errors=_TEXT)
     except (ValueError, msgpack.UnpackException) as err:
         raise SnapshotError(f"corrupt snapshot: {err}") from err
+    try:
+        return _tables(doc)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a table of the wrong shape
+        raise SnapshotError(f"corrupt snapshot: {type(err).__name__}: {err}") from None
+
+
+def _tables(doc: Any) -> Store:
     store = Store()
     store.last_index = doc["last_index"]
     for node in doc["nodes"]:

@@ -27,6 +27,7 @@ from appliance.raft.storage import (
 )
 from appliance.raft.transport import RaftTransport
 from appliance.rpc.frames import FrameError, Kind
+from appliance.state.snapshot import SnapshotError, restore
 
 
 def test_a_user_event_whose_id_is_not_hex_is_refused_at_decode() -> None:
@@ -106,3 +107,19 @@ def test_a_snapshot_file_whose_metadata_is_not_a_map_is_skipped_as_corrupt(tmp_p
     with pytest.raises(StorageCorrupt, match="no usable snapshot: .*malformed snapshot metadata"):
         storage.load()
     storage.close()
+
+
+def _state(**tables: object) -> bytes:
+    doc = {"last_index": 1, "nodes": [], "services": [], "checks": [], "kv": [], "tombstones": {},
+           "watch_index": {}, **tables}
+    return b"\x01" + msgpack.packb(doc, use_bin_type=True)
+
+
+@pytest.mark.parametrize("tables", [
+    {"nodes": [{"Node": None}]},  # AttributeError before
+    {"coordinates": [{"Node": 5}]},  # likewise
+    {"nodes": [["n1"]]},  # TypeError before (now the same SnapshotError)
+])
+def test_a_state_snapshot_with_tables_of_the_wrong_shape_is_a_snapshot_error(tables: dict[str, object]) -> None:
+    with pytest.raises(SnapshotError, match="corrupt snapshot"):
+        restore(_state(**tables))
