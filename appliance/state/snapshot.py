@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from appliance.state import sessions, watchkeys
+from appliance.state.acl import AclTables
 from appliance.state.store import Store
 
 SNAPSHOT_VERSION = 1
@@ -43,6 +44,7 @@ def snapshot(store: Store) -> bytes:
         "sessions": list(store.sessions.values()),
         "lock_released": store.lock_released,
         "prepared_queries": list(store.prepared_queries.values()),
+        "acl": store.acl.dump(),
     }
     data: bytes
     try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
@@ -89,23 +91,26 @@ def _tables(doc: Any) -> Store:
     store.lock_released = dict(doc.get("lock_released", {}))
     for rec in doc.get("prepared_queries", ()):  # likewise
         store.prepared_queries[rec["ID"]] = rec
+    store.acl = AclTables.load(doc.get("acl"))  # absent before ACLs existed
     sessions.rebuild(store)
     return store
 
 
 def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.isascii():
-            return False
-        try:
-            value.encode("utf-8")  # only a lone surrogate cannot be encoded
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_has_surrogate(v) for v in value)
+    stack = [value]  # a loop, not recursion: a snapshot from outside may nest hundreds deep
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")  # only a lone surrogate cannot be encoded
+                except UnicodeEncodeError:
+                    return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
     return False
 
 

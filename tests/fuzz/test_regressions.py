@@ -27,7 +27,7 @@ from appliance.raft.storage import (
 )
 from appliance.raft.transport import RaftTransport
 from appliance.rpc.frames import FrameError, Kind
-from appliance.state.snapshot import SnapshotError, restore
+from appliance.state.snapshot import SnapshotError, foreign_text, restore
 
 
 def test_a_user_event_whose_id_is_not_hex_is_refused_at_decode() -> None:
@@ -123,3 +123,14 @@ def _state(**tables: object) -> bytes:
 def test_a_state_snapshot_with_tables_of_the_wrong_shape_is_a_snapshot_error(tables: dict[str, object]) -> None:
     with pytest.raises(SnapshotError, match="corrupt snapshot"):
         restore(_state(**tables))
+
+
+def test_foreign_text_reads_a_snapshot_nested_hundreds_deep() -> None:
+    # the check PUT /v1/snapshot runs recursed once per level: RecursionError (a 500) before
+    deep: object = "\udcff"
+    for _ in range(500):
+        deep = [deep]
+    store = restore(b"\x01" + msgpack.packb({"last_index": 1, "nodes": [], "services": [], "checks": [], "kv": [],
+                                              "tombstones": {}, "watch_index": {}, "autopilot": {"x": deep}},
+                                             use_bin_type=True, unicode_errors="surrogateescape"))
+    assert foreign_text(store) == "autopilot"
