@@ -40,6 +40,7 @@ from appliance.config.runtime import (
     RuntimeConfig,
     Telemetry,
 )
+from appliance.config.tls import resolve as resolve_tls
 from appliance.gossip.config import GossipConfig, GossipConfigError
 
 DEV_DEFAULTS: dict[str, Any] = {
@@ -232,6 +233,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         checks=tuple(_get(m, "checks", [])),
         watches=tuple(_get(m, "watches", [])),
         acl=_acl(m),
+        tls=resolve_tls(m, ports.https, warnings),
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
         autopilot=_autopilot(m),

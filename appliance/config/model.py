@@ -208,23 +208,26 @@ class AutopilotModel(Block):
 
 
 class TLSSettingsModel(Block):
-    ca_file: str | None = F("PEM CA bundle. " + COMPAT)
-    ca_path: str | None = F("Directory of PEM CAs. " + COMPAT)
-    cert_file: str | None = F("PEM certificate. " + COMPAT)
-    key_file: str | None = F("PEM private key. " + COMPAT)
-    verify_incoming: bool | None = F("Require client certificates. Default false. " + COMPAT)
-    verify_outgoing: bool | None = F("Verify servers' certificates. Default false. " + COMPAT)
-    verify_server_hostname: bool | None = F("Check server.<dc>.<domain> names. Default false. " + COMPAT)
-    tls_min_version: str | None = F('Default "TLSv1_2". ' + COMPAT)
-    tls_cipher_suites: str | None = F(COMPAT)
+    ca_file: str | None = F("PEM bundle of the CAs that sign peers' certificates.")
+    ca_path: str | None = F("Directory of PEM CA certificates (alternative to ca_file).")
+    cert_file: str | None = F("PEM certificate this agent presents.")
+    key_file: str | None = F("PEM private key of cert_file.")
+    verify_incoming: bool | None = F("Require and verify client certificates on incoming connections. Default false.")
+    verify_outgoing: bool | None = F("Outgoing connections use TLS and verify the server's chain. Default false.")
+    verify_server_hostname: bool | None = F(
+        "internal_rpc: outgoing RPC must see the name server.<dc>.<domain>, so a client certificate cannot "
+        "pose as a server; implies verify_outgoing. Default false.")
+    tls_min_version: str | None = F('TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3 (old: tls10..tls13). Default "TLSv1_2".')
+    tls_cipher_suites: str | None = F("Comma-separated Go cipher suite names for TLS 1.2 and lower. "
+                                      "Default: the TLS library's.")
     use_auto_cert: bool | None = F(COMPAT)
 
 
 class TLSModel(Block):
-    defaults: TLSSettingsModel | None = F("Settings every listener inherits. " + COMPAT)
-    https: TLSSettingsModel | None = F(COMPAT)
+    defaults: TLSSettingsModel | None = F("Settings every listener inherits.")
+    https: TLSSettingsModel | None = F("The HTTPS API listener (ports.https).")
     grpc: TLSSettingsModel | None = F(COMPAT)
-    internal_rpc: TLSSettingsModel | None = F(COMPAT)
+    internal_rpc: TLSSettingsModel | None = F("The server RPC port (servers and client agents dialling them).")
 
 
 class ConnectModel(Block):
@@ -257,9 +260,9 @@ class ConfigFile(Block):
     bind_addr: str | None = F('Cluster (gossip and server RPC) bind address. Default "0.0.0.0".')
     bootstrap: bool | None = F("Let this server elect itself without others. Default false; requires server.")
     bootstrap_expect: int | None = F("Servers to wait for before the first election. Default 0; requires server.")
-    ca_file: str | None = F("Old top-level TLS key. " + COMPAT)
-    ca_path: str | None = F("Old top-level TLS key. " + COMPAT)
-    cert_file: str | None = F("Old top-level TLS key. " + COMPAT)
+    ca_file: str | None = F("Old spelling of tls.defaults.ca_file.")
+    ca_path: str | None = F("Old spelling of tls.defaults.ca_path.")
+    cert_file: str | None = F("Old spelling of tls.defaults.cert_file.")
     check: RawDefinitions | None = F("One check definition (snake_case or PascalCase keys).")
     checks: RawDefinitions | None = F("Check definitions; concatenated with check.")
     check_output_max_size: int | None = F("Bytes of check output kept. Default 4096.")
@@ -292,7 +295,7 @@ class ConfigFile(Block):
         "Encrypt outgoing gossip when a key is set. Default true; false while rolling encryption onto a "
         "running cluster.")
     http_config: HTTPConfigModel | None = F("HTTP API settings.")
-    key_file: str | None = F("Old top-level TLS key. " + COMPAT)
+    key_file: str | None = F("Old spelling of tls.defaults.key_file.")
     leave_on_terminate: bool | None = F("Leave the cluster on SIGTERM. Default true for clients, false for servers.")
     limits: LimitsModel | None = F("Size and connection limits.")
     log_file: str | None = F(COMPAT)
@@ -333,15 +336,20 @@ class ConfigFile(Block):
     start_join_wan: list[str] | None = F("Servers: WAN pool members to join at start (deprecated; use retry_join_wan). "
                                          "Default [].")
     telemetry: TelemetryModel | None = F("Metrics settings.")
-    tls: TLSModel | None = F("TLS settings. " + COMPAT)
+    tls: TLSModel | None = F("TLS settings per listener: defaults, internal_rpc, https, grpc (docs/tls.md).")
     translate_wan_addrs: bool | None = F(COMPAT)
     ui: bool | None = F("Old spelling of ui_config.enabled.")
     ui_config: UIConfigModel | None = F("Web UI.")
     ui_content_path: str | None = F("Old spelling of ui_config.content_path.")
     ui_dir: str | None = F("Old spelling of ui_config.dir.")
-    verify_incoming: bool | None = F("Old top-level TLS key. " + COMPAT)
-    verify_outgoing: bool | None = F("Old top-level TLS key. " + COMPAT)
-    verify_server_hostname: bool | None = F("Old top-level TLS key. " + COMPAT)
+    verify_incoming: bool | None = F("Old spelling of a tls block key (appliance/config/tls.py).")
+    verify_outgoing: bool | None = F("Old spelling of a tls block key (appliance/config/tls.py).")
+    verify_server_hostname: bool | None = F("Old spelling of a tls block key (appliance/config/tls.py).")
+    verify_incoming_rpc: bool | None = F("Old spelling of tls.internal_rpc.verify_incoming.")
+    verify_incoming_https: bool | None = F("Old spelling of tls.https.verify_incoming.")
+    tls_min_version: str | None = F("Old spelling of tls.defaults.tls_min_version.")
+    tls_cipher_suites: str | None = F("Old spelling of tls.defaults.tls_cipher_suites.")
+    tls_prefer_server_cipher_suites: bool | None = F("Removed in Consul 1.12; accepted and ignored.")
     watches: RawDefinitions | None = F("Watch definitions (type, handler_type, args). " + COMPAT)
 
 

@@ -81,6 +81,33 @@ class ACLConfig:
 
 
 @dataclass(frozen=True)
+class TLSSettings:
+    """One listener's TLS settings (`tls.defaults` overlaid with its block; appliance/config/tls.py)."""
+
+    ca_file: str = ""
+    ca_path: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    verify_incoming: bool = False  # require client certificates signed by the CA
+    verify_outgoing: bool = False  # outgoing connections use TLS and check the peer's chain
+    verify_server_hostname: bool = False  # internal_rpc: the peer must be server.<dc>.<domain>
+    tls_min_version: str = "TLSv1_2"
+    tls_cipher_suites: tuple[str, ...] = ()  # Go's names; () = the library's defaults
+
+    @property
+    def enabled(self) -> bool:
+        """A certificate is configured: the listener can speak TLS."""
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    internal_rpc: TLSSettings = field(default_factory=TLSSettings)  # the server RPC port
+    https: TLSSettings = field(default_factory=TLSSettings)  # ports.https
+    grpc: TLSSettings = field(default_factory=TLSSettings)  # accepted; cairn has no gRPC listener
+
+
+@dataclass(frozen=True)
 class ConfigSource:
     """Where a piece of configuration came from, kept so a reload can read the same places again."""
 
@@ -154,6 +181,8 @@ class RuntimeConfig:
     services: tuple[dict[str, Any], ...] = ()
     checks: tuple[dict[str, Any], ...] = ()
     watches: tuple[dict[str, Any], ...] = ()
+    # tls: per listener (appliance/config/tls.py; contexts built by appliance/tls/context.py)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     # acl / raft
     acl: ACLConfig = field(default_factory=ACLConfig)
     raft_multiplier: int = 5  # 1 in -dev; scales Raft timers

@@ -38,6 +38,15 @@ so a client meets what it would meet at Consul's port.
   limit still bounds the file descriptors one address can hold; a connection serving a request
   (a parked blocking query) is never closed for room.
 Blocking handlers are cancelled when their client disconnects (`handler_cancellation`).
+
+HTTPS (docs/tls.md)
+-----
+With `ports.https` set, the same handler and the same connection rules serve TLS on
+`addresses.https` through appliance/tls/accept.py: a TLS handshake gets the current HTTPS context
+(appliance/tls/context.py; `tls.https.verify_incoming` requires a client certificate from the
+CA, and a reload swaps the certificate for the next connection); anything else is a plain request
+to the TLS port, answered as Go's server answers it (`HTTP/1.0 400 Bad Request`, "Client sent an
+HTTP request to an HTTPS server.") and closed. `ports.http = -1` serves HTTPS only.
 """
 
 from __future__ import annotations
@@ -61,12 +70,17 @@ from appliance.http.routing import Router, respond
 from appliance.http.values import Answer, Request, StreamAnswer
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.telemetry import record_http
+from appliance.tls.accept import Acceptor, Choice
+from appliance.tls.context import current as current_tls
 
 log = logging.getLogger("agent.http")
 
 TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
             b"Connection: close\r\n\r\nToo Many Requests\r\n\r\n")
 
+# Go's crypto/tls server answers plain HTTP on a TLS port with this and closes (net/http server.go)
+PLAIN_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS ClientHello (a handshake record)
 HEAD_SLACK = 4096  # Go reads up to MaxHeaderBytes + 4096 ("bufio slop") before it answers 431
 MAX_FIELD_BYTES = 64 << 10  # one header field: aiohttp grows a field by concatenation, quadratic past this
 MAX_HEADERS = 4096  # header fields in one request (Go has no count, only the byte limit)
@@ -76,6 +90,15 @@ NO_TIMEOUT_S = 1e9  # aiohttp's keep-alive timer with idle_timeout = "0s"
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: what Go accepts as a method
 QUOTED = re.compile(r"""(?<!\w)b?('[^']*'?|"[^"]*"?)""")  # a quoted (repr'd) piece of the client's request
 ERROR_HTTP11 = ERROR._replace(version=HttpVersion11)  # aiohttp answers parse errors as HTTP/1.0; Go as 1.1
+
+
+def _https_choice(first: bytes) -> Choice:
+    """A connection to the HTTPS port: a TLS handshake record gets the current certificate (a
+    reload swaps it for the next connection); anything else is Go's answer to plain HTTP."""
+    context = current_tls().https
+    if first != TLS_HANDSHAKE:
+        return Choice(refuse=PLAIN_TO_HTTPS)
+    return Choice(close=True) if context is None else Choice(tls=context)  # no certificate: no handshake
 
 
 def build_router(extra_routes: Sequence[Route] = ()) -> Router:
@@ -398,6 +421,7 @@ class HTTPServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: web.Server | None = None
         self.servers: list[asyncio.base_events.Server] = []
+        self.tls_listeners: list[Acceptor] = []  # ports.https
 
     def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         if message is ERROR:  # a request that could not be parsed: answered in HTTP/1.1, like Go
@@ -498,14 +522,25 @@ class HTTPServer:
         self.loop = asyncio.get_running_loop()
         server = self.server = web.Server(self.handle, request_factory=self._request, handler_cancellation=True,
                                           access_log=None)
-        for host in hosts:
+        for host in hosts if port >= 0 else ():
             srv = await self.loop.create_server(lambda: _Connection(server, self), host, port, reuse_address=True)
             self.servers.append(srv)
             log.info("Started HTTP server: address=%s:%d network=tcp", host, port)
+        cfg = self.ctx.config
+        if cfg.ports.https >= 0:  # the same handler behind TLS (appliance/tls/accept.py)
+            for host in cfg.listen_addrs("https"):
+                acceptor = Acceptor(host=host, port=cfg.ports.https, protocol_factory=lambda: _Connection(server, self),
+                                    choose=_https_choice, first_byte_timeout_s=self.read_header_timeout or None,
+                                    name="https")
+                await acceptor.start()
+                self.tls_listeners.append(acceptor)
+                log.info("Started HTTPS server: address=%s:%d network=tcp", host, acceptor.port)
 
     async def _shutdown(self) -> None:
         for srv in self.servers:
             srv.close()
+        for acceptor in self.tls_listeners:
+            acceptor.close()
         if self.server is not None:
             await asyncio.sleep(0)  # requests that arrived before the close start being handled
             self.server.pre_shutdown()
