@@ -46,6 +46,7 @@ from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.server import ServerRole
 from appliance.state.store import Store
+from appliance.tls import context as tls
 from appliance.watch import WatchHub
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Agent:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.log = logging.getLogger("agent")
+        tls.install(config)  # certificates for HTTPS and server RPC (appliance/tls/context.py)
         self.rng = rng = random.Random()
         self.store = store = Store()
         self.hub = WatchHub()
@@ -161,6 +163,7 @@ class Agent:
         from appliance.config import rebuild
 
         new = rebuild(self.config)
+        tls.install(new)  # new connections get the new certificates; a bad file fails the reload
         self.local.load_config_definitions(new)
         logs.set_level(new.log_level)
         self.config = self.api.config = new
