@@ -331,7 +331,11 @@ class FSM:
 
     def _apply_kv_lock(self, index: int, cmd: dict[str, Any]) -> bool:
         checked = cmd.get("Checked")
-        return self._lock_verb(lambda *args: kv.lock(*args, checked=checked), index, cmd)
+
+        def lock(s: Store, index: int, key: str, value: Any, flags: int, session: str) -> Record | None:
+            return kv.lock(s, index, key, value, flags, session, checked)
+
+        return self._lock_verb(lock, index, cmd)
 
     def _apply_kv_unlock(self, index: int, cmd: dict[str, Any]) -> bool:
         return self._lock_verb(kv.unlock, index, cmd)
