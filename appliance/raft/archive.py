@@ -133,6 +133,8 @@ def read_archive(data: bytes, *, max_state_bytes: int) -> tuple[ArchiveMeta, byt
         meta = json.loads(files[META])
     except (ValueError, UnicodeDecodeError) as err:
         raise ArchiveError(f"corrupt snapshot archive: meta.json: {err}") from None
+    except RecursionError:  # json's decoder recurses once per nested array or object
+        raise ArchiveError("corrupt snapshot archive: meta.json nests too deeply") from None
     if not isinstance(meta, dict):
         raise ArchiveError("corrupt snapshot archive: meta.json is not an object")
     version = _int(meta, "Version")

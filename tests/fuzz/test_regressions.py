@@ -6,7 +6,11 @@ is in the decoder, and the test pins the declared outcome.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import pytest
 from appliance.config import ConfigError, hcl
 from appliance.config.loader import load_file
 from appliance.events import EventError, UserEventRecord
+from appliance.raft.archive import ArchiveError, read_archive
 from appliance.raft.storage import (
     HARD_STATE,
     RESET,
@@ -134,3 +139,19 @@ def test_foreign_text_reads_a_snapshot_nested_hundreds_deep() -> None:
                                               "tombstones": {}, "watch_index": {}, "autopilot": {"x": deep}},
                                              use_bin_type=True, unicode_errors="surrogateescape"))
     assert foreign_text(store) == "autopilot"
+
+
+def test_an_archive_whose_meta_json_nests_too_deeply_is_an_archive_error() -> None:
+    # the archive carries its own SHA256SUMS, so any meta.json reaches json.loads: RecursionError before
+    meta = b'{"Version": 1, "Size": ' + b"[" * 5000
+    files = {"meta.json": meta, "state.bin": b"\x01",
+             "SHA256SUMS": b"".join(f"{hashlib.sha256(b).hexdigest()}  {n}\n".encode()
+                                    for n, b in (("meta.json", meta), ("state.bin", b"\x01")))}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    with pytest.raises(ArchiveError, match="meta.json nests too deeply"):
+        read_archive(gzip.compress(raw.getvalue()), max_state_bytes=1 << 20)
