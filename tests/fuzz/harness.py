@@ -47,6 +47,10 @@ class Undeclared(AssertionError):
     """A decoder did something its contract does not allow: another exception, or a hang."""
 
 
+class Tally(str):
+    """A decoder's answer that is neither valid nor an error but is counted on its own (by name)."""
+
+
 class Hang(BaseException):  # not an Exception: a decoder's `except Exception` must not swallow it
     pass
 
@@ -61,6 +65,7 @@ class Target:
     frame: Callable[[Any], bytes] | None = None  # a value tree in valid framing
     text: bool = False  # token-level mutations instead of value trees
     words: Sequence[str] = ()  # tokens worth inserting (text targets)
+    mutate: Callable[[random.Random, bytes], bytes] | None = None  # a structure-aware mutation of a seed
     trees: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -77,7 +82,7 @@ def outcome(target: Target, data: bytes) -> str:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, DEADLINE_S)
     try:
-        target.decode(data)
+        result = target.decode(data)
     except Hang:
         raise Undeclared(f"{target.name}: no answer within {DEADLINE_S:g}s for {data[:200]!r}") from None
     except target.declared as err:
@@ -89,7 +94,7 @@ def outcome(target: Target, data: bytes) -> str:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    return "valid"
+    return str(result) if type(result) is Tally else "valid"
 
 
 # ------------------------------------------------------------------------------- byte mutations
@@ -132,7 +137,17 @@ def mutate_bytes(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> by
 
 # ------------------------------------------------------------------------------- value trees
 
+def deep_value(rng: random.Random) -> Any:
+    """Arrays or maps nested hundreds deep (msgpack packs at most 511 levels)."""
+    value: Any = rng.choice((None, "x", 1, b""))
+    for _ in range(rng.choice((50, 300, 500))):
+        value = [value] if rng.random() < 0.5 else {"k": value}
+    return value
+
+
 def random_value(rng: random.Random, depth: int = 0) -> Any:
+    if rng.random() < 0.01:
+        return deep_value(rng)
     kind = rng.randrange(12 if depth < 3 else 9)
     if kind == 0:
         return None
@@ -278,6 +293,8 @@ def generate(rng: random.Random, target: Target, mode: str | None = None) -> tup
         return mode, seed
     if mode == "bytes":
         return mode, mutate_bytes(rng, seed, target.seeds)
+    if target.mutate is not None:
+        return "structure", target.mutate(rng, seed)
     if target.text:
         texts = [as_text(s) for s in target.seeds]
         return "structure", from_text(mutate_text(rng, as_text(seed), texts, target.words))
@@ -285,7 +302,7 @@ def generate(rng: random.Random, target: Target, mode: str | None = None) -> tup
         tree = rng.choice(target.trees)
         try:
             return "structure", target.frame(mutate_tree(rng, tree, target.trees))
-        except (TypeError, ValueError, OverflowError):  # a tree the encoder cannot write
+        except (TypeError, ValueError, OverflowError, RecursionError):  # a tree the encoder cannot write
             return "structure", target.frame(tree)
     return "bytes", mutate_bytes(rng, seed, target.seeds)
 
