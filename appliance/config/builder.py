@@ -26,12 +26,12 @@ from typing import Any
 
 from appliance.cloud.metadata import advertise_for_config as advertise_from_metadata
 from appliance.config import validation as check
+from appliance.config.acl import resolve_acl
 from appliance.config.durations import parse_duration
 from appliance.config.errors import ConfigError
 from appliance.config.flags import AgentFlags
 from appliance.config.loader import check_fragment, load_source, merge
 from appliance.config.runtime import (
-    ACLConfig,
     Autopilot,
     ConfigSource,
     DNSConfig,
@@ -232,7 +232,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         services=tuple(_get(m, "services", [])),
         checks=tuple(_get(m, "checks", [])),
         watches=tuple(_get(m, "watches", [])),
-        acl=_acl(m),
+        acl=resolve_acl(m, warnings),
         tls=resolve_tls(m, ports.https, warnings),
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
@@ -297,25 +297,6 @@ def _dns_config(m: dict[str, Any]) -> DNSConfig:
         enable_truncate=bool(_get(m, "dns_config.enable_truncate", False)),
         recursor_timeout_s=_seconds(m, "dns_config.recursor_timeout", 2.0),
         disable_compression=bool(_get(m, "dns_config.disable_compression", False)),
-    )
-
-
-def _acl(m: dict[str, Any]) -> ACLConfig:
-    tokens = {k: v for k, v in _get(m, "acl.tokens", {}).items() if v}
-    for old, new in (("master", "initial_management"), ("agent_master", "agent_recovery")):
-        if old in tokens:
-            tokens.setdefault(new, tokens[old])
-            del tokens[old]
-    policy = _get(m, "acl.default_policy", "allow")
-    if policy not in ("allow", "deny"):
-        raise ConfigError(f'acl.default_policy must be "allow" or "deny", not "{policy}"')
-    return ACLConfig(
-        enabled=bool(_get(m, "acl.enabled", False)),
-        default_policy=policy,
-        down_policy=_get(m, "acl.down_policy", "extend-cache"),
-        token_ttl_s=_seconds(m, "acl.token_ttl", 30.0),
-        enable_token_persistence=bool(_get(m, "acl.enable_token_persistence", False)),
-        tokens=tokens,
     )
 
 

@@ -190,7 +190,7 @@ class ACLModel(Block):
     role_ttl: Duration | None = F('Role cache TTL. Default "30s".')
     enable_token_persistence: bool | None = F("Persist tokens set over the API. Default false.")
     enable_token_replication: bool | None = F(COMPAT)
-    enable_key_list_policy: bool | None = F(COMPAT)
+    enable_key_list_policy: bool | None = F("Recursive KV reads need `list` on the prefix. Default false.")
     tokens: ACLTokensModel | None = F("Tokens the agent and servers use.")
 
 
@@ -246,7 +246,17 @@ class AutoEncryptModel(Block):
 class ConfigFile(Block):
     """One configuration file (or -hcl fragment, or the flags), before merging."""
 
-    acl: ACLModel | None = F("Access control lists (kept minimal).")
+    acl: ACLModel | None = F("Access control lists (docs/acl.md).")
+    acl_datacenter: str | None = F("Deprecated: turns ACLs on (use acl.enabled and primary_datacenter).")
+    acl_default_policy: str | None = F("Deprecated spelling of acl.default_policy.")
+    acl_down_policy: str | None = F("Deprecated spelling of acl.down_policy.")
+    acl_ttl: Duration | None = F("Deprecated spelling of acl.token_ttl.")
+    acl_master_token: str | None = F("Deprecated spelling of acl.tokens.initial_management.")
+    acl_token: str | None = F("Deprecated spelling of acl.tokens.default.")
+    acl_agent_token: str | None = F("Deprecated spelling of acl.tokens.agent.")
+    acl_agent_master_token: str | None = F("Deprecated spelling of acl.tokens.agent_recovery.")
+    acl_replication_token: str | None = F("Deprecated spelling of acl.tokens.replication.")
+    acl_enforce_version_8: bool | None = F("Deprecated; ignored.")
     addresses: AddressesModel | None = F("Per-listener bind addresses overriding client_addr.")
     advertise_addr: str | None = F("Address advertised to other agents. Default: bind_addr, or the first private IPv4.")
     advertise_addr_ipv4: str | None = F(COMPAT)

@@ -68,13 +68,14 @@ class DNSConfig:
 
 @dataclass(frozen=True)
 class ACLConfig:
-    """Accepted and kept minimal: cairn's ACL enforcement reads these."""
+    """The `acl` block (appliance/config/acl.py); enforcement reads these (docs/acl.md)."""
 
     enabled: bool = False
     default_policy: str = "allow"
     down_policy: str = "extend-cache"
     token_ttl_s: float = 30.0
     enable_token_persistence: bool = False
+    enable_key_list_policy: bool = False
     # initial_management, default, agent, agent_recovery, replication, dns,
     # config_file_service_registration (old names master/agent_master folded in)
     tokens: dict[str, str] = field(default_factory=dict)

@@ -433,6 +433,13 @@ def _prepared_query_rules(cmd: Command) -> None:
         raise InvalidCommand("prepared_query", "Op", f'must be "set" or "delete", not {_short(op)}')
 
 
+def _acl_rules(cmd: Command) -> None:
+    from appliance.state.acl import OPS
+
+    if cmd["Op"] not in OPS:
+        raise InvalidCommand("acl", "Op", f"must be one of {', '.join(OPS)}, not {_short(cmd['Op'])}")
+
+
 class Definition:
     """One command type: its record (fields of the command map) and rules across fields."""
 
@@ -475,6 +482,11 @@ COMMANDS: dict[str, Definition] = {
     "prepared_query": Definition(Record("prepared_query", {
         "Type": _TYPE, "Op": NAME, "Query": JSON_MAP, "ID": STRING,
     }, ("Op",)), _prepared_query_rules),
+    # an ACL object written whole or deleted (appliance/state/acl.py's ops)
+    "acl": Definition(Record("acl", {
+        "Type": _TYPE, "Op": NAME, "Object": JSON_MAP, "ID": STRING, "IDs": STRINGS, "Create": BOOL,
+        "ResetIndex": UINT64,
+    }, ("Op",)), _acl_rules),
     "autopilot": Definition(Record("autopilot", {
         "Type": _TYPE, "Config": AUTOPILOT_CONFIG.spec(), "Init": BOOL, "CAS": UINT64,
     }, ("Config",))),

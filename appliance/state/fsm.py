@@ -40,6 +40,9 @@ Command types:
   prepared_query
               a prepared query set ("Op" "set", "Query" with its ID) or deleted ("Op" "delete",
               "ID"): appliance/state/queries.py; one bound to a session goes with the session
+  acl         an ACL token, policy, role, auth method or binding rule written ("Op" "*_set",
+              "Object") or deleted ("Op" "*_delete", "ID"), bootstrap, the built-ins ("init"):
+              appliance/state/acl.py
   autopilot   set the autopilot configuration ("Config", API names); "CAS" compares ModifyIndex,
               "Init" sets it only if none is stored (the leader seeds it from the config file)
   coordinate_batch_update
@@ -58,7 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.state import kv, queries, sessions, txn, watchkeys
+from appliance.state import acl, kv, queries, sessions, txn, watchkeys
 from appliance.state.commands import (
     COMMANDS,
     Command,
@@ -371,6 +374,12 @@ class FSM:
         except queries.QueryStoreError as err:
             raise CommandError(str(err)) from None
         return True
+
+    def _apply_acl(self, index: int, cmd: dict[str, Any]) -> Any:
+        try:
+            return acl.apply(self.store, index, cmd)
+        except acl.AclStoreError as err:
+            raise CommandError(str(err)) from None
 
     # ------------------------------------------------------------------ coordinates
 

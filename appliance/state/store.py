@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from appliance.state import watchkeys
+from appliance.state.acl import AclTables
 
 Record = dict[str, Any]
 
@@ -57,6 +58,7 @@ class Store:
         # lock the leader checked before it had applied that index is refused, kv.lock)
         self.lock_released: dict[str, int] = {}
         self.prepared_queries: dict[str, Record] = {}  # ID -> PreparedQuery (appliance/state/queries.py)
+        self.acl = AclTables()  # tokens, policies, roles, auth methods (appliance/state/acl.py)
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)

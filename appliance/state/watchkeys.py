@@ -13,6 +13,7 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     COORDINATES, AUTOPILOT      network coordinates; the autopilot configuration
     SESSIONS                    the sessions table (session/info, node, list)
     PREPARED_QUERIES            the prepared queries table (/v1/query)
+    ACL                         ACL tokens, policies, roles, auth methods, binding rules
 
 Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
 from the lower-cased name. Pure functions, no I/O.
@@ -29,6 +30,7 @@ COORDINATES = "coordinates"
 AUTOPILOT = "autopilot"
 SESSIONS = "sessions"
 PREPARED_QUERIES = "prepared-queries"
+ACL = "acl"
 
 NODE_PREFIX = "node:"
 SERVICE_PREFIX = "svc:"

@@ -124,6 +124,16 @@ def producer_commands() -> list[dict[str, Any]]:
                                                   "ModifyIndex": 0}}},
                 {"Service": {"Verb": "set", "Node": "n9", "Service": {**service(), "ModifyIndex": 0}}},
                 {"Check": {"Verb": "delete", "Check": {"Node": "n9", "CheckID": "c1", "ModifyIndex": 0}}}]}]
+    # ACL objects (appliance/http/handlers/acl.py, the leader's ACL start-up and token reaping)
+    acl_token = {"AccessorID": "6a1253d2-1785-24fd-91c2-f8e78c745511", "SecretID": "anonymous-x",
+                 "Description": "", "Local": False, "CreateTime": "2024-05-01T11:00:00Z",
+                 "Policies": [{"ID": "00000000-0000-0000-0000-000000000001"}]}
+    out += [{"Type": "acl", "Op": "init"},
+            {"Type": "acl", "Op": "token_set", "Object": acl_token, "Create": True},
+            {"Type": "acl", "Op": "policy_set", "Object": {"ID": "p-1", "Name": "p", "Description": "",
+                                                           "Rules": "", "Datacenters": ["dc1"]}},
+            {"Type": "acl", "Op": "policy_delete", "ID": "p-1"},
+            {"Type": "acl", "Op": "tokens_delete", "IDs": [acl_token["AccessorID"]]}]
     # autopilot (HTTP handler and driver_autopilot.py), coordinates (coordinates.py), restore
     config = AutopilotConfig().to_api()
     out += [{"Type": "autopilot", "Init": True, "Config": config},
