@@ -223,7 +223,9 @@ def encode_configuration(conf: Configuration) -> bytes:
 def decode_configuration(data: bytes) -> Configuration:
     if not data or data[0] != CONFIGURATION_FORMAT:
         raise ValueError(f"unknown configuration format {data[:1]!r}")
-    body = msgpack.unpackb(data[1:], raw=False)
+    body = msgpack.unpackb(data[1:], raw=False)  # its errors are ValueErrors
+    if type(body) is not list or not all(type(s) is list and len(s) == 3 for s in body):
+        raise ValueError("configuration is not a list of [id, address, voter]")
     return Configuration(tuple(Server(str(i), str(a), bool(v)) for i, a, v in body))
 
 

@@ -21,6 +21,7 @@ from appliance.config import ConfigError, hcl
 from appliance.config.loader import load_file
 from appliance.events import EventError, UserEventRecord
 from appliance.raft.archive import ArchiveError, read_archive
+from appliance.raft.messages import decode_configuration
 from appliance.raft.storage import (
     HARD_STATE,
     RESET,
@@ -178,3 +179,10 @@ def test_a_prepared_query_whose_session_is_a_list_is_refused_by_validation() -> 
              "DNS": {"TTL": ""}}
     with pytest.raises(InvalidCommand):
         validate({"Type": "prepared_query", "Op": "set", "Query": query})
+
+
+@pytest.mark.parametrize("data", [b"\x01\x00", b"\x01\x91\x00", b"\x01\x91\x92\xa1a\xa1b", b"\x01\xa3abc"])
+def test_a_configuration_that_is_not_a_list_of_servers_is_a_value_error(data: bytes) -> None:
+    # TypeError before ('int' object is not iterable), which a snapshot file's reader did not expect
+    with pytest.raises(ValueError, match="not a list of \\[id, address, voter\\]"):
+        decode_configuration(data)
