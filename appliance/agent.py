@@ -44,6 +44,7 @@ from appliance.http.handlers import query
 from appliance.http.remote_dc import run_local
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
+from appliance.rexec import RemoteExec
 from appliance.server import ServerRole
 from appliance.state.store import Store
 from appliance.tls import context as tls
@@ -100,6 +101,8 @@ class Agent:
                                 node_info=lambda: node_info(self.config), cluster_size=self.cluster_size, rng=rng)
         self.events = AgentEvents(config.node_name, self.local.event_services, notify=self.hub.notify)
         self.events.attach(self.gossip)  # user events travel over the LAN pool (appliance/events.py)
+        self.rexec = RemoteExec(config.node_name, store, consensus, lambda: not self.config.disable_remote_exec)
+        self.events.on_remote_exec = self.rexec.handle  # `cairn exec` jobs, when enabled (appliance/rexec.py)
         self.coordinate_batcher = CoordinateBatcher(lambda cmd: self.consensus.propose(cmd))
         raft = self.server.raft if self.server is not None else None
         self.telemetry = telemetry.build(config.telemetry, consensus=consensus, hub=self.hub, store=store,

@@ -15,7 +15,8 @@ the record is decoded, its LTime set, and it is kept only if its filters match t
 name; a local service whose name matches, and with a tag filter one of its tags). Kept events go
 into a ring of the last `RING_SIZE` (256) events, in delivery order, like Consul's agent, and the
 `("events",)` watch key is touched so blocking `/v1/event/list` requests wake up. `_rexec` (remote
-exec) events are not kept: cairn has no `consul exec`.
+exec) events are not kept: one whose filters match goes to `on_remote_exec` (appliance/rexec.py,
+which runs it only when `disable_remote_exec = false`).
 
 `index()` is Consul's special index for the event list: the XOR of the two 64-bit halves of the
 last event's UUID (1 when there is none). It is not monotonic, so a blocking list waits while the
@@ -155,6 +156,7 @@ class AgentEvents:
         self._next = 0
         self.decode_errors = 0
         self.filtered = 0
+        self.on_remote_exec: Callable[[UserEventRecord], None] | None = None  # `_rexec` events that match
 
     def fire(self, name: str, payload: bytes | None = None, node: str = "", service: str = "",
              tag: str = "") -> UserEventRecord:
@@ -179,8 +181,13 @@ class AgentEvents:
             self.decode_errors += 1
             return None
         record.ltime = ltime
-        if not self.should_process(record) or record.name == REMOTE_EXEC_NAME:
+        if not self.should_process(record):
             self.filtered += 1
+            return None
+        if record.name == REMOTE_EXEC_NAME:  # never kept in the list
+            self.filtered += 1
+            if self.on_remote_exec is not None:
+                self.on_remote_exec(record)
             return None
         self._ring[self._next] = record
         self._next = (self._next + 1) % RING_SIZE

@@ -8,6 +8,7 @@ payload. Agents keep the event only if its filters match them; see ``/v1/event/l
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote
 
 from appliance.cli.flags import CliError, CliParser, UsageError, command, out
@@ -26,13 +27,18 @@ def build_parser() -> CliParser:
     g = p.add_argument_group("Command Options")
     g.add_argument("-name", "--name", dest="name", default="", metavar="<string>",
                    help="Name of the event (required).")
+    add_filter_flags(g)
+    return p
+
+
+def add_filter_flags(g: Any) -> None:
+    """-node, -service and -tag: the user event's filters (also `cairn exec`'s)."""
     g.add_argument("-node", "--node", dest="node", default="", metavar="<regexp>",
                    help="Regular expression to filter on node names.")
     g.add_argument("-service", "--service", dest="service", default="", metavar="<regexp>",
                    help="Regular expression to filter on service instances.")
     g.add_argument("-tag", "--tag", dest="tag", default="", metavar="<regexp>",
                    help="Regular expression to filter on service tags. Must be used with -service.")
-    return p
 
 
 def _check_regexp(pattern: str, what: str) -> None:

@@ -18,6 +18,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "catalog": ("appliance.cli.catalog", "run", "Reads the catalog of nodes and services"),
     "dns": ("appliance.cli.dns", "run", "Prints resolver configuration for the DNS interface"),
     "event": ("appliance.cli.event", "run", "Fires a new user event"),
+    "exec": ("appliance.cli.exec", "run", "Executes a command on agents (when they allow remote exec)"),
     "force-leave": ("appliance.cli.membership", "run_force_leave",
                     "Forces a member of the cluster to enter the \"left\" state"),
     "info": ("appliance.cli.ops", "run_info", "Prints the agent's internal state for operators"),

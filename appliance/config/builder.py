@@ -228,6 +228,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         **_http_limits(m),
         enable_script_checks=bool(_get(m, "enable_script_checks", False)),
         enable_local_script_checks=bool(_get(m, "enable_local_script_checks", False)),
+        disable_remote_exec=bool(_get(m, "disable_remote_exec", True)),
         check_output_max_size=output_max,
         services=tuple(_get(m, "services", [])),
         checks=tuple(_get(m, "checks", [])),

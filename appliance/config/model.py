@@ -287,7 +287,9 @@ class ConfigFile(Block):
     disable_host_node_id: bool | None = F("Do not derive node_id from the host. Default true. " + COMPAT)
     disable_keyring_file: bool | None = F(
         "Do not keep the gossip keyring in data_dir/serf/local.keyring. Default false (true in -dev).")
-    disable_remote_exec: bool | None = F("Default true. " + COMPAT)
+    disable_remote_exec: bool | None = F(
+        "Ignore remote exec (`cairn exec`, `consul exec`) jobs. Default true; false runs any command "
+        "anyone who can write KV and fire events asks for (docs/security.md).")
     disable_update_check: bool | None = F("cairn never phones home; accepted. Default false.")
     discard_check_output: bool | None = F("Do not keep check output. Default false. " + COMPAT)
     discovery_max_stale: Duration | None = F('Default "0s". ' + COMPAT)

@@ -177,6 +177,7 @@ class RuntimeConfig:
     # checks
     enable_script_checks: bool = False
     enable_local_script_checks: bool = False
+    disable_remote_exec: bool = True  # `cairn exec` jobs are ignored unless false (appliance/rexec.py)
     check_output_max_size: int = 4096
     # definitions from files, raw mappings in file order (see module docstring)
     services: tuple[dict[str, Any], ...] = ()

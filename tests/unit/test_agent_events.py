@@ -82,7 +82,7 @@ def test_filters_decide_what_this_agent_keeps():
     book.fire("c", service="we", tag="^blue$")
     book.fire("d", service="web", tag="red")
     book.fire("e", service="db")
-    book.fire("_rexec")  # remote exec is never kept (cairn has no `consul exec`)
+    book.fire("_rexec")  # remote exec is never kept (it goes to on_remote_exec: appliance/rexec.py)
     assert [e.name for e in book.list()] == ["a", "c"]
     assert book.filtered == 4
 

@@ -209,6 +209,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.lifecycle",
             "appliance.coordinates",
             "appliance.events",
+            "appliance.rexec",
             "appliance.reconcile",
             "appliance.watch",
             "appliance.watches",

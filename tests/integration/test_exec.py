@@ -1,0 +1,70 @@
+"""`cairn exec` against real agents: run where `disable_remote_exec = false`, ignored elsewhere.
+
+An agent started with `disable_remote_exec = false` runs the job the `_rexec` user event names
+(appliance/rexec.py): the CLI prints its output lines as `    <node>: <line>`, `==> <node>:
+finished with exit code N` and `N / M node(s) completed / acknowledged`, and exits 2 when a
+command failed. A default agent logs `ignoring remote exec event, disabled.` and the CLI hears
+from nobody. Either way the job's keys under `_rexec/` and its session are gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def no_leftovers(agent) -> None:
+    code, _, _ = agent.get("/v1/kv/_rexec/?recurse")
+    assert code == 404  # every key of the job deleted
+    code, _, body = agent.get("/v1/session/list")
+    assert code == 200 and json.loads(body) == []
+
+
+def test_exec_runs_on_an_agent_that_allows_it(agent_factory, tmp_path):
+    agent = agent_factory("-hcl", "disable_remote_exec = false", node="exec-node")
+    proc = agent.cli("exec", "-wait", "1s", "echo hello; echo world >&2; exit 3")
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 2, (proc.stdout, proc.stderr, agent.log_tail())
+    assert "    exec-node: hello" in lines and "    exec-node: world" in lines
+    assert "==> exec-node: finished with exit code 3" in lines
+    assert lines[-1] == "1 / 1 node(s) completed / acknowledged"
+    no_leftovers(agent)
+
+    marker = tmp_path / "ran"
+    proc = agent.cli("exec", "-wait", "1s", "-verbose", "-node", "^exec-", f"sleep 2.5; touch {marker}; echo done")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "    Node exec-node: acknowledged" in proc.stdout  # heartbeats kept it waiting past -wait
+    assert "    exec-node: done" in proc.stdout and marker.exists()
+    assert "1 / 1 node(s) completed / acknowledged" in proc.stdout
+
+    proc = agent.cli("exec", "-shell=false", "-wait", "1s", "printf", "%s-%s\\n", "a b", "c")
+    assert proc.returncode == 0 and "    exec-node: a b-c" in proc.stdout.splitlines(), proc.stdout
+    proc = agent.cli("exec", "-wait", "1s", "-", input="#!/bin/sh\necho from-script\n")
+    assert proc.returncode == 0 and "    exec-node: from-script" in proc.stdout, proc.stdout
+
+    proc = agent.cli("exec", "-wait", "1s", "-node", "^nobody$", "true")  # the filter matches no agent
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "0 / 0 node(s) completed / acknowledged"
+    no_leftovers(agent)
+
+
+def test_exec_is_ignored_by_default(agent_factory):
+    agent = agent_factory(node="plain-node")
+    proc = agent.cli("exec", "-wait", "1s", "echo should-not-run")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert proc.stdout.splitlines() == ["0 / 0 node(s) completed / acknowledged"]
+    wait_until(lambda: "ignoring remote exec event, disabled." in agent.log_tail(200), timeout=5,
+               what="the agent logging the refusal")
+    no_leftovers(agent)
+
+
+def test_exec_usage_errors(agent_factory):
+    agent = agent_factory(node="usage-node")
+    proc = agent.cli("exec")
+    assert proc.returncode == 1 and "Must specify a command to execute" in proc.stderr
+    proc = agent.cli("exec", "-tag", "x", "true")
+    assert proc.returncode == 1 and "Cannot provide tag filter without service filter." in proc.stderr
