@@ -311,3 +311,32 @@ def test_dns_answers_from_an_execute_response() -> None:
     assert _dns("db-q.query.consul", "A", {**found, "Nodes": []}).header.rcode == RCODE.NXDOMAIN
     rec = _dns("db-q.query.dc2.consul", "A", found)
     assert rec.header.rcode == RCODE.NOERROR
+
+
+@sync
+async def test_query_goes_when_the_session_node_is_deregistered() -> None:
+    async with http_agent() as api:
+        await register(api, "other", "web", address="10.0.0.8")
+        answer = await api.call("PUT", "/v1/session/create", {"Node": "other", "Checks": []})
+        sid = json_body(answer)["ID"]
+        await create(api, {"Name": "bound", "Session": sid, "Service": {"Service": "web"}})
+        index = int((await api.call("GET", "/v1/query")).headers["X-Consul-Index"])
+        assert (await api.call("PUT", "/v1/catalog/deregister", {"Node": "other"})).status == 200
+        answer = await api.call("GET", f"/v1/query?index={index}&wait=2s")
+        assert json_body(answer) == [] and int(answer.headers["X-Consul-Index"]) > index
+        assert (await api.call("GET", "/v1/query/bound/execute")).status == 404
+
+
+@sync
+async def test_near_ip_sorts_from_the_asking_node() -> None:
+    from appliance.http.values import Request
+
+    async with http_agent() as api:
+        for i in range(4):
+            await register(api, f"n{i}", "web", address=f"10.0.0.{i + 1}")
+        await create(api, {"Name": "near-ip", "Service": {"Service": "web", "Near": "_ip"}})
+        for _ in range(5):
+            answer = await api.dispatch(Request("GET", "/v1/query/near-ip/execute", remote="10.0.0.3"))
+            assert json_body(answer)["Nodes"][0]["Node"]["Node"] == "n2"
+        out = json_body(await api.call("GET", "/v1/query/near-ip/execute?near=n0"))
+        assert out["Nodes"][0]["Node"]["Node"] == "n0"  # ?near wins over the query's Near
