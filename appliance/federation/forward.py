@@ -183,7 +183,7 @@ class Forwarder:
         data = exchange.encode(dc, hops)
         for address in targets:
             try:
-                reader, writer = await dial(address, 8300, DIAL_TIMEOUT_S)
+                reader, writer = await dial(address, 8300, DIAL_TIMEOUT_S, datacenter=dc)  # TLS: server.<dc>
             except (OSError, TimeoutError) as err:
                 log.warning("RPC failed to server in DC: server=%s datacenter=%s error=%s", address, dc, err)
                 continue  # nothing was sent: the next server may take it

@@ -4,12 +4,16 @@ How it works: a server address is `host:port` (`[v6]:port`, or a bare host that 
 default port). `read_frame` reads one header and its body and returns the body's bytes; the
 caller decodes it with `frames.decode_body`, so a body that does not decode costs that frame
 only, while `BadHeader` (unknown version, over the size limit) means the stream cannot be
-followed and the caller closes the connection.
+followed and the caller closes the connection. `dial` speaks TLS when internal_rpc's
+verify_outgoing is set (docs/internals/rpc.md, "TLS").
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+
+from appliance.tls.context import RPC_TLS, current as current_tls
 
 from .frames import HEADER, parse_header
 
@@ -23,10 +27,35 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def dial(address: str, default_port: int, timeout_s: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open a connection to a server address within `timeout_s` (OSError or TimeoutError)."""
+async def dial(address: str, default_port: int, timeout_s: float, *,
+               datacenter: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection to a server address within `timeout_s` (OSError or TimeoutError).
+
+    With internal_rpc's verify_outgoing (appliance/tls/context.py) the connection is TLS: the
+    byte RPC_TLS, then the handshake, presenting this agent's certificate and checking the
+    server's against the CA and, with verify_server_hostname, its name `server.<datacenter>.<domain>`
+    (this agent's datacenter unless `datacenter` names another). A failed check is an
+    ssl.SSLError, an OSError: the caller treats it as a server it could not reach.
+    """
     host, port = split_address(address, default_port)
-    return await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT), timeout_s)
+    tls = current_tls()
+    context = tls.rpc_client
+    if context is None:
+        return await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT), timeout_s)
+    server_name = tls.server_name(datacenter) if context.check_hostname else None
+    return await asyncio.wait_for(_dial_tls(host, port, context, server_name), timeout_s)
+
+
+async def _dial_tls(host: str, port: int, context: ssl.SSLContext,
+                    server_name: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(host, port, limit=STREAM_LIMIT)
+    try:
+        writer.write(bytes([RPC_TLS]))
+        await writer.start_tls(context, server_hostname=server_name)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
 
 
 async def read_frame(reader: asyncio.StreamReader) -> bytes:

@@ -18,6 +18,13 @@ A kind whose handler is not registered (FOLLOW on a server without a feed) goes 
 which drops it. Garbage never ends the process: a header that cannot be followed closes the
 connection, a body that does not decode (or that `on_frame` rejects with FrameError, ValueError,
 TypeError or KeyError) is dropped; each counts one in `garbage_frames`.
+
+TLS (docs/tls.md): with a certificate for internal_rpc the listener accepts through
+appliance/tls/accept.py. A connection whose first byte is RPC_TLS (3, Consul's RPCTLS) is TLS
+from the next byte on, with the frames above inside; one whose first byte is the frame version
+(1) is plain and refused when verify_incoming is set. With verify_server_hostname, a connection
+whose first frame makes it a message connection (server to server) must present a certificate
+for `server.<dc>.<domain>`, so a client agent's certificate cannot act as a server.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from appliance.tls.accept import Acceptor, Choice
+from appliance.tls.context import RPC_TLS, current as current_tls, peer_dns_names
 
 from .connection import STREAM_LIMIT
 from .frames import HEADER, BadHeader, FrameError, Kind, decode_body, parse_header
@@ -51,6 +61,7 @@ class RpcListener:
         self.handlers: dict[int, ConnectionHandler] = {}
         self.garbage_frames = 0
         self._server: asyncio.base_events.Server | None = None
+        self._acceptor: Acceptor | None = None  # with TLS (appliance/tls/accept.py)
 
     def serve_connections(self, kind: Kind, handler: ConnectionHandler | None) -> None:
         """Hand connections whose first frame is `kind` to `handler` (None: stop doing so)."""
@@ -60,12 +71,45 @@ class RpcListener:
             self.handlers[int(kind)] = handler
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.bind, self.port, limit=STREAM_LIMIT)
+        if current_tls().rpc_server is None:
+            self._server = await asyncio.start_server(self._serve, self.bind, self.port, limit=STREAM_LIMIT)
+            return
+        self._acceptor = Acceptor(host=self.bind, port=self.port, protocol_factory=self._protocol,
+                                  choose=self._choose, name="rpc")
+        await self._acceptor.start()
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=STREAM_LIMIT), self._serve)
+
+    def _choose(self, first: bytes) -> Choice:
+        """TLS after the RPC_TLS byte with the current certificate; plain frames unless
+        verify_incoming requires TLS (then the connection is closed)."""
+        tls = current_tls()
+        if first[0] == RPC_TLS and tls.rpc_server is not None:
+            return Choice(tls=tls.rpc_server, consume=1)
+        if tls.rpc_require_tls:
+            log.warning("Non-TLS connection attempted with verify_incoming set")
+            return Choice(close=True)
+        return Choice()
 
     def close(self) -> None:
         """Stop accepting; connections already handed over are their handlers' to close."""
         if self._server is not None:
             self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.close()
+
+    def _not_a_server(self, writer: asyncio.StreamWriter) -> bool:
+        """With verify_server_hostname (and verify_incoming), a peer sending server-to-server
+        frames must present a certificate for `server.<dc>.<domain>`: a client's cannot."""
+        tls = current_tls()
+        if not tls.rpc_check_servers or writer.get_extra_info("sslcontext") is None:
+            return False
+        if tls.server_name() in peer_dns_names(writer.get_extra_info("peercert")):
+            return False
+        log.warning("refusing server RPC from %s: its certificate is not one for %s",
+                    writer.get_extra_info("peername"), tls.server_name())
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = True
@@ -88,6 +132,9 @@ class RpcListener:
                         handler = self.handlers.get(body[0])
                         if handler is not None:  # the connection is the handler's from here on
                             await handler.serve(reader, writer, body)
+                            return
+                        if self._not_a_server(writer):
+                            self.garbage_frames += 1
                             return
                     self.on_frame(body)
                 except (FrameError, ValueError, TypeError, KeyError):
