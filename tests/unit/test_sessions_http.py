@@ -89,6 +89,7 @@ def test_defaults_are_consuls():
     ({"LockDelay": "0s"}, 0),
     ({"LockDelay": 0}, 0),
     ({"LockDelay": None}, 15_000_000_000),  # null keeps the default
+    ({"LockDelay": 10**30}, (1 << 63) - 1),  # Go's Duration at most
 ])
 def test_lock_delay_decoding(body, delay_ns):
     async def scenario(api, leader, clock):
@@ -146,6 +147,9 @@ def test_node_and_list_and_blocking_info():
     ("PUT", "/v1/session/create", {"NodeChecks": ["nope"]}, 500, "Missing check 'nope' registration"),
     ("PUT", "/v1/session/create", {"Node": "ghost"}, 500, "Missing node registration"),
     ("PUT", "/v1/session/create", {"Bogus": 1}, 400, 'Request decode failed: json: unknown field "Bogus"'),
+    ("PUT", "/v1/session/create", {"LockDelay": {}}, 400, "Request decode failed: json: cannot unmarshal object "
+     "into Go struct field Session.LockDelay of type time.Duration"),
+    ("PUT", "/v1/session/create", {"LockDelay": "soon"}, 400, 'Request decode failed: time: invalid duration "soon"'),
     ("PUT", "/v1/session/create", b"{", 400, None),
     ("PUT", "/v1/session/renew/nope", b"", 404, "Session id 'nope' not found"),
     ("PUT", "/v1/session/renew/", b"", 400, "Missing session"),

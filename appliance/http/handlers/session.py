@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from appliance.api.gojson import _fold
+from appliance.api.gojson import _fold, json_kind
 from appliance.api.structs import SESSION_REQUEST
 from appliance.config.durations import DurationError, format_duration_ns, parse_duration_ns
 from appliance.http.context import HTTPContext
@@ -36,6 +36,7 @@ from appliance.state.fsm import CommandError
 DEFAULT_LOCK_DELAY_NS = 15 * 1_000_000_000
 LOCK_DELAY_MIN_THRESHOLD = 1000  # below this many nanoseconds, a LockDelay counts in seconds
 SESSION_TTL_MAX_NS = 24 * 3600 * 1_000_000_000
+MAX_DURATION_NS = (1 << 63) - 1  # Go's time.Duration
 SESSION_TTL_MIN_S = 10.0  # session_ttl_min's default
 SERF_CHECK = "serfHealth"
 RENEW = "session_renew"  # the leader operation (appliance/sessions/leader.py)
@@ -44,7 +45,7 @@ RENEW = "session_renew"  # the leader operation (appliance/sessions/leader.py)
 def lock_delay_ns(value: Any) -> int:
     """Session.UnmarshalJSON's LockDelay: a Go duration or nanoseconds; below 1000, seconds."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise HTTPError(400, f"Request decode failed: json: cannot unmarshal {type(value).__name__} into Go struct "
+        raise HTTPError(400, f"Request decode failed: json: cannot unmarshal {json_kind(value)} into Go struct "
                              "field Session.LockDelay of type time.Duration")
     if isinstance(value, str):
         try:
@@ -55,7 +56,7 @@ def lock_delay_ns(value: Any) -> int:
         ns = int(value)
     if ns < LOCK_DELAY_MIN_THRESHOLD:
         ns *= 1_000_000_000
-    return max(ns, 0)
+    return min(max(ns, 0), MAX_DURATION_NS)  # at most 60 s is applied (appliance/state/sessions.py)
 
 
 def fixup_checks(sess: dict[str, Any]) -> None:
