@@ -8,6 +8,13 @@ then ``127.0.0.1:8500``. An address is ``host:port``, ``http://host:port`` or
 ``CONSUL_HTTP_TOKEN_FILE`` and is sent as ``X-Consul-Token``. ``-datacenter`` and ``-stale``
 are added to catalog and KV requests (``dc=``, ``stale=``).
 
+HTTPS (docs/tls.md): ``-ca-file``/``CONSUL_CACERT`` and ``-ca-path``/``CONSUL_CAPATH`` name the
+CAs that verify the agent's certificate (default: the system's), ``-client-cert``/
+``CONSUL_CLIENT_CERT`` and ``-client-key``/``CONSUL_CLIENT_KEY`` the certificate presented when
+the agent has ``tls.https.verify_incoming``, ``-tls-server-name``/``CONSUL_TLS_SERVER_NAME`` the
+name sent (SNI) and checked instead of the address's host; ``CONSUL_HTTP_SSL_VERIFY=false``
+skips verification. Each ``CONSUL_`` variable has a ``CAIRN_`` spelling that wins.
+
 Failures are the two errors Consul's tools print, so scripts that grep them keep working:
 ``Error connecting to Consul agent: <reason>`` when nothing answers, and
 ``Unexpected response code: <code> (<body>)`` for an HTTP error status.
@@ -16,6 +23,7 @@ Failures are the two errors Consul's tools print, so scripts that grep them keep
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import ipaddress
 import os
@@ -40,6 +48,25 @@ TOKEN_ENV = ("CAIRN_HTTP_TOKEN", "CONSUL_HTTP_TOKEN")
 TOKEN_FILE_ENV = ("CAIRN_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE")
 SSL_ENV = ("CAIRN_HTTP_SSL", "CONSUL_HTTP_SSL")
 SSL_VERIFY_ENV = ("CAIRN_HTTP_SSL_VERIFY", "CONSUL_HTTP_SSL_VERIFY")
+# HTTPConfig field -> (flag dest, environment variables)
+TLS_SOURCES = {
+    "ca_file": ("ca_file", ("CAIRN_CACERT", "CONSUL_CACERT")),
+    "ca_path": ("ca_path", ("CAIRN_CAPATH", "CONSUL_CAPATH")),
+    "client_cert": ("client_cert", ("CAIRN_CLIENT_CERT", "CONSUL_CLIENT_CERT")),
+    "client_key": ("client_key", ("CAIRN_CLIENT_KEY", "CONSUL_CLIENT_KEY")),
+    "tls_server_name": ("tls_server_name", ("CAIRN_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME")),
+}
+TLS_FLAGS = (
+    ("ca-file", "Path to a CA file to use for TLS when communicating with the agent. Also CONSUL_CACERT."),
+    ("ca-path", "Path to a directory of CA certificates to use for TLS when communicating with the agent. "
+                "Also CONSUL_CAPATH."),
+    ("client-cert", "Path to a client cert file to use for TLS when verify_incoming is enabled. "
+                    "Also CONSUL_CLIENT_CERT."),
+    ("client-key", "Path to a client key file to use for TLS when verify_incoming is enabled. "
+                   "Also CONSUL_CLIENT_KEY."),
+    ("tls-server-name", "The server name to use as the SNI host when connecting via TLS. "
+                        "Also CONSUL_TLS_SERVER_NAME."),
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +90,11 @@ class HTTPConfig:
     datacenter: str = ""
     stale: bool = False
     verify_tls: bool = True
+    ca_file: str = ""
+    ca_path: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    tls_server_name: str = ""
 
 
 # ------------------------------------------------------------------------------------------
@@ -85,6 +117,9 @@ def add_http_flags(parser: CliParser, *, server: bool = True) -> None:
         "-token-file", "--token-file", dest="token_file", default=None, metavar="<value>",
         help="File holding the ACL token. Also CAIRN_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN_FILE.",
     )  # fmt: skip
+    for name, text in TLS_FLAGS:
+        group.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), default=None, metavar="<value>",
+                           help=text)
     if server:
         group.add_argument(
             "-datacenter", "--datacenter", dest="datacenter", default="", metavar="<value>",
@@ -167,6 +202,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         datacenter=getattr(args, "datacenter", "") or "",
         stale=bool(getattr(args, "stale", False)),
         verify_tls=_env_bool(env, SSL_VERIFY_ENV, True),
+        **{key: getattr(args, dest, None) or _first_env(env, names) for key, (dest, names) in TLS_SOURCES.items()},
     )
 
 
@@ -198,6 +234,8 @@ def _reason(exc: BaseException) -> str:
             return exc
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "i/o timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):  # Go: "tls: failed to verify certificate: x509: ..."
+        return f"tls: failed to verify certificate: {exc.verify_message or exc.reason}"
     if isinstance(exc, ssl.SSLError):
         return f"tls: {exc.reason or exc}"
     if isinstance(exc, http.client.RemoteDisconnected):
@@ -209,6 +247,44 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def tls_context(config: HTTPConfig) -> ssl.SSLContext:
+    """The client side of HTTPS: the CAs, the client certificate, verification on or off."""
+    try:
+        ctx = ssl.create_default_context(cafile=config.ca_file or None, capath=config.ca_path or None)
+        if config.client_cert or config.client_key:
+            ctx.load_cert_chain(config.client_cert, config.client_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"Error loading TLS files: {exc.strerror or exc}") from None
+    if not config.verify_tls:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS that sends and checks `server_name` (-tls-server-name) instead of the URL's host."""
+
+    def __init__(self, *args: Any, server_name: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        if not self.server_name:
+            return super().connect()
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.server_name)  # type: ignore[attr-defined]
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext, server_name: str) -> None:
+        super().__init__(context=context)
+        self.server_name = server_name
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_NamedHTTPSConnection, server_name=self.server_name),
+                            req, context=self._context)  # type: ignore[attr-defined]
+
+
 class HTTPClient:
     """One agent's HTTP API; each call is one request."""
 
@@ -218,11 +294,8 @@ class HTTPClient:
         handlers: list[urllib.request.BaseHandler] = []
         if _is_loopback(host):
             handlers.append(urllib.request.ProxyHandler({}))
-        if config.base_url.startswith("https://") and not config.verify_tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            handlers.append(urllib.request.HTTPSHandler(context=ctx))
+        if config.base_url.startswith("https://"):
+            handlers.append(_HTTPSHandler(tls_context(config), config.tls_server_name))
         self._opener = urllib.request.build_opener(*handlers)
 
     # -- building requests ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,35 @@ def test_outgoing_rpc_checks_the_server_name(tmp_path, pki):
         assert "Hostname mismatch" in asyncio.run(serve_with("client"))
     finally:
         context._current = before
+
+
+def test_cli_over_https_with_environment_and_flags(tmp_path, pki):
+    agent, port = https_agent(tmp_path, pki)
+    try:
+        def cli(*args: str, **env: str):
+            run_env = {**agent.env, "CONSUL_HTTP_ADDR": f"127.0.0.1:{port}", "CAIRN_HTTP_ADDR": "", **env}
+            return subprocess.run([sys.executable, "-m", "appliance", *args], env=run_env, capture_output=True,
+                                  text=True, timeout=30)
+
+        tls_env = {"CONSUL_HTTP_SSL": "true", "CONSUL_CACERT": str(pki["ca"]),
+                   "CONSUL_CLIENT_CERT": str(pki["client"]), "CONSUL_CLIENT_KEY": str(pki["client_key"])}
+        put = cli("kv", "put", "tls/cli", "v", **tls_env)
+        assert put.returncode == 0, put.stderr
+        assert cli("kv", "get", "tls/cli", **tls_env).stdout == "v\n"
+        # the flags instead of the environment, an https:// address instead of CONSUL_HTTP_SSL
+        flags = ["-http-addr", f"https://127.0.0.1:{port}", "-ca-file", str(pki["ca"]),
+                 "-client-cert", str(pki["client"]), "-client-key", str(pki["client_key"])]
+        assert cli("kv", "get", *flags, "tls/cli").stdout == "v\n"
+        assert cli("kv", "get", *flags, "-tls-server-name", "server.dc1.consul", "tls/cli").stdout == "v\n"
+        wrong = cli("kv", "get", *flags, "-tls-server-name", "server.dc2.consul", "tls/cli")
+        assert wrong.returncode == 1 and "tls: failed to verify certificate: Hostname mismatch" in wrong.stderr
+        # no client certificate: the agent refuses the connection
+        no_cert = cli("kv", "get", "tls/cli", CONSUL_HTTP_SSL="true", CONSUL_CACERT=str(pki["ca"]))
+        assert no_cert.returncode == 1 and "Error connecting to Consul agent" in no_cert.stderr
+        # the agent's certificate is not trusted without the CA, unless verification is off
+        untrusted = cli("kv", "get", "tls/cli", **{**tls_env, "CONSUL_CACERT": ""})
+        assert untrusted.returncode == 1 and "tls: failed to verify certificate: " in untrusted.stderr
+        skip = cli("kv", "get", "tls/cli", **{**tls_env, "CONSUL_CACERT": "", "CONSUL_HTTP_SSL_VERIFY": "false"})
+        assert skip.stdout == "v\n", skip.stderr
+    finally:
+        agent.stop()
