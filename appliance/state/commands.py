@@ -405,8 +405,13 @@ TXN_NODE_RECORD = Record("Node", {"ID": STRING, "Node": STRING, "Address": STRIN
                                   "TaggedAddresses": STRING_MAP, "Meta": STRING_MAP, "ModifyIndex": UINT64},
                          ("Node",))
 TXN_NODE = Record("TxnNodeOp", {"Verb": NAME, "Node": TXN_NODE_RECORD.spec()}, ("Verb", "Node"))
-TXN_SERVICE = Record("TxnServiceOp", {"Verb": NAME, "Node": STRING, "Service": JSON_MAP}, ("Verb", "Node", "Service"))
-TXN_CHECK = Record("TxnCheckOp", {"Verb": NAME, "Check": JSON_MAP}, ("Verb", "Check"))
+# a get or delete names only the ID (and ModifyIndex); a set or cas is checked whole when it applies
+TXN_SERVICE_RECORD = Record("TxnService", {**NODE_SERVICE.fields, "Service": STRING, "ModifyIndex": UINT64}, ("ID",))
+TXN_CHECK_RECORD = Record("TxnCheck", {**HEALTH_CHECK.fields, "CheckID": STRING, "ModifyIndex": UINT64},
+                          ("Node", "CheckID"))
+TXN_SERVICE = Record("TxnServiceOp", {"Verb": NAME, "Node": STRING, "Service": TXN_SERVICE_RECORD.spec()},
+                     ("Verb", "Node", "Service"))
+TXN_CHECK = Record("TxnCheckOp", {"Verb": NAME, "Check": TXN_CHECK_RECORD.spec()}, ("Verb", "Check"))
 TXN_OP = Record("TxnOp", {"KV": TXN_KV.spec(), "Node": TXN_NODE.spec(), "Service": TXN_SERVICE.spec(),
                           "Check": TXN_CHECK.spec()})
 

@@ -162,7 +162,6 @@ def test_an_archive_whose_meta_json_nests_too_deeply_is_an_archive_error() -> No
 # Validation gaps the FSM fuzzer found (fsm.apply's ApplyFailed outcome): the command passes
 # `validate`, its handler then fails and the FSM skips the entry on every replica. Not a crash (the
 # FSM declares that outcome), but the command should be refused before the log.
-@pytest.mark.xfail(strict=True, reason="txn Service/Check records are only checked as JSON maps")
 def test_a_txn_service_whose_id_is_a_list_is_refused_by_validation() -> None:
     with pytest.raises(InvalidCommand):
         validate({"Type": "txn", "Ops": [{"Service": {"Verb": "set", "Node": "n9",

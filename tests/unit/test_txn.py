@@ -270,6 +270,11 @@ def test_bad_input():
         assert answer.status == 400 and answer.body.decode().startswith("Failed to parse body: ")
         status, text = await txn(api, kv("set", "k", Value="not base64!"))
         assert status == 400 and text.startswith("Failed to parse body: failed to decode value")
+        status, text = await txn(api, {"Service": {"Verb": "get", "Node": "n1", "Service": {"ID": 5}}})
+        assert (status, text) == (400, "Failed to parse body: json: cannot unmarshal number into Go struct field "
+                                       "NodeService.ID of type string")
+        status, text = await txn(api, {"Check": {"Verb": "delete", "Check": {"Node": "n1", "ModifyIndex": -1}}})
+        assert status == 400 and "HealthCheck.ModifyIndex of type uint64" in text
         status, body = await txn(api, kv("frob", "k"), kv("set", "k"))
         assert status == 409 and body["Errors"] == [{"OpIndex": 0, "What": 'unknown KV verb "frob"'}]
         assert (dict(api.ctx.store.kv), api.ctx.store.last_index) == before  # nothing written, no log entry

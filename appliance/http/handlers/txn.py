@@ -18,6 +18,7 @@ import base64
 import binascii
 from typing import Any
 
+from appliance.api.gojson import json_kind
 from appliance.api.structs import TXN_OP
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import decode_body, decode_json, read_body
@@ -55,6 +56,21 @@ def _kv_op(raw: dict[str, Any], max_value: int) -> dict[str, Any]:
     return op
 
 
+class _Undecodable(HTTPError):
+    """A body Go's decoder would refuse: the whole request is a 400, not one operation's error."""
+
+
+def _field(record: dict[str, Any], name: str, kind: type, struct: str) -> Any:
+    """A field of a Service or Check taken as given (Go decodes them into typed structs)."""
+    value: Any = record.get(name, kind())
+    ok = type(value) is str if kind is str else type(value) is int and 0 <= int(value) < 2**64
+    if not ok:
+        go_type = "uint64" if kind is int else "string"
+        raise _Undecodable(400, f"Failed to parse body: json: cannot unmarshal {json_kind(value)} into Go struct "
+                             f"field {struct}.{name} of type {go_type}")
+    return value
+
+
 def _catalog_op(kind: str, raw: dict[str, Any], datacenter: str) -> dict[str, Any]:
     """A Node, Service or Check operation in the shapes the store keeps (appliance/state/txn.py)."""
     verb = raw.get("Verb", "")
@@ -71,21 +87,21 @@ def _catalog_op(kind: str, raw: dict[str, Any], datacenter: str) -> dict[str, An
         node, svc = raw.get("Node", ""), raw.get("Service") or {}
         if not isinstance(svc, dict):
             raise DefinitionError("Service must be an object")
+        index = _field(svc, "ModifyIndex", int, "NodeService")
         svc = {k: v for k, v in svc.items() if k not in ("CreateIndex", "ModifyIndex")}
-        index = (raw.get("Service") or {}).get("ModifyIndex", 0)
         if writes:
             out = _catalog_service(svc, node, datacenter)
         else:
-            out = {"ID": svc.get("ID") or svc.get("Service") or ""}
+            out = {"ID": _field(svc, "ID", str, "NodeService") or _field(svc, "Service", str, "NodeService")}
         return {"Verb": verb, "Node": node, "Service": {**out, "ModifyIndex": index}}
     check = raw.get("Check") or {}
     if not isinstance(check, dict):
         raise DefinitionError("Check must be an object")
-    node, index = check.get("Node", ""), check.get("ModifyIndex", 0)
+    node, index = _field(check, "Node", str, "HealthCheck"), _field(check, "ModifyIndex", int, "HealthCheck")
     if writes:
         out = _catalog_check(check, node)
     else:
-        out = {"Node": node, "CheckID": check.get("CheckID", "")}
+        out = {"Node": node, "CheckID": _field(check, "CheckID", str, "HealthCheck")}
     return {"Verb": verb, "Check": {**out, "ModifyIndex": index}}
 
 
@@ -123,6 +139,8 @@ def parse_ops(body: Any, ctx: HTTPContext) -> tuple[list[dict[str, Any]], list[d
             else:
                 try:
                     op = {kind: _catalog_op(kind, decoded[kind], ctx.config.datacenter)}
+                except _Undecodable:
+                    raise
                 except (DefinitionError, HTTPError) as err:
                     what = err.text if isinstance(err, HTTPError) else str(err)
         if what:
