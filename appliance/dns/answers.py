@@ -269,7 +269,7 @@ class Answerer:
             elif lookup.kind == "query":  # an execute response (appliance/dns/query_answers.py), None: no query
                 msg = Message(NXDOMAIN) if not found else self._service_answer(
                     req, lookup, query_answers.instances(found), rng, query_answers.datacenter(found, self.dc),
-                    ttl=query_answers.ttl(found, self.service_ttl(str(found.get("Service") or ""))))
+                    ttl=query_answers.ttl(found, self.service_ttl(str(found.get("Service") or ""))), ordered=True)
             else:
                 node = found.get("Node") if isinstance(found, dict) else None
                 msg = self._node_answer(req, node)
@@ -391,15 +391,17 @@ class Answerer:
         return msg
 
     def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,
-                        dc: str, ttl: int | None = None) -> Message:
+                        dc: str, ttl: int | None = None, ordered: bool = False) -> Message:
         """Records for the healthy instances of a service ("" dc: this datacenter); `ttl` None:
-        the service's TTL rule."""
+        the service's TTL rule; `ordered`: keep their order (a prepared query shuffled or sorted
+        them by `Near` already)."""
         msg = Message()
         if not instances:
             msg.rcode = NXDOMAIN
             return msg
-        rng.shuffle(instances)
-        msg.shuffled = len(instances) > 1
+        if not ordered:
+            rng.shuffle(instances)
+            msg.shuffled = len(instances) > 1
         ttl = self.service_ttl(lk.name) if ttl is None else ttl
         qtype = req.qtype
         owner = DNSLabel(req.labels)

@@ -62,3 +62,13 @@ def test_template_query_by_name(query_agent):
                              "Service": {"Service": "redis-${name.suffix}"}})
     assert short(query_agent, "redis-eu.query.consul") == ["10.30.0.9"]
     assert status(dig(query_agent, "redis-us.query.consul")) == "NXDOMAIN"
+
+
+def test_near_ip_puts_the_asking_node_first(query_agent):
+    register(query_agent, "here", "127.0.0.1", "api", 9000)
+    for i in range(4):
+        register(query_agent, f"api-{i}", f"10.40.0.{i + 1}", "api", 9000)
+    post_query(query_agent, {"Name": "api-near", "Service": {"Service": "api", "Near": "_ip"}})
+    for _ in range(5):  # dig asks from 127.0.0.1: the node with that address comes first, every time
+        first = [line for line in dig(query_agent, "api-near.query.consul", "+short").splitlines() if line][0]
+        assert first == "127.0.0.1"
