@@ -5,7 +5,7 @@ default port). `read_frame` reads one header and its body and returns the body's
 caller decodes it with `frames.decode_body`, so a body that does not decode costs that frame
 only, while `BadHeader` (unknown version, over the size limit) means the stream cannot be
 followed and the caller closes the connection. `dial` speaks TLS when internal_rpc's
-verify_outgoing is set (docs/internals/rpc.md, "TLS").
+verify_outgoing is set (docs/tls.md).
 """
 
 from __future__ import annotations
