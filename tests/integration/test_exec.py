@@ -68,3 +68,33 @@ def test_exec_usage_errors(agent_factory):
     assert proc.returncode == 1 and "Must specify a command to execute" in proc.stderr
     proc = agent.cli("exec", "-tag", "x", "true")
     assert proc.returncode == 1 and "Cannot provide tag filter without service filter." in proc.stderr
+
+
+def test_exec_across_a_cluster_runs_only_where_enabled(tmp_path):
+    """A server (remote exec off, the default) and a client agent (on), joined over the LAN pool:
+    the event reaches both, only the client runs the job, through its server for every write."""
+    from tests.integration.test_wan import Agent
+
+    server, client = Agent(tmp_path, "rx-server", "dc1"), Agent(tmp_path, "rx-client", "dc1")
+    try:
+        server.start("-server", "-bootstrap")
+        server.wait_http()
+        client.start("-retry-join", f"127.0.0.1:{server.serf_lan}", "-retry-interval", "1s",
+                     "-hcl", "disable_remote_exec = false")
+        client.wait_http()
+        wait_until(lambda: len(server.get_json("/v1/agent/members")) == 2, timeout=30, what="both agents joined")
+        wait_until(lambda: "rx-client" in [n["Node"] for n in server.get_json("/v1/catalog/nodes")], timeout=30,
+                   what="the client in the catalog")
+        proc = server.cli("exec", "-wait", "1500ms", "hostname >/dev/null && echo ran-here")
+        assert proc.returncode == 0, (proc.stdout, proc.stderr, client.log())
+        lines = proc.stdout.splitlines()
+        assert "    rx-client: ran-here" in lines and "==> rx-client: finished with exit code 0" in lines
+        assert not any("rx-server:" in line for line in lines)
+        assert lines[-1] == "1 / 1 node(s) completed / acknowledged"
+        wait_until(lambda: "ignoring remote exec event, disabled." in server.log(), timeout=5,
+                   what="the server refusing the job")
+        proc = client.cli("exec", "-wait", "1s", "-node", "^rx-server$", "echo no")  # only the server: nobody runs it
+        assert proc.returncode == 0 and proc.stdout.splitlines() == ["0 / 0 node(s) completed / acknowledged"]
+    finally:
+        client.stop()
+        server.stop()
