@@ -149,16 +149,18 @@ class Job:
         return (resp.json() if resp.status == 200 else []), new_index
 
     def events(self, entries: list[dict[str, Any]]) -> Iterator[str]:
-        """The lines to print for the keys not seen before (in key order)."""
-        for entry in sorted(entries, key=lambda e: e["Key"]):
+        """The lines to print for the keys not seen before: per node, its ack, its output chunks,
+        then its exit code (a reply may bring them all at once)."""
+        found = []
+        for entry in entries:
             key = entry["Key"]
             if key in self.seen or not key.startswith(self.base):
                 continue
             self.seen.add(key)
             m = _KEY.match(key[len(self.base):])
-            if m is None:
-                continue
-            node = m["node"]
+            if m is not None:
+                found.append((m["node"], 0 if m["ack"] else 2 if m["exit"] else 1, key, m, entry))
+        for node, _, _, m, entry in sorted(found, key=lambda f: f[:3]):
             value = base64.b64decode(entry["Value"]) if entry.get("Value") else b""
             if m["ack"]:
                 self.acks.add(node)
