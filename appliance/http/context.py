@@ -51,13 +51,15 @@ class HTTPContext:
     rng: random.Random = field(default_factory=random.Random)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("agent"))
     render_cache: RenderCache = field(default_factory=RenderCache)
+    acl: Any = None  # this agent's ACL state (appliance/http/authz.py), made on first use with acl.enabled
     loop_time: Callable[[], float] = time.monotonic  # the event loop's clock (monotonic)
     pretty: bool = field(init=False)  # -dev: JSON is indented unless asked otherwise
     response_headers: dict[str, str] = field(init=False)  # on every answer
 
     def __post_init__(self) -> None:
         self.pretty = self.config.pretty_json
-        self.response_headers = {"X-Consul-Default-ACL-Policy": "allow", **self.config.http_response_headers}
+        self.response_headers = {"X-Consul-Default-ACL-Policy": self.config.acl.default_policy,
+                                 **self.config.http_response_headers}
 
 
 def load_extensions(ctx: HTTPContext) -> list[Any]:

@@ -135,7 +135,7 @@ ROUTES: tuple[Route, ...] = (
     R("PUT", "/v1/session/create", session.create, "session:write", body_limit=J, summary="Create a session"),
     R("PUT", "/v1/session/destroy/", session.destroy, "session:write", summary="Destroy a session"),
     R("PUT", "/v1/session/renew/", session.renew, "session:write", summary="Renew a TTL session"),
-    R("GET", "/v1/session/info/", session.info, "session:read", blocking=True, summary="One session"),
+    R("GET", "/v1/session/info/", session.info, "filter:session", blocking=True, summary="One session"),
     R("GET", "/v1/session/node/", session.node, "filter:session", blocking=True, summary="A node's sessions"),
     R("GET", "/v1/session/list", session.session_list, "filter:session", blocking=True, summary="Every session"),
     R("PUT", "/v1/txn", txn.apply, "filter:key", body_limit="txn_max_req_len",

@@ -6,7 +6,9 @@ decodes differently, so cairn routes itself: the adapter hands every request val
 `respond`, whose `Router.dispatch` picks the exact path or the longest matching prefix, answers
 `OPTIONS` with the `Allow` list, a wrong method with 405, and an unknown `/v1/` path with Consul's
 404 text. A route of the catalog, health, KV, status or coordinate-node reads whose `?dc=` names
-another datacenter is carried there (remote_dc.forward) instead of run here. `respond` is the one
+another datacenter is carried there (remote_dc.forward) instead of run here. With ACLs on, the
+route's `acl` column is enforced here and nowhere else: the token is resolved and checked before
+the handler, a filtered route's answer filtered after it (appliance/http/authz.py). `respond` is the one
 dispatch: the aiohttp adapter, requests from other datacenters and the in-process tests call it.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from appliance.http.authz import admit, finish
 from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -96,6 +99,9 @@ class Router:
             dc = req.query.get("dc", "")
             if dc and dc.lower() != ctx.config.datacenter.lower():
                 return await forward(req, ctx, dc.lower())
+        if ctx.config.acl.enabled:  # the one place permissions are checked (appliance/http/authz.py)
+            await admit(route, req, ctx)
+            return finish(route, req, ctx, await route.handler(req, ctx))
         return await route.handler(req, ctx)
 
 

@@ -19,13 +19,10 @@ Pure functions over the store; no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.acl.builtin import ANONYMOUS_ID, ANONYMOUS_SECRET, BUILTIN_POLICIES, GLOBAL_MANAGEMENT_ID
 from appliance.state import watchkeys
-
-if TYPE_CHECKING:
-    from appliance.state.store import Store
 
 Record = dict[str, Any]
 OPS = ("init", "token_set", "token_delete", "tokens_delete", "policy_set", "policy_delete", "role_set", "role_delete",
@@ -233,8 +230,8 @@ def ensure_builtins(t: AclTables, index: int) -> bool:
     return changed
 
 
-def apply(s: Store, index: int, cmd: Record) -> Any:
-    """Apply one `acl` command (AclStoreError, nothing written, when the store refuses it)."""
+def apply(s: Any, index: int, cmd: Record) -> Any:
+    """Apply one `acl` command to a Store (AclStoreError, nothing written, when the store refuses it)."""
     t: AclTables = s.acl
     op = cmd["Op"]
     obj = cmd.get("Object") or {}

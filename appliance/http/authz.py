@@ -1,0 +1,225 @@
+"""ACL enforcement for the route table: who a request is, and whether its route lets it through.
+
+How it works
+------------
+With `acl.enabled`, `Router.dispatch` calls `admit(route, req, ctx)` before the handler and
+`finish(route, req, ctx, answer)` after it; nothing else in the HTTP layer checks permissions.
+
+The request's secret is the first of `X-Consul-Token`, `Authorization: Bearer`, `?token=`
+(Request.token), the agent's `default` token, `anonymous`. It resolves through the store's ACL
+tables (appliance/acl/resolve.py: cached per secret until the tables change or the token expires);
+the agent's `agent_recovery` secret resolves locally (agent write on this node, node read), even
+without servers. An unknown or expired secret is `403 ACL not found`.
+
+The route's `acl` column says what is needed (appliance/http/routes.py). `<resource>:<level>`:
+the segment and any further permission come from appliance/http/authz_routes.py (the key of a KV
+route, the service a registration names, the node a session is bound to ...); a missing one is
+Consul's 403 naming the accessor and the permission. `filter:<resources>`: the handler answers
+in full and `finish` drops what the token may not read (authz_routes.FILTERS knows each answer's
+shape), setting `X-Consul-Results-Filtered-By-ACLs: true` when something went and the request
+named a token. A blocking query is re-checked when it wakes: a token deleted or expired while it
+waited gets its 403, not the answer. `none`: anyone.
+
+The agent's own tokens (`acl.tokens.*`, and those set by `PUT /v1/agent/token/<type>`, kept in
+`<data_dir>/acl-tokens.json` with `enable_token_persistence`) live in `AgentTokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from appliance.acl.authorizer import Authorizer
+from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied_text
+from appliance.acl.policy import Rules
+from appliance.acl.resolve import ACLNotFound, Identity, Resolver
+from appliance.http.errors import HTTPError
+from appliance.http.values import Answer
+
+if TYPE_CHECKING:
+    from appliance.http.context import HTTPContext
+    from appliance.http.routes import Route
+    from appliance.http.values import Request
+
+log = logging.getLogger("agent.acl")
+IDENTITY = "acl.identity"  # the request's scratch key
+FILTERED = "X-Consul-Results-Filtered-By-ACLs"
+TOKENS_FILE = "acl-tokens.json"
+TOKEN_TYPES = {"default": "default", "acl_token": "default", "agent": "agent", "acl_agent_token": "agent",
+               "agent_recovery": "agent_recovery", "agent_master": "agent_recovery",
+               "acl_agent_master_token": "agent_recovery", "replication": "replication",
+               "acl_replication_token": "replication", "dns": "dns",
+               "config_file_service_registration": "config_file_service_registration"}
+
+
+class AgentTokens:
+    """The agent's tokens: config values, overridden by those set over the API (persisted if asked)."""
+
+    def __init__(self, configured: dict[str, str], data_dir: str, persist: bool) -> None:
+        self.values = dict(configured)
+        self.path = os.path.join(data_dir, TOKENS_FILE) if data_dir and persist else ""
+        if self.path and os.path.exists(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    saved = json.load(f)
+                self.values.update({k: v for k, v in saved.items() if isinstance(v, str) and v})
+            except (OSError, ValueError) as err:
+                log.warning("failed to load persisted ACL tokens: path=%s error=%s", self.path, err)
+
+    def get(self, kind: str) -> str:
+        return self.values.get(kind, "")
+
+    def set(self, kind: str, secret: str) -> None:
+        if secret:
+            self.values[kind] = secret
+        else:
+            self.values.pop(kind, None)
+        if self.path:
+            saved = {k: v for k, v in self.values.items() if k != "initial_management"}
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(saved, f)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+
+
+class AclAgent:
+    """One agent's ACL state: the resolver and its cache, the agent's tokens, start-up of the tables."""
+
+    def __init__(self, ctx: HTTPContext) -> None:
+        cfg = ctx.config
+        self.ctx = ctx
+        self.default_allow = cfg.acl.default_policy == "allow"
+        self.resolver = Resolver(cfg.datacenter, self.default_allow)
+        self.tokens = AgentTokens(cfg.acl.tokens, cfg.data_dir, cfg.acl.enable_token_persistence)
+        self.initialized = False
+        node = cfg.node_name
+        recovery = Rules(exact={"agent": {node: "write"}}, prefix={"node": {"": "read"}})
+        self.recovery = Identity("agent-recovery", None, Authorizer(recovery, False))
+
+    async def ensure_tables(self) -> None:
+        """The built-in policies, the anonymous token and the initial management token (servers)."""
+        if self.initialized or self.ctx.raft is None:
+            return
+        initial = self.tokens.get("initial_management")
+        acl = self.ctx.store.acl
+        if acl.policies and (not initial or acl.token_by_secret(initial) is not None):
+            self.initialized = True
+            return
+        cmd: dict[str, Any] = {"Type": "acl", "Op": "init"}
+        if initial:
+            cmd["Object"] = {"AccessorID": str(uuid.uuid4()), "SecretID": initial,
+                             "Description": "Initial Management Token", "Local": False,
+                             "Policies": [{"ID": GLOBAL_MANAGEMENT_ID}], "CreateTime": now_rfc3339()}
+        try:
+            await self.ctx.consensus.propose(cmd)
+            self.initialized = True
+        except Exception as err:  # noqa: BLE001 - no leader yet: the next request tries again
+            log.debug("ACL tables not initialised yet: %s", err)
+
+    def secret(self, req: Request) -> tuple[str, bool]:
+        """The secret a request acts with, and whether it named one."""
+        token = req.token
+        if token:
+            return token, True
+        return self.tokens.get("default") or ANONYMOUS_SECRET, False
+
+    def resolve_secret(self, secret: str) -> Identity:
+        recovery = self.tokens.get("agent_recovery")
+        if recovery and secret == recovery:
+            return self.recovery
+        store = self.ctx.store
+        try:
+            return self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret, time.time())
+        except ACLNotFound as err:
+            raise HTTPError(403, str(err)) from None
+
+    async def identity(self, req: Request) -> Identity:
+        found: Identity | None = req.get(IDENTITY)
+        if found is not None:
+            return found
+        if not self.initialized:
+            await self.ensure_tables()
+        secret, named = self.secret(req)
+        ident = self.resolve_secret(secret)
+        if not named:
+            ident = Identity(ident.accessor, ident.token, ident.authz, anonymous_default=True)
+        req[IDENTITY] = ident
+        return ident
+
+
+def now_rfc3339(at: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def acl_agent(ctx: HTTPContext) -> AclAgent:
+    """The context's ACL state, made on first use."""
+    agent: AclAgent | None = ctx.acl
+    if agent is None:
+        agent = ctx.acl = AclAgent(ctx)
+    return agent
+
+
+def require(ident: Identity, resource: str, level: str, segment: str | None) -> None:
+    """403 with Consul's text unless the identity may `level` `resource` (on `segment`)."""
+    if not ident.authz.allowed(resource, segment or "", level):
+        raise deny(ident, resource, level, segment)
+
+
+def deny(ident: Identity, resource: str, level: str, segment: str | None) -> HTTPError:
+    return HTTPError(403, denied_text(ident.accessor, f"{resource}:{level}", segment))
+
+
+async def request_identity(req: Request, ctx: HTTPContext) -> Identity | None:
+    """The request's identity, or None when ACLs are off (handlers that check on their own)."""
+    if not ctx.config.acl.enabled:
+        return None
+    return await acl_agent(ctx).identity(req)
+
+
+async def admit(route: Route, req: Request, ctx: HTTPContext) -> None:
+    """Before the handler: resolve the token and check a `<resource>:<level>` route."""
+    from appliance.http.authz_routes import SEGMENTS, requirements
+
+    acl = route.acl
+    if acl == "none":
+        return
+    ident = await acl_agent(ctx).identity(req)
+    if acl.startswith("filter:") and (route.method, route.path) not in SEGMENTS:
+        return
+    for resource, level, segment in requirements(route, req, ctx):
+        if resource == "key_prefix":
+            if not ident.authz.key_write_prefix(segment or ""):
+                raise deny(ident, "key", "write", segment)
+        else:
+            require(ident, resource, level, segment)
+
+
+def finish(route: Route, req: Request, ctx: HTTPContext, answer: Answer) -> Answer:
+    """After the handler: re-check a blocking query's token, filter a `filter:` route's answer."""
+    from appliance.http.authz_routes import FILTERS, NOT_FOUND
+
+    ident: Identity | None = req.get(IDENTITY)
+    if ident is None:
+        return answer
+    authz = ident.authz
+    if route.blocking and ident.token is not None:  # 403 if the token went while the query waited
+        authz = acl_agent(ctx).resolve_secret(ident.token["SecretID"]).authz
+    keep = FILTERS.get(route.path)
+    if keep is None or answer.status != 200 or not answer.has_json:
+        return answer
+    value, removed = keep(answer.json, authz, req, ctx)
+    if value is NOT_FOUND:  # a listing with nothing readable left looks like an empty prefix
+        return Answer(404, answer.headers, b"")
+    if value is not answer.json:
+        answer.json = value
+        answer.entry = None  # not the cached rendering any more
+    if removed and not ident.anonymous_default:
+        answer.headers[FILTERED] = "true"
+    return answer
