@@ -5,11 +5,16 @@ How it works
 `apply` runs the operations in order against the store, each seeing the effects of the ones
 before it (reference/coordination.md §3). An operation that fails records `{"OpIndex", "What"}`
 with Consul's text and the others still run, so every failing operation is reported; if any
-failed, the store is put back as it was before the first one (the tables are saved first: a
-shallow copy, O(size of the store), paid only by transactions that write) and the result is
+failed, the store is put back as it was before the first one and the result is
 `{"Results": None, "Errors": [...]}`. Otherwise `{"Results": [...], "Errors": None}`: a write's
 result is its entry without the value, a `get` the full entry, `get-tree` one result per entry,
 deletes and `check-not-exists` none.
+
+What is saved to put the store back: for KV operations only, the entries, tombstones and watch
+indexes of the keys they name (and of the keys under a delete-tree's prefix) and the held-key sets
+of the sessions involved, so a transaction costs what its keys cost; with a node, service or
+check operation, which may cascade (services, checks, sessions, their keys), a shallow copy of
+the tables, O(size of the store).
 
 `read` runs a transaction of reads only (no write verb) against the store without the log.
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from appliance.state import kv
+from appliance.state import kv, watchkeys
 from appliance.state.commands import HEALTH_CHECK, NODE_SERVICE, CommandError
 from appliance.state.sessions import SessionError
 from appliance.state.store import Record, Store, _k
@@ -65,14 +70,66 @@ def _save(s: Store) -> dict[str, Any]:
     return saved
 
 
+def _save_kv(s: Store, ops: list[dict[str, Any]]) -> Callable[[], None]:
+    """For a transaction of KV operations only: save what it can change (its keys, the keys under
+    its delete-tree prefixes, their holders) and return what puts it back. O(the keys touched)."""
+    keys: set[str] = set()
+    holders: set[str] = set()
+    for op in ops:
+        body = op["KV"]
+        keys.add(body["Key"])
+        if body["Verb"] == "delete-tree":
+            keys.update(s.kv_prefix_keys(body["Key"]))
+        if body.get("Session"):
+            holders.add(body["Session"])
+    entries = {k: (s.kv.get(k), s.tombstones.get(k), s.lock_released.get(k), s.watch_index.get(watchkeys.kv(k)))
+               for k in keys}
+    holders.update(rec["Session"] for rec, _, _, _ in entries.values() if rec is not None and rec.get("Session"))
+    held = {sid: set(s.session_keys[sid]) if sid in s.session_keys else None for sid in holders}
+    tables = {k: s.watch_index.get(k) for k in (watchkeys.KVS, watchkeys.TOMBSTONES)}
+    touched = set(s._touched)
+
+    def put_back() -> None:
+        for key, (rec, tomb, released, watched) in entries.items():
+            _restore(s.kv, key, rec)
+            _restore(s.tombstones, key, tomb)
+            _restore(s.lock_released, key, released)
+            _restore(s.watch_index, watchkeys.kv(key), watched)
+            if rec is None:
+                s.kv_remove_key(key)
+            else:
+                s.kv_insert_key(key)
+        for sid, keys_held in held.items():
+            _restore(s.session_keys, sid, keys_held)
+        for name, value in tables.items():
+            _restore(s.watch_index, name, value)
+        s._touched = touched
+
+    return put_back
+
+
+def _restore(table: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
 def apply(catalog: Catalog, s: Store, index: int, ops: list[dict[str, Any]],
           checked: int | None = None) -> dict[str, Any]:
     """`checked`: the applied index at which the leader checked lock-delays (kv.lock)."""
-    saved = _save(s)
+    if all("KV" in op for op in ops):
+        put_back = _save_kv(s, ops)
+    else:
+        saved = _save(s)
+
+        def put_back() -> None:
+            for name, value in saved.items():
+                setattr(s, name, value)
+
     results, errors = _run(catalog, s, index, ops, checked)
     if errors:
-        for name, value in saved.items():
-            setattr(s, name, value)
+        put_back()
         return {"Results": None, "Errors": errors}
     return {"Results": results, "Errors": None}
 

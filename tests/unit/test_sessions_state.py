@@ -4,9 +4,11 @@ at increasing indexes as the log does."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from appliance.state.fsm import FSM, CommandError
 from appliance.state.snapshot import restore, snapshot
@@ -263,3 +265,29 @@ def test_a_lock_checked_before_the_invalidation_applied_is_refused(log: Log):
     assert log.store.kv_get("k").get("Session") is None
     assert log.apply({**lock, "Checked": log.index}) is True  # checked after the invalidation applied
     assert log.store.lock_released == {}
+
+
+KV_OPS = st.lists(st.tuples(
+    st.sampled_from(["set", "cas", "lock", "unlock", "delete", "delete-tree", "delete-cas", "get-tree",
+                     "check-not-exists"]),
+    st.sampled_from(["a", "a/b", "a/c", "b", "", "new"]),
+    st.sampled_from(["s1", "s2"]),
+    st.integers(0, 12)), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=KV_OPS)
+def test_a_failed_kv_transaction_leaves_the_store_exactly_as_it_was(ops):
+    log = Log()
+    log.apply(register())
+    log.apply(session("s1", node_checks=[]))
+    log.apply(session("s2", node_checks=[], delay_ns=0))
+    log.put("a", b"1"), log.put("a/b", b"2"), log.lock("a/c", "s1"), log.lock("b", "s2")
+    log.apply({"Type": "kv_delete", "Key": "gone"})
+    log.put("gone", b"x"), log.apply({"Type": "kv_delete", "Key": "gone"})
+    before = {name: copy.deepcopy(getattr(log.store, name)) for name in (*TABLES, "kv_keys")}
+    txn_ops = [{"KV": {"Verb": verb, "Key": key, "Session": sid, "Index": idx, "Value": b"v"}}
+               for verb, key, sid, idx in ops]
+    result = log.txn(*txn_ops, {"KV": {"Verb": "get", "Key": "missing"}})
+    assert result["Results"] is None
+    assert {name: getattr(log.store, name) for name in (*TABLES, "kv_keys")} == before
