@@ -56,7 +56,7 @@ _DIR = tempfile.mkdtemp(prefix="cairn-fuzz-config-")
 
 
 def _load(data: bytes, suffix: str) -> None:
-    path = os.path.join(_DIR, "fuzz" + suffix)
+    path = os.path.join(_DIR, f"fuzz-{os.getpid()}{suffix}")  # the long run forks workers after import
     with open(path, "wb") as fh:
         fh.write(data)
     load_file(path, "", [])

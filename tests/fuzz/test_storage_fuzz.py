@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import shutil
 import struct
@@ -191,7 +192,7 @@ SNAP_META = {"index": 5, "term": 2, "configuration": CONF, "configuration_index"
 
 
 def _load(segment: bytes, snap: bytes | None = None) -> None:
-    directory = _TMP / "node"
+    directory = _TMP / f"node-{os.getpid()}"  # the long run forks workers after import
     shutil.rmtree(directory, ignore_errors=True)
     (directory / "wal").mkdir(parents=True)
     (directory / "wal" / f"{1:020d}-{1:016x}.wal").write_bytes(segment)
