@@ -36,6 +36,10 @@ from appliance.state import kv, queries, watchkeys
 from appliance.state.store import Record, Store, _k
 
 MAX_LOCK_DELAY_NS = 60 * 1_000_000_000
+KEEP_DELAYS = 256  # lock-delay entries kept before old ones are dropped
+# A lock checked before a release is appended right after its check, so it applies within a few
+# entries of it: a release this many entries old can no longer refuse one (kv.lock's Checked).
+RELEASED_HORIZON = 10_000
 BEHAVIORS = ("release", "delete")
 
 
@@ -127,9 +131,19 @@ def destroy(s: Store, index: int, sid: str, now: float | None) -> bool:
             s.lock_released[key] = index
             if now is not None:
                 s.lock_delays[key] = now + delay_s
+    _forget_old_delays(s, index, now)
     queries.session_ended(s, index, sid)  # a query bound to the session goes with it
     _unindex(s, rec)
     return True
+
+
+def _forget_old_delays(s: Store, index: int, now: float | None) -> None:
+    """Keep the lock-delay tables small: keys released long ago (by index: the same on every
+    replica) and lock-delays that ended are dropped once there are many."""
+    if len(s.lock_released) > KEEP_DELAYS:
+        s.lock_released = {k: r for k, r in s.lock_released.items() if r > index - RELEASED_HORIZON}
+    if now is not None and len(s.lock_delays) > KEEP_DELAYS:
+        expired_delays(s, now)
 
 
 def destroy_all(s: Store, index: int, ids: Iterable[str], now: float | None) -> None:

@@ -291,3 +291,20 @@ def test_a_failed_kv_transaction_leaves_the_store_exactly_as_it_was(ops):
     result = log.txn(*txn_ops, {"KV": {"Verb": "get", "Key": "missing"}})
     assert result["Results"] is None
     assert {name: getattr(log.store, name) for name in (*TABLES, "kv_keys")} == before
+
+
+def test_old_releases_and_ended_lock_delays_are_forgotten(log: Log):
+    from appliance.state import sessions as state_sessions
+
+    for i in range(state_sessions.KEEP_DELAYS + 1):
+        log.apply(session(f"s{i}", node_checks=[], behavior="delete"))
+        log.lock(f"c/{i}", f"s{i}")
+        log.apply({"Type": "session_destroy", "ID": f"s{i}"})
+    assert len(log.store.lock_released) == state_sessions.KEEP_DELAYS + 1  # all recent
+    log.index += state_sessions.RELEASED_HORIZON
+    log.now += 61
+    log.apply(session("last", node_checks=[]))
+    log.lock("c/last", "last")
+    log.apply({"Type": "session_destroy", "ID": "last"})
+    assert list(log.store.lock_released) == ["c/last"]
+    assert list(log.store.lock_delays) == ["c/last"]
