@@ -35,7 +35,7 @@ def node_info(cfg: RuntimeConfig) -> dict[str, Any]:
 
 def member_tags(cfg: RuntimeConfig) -> dict[str, str]:
     """Serf tags of this agent's member, Consul's: servers are `role=consul` with their RPC port."""
-    tags = {"acls": "0", "build": f"{CONSUL_COMPAT_VERSION}:{REVISION}", "dc": cfg.datacenter,
+    tags = {"acls": "1" if cfg.acl.enabled else "0", "build": f"{CONSUL_COMPAT_VERSION}:{REVISION}", "dc": cfg.datacenter,
             "id": cfg.node_id, "role": "consul" if cfg.server else "node", "segment": "",
             "vsn": "2", "vsn_max": "3", "vsn_min": "2"}
     if cfg.server:
@@ -46,6 +46,23 @@ def member_tags(cfg: RuntimeConfig) -> dict[str, str]:
         elif cfg.bootstrap_expect:
             tags["expect"] = str(cfg.bootstrap_expect)
     return tags
+
+
+def _tls_rows(cfg: RuntimeConfig) -> list[tuple[str, str]]:
+    """Consul's three TLS lines of the banner (appliance/config/tls.py)."""
+    https, grpc, rpc = cfg.tls.https, cfg.tls.grpc, cfg.tls.internal_rpc
+
+    def flag(value: bool) -> str:
+        return str(value).lower()
+
+    return [
+        ("HTTPS TLS", f"Verify Incoming: {flag(https.verify_incoming)}, Verify Outgoing: "
+                      f"{flag(https.verify_outgoing)}, Min Version: {https.tls_min_version}"),
+        ("gRPC TLS", f"Verify Incoming: {flag(grpc.verify_incoming)}, Min Version: {grpc.tls_min_version}"),
+        ("Internal RPC TLS", f"Verify Incoming: {flag(rpc.verify_incoming)}, Verify Outgoing: "
+                             f"{flag(rpc.verify_outgoing)} (Verify Hostname: {flag(rpc.verify_server_hostname)}), "
+                             f"Min Version: {rpc.tls_min_version}"),
+    ]
 
 
 def banner(cfg: RuntimeConfig) -> str:
@@ -61,8 +78,9 @@ def banner(cfg: RuntimeConfig) -> str:
         ("Cluster Addr", f"{cfg.advertise_addr or cfg.bind_addr} (LAN: {cfg.ports.serf_lan}, "
                          f"WAN: {cfg.ports.serf_wan})"),
         ("Gossip Encryption", str(bool(cfg.encrypt)).lower()),
-        ("ACL Enabled", "false"),
-        ("ACL Default Policy", "allow"),
+        ("ACL Enabled", str(cfg.acl.enabled).lower()),
+        ("ACL Default Policy", cfg.acl.default_policy),
+        *_tls_rows(cfg),
     ]
     width = max(len(k) for k, _ in rows)
     lines = ["==> Starting Cairn agent..."]

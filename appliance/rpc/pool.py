@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import ssl
 from collections.abc import Callable
 
 from .connection import dial
+
+log = logging.getLogger("agent.server.rpc")
 
 QUEUE_FRAMES = 1024
 DIAL_TIMEOUT_S = 2.0
@@ -39,6 +43,7 @@ class PeerLink:
         self.address = address
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(QUEUE_FRAMES)
         self.connected = False
+        self.tls_error = ""  # the last TLS failure logged for this peer
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"{pool.name}-{address}")
 
     def offer(self, data: bytes) -> bool:
@@ -48,6 +53,12 @@ class PeerLink:
         except asyncio.QueueFull:
             return False
 
+    def _tls_failed(self, err: ssl.SSLError) -> None:
+        reason = err.verify_message if isinstance(err, ssl.SSLCertVerificationError) else str(err.reason or err)
+        if reason != self.tls_error:
+            self.tls_error = reason
+            log.warning("TLS handshake with %s failed: %s", self.address, reason)
+
     async def _run(self) -> None:
         backoff = BACKOFF_MIN_S
         while True:
@@ -55,6 +66,7 @@ class PeerLink:
             try:
                 _, writer = await dial(self.address, self.pool.default_port, DIAL_TIMEOUT_S)
                 self.connected = True
+                self.tls_error = ""
                 backoff = BACKOFF_MIN_S
                 while True:
                     data = await self.queue.get()
@@ -62,6 +74,8 @@ class PeerLink:
                     while not self.queue.empty() and writer.transport.get_write_buffer_size() < WRITE_BUFFER_BYTES:
                         writer.write(self.queue.get_nowait())
                     await writer.drain()
+            except ssl.SSLError as err:  # TLS (docs/tls.md): say why, once per reason
+                self._tls_failed(err)
             except (OSError, TimeoutError, asyncio.IncompleteReadError):
                 pass
             finally:

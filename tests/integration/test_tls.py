@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,34 @@ def test_cli_over_https_with_environment_and_flags(tmp_path, pki):
         assert skip.stdout == "v\n", skip.stderr
     finally:
         agent.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_certificate_cannot_join_as_a_server(tmp_path, pki):
+    """A machine holding only a client certificate, started as a server, gets nothing: servers
+    refuse its server-to-server frames and it cannot pass their hostname check either."""
+    servers = [Server(tmp_path, f"s{i}", hcl=rpc_hcl(pki, "server")) for i in range(1, 4)]
+    rogue = Server(tmp_path, "rogue", hcl=rpc_hcl(pki, "client"))
+    join = [s.serf_addr for s in servers]
+    try:
+        for s in servers:
+            s.start(join)
+        wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
+        assert servers[0].put("tls/secret", "for-servers-only")
+        rogue.start(join)
+        wait_until(lambda: "refusing server RPC" in "".join(
+            (tmp_path / f"s{i}-1.log").read_text() for i in range(1, 4)), timeout=30, what="the rogue refused")
+        # and the servers that dial it see a certificate without their server name
+        wait_until(lambda: "Hostname mismatch" in "".join(
+            (tmp_path / f"s{i}-1.log").read_text() for i in range(1, 4)), timeout=30, what="the hostname check")
+        time.sleep(3)  # time enough for Raft to have replicated to it, were it accepted
+        assert rogue.leader() == ""
+        try:
+            got = rogue.get("tls/secret", "&stale")  # no leader, no data: the stale read finds nothing
+        except OSError:
+            got = None
+        assert got is None
+        assert servers[1].put("tls/after", "fine")
+    finally:
+        for s in [rogue, *servers]:
+            s.stop()
