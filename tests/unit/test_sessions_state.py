@@ -308,3 +308,25 @@ def test_old_releases_and_ended_lock_delays_are_forgotten(log: Log):
     log.apply({"Type": "session_destroy", "ID": "last"})
     assert list(log.store.lock_released) == ["c/last"]
     assert list(log.store.lock_delays) == ["c/last"]
+
+
+@pytest.mark.parametrize("status, survives", [("failed", False), ("left", False), ("alive", True)])
+def test_gossip_failure_and_leave_reach_sessions_through_the_leaders_reconciliation(status, survives):
+    # coordination.md §1.3: a node failing in gossip invalidates the sessions bound to serfHealth
+    # (the leader writes serfHealth critical); leaving deregisters the node, which ends them all
+    from appliance.gossip.serf import Member, MemberStatus
+    from appliance.reconcile import plan_member
+
+    log = Log()
+    member = Member("n2", "10.0.0.2", 8301, {"role": "node", "dc": "dc1"}, MemberStatus.ALIVE)
+    for cmd in plan_member(log.store, member, datacenter="dc1", self_name="s0", version="1.17.0"):
+        log.apply(cmd)
+    log.apply(session("bound", node="n2"))  # NodeChecks ["serfHealth"]
+    log.apply(session("ttl-only", node="n2", node_checks=[]))
+    log.lock("k", "bound")
+    member.status = {"failed": MemberStatus.FAILED, "left": MemberStatus.LEFT, "alive": MemberStatus.ALIVE}[status]
+    for cmd in plan_member(log.store, member, datacenter="dc1", self_name="s0", version="1.17.0"):
+        log.apply(cmd)
+    assert ("bound" in log.store.sessions) is survives
+    assert ("ttl-only" in log.store.sessions) is (status != "left")  # a serf flap never ends it
+    assert ("Session" in log.store.kv_get("k")) is survives
