@@ -114,7 +114,7 @@ class WanPool:
 
     def on_lan_event(self, event: SerfEvent | None, member: Member | None) -> None:
         """Consul's flood join: a server of this datacenter seen in the LAN pool joins the WAN."""
-        if member is None or member.status != MemberStatus.ALIVE or self.driver.serf is None:
+        if member is None or member.status != MemberStatus.ALIVE or self.driver.view() is None:
             return
         tags = member.tags
         if tags.get("role") != "consul" or tags.get("dc") != self.datacenter:
@@ -162,10 +162,9 @@ class WanPool:
     def coordinate_maps(self) -> list[dict[str, Any]]:
         """/v1/coordinate/datacenters: each datacenter (nearest first) with its servers' WAN
         coordinates as this server last heard them (its own: its current one)."""
-        serf = self.driver.serf
         by_dc: dict[str, list[dict[str, Any]]] = {}
         for member in self.servers():
-            coord = serf.cached_coordinate(member.name) if serf is not None else None
+            coord = self.driver.cached_coordinate(member.name)
             if coord is not None:
                 by_dc.setdefault(member.tags["dc"], []).append({"Node": member.name, "Coord": coord.to_json()})
         return [{"Datacenter": dc, "AreaID": "WAN", "Coordinates": sorted(by_dc.get(dc, []), key=lambda c: c["Node"])}
@@ -173,15 +172,14 @@ class WanPool:
 
     def datacenters(self) -> list[str]:
         """Known datacenters, nearest first (see the module docstring)."""
-        serf = self.driver.serf
-        own = serf.coordinate() if serf is not None else None
+        own = self.driver.coordinate()
         rtts: dict[str, list[float]] = {}
         for member in self.servers():
             dc = member.tags["dc"]
             if dc == self.datacenter:
                 rtt = 0.0
             else:
-                other = serf.cached_coordinate(member.name) if serf is not None else None
+                other = self.driver.cached_coordinate(member.name)
                 rtt = math.inf
                 if own is not None and other is not None and other.is_compatible_with(own):
                     rtt = own.distance_to(other)

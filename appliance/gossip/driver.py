@@ -44,12 +44,14 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from appliance.gossip.config import GossipConfig
-from appliance.gossip.core import Send, StreamRequest
+from appliance.gossip.coordinate import Coordinate
 from appliance.gossip.key_manager import KeyManager, KeyringResult
 from appliance.gossip.keyring import Keyring
 from appliance.gossip.members import Address
 from appliance.gossip.messages import DecodeError, PushPull, StreamError, decode_stream
+from appliance.gossip.outputs import Send, StreamRequest
 from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind
+from appliance.gossip.serf_members import SerfView
 from appliance.gossip.snapshot import FLUSH_INTERVAL_S, SnapshotState
 from appliance.gossip.snapshot_file import MemberSnapshot
 from appliance.gossip.transport import (
@@ -142,7 +144,7 @@ class GossipDriver:
         self._joins: dict[int, asyncio.Future[tuple[bool, str]]] = {}  # stream token -> (ok, error text)
         self._counted: dict[str, float] = {}
         self._flaps = 0
-        self._probe: object | None = None  # the core's probe in flight, timed from start to end
+        self._probe: int | None = None  # the sequence number of the core's probe in flight, timed to its end
         self._probe_started = 0.0
         self._stopped = False
         # the member snapshot (snapshot_file.py): a restarted agent rejoins the members it knew
@@ -210,46 +212,52 @@ class GossipDriver:
     def local_member(self) -> Member:
         if self.serf is None:
             return Member(self.name, self.advertise or self.bind, self.port, dict(self.tags), MemberStatus.ALIVE)
-        return self.serf.members.get(self.name) or Member(
+        return self.serf.member(self.name) or Member(
             self.name, self.advertise, self.port, dict(self.serf.tags), self.serf.state)
 
     def member(self, name: str) -> Member | None:
-        return self.serf.members.get(name) if self.serf is not None else None
+        return self.serf.member(name) if self.serf is not None else None
 
     @property
     def encrypted(self) -> bool:
         return bool(self.keyring)
 
-    def health_score(self) -> int:
-        return self.serf.core.awareness.score if self.serf is not None else 0
+    def view(self) -> SerfView | None:
+        """What metrics and status pages read of the pool (None before start)."""
+        return self.serf.view() if self.serf is not None else None
+
+    def coordinate(self) -> Coordinate | None:
+        """This member's network coordinate in this pool (None before start)."""
+        return self.serf.coordinate() if self.serf is not None else None
+
+    def cached_coordinate(self, name: str) -> Coordinate | None:
+        """The coordinate member `name` last sent us (None before start or when unknown)."""
+        return self.serf.cached_coordinate(name) if self.serf is not None else None
 
     def stats(self) -> dict[str, str]:
         """The serf_lan section of /v1/agent/self (every value a string, as Consul's)."""
-        serf = self.serf
-        members = serf.member_list() if serf is not None else []
+        view = self.view()
+        members = self.members()
         count = {s: sum(1 for m in members if m.status == s) for s in (MemberStatus.FAILED, MemberStatus.LEFT)}
-        out = {
-            "coordinate_resets": str(serf.coordinates.resets if serf is not None else 0),
+        return {  # queries are not implemented: their clock and queue stay at rest
+            "coordinate_resets": str(view.coordinate_resets if view is not None else 0),
             "encrypted": str(self.encrypted).lower(),
-            "event_queue": "0",
-            "event_time": "1",
+            "event_queue": str(view.event_queue if view is not None else 0),
+            "event_time": str(view.event_time if view is not None else 1),
             "failed": str(count[MemberStatus.FAILED]),
-            "health_score": str(self.health_score()),
-            "intent_queue": str(len(serf.intents) if serf is not None else 0),
+            "health_score": str(view.health_score if view is not None else 0),
+            "intent_queue": str(view.intent_queue if view is not None else 0),
             "left": str(count[MemberStatus.LEFT]),
-            "member_time": str(serf.clock.time() if serf is not None else 1),
+            "member_time": str(view.member_time if view is not None else 1),
             "members": str(len(members)),
             "query_queue": "0",
             "query_time": "1",
         }
-        if serf is not None:  # queries are not implemented: their clock and queue stay at rest
-            out["event_time"] = str(serf.event_clock.time())
-            out["event_queue"] = str(len(serf.events_queue))
-        return out
 
     def garbage_stats(self) -> dict[str, int]:
         """Counts of dropped input: undecodable packets, failed decryption, bad streams."""
-        core = self.serf.core.stats if self.serf is not None else {}
+        view = self.view()
+        core = view.core.stats if view is not None else {}
         t = self.transport.stats
         return {"decode_errors": core.get("decode_errors", 0), "unknown_messages": core.get("unknown_messages", 0),
                 "decrypt_failed": t["decrypt_failed"], "oversized_packets": t["oversized_packets"],
@@ -318,7 +326,7 @@ class GossipDriver:
         serf = self.serf
         if serf is None or serf.state != MemberStatus.ALIVE:
             return
-        others = any(m.status == MemberStatus.ALIVE and m.name != self.name for m in serf.members.values())
+        others = any(m.status == MemberStatus.ALIVE and m.name != self.name for m in serf.member_list())
         serf.leave(self._now())
         self._after()
         if others:  # else nobody to tell and nobody probing us
@@ -390,12 +398,12 @@ class GossipDriver:
         if serf is None or self._stopped:
             return
         start = self._now()
-        gossip_before = serf.core.stats["gossip_packets"]
+        gossip_before = serf.view().core.stats.get("gossip_packets", 0)
         try:
             serf.tick(start)
         except Exception:  # noqa: BLE001 - a bug in a timer: log it, keep the pool running
             self.memberlist_log.exception("memberlist: timer failed")
-        if serf.core.stats["gossip_packets"] != gossip_before:
+        if serf.view().core.stats.get("gossip_packets", 0) != gossip_before:
             self._metric("sample", "gossip", (self._now() - start) * 1000.0)
         self._after()
 
@@ -410,11 +418,11 @@ class GossipDriver:
                 self.transport.send_packet(out.dest, out.data)
             elif type(out) is StreamRequest:
                 self._spawn(self._stream(out), "gossip-push-pull")
-        serf.core.take_events()  # the core's own events; Serf's are what subscribers see
         for event in serf.take_events():
             self._deliver(serf, event)
-        self._observe_probe(serf)
-        self._pump_counters(serf)
+        view = serf.view()
+        self._observe_probe(view)
+        self._pump_counters(view)
         self._arm_timer(serf, loop)
 
     def _arm_timer(self, serf: Serf, loop: asyncio.AbstractEventLoop) -> None:
@@ -456,7 +464,7 @@ class GossipDriver:
         return False, "unexpected reply"
 
     def _deliver(self, serf: Serf, event: SerfEvent) -> None:
-        member = serf.members.get(event.node) if event.kind is not SerfEventKind.USER else None
+        member = serf.member(event.node) if event.kind is not SerfEventKind.USER else None
         name = EVENT_LOG_NAMES.get(event.kind, event.kind.value)
         addr = member.addr if member is not None else ""
         if event.kind is SerfEventKind.USER:
@@ -468,7 +476,7 @@ class GossipDriver:
         self._metric("counter", event.kind.value, 1)
         if self.snapshot is not None and event.kind is not SerfEventKind.USER:
             self.snapshot.record(event.kind.value, event.node, member)
-        flaps = serf.flaps
+        flaps = serf.view().flaps
         if flaps != self._flaps:
             self._metric("counter", "member-flap", flaps - self._flaps)
             self._flaps = flaps
@@ -484,10 +492,10 @@ class GossipDriver:
         if self.metrics_sink is not None:
             self.metrics_sink(kind, name, value)
 
-    def _pump_counters(self, serf: Serf) -> None:
+    def _pump_counters(self, view: SerfView) -> None:
         if self.metrics_sink is None:
             return
-        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (serf.core.stats, CORE_COUNTERS))
+        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (view.core.stats, CORE_COUNTERS))
         for stats, names in sources:
             for name in names:
                 value = stats.get(name, 0)
@@ -496,10 +504,10 @@ class GossipDriver:
                     self._counted[name] = value
                     self.metrics_sink("counter", name, delta)
 
-    def _observe_probe(self, serf: Serf) -> None:
+    def _observe_probe(self, view: SerfView) -> None:
         """Time each probe from its ping to its end (memberlist.probeNode)."""
-        probe = serf.core.probe_in_flight()
-        if probe is self._probe:
+        probe = view.core.probe_seq
+        if probe == self._probe:
             return
         now = self._now()
         if self._probe is not None:
@@ -509,8 +517,9 @@ class GossipDriver:
 
     async def _queue_sampler(self, serf: Serf) -> None:
         while True:
-            self._metric("sample", "queue_intent", len(serf.intents))
-            self._metric("sample", "queue_event", len(serf.events_queue))
+            view = serf.view()
+            self._metric("sample", "queue_intent", view.intent_queue)
+            self._metric("sample", "queue_event", view.event_queue)
             self._metric("sample", "queue_query", 0)  # queries are not implemented
             await asyncio.sleep(QUEUE_CHECK_INTERVAL_S)
 
@@ -519,16 +528,13 @@ class GossipDriver:
     @staticmethod
     def _restore_clocks(serf: Serf, state: SnapshotState) -> None:
         """Serf's restore: clocks witness the snapshot's, old user events are not delivered again."""
-        if state.clock:
-            serf.clock.witness(state.clock)
-        if state.event_clock:
-            serf.event_clock.witness(state.event_clock)
-            serf.event_buffer.min_time = max(serf.event_buffer.min_time, state.event_clock + 1)
+        serf.restore_clocks(state.clock, state.event_clock)
 
     @staticmethod
     async def _snapshot_ticker(serf: Serf, snapshot: MemberSnapshot) -> None:
         while True:
-            snapshot.tick(serf.clock.time(), serf.event_clock.time())
+            view = serf.view()
+            snapshot.tick(view.member_time, view.event_time)
             await asyncio.sleep(FLUSH_INTERVAL_S)
 
     async def _rejoin(self, previous: list[tuple[str, str]]) -> None:

@@ -1,9 +1,11 @@
 """What the gossip core hands out: datagrams and stream exchanges for its driver, member events,
-and the delegate interface the Serf layer plugs in (core.py; pure values, no I/O).
+its read-only view, and the delegate interface the Serf layer plugs in (core.py; pure values,
+no I/O).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -51,6 +53,22 @@ class MemberEvent:
     meta: bytes
     incarnation: int
     time: float
+
+
+@dataclass(frozen=True, slots=True)
+class CoreView:
+    """A snapshot of one core for its driver and metrics (`GossipCore.view()`, cheap enough for
+    every input): nothing else outside the core reads its state."""
+
+    name: str
+    incarnation: int
+    health_score: int  # Lifeguard's awareness score (memberlist.health.score)
+    probe_target: str | None  # the member being probed now
+    probe_seq: int | None  # the probe's sequence number: a new one per probe (the driver times probes)
+    broadcast_queue: int  # queued member broadcasts (alive, suspect, dead)
+    members: int  # the member table, self and unpurged dead and left members included
+    suspected: int  # members under a running suspicion timer
+    stats: Mapping[str, int]  # the core's counters (packets, probes, decode errors, msg_* ...)
 
 
 class Delegate(Protocol):

@@ -36,8 +36,6 @@ Not here yet: queries, coalescing, name-conflict resolution, the snapshot file.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from enum import Enum, IntEnum
 from typing import Any
 
 import msgpack
@@ -49,7 +47,6 @@ from appliance.gossip.core import GossipCore
 from appliance.gossip.lamport import LamportClock
 from appliance.gossip.members import Address, Rng
 from appliance.gossip.messages import (
-    META_MAX_BYTES,
     USER_EVENT_MAX_BYTES,
     DecodeError,
     JoinIntent,
@@ -60,83 +57,20 @@ from appliance.gossip.messages import (
     encode_message,
 )
 from appliance.gossip.outputs import EventKind, MemberEvent, Output
+from appliance.gossip.serf_members import (  # re-exported: the agent and its tests import them from here
+    Member as Member,
+    MemberStatus as MemberStatus,
+    SerfEvent as SerfEvent,
+    SerfEventKind as SerfEventKind,
+    SerfView,
+    TagsError as TagsError,
+    decode_tags as decode_tags,
+    encode_tags as encode_tags,
+)
 from appliance.gossip.user_events import USER_EVENT_SIZE_LIMIT, EventBuffer, UserEventError, valid_state
 
-TAGS_MAGIC = 0xFF  # Serf's tag encoding marker (protocol >= 3)
 MAX_QUEUE_DEPTH = 4096  # Serf's MaxQueueDepth for its intent and event queues
 QUEUE_CHECK_INTERVAL_S = 30.0
-
-
-class MemberStatus(IntEnum):
-    NONE = 0
-    ALIVE = 1
-    LEAVING = 2
-    LEFT = 3
-    FAILED = 4
-
-
-class SerfEventKind(Enum):
-    MEMBER_JOIN = "member-join"
-    MEMBER_LEAVE = "member-leave"
-    MEMBER_FAILED = "member-failed"
-    MEMBER_UPDATE = "member-update"
-    MEMBER_REAP = "member-reap"
-    USER = "user"
-
-
-@dataclass(frozen=True, slots=True)
-class SerfEvent:
-    """A member event (`node` set) or a user event (`name`, `payload`, `ltime`, `coalesce` set)."""
-
-    kind: SerfEventKind
-    node: str
-    time: float
-    name: str = ""
-    payload: bytes = b""
-    ltime: int = 0
-    coalesce: bool = False
-
-
-@dataclass
-class Member:
-    name: str
-    addr: str
-    port: int
-    tags: dict[str, str]
-    status: MemberStatus
-    status_ltime: int = 0
-    leave_time: float | None = None  # when it failed or left (for reaping)
-
-
-class TagsError(ValueError):
-    """Tags that cannot be encoded within the metadata limit."""
-
-
-def encode_tags(tags: dict[str, str]) -> bytes:
-    """Serf's node metadata: 0xFF then a msgpack map of strings; at most 512 bytes."""
-    packed: bytes = msgpack.packb(dict(sorted(tags.items())), use_bin_type=True)
-    data = bytes((TAGS_MAGIC,)) + packed
-    if len(data) > META_MAX_BYTES:
-        raise TagsError(f"encoded tags are {len(data)} bytes, the limit is {META_MAX_BYTES}")
-    return data
-
-
-def decode_tags(meta: bytes) -> dict[str, str] | None:
-    """Tags from metadata; legacy metadata without the marker is the bare `role`. None if garbage."""
-    if not meta:
-        return {}
-    if meta[0] != TAGS_MAGIC:
-        try:
-            return {"role": meta.decode("utf-8")}
-        except UnicodeDecodeError:
-            return None
-    try:
-        tags = msgpack.unpackb(meta[1:], raw=False, max_str_len=META_MAX_BYTES, max_map_len=META_MAX_BYTES)
-    except Exception:  # noqa: BLE001 - msgpack raises many types on garbage
-        return None
-    if type(tags) is not dict or not all(type(k) is str and type(v) is str for k, v in tags.items()):
-        return None
-    return tags
 
 
 class Serf:
@@ -197,6 +131,8 @@ class Serf:
         return self.core.take_outputs()
 
     def take_events(self) -> list[SerfEvent]:
+        """Serf's events; the core's own (suspect and the like) are dropped unless taken first."""
+        self.core.take_events()
         out, self._events = self._events, []
         return out
 
@@ -244,6 +180,21 @@ class Serf:
         coord = self.coordinate_cache.get(name)
         return None if coord is None else coord.clone()
 
+    def view(self) -> SerfView:
+        """What the driver and metrics read of this instance and its core (a snapshot)."""
+        return SerfView(self.core.view(), len(self.members), len(self.intents),
+                        len(self.events_queue), self.clock.time(), self.event_clock.time(),
+                        self.coordinates.resets, self.flaps)
+
+    def restore_clocks(self, clock: int, event_clock: int) -> None:
+        """Serf's restore from a snapshot: the clocks witness the saved values (0: none saved), and
+        user events up to the saved event clock are not delivered again."""
+        if clock:
+            self.clock.witness(clock)
+        if event_clock:
+            self.event_clock.witness(event_clock)
+            self.event_buffer.min_time = max(self.event_buffer.min_time, event_clock + 1)
+
     def set_tags(self, tags: dict[str, str], now: float) -> None:
         """New tags: re-encoded metadata, a new incarnation, member-update everywhere."""
         meta = encode_tags(tags)
@@ -279,6 +230,9 @@ class Serf:
 
     def member_list(self) -> list[Member]:
         return sorted(self.members.values(), key=lambda m: m.name)
+
+    def member(self, name: str) -> Member | None:
+        return self.members.get(name)
 
     # ============================================================ delegate (called by the core)
 

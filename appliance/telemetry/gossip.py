@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
+from appliance.gossip.serf_members import SerfView
 from appliance.telemetry.recorder import Telemetry
 
 # The gossip driver's internal counter and sample names -> Consul's metric names (memberlist and
@@ -27,9 +29,18 @@ GOSSIP_SAMPLES = {
 }
 
 
-def instrument_gossip(tel: Telemetry, driver: Any) -> None:
+class GossipPool(Protocol):
+    """What metrics need of a gossip driver: a place to send its counters and samples, and its
+    public read-only view (appliance/gossip/driver.py)."""
+
+    metrics_sink: Callable[[str, str, float], None] | None
+
+    def view(self) -> SerfView | None: ...
+
+
+def instrument_gossip(tel: Telemetry, driver: GossipPool) -> None:
     """Record the LAN gossip pool's metrics under Consul's names; `memberlist.health.score` and
-    `serf.members` are read from the driver when metrics are read."""
+    `serf.members` are read from the driver's view when metrics are read."""
 
     def sink(kind: str, name: str, value: float) -> None:
         if kind == "counter":
@@ -42,8 +53,12 @@ def instrument_gossip(tel: Telemetry, driver: Any) -> None:
                 tel.add_sample(metric, value)
 
     driver.metrics_sink = sink
-    tel.add_gauge_source(lambda: [("memberlist.health.score", driver.health_score(), None),
-                                  ("serf.members", len(driver.members()), None)])
+    def gauges() -> list[tuple[str, float, None]]:
+        view = driver.view()
+        return [("memberlist.health.score", view.health_score if view is not None else 0, None),
+                ("serf.members", view.members if view is not None else 0, None)]
+
+    tel.add_gauge_source(gauges)
 
     def declared() -> None:
         # Alerts use increase(consul_serf_member_flap[15m]): the series must exist before the first

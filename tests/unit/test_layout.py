@@ -55,10 +55,18 @@ SANS_IO_CORES = (
     "appliance/raft/archive.py",
     "appliance/raft/host.py",
     "appliance/raft/durable.py",
-    # Gossip: SWIM/Lifeguard, Serf, the wire format, the keyring (its file is keyring_file.py).
+    # Gossip: SWIM/Lifeguard (the core dispatching to its parts: shared context, member table,
+    # transitions, probe cycle, dissemination, push-pull), Serf, the wire format, the keyring
+    # (its file is keyring_file.py).
     "appliance/gossip/__init__.py",
     "appliance/gossip/core.py",
-    "appliance/gossip/state_rules.py",
+    "appliance/gossip/context.py",
+    "appliance/gossip/member_table.py",
+    "appliance/gossip/transitions.py",
+    "appliance/gossip/probe.py",
+    "appliance/gossip/dissemination.py",
+    "appliance/gossip/push_pull.py",
+    "appliance/gossip/serf_members.py",
     "appliance/gossip/outputs.py",
     "appliance/gossip/messages.py",
     "appliance/gossip/broadcast.py",
