@@ -4,6 +4,7 @@ three servers and a client agent with mutual TLS and hostname checks on the RPC 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import json
@@ -13,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,6 +169,51 @@ def rpc_tls_socket(address: str, pki: dict[str, Path], kind: str) -> ssl.SSLSock
     return ctx.wrap_socket(raw)
 
 
+class RpcRelay:
+    """A loopback port that prefixes each connection with the RPC_TLS byte and relays it to a
+    server's RPC port, so `openssl s_client` can shake hands with the RPC port's TLS."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            upstream.sendall(b"\x03")
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def s_client(port: int, pki: dict[str, Path], *extra: str) -> str:
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(pki["ca"]),
+                          "-verify_hostname", "server.dc1.consul", "-brief", *extra],
+                         input="", capture_output=True, text=True, timeout=20)
+    return out.stdout + out.stderr
+
+
 def closed_by_peer(sock: socket.socket) -> bool:
     try:
         return sock.recv(1) == b""
@@ -186,6 +233,17 @@ def test_cluster_with_mutual_tls_on_the_rpc_port(tmp_path, pki):
         wait_until(lambda: client.put("tls/key", "through-the-client"), timeout=60, what="a write via the client")
         assert wait_until(lambda: servers[0].get("tls/key"), what="the write on a server") == b"through-the-client"
         target = servers[0].server_addr
+
+        # openssl s_client on the RPC port: the server's certificate verifies for server.dc1.consul ...
+        relay = RpcRelay(target)
+        try:
+            shown = s_client(relay.port, pki, "-cert", str(pki["client"]), "-key", str(pki["client_key"]))
+            assert "Verification: OK" in shown and "Verified peername: server.dc1.consul" in shown, shown
+            # ... and without a client certificate the server ends the handshake (verify_incoming)
+            refused = s_client(relay.port, pki, "-tls1_2")
+            assert "CONNECTION ESTABLISHED" not in refused and "SSL routines" in refused, refused
+        finally:
+            relay.close()
 
         # plain frames are refused when verify_incoming is set
         with socket.create_connection(target.rsplit(":", 1), timeout=5) as plain:
@@ -304,6 +362,12 @@ def test_a_client_certificate_cannot_join_as_a_server(tmp_path, pki):
         # and the servers that dial it see a certificate without their server name
         wait_until(lambda: "Hostname mismatch" in "".join(
             (tmp_path / f"s{i}-1.log").read_text() for i in range(1, 4)), timeout=30, what="the hostname check")
+        relay = RpcRelay(rogue.server_addr)  # openssl's view of the rogue: not server.dc1.consul
+        try:
+            shown = s_client(relay.port, pki, "-cert", str(pki["server"]), "-key", str(pki["server_key"]))
+            assert "hostname mismatch" in shown, shown
+        finally:
+            relay.close()
         time.sleep(3)  # time enough for Raft to have replicated to it, were it accepted
         assert rogue.leader() == ""
         try:
