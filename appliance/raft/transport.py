@@ -269,7 +269,8 @@ class RaftTransport:
         self.driver.step(decode_message(body))
 
     def _on_hello(self, body: list[Any]) -> None:
-        self._hello(body[1])
+        _, hello = body  # ValueError (counted as garbage) when the frame has no payload or more
+        self._hello(hello)
 
     def _on_forward(self, body: list[Any]) -> None:
         _, request_id, reply_to, command = body

@@ -63,6 +63,9 @@ def test_a_hello_listing_a_server_that_is_not_a_pair_is_a_frame_error() -> None:
         with pytest.raises(FrameError, match="not \\[id, address\\]"):
             transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [bad]}])
     transport._handle([Kind.HELLO, {"id": "s2", "addr": "127.0.0.2:8300", "servers": [["s3", "127.0.0.3:8300"]]}])
+    for short in ([Kind.HELLO], [Kind.HELLO, {}, {}]):  # IndexError for the first before
+        with pytest.raises(ValueError):
+            transport._handle(short)
     assert transport.known["s3"] == "127.0.0.3:8300"
 
 
