@@ -41,6 +41,7 @@ from appliance.config.runtime import (
     Telemetry,
 )
 from appliance.config.tls import resolve as resolve_tls
+from appliance.config.ui import check_content_path, resolve_ui_metrics
 from appliance.gossip.config import GossipConfig, GossipConfigError
 
 DEV_DEFAULTS: dict[str, Any] = {
@@ -167,6 +168,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         raise ConfigError(
             "Both the ui_config.enabled and ui_config.dir (or -ui and -ui-dir) were specified, please provide only one."
         )
+    content_path = _get(m, "ui_config.content_path") or _get(m, "ui_content_path") or "/ui/"
+    check_content_path(content_path)
     raft_multiplier = int(_get(m, "performance.raft_multiplier", 5))
     raft_protocol = int(_get(m, "raft_protocol", 3))
     check.raft(raft_multiplier, raft_protocol)
@@ -219,11 +222,13 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         dns_config=dns,
         ui_enabled=ui_enabled,
         ui_dir=ui_dir,
-        ui_content_path=_content_path(_get(m, "ui_config.content_path") or _get(m, "ui_content_path") or "/ui/"),
+        ui_content_path=_content_path(content_path),
+        ui_metrics=resolve_ui_metrics(_get(m, "ui_config", {})),
         pretty_json=dev,
         limits=Limits(**{k: int(v) for k, v in _get(m, "limits", {}).items() if k in Limits.__dataclass_fields__}),
         default_query_time_s=default_query,
         max_query_time_s=max_query,
+        session_ttl_min_s=_seconds(m, "session_ttl_min", 10.0),
         http_response_headers=dict(_get(m, "http_config.response_headers", {})),
         **_http_limits(m),
         enable_script_checks=bool(_get(m, "enable_script_checks", False)),

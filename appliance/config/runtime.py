@@ -168,6 +168,7 @@ class RuntimeConfig:
     limits: Limits = field(default_factory=Limits)
     default_query_time_s: float = 300.0
     max_query_time_s: float = 600.0
+    session_ttl_min_s: float = 10.0  # the shortest session TTL /v1/session/create accepts
     http_response_headers: dict[str, str] = field(default_factory=dict)
     # http_config: the HTTP server's limits on one request and one connection (0 = no timeout)
     http_max_header_bytes: int = 1 << 20  # Go's DefaultMaxHeaderBytes; max_header_bytes <= 0 means this

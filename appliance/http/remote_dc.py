@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from appliance.http.context import HTTPContext
 
 FORWARDED_PREFIXES = ("/v1/catalog/", "/v1/health/", "/v1/kv/", "/v1/status/", "/v1/coordinate/nodes",
-                      "/v1/coordinate/node/", "/v1/query")
+                      "/v1/coordinate/node/", "/v1/query", "/v1/session/", "/v1/txn")
 LOCAL_ONLY = frozenset({"/v1/catalog/datacenters"})
 # Connection-level headers are not part of the request or answer that crosses datacenters.
 HOP_HEADERS = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "host", "date",

@@ -42,7 +42,9 @@ def self_info(ctx: HTTPContext) -> dict[str, Any]:
     info: dict[str, Any] = {
         "Config": {"Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.primary_datacenter,
                    "NodeName": cfg.node_name, "NodeID": cfg.node_id, "Revision": REVISION,
-                   "Server": cfg.server, "Version": CONSUL_COMPAT_VERSION, "BuildDate": ""},
+                   "Server": cfg.server, "Version": CONSUL_COMPAT_VERSION, "BuildDate": "",
+                   # read by Patroni (adjust_ttl) after an "Invalid Session TTL"; Consul 0.x had it here
+                   "SessionTTLMin": int(cfg.session_ttl_min_s * 1e9)},
         "DebugConfig": {"Bootstrap": cfg.bootstrap, "BootstrapExpect": cfg.bootstrap_expect,
                         "ClientAddrs": list(cfg.client_addrs), "DNSPort": cfg.ports.dns,
                         "HTTPPort": cfg.ports.http, "DataDir": cfg.data_dir, "DevMode": cfg.dev,

@@ -37,7 +37,6 @@ DEFAULT_LOCK_DELAY_NS = 15 * 1_000_000_000
 LOCK_DELAY_MIN_THRESHOLD = 1000  # below this many nanoseconds, a LockDelay counts in seconds
 SESSION_TTL_MAX_NS = 24 * 3600 * 1_000_000_000
 MAX_DURATION_NS = (1 << 63) - 1  # Go's time.Duration
-SESSION_TTL_MIN_S = 10.0  # session_ttl_min's default
 SERF_CHECK = "serfHealth"
 RENEW = "session_renew"  # the leader operation (appliance/sessions/leader.py)
 
@@ -70,8 +69,7 @@ def fixup_checks(sess: dict[str, Any]) -> None:
 
 
 def session_ttl_min_ns(ctx: HTTPContext) -> int:
-    value = getattr(ctx.config, "session_ttl_min_s", None)
-    return int((value if isinstance(value, (int, float)) and value > 0 else SESSION_TTL_MIN_S) * 1e9)
+    return int(ctx.config.session_ttl_min_s * 1e9)
 
 
 def validate_ttl(ttl: str, min_ns: int) -> None:
