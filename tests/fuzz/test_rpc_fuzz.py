@@ -1,8 +1,9 @@
 """Hostile bytes on the server port: RPC frames, Raft messages and configurations, whole connections.
 
-Declared outcomes (appliance/rpc/frames.py, appliance/rpc/listener.py, appliance/raft/transport.py):
-`decode_frame` returns a body or raises `FrameError` (`BadHeader` is one); a Raft message decodes
-or raises `FrameError`; a configuration decodes or raises `ValueError`. A connection is driven
+Declared outcomes (appliance/rpc/frames.py, appliance/rpc/listener.py, appliance/raft/transport.py,
+appliance/federation/forward.py): `decode_frame` returns a body or raises `FrameError`
+(`BadHeader` is one); a Raft message decodes or raises `FrameError`; a configuration, and another
+datacenter's request or answer (DC_REQUEST, DC_RESPONSE), decode or raise `ValueError`. A connection is driven
 through the real listener with the Raft transport's `on_frame` behind it (HELLO, FORWARD,
 FORWARD_RESP, READ_INDEX and READ_INDEX_RESP included): it must end quietly, whatever arrives, and
 the tasks the frames start must not fail either. Inputs: random bytes, mutations of valid frames
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgpack
 
+from appliance.federation.forward import Exchange, decode_answer, decode_request
 from appliance.raft.messages import (
     Configuration,
     Entry,
@@ -143,7 +145,16 @@ def _serve(data: bytes) -> None:
     _LOOP.run_until_complete(_connection(data))
 
 
+DC_REQUESTS = [Exchange("GET", "/v1/health/service/web", [("passing", ""), ("dc", "dc2")], [("X-Consul-Token", "t")])
+               .encode("dc2", 0), Exchange("PUT", "/v1/kv/a%2Fb", [], [], b"value").encode("dc3", 1)]
+DC_ANSWERS = [encode_frame([Kind.DC_RESPONSE, {"status": 200, "headers": [["X-Consul-Index", "7"]], "body": b"[]"}]),
+              encode_frame([Kind.DC_RESPONSE, {"status": 500, "body": b"No path to datacenter"}])]
+
 TARGETS = [
+    Target("federation.request", lambda d: decode_request(decode_frame(d)[0]), (ValueError,), DC_REQUESTS, _body,
+           _framed),
+    Target("federation.answer", lambda d: decode_answer(decode_frame(d)[0]), (ValueError,), DC_ANSWERS, _body,
+           _framed),
     Target("rpc.frame", decode_frame, (FrameError,), RAFT_FRAMES + OTHER_FRAMES, _body, _framed),
     Target("raft.message", _raft, (FrameError,), RAFT_FRAMES, _body, _framed),
     Target("raft.configuration", decode_configuration, (ValueError,), [encode_configuration(CONF)],
