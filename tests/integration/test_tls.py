@@ -4,6 +4,7 @@ three servers and a client agent with mutual TLS and hostname checks on the RPC 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import http.client
@@ -21,8 +22,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from appliance.config import build_agent_config
+from appliance.rpc.connection import dial
 from appliance.rpc.frames import Kind, encode_frame
-from appliance.tls import certs
+from appliance.rpc.listener import RpcListener
+from appliance.tls import certs, context
+from appliance.tls.accept import Acceptor, Choice
 from tests.cluster import Server
 from tests.conftest import AgentProcess, free_port, wait_until
 
@@ -269,12 +274,6 @@ def test_cluster_with_mutual_tls_on_the_rpc_port(tmp_path, pki):
 
 def test_outgoing_rpc_checks_the_server_name(tmp_path, pki):
     """verify_server_hostname: a peer presenting a client certificate is not accepted as a server."""
-    import asyncio
-
-    from appliance.config import build_agent_config
-    from appliance.rpc.connection import dial
-    from appliance.tls import context
-    from appliance.tls.accept import Acceptor, Choice
 
     cfg_path = tmp_path / "c.json"
     cfg_path.write_text(json.dumps({"tls": {"defaults": {
@@ -379,3 +378,54 @@ def test_a_client_certificate_cannot_join_as_a_server(tmp_path, pki):
     finally:
         for s in [rogue, *servers]:
             s.stop()
+
+
+def test_rpc_certificates_swap_on_reinstall_and_open_connections_stay(tmp_path, pki):
+    """What SIGHUP does for the RPC port: the next connection gets the new certificate, a
+    connection already open goes on with the old one."""
+
+    cfg_path = tmp_path / "s.json"
+    cfg_path.write_text(json.dumps({"tls": {"defaults": {
+        "ca_file": str(pki["ca"]), "cert_file": str(pki["server"]), "key_file": str(pki["server_key"]),
+        "verify_incoming": True, "verify_outgoing": True}, "internal_rpc": {"verify_server_hostname": True}}}))
+    cfg = build_agent_config(["-dev", "-config-file", str(cfg_path)], hostname="t")
+    frames: list[list] = []
+
+    def serial(writer: asyncio.StreamWriter) -> int:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+
+    async def main() -> None:
+        port = free_port(udp=False)
+        listener = RpcListener(bind="127.0.0.1", port=port, on_frame=frames.append)
+        await listener.start()
+        try:
+            _, old = await dial(f"127.0.0.1:{port}", port, 5.0)
+            first = serial(old)
+            ca_cert, ca_key = certs.load_ca(pki["ca"].read_bytes(), pki["ca_key"].read_bytes())
+            new = certs.make_leaf("server", ca_cert, ca_key)
+            pki["server"].write_bytes(new.cert_pem)
+            pki["server_key"].write_bytes(new.key_pem)
+            context.install(cfg)  # what Agent.reload does
+            _, fresh = await dial(f"127.0.0.1:{port}", port, 5.0)
+            assert serial(fresh) == x509.load_pem_x509_certificate(new.cert_pem).serial_number != first
+            for writer in (old, fresh):
+                writer.write(encode_frame([Kind.HELLO, "x", "127.0.0.1:1", 0, []]))
+                await writer.drain()
+            await asyncio.wait_for(_until(lambda: len(frames) == 2), 5)  # both connections still deliver
+            for writer in (old, fresh):
+                writer.close()
+        finally:
+            listener.close()
+
+    before = context.current()
+    context.install(cfg)
+    try:
+        asyncio.run(main())
+    finally:
+        context._current = before
+
+
+async def _until(predicate) -> None:
+    while not predicate():
+        await asyncio.sleep(0.02)
