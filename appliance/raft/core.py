@@ -34,16 +34,21 @@ probe/replicate/snapshot states (progress.py), batching (`max_append_entries`) a
 read index (thesis §6.4); compaction and InstallSnapshot (§7); single-server membership changes,
 effective on append, one at a time and only after an entry of the leader's term committed (thesis
 §4.1 and the 2015 fix); leadership transfer with TimeoutNow (thesis §3.10).
+
+This module holds the state, the inputs and outputs, the term rules every message passes first
+(`step`) and the dispatch by role; the rules themselves live by concept: elections.py,
+replication.py, read_index.py and leadership.py, each a mixin over the state core_state.py
+declares.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-from . import quorum
 from .config import CoreConfig
-from .leader import LeaderMixin
+from .core_state import RandomSource
+from .elections import ElectionRules
+from .leadership import LeadershipRules
 from .log import RaftLog
 from .messages import (
     NONE,
@@ -57,21 +62,16 @@ from .messages import (
     InvariantViolation,
     Message,
     MsgType,
-    NotLeader,
     RaftError,
     ReadState,
     Role,
     Snapshot,
     SoftState,
-    TransferRefused,
     encode_configuration,
 )
 from .progress import Progress, ProgressState
-
-
-class RandomSource(Protocol):
-    def randrange(self, start: int, stop: int) -> int: ...
-
+from .read_index import ReadIndexRules
+from .replication import ReplicationRules
 
 # Messages that reveal freshly changed term, vote or log: sent only after the Ready's fsync.
 _AFTER_PERSIST = frozenset(
@@ -106,7 +106,10 @@ class Compaction:
     compact_to: int
 
 
-class RaftCore(LeaderMixin):
+class RaftCore(ElectionRules, ReplicationRules, ReadIndexRules, LeadershipRules):
+    """One server's Raft state machine (see the module docstring); the rules live by concept in
+    elections.py, replication.py, read_index.py and leadership.py, over core_state.py's state."""
+
     def __init__(self, node_id: str, config: CoreConfig, rng: RandomSource,
                  initial: InitialState | None = None) -> None:
         if not node_id:
@@ -221,36 +224,14 @@ class RaftCore(LeaderMixin):
         Ready; serve the read once this server has applied `index` (thesis §6.4). A follower
         asks its leader. Index -1 means "cannot serve here": retry."""
         self._check_input()
-        if self.role == Role.LEADER:
-            self._leader_read(request_id, self.id)
-        elif self.leader != NONE:
-            self._send(Message(MsgType.READ_INDEX, self.id, self.leader, self.term, request_id=request_id))
-        else:
-            self._read_states.append(ReadState(request_id, -1))
+        self._read_index(request_id)
 
     def transfer_leadership(self, target: str | None = None) -> str:
         """Hand leadership to `target` (or the most up-to-date voter): catch it up, then send
         TimeoutNow (thesis §3.10). Proposals are refused until it ends; it is aborted after an
         election timeout. Returns the target."""
         self._check_input()
-        if self.role != Role.LEADER:
-            raise NotLeader(self.leader)
-        voters = [v for v in self.voters() if v != self.id]
-        if target is None:
-            if not voters:
-                raise TransferRefused("no other voter to transfer leadership to")
-            target = max(voters, key=lambda v: (self.progress[v].match, [-ord(c) for c in v]))
-        if target == self.id or target not in voters:
-            raise TransferRefused(f"{target!r} is not another voter")
-        if self.lead_transferee == target:
-            return target
-        self.lead_transferee = target
-        self.transfer_elapsed = 0
-        if self.progress[target].match == self.log.last_index():
-            self._send(Message(MsgType.TIMEOUT_NOW, self.id, target, self.term))
-        else:
-            self._send_append(target)
-        return target
+        return self._transfer(target)
 
     def compact(self, index: int, data: bytes) -> Compaction:
         """Record a snapshot of the state machine as of applied `index` and compact the log,
@@ -354,11 +335,7 @@ class RaftCore(LeaderMixin):
         if self.role == Role.LEADER:
             self._maybe_commit()  # our own entries just became durable: they count now
 
-    # ------------------------------------------------------------------ role changes
-
-    def _reset_randomized_timeout(self) -> None:
-        t = self.cfg.election_ticks
-        self.randomized_election_timeout = self.rng.randrange(t, 2 * t)
+    # ------------------------------------------------------------------ role changes (elections.py elects)
 
     def _reset(self, term: int) -> None:
         if term != self.term:
@@ -373,106 +350,17 @@ class RaftCore(LeaderMixin):
         self.progress = {}
         self.lead_transferee = NONE
         self._need_broadcast = False
-        for _, request_id, _, frm in self.pending_reads:
-            if frm == self.id:
-                self._read_states.append(ReadState(request_id, -1))
-        for request_id, frm in self.reads_awaiting_commit:
-            if frm == self.id:
-                self._read_states.append(ReadState(request_id, -1))
-        self.pending_reads = []
-        self.reads_awaiting_commit = []
+        self._drop_reads()
 
     def _become_follower(self, term: int, leader: str) -> None:
         self._reset(term)
         self.role = Role.FOLLOWER
         self.leader = leader
 
-    def _become_leader(self) -> None:
-        if self.role != Role.CANDIDATE:
-            raise InvariantViolation(f"{self.role.name} -> leader")
-        self._reset(self.term)
-        self.role = Role.LEADER
-        self.leader = self.id
-        self._sync_progress()
-        # The no-op lets this leader commit (and so learn) everything earlier terms committed:
-        # reads and configuration changes wait for it (§5.4.2, thesis §6.4).
-        self._append(EntryType.NOOP, b"")
-
-    def _campaign(self, kind: str) -> None:
-        if kind == "pre":
-            self.role = Role.PRE_CANDIDATE
-            self.leader = NONE
-            self.votes = {}
-            self.election_elapsed = 0
-            self._reset_randomized_timeout()
-            vote_term, msg_type = self.term + 1, MsgType.PRE_VOTE
-        else:
-            self._reset(self.term + 1)
-            self.role = Role.CANDIDATE
-            self.vote = self.id
-            vote_term, msg_type = self.term, MsgType.VOTE
-        self.votes[self.id] = True
-        if quorum.vote_result(self.voters(), self.votes) == quorum.VoteResult.WON:
-            if kind == "pre":
-                self._campaign("election")
-            else:
-                self._become_leader()
-            return
-        for v in self.voters():
-            if v != self.id:
-                self._send(Message(msg_type, self.id, v, vote_term, index=self.log.last_index(),
-                                   log_term=self.log.last_term(), transfer=kind == "transfer"))
-
-    def _in_lease(self) -> bool:
-        return (
-            self.cfg.check_quorum
-            and self.leader != NONE
-            and self.election_elapsed < self.cfg.election_ticks
-        )
-
     # ------------------------------------------------------------------ all roles
 
     def _send(self, m: Message) -> None:
         (self._msgs_after if m.type in _AFTER_PERSIST else self._msgs).append(m)
-
-    def _handle_vote_request(self, m: Message) -> None:
-        resp = MsgType.VOTE_RESP if m.type == MsgType.VOTE else MsgType.PRE_VOTE_RESP
-        can_vote = (
-            self.vote == m.frm
-            or (self.vote == NONE and self.leader == NONE)
-            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
-        )
-        # Only voters of our latest configuration get a vote: a removed server cannot disrupt.
-        # A server that has no configuration yet (added, log still empty) votes like any other:
-        # refusing would leave a cluster that just grew unable to elect (sim seed 1571332345).
-        member = not self.configuration.servers or self.configuration.is_voter(m.frm)
-        if can_vote and member and self.log.is_up_to_date(m.index, m.log_term):  # Raft §5.4.1
-            self._send(Message(resp, self.id, m.frm, m.term))
-            if m.type == MsgType.VOTE:
-                self.election_elapsed = 0
-                self.vote = m.frm
-        else:
-            self._send(Message(resp, self.id, m.frm, self.term, reject=True))
-
-    def _step_candidate(self, m: Message) -> None:
-        if m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
-            self._become_follower(self.term, m.frm)
-            self._step_follower(m)
-            return
-        wanted = MsgType.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MsgType.VOTE_RESP
-        if m.type == wanted:
-            self.votes.setdefault(m.frm, not m.reject)
-            result = quorum.vote_result(self.voters(), self.votes)
-            if result == quorum.VoteResult.WON:
-                if self.role == Role.PRE_CANDIDATE:
-                    self._campaign("election")
-                else:
-                    self._become_leader()
-            elif result == quorum.VoteResult.LOST:
-                self._become_follower(self.term, NONE)
-        elif m.type == MsgType.READ_INDEX:
-            self._send(Message(MsgType.READ_INDEX_RESP, self.id, m.frm, self.term,
-                               request_id=m.request_id, reject=True))
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
@@ -489,45 +377,10 @@ class RaftCore(LeaderMixin):
             if self.promotable():
                 self._campaign("transfer")  # skips pre-vote and the vote lease (thesis §3.10)
         elif t == MsgType.READ_INDEX_RESP:
-            self._read_states.append(ReadState(m.request_id, -1 if m.reject else m.index))
+            self._read_answered(m)
         elif t == MsgType.READ_INDEX:
-            self._send(Message(MsgType.READ_INDEX_RESP, self.id, m.frm, self.term,
-                               request_id=m.request_id, reject=True))
-
-    def _handle_append(self, m: Message) -> None:
-        resp = MsgType.APPEND_RESP
-        if m.index < self.log.committed:  # that prefix is committed, hence it matches
-            self._send(Message(resp, self.id, m.frm, self.term, index=self.log.committed))
-            return
-        last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            self._send(Message(resp, self.id, m.frm, self.term, index=last_new))
-            return
-        hint = self.log.find_conflict_by_term(m.index, m.log_term)
-        self._send(Message(resp, self.id, m.frm, self.term, index=m.index, reject=True,
-                           reject_hint=hint, log_term=self.log.term(hint) or 0))
-
-    def _handle_heartbeat(self, m: Message) -> None:
-        commit = m.commit
-        if commit > self.log.last_index():
-            self.remote_errors += 1  # the leader sends min(match, commit): never past our log
-            commit = self.log.last_index()
-        self.log.commit_to(commit)
-        self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.frm, self.term, context=m.context))
-
-    def _handle_snapshot(self, m: Message) -> None:
-        snap = m.snapshot
-        if snap is None:
-            self.remote_errors += 1
-            return
-        if snap.index <= self.log.committed:
-            pass  # old news (Figure 13): answer with what we have
-        elif self.log.match_term(snap.index, snap.term):
-            self.log.commit_to(snap.index)  # we hold that entry: keep the suffix (Figure 13 rule 6)
-        else:
-            self.log.restore(snap)  # discard the whole log (Figure 13 rule 7)
-            self._pending_snapshot = snap
-        self._send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=self.log.committed))
+            self._refuse_read(m)
 
 
-__all__ = ["Compaction", "RaftCore", "RaftError", "Ready"]
+
+__all__ = ["Compaction", "RaftCore", "RaftError", "RandomSource", "Ready"]

@@ -111,7 +111,7 @@ def test_figure8_transcript_catches_commit_by_counting(monkeypatch):
     # Raft §5.4.2: a leader that commits an earlier term's entry by counting replicas must make
     # the Figure 8 transcript fail.
     from appliance.raft import quorum
-    from appliance.raft.leader import LeaderMixin
+    from appliance.raft.replication import ReplicationRules
 
     def commit_by_counting(self):
         index = quorum.committed_index(self.voters(), self._acked)
@@ -121,7 +121,7 @@ def test_figure8_transcript_catches_commit_by_counting(monkeypatch):
         self._broadcast_append()
         return True
 
-    monkeypatch.setattr(LeaderMixin, "_maybe_commit", commit_by_counting)
+    monkeypatch.setattr(ReplicationRules, "_maybe_commit", commit_by_counting)
     env = RaftEnv()
     outputs = [(command, expected, env.run(command))
                for _, command, expected in parse((HERE / "figure8.txt").read_text()) if command]

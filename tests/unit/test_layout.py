@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # (a) The sans-IO cores, one by one (a new core module is added here when it is written). A driver
 # module is simply not in this list, whatever its name.
 SANS_IO_CORES = (
-    # Raft: the state machine, its log, quorum and progress rules, messages, leader-side logic,
+    # Raft: the state machine and its rules by concept, its log, quorum and progress, messages,
     # autopilot's rules, metrics names, the snapshot archive format (built and read in memory),
     # the host around the core (Ready handling, proposals, reads, apply) and the storage protocol.
     "appliance/raft/__init__.py",
@@ -49,7 +49,11 @@ SANS_IO_CORES = (
     "appliance/raft/progress.py",
     "appliance/raft/messages.py",
     "appliance/raft/config.py",
-    "appliance/raft/leader.py",
+    "appliance/raft/core_state.py",
+    "appliance/raft/elections.py",
+    "appliance/raft/replication.py",
+    "appliance/raft/read_index.py",
+    "appliance/raft/leadership.py",
     "appliance/raft/autopilot.py",
     "appliance/raft/metrics.py",
     "appliance/raft/archive.py",
