@@ -1,8 +1,8 @@
-"""The Raft driver: one asyncio task that owns a RaftCore, its storage and the FSM.
+"""The Raft driver: one asyncio task around a RaftHost (its core and the FSM) and its storage.
 
 `RaftDriver` is what the agent holds on a server (appliance/interfaces.py `Consensus`): proposals
 in, the applied FSM out, read points for the HTTP reads, the status `/v1/agent/self` shows. Its
-parts, each a mixin over one typed state (as the core is over its leader rules):
+parts, each a mixin over one typed state (as the core's rules are over core_state.py):
 
 - base.py: the state every part shares, the inbox (`_post`), and the leader as this server knows it;
 - api.py: `RaftDriver` itself: life cycle (`open`, `serve`), proposals, forwarding to the leader,
