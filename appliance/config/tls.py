@@ -7,7 +7,8 @@ listener's settings are `defaults` overlaid with its own block. The older top-le
 load and land where Consul puts them: `ca_file`, `ca_path`, `cert_file`, `key_file`,
 `tls_min_version`, `tls_cipher_suites`, `verify_incoming` and `verify_outgoing` under
 `defaults`; `verify_incoming_rpc` and `verify_server_hostname` under `internal_rpc`;
-`verify_incoming_https` under `https`. A key set in the `tls` block wins over its old spelling.
+`verify_incoming_https` under `https`, each with Consul's deprecation warning. A key set in the
+`tls` block wins over its old spelling.
 `verify_server_hostname` implies `verify_outgoing` (the hostname is checked on outgoing RPC).
 
 `resolve` returns the frozen `TLSConfig` (runtime.py); the checks raise ConfigError, naming the
@@ -106,6 +107,9 @@ def resolve(m: dict[str, Any], https_port: int, warnings: list[str]) -> TLSConfi
     for old, (block, key) in DEPRECATED.items():
         if m.get(old) is not None:
             blocks[block][key] = m[old]
+            warnings.append(f"The '{old}' field is deprecated. Use the 'tls.{block}.{key}' field instead.")
+    if m.get("tls_prefer_server_cipher_suites") is not None:
+        warnings.append("The 'tls_prefer_server_cipher_suites' field is deprecated and ignored.")
     for name in blocks:
         blocks[name].update(_block(m, name))
     resolved = {name: _settings(name, {**blocks["defaults"], **blocks[name]}) for name in LISTENER_BLOCKS}

@@ -145,6 +145,8 @@ def test_deprecated_top_level_keys(tmp_path):
     assert cfg.tls.internal_rpc.verify_incoming and not cfg.tls.https.verify_incoming
     assert cfg.tls.internal_rpc.verify_server_hostname and cfg.tls.https.verify_outgoing
     assert cfg.tls.grpc.ca_file == "ca.pem"
+    assert "The 'verify_incoming_rpc' field is deprecated. Use the 'tls.internal_rpc.verify_incoming' field " \
+           "instead." in cfg.config_warnings
 
 
 def test_tls_block_wins_over_old_key(tmp_path):
