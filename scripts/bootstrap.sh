@@ -4,7 +4,9 @@
 #   1. Debian packages the tests need (listed in scripts/debian-packages.txt), only the missing ones;
 #   2. uv, installed with pip (into the user site, or into the active virtualenv) when it is not
 #      already on PATH, and made reachable on PATH;
-#   3. the locked Python environment: `uv sync --frozen` (runtime and dev dependencies).
+#   3. the locked Python environment: `uv sync --frozen` (runtime and dev dependencies);
+#   4. the npm packages the compat tests drive (tests/compat/npm: `npm ci` from its lock file),
+#      with Node.js and npm from Debian's packages when the machine has no npm.
 #
 # Every step checks before it acts, so running it again is cheap and changes nothing.
 #
@@ -185,6 +187,29 @@ _cairn_install_uv() {
     fi
 }
 
+# `npm ci` in each npm project of the tests whose node_modules is missing or older than its lock.
+_cairn_npm_projects() {
+    local dir out
+    for dir in "$@"; do
+        [[ -f "$dir/package-lock.json" ]] || continue
+        [[ -d "$dir/node_modules" && "$dir/node_modules" -nt "$dir/package-lock.json" ]] && continue
+        if ! command -v npm >/dev/null 2>&1; then
+            [[ "${CAIRN_SKIP_APT:-}" != 1 ]] && _cairn_apt_install nodejs npm || {
+                _cairn_log "npm is needed for $dir (install Node.js and npm)"
+                return 1
+            }
+        fi
+        _cairn_log "npm ci in $dir"
+        out="$(mktemp)"
+        (cd "$dir" && npm ci --no-audit --no-fund >"$out" 2>&1 && touch node_modules) || {
+            cat "$out" >&2
+            rm -f "$out"
+            return 1
+        }
+        rm -f "$out"
+    done
+}
+
 cairn_bootstrap() {
     local root
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
@@ -194,6 +219,7 @@ cairn_bootstrap() {
         _cairn_log "uv sync --frozen failed"
         return 1
     }
+    _cairn_npm_projects "$root/tests/compat/npm"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
