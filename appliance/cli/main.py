@@ -38,7 +38,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "snapshot": ("appliance.cli.snapshot", "run", "Saves, restores and inspects snapshots of the servers' state"),
     "sd": ("sd.cli", "run", "Writes Prometheus service discovery files from the catalog"),
     "template": ("appliance.cli.template", "run", "Renders files from KV and catalog data (consul-template)"),
-    "tls": ("appliance.cli.tls", "run", "Builtin helpers for creating CAs and certificates"),
+    "tls": ("appliance.cli.tls", "run", "Makes the agent CA and TLS certificates"),
     "validate": ("appliance.cli.validate", "run", "Checks configuration files and directories"),
     "version": ("appliance.cli.ops", "run_version", "Prints the cairn version"),
     "watch": ("appliance.cli.watch", "run", "Watches for changes in the cluster's data"),

@@ -23,10 +23,8 @@ from appliance.tls import certs
 HELP = """\
 Usage: cairn tls <subcommand> <subcommand> [options]
 
-  This command has subcommands for interacting with Cairn TLS.
-
-  Here are some simple examples, and more detailed examples are available
-  in the subcommands or the documentation (docs/tls.md).
+  Makes the CA and the certificates agents need for TLS on the HTTPS and
+  server RPC ports. docs/tls.md walks through the whole setup.
 
   Create a CA
 
@@ -41,34 +39,34 @@ Usage: cairn tls <subcommand> <subcommand> [options]
     $ cairn tls cert create -client
 
 Subcommands:
-    ca      Helpers for CAs
-    cert    Helpers for certificates
+    ca      Make the agent CA
+    cert    Make server, client and cli certificates
 """
 
 CA_HELP = """\
 Usage: cairn tls ca <subcommand> [options]
 
-  This command has subcommands for interacting with Certificate Authorities.
+  Makes the CA that signs the agents' certificates.
 
   Create a CA
 
     $ cairn tls ca create
 
 Subcommands:
-    create    Create a new Cairn CA
+    create    Make a new CA certificate and key
 """
 
 CERT_HELP = """\
 Usage: cairn tls cert <subcommand> [options]
 
-  This command has subcommands for interacting with certificates.
+  Makes certificates signed by the agent CA.
 
   Create a server certificate
 
     $ cairn tls cert create -server
 
 Subcommands:
-    create    Create a new certificate
+    create    Make a new certificate and key signed by the CA
 """
 
 SERVER_WARNING = """\
@@ -102,16 +100,15 @@ def ca_parser() -> CliParser:
                   "Create a new Cairn CA:\n\n  $ cairn tls ca create\n  ==> Saved consul-agent-ca.pem\n"
                   "  ==> Saved consul-agent-ca-key.pem")
     p.flag("days", type=int, default=certs.CA_DAYS, metavar="<int>",
-           help="Provide number of days the CA is valid for from now on. Defaults to 5 years.")
+           help="Days the CA stays valid, counted from now. Default 1825 (5 years).")
     p.flag("domain", default="consul", metavar="<string>",
-           help='Domain of the Cairn cluster. Used in the file names and, with -name-constraint, as a '
-                'permitted name. Defaults to "consul".')
+           help='The cluster\'s DNS domain: the prefix of the file names and, with -name-constraint, a '
+                'permitted name. Default "consul".')
     p.flag("name-constraint", action="store_true",
-           help="Add name constraints for the CA. Results in rejecting certificates for other DNS than "
-                "specified. If turned on localhost and -domain will be added to the allowed DNS. Defaults to false.")
+           help="Limit the CA to names under -domain, localhost and each -additional-name-constraint (a critical "
+                "X.509 name constraint): certificates it signs for other names fail verification. Default false.")
     p.flag("additional-name-constraint", action="append", default=[], metavar="<string>",
-           help="Add name constraints for the CA. Results in rejecting certificates for other DNS than "
-                "specified. Can be used multiple times. Only used in combination with -name-constraint.")
+           help="Another domain the CA may sign names under, with -name-constraint. Repeatable.")
     p.flag("common-name", default="", metavar="<string>", help="Accepted for compatibility; the CN is "
            '"Consul Agent CA <serial>".')
     return p
@@ -139,26 +136,27 @@ def cert_parser() -> CliParser:
                   "  ==> Saved dc1-server-consul-0.pem\n  ==> Saved dc1-server-consul-0-key.pem\n"
                   "  $ cairn tls cert create -client\n  ==> Saved dc1-client-consul-0.pem\n"
                   "  ==> Saved dc1-client-consul-0-key.pem")
-    p.flag("ca", default="#DOMAIN#-agent-ca.pem", metavar="<string>", help="Provide path to the ca. "
-           'Defaults to #DOMAIN#-agent-ca.pem.')
-    p.flag("key", default="#DOMAIN#-agent-ca-key.pem", metavar="<string>", help="Provide path to the key. "
-           "Defaults to #DOMAIN#-agent-ca-key.pem.")
-    p.flag("server", action="store_true", help="Generate server certificate.")
-    p.flag("client", action="store_true", help="Generate client certificate.")
-    p.flag("cli", action="store_true", help="Generate cli certificate.")
-    p.flag("node", default="", metavar="<string>", help="When generating a server cert and this is set an "
-           "additional dns name is included of the form <node>.server.<datacenter>.<domain>.")
+    p.flag("ca", default="#DOMAIN#-agent-ca.pem", metavar="<string>", help="The CA certificate that signs. "
+           "Default #DOMAIN#-agent-ca.pem (#DOMAIN# is -domain).")
+    p.flag("key", default="#DOMAIN#-agent-ca-key.pem", metavar="<string>", help="The CA's private key. "
+           "Default #DOMAIN#-agent-ca-key.pem.")
+    p.flag("server", action="store_true",
+           help="Make a server certificate (server.<dc>.<domain>). Give it to servers only.")
+    p.flag("client", action="store_true", help="Make a client agent certificate (client.<dc>.<domain>).")
+    p.flag("cli", action="store_true", help="Make a certificate for the CLI and other API clients (cli.<dc>.<domain>).")
+    p.flag("node", default="", metavar="<string>", help="With -server: also the name "
+           "<node>.server.<dc>.<domain>.")
     p.flag("days", type=int, default=certs.LEAF_DAYS, metavar="<int>",
-           help="Provide number of days the certificate is valid for from now on. Defaults to 1 year.")
-    p.flag("dc", default="dc1", metavar="<string>", help="Provide the datacenter. Matters only for "
-           "-server certificates. Defaults to dc1.")
-    p.flag("domain", default="consul", metavar="<string>", help='Provide the domain. Defaults to "consul".')
+           help="Days the certificate stays valid, counted from now. Default 365.")
+    p.flag("dc", default="dc1", metavar="<string>", help="The datacenter, part of the certificate's "
+           "names and file name. Default dc1.")
+    p.flag("domain", default="consul", metavar="<string>", help='The cluster\'s DNS domain. Default "consul".')
     p.flag("additional-dnsname", action="append", default=[], metavar="<string>",
-           help="Provide an additional dnsname for Subject Alternative Names. localhost is always included. "
-                "This flag may be provided multiple times.")
+           help="Another DNS name in the certificate (placed before the built-in ones; localhost is always "
+                "there). Repeatable; ignored with -cli.")
     p.flag("additional-ipaddress", action="append", default=[], metavar="<string>",
-           help="Provide an additional ipaddress for Subject Alternative Names. 127.0.0.1 is always included. "
-                "This flag may be provided multiple times.")
+           help="Another IP address in the certificate (127.0.0.1 is always there). Repeatable; ignored "
+                "with -cli.")
     return p
 
 
