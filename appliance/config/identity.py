@@ -35,7 +35,8 @@ def node_info(cfg: RuntimeConfig) -> dict[str, Any]:
 
 def member_tags(cfg: RuntimeConfig) -> dict[str, str]:
     """Serf tags of this agent's member, Consul's: servers are `role=consul` with their RPC port."""
-    tags = {"acls": "1" if cfg.acl.enabled else "0", "build": f"{CONSUL_COMPAT_VERSION}:{REVISION}", "dc": cfg.datacenter,
+    tags = {"acls": "1" if cfg.acl.enabled else "0",
+            "build": f"{CONSUL_COMPAT_VERSION}:{REVISION}", "dc": cfg.datacenter,
             "id": cfg.node_id, "role": "consul" if cfg.server else "node", "segment": "",
             "vsn": "2", "vsn_max": "3", "vsn_min": "2"}
     if cfg.server:

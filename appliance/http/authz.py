@@ -38,12 +38,12 @@ from appliance.acl.authorizer import Authorizer
 from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied_text
 from appliance.acl.policy import Rules
 from appliance.acl.resolve import ACLNotFound, Identity, Resolver
+from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements
 from appliance.http.errors import HTTPError
 from appliance.http.values import Answer
 
 if TYPE_CHECKING:
     from appliance.http.context import HTTPContext
-    from appliance.http.routes import Route
     from appliance.http.values import Request
 
 log = logging.getLogger("agent.acl")
@@ -183,10 +183,8 @@ async def request_identity(req: Request, ctx: HTTPContext) -> Identity | None:
     return await acl_agent(ctx).identity(req)
 
 
-async def admit(route: Route, req: Request, ctx: HTTPContext) -> None:
+async def admit(route: Any, req: Request, ctx: HTTPContext) -> None:
     """Before the handler: resolve the token and check a `<resource>:<level>` route."""
-    from appliance.http.authz_routes import SEGMENTS, requirements
-
     acl = route.acl
     if acl == "none":
         return
@@ -201,10 +199,8 @@ async def admit(route: Route, req: Request, ctx: HTTPContext) -> None:
             require(ident, resource, level, segment)
 
 
-def finish(route: Route, req: Request, ctx: HTTPContext, answer: Answer) -> Answer:
+def finish(route: Any, req: Request, ctx: HTTPContext, answer: Answer) -> Answer:
     """After the handler: re-check a blocking query's token, filter a `filter:` route's answer."""
-    from appliance.http.authz_routes import FILTERS, NOT_FOUND
-
     ident: Identity | None = req.get(IDENTITY)
     if ident is None:
         return answer

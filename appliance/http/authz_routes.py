@@ -28,7 +28,6 @@ from appliance.http.paths import path_tail
 if TYPE_CHECKING:
     from appliance.acl.authorizer import Authorizer
     from appliance.http.context import HTTPContext
-    from appliance.http.routes import Route
     from appliance.http.values import Request
 
 Need = tuple[str, str, "str | None"]
@@ -260,7 +259,7 @@ for _verb in ("deregister", "pass", "warn", "fail", "update"):
     SEGMENTS[("PUT", f"/v1/agent/check/{_verb}/")] = _local_check_needs(f"/v1/agent/check/{_verb}/")
 
 
-def requirements(route: Route, req: Request, ctx: HTTPContext) -> list[Need]:
+def requirements(route: Any, req: Request, ctx: HTTPContext) -> list[Need]:
     """The permissions a denying route needs for this request."""
     fn = SEGMENTS.get((route.method, route.path))
     if fn is not None:

@@ -38,6 +38,7 @@ def self_info(ctx: HTTPContext) -> dict[str, Any]:
     node_info = ctx.info.node_info()
     ttl = sum(1 for c in local.checks.values() if c.definition.kind == "ttl")
     wan_stats = ctx.membership.wan_stats()
+    acl = "enabled" if cfg.acl.enabled else "disabled"
     consensus = ctx.consensus
     info: dict[str, Any] = {
         "Config": {"Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.primary_datacenter,
@@ -52,14 +53,17 @@ def self_info(ctx: HTTPContext) -> dict[str, Any]:
                         "SerfPortWAN": cfg.ports.serf_wan, "LogLevel": cfg.log_level.upper(),
                         "EnableScriptChecks": cfg.enable_script_checks,
                         "EnableLocalScriptChecks": cfg.enable_local_script_checks,
-                        "DNSDomain": cfg.domain, "UIConfig": {"Enabled": cfg.ui_enabled}},
+                        "DNSDomain": cfg.domain, "UIConfig": {"Enabled": cfg.ui_enabled},
+                        "ACLsEnabled": cfg.acl.enabled, "ACLResolverSettings": {
+                            "ACLDefaultPolicy": cfg.acl.default_policy, "ACLDownPolicy": cfg.acl.down_policy,
+                            "Datacenter": cfg.datacenter, "NodeName": cfg.node_name}},
         "Coord": ctx.coordinates.lan_coordinate().to_json(),
         "Member": member_json(ctx.membership.local_member()),
         "Stats": {
             "agent": {"check_monitors": "0", "check_ttls": str(ttl), "checks": str(len(local.checks)),
                       "services": str(len(local.services))},
             "build": {"prerelease": "", "revision": REVISION, "version": CONSUL_COMPAT_VERSION},
-            "consul": {"acl": "disabled", "bootstrap": str(cfg.bootstrap or cfg.dev).lower(),
+            "consul": {"acl": acl, "bootstrap": str(cfg.bootstrap or cfg.dev).lower(),
                        "known_datacenters": str(ctx.federation.known_datacenters()),
                        "leader": str(ctx.raft is not None and ctx.raft.is_leader).lower(),
                        "leader_addr": consensus.leader_address(), "server": str(cfg.server).lower()},
@@ -75,5 +79,5 @@ def self_info(ctx: HTTPContext) -> dict[str, Any]:
     if not cfg.server:  # a client runs no Raft: Consul shows the servers it knows instead
         stats = info["Stats"]
         del stats["raft"]
-        stats["consul"] = {"acl": "disabled", "known_servers": str(ctx.info.known_servers()), "server": "false"}
+        stats["consul"] = {"acl": acl, "known_servers": str(ctx.info.known_servers()), "server": "false"}
     return info
