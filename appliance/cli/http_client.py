@@ -57,15 +57,14 @@ TLS_SOURCES = {
     "tls_server_name": ("tls_server_name", ("CAIRN_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME")),
 }
 TLS_FLAGS = (
-    ("ca-file", "Path to a CA file to use for TLS when communicating with the agent. Also CONSUL_CACERT."),
-    ("ca-path", "Path to a directory of CA certificates to use for TLS when communicating with the agent. "
-                "Also CONSUL_CAPATH."),
-    ("client-cert", "Path to a client cert file to use for TLS when verify_incoming is enabled. "
+    ("ca-file", "CA certificate (PEM) that signs the agent's HTTPS certificate; default: the system's CAs. "
+                "Also CONSUL_CACERT."),
+    ("ca-path", "Directory of CA certificates, instead of -ca-file. Also CONSUL_CAPATH."),
+    ("client-cert", "Certificate (PEM) to present to an agent with tls.https.verify_incoming. "
                     "Also CONSUL_CLIENT_CERT."),
-    ("client-key", "Path to a client key file to use for TLS when verify_incoming is enabled. "
-                   "Also CONSUL_CLIENT_KEY."),
-    ("tls-server-name", "The server name to use as the SNI host when connecting via TLS. "
-                        "Also CONSUL_TLS_SERVER_NAME."),
+    ("client-key", "Private key of -client-cert. Also CONSUL_CLIENT_KEY."),
+    ("tls-server-name", "Name to send (SNI) and to check the agent's certificate against, instead of the "
+                        "address's host. Also CONSUL_TLS_SERVER_NAME."),
 )
 
 
