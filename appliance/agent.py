@@ -125,8 +125,7 @@ class Agent:
 
     def lan_coordinate(self) -> Coordinate:
         """This agent's LAN network coordinate (the origin until gossip has measured anything)."""
-        serf = self.gossip.serf
-        return serf.coordinate() if serf is not None else Coordinate.origin()
+        return self.gossip.coordinate() or Coordinate.origin()
 
     def cluster_size(self) -> int:
         """LAN members (anti-entropy's aeScale)."""
