@@ -82,6 +82,19 @@ class ACLConfig:
 
 
 @dataclass(frozen=True)
+class UIMetrics:
+    """The web UI's metrics settings (`ui_config`; appliance/config/ui.py). The proxy's headers
+    stay on the agent: the page is told only whether the proxy is on."""
+
+    provider: str = ""  # "prometheus" or ""
+    provider_options: dict[str, Any] = field(default_factory=dict)  # metrics_provider_options_json
+    proxy_base_url: str = ""  # "" = the metrics proxy is off
+    proxy_add_headers: tuple[tuple[str, str], ...] = ()
+    proxy_path_allowlist: tuple[str, ...] = ()
+    dashboard_url_templates: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TLSSettings:
     """One listener's TLS settings (`tls.defaults` overlaid with its block; appliance/config/tls.py)."""
 
@@ -164,6 +177,7 @@ class RuntimeConfig:
     ui_enabled: bool = False
     ui_dir: str = ""  # serve UI files from here instead of the built-in UI
     ui_content_path: str = "/ui/"
+    ui_metrics: UIMetrics = field(default_factory=UIMetrics)
     pretty_json: bool = False  # Consul pretty-prints every JSON response in -dev
     limits: Limits = field(default_factory=Limits)
     default_query_time_s: float = 300.0

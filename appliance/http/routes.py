@@ -36,6 +36,8 @@ from appliance.http.handlers import (
     snapshot,
     status,
     txn,
+    ui,
+    ui_proxy,
 )
 
 if TYPE_CHECKING:
@@ -213,6 +215,16 @@ ROUTES: tuple[Route, ...] = (
     R("POST", "/v1/acl/login", acl_auth.login, "none", body_limit=J, summary="Exchange a bearer token for a token"),
     R("POST", "/v1/acl/logout", acl_auth.logout, "none", summary="Delete a token made by login"),
     R("PUT", acl.AGENT_TOKEN, acl.agent_token, "acl:write", body_limit=J, summary="Set one of the agent's tokens"),
+    # -- web UI (appliance/http/handlers/ui.py, ui_proxy.py)
+    R("GET", ui.PREFIX, ui.static, "none", summary="The web UI"),
+    R("GET", "/v1/internal/ui/services", ui.services, "filter:service", blocking=True,
+      summary="UI: services with instance and check counts"),
+    R("GET", "/v1/internal/ui/nodes", ui.nodes, "filter:node,service", blocking=True,
+      summary="UI: nodes with services and checks"),
+    R("GET", ui.NODE_PREFIX, ui.node, "filter:node,service", blocking=True,
+      summary="UI: one node with services and checks"),
+    R("GET", ui_proxy.PREFIX + "/", ui_proxy.metrics_proxy, "filter:node,service",
+      summary="UI: allow-listed Prometheus query paths"),
     R("GET", "/v1/snapshot", snapshot.save, "acl:write", summary="Save a snapshot"),
     R("PUT", "/v1/snapshot", snapshot.restore_archive, "acl:write", body_limit=snapshot.MAX_RESTORE_BYTES,
       summary="Restore a snapshot"),
@@ -228,7 +240,7 @@ def check_table(routes: Iterable[Route]) -> list[str]:
         seen.add((r.method, r.path))
         if not ACL.fullmatch(r.acl):
             problems.append(f"{r.method} {r.path}: ACL {r.acl!r} is not <resource>:<level>, filter:... or none")
-        if not r.path.startswith("/v1/"):
+        if not r.path.startswith(("/v1/", ui.PREFIX)):  # the API, and the web UI's files
             problems.append(f"{r.method} {r.path}: not under /v1/")
     return problems
 

@@ -1,0 +1,251 @@
+"""The web UI: its static files under /ui/ and the internal endpoints its pages read
+(/v1/internal/ui/services, nodes, node/<name>; reference/ui.md §1-2).
+
+Static files come from the package (appliance/ui/static, shipped in the wheel) or from
+`ui_config.dir`. `index.html` is rendered per request with the page's settings in a
+`<script type="application/json" id="cairn-ui-config">` element (the JSON escaped so no value can
+close the tag; the metrics proxy's headers are never in it). A path without a file extension that
+names no file is a page of the single-page app and gets index.html; a missing asset is a 404.
+Every UI answer carries an explicit Content-Type, nosniff and a strict Content-Security-Policy.
+
+The internal endpoints are blocking reads with Consul's shapes: a service listing with health
+counts over unique (node, CheckID) pairs, node checks included (Consul's summarizeServices), and
+NodeInfo dumps. With ACLs on, what the token may not read is left out of the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance.http.authz import FILTERED, IDENTITY
+from appliance.http.context import HTTPContext
+from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
+from appliance.http.query import blocking
+from appliance.http.values import Answer, Request, json_answer
+from appliance.state import watchkeys
+from appliance.state.store import Store
+
+STATIC = Path(__file__).resolve().parents[2] / "ui" / "static"
+PREFIX = "/ui/"
+NODE_PREFIX = "/v1/internal/ui/node/"
+CONFIG_MARK = "/*CAIRN_UI_CONFIG*/{}"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+       "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'")
+NOT_API = "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'"
+TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html",
+         ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json", ".txt": "text/plain",
+         ".ico": "image/x-icon", ".woff2": "font/woff2"}
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def ui_on(ctx: HTTPContext) -> bool:
+    return ctx.config.ui_enabled or bool(ctx.config.ui_dir)
+
+
+def page_config(ctx: HTTPContext) -> dict[str, Any]:
+    """What the page is told about the agent (never the metrics proxy's headers or base URL)."""
+    cfg = ctx.config
+    metrics = cfg.ui_metrics
+    return {
+        "ContentPath": PREFIX,
+        "ACLsEnabled": cfg.acl.enabled,
+        "LocalDatacenter": cfg.datacenter,
+        "PrimaryDatacenter": cfg.primary_datacenter,
+        "Version": __version__,
+        "UIConfig": {
+            "metrics_provider": metrics.provider,
+            "metrics_proxy_enabled": bool(metrics.proxy_base_url),
+            "metrics_provider_options": metrics.provider_options,
+            "dashboard_url_templates": metrics.dashboard_url_templates,
+        },
+    }
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a <script> element: nothing in it can end the element."""
+    text = json.dumps(value, ensure_ascii=False)
+    for char, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(char, escape)
+    return text
+
+
+def _ui_headers(cache: str) -> dict[str, str]:
+    return {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Cache-Control": cache}
+
+
+def _file_under(root: Path, tail: str) -> Path | None:
+    parts = [p for p in tail.split("/") if p]
+    if any(p in (".", "..") or "\\" in p or "\x00" in p for p in parts):
+        return None
+    path = root.joinpath(*parts) if parts else root
+    return path if path.is_file() else None
+
+
+async def static(req: Request, ctx: HTTPContext) -> Answer:
+    """GET /ui/<path>: a file of the UI, or index.html for a page of the app."""
+    if not ui_on(ctx):
+        raise HTTPError(404, NOT_API)
+    root = Path(ctx.config.ui_dir) if ctx.config.ui_dir else STATIC
+    tail = path_tail(req, PREFIX)
+    found = _file_under(root, tail)
+    if found is None or found.name == "index.html":
+        last = tail.rsplit("/", 1)[-1]
+        if found is None and "." in last:  # a missing asset: a real 404, never index.html
+            return Answer(404, _ui_headers("no-store"), b"404 page not found\n", "text/plain", "utf-8")
+        index = root / "index.html"
+        if not index.is_file():
+            return Answer(404, _ui_headers("no-store"), b"404 page not found\n", "text/plain", "utf-8")
+        html = index.read_text("utf-8").replace(CONFIG_MARK, script_json(page_config(ctx)))
+        return Answer(200, _ui_headers("no-cache"), html.encode(), "text/html", "utf-8")
+    ctype = TYPES.get(found.suffix) or mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+    charset = "utf-8" if ctype.startswith("text/") or ctype.endswith(("json", "svg+xml")) else None
+    return Answer(200, _ui_headers("no-cache"), found.read_bytes(), ctype, charset)
+
+
+# ---------------------------------------------------------------- summaries (Consul's shapes)
+
+def service_summaries(store: Store) -> list[dict[str, Any]]:
+    """ServiceListingSummary per service name, sorted by name (Consul's UIServices)."""
+    acc: dict[str, dict[str, Any]] = {}
+    for node_key in sorted(store.services):
+        node = store.nodes.get(node_key)
+        if node is None:
+            continue
+        checks = store.checks.get(node_key, {})
+        node_checks = [c for c in checks.values() if not c["ServiceID"]]
+        for svc in store.services[node_key].values():
+            kind = svc.get("Kind") or ""
+            names = [svc["Service"]]
+            proxy = svc.get("Proxy") or {}
+            dest = proxy.get("DestinationServiceName") if kind == "connect-proxy" else ""
+            if dest:  # a sidecar's checks count for the service it fronts, too
+                names.append(dest)
+            own = [c for c in checks.values() if c["ServiceID"] == svc["ID"]]
+            for i, name in enumerate(names):
+                s = acc.get(name)
+                if s is None:
+                    s = acc[name] = {"name": name, "kind": "", "dc": "", "tags": set(), "nodes": set(),
+                                     "sources": set(), "count": 0, "checks": {}, "native": False,
+                                     "proxied": False, "seen": False}
+                if i == 1:
+                    s["proxied"] = True
+                else:
+                    s["seen"] = True
+                    s["kind"] = kind
+                    s["dc"] = node["Datacenter"]
+                    s["tags"].update(svc["Tags"] or ())
+                    s["nodes"].add(node["Node"])
+                    source = (svc["Meta"] or {}).get("external-source")
+                    if source:
+                        s["sources"].add(source)
+                    s["count"] += 1
+                    s["native"] = s["native"] or bool((svc.get("Connect") or {}).get("Native"))
+                for c in (*node_checks, *own):
+                    s["checks"][(node["Node"], c["CheckID"])] = c["Status"]
+    out = []
+    for name in sorted(acc):
+        s = acc[name]
+        if not s["seen"]:
+            continue
+        statuses = list(s["checks"].values())
+        entry: dict[str, Any] = {}
+        if s["kind"]:
+            entry["Kind"] = s["kind"]
+        entry.update(
+            Name=name, Datacenter=s["dc"], Tags=sorted(s["tags"]) or None, Nodes=sorted(s["nodes"]) or None,
+            ExternalSources=sorted(s["sources"]) or None, InstanceCount=s["count"],
+            ChecksPassing=statuses.count("passing"), ChecksWarning=statuses.count("warning"),
+            ChecksCritical=statuses.count("critical"), GatewayConfig={}, TransparentProxy=False,
+            ConnectNative=s["native"], ConnectedWithProxy=s["proxied"], ConnectedWithGateway=False)
+        out.append(entry)
+    return out
+
+
+def node_info(store: Store, node: dict[str, Any]) -> dict[str, Any]:
+    """structs.NodeInfo: the node with its services and checks (never null)."""
+    name = node["Node"]
+    meta = dict(node["Meta"] or {})
+    return {"ID": node["ID"], "Node": name, "Address": node["Address"], "Datacenter": node["Datacenter"],
+            "TaggedAddresses": node["TaggedAddresses"], "Meta": meta,
+            "Services": store.node_services(name), "Checks": store.node_checks(name)}
+
+
+# ---------------------------------------------------------------- ACL filtering of the answers
+
+def _allowed(req: Request) -> Any:
+    ident = req.get(IDENTITY)
+    return None if ident is None else ident.authz.allowed
+
+
+def _filter_services(req: Request, body: list[Any], headers: dict[str, str]) -> list[Any]:
+    allowed = _allowed(req)
+    if allowed is None:
+        return body
+    kept = [s for s in body if allowed("service", s["Name"], "read")]
+    if len(kept) != len(body):
+        headers[FILTERED] = "true"
+    return kept
+
+
+def _filter_node(allowed: Any, info: dict[str, Any]) -> dict[str, Any] | None:
+    if not allowed("node", info["Node"], "read"):
+        return None
+    services = [s for s in info["Services"] if allowed("service", s["Service"], "read")]
+    checks = [c for c in info["Checks"] if not c["ServiceName"] or allowed("service", c["ServiceName"], "read")]
+    return {**info, "Services": services, "Checks": checks}
+
+
+# ---------------------------------------------------------------- handlers
+
+async def services(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    keys = (watchkeys.SERVICES, watchkeys.CHECKS, watchkeys.NODES)
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
+                                   render=lambda: service_summaries(store), keys=keys, effective_consistency=True)
+    kept = _filter_services(req, body, headers)
+    if kept is not body:
+        return json_answer(req, list(kept), headers=headers)
+    return json_answer(req, body, headers=headers)
+
+
+async def nodes(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    keys = (watchkeys.NODES, watchkeys.SERVICES, watchkeys.CHECKS)
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
+                                   render=lambda: [node_info(store, n) for n in store.all_nodes()], keys=keys,
+                                   effective_consistency=True)
+    allowed = _allowed(req)
+    if allowed is None:
+        return json_answer(req, body, headers=headers)
+    kept = [k for k in (_filter_node(allowed, info) for info in body) if k is not None]
+    sizes = [(len(i["Services"]), len(i["Checks"])) for i in body]
+    if sizes != [(len(k["Services"]), len(k["Checks"])) for k in kept]:
+        headers[FILTERED] = "true"
+    return json_answer(req, kept, headers=headers)
+
+
+async def node(req: Request, ctx: HTTPContext) -> Answer:
+    store = ctx.store
+    name = path_tail(req, NODE_PREFIX)
+    if not name:
+        raise HTTPError(400, "Missing node name")
+    key = watchkeys.node(name)
+
+    def render() -> Any:
+        found = store.node(name)
+        return None if found is None else node_info(store, found)
+
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
+                                   effective_consistency=True)
+    allowed = _allowed(req)
+    if body is not None and allowed is not None:
+        body = _filter_node(allowed, body)
+    if body is None:
+        return Answer(404, headers, b"")
+    return json_answer(req, body, headers=headers)
