@@ -429,3 +429,34 @@ def test_rpc_certificates_swap_on_reinstall_and_open_connections_stay(tmp_path, 
 async def _until(predicate) -> None:
     while not predicate():
         await asyncio.sleep(0.02)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dc2_cert", ["server2", "server"])
+def test_requests_forwarded_to_another_datacenter_check_its_server_name(tmp_path, pki, dc2_cert):
+    """?dc=dc2 from dc1 travels over TLS to dc2's server, which must present server.dc2.consul: a
+    dc1 server certificate there is refused."""
+    ca_cert, ca_key = certs.load_ca(pki["ca"].read_bytes(), pki["ca_key"].read_bytes())
+    dc2 = certs.make_leaf("server", ca_cert, ca_key, dc="dc2")
+    pki["server2"], pki["server2_key"] = tmp_path / "dc2.pem", tmp_path / "dc2-key.pem"
+    pki["server2"].write_bytes(dc2.cert_pem)
+    pki["server2_key"].write_bytes(dc2.key_pem)
+    s1 = Server(tmp_path, "s1", expect=1, hcl=rpc_hcl(pki, "server"))
+    s2 = Server(tmp_path, "s2", expect=1, hcl=rpc_hcl(pki, dc2_cert) + ' datacenter = "dc2" '
+                f'retry_join_wan = ["127.0.0.1:{s1.ports[4]}"] retry_interval_wan = "1s"')
+    try:
+        s1.start([])
+        s2.start([])
+        wait_until(lambda: s1.leader() and s2.leader(), timeout=60, what="two leaders")
+        if dc2_cert == "server":
+            wait_until(lambda: not s1.put("tls/remote?dc=dc2", "across", timeout=5)
+                       and "Hostname mismatch" in (tmp_path / "s1-1.log").read_text(), timeout=60,
+                       what="dc1 refusing dc2's certificate")
+            assert s2.get("tls/remote") is None
+            return
+        wait_until(lambda: s1.put("tls/remote?dc=dc2", "across", timeout=5), timeout=60, what="a write to dc2 via dc1")
+        assert s2.get("tls/remote") == b"across"
+        assert s1.get("tls/remote") is None  # it went to dc2, not dc1
+    finally:
+        for s in (s1, s2):
+            s.stop()
