@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 # verb -> (module, function, one-line description); sorted on output
 VERBS: dict[str, tuple[str, str, str]] = {
+    "acl": ("appliance.cli.acl", "run", "Interacts with the ACL system (tokens, policies, roles, auth methods)"),
     "agent": ("appliance.cli.agent", "run", "Runs a cairn agent"),
     "catalog": ("appliance.cli.catalog", "run", "Reads the catalog of nodes and services"),
     "dns": ("appliance.cli.dns", "run", "Prints resolver configuration for the DNS interface"),
