@@ -3,7 +3,8 @@
 Consul's flags, defaults, file names and output lines (appliance/tls/certs.py builds the
 certificates; this module reads the CA and writes the files into the current directory):
 
-* ``ca create [-days=1825] [-domain=consul] [-name-constraint] [-additional-name-constraint=<name>]``
+* ``ca create [-days=1825] [-domain=consul] [-name-constraint] [-additional-name-constraint=<name>]
+  [-common-name=<cn>] [-cluster-id=<id>]``
   writes ``<domain>-agent-ca.pem`` and ``<domain>-agent-ca-key.pem`` (mode 0600); an existing
   file is an error (``<file> already exists.``).
 * ``cert create -server|-client|-cli [-dc=dc1] [-domain=consul] [-days=365] [-node=<name>]
@@ -109,8 +110,10 @@ def ca_parser() -> CliParser:
                 "X.509 name constraint): certificates it signs for other names fail verification. Default false.")
     p.flag("additional-name-constraint", action="append", default=[], metavar="<string>",
            help="Another domain the CA may sign names under, with -name-constraint. Repeatable.")
-    p.flag("common-name", default="", metavar="<string>", help="Accepted for compatibility; the CN is "
-           '"Consul Agent CA <serial>".')
+    p.flag("common-name", default="", metavar="<string>",
+           help='The CA\'s common name. Default "Consul Agent CA <serial number>".')
+    p.flag("cluster-id", default="", metavar="<string>",
+           help="Adds the URI name spiffe://<cluster-id>.<domain> to the CA. Default none.")
     return p
 
 
@@ -124,7 +127,8 @@ def run_ca_create(argv: list[str]) -> int:
         if os.path.exists(path):
             raise CliError(f"{path} already exists.")
     issued = certs.make_ca(days=days, domain=args.domain, name_constraint=args.name_constraint,
-                           additional_constraints=args.additional_name_constraint)
+                           additional_constraints=args.additional_name_constraint, common_name=args.common_name,
+                           cluster_id=args.cluster_id)
     _write_new(cert_file, issued.cert_pem, 0o644)
     _write_new(key_file, issued.key_pem, 0o600)
     return 0

@@ -10,7 +10,8 @@ SubjectKeyIdentifier that is the SHA-256 of its public key (DER, SubjectPublicKe
 * The CA (`make_ca`): subject with Consul's fixed address fields and CN `Consul Agent CA
   <serial>`, BasicConstraints CA (critical), KeyUsage CertSign | CRLSign | DigitalSignature
   (critical), AuthorityKeyIdentifier = its own key id; with `name_constraint`, a critical
-  NameConstraints permitting the extra names, `<domain>` and `localhost`. Default 1825 days.
+  NameConstraints permitting the extra names, `<domain>` and `localhost`; with `cluster_id`, the
+  URI name `spiffe://<cluster_id>.<domain>`; `common_name` replaces the CN. Default 1825 days.
 * A leaf (`make_leaf`): CN and DNS names from `leaf_names` (`server.<dc>.<domain>`,
   `client.<dc>.<domain>` or `cli.<dc>.<domain>` and `localhost`, the additional names before the
   built-in ones, IP 127.0.0.1 for servers and clients), KeyUsage DigitalSignature |
@@ -81,12 +82,13 @@ def _validity(builder: x509.CertificateBuilder, days: int, now: datetime.datetim
 
 
 def make_ca(*, days: int = CA_DAYS, domain: str = "consul", name_constraint: bool = False,
-            additional_constraints: Sequence[str] = (), now: datetime.datetime | None = None) -> Issued:
+            additional_constraints: Sequence[str] = (), common_name: str = "", cluster_id: str = "",
+            now: datetime.datetime | None = None) -> Issued:
     """A self-signed agent CA (see the module docstring)."""
     key = new_key()
     serial = secrets.randbits(128)
     subject = x509.Name([x509.NameAttribute(oid, value) for oid, value in CA_SUBJECT]
-                        + [x509.NameAttribute(NameOID.COMMON_NAME, f"Consul Agent CA {serial}")])
+                        + [x509.NameAttribute(NameOID.COMMON_NAME, common_name or f"Consul Agent CA {serial}")])
     kid = key_id(key.public_key())
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
                .serial_number(serial)
@@ -96,6 +98,9 @@ def make_ca(*, days: int = CA_DAYS, domain: str = "consul", name_constraint: boo
                                             crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
                .add_extension(x509.SubjectKeyIdentifier(kid), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier(kid, None, None), critical=False))
+    if cluster_id:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(f"spiffe://{cluster_id}.{domain}")]), critical=False)
     if name_constraint:
         names = list(dict.fromkeys([*additional_constraints, domain, "localhost"]))
         builder = builder.add_extension(

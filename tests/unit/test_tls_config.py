@@ -118,6 +118,14 @@ def test_name_constraint(tmp_path):
     assert [n.value for n in ext.value.permitted_subtrees] == ["example.org", "consul", "localhost"]
 
 
+def test_ca_common_name_and_cluster_id(tmp_path):
+    assert run_cli(tmp_path, "ca", "create", "-common-name", "Our CA", "-cluster-id", "abc").returncode == 0
+    ca = load(tmp_path / "consul-agent-ca.pem")
+    assert ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Our CA"
+    uris = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert uris.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://abc.consul"]
+
+
 # ------------------------------------------------------------------ configuration
 
 
