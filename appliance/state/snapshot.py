@@ -63,7 +63,7 @@ def restore(data: bytes) -> Store:
         raise SnapshotError(f"corrupt snapshot: {err}") from err
     try:
         return _tables(doc)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a table of the wrong shape
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:  # wrong shape
         raise SnapshotError(f"corrupt snapshot: {type(err).__name__}: {err}") from None
 
 

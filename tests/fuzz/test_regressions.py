@@ -188,3 +188,9 @@ def test_a_configuration_that_is_not_a_list_of_servers_is_a_value_error(data: by
     # TypeError before ('int' object is not iterable), which a snapshot file's reader did not expect
     with pytest.raises(ValueError, match="not a list of \\[id, address, voter\\]"):
         decode_configuration(data)
+
+
+def test_a_state_snapshot_whose_acl_bootstrap_index_is_infinite_is_a_snapshot_error() -> None:
+    # int(inf) in the ACL table's loader raised OverflowError out of restore
+    with pytest.raises(SnapshotError, match="OverflowError"):
+        restore(_state(acl={"bootstrap": float("inf")}))
