@@ -48,6 +48,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.dns.acl_view import DNSTokens
 from appliance.dns.answers import Answerer, settings_from_config
 from appliance.dns.answers_wire import error_reply
 from appliance.dns.names import NOERROR, NXDOMAIN, SERVFAIL, Request
@@ -192,6 +193,7 @@ class DNSServer:
         """Apply (re)loaded settings: new answerer and recursors, and an empty cache."""
         self.config = config
         self.answerer = Answerer(settings_from_config(config))
+        self.acl = DNSTokens(config)  # with ACLs on, answers show what the DNS token may read
         self.recursor_timeout_s = config.dns_config.recursor_timeout_s or 2.0
         self.recursor_strategy = getattr(config.dns_config, "recursor_strategy", "sequential")
         self.recursors = []
@@ -237,7 +239,7 @@ class DNSServer:
         store = self.store
         if entry is not None:
             if entry.checked != store.last_index:
-                if entry.deps and store.index_of(*entry.deps) > entry.built:
+                if entry.deps and store.index_of(*entry.deps, *self.acl.deps) > entry.built:
                     del cache[key]
                     self._cache_bytes -= entry.size
                     entry = None
@@ -247,7 +249,8 @@ class DNSServer:
                 self.stats["cache_hits"] += 1
                 entry.turn = turn = (entry.turn + 1) % entry.want
                 return data[:2] + entry.variants[turn]
-        reply = self.answerer.respond(data, store, self.rng, time.time(), tcp=tcp)
+        now = time.time()
+        reply = self.answerer.respond(data, self.acl.view(store, now), self.rng, now, tcp=tcp)
         if reply.error:
             self.stats["servfail"] += 1
             log.error("DNS answer failed: error=%s", reply.error)
