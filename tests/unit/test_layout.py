@@ -231,6 +231,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.template.runner",
             "appliance.template.output",
             "appliance.sessions",
+            "appliance.acl_leader",
         ),
     ),
     # The edges users talk to: the HTTP API and the DNS server.
