@@ -25,6 +25,7 @@ export function page(main) {
     h('h2', null, 'cairn metrics'), metrics);
   const stopMetrics = panels(metrics, 'cluster', CLUSTER_QUERIES, {});
   let timer = null;
+  let stopped = false;
   async function refresh() {
     const problems = [];
     try {
@@ -45,9 +46,10 @@ export function page(main) {
         h('td', { class: 'mono' }, s.Address), h('td', null, s.Leader ? 'leader' : 'follower'),
         h('td', null, s.Voter ? 'yes' : 'no'))));
     } catch (err) { problems.push(`Raft peers: ${err.message}`); }
+    if (stopped) return;
     clear(problem, problems.map((p) => h('div', { class: 'error', role: 'alert' }, `Could not load ${p}`)));
     timer = setTimeout(refresh, 10000);
   }
   refresh();
-  return () => { clearTimeout(timer); stopMetrics(); };
+  return () => { stopped = true; clearTimeout(timer); stopMetrics(); };
 }

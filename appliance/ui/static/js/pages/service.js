@@ -26,7 +26,7 @@ export function page(main, name) {
     if (!seen || seen[0] !== c.Status) changed.set(key, [c.Status, seen ? new Date() : null]);
     const when = changed.get(key)[1];
     return h('tr', { 'data-check': c.CheckID },
-      h('td', null, c.Name, c.ServiceID ? null : h('span', { class: 'badge' }, 'node')),
+      h('td', null, c.Name, c.ServiceID ? null : [' ', h('span', { class: 'badge' }, 'node')]),
       h('td', null, statusBadge(c.Status)),
       h('td', null, c.Output ? h('pre', null, c.Output) : h('span', { class: 'zero' }, 'no output')),
       h('td', null, when ? when.toLocaleTimeString() : 'before this page opened'));
