@@ -236,6 +236,10 @@ class Agent:
         if server is not None:
             await services.start("autopilot", server.autopilot.serve)
             await services.start("session-ttl", server.sessions.serve)
+            if cfg.acl.enabled:  # built-ins, initial management token, expired tokens (appliance/acl_leader.py)
+                from appliance.acl_leader import AclLeader
+                await services.start("acl-leader", AclLeader(server.raft, self.store,
+                                                             cfg.acl.tokens.get("initial_management", "")).serve)
         self.local.restore()
         # a client agent registers once a server streams to it (anti-entropy, below)
         if server is not None:
