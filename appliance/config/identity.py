@@ -75,7 +75,7 @@ def banner(cfg: RuntimeConfig) -> str:
         ("Datacenter", f"'{cfg.datacenter}' (Segment: '{'<all>' if cfg.server else ''}')"),
         ("Server", f"{str(cfg.server).lower()} (Bootstrap: {str(cfg.bootstrap).lower()})"),
         ("Client Addr", f"[{' '.join(cfg.client_addrs)}] (HTTP: {cfg.ports.http}, HTTPS: {cfg.ports.https}, "
-                        f"gRPC: {cfg.ports.grpc}, gRPC-TLS: {cfg.ports.grpc_tls}, DNS: {cfg.ports.dns})"),
+                        f"gRPC: -1, gRPC-TLS: -1, DNS: {cfg.ports.dns})"),  # no gRPC listener
         ("Cluster Addr", f"{cfg.advertise_addr or cfg.bind_addr} (LAN: {cfg.ports.serf_lan}, "
                          f"WAN: {cfg.ports.serf_wan})"),
         ("Gossip Encryption", str(bool(cfg.encrypt)).lower()),

@@ -3,8 +3,9 @@
 How it works
 ------------
 **Asking.** `wrap_datacenter_routes(router)` wraps the handlers of the catalog, health, KV,
-status and prepared-query endpoints and the coordinate node reads (not
-`/v1/catalog/datacenters`, which is local in Consul too). A request whose `dc` names another
+status, session, transaction, prepared-query, event-fire, operator and snapshot endpoints and the
+coordinate node reads (not `/v1/catalog/datacenters` and the keyring, which are local in Consul
+too). A request whose `dc` names another
 datacenter (compared without case) is not run here: its method, raw path, query
 without `dc`, headers and body (read with the KV size limit) become an `Exchange` that the
 agent's `Forwarder` (appliance/federation/forward.py) carries to a server of that datacenter.
@@ -36,8 +37,11 @@ if TYPE_CHECKING:
     from appliance.http.context import HTTPContext
 
 FORWARDED_PREFIXES = ("/v1/catalog/", "/v1/health/", "/v1/kv/", "/v1/status/", "/v1/coordinate/nodes",
-                      "/v1/coordinate/node/", "/v1/query", "/v1/session/", "/v1/txn")
-LOCAL_ONLY = frozenset({"/v1/catalog/datacenters"})
+                      "/v1/coordinate/node/", "/v1/query", "/v1/session/", "/v1/txn", "/v1/event/fire/",
+                      "/v1/operator/", "/v1/snapshot")
+# answered here whatever `dc` says, as Consul does: the keyring is asked of every datacenter, the
+# event list is the agent's own
+LOCAL_ONLY = frozenset({"/v1/catalog/datacenters", "/v1/operator/keyring"})
 # Connection-level headers are not part of the request or answer that crosses datacenters.
 HOP_HEADERS = frozenset({"connection", "content-length", "transfer-encoding", "keep-alive", "host", "date",
                          "server", "upgrade", "te", "trailer", "proxy-connection"})

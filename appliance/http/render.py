@@ -75,6 +75,8 @@ def self_info(ctx: HTTPContext) -> dict[str, Any]:
             **({"serf_wan": wan_stats} if wan_stats is not None else {}),
         },
         "Meta": node_info["NodeMeta"],
+        # cairn serves no xDS (no gRPC listener): no Envoy version is supported and no port listens
+        "xDS": {"SupportedProxies": {"envoy": []}, "Port": -1, "Ports": {"Plaintext": -1, "TLS": -1}},
     }
     if not cfg.server:  # a client runs no Raft: Consul shows the servers it knows instead
         stats = info["Stats"]

@@ -27,10 +27,12 @@ from appliance.http.handlers import (
     coordinate,
     event,
     health,
+    host,
     keyring,
     kv,
     metrics,
     operator,
+    peering,
     query,
     session,
     snapshot,
@@ -107,6 +109,7 @@ ROUTES: tuple[Route, ...] = (
     R("PUT", "/v1/agent/force-leave/", agent.force_leave, "operator:write", summary="Force a member out"),
     R("GET", "/v1/agent/monitor", agent.monitor, "agent:read", summary="Stream the agent's logs"),
     R("GET", "/v1/agent/metrics", metrics.metrics, "agent:read", summary="The agent's metrics"),
+    R("GET", "/v1/agent/host", host.agent_host, "operator:read", summary="The host: memory, CPUs, OS, disk"),
     # -- catalog
     R("PUT", "/v1/catalog/register", catalog.register, "node:write", body_limit=J, summary="Register in the catalog"),
     R("PUT", "/v1/catalog/deregister", catalog.deregister, "node:write", body_limit=J,
@@ -174,6 +177,12 @@ ROUTES: tuple[Route, ...] = (
       summary="Autopilot configuration"),
     R("PUT", "/v1/operator/autopilot/configuration", operator.autopilot_set_configuration, "operator:write",
       body_limit=operator.MAX_AUTOPILOT_BYTES, summary="Set the autopilot configuration"),
+    R("GET", "/v1/operator/usage", operator.usage, "operator:read", blocking=True,
+      summary="Service, instance and node counts (?global: every datacenter)"),
+    # -- peering, as a Consul with no peers (peering falls back to operator permissions)
+    R("GET", "/v1/peerings", peering.peerings, "operator:read", summary="Peerings (none)"),
+    R("GET", peering.PREFIX, peering.read, "operator:read", summary="A peering (none exists)"),
+    R("DELETE", peering.PREFIX, peering.delete, "operator:write", summary="Delete a peering"),
     *(R(method, "/v1/operator/keyring", keyring.keyring, "keyring:read" if method == "GET" else "keyring:write",
         body_limit=0 if method == "GET" else J, summary=f"Keyring: {op}")
       for method, op in keyring.OPS.items()),

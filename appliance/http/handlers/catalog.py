@@ -10,8 +10,10 @@ from appliance.federation.forward import ForwardError
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import decode_body, read_json
 from appliance.http.errors import HTTPError
+from appliance.http.handlers.peering import peered
 from appliance.http.paths import path_tail
 from appliance.http.query import blocking, compiled_filter, meta_matches, near_sorted, node_meta_filter
+from appliance.http.remote_dc import forward
 from appliance.http.values import Answer, Request, json_answer
 from appliance.local.definitions import DefinitionError, check_kind, parse_service_definition, validate_meta
 from appliance.local.state import LocalState
@@ -83,8 +85,19 @@ def register_command(body: Any, datacenter: str) -> dict[str, Any]:
     return cmd
 
 
+async def _other_datacenter(req: Request, ctx: HTTPContext, body: Any) -> Answer | None:
+    """A register or deregister whose body names another datacenter is carried there, as Consul
+    forwards the write (`No path to datacenter` when none is known)."""
+    dc = next((v for k, v in body.items() if k.lower() == "datacenter"), "") if isinstance(body, dict) else ""
+    if isinstance(dc, str) and dc and dc.lower() != ctx.config.datacenter.lower():
+        return await forward(req, ctx, dc.lower())
+    return None
+
+
 async def register(req: Request, ctx: HTTPContext) -> Answer:
     body = read_json(req, empty={})
+    if (remote := await _other_datacenter(req, ctx, body)) is not None:
+        return remote
     try:
         cmd = register_command(body, ctx.config.datacenter)
     except DefinitionError as err:
@@ -97,7 +110,10 @@ async def register(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def deregister(req: Request, ctx: HTTPContext) -> Answer:
-    d = decode_body(read_json(req, empty={}), DEREGISTER_REQUEST)
+    body = read_json(req, empty={})
+    if (remote := await _other_datacenter(req, ctx, body)) is not None:
+        return remote
+    d = decode_body(body, DEREGISTER_REQUEST)
     if not d.get("Node"):
         raise HTTPError(500, "Must provide node")
     cmd = {"Type": "deregister", "Node": d["Node"], "ServiceID": d.get("ServiceID", ""),
@@ -120,6 +136,8 @@ async def nodes(req: Request, ctx: HTTPContext) -> Answer:
     keep = compiled_filter(req, "catalog_nodes")
 
     def render() -> list[Any]:
+        if peered(req):
+            return []
         out = [n for n in store.all_nodes() if meta_matches(n["Meta"], want_meta)]
         return [n for n in out if keep(n)] if keep else out
 
@@ -143,7 +161,7 @@ async def services(req: Request, ctx: HTTPContext) -> Answer:
     keys = (watchkeys.SERVICES, watchkeys.NODES) if want_meta else (watchkeys.SERVICES,)
     body, headers = await blocking(
         req, ctx, index=lambda: store.index_of(*keys),
-        render=lambda: catalog_services(store, accept if filtered else None),
+        render=lambda: {} if peered(req) else catalog_services(store, accept if filtered else None),
         keys=keys, effective_consistency=True)
     return json_answer(req, body, headers=headers)
 
@@ -157,6 +175,8 @@ async def service(req: Request, ctx: HTTPContext) -> Answer:
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
+        if peered(req):
+            return []
         out = []
         for node, svc in store.service_instances(name):
             if tags and not tags_match(svc, tags):
@@ -181,7 +201,7 @@ def _node_services(req: Request, ctx: HTTPContext, prefix: str, as_map: bool) ->
     key = watchkeys.node(name)
 
     def render() -> Any:
-        node = store.node(name)
+        node = None if peered(req) else store.node(name)
         if node is None:
             return None
         svcs = [s for s in store.node_services(name) if keep is None or keep(s)]

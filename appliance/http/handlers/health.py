@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.http.context import HTTPContext
+from appliance.http.handlers.peering import peered
 from appliance.http.paths import path_tail
 from appliance.http.query import (
     blocking,
@@ -21,11 +22,14 @@ from appliance.state.views import all_passing, check_service_nodes, tags_match
 
 async def node(req: Request, ctx: HTTPContext) -> Answer:
     store = ctx.store
+    peer = peered(req)
     name = path_tail(req, "/v1/health/node/")
     keep = compiled_filter(req, "health_checks")
     key = watchkeys.node(name)
 
     def render() -> list[Any]:
+        if peer:
+            return []
         return [c for c in store.node_checks(name) if keep is None or keep(c)]
 
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
@@ -35,12 +39,15 @@ async def node(req: Request, ctx: HTTPContext) -> Answer:
 
 async def checks(req: Request, ctx: HTTPContext) -> Answer:
     store = ctx.store
+    peer = peered(req)
     name = path_tail(req, "/v1/health/checks/")
     keep = compiled_filter(req, "health_checks")
     want_meta = node_meta_filter(req)
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
+        if peer:
+            return []
         out: list[Any] = []
         for node_rec, svc in store.service_instances(name):
             if not meta_matches(node_rec["Meta"], want_meta):
@@ -55,11 +62,14 @@ async def checks(req: Request, ctx: HTTPContext) -> Answer:
 
 async def state(req: Request, ctx: HTTPContext) -> Answer:
     store = ctx.store
+    peer = peered(req)
     wanted = path_tail(req, "/v1/health/state/")
     keep = compiled_filter(req, "health_checks")
     want_meta = node_meta_filter(req)
 
     def render() -> list[Any]:
+        if peer:
+            return []
         out = []
         for c in store.iter_checks():
             if wanted != "any" and c["Status"] != wanted:
@@ -78,6 +88,7 @@ async def state(req: Request, ctx: HTTPContext) -> Answer:
 
 async def service(req: Request, ctx: HTTPContext) -> Answer:
     store = ctx.store
+    peer = peered(req)
     name = path_tail(req, "/v1/health/service/")
     tags = req.query.getall("tag", [])
     passing = parse_bool_param(req, "passing")
@@ -86,6 +97,8 @@ async def service(req: Request, ctx: HTTPContext) -> Answer:
     key = watchkeys.service(name)
 
     def render() -> list[Any]:
+        if peer:
+            return []
         out = []
         for csn in check_service_nodes(store, name):
             if tags and not tags_match(csn["Service"], tags):

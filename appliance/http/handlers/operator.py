@@ -19,15 +19,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from appliance.api.gojson import DecodeError, decode
 from appliance.api.structs import AUTOPILOT_CONFIGURATION
 from appliance.config.durations import format_duration
+from appliance.federation.forward import Exchange, ForwardError
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import decode_json, read_body
 from appliance.http.errors import HTTPError
+from appliance.http.query import blocking
 from appliance.http.values import Answer, Request, json_answer
 from appliance.raft.autopilot import AutopilotConfig, AutopilotConfigError
 from appliance.raft.messages import NotLeader, RaftError
+from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
 
 MAX_AUTOPILOT_BYTES = 64 << 10
@@ -52,7 +57,10 @@ async def raft_configuration(req: Request, ctx: HTTPContext) -> Answer:
     names = {(n.get("ID") or "").lower(): n["Node"] for n in ctx.store.nodes.values()}
     servers = [{"ID": s["ID"], "Node": names.get(s["ID"].lower(), ""), **{k: v for k, v in s.items() if k != "ID"}}
                for s in conf["Servers"]]
-    return json_answer(req, {"Servers": servers, "Index": conf["Index"]})
+    index = conf["Index"]
+    if ctx.config.dev and index <= 1:  # a -dev server's bootstrap configuration: Consul answers 0
+        index = 0
+    return json_answer(req, {"Servers": servers, "Index": index})
 
 
 async def raft_remove_peer(req: Request, ctx: HTTPContext) -> Answer:
@@ -136,3 +144,56 @@ async def autopilot_set_configuration(req: Request, ctx: HTTPContext) -> Answer:
             raise HTTPError(400, f"Error parsing cas value: {req.query['cas']!r}") from None
     result = await leader_call(ctx, command)
     return json_answer(req, bool(result))
+
+
+# Consul's ConnectServiceInstances keys: the service kinds (plus connect-native) it counts apart
+CONNECT_KINDS = ("api-gateway", "connect-native", "connect-proxy", "ingress-gateway", "mesh-gateway",
+                 "terminating-gateway")
+
+
+def usage_of(store: Any) -> dict[str, Any]:
+    """One datacenter's figures for /v1/operator/usage: distinct service names, instances, the
+    connect instances by kind, the billable instances (neither `consul` nor a connect proxy or
+    gateway) and nodes."""
+    names: set[str] = set()
+    instances = billable = 0
+    connect = dict.fromkeys(CONNECT_KINDS, 0)
+    for svcs in store.services.values():
+        for svc in svcs.values():
+            names.add(svc["Service"])
+            instances += 1
+            kind = svc.get("Kind") or ""
+            if kind in connect:
+                connect[kind] += 1
+            elif (svc.get("Connect") or {}).get("Native"):
+                connect["connect-native"] += 1
+            if not kind and svc["Service"] != "consul":
+                billable += 1
+    return {"Services": len(names), "ServiceInstances": instances, "ConnectServiceInstances": connect,
+            "BillableServiceInstances": billable, "Nodes": len(store.nodes)}
+
+
+async def usage(req: Request, ctx: HTTPContext) -> Answer:
+    """GET /v1/operator/usage[?global]: this datacenter's usage (`?global` asks the others too;
+    one that cannot be reached is left out, as Consul leaves out a failed datacenter)."""
+    store = ctx.store
+    keys = (watchkeys.SERVICES, watchkeys.NODES)
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
+                                   render=lambda: {"Usage": {ctx.config.datacenter: usage_of(store)}}, keys=keys)
+    if "global" in req.query:
+        body = {"Usage": {**body["Usage"], **await _remote_usage(ctx)}}
+    return json_answer(req, body, headers=headers)
+
+
+async def _remote_usage(ctx: HTTPContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dc in await ctx.federation.datacenters():
+        if dc == ctx.config.datacenter:
+            continue
+        try:
+            answer = await ctx.federation.request(dc, Exchange("GET", "/v1/operator/usage", [], [], b""))
+            if answer.status == 200:
+                out.update(orjson.loads(answer.body).get("Usage") or {})
+        except (ForwardError, ValueError, AttributeError):
+            continue
+    return out
