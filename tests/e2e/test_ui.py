@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import AgentProcess, wait_until
-from ui_browser import Page, available, axe_violations, browser, page_of
+from ui_browser import Page, available, axe_violations, browser, page_of, shots_dir
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -66,10 +65,7 @@ def chromium() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    target = os.environ.get("CAIRN_UI_SCREENSHOTS")
-    path = Path(target) if target else tmp_path_factory.mktemp("ui-shots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return shots_dir(tmp_path_factory.mktemp("ui-shots"))
 
 
 def row(page: Any, attr: str, value: str) -> Any:

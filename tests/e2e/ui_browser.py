@@ -76,6 +76,14 @@ def page_of(chromium: Any, *, dark: bool = False, width: int = 1280, height: int
     return Page(context)
 
 
+def shots_dir(fallback: Path) -> Path:
+    """Where screenshots go: $CAIRN_UI_SCREENSHOTS (docs/ui/ for the docs), else `fallback`."""
+    target = os.environ.get("CAIRN_UI_SCREENSHOTS")
+    path = Path(target) if target else fallback
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     """Serious and critical axe-core violations (WCAG 2 A and AA rules) on the current page."""
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):

@@ -158,3 +158,50 @@ def test_ui_config_metrics_settings() -> None:
         build_agent_config(["-dev", "-ui-content-path", "/a b/"])
     with pytest.raises(ConfigError, match="metrics_provider_options_json must be empty"):
         build_agent_config(["-dev", "-hcl", 'ui_config { metrics_provider_options_json = "[1]" }'])
+
+
+def test_metrics_proxy_forwards_allowed_paths_without_the_callers_headers() -> None:
+    from aiohttp import web
+
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.path_qs, dict(request.headers)))
+        return web.json_response({"status": "success", "data": {"result": []}})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        hcl = (f'ui_config {{ metrics_provider = "prometheus" metrics_proxy {{ base_url = "http://127.0.0.1:{port}" '
+               'add_headers = [{ name = "X-Scope", value = "team-a" }] } }')
+        try:
+            async with http_agent("-hcl", hcl) as api:
+                ok = await api.call("GET", "/v1/internal/ui/metrics-proxy/api/v1/query?query=up&time=1",
+                                    headers={"X-Consul-Token": "secret-token", "Cookie": "a=b",
+                                             "Authorization": "Bearer secret-token"})
+                assert ok.status == 200 and json_body(ok)["status"] == "success"
+                refused = await api.call("GET", "/v1/internal/ui/metrics-proxy/api/v1/status/config")
+                assert refused.status == 403 and refused.body == b""
+        finally:
+            await runner.cleanup()
+        assert len(seen) == 1
+        path, headers = seen[0]
+        assert path == "/api/v1/query?query=up&time=1"
+        assert headers.get("X-Scope") == "team-a"
+        assert not {"X-Consul-Token", "Cookie", "Authorization"} & set(headers)
+
+    asyncio.run(main())
+
+
+def test_metrics_proxy_backend_down_is_a_json_502() -> None:
+    async def scenario(api: InProcessAgent) -> None:
+        answer = await api.call("GET", "/v1/internal/ui/metrics-proxy/api/v1/query?query=up")
+        assert answer.status == 502 and json_body(answer)["error"] == "metrics backend unreachable"
+
+    hcl = 'ui_config { metrics_provider = "prometheus" metrics_proxy { base_url = "http://127.0.0.1:9" } }'
+    run(scenario, "-hcl", hcl)

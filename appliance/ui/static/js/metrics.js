@@ -8,16 +8,16 @@ import { clear, h } from './dom.js';
 export const SERVICE_QUERIES = {
   'Targets up': 'sum(up{job="{{service}}"})',
   'Request rate (req/s)': 'sum(rate(http_requests_total{job="{{service}}"}[{{range}}]))',
-  'Error ratio (%)': '100 * sum(rate(http_requests_total{job="{{service}}",code=~"5.."}[{{range}}]))'
+  'Error ratio (%)': '100 * (sum(rate(http_requests_total{job="{{service}}",code=~"5.."}[{{range}}])) or vector(0))'
     + ' / sum(rate(http_requests_total{job="{{service}}"}[{{range}}]))',
   'p99 latency (s)': 'histogram_quantile(0.99, sum by (le) '
     + '(rate(http_request_duration_seconds_bucket{job="{{service}}"}[{{range}}])))',
 };
 
 export const CLUSTER_QUERIES = {
-  'Raft commit time (ms, avg)': 'avg(consul_raft_commitTime{quantile="0.5"})',
+  'Raft commit time (ms, median)': 'max(consul_raft_commitTime{quantile="0.5"})',
   'Leader changes': 'sum(changes(consul_raft_state_leader[{{range}}]))',
-  'Gossip health score': 'max(consul_memberlist_health_score)',
+  'Gossip health score (0 is best)': 'max({__name__=~"consul_(.+_)?memberlist_health_score"})',
   'DNS queries (/s)': 'sum(rate(consul_dns_domain_query_count[{{range}}]))',
   'HTTP requests (/s)': 'sum(rate(consul_api_http_count[{{range}}]))',
 };
