@@ -214,8 +214,16 @@ def finish(route: Any, req: Request, ctx: HTTPContext, answer: Answer) -> Answer
             if not authz.all_allowed(resource, "read"):
                 raise deny(ident, resource, "read", None)
         return answer
-    if keep is None or answer.status != 200 or not answer.has_json:
+    if keep is None or answer.status != 200:
         return answer
+    if route.acl.startswith("filter:") and all(authz.all_allowed(r, "read")
+                                               for r in route.acl.removeprefix("filter:").split(",")):
+        return answer  # a token that reads everything these answers hold: nothing to drop
+    if not answer.has_json:  # rendered by the handler (sd/http.py): filter the JSON it holds
+        if answer.content_type != "application/json" or not answer.body:
+            return answer
+        answer.json = json.loads(answer.body)
+        answer.body = None
     value, removed = keep(answer.json, authz, req, ctx)
     if value is NOT_FOUND:  # a listing with nothing readable left looks like an empty prefix
         return Answer(404, answer.headers, b"")

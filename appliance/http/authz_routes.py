@@ -366,6 +366,12 @@ def _query(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) -> tup
     return value, False
 
 
+def _sd_groups(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) -> tuple[Any, bool]:
+    """Prometheus http_sd target groups (sd/http.py): one group per instance, named by its labels."""
+    return _keep_list(value, lambda g: authz.allowed("service", _get(g, "labels", "__meta_consul_service"), "read")
+                      and authz.allowed("node", _get(g, "labels", "__meta_consul_node"), "read"))
+
+
 FILTERS: dict[str, FilterFn] = {
     "/v1/agent/members": _by("node", "Name"),
     "/v1/agent/services": _agent_services,
@@ -388,4 +394,5 @@ FILTERS: dict[str, FilterFn] = {
     "/v1/event/list": _by("event", "Name"),
     "/v1/coordinate/nodes": _by("node", "Node"),
     "/v1/coordinate/node/": _by("node", "Node"),
+    "/v1/sd/prometheus": _sd_groups,
 }

@@ -133,3 +133,24 @@ def test_management_token_reads_everything() -> None:
             assert a.status == 200 and json.loads(a.body)["Servers"]
             assert api.ctx.store.acl.policies[GLOBAL_MANAGEMENT_ID]["Name"] == "global-management"
     run(go())
+
+
+def test_prometheus_http_sd_honours_the_scrapers_token() -> None:
+    from sd.http import ROUTES as SD_ROUTES
+
+    async def go() -> None:
+        async with http_agent("-hcl", HCL) as api:
+            api.router.add_all(SD_ROUTES)
+            root = {"X-Consul-Token": ROOT}
+            for svc in ("web", "db"):
+                a = await api.call("PUT", "/v1/agent/service/register", {"Name": svc, "Port": 80}, headers=root)
+                assert a.status == 200
+            await api.ctx.control.changed()
+            everything = json_body(await api.call("GET", "/v1/sd/prometheus", headers=root))
+            assert sorted(g["labels"]["__meta_consul_service"] for g in everything) == ["db", "web"]
+            tok = await make_token(api, 'service_prefix "web" { policy = "read" }\nnode_prefix "" { policy = "read" }')
+            a = await api.call("GET", "/v1/sd/prometheus", headers={"Authorization": f"Bearer {tok['SecretID']}"})
+            assert [g["labels"]["__meta_consul_service"] for g in json_body(a)] == ["web"]
+            assert a.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
+            assert json_body(await api.call("GET", "/v1/sd/prometheus")) == []
+    run(go())
