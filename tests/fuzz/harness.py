@@ -16,10 +16,13 @@ the long run (bench/fuzz/run.py) alike:
 * the seeds themselves.
 
 `outcome(target, data)` runs one input under a deadline (SIGALRM; a decoder that does not return
-within `DEADLINE_S` has hung) and returns "valid" or the declared error's type name; anything else
-(an undeclared exception, a hang) raises `Undeclared`, which is the bug the fuzzers look for.
+within `DEADLINE_S` has hung) and returns "valid", the declared error's type name, or the name a
+decoder returns as a `Tally` (an answer counted apart, such as the FSM's ApplyFailed); anything
+else (an undeclared exception, a hang) raises `Undeclared`, which is the bug the fuzzers look for.
 
-The number of hypothesis examples per test is CAIRN_FUZZ_EXAMPLES (default 200, the CI budget).
+The number of hypothesis examples per test is CAIRN_FUZZ_EXAMPLES (default 200, the CI budget);
+bench/fuzz/run.py runs the same targets for as many inputs as asked (BENCHMARKS.md, "Decoder
+fuzzing").
 """
 
 from __future__ import annotations
