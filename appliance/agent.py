@@ -7,11 +7,12 @@ on a client agent a replica of the store streamed from a server (appliance/clien
 the WAN pool on serf_wan (appliance/federation/pool.py; -join-wan/-retry-join-wan); the forwarder
 to other datacenters; this agent's own services and checks (`LocalAgent`, appliance/local/agent.py:
 state, check runners, anti-entropy); user events and coordinates; telemetry; the extensions; DNS
-and HTTP. Subsystems receive the interfaces they need (appliance/interfaces.py), never the Agent.
+and HTTP; the `watches` block's plans (appliance/watches/), run against that HTTP API.
+Subsystems receive the interfaces they need (appliance/interfaces.py), never the Agent.
 
 `run()` starts them in two levels of one task tree (appliance/lifecycle.py), waits for
-SIGINT/SIGTERM or `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, log
-level). Task tree and shutdown order: docs/internals/architecture.md.
+SIGINT/SIGTERM or `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, watches,
+log level). Task tree and shutdown order: docs/internals/architecture.md.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from appliance.server import ServerRole
 from appliance.state.store import Store
 from appliance.tls import context as tls
 from appliance.watch import WatchHub
+from appliance.watches.runner import WatchService
 
 if TYPE_CHECKING:
     from appliance.raft.driver import RaftDriver
@@ -121,6 +123,7 @@ class Agent:
             self.dns.run_query = functools.partial(query.run_for_dns, self.http.dispatch)  # <q>.query.consul
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
+        self.watches = WatchService(config)  # the `watches` block; refuses a bad one
         self.stop_reason = ""
 
     def lan_coordinate(self) -> Coordinate:
@@ -165,6 +168,7 @@ class Agent:
         from appliance.config import rebuild
 
         new = rebuild(self.config)
+        await self.watches.reload(new)  # a bad `watches` block stops the reload here
         tls.install(new)  # new connections get the new certificates; a bad file fails the reload
         self.local.load_config_definitions(new)
         logs.set_level(new.log_level)
@@ -271,6 +275,7 @@ class Agent:
             await services.start("dns", self.dns.serve, cfg.listen_addrs("dns"), cfg.ports.dns)
         await services.start("http", self.http.serve, list(cfg.client_addrs), cfg.ports.http,
                              stop_timeout_s=12.0)  # requests in flight get 10 s
+        await services.start("watches", self.watches.serve)  # against the HTTP API just started
         await services.start("reload", self._reloads)
 
     async def _leave_gracefully(self) -> None:

@@ -9,17 +9,20 @@ loopback, run in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from tests.conftest import AgentProcess, free_port, wait_until
 
@@ -187,3 +190,105 @@ def test_watch_agent_unreachable() -> None:
                            "-type", "nodes"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error querying Consul agent: Get \"http://127.0.0.1:")
+
+
+# ------------------------------------------------------------------------------------------
+# the agent's watches block
+
+
+class HandlerServer:
+    """An aiohttp server on loopback that records each request (method, headers, JSON body)."""
+
+    def __init__(self) -> None:
+        self.port = free_port(udp=False)
+        self.requests: list[tuple[str, Any, Any]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((request.method, request.headers.copy(), json.loads(body)))
+        return web.Response(text="ok")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_route("*", "/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def hook() -> Iterator[HandlerServer]:
+    server = HandlerServer()
+    yield server
+    server.close()
+
+
+def write_watches(path: Path, watches: list[dict[str, Any]]) -> None:
+    path.write_text(json.dumps({"watches": watches}))
+
+
+def test_agent_watches_script_and_http_reloaded_on_sighup(
+        agent_factory: Callable[..., AgentProcess], tmp_path: Path, hook: HandlerServer) -> None:
+    script, log = recorder(tmp_path)
+    config = tmp_path / "watches.json"
+    hook_url = f"http://127.0.0.1:{hook.port}/hook"
+    write_watches(config, [
+        {"type": "key", "key": "first", "args": [str(script)]},
+        {"type": "keyprefix", "prefix": "web/", "handler_type": "http",
+         "http_handler_config": {"path": hook_url, "method": "PUT", "header": {"x-test": ["a", "b"]},
+                                 "timeout": "5s"}},
+    ])
+    agent = agent_factory("-config-file", str(config), node="watcher")
+    assert wait_calls(log, 1)[0][1] is None
+    wait_until(lambda: len(hook.requests) == 1, what="the first HTTP handler call")
+    method, headers, body = hook.requests[0]
+    assert (method, body, headers["Content-Type"]) == ("PUT", None, "application/json")
+    assert headers.getall("X-Test") == ["a", "b"]
+    agent.put("/v1/kv/first", "one")
+    assert value(wait_calls(log, 2)[1][1]) == "one"
+    agent.put("/v1/kv/web/a", "1")
+    wait_until(lambda: len(hook.requests) == 2, what="the HTTP handler on a change")
+    _, headers, body = hook.requests[1]
+    assert [p["Key"] for p in body] == ["web/a"] and headers["X-Consul-Index"] == str(body[0]["ModifyIndex"])
+    time.sleep(QUIET_S)
+    assert len(hook.requests) == 2
+
+    # reload: the key watch moves to "second"; the HTTP watch is gone
+    write_watches(config, [{"type": "key", "key": "second", "args": [str(script)]}])
+    agent.signal(signal.SIGHUP)
+    got = wait_calls(log, 3)
+    assert got[2][1] is None  # the new plan's first answer (the key does not exist)
+    agent.put("/v1/kv/first", "two")
+    agent.put("/v1/kv/web/b", "2")
+    agent.put("/v1/kv/second", "three")
+    got = wait_calls(log, 4)
+    assert value(got[3][1]) == "three"
+    assert len(hook.requests) == 2
+
+    # a bad block is refused on reload and the running plans keep going
+    write_watches(config, [{"type": "bogus", "args": ["true"]}])
+    agent.signal(signal.SIGHUP)
+    wait_until(lambda: "Unsupported watch type: bogus" in agent.log_tail(200), what="the refused reload")
+    agent.put("/v1/kv/second", "four")
+    assert value(wait_calls(log, 5)[4][1]) == "four"
+
+
+def test_agent_refuses_a_bad_watches_block(tmp_path: Path) -> None:
+    config = tmp_path / "bad.json"
+    write_watches(config, [{"type": "key", "key": "k"}])
+    with pytest.raises(RuntimeError) as err:
+        AgentProcess(tmp_path, "-config-file", str(config), node="bad-watch")
+    assert "Error starting agent: Must define a watch handler" in str(err.value)
