@@ -10,8 +10,10 @@ byte mutations and token-level mutations of real configuration files in both for
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 from appliance.config import hcl
@@ -53,6 +55,7 @@ WORDS = ["service", "check", "services", "checks", "ports", "acl", "tokens", "dn
          "true", "false", "null", "=", "{", "}", "[", "]", ",", ":", "\"", "<<EOF\n", "\nEOF\n", "<<-X\n", "0x",
          "1e999", "-", "9" * 40, "\\u00", "\\x", "\"\\", "interval", "ttl", "port", "name", "id", "args"]
 _DIR = tempfile.mkdtemp(prefix="cairn-fuzz-config-")
+atexit.register(shutil.rmtree, _DIR, True)
 
 
 def _load(data: bytes, suffix: str) -> None:

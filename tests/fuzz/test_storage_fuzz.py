@@ -21,6 +21,7 @@ CRC, tar and gzip with checksums recomputed) while the values inside are mutated
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
@@ -59,6 +60,7 @@ from tests.unit.test_fsm_commands import producer_commands
 
 CONF = encode_configuration(Configuration((Server("s1", "127.0.0.1:8300"), Server("s2", "127.0.0.2:8300"))))
 _TMP = Path(tempfile.mkdtemp(prefix="cairn-fuzz-storage-"))
+atexit.register(shutil.rmtree, _TMP, True)
 
 # ------------------------------------------------------------------------ the FSM and its snapshot
 
