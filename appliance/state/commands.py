@@ -41,6 +41,9 @@ from typing import Any, Protocol, cast
 
 import msgpack
 
+from appliance.api.gojson import DecodeError, decode
+from appliance.queries.definition import PREPARED_QUERY
+
 Command = dict[str, Any]
 
 
@@ -431,6 +434,10 @@ def _prepared_query_rules(cmd: Command) -> None:
         query = cmd.get("Query")
         if query is None or type(query.get("ID")) is not str or not query["ID"]:
             raise InvalidCommand("prepared_query", "Query.ID", 'must be a non-empty string (Op "set")')
+        try:  # every field of the stored definition has the type Consul's struct gives it
+            decode(query, PREPARED_QUERY)
+        except DecodeError as err:
+            raise InvalidCommand("prepared_query", "Query", str(err)) from None
     elif op == "delete":
         if not cmd.get("ID"):
             raise InvalidCommand("prepared_query", "ID", 'is missing (Op "delete")')

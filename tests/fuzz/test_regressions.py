@@ -171,7 +171,6 @@ def test_a_txn_service_whose_id_is_a_list_is_refused_by_validation() -> None:
                                                       "Service": {"ID": [None, "ok"], "Service": "web"}}}]})
 
 
-@pytest.mark.xfail(strict=True, reason="a prepared query's Session is not checked as a string")
 def test_a_prepared_query_whose_session_is_a_list_is_refused_by_validation() -> None:
     query = {"ID": "q-1", "Name": "q", "Session": [None, 10], "Token": "",
              "Template": {"Type": "", "Regexp": "", "RemoveEmptyTags": False},
