@@ -153,10 +153,18 @@ class Authorizer:
         return found
 
     def any_allowed(self, resource: str, required: str) -> bool:
-        return self.finish(resource, self.tree(resource).any_allowed(required))
+        key = ("*any", resource, required)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self.finish(resource, self.tree(resource).any_allowed(required))
+        return found
 
     def all_allowed(self, resource: str, required: str) -> bool:
-        return self.finish(resource, self.tree(resource).all_allowed(required))
+        key = ("*all", resource, required)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self.finish(resource, self.tree(resource).all_allowed(required))
+        return found
 
     def key_write_prefix_decision(self, prefix: str) -> str:
         """Recursive delete under `prefix` from the rules alone (Consul's KeyWritePrefix)."""

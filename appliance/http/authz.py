@@ -26,6 +26,7 @@ The agent's own tokens (`acl.tokens.*`, and those set by `PUT /v1/agent/token/<t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -199,25 +200,31 @@ async def admit(route: Any, req: Request, ctx: HTTPContext) -> None:
             require(ident, resource, level, segment)
 
 
+@functools.lru_cache(maxsize=64)
+def _filtered(acl: str) -> tuple[str, ...]:
+    """The resources a `filter:` column names (none for other columns)."""
+    return tuple(acl.removeprefix("filter:").split(",")) if acl.startswith("filter:") else ()
+
+
 def finish(route: Any, req: Request, ctx: HTTPContext, answer: Answer) -> Answer:
     """After the handler: re-check a blocking query's token, filter a `filter:` route's answer."""
     ident: Identity | None = req.get(IDENTITY)
     if ident is None:
         return answer
     authz = ident.authz
-    if route.blocking and ident.token is not None:  # 403 if the token went while the query waited
-        authz = acl_agent(ctx).resolve_secret(ident.token["SecretID"]).authz
+    if route.blocking and ident.token is not None and "index" in req.query:  # it may have waited:
+        authz = acl_agent(ctx).resolve_secret(ident.token["SecretID"]).authz  # 403 if the token went
     keep = FILTERS.get(route.path)
-    if keep is None and route.acl.startswith("filter:") and (route.method, route.path) not in SEGMENTS:
+    filtered = _filtered(route.acl)
+    if keep is None and filtered and (route.method, route.path) not in SEGMENTS:
         # an answer whose shape is not known here: all or nothing
-        for resource in route.acl.removeprefix("filter:").split(","):
+        for resource in filtered:
             if not authz.all_allowed(resource, "read"):
                 raise deny(ident, resource, "read", None)
         return answer
     if keep is None or answer.status != 200:
         return answer
-    if route.acl.startswith("filter:") and all(authz.all_allowed(r, "read")
-                                               for r in route.acl.removeprefix("filter:").split(",")):
+    if filtered and all(authz.all_allowed(r, "read") for r in filtered):
         return answer  # a token that reads everything these answers hold: nothing to drop
     if not answer.has_json:  # rendered by the handler (sd/http.py): filter the JSON it holds
         if answer.content_type != "application/json" or not answer.body:
