@@ -49,6 +49,8 @@ def test_root_redirects_and_index_is_served_with_its_config() -> None:
         assert deep.status == 200 and deep.content_type == "text/html"
         js = await api.call("GET", "/ui/js/main.js")
         assert js.status == 200 and js.content_type == "text/javascript"
+        cached = await api.call("GET", "/ui/js/main.js", headers={"If-None-Match": js.headers["ETag"]})
+        assert cached.status == 304 and not cached.body
         missing = await api.call("GET", "/ui/js/nope.js")  # a missing asset is a 404, not index.html
         assert missing.status == 404
         escape = await api.call("GET", "/ui/../../pyproject.toml")

@@ -23,6 +23,7 @@ from typing import Any
 from appliance import __version__
 from appliance.http.authz import FILTERED, IDENTITY
 from appliance.http.context import HTTPContext
+from appliance.http.encoding import dumps
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
 from appliance.http.query import blocking
@@ -103,9 +104,15 @@ async def static(req: Request, ctx: HTTPContext) -> Answer:
             return Answer(404, _ui_headers("no-store"), b"404 page not found\n", "text/plain", "utf-8")
         html = index.read_text("utf-8").replace(CONFIG_MARK, script_json(page_config(ctx)))
         return Answer(200, _ui_headers("no-cache"), html.encode(), "text/html", "utf-8")
+    stat = found.stat()
+    etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+    headers = _ui_headers("no-cache")
+    headers["ETag"] = etag
+    if req.headers.get("If-None-Match") == etag:  # revalidated from the browser's cache
+        return Answer(304, headers, b"")
     ctype = TYPES.get(found.suffix) or mimetypes.guess_type(found.name)[0] or "application/octet-stream"
     charset = "utf-8" if ctype.startswith("text/") or ctype.endswith(("json", "svg+xml")) else None
-    return Answer(200, _ui_headers("no-cache"), found.read_bytes(), ctype, charset)
+    return Answer(200, headers, found.read_bytes(), ctype, charset)
 
 
 # ---------------------------------------------------------------- summaries (Consul's shapes)
@@ -203,15 +210,27 @@ def _filter_node(allowed: Any, info: dict[str, Any]) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------- handlers
 
+def _compact(req: Request, body: Any, headers: dict[str, str]) -> Answer:
+    """Compact JSON even in -dev (the pages parse megabytes of it; `?pretty` still indents),
+    encoded once per index when the answer is the cached one."""
+    if req.query_string and "pretty" in req.query:
+        return json_answer(req, body, headers=headers)
+    entry = req.render_entry
+    if entry is not None and entry.body is body:
+        data = entry.encoded.get(False)
+        if data is None:
+            data = entry.encoded[False] = dumps(body, False)
+    else:
+        data = dumps(body, False)
+    return Answer(200, headers, data, "application/json")
+
+
 async def services(req: Request, ctx: HTTPContext) -> Answer:
     store = ctx.store
     keys = (watchkeys.SERVICES, watchkeys.CHECKS, watchkeys.NODES)
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
                                    render=lambda: service_summaries(store), keys=keys, effective_consistency=True)
-    kept = _filter_services(req, body, headers)
-    if kept is not body:
-        return json_answer(req, list(kept), headers=headers)
-    return json_answer(req, body, headers=headers)
+    return _compact(req, _filter_services(req, body, headers), headers)
 
 
 async def nodes(req: Request, ctx: HTTPContext) -> Answer:
@@ -222,12 +241,12 @@ async def nodes(req: Request, ctx: HTTPContext) -> Answer:
                                    effective_consistency=True)
     allowed = _allowed(req)
     if allowed is None:
-        return json_answer(req, body, headers=headers)
+        return _compact(req, body, headers)
     kept = [k for k in (_filter_node(allowed, info) for info in body) if k is not None]
     sizes = [(len(i["Services"]), len(i["Checks"])) for i in body]
     if sizes != [(len(k["Services"]), len(k["Checks"])) for k in kept]:
         headers[FILTERED] = "true"
-    return json_answer(req, kept, headers=headers)
+    return _compact(req, kept, headers)
 
 
 async def node(req: Request, ctx: HTTPContext) -> Answer:
