@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.acl.builtin import RESERVED_PREFIX, TEMPLATES
 from appliance.acl.policy import PolicyError, parse
-from appliance.config.durations import DurationError, parse_duration_ns
+from appliance.acl.resolve import parse_time
+from appliance.config.durations import DurationError, format_duration_ns, parse_duration_ns
 
 if TYPE_CHECKING:
     from appliance.state.acl import AclTables
@@ -143,6 +144,19 @@ def _templated(raw: Any) -> list[Record]:
     return out
 
 
+MIN_TTL_S, MAX_TTL_S = 60.0, 24 * 3600.0  # Consul's acl.token_min/max_expiration_ttl defaults
+
+
+def _expiry_text(now: float, ttl_s: float) -> str:
+    """ExpirationTime for a lifetime, within Consul's bounds (1m to 24h)."""
+    shown = format_duration_ns(int(min(ttl_s, 1e12) * 1e9))
+    if ttl_s > MAX_TTL_S:
+        raise ObjectError(f"ExpirationTime cannot be more than 24h0m0s in the future (was {shown})")
+    if ttl_s < MIN_TTL_S:
+        raise ObjectError(f"ExpirationTime cannot be less than 1m0s in the future (was {shown})")
+    return time_text(now + ttl_s)
+
+
 def _check_id(text: Any, field: str) -> None:
     if not is_uuid(text):
         raise ObjectError(f"Invalid Token: {field} - not a valid UUID")
@@ -183,11 +197,17 @@ def token_from_body(tables: AclTables, body: Any, *, accessor: str, secret: str,
         if ttl not in (None, 0, ""):
             ns = _ttl_ns(ttl)
             if ns < 0:
-                raise ObjectError(f"Token Expiration TTL '{ttl}' should be > 0")
+                raise ObjectError(f"Token Expiration TTL '{format_duration_ns(ns)}' should be > 0")
             if ns:
-                expires = time_text(now + ns / 1e9)
+                expires = _expiry_text(now, ns / 1e9)
         elif at:
-            expires = str(at)
+            try:
+                at_s = parse_time(str(at))
+            except ValueError:
+                raise ObjectError(f'Token decoding failed: parsing time "{at}" as RFC 3339', 400) from None
+            if at_s < now:
+                raise ObjectError("ExpirationTime cannot be before CreateTime")
+            expires = _expiry_text(now, at_s - now)
         create = time_text(create_time)
     else:
         accessor, secret = prev["AccessorID"], b.get("SecretID") or prev["SecretID"]

@@ -61,9 +61,12 @@ class Identity:
 def expiry(token: Record) -> float | None:
     """The token's ExpirationTime as epoch seconds, None if it never expires."""
     raw = token.get("ExpirationTime")
-    if not raw or raw.startswith("0001-01-01"):
+    if not raw or not isinstance(raw, str) or raw.startswith("0001-01-01"):
         return None
-    return parse_time(raw)
+    try:
+        return parse_time(raw)
+    except ValueError:  # not a time (a restored snapshot from elsewhere): treated as long expired
+        return 0.0
 
 
 def parse_time(raw: str) -> float:

@@ -162,3 +162,39 @@ def test_jwt_login_and_logout() -> None:
             a = await api.call("POST", "/v1/acl/logout", headers={"X-Consul-Token": tok["SecretID"]})
             assert json_body(a) is True
     run(go())
+
+
+def test_hostile_bodies_get_consuls_statuses_never_a_crash(caplog: Any) -> None:
+    """Bodies of every JSON shape to every ACL write: an answer with Consul's status, never an
+    unexpected exception (the dispatcher logs those as `request failed`)."""
+    import random
+
+    values: list[Any] = [None, True, 0, -1, 1.5, "", "x", "00000000-0000-0000-0000-000000000002", [], [1], ["a"],
+                         [{}], [{"ID": 5}], [{"Name": None}], {}, {"a": 1}, "1h", "-5s", 10**30]
+    fields = ["AccessorID", "SecretID", "Description", "Policies", "Roles", "ServiceIdentities", "NodeIdentities",
+              "TemplatedPolicies", "Local", "ExpirationTTL", "ExpirationTime", "Name", "Rules", "Datacenters",
+              "Type", "Config", "MaxTokenTTL", "TokenLocality", "AuthMethod", "BindType", "BindName", "Selector",
+              "BindVars", "BearerToken", "Meta", "Token", "BootstrapSecret", "ID"]
+    targets = [("PUT", "/v1/acl/token"), ("PUT", "/v1/acl/policy"), ("PUT", "/v1/acl/role"),
+               ("PUT", "/v1/acl/auth-method"), ("PUT", "/v1/acl/binding-rule"), ("POST", "/v1/acl/login"),
+               ("PUT", "/v1/agent/token/default"), ("POST", "/v1/acl/templated-policy/preview/builtin/service")]
+    rng = random.Random(5)
+
+    async def go() -> None:
+        async with http_agent("-hcl", HCL) as api:
+            root = await boot(api)
+            await api.call("PUT", "/v1/acl/auth-method", {"Name": "m", "Type": "kubernetes", "Config": {}},
+                           headers=root)
+            for _ in range(400):
+                method, path = rng.choice(targets)
+                body: Any = {rng.choice(fields): rng.choice(values) for _ in range(rng.randint(0, 4))}
+                if rng.random() < 0.1:
+                    body = rng.choice(values)
+                a = await api.call(method, path, json.dumps(body), headers=root)
+                assert a.status in (200, 400, 403, 404, 500), (path, body, a.status)
+            for raw in (b"{", b"[", b"\xff", b'{"Policies": [' * 50):
+                a = await api.call("PUT", "/v1/acl/token", raw, headers=root)
+                assert a.status == 400, (raw, a.body)
+    run(go())
+    assert not [r for r in caplog.records if "request failed" in r.getMessage()], \
+        [r.getMessage() for r in caplog.records if "request failed" in r.getMessage()][:3]

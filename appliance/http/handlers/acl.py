@@ -74,11 +74,55 @@ async def propose(ctx: HTTPContext, cmd: dict[str, Any]) -> Any:
         raise HTTPError(500, str(err)) from None
 
 
-def body_of(req: Request, what: str) -> Any:
+_STRINGS = frozenset({"AccessorID", "SecretID", "Description", "Name", "ID", "Rules", "AuthMethod", "Type",
+                      "DisplayName", "TokenLocality", "Selector", "BindType", "BindName", "BootstrapSecret", "Token",
+                      "BearerToken", "ExpirationTime", "ServiceName", "NodeName", "Datacenter", "TemplateName"})
+_LISTS = frozenset({"Policies", "Roles", "ServiceIdentities", "NodeIdentities", "TemplatedPolicies", "Datacenters"})
+_OBJECTS = frozenset({"Config", "Meta", "BindVars", "TemplateVariables"})
+_JSON_TYPES = {str: "string", bool: "bool", int: "number", float: "number", list: "array", dict: "object",
+               type(None): "null"}
+
+
+def _decode_error(what: str, struct: str, field: str, value: Any, want: str) -> HTTPError:
+    return HTTPError(400, f"{what} decoding failed: json: cannot unmarshal {_JSON_TYPES.get(type(value), 'value')} "
+                          f"into Go struct field {struct}.{field} of type {want}")
+
+
+def _check_types(body: Any, what: str, struct: str, depth: int = 0) -> None:
+    """Refuse a body whose fields have the wrong JSON types, as Go's decoder does (400)."""
+    if not isinstance(body, dict):
+        raise HTTPError(400, f"{what} decoding failed: json: cannot unmarshal "
+                             f"{_JSON_TYPES.get(type(body), 'value')} into Go value of type structs.{struct}")
+    for key, value in body.items():
+        name = next((n for n in _STRINGS | _LISTS | _OBJECTS | {"Local"} if n.lower() == str(key).lower()), None)
+        if name is None or value is None:
+            continue
+        if name in _STRINGS and not isinstance(value, str):
+            raise _decode_error(what, struct, name, value, "string")
+        if name == "Local" and not isinstance(value, bool):
+            raise _decode_error(what, struct, name, value, "bool")
+        if name in _OBJECTS and not isinstance(value, dict):
+            raise _decode_error(what, struct, name, value, "map[string]string")
+        if name in _LISTS:
+            if not isinstance(value, list):
+                raise _decode_error(what, struct, name, value, "[]" + ("string" if name == "Datacenters" else name))
+            for item in value:
+                if name == "Datacenters":
+                    if not isinstance(item, str):
+                        raise _decode_error(what, struct, name, item, "string")
+                elif depth < 2:
+                    _check_types(item, what, struct + "." + name, depth + 1)
+
+
+def body_of(req: Request, what: str, struct: str = "") -> Any:
     try:
-        return read_json(req, empty={})
+        body = read_json(req, empty={})
     except HTTPError as err:
         raise HTTPError(400, f"{what} decoding failed: " + err.text.removeprefix("Request decode failed: ")) from None
+    if body is None:
+        return {}
+    _check_types(body, what, struct or what.replace(" ", ""))
+    return body
 
 
 def checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -160,7 +204,7 @@ async def replication(req: Request, ctx: HTTPContext) -> Answer:
 
 async def token_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    body = body_of(req, "Token")
+    body = body_of(req, "Token", "ACLToken")
     tables = await fresh(ctx)
     tok = checked(token_from_body, tables, body, accessor=str(uuid.uuid4()), secret=str(uuid.uuid4()),
                   now=time.time())
@@ -225,7 +269,7 @@ async def token_read(req: Request, ctx: HTTPContext) -> Answer:
 async def token_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     accessor, action = _accessor(req)
-    body = body_of(req, "Token")
+    body = body_of(req, "Token", "ACLToken")
     tables = await fresh(ctx)
     if action == "clone":
         prev = _existing_token(tables, accessor)
@@ -296,7 +340,7 @@ async def token_list(req: Request, ctx: HTTPContext) -> Answer:
 
 async def policy_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    body = body_of(req, "Policy")
+    body = body_of(req, "Policy", "ACLPolicy")
     if canonical(body, ("ID",)).get("ID"):
         raise HTTPError(400, "Cannot specify the ID when creating a new policy")
     tables = await fresh(ctx)
@@ -334,7 +378,7 @@ async def policy_update(req: Request, ctx: HTTPContext) -> Answer:
     pid = path_tail(req, POLICY)
     if not pid:
         raise HTTPError(400, "Missing policy ID")
-    body = body_of(req, "Policy")
+    body = body_of(req, "Policy", "ACLPolicy")
     given = canonical(body, ("ID",)).get("ID")
     if given and given != pid:
         raise HTTPError(400, "Policy ID in URL and payload do not match")
@@ -371,7 +415,7 @@ async def policy_list(req: Request, ctx: HTTPContext) -> Answer:
 
 async def role_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    body = body_of(req, "Role")
+    body = body_of(req, "Role", "ACLRole")
     if canonical(body, ("ID",)).get("ID"):
         raise HTTPError(400, "Cannot specify the ID when creating a new role")
     tables = await fresh(ctx)
@@ -390,7 +434,7 @@ async def role_update(req: Request, ctx: HTTPContext) -> Answer:
     rid = path_tail(req, ROLE)
     if not rid:
         raise HTTPError(400, "Missing role ID")
-    body = body_of(req, "Role")
+    body = body_of(req, "Role", "ACLRole")
     given = canonical(body, ("ID",)).get("ID")
     if given and given != rid:
         raise HTTPError(400, "Role ID in URL and payload do not match")

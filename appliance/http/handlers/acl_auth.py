@@ -89,7 +89,7 @@ def _render_method(m: dict[str, Any]) -> dict[str, Any]:
 
 async def method_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    method = _method(body_of(req, "AuthMethod"), None)
+    method = _method(body_of(req, "AuthMethod", "ACLAuthMethod"), None)
     if method["Name"] in (await fresh(ctx)).methods:
         raise HTTPError(500, f'Invalid Auth Method: Auth Method with Name "{method["Name"]}" already exists')
     return json_answer(req, _render_method(await propose(ctx, {"Op": "method_set", "Object": method})))
@@ -113,7 +113,7 @@ async def method_read(req: Request, ctx: HTTPContext) -> Answer:
 async def method_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     name = _method_name(req)
-    method = _method(body_of(req, "AuthMethod"), name)
+    method = _method(body_of(req, "AuthMethod", "ACLAuthMethod"), name)
     prev = (await fresh(ctx)).methods.get(name)
     if prev is None:
         raise HTTPError(500, f'Invalid Auth Method: cannot find auth method "{name}"')
@@ -165,7 +165,7 @@ def _rule(tables: Any, body: Any, rid: str) -> dict[str, Any]:
 
 async def rule_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    body = body_of(req, "BindingRule")
+    body = body_of(req, "BindingRule", "ACLBindingRule")
     if canonical(body, ("ID",)).get("ID"):
         raise HTTPError(400, "Cannot specify the ID when creating a new binding rule")
     rule = _rule(await fresh(ctx), body, str(uuid.uuid4()))
@@ -193,7 +193,7 @@ async def rule_read(req: Request, ctx: HTTPContext) -> Answer:
 async def rule_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     rid = _rule_id(req)
-    body = body_of(req, "BindingRule")
+    body = body_of(req, "BindingRule", "ACLBindingRule")
     given = canonical(body, ("ID",)).get("ID")
     if given and given != rid:
         raise HTTPError(400, "BindingRule ID in URL and payload do not match")
@@ -263,7 +263,7 @@ def _bind(rules: list[dict[str, Any]], values: dict[str, str], dc: str) -> dict[
 
 async def login(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
-    b = canonical(body_of(req, "Request"), ("AuthMethod", "BearerToken", "Meta"))
+    b = canonical(body_of(req, "Request", "ACLLoginParams"), ("AuthMethod", "BearerToken", "Meta"))
     tables = await fresh(ctx)
     name = str(b.get("AuthMethod") or "")
     method = tables.methods.get(name)
