@@ -30,6 +30,33 @@ OPS = ("init", "token_set", "token_delete", "tokens_delete", "policy_set", "poli
 _TABLES = ("tokens", "policies", "roles", "methods", "rules")
 
 
+_KEYS = {"token_set": ("AccessorID", "SecretID"), "bootstrap": ("AccessorID", "SecretID"),
+         "policy_set": ("ID", "Name"), "role_set": ("ID", "Name"), "method_set": ("Name", "Type"),
+         "rule_set": ("ID", "AuthMethod")}
+_LINKS = ("Policies", "Roles")
+
+
+def command_problem(cmd: Record) -> tuple[str, str] | None:
+    """(field, problem) of an `acl` command the store could not apply, or None (commands.py)."""
+    op = cmd["Op"]
+    if op not in OPS:
+        return "Op", f"must be one of {', '.join(OPS)}"
+    obj = cmd.get("Object")
+    if op == "bootstrap" and not obj:
+        return None
+    for key in _KEYS.get(op, ()):
+        if not isinstance((obj or {}).get(key), str):
+            return f"Object.{key}", "must be a string"
+    for field in _LINKS:
+        links = (obj or {}).get(field) or []
+        if not isinstance(links, list) or not all(isinstance(x, dict) and isinstance(x.get("ID"), str)
+                                                  for x in links):
+            return f"Object.{field}", "must be a list of {ID} links"
+    if op.endswith("_delete") and op != "tokens_delete" and not isinstance(cmd.get("ID"), str):
+        return "ID", "is missing"
+    return None
+
+
 class AclStoreError(ValueError):
     """A write the store refuses (Consul's text; the HTTP layer answers 500, or 403 for bootstrap)."""
 

@@ -446,10 +446,11 @@ def _prepared_query_rules(cmd: Command) -> None:
 
 
 def _acl_rules(cmd: Command) -> None:
-    from appliance.state.acl import OPS
+    from appliance.state.acl import command_problem
 
-    if cmd["Op"] not in OPS:
-        raise InvalidCommand("acl", "Op", f"must be one of {', '.join(OPS)}, not {_short(cmd['Op'])}")
+    problem = command_problem(cmd)
+    if problem is not None:
+        raise InvalidCommand("acl", *problem)
 
 
 class Definition:
