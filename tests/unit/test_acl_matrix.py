@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.http.routes import ROUTES, Route
+from sd.http import ROUTES as SD_ROUTES
 from tests.unit.http_inprocess import InProcessAgent, http_agent
+
+ALL_ROUTES = (*ROUTES, *SD_ROUTES)  # the agent's table and what the extensions mount
 
 ROOT = "matrix-root"
 HCL = f'acl {{ enabled = true default_policy = "deny" tokens {{ initial_management = "{ROOT}" }} }}'
@@ -200,8 +203,9 @@ def test_default_deny_matrix() -> None:
     async def go() -> list[str]:
         problems: list[str] = []
         async with http_agent("-hcl", HCL) as api:
+            api.router.add_all(SD_ROUTES)
             m = Matrix(api)
-            for route in ROUTES:
+            for route in ALL_ROUTES:
                 await check_route(m, route, problems)
         return problems
 
@@ -210,5 +214,5 @@ def test_default_deny_matrix() -> None:
 
 
 def test_every_sample_names_a_route() -> None:
-    keys = {(r.method, r.path) for r in ROUTES}
+    keys = {(r.method, r.path) for r in ALL_ROUTES}
     assert not [k for k in SAMPLES if k not in keys]
