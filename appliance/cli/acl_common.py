@@ -8,7 +8,7 @@ from typing import Any
 
 from appliance.cli import acl_format as fmt
 from appliance.cli.flags import CliError, CliParser, UsageError, out
-from appliance.cli.http_client import ApiError, HTTPClient, add_http_flags
+from appliance.cli.http_client import ApiError, HTTPClient, add_http_flags, client_from_args
 
 
 def parser(name: str, usage: str, description: str, *, show: bool = True) -> CliParser:
@@ -110,3 +110,26 @@ def linked(client: HTTPClient, args: Any, roles: bool = True) -> dict[str, Any]:
         body["TemplatedPolicies"] = [{"TemplateName": t, **({"TemplateVariables": variables} if variables else {})}
                                      for t in args.templated_policy]
     return body
+
+
+def indented(title: str, text: str) -> str:
+    """One entry of a pretty list: its title, then its fields indented three spaces."""
+    return f"{title}:\n" + "\n".join("   " + line for line in text.splitlines())
+
+
+def lister(name: str, path: str, what: str, title: str, render: Any, query: str = "") -> Any:
+    """A `<kind> list` command: GET `path` and show each entry under its `title` field."""
+    plural = what[:-1] + "ies" if what.endswith("y") else what + "s"
+
+    def run(argv: list[str]) -> int:
+        p = parser(f"{name} list", f"{name} list [options]", f"Lists {plural}.")
+        if query:
+            p.flag(query, default="", metavar="<string>", help=f"Only the {plural} of this auth {query}.")
+        args = p.parse(argv)
+        target = path
+        if query and getattr(args, query):
+            target += f"?authmethod={getattr(args, query)}"
+        items = call(client_from_args(args), "GET", target, None, f"Failed to retrieve the {what} list")
+        show(args, items, "\n".join(indented(x[title], render(x, args.meta)) for x in items or []))
+        return 0
+    return run

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from appliance.cli import acl_format as fmt
-from appliance.cli.acl_common import call, link_flags, linked, parser, read_value, resolve_id, show
+from appliance.cli.acl_common import call, link_flags, linked, lister, parser, read_value, resolve_id, show
 from appliance.cli.flags import CliError, UsageError, out
 from appliance.cli.http_client import HTTPClient, client_from_args, quote_path
 
@@ -58,17 +58,6 @@ def policy_read(argv: list[str]) -> int:
     client = client_from_args(args)
     policy = call(client, "GET", _target(client, "policy", args), None, "Error reading policy")
     show(args, policy, fmt.policy(policy, args.meta))
-    return 0
-
-
-def policy_list(argv: list[str]) -> int:
-    p = parser("policy list", "policy list [options]", "Lists policies.")
-    args = p.parse(argv)
-    policies = call(client_from_args(args), "GET", "/v1/acl/policies", None, "Failed to retrieve the policy list")
-    pretty = "\n".join(f"{x['Name']}:\n" + "\n".join("   " + line for line in
-                                                     fmt.policy(x, args.meta, listing=True).splitlines())
-                       for x in policies or [])
-    show(args, policies, pretty)
     return 0
 
 
@@ -129,16 +118,6 @@ def role_read(argv: list[str]) -> int:
     client = client_from_args(args)
     role = call(client, "GET", _target(client, "role", args), None, "Error reading role")
     show(args, role, fmt.role(role, args.meta))
-    return 0
-
-
-def role_list(argv: list[str]) -> int:
-    p = parser("role list", "role list [options]", "Lists roles.")
-    args = p.parse(argv)
-    roles = call(client_from_args(args), "GET", "/v1/acl/roles", None, "Failed to retrieve the role list")
-    pretty = "\n".join(f"{r['Name']}:\n" + "\n".join("   " + line for line in fmt.role(r, args.meta).splitlines())
-                       for r in roles or [])
-    show(args, roles, pretty)
     return 0
 
 
@@ -216,17 +195,6 @@ def method_read(argv: list[str]) -> int:
     return 0
 
 
-def method_list(argv: list[str]) -> int:
-    p = parser("auth-method list", "auth-method list [options]", "Lists auth methods.")
-    args = p.parse(argv)
-    methods = call(client_from_args(args), "GET", "/v1/acl/auth-methods", None,
-                   "Failed to retrieve the auth method list")
-    show(args, methods, "\n".join(f"{m['Name']}:\n" + "\n".join("   " + line for line in
-                                                                fmt.auth_method(m, args.meta).splitlines())
-                                  for m in methods or []))
-    return 0
-
-
 def method_delete(argv: list[str]) -> int:
     p = parser("auth-method delete", "auth-method delete -name NAME [options]", "Deletes an auth method.",
                show=False)
@@ -270,18 +238,6 @@ def rule_read(argv: list[str]) -> int:
     return 0
 
 
-def rule_list(argv: list[str]) -> int:
-    p = parser("binding-rule list", "binding-rule list [options]", "Lists binding rules.")
-    p.flag("method", default="", metavar="<string>", help="Only the rules of this auth method.")
-    args = p.parse(argv)
-    path = "/v1/acl/binding-rules" + (f"?authmethod={quote_path(args.method)}" if args.method else "")
-    rules = call(client_from_args(args), "GET", path, None, "Failed to retrieve the binding rule list")
-    show(args, rules, "\n".join(f"{r['ID']}:\n" + "\n".join("   " + line for line in
-                                                            fmt.binding_rule(r, args.meta).splitlines())
-                                for r in rules or []))
-    return 0
-
-
 def rule_delete(argv: list[str]) -> int:
     p = parser("binding-rule delete", "binding-rule delete -id ID [options]", "Deletes a binding rule.", show=False)
     p.flag("id", default="", metavar="<string>", help="The rule's ID.")
@@ -292,3 +248,10 @@ def rule_delete(argv: list[str]) -> int:
          f"Error deleting binding rule {args.id!r}")
     out(f'Binding rule "{args.id}" deleted successfully')
     return 0
+
+
+policy_list = lister("policy", "/v1/acl/policies", "policy", "Name",
+                     lambda x, meta: fmt.policy(x, meta, listing=True))
+role_list = lister("role", "/v1/acl/roles", "role", "Name", fmt.role)
+method_list = lister("auth-method", "/v1/acl/auth-methods", "auth method", "Name", fmt.auth_method)
+rule_list = lister("binding-rule", "/v1/acl/binding-rules", "binding rule", "ID", fmt.binding_rule, query="method")
