@@ -104,13 +104,17 @@ class AclAgent:
         self.recovery = Identity("agent-recovery", None, Authorizer(recovery, False))
 
     async def ensure_tables(self) -> None:
-        """The built-in policies, the anonymous token and the initial management token (servers)."""
-        if self.initialized or self.ctx.raft is None:
+        """The built-in policies, the anonymous token and the initial management token, proposed by
+        the first request a leader serves before its ACL leader duties ran (never waits for one)."""
+        if self.initialized:
             return
         initial = self.tokens.get("initial_management")
         acl = self.ctx.store.acl
         if acl.policies and (not initial or acl.token_by_secret(initial) is not None):
             self.initialized = True
+            return
+        raft = self.ctx.raft
+        if raft is None or not raft.is_leader:  # the leader's duties make them (appliance/acl_leader.py)
             return
         cmd: dict[str, Any] = {"Type": "acl", "Op": "init"}
         if initial:
