@@ -193,6 +193,13 @@ def test_kv_create_edit_conflict_delete(agent: AgentProcess, chromium: Any, shot
     page.click("#kv-save")
     assert "Invalid JSON" in page.locator("#kv-note").inner_text()
     assert kv_value(agent, "app/config") == '{"replicas": 3, "name": "web"}'
+    # a value over kv_max_value_size: the agent's error, as it wrote it
+    page.select_option("#kv-format", "text")
+    page.fill("#kv-value", "x" * (512 * 1024 + 1))
+    page.click("#kv-save")
+    page.locator("#kv-note").filter(has_text="too large").wait_for()
+    assert "Request body(524289 bytes) too large" in page.locator("#kv-note").inner_text()
+    assert kv_value(agent, "app/config") == '{"replicas": 3, "name": "web"}'
     # delete a key (two steps, no browser dialog)
     page.goto(agent.url + "/ui/kv/app/feature")
     page.locator("#kv-value").wait_for()
@@ -265,3 +272,30 @@ def test_cluster_page_and_narrow_window(agent: AgentProcess, chromium: Any, shot
     assert width <= 400, f"the services page scrolls sideways in a narrow window ({width}px)"
     narrow.page.screenshot(path=str(shots / "services-narrow.png"), full_page=True)
     assert p.problems == [] and narrow.problems == []
+
+
+def test_one_long_poll_per_view_aborted_when_the_view_closes(agent: AgentProcess, chromium: Any) -> None:
+    p = page_of(chromium)
+    page = p.page
+    started: list[str] = []
+    aborted: list[str] = []
+    page.on("request", lambda r: started.append(r.url) if "index=" in r.url else None)
+    page.on("requestfailed", lambda r: aborted.append(r.url) if "index=" in r.url else None)
+    page.goto(agent.url + "/ui/services")
+
+    def until(predicate: Any, what: str) -> None:
+        for _ in range(100):  # Playwright delivers events while it waits
+            if predicate():
+                return
+            page.wait_for_timeout(50)
+        pytest.fail(f"timed out waiting for {what}: started {started}, aborted {aborted}")
+
+    until(lambda: any("/v1/internal/ui/services?" in u for u in started), "the services long-poll")
+    page.get_by_role("link", name="Nodes").click()
+    row(page, "data-node", "ui-node").wait_for()
+    until(lambda: any("/v1/internal/ui/services?" in u for u in aborted), "the services long-poll aborted")
+    until(lambda: any("/v1/internal/ui/nodes?" in u for u in started), "the nodes long-poll")
+    page.wait_for_timeout(300)
+    assert len([u for u in started if "/v1/internal/ui/services?" in u]) == 1, started
+    assert len([u for u in started if "/v1/internal/ui/nodes?" in u]) == 1, started
+    assert p.problems == []

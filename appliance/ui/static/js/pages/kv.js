@@ -4,6 +4,7 @@ import { encodePath, getJSON, HTTPError, link, live, request } from '../api.js';
 import { clear, h } from '../dom.js';
 
 const FORMATS = ['text', 'json', 'yaml', 'hcl'];
+const PREVIEW_MAX = 64 * 1024;
 
 function go(url) {
   history.pushState(null, '', url);
@@ -76,8 +77,13 @@ export function validate(format, text) {
 // Highlighted copy of a JSON/YAML/HCL value: spans with classes around text nodes, never markup.
 export function highlight(format, text) {
   const pre = h('pre', { class: 'mono', 'aria-label': 'Highlighted value' });
+  if (text.length > PREVIEW_MAX) {
+    pre.textContent = `No preview for values over ${PREVIEW_MAX / 1024} KB (this one is ${Math.ceil(text.length / 1024)} KB).`;
+    return pre;
+  }
   if (format === 'text') { pre.textContent = text; return pre; }
-  const re = /("(?:[^"\\]|\\.)*")(\s*[:=])?|\b(true|false|null)\b|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|([\w.-]+)(\s*[:=])/g;
+  // bounded tokens: a long run of word characters must not make the scan quadratic
+  const re = /("(?:[^"\\\n]|\\.){0,4096}")(\s*[:=])?|\b(true|false|null)\b|(-?\d{1,64}(?:\.\d{1,64})?(?:[eE][+-]?\d{1,4})?)|([\w.-]{1,128})(\s*[:=])/g;
   let last = 0;
   for (const m of text.matchAll(re)) {
     pre.append(text.slice(last, m.index));
