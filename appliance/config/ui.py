@@ -44,6 +44,8 @@ def _http_url(value: str) -> bool:
 def check_content_path(path: str) -> None:
     if not _CONTENT_PATH.match(path):
         raise ConfigError(f"ui-content-path can only contain alphanumeric, -, _, or /. received: {json.dumps(path)}")
+    if not path.strip("/"):
+        raise ConfigError(f"ui-content-path cannot be the root: the HTTP API is there. received: {json.dumps(path)}")
     if _API_PATH.match(path):
         raise ConfigError(f"ui-content-path cannot have 'v[0-9]'. received: {json.dumps(path)}")
 

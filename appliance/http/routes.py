@@ -240,6 +240,13 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def ui_content_routes(content_path: str) -> tuple[Route, ...]:
+    """The web UI under `ui_config.content_path` when it is not /ui/ (the table's route)."""
+    if content_path in (ui.PREFIX, "/"):
+        return ()
+    return (R("GET", content_path, ui.static, "none", summary="The web UI"),)
+
+
 def check_table(routes: Iterable[Route]) -> list[str]:
     """What is wrong with a route table: duplicate (method, path), a bad ACL or method."""
     problems, seen = [], set()

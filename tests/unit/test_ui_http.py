@@ -207,3 +207,22 @@ def test_metrics_proxy_backend_down_is_a_json_502() -> None:
 
     hcl = 'ui_config { metrics_provider = "prometheus" metrics_proxy { base_url = "http://127.0.0.1:9" } }'
     run(scenario, "-hcl", hcl)
+
+
+def test_content_path_serves_the_ui_elsewhere() -> None:
+    from appliance.http.routes import ui_content_routes
+
+    async def scenario(api: InProcessAgent) -> None:
+        api.router.add_all(ui_content_routes(api.ctx.config.ui_content_path))  # as the agent does
+        root = await api.call("GET", "/ui/")
+        assert root.status == 301 and root.headers["Location"] == "/console/"
+        index = await api.call("GET", "/console/services")
+        html = (index.body or b"").decode()
+        assert index.status == 200 and '<base href="/console/">' in html and '"ContentPath": "/console/"' in html
+        assert (await api.call("GET", "/console/js/main.js")).status == 200
+        assert (await api.call("GET", "/ui/js/main.js")).status == 404
+
+    run(scenario, "-ui-content-path", "console")
+    assert ui_content_routes("/ui/") == ()
+    with pytest.raises(ConfigError, match="cannot be the root"):
+        build_agent_config(["-dev", "-ui-content-path", "/"])

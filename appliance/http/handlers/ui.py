@@ -2,7 +2,9 @@
 (/v1/internal/ui/services, nodes, node/<name>; reference/ui.md §1-2).
 
 Static files come from the package (appliance/ui/static, shipped in the wheel) or from
-`ui_config.dir`. `index.html` is rendered per request with the page's settings in a
+`ui_config.dir`, under `ui_config.content_path` (the table routes /ui/; another content path is
+one more route the agent adds, routes.ui_content_routes, and /ui/ then redirects there).
+`index.html` is rendered per request with the page's settings in a
 `<script type="application/json" id="cairn-ui-config">` element (the JSON escaped so no value can
 close the tag; the metrics proxy's headers are never in it). A path without a file extension that
 names no file is a page of the single-page app and gets index.html; a missing asset is a 404.
@@ -35,6 +37,7 @@ STATIC = Path(__file__).resolve().parents[2] / "ui" / "static"
 PREFIX = "/ui/"
 NODE_PREFIX = "/v1/internal/ui/node/"
 CONFIG_MARK = "/*CAIRN_UI_CONFIG*/{}"
+BASE_MARK = '<base href="/ui/">'
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'")
 NOT_API = "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'"
@@ -53,7 +56,7 @@ def page_config(ctx: HTTPContext) -> dict[str, Any]:
     cfg = ctx.config
     metrics = cfg.ui_metrics
     return {
-        "ContentPath": PREFIX,
+        "ContentPath": cfg.ui_content_path,
         "ACLsEnabled": cfg.acl.enabled,
         "LocalDatacenter": cfg.datacenter,
         "PrimaryDatacenter": cfg.primary_datacenter,
@@ -92,8 +95,13 @@ async def static(req: Request, ctx: HTTPContext) -> Answer:
     """GET /ui/<path>: a file of the UI, or index.html for a page of the app."""
     if not ui_on(ctx):
         raise HTTPError(404, NOT_API)
+    prefix = ctx.config.ui_content_path
+    if prefix != PREFIX and req.raw_path.startswith(PREFIX):  # the UI lives elsewhere (content_path)
+        if req.raw_path == PREFIX:  # where `/` redirects to: on to the content path
+            return Answer.text(301, "301: Moved Permanently", {"Location": prefix})
+        raise HTTPError(404, NOT_API)
     root = Path(ctx.config.ui_dir) if ctx.config.ui_dir else STATIC
-    tail = path_tail(req, PREFIX)
+    tail = path_tail(req, prefix)
     found = _file_under(root, tail)
     if found is None or found.name == "index.html":
         last = tail.rsplit("/", 1)[-1]
@@ -103,6 +111,7 @@ async def static(req: Request, ctx: HTTPContext) -> Answer:
         if not index.is_file():
             return Answer(404, _ui_headers("no-store"), b"404 page not found\n", "text/plain", "utf-8")
         html = index.read_text("utf-8").replace(CONFIG_MARK, script_json(page_config(ctx)))
+        html = html.replace(BASE_MARK, f'<base href="{prefix}">')  # content_path is [A-Za-z0-9/_-]+
         return Answer(200, _ui_headers("no-cache"), html.encode(), "text/html", "utf-8")
     stat = found.stat()
     etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
