@@ -43,6 +43,7 @@ from appliance.http.app import HTTPServer
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.handlers import query
 from appliance.http.remote_dc import run_local
+from appliance.http.routes import ui_content_routes
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.rexec import RemoteExec
@@ -115,7 +116,8 @@ class Agent:
         telemetry.instrument_gossip(self.telemetry, self.gossip)  # consul.memberlist.*, consul.serf.*
         self.api = self._typed_context()
         self.extensions = load_extensions(self.api)
-        self.http = HTTPServer(self.api, [r for ext in self.extensions for r in ext.routes])
+        self.http = HTTPServer(self.api, [*ui_content_routes(config.ui_content_path),
+                                          *(r for ext in self.extensions for r in ext.routes)])
         self.dns = DNSServer(store, config, rng=rng) if config.ports.dns >= 0 else None
         if self.dns is not None:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
