@@ -266,7 +266,7 @@ class ConfigFile(Block):
     advertise_addr_wan_ipv6: str | None = F(COMPAT)
     alt_domain: str | None = F('Second DNS domain answered besides domain. Default "".')
     auto_encrypt: AutoEncryptModel | None = F(COMPAT)
-    autopilot: AutopilotModel | None = F(COMPAT)
+    autopilot: AutopilotModel | None = F("Autopilot: dead-server cleanup, stabilization, min_quorum.")
     bind_addr: str | None = F('Cluster (gossip and server RPC) bind address. Default "0.0.0.0".')
     bootstrap: bool | None = F("Let this server elect itself without others. Default false; requires server.")
     bootstrap_expect: int | None = F("Servers to wait for before the first election. Default 0; requires server.")
@@ -336,13 +336,13 @@ class ConfigFile(Block):
     retry_join: list[str] | None = F("Agents to join, retried until one answers. Default [].")
     retry_join_wan: list[str] | None = F("Servers: WAN pool members (other datacenters' servers, host or host:port, "
                                          "default port 8302) to join, retried until one answers. Default [].")
-    retry_max: int | None = F("Join attempts before giving up, 0 = forever. Default 0. " + COMPAT)
+    retry_max: int | None = F("Join attempts before giving up, 0 = forever. Default 0.")
     retry_max_wan: int | None = F("WAN join attempts before giving up, 0 = forever. Default 0.")
     server: bool | None = F("Run as a server (Raft voter). Default false: a client agent, which keeps a "
                             "replica of the catalog and KV streamed from a server and forwards its writes.")
     service: RawDefinitions | None = F("One service definition (snake_case or PascalCase keys).")
     services: RawDefinitions | None = F("Service definitions; concatenated with service.")
-    session_ttl_min: Duration | None = F('Shortest session TTL. Default "10s". ' + COMPAT)
+    session_ttl_min: Duration | None = F('Shortest session TTL. Default "10s".')
     skip_leave_on_interrupt: bool | None = F("Do not leave on SIGINT. Default true for servers, false for clients.")
     start_join: list[str] | None = F("Agents to join at start (deprecated; use retry_join). Default [].")
     start_join_wan: list[str] | None = F("Servers: WAN pool members to join at start (deprecated; use retry_join_wan). "
@@ -362,7 +362,7 @@ class ConfigFile(Block):
     tls_min_version: str | None = F("Old spelling of tls.defaults.tls_min_version.")
     tls_cipher_suites: str | None = F("Old spelling of tls.defaults.tls_cipher_suites.")
     tls_prefer_server_cipher_suites: bool | None = F("Removed in Consul 1.12; accepted and ignored.")
-    watches: RawDefinitions | None = F("Watch definitions (type, handler_type, args). " + COMPAT)
+    watches: RawDefinitions | None = F("Watch definitions (type, handler_type, args), run by the agent.")
 
 
 # Keys whose value is a list of definition blocks: a repeated HCL block is several entries.
