@@ -226,3 +226,34 @@ def test_content_path_serves_the_ui_elsewhere() -> None:
     assert ui_content_routes("/ui/") == ()
     with pytest.raises(ConfigError, match="cannot be the root"):
         build_agent_config(["-dev", "-ui-content-path", "/"])
+
+
+def test_internal_endpoints_leave_out_what_the_token_may_not_read() -> None:
+    root = {"X-Consul-Token": "root-secret"}
+
+    async def scenario(api: InProcessAgent) -> None:
+        for node, service in (("a", "web"), ("b", "db")):
+            body = {"Node": node, "Address": "10.0.0.1", "Service": {"ID": service, "Service": service, "Port": 1}}
+            assert (await api.call("PUT", "/v1/catalog/register", body, headers=root)).status == 200
+        rules = 'service "web" { policy = "read" } node "a" { policy = "read" }'
+        policy = await api.call("PUT", "/v1/acl/policy", {"Name": "web-only", "Rules": rules}, headers=root)
+        assert policy.status == 200, policy.body
+        token = await api.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "web-only"}]}, headers=root)
+        assert token.status == 200, token.body
+        mine = {"X-Consul-Token": json_body(token)["SecretID"]}
+        services = await api.call("GET", "/v1/internal/ui/services", headers=mine)
+        assert [s["Name"] for s in json_body(services)] == ["web"]
+        assert services.headers.get("X-Consul-Results-Filtered-By-ACLs") == "true"
+        nodes = await api.call("GET", "/v1/internal/ui/nodes", headers=mine)
+        assert [n["Node"] for n in json_body(nodes)] == ["a"]
+        assert (await api.call("GET", "/v1/internal/ui/node/b", headers=mine)).status == 404
+        everything = await api.call("GET", "/v1/internal/ui/services", headers=root)
+        assert {s["Name"] for s in json_body(everything)} >= {"web", "db"}
+        proxy = await api.call("GET", "/v1/internal/ui/metrics-proxy/api/v1/query", headers=mine)
+        assert proxy.status == 403  # the proxy needs node:read and service:read on everything
+        proxy = await api.call("GET", "/v1/internal/ui/metrics-proxy/api/v1/query", headers=root)
+        assert proxy.status == 502  # allowed; nothing listens on port 9
+
+    acl = ('acl { enabled = true default_policy = "deny" tokens { initial_management = "root-secret" } } '
+           'ui_config { metrics_provider = "prometheus" metrics_proxy { base_url = "http://127.0.0.1:9" } }')
+    run(scenario, "-hcl", acl)

@@ -16,7 +16,7 @@ import json
 import posixpath
 from urllib.parse import urlsplit
 
-from appliance.http.authz import IDENTITY
+from appliance.http.authz import IDENTITY, acl_agent
 from appliance.http.context import HTTPContext
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.ui import ui_on
@@ -54,11 +54,11 @@ async def metrics_proxy(req: Request, ctx: HTTPContext) -> Answer:
     metrics = ctx.config.ui_metrics
     if not metrics.proxy_base_url:
         raise HTTPError(404, "Metrics proxy is not enabled")
-    ident = req.get(IDENTITY)
-    if ident is not None:
-        authz = ident.authz
-        if not (authz.allowed("node", "", "read") and authz.allowed("service", "", "read")):
-            raise HTTPError(403, "Permission denied: token lacks node:read and service:read on everything")
+    if ctx.config.acl.enabled:  # the route's ACL column is `none`: Consul's check is made here
+        authz = (req.get(IDENTITY) or await acl_agent(ctx).identity(req)).authz
+        if not (authz.all_allowed("node", "read") and authz.all_allowed("service", "read")):
+            raise HTTPError(403, "Permission denied: the metrics proxy needs node:read and service:read on "
+                                 "every node and service")
     url = target_url(metrics.proxy_base_url, req.raw_path, metrics.proxy_path_allowlist)
     if url is None:
         ctx.log.warning("metrics proxy: target URL path is not allowed: path=%s", req.raw_path[len(PREFIX):])
