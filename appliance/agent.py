@@ -40,6 +40,7 @@ from appliance.gossip.coordinate import Coordinate
 from appliance.gossip.driver import JoinError
 from appliance.gossip.pool_setup import lan_driver, retry_join
 from appliance.http.app import HTTPServer
+from appliance.http.authz import acl_agent
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.handlers import query
 from appliance.http.remote_dc import run_local
@@ -123,6 +124,7 @@ class Agent:
             telemetry.instrument_dns(self.telemetry, self.dns, config.node_name)  # consul.dns.*_query
             self.dns.fetch_remote = self.federation.lookup  # <svc>.service.<dc>.consul
             self.dns.run_query = functools.partial(query.run_for_dns, self.http.dispatch)  # <q>.query.consul
+            self.dns.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)  # set-agent-token dns
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
         self.watches = WatchService(config)  # the `watches` block; refuses a bad one

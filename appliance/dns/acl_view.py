@@ -10,6 +10,7 @@ there: NXDOMAIN or fewer records, exactly like data that does not exist. The tok
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from appliance.acl.authorizer import Authorizer, static
@@ -61,13 +62,20 @@ class AclView:
 class DNSTokens:
     """The DNS token's authorizer, resolved again when the ACL tables change."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, tokens: Callable[[str], str] | None = None) -> None:
         acl = config.acl
         self.enabled = acl.enabled
-        self.secret = acl.tokens.get("dns") or acl.tokens.get("default") or ANONYMOUS_SECRET
+        # the agent's tokens as they are now (`cairn acl set-agent-token dns|default` at run time),
+        # else the configured ones
+        self.tokens: Callable[[str], str] = tokens or (lambda kind: acl.tokens.get(kind, ""))
         self.resolver = Resolver(config.datacenter, acl.default_policy == "allow")
         self.deny_all = static(False)
         self.deps = (watchkeys.ACL,) if acl.enabled else ()  # cached answers go when the ACL tables change
+
+    @property
+    def secret(self) -> str:
+        """The DNS token, else the default token, else anonymous (Consul's order)."""
+        return self.tokens("dns") or self.tokens("default") or ANONYMOUS_SECRET
 
     def authorizer(self, store: Any, now: float) -> Authorizer:
         try:

@@ -45,6 +45,7 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,10 @@ class DNSServer:
         # async (query name, dc, client IP) -> the execute response of a prepared query, None for
         # no such query (set by the agent: appliance/http/handlers/query.py run_for_dns)
         self.run_query: Any = None
+        # kind -> the agent's ACL token of that kind now (set by the agent: tokens set over the API
+        # at run time count); None: the configured tokens
+        self.agent_tokens: Callable[[str], str] | None = None
+        self._cached_for = ""  # the DNS token the cached answers were built with (ACLs on)
         self.configure(config)
 
     # ------------------------------------------------------------------ configuration
@@ -193,7 +198,7 @@ class DNSServer:
         """Apply (re)loaded settings: new answerer and recursors, and an empty cache."""
         self.config = config
         self.answerer = Answerer(settings_from_config(config))
-        self.acl = DNSTokens(config)  # with ACLs on, answers show what the DNS token may read
+        self.acl = DNSTokens(config, self._agent_token)  # with ACLs on, answers show what the DNS token may read
         self.recursor_timeout_s = config.dns_config.recursor_timeout_s or 2.0
         self.recursor_strategy = getattr(config.dns_config, "recursor_strategy", "sequential")
         self.recursors = []
@@ -207,6 +212,12 @@ class DNSServer:
                 agent_log.warning("Ignoring DNS recursor that points at this DNS server: %s", text)
                 continue
             self.recursors.append((host, port))
+        self._clear_caches()
+
+    def _agent_token(self, kind: str) -> str:
+        return self.agent_tokens(kind) if self.agent_tokens is not None else self.config.acl.tokens.get(kind, "")
+
+    def _clear_caches(self) -> None:
         for cache in self._caches:
             cache.clear()
         self._cache_bytes = 0
@@ -233,6 +244,9 @@ class DNSServer:
     def answer(self, data: bytes, tcp: bool) -> Any:
         """Packed reply bytes, a Reply that asks to forward, or None to drop."""
         self.stats["queries"] += 1
+        if self.acl.enabled and self.acl.secret != self._cached_for:  # the DNS token changed at run time
+            self._cached_for = self.acl.secret
+            self._clear_caches()
         cache = self._caches[tcp]
         key = data[2:]
         entry = cache.get(key)

@@ -78,3 +78,18 @@ def test_a_policy_change_reaches_cached_answers() -> None:
     fsm.apply(100, {"Type": "acl", "Op": "policy_set", "Object": {
         "ID": "p1", "Name": "dns", "Description": "", "Rules": ""}})
     assert ask(server, "web.service.consul").header.rcode == RCODE.NXDOMAIN
+
+
+def test_a_dns_token_set_at_run_time_takes_over_cached_answers() -> None:
+    # `cairn acl set-agent-token dns <secret>`: the agent's token, not the configured one, and the
+    # answers cached for the old token go
+    store, _ = catalog()
+    server = DNSServer(store, config(), rng=random.Random(1))
+    tokens: dict[str, str] = {}
+    server.agent_tokens = lambda kind: tokens.get(kind, "")
+    assert ask(server, "web.service.consul").header.rcode == RCODE.NXDOMAIN  # anonymous
+    assert ask(server, "web.service.consul").header.rcode == RCODE.NXDOMAIN  # cached
+    tokens["dns"] = SECRET
+    assert [str(r.rdata) for r in ask(server, "web.service.consul").rr] == ["10.0.1.1"]
+    del tokens["dns"]
+    assert ask(server, "web.service.consul").header.rcode == RCODE.NXDOMAIN
