@@ -299,3 +299,35 @@ def test_one_long_poll_per_view_aborted_when_the_view_closes(agent: AgentProcess
     assert len([u for u in started if "/v1/internal/ui/services?" in u]) == 1, started
     assert len([u for u in started if "/v1/internal/ui/nodes?" in u]) == 1, started
     assert p.problems == []
+
+
+def test_acl_token_field_is_kept_and_sent_as_x_consul_token(chromium: Any, tmp_path: Path) -> None:
+    acl = 'acl { enabled = true default_policy = "deny" tokens { initial_management = "ui-root-secret" } }'
+    proc = AgentProcess(tmp_path, "-hcl", acl, node="acl-node")
+    try:
+        root = {"X-Consul-Token": "ui-root-secret"}
+        body = {"Name": "billing", "Port": 1}
+        wait_until(lambda: proc.put("/v1/agent/service/register", body, headers=root)[0] == 200, timeout=10,
+                   what="the service registered with the management token")
+        p = page_of(chromium)
+        page = p.page
+        sent: list[str | None] = []
+        page.on("request", lambda r: sent.append(r.headers.get("x-consul-token"))
+                if "/v1/internal/ui/services" in r.url else None)
+        page.goto(proc.url + "/ui/services")
+        page.locator("#svc-summary").filter(has_text="0 of 0 services").wait_for()  # anonymous reads nothing
+        assert row(page, "data-service", "billing").count() == 0
+        page.fill("#token-input", "ui-root-secret")
+        page.click("#token-form button[type=submit]")
+        row(page, "data-service", "billing").wait_for()
+        assert page.evaluate("() => localStorage.getItem('cairn:token')") == "ui-root-secret"
+        assert "ui-root-secret" in sent and "token=" not in page.url
+        page.reload()  # kept in the browser
+        row(page, "data-service", "billing").wait_for()
+        page.click("#token-forget")
+        page.locator("#svc-summary").filter(has_text="0 of 0 services").wait_for()
+        assert page.evaluate("() => localStorage.getItem('cairn:token')") is None
+        assert p.problems == []
+        p.context.close()  # its long-poll would hold the agent's shutdown (a parked query is not cut)
+    finally:
+        proc.stop()
