@@ -331,3 +331,21 @@ def test_acl_token_field_is_kept_and_sent_as_x_consul_token(chromium: Any, tmp_p
         p.context.close()  # its long-poll would hold the agent's shutdown (a parked query is not cut)
     finally:
         proc.stop()
+
+
+def test_keyboard_only_search_and_open_a_service(agent: AgentProcess, chromium: Any) -> None:
+    p, page = visit(chromium, agent, "/ui/services", '[data-service="api"]')
+    active = "() => document.activeElement && (document.activeElement.id || document.activeElement.textContent)"
+    page.keyboard.press("Tab")
+    assert page.evaluate(active) == "Skip to content"
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    assert page.evaluate(active) == "svc-search"
+    page.keyboard.type("api")
+    for _ in range(4):  # health, tag, sort, then the one service left
+        page.keyboard.press("Tab")
+    assert page.evaluate(active) == "api"
+    page.keyboard.press("Enter")
+    page.locator('[data-instance="api-1"]').wait_for()
+    assert page.locator("h1").inner_text() == "api"
+    assert p.problems == []
