@@ -39,9 +39,9 @@ from appliance.acl.authorizer import Authorizer
 from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied_text
 from appliance.acl.policy import Rules
 from appliance.acl.resolve import ACLNotFound, Identity, Resolver
-from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements
+from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements, txn_op_needs
 from appliance.http.errors import HTTPError
-from appliance.http.values import Answer
+from appliance.http.values import Answer, json_answer
 
 if TYPE_CHECKING:
     from appliance.http.context import HTTPContext
@@ -51,6 +51,7 @@ log = logging.getLogger("agent.acl")
 IDENTITY = "acl.identity"  # the request's scratch key
 FILTERED = "X-Consul-Results-Filtered-By-ACLs"
 TOKENS_FILE = "acl-tokens.json"
+TXN_ROUTE = ("PUT", "/v1/txn")
 TOKEN_TYPES = {"default": "default", "acl_token": "default", "agent": "agent", "acl_agent_token": "agent",
                "agent_recovery": "agent_recovery", "agent_master": "agent_recovery",
                "acl_agent_master_token": "agent_recovery", "replication": "replication",
@@ -171,12 +172,6 @@ def acl_agent(ctx: HTTPContext) -> AclAgent:
     return agent
 
 
-def require(ident: Identity, resource: str, level: str, segment: str | None) -> None:
-    """403 with Consul's text unless the identity may `level` `resource` (on `segment`)."""
-    if not ident.authz.allowed(resource, segment or "", level):
-        raise deny(ident, resource, level, segment)
-
-
 def deny(ident: Identity, resource: str, level: str, segment: str | None) -> HTTPError:
     return HTTPError(403, denied_text(ident.accessor, f"{resource}:{level}", segment))
 
@@ -188,20 +183,32 @@ async def request_identity(req: Request, ctx: HTTPContext) -> Identity | None:
     return await acl_agent(ctx).identity(req)
 
 
-async def admit(route: Any, req: Request, ctx: HTTPContext) -> None:
-    """Before the handler: resolve the token and check a `<resource>:<level>` route."""
+def _allowed(ident: Identity, resource: str, level: str, segment: str | None) -> bool:
+    if resource == "key_prefix":
+        return ident.authz.key_write_prefix(segment or "")
+    return ident.authz.allowed(resource, segment or "", level)
+
+
+async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
+    """Before the handler: resolve the token and check a `<resource>:<level>` route. A refused
+    request raises 403, except a transaction: each operation the token may not do is an error of
+    a 409 answer (returned), as Consul reports them."""
     acl = route.acl
     if acl == "none":
-        return
+        return None
     ident = await acl_agent(ctx).identity(req)
     if acl.startswith("filter:") and (route.method, route.path) not in SEGMENTS:
-        return
+        return None
+    if (route.method, route.path) == TXN_ROUTE:
+        errors = [{"OpIndex": i, "What": "Permission denied"}
+                  for i, (resource, level, segment) in txn_op_needs(req)
+                  if not _allowed(ident, resource, level, segment)]
+        return json_answer(req, {"Results": None, "Errors": errors}, status=409) if errors else None
     for resource, level, segment in requirements(route, req, ctx):
-        if resource == "key_prefix":
-            if not ident.authz.key_write_prefix(segment or ""):
-                raise deny(ident, "key", "write", segment)
-        else:
-            require(ident, resource, level, segment)
+        if not _allowed(ident, resource, level, segment):
+            raise deny(ident, "key" if resource == "key_prefix" else resource,
+                       "write" if resource == "key_prefix" else level, segment)
+    return None
 
 
 @functools.lru_cache(maxsize=64)

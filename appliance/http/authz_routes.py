@@ -206,30 +206,34 @@ _KV_READS = frozenset({"get", "get-tree", "check-index", "check-session", "check
 _CATALOG_READS = frozenset({"get", "check-index", "check-not-exists"})
 
 
-def _txn_needs(req: Request, ctx: HTTPContext) -> list[Need]:
-    """Each operation of a transaction as its own endpoint would need it."""
+def txn_op_needs(req: Request) -> list[tuple[int, Need]]:
+    """Each operation of a transaction (by its index) as its own endpoint would need it."""
     body = _body(req)
-    out: list[Need] = []
-    for op in body if isinstance(body, list) else ():
+    out: list[tuple[int, Need]] = []
+    for i, op in enumerate(body if isinstance(body, list) else ()):
         kv, node, svc, check = (_field(op, k) for k in ("KV", "Node", "Service", "Check"))
         if isinstance(kv, dict):
             verb, key = _get(kv, "Verb"), _get(kv, "Key")
-            out.append(("key_prefix", "write", key) if verb == "delete-tree"
-                       else ("key", "read" if verb in _KV_READS else "write", key))
+            out.append((i, ("key_prefix", "write", key) if verb == "delete-tree"
+                        else ("key", "read" if verb in _KV_READS else "write", key)))
         elif isinstance(node, dict):
             level = "read" if _get(node, "Verb") in _CATALOG_READS else "write"
-            out.append(("node", level, _get(node, "Node", "Node")))
+            out.append((i, ("node", level, _get(node, "Node", "Node"))))
         elif isinstance(svc, dict):
             level = "read" if _get(svc, "Verb") in _CATALOG_READS else "write"
-            out.append(("service", level, _get(svc, "Service", "Service")))
+            out.append((i, ("service", level, _get(svc, "Service", "Service"))))
         elif isinstance(check, dict):
             level = "read" if _get(check, "Verb") in _CATALOG_READS else "write"
             inner = _field(check, "Check")
             if _get(inner, "ServiceID"):
-                out.append(("service", level, _get(inner, "ServiceName")))
+                out.append((i, ("service", level, _get(inner, "ServiceName"))))
             else:
-                out.append(("node", level, _get(inner, "Node")))
+                out.append((i, ("node", level, _get(inner, "Node"))))
     return out
+
+
+def _txn_needs(req: Request, ctx: HTTPContext) -> list[Need]:
+    return [need for _, need in txn_op_needs(req)]
 
 
 SEGMENTS: dict[tuple[str, str], SegmentFn] = {

@@ -100,7 +100,9 @@ class Router:
             if dc and dc.lower() != ctx.config.datacenter.lower():
                 return await forward(req, ctx, dc.lower())
         if ctx.config.acl.enabled:  # the one place permissions are checked (appliance/http/authz.py)
-            await admit(route, req, ctx)
+            refused = await admit(route, req, ctx)
+            if refused is not None:
+                return refused
             return finish(route, req, ctx, await route.handler(req, ctx))
         return await route.handler(req, ctx)
 

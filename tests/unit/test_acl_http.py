@@ -154,3 +154,22 @@ def test_prometheus_http_sd_honours_the_scrapers_token() -> None:
             assert a.headers["X-Consul-Results-Filtered-By-ACLs"] == "true"
             assert json_body(await api.call("GET", "/v1/sd/prometheus")) == []
     run(go())
+
+
+def test_a_transaction_reports_each_refused_operation_and_changes_nothing() -> None:
+    # Consul checks every operation of a transaction and answers 409 with one error per refused one
+    async def go() -> None:
+        async with http_agent("-hcl", HCL) as api:
+            tok = await make_token(api, 'key_prefix "app/" { policy = "write" }')
+            auth = {"X-Consul-Token": tok["SecretID"]}
+            ops = [{"KV": {"Verb": "set", "Key": "app/a", "Value": "MQ=="}},
+                   {"KV": {"Verb": "set", "Key": "other/b", "Value": "Mg=="}},
+                   {"KV": {"Verb": "get", "Key": "secret/c"}}]
+            a = await api.call("PUT", "/v1/txn", json.dumps(ops).encode(), headers=auth)
+            assert a.status == 409
+            assert json_body(a) == {"Results": None, "Errors": [{"OpIndex": 1, "What": "Permission denied"},
+                                                                  {"OpIndex": 2, "What": "Permission denied"}]}
+            assert (await api.call("GET", "/v1/kv/app/a", headers={"X-Consul-Token": ROOT})).status == 404
+            a = await api.call("PUT", "/v1/txn", json.dumps(ops[:1]).encode(), headers=auth)
+            assert a.status == 200
+    run(go())

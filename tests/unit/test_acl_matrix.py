@@ -151,6 +151,10 @@ def default_needs(route: Route, sample: Sample) -> list[Need]:
 
 
 def refused(answer: Any) -> bool:
+    """403 Permission denied; a transaction reports each refused operation in a 409 instead."""
+    if answer.status == 409:
+        errors = (payload(answer) or {}).get("Errors") or []
+        return bool(errors) and all(e.get("What") == "Permission denied" for e in errors)
     return answer.status == 403 and answer.body.startswith(b"Permission denied")
 
 
