@@ -71,7 +71,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProce
     prom_url = f"http://127.0.0.1:{prom_port}"
     ui = ('ui_config { metrics_provider = "prometheus" '
           f'metrics_provider_options_json = {hcl_string(json.dumps({"queries": QUERIES}))} '
-          f'metrics_proxy {{ base_url = "{prom_url}" }} }}')
+          f'metrics_proxy {{ base_url = "{prom_url}" }} '
+          'dashboard_url_templates { '
+          'service = "http://127.0.0.1:3000/d/x?var-svc={{Service.Name}}&dc={{Datacenter}}" } }')
     workdir = tmp_path_factory.mktemp("ui-prometheus")
     agent = AgentProcess(workdir, "-hcl", ui, node="prom-node")
     server = None
@@ -127,6 +129,9 @@ def test_service_and_cluster_panels_show_prometheus_numbers(stack: tuple[AgentPr
         page.goto(agent.url + "/ui/services/prometheus")
         up = page.locator('[data-panel="Targets up"]')
         up.filter(has_text="1").wait_for(timeout=10000)
+        dash = page.locator("#svc-dashboard")
+        assert dash.get_attribute("href") == "http://127.0.0.1:3000/d/x?var-svc=prometheus&dc=dc1"
+        assert dash.get_attribute("rel") == "noopener noreferrer"
         values = {label: page.locator(f'[data-panel="{label}"]').inner_text() for label in QUERIES["service"]}
         assert number(values["Targets up"]) == 1
         assert (number(values["Request rate (req/s)"]) or 0) > 0, values

@@ -1,8 +1,23 @@
 // One service: its instances with node, address, port, tags, meta and checks; health over time
 // since the page opened; Prometheus panels.
-import { encodePath, link, live } from '../api.js';
-import { clear, counts, h, metaList, statusBadge, tags, worst } from '../dom.js';
+import { config, currentDC, encodePath, link, live } from '../api.js';
+import { clear, counts, h, metaList, safeLink, statusBadge, tags, worst } from '../dom.js';
 import { SERVICE_QUERIES, panels } from '../metrics.js';
+
+// ui_config.dashboard_url_templates.service, each placeholder filled with an encoded value
+function dashboard(name) {
+  const template = (config.UIConfig?.dashboard_url_templates || {}).service;
+  if (!template) return null;
+  const values = { 'Service.Name': name, 'Service.Namespace': '', 'Service.Partition': '',
+    Datacenter: currentDC() || config.LocalDatacenter || '' };
+  const url = template.replace(/\{\{\s*([\w.]+)\s*\}\}/g,
+    (m, key) => (key in values ? encodeURIComponent(values[key]) : m));
+  const a = safeLink(url);
+  if (typeof a === 'string') return null;
+  a.textContent = 'Open dashboard';
+  a.id = 'svc-dashboard';
+  return h('p', null, a);
+}
 
 export function page(main, name) {
   document.title = `${name} - cairn`;
@@ -12,7 +27,7 @@ export function page(main, name) {
   const metrics = h('div', { id: 'metrics' });
   const problem = h('div');
   clear(main, h('p', null, h('a', { href: link('services') }, '← Services')),
-    h('h1', null, name), problem, head,
+    h('h1', null, name), dashboard(name), problem, head,
     h('h2', null, 'Health since this page opened'), timeline,
     h('h2', null, 'Metrics'), metrics,
     h('h2', null, 'Instances'), instances);
