@@ -155,10 +155,10 @@ class CheckManager:
                 self._cancel(cid)
             else:
                 runner.definition = local.definition
-        for cid, local in list(checks.items()):
-            if cid not in self.runners and (local.definition.kind in RUNNABLE_KINDS
-                                            or local.definition.kind in UNSUPPORTED_KINDS):
-                self._start(local)
+        for kind in (*RUNNABLE_KINDS, *UNSUPPORTED_KINDS):
+            for cid in sorted(self.local.kinds.get(kind, ())):
+                if cid not in self.runners:
+                    self._start(checks[cid])
 
     def _cancel(self, cid: str) -> None:
         runner = self.runners.pop(cid)

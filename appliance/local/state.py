@@ -12,6 +12,7 @@ proposes the difference, so the catalog only changes through the log.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -85,6 +86,52 @@ class LocalState:
     output_max_size: int = 4096
     services: dict[str, LocalService] = field(default_factory=dict)
     checks: dict[str, LocalCheck] = field(default_factory=dict)
+    # What changed since anti-entropy last looked (appliance/local/sync.py): the IDs of services
+    # and checks, or everything (at start and after a reload). A sync of a change compares only
+    # these with the catalog, so its cost does not grow with the agent's other checks.
+    dirty_services: set[str] = field(default_factory=set)
+    dirty_checks: set[str] = field(default_factory=set)
+    dirty_all: bool = True
+    # (deadline, check ID) of every TTL deadline set; an entry whose check has another deadline
+    # now is stale and dropped when it comes up, so finding the expired ones costs only those
+    _ttl_heap: list[tuple[float, str]] = field(default_factory=list)
+
+    # check IDs by kind ("ttl", "http", ...), so the check runners find theirs without a scan
+    kinds: dict[str, set[str]] = field(default_factory=dict)
+
+    def _put(self, local: LocalCheck) -> None:
+        prev = self.checks.get(local.id)
+        if prev is not None:
+            self.kinds[prev.definition.kind].discard(local.id)
+        self.checks[local.id] = local
+        self.kinds.setdefault(local.definition.kind, set()).add(local.id)
+
+    def _drop(self, check_id: str) -> LocalCheck | None:
+        prev = self.checks.pop(check_id, None)
+        if prev is not None:
+            self.kinds[prev.definition.kind].discard(check_id)
+        return prev
+
+    def _arm_ttl(self, local: LocalCheck, deadline: float) -> None:
+        local.ttl_deadline = deadline
+        heapq.heappush(self._ttl_heap, (deadline, local.id))
+
+    def _ttl_top(self) -> tuple[float, str] | None:
+        """The earliest live TTL deadline, stale entries dropped on the way."""
+        heap = self._ttl_heap
+        while heap:
+            deadline, cid = heap[0]
+            local = self.checks.get(cid)
+            if local is not None and local.ttl_deadline == deadline:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def take_dirty(self) -> tuple[set[str], set[str]] | None:
+        """The changed (service IDs, check IDs) since the last call, or None for everything."""
+        out = None if self.dirty_all else (self.dirty_services, self.dirty_checks)
+        self.dirty_services, self.dirty_checks, self.dirty_all = set(), set(), False
+        return out
 
     # ------------------------------------------------------------------ services
 
@@ -94,8 +141,10 @@ class LocalState:
             keep = {c.id for c in svc.checks}
             for cid in [cid for cid, c in self.checks.items()
                         if c.definition.service_id == svc.id and c.source != "maintenance" and cid not in keep]:
-                del self.checks[cid]
+                self._drop(cid)
+                self.dirty_checks.add(cid)
         self.services[svc.id] = LocalService(svc, source, raw)
+        self.dirty_services.add(svc.id)
         for check in svc.checks:
             self.add_check(check, source=source, now=now)
 
@@ -104,8 +153,10 @@ class LocalState:
         if entry is None:
             raise NotFound(f'Unknown service ID "{service_id}". '
                            "Ensure that the service ID is passed, not the service name.")
+        self.dirty_services.add(service_id)
         for cid in [cid for cid, c in self.checks.items() if c.definition.service_id == service_id]:
-            del self.checks[cid]
+            self._drop(cid)
+            self.dirty_checks.add(cid)
         return entry.definition
 
     def service(self, service_id: str) -> ServiceDefinition:
@@ -125,13 +176,15 @@ class LocalState:
         if prev is not None and prev.definition == check:
             status, output = prev.status, prev.output  # re-registration keeps the last result
         local = LocalCheck(check, status, output, source, notes=check.notes, raw=raw)
+        self._put(local)
         if check.kind == "ttl":
-            local.ttl_deadline = now + check.ttl_s
-        self.checks[check.id] = local
+            self._arm_ttl(local, now + check.ttl_s)
+        self.dirty_checks.add(check.id)
         self._note_critical(local, now)
 
     def remove_check(self, check_id: str) -> None:
-        if self.checks.pop(check_id, None) is None:
+        self.dirty_checks.add(check_id)
+        if self._drop(check_id) is None:
             raise NotFound(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.')
 
     def check(self, check_id: str) -> LocalCheck:
@@ -146,8 +199,9 @@ class LocalState:
         max_size = local.definition.output_max_size or self.output_max_size
         local.status = status
         local.output = truncate_output(output, max_size)
+        self.dirty_checks.add(check_id)
         if local.definition.kind == "ttl":
-            local.ttl_deadline = now + local.definition.ttl_s
+            self._arm_ttl(local, now + local.definition.ttl_s)
         self._note_critical(local, now)
         return local
 
@@ -160,8 +214,10 @@ class LocalState:
     def expire_ttls(self, now: float) -> list[str]:
         """Turn every TTL check whose deadline passed critical; return their IDs."""
         expired = []
-        for local in self.checks.values():
-            if local.definition.kind == "ttl" and local.ttl_deadline is not None and local.ttl_deadline <= now:
+        while (top := self._ttl_top()) is not None and top[0] <= now:
+            heapq.heappop(self._ttl_heap)
+            local = self.checks[top[1]]
+            if local.definition.kind == "ttl":
                 local.ttl_deadline = None
                 local.status = "critical"
                 local.output = (
@@ -170,11 +226,12 @@ class LocalState:
                 )
                 self._note_critical(local, now)
                 expired.append(local.id)
+                self.dirty_checks.add(local.id)
         return expired
 
     def next_ttl_deadline(self) -> float | None:
-        deadlines = [c.ttl_deadline for c in self.checks.values() if c.ttl_deadline is not None]
-        return min(deadlines) if deadlines else None
+        top = self._ttl_top()
+        return top[0] if top is not None else None
 
     def _note_critical(self, local: LocalCheck, now: float) -> None:
         if local.status == "critical":
@@ -186,8 +243,9 @@ class LocalState:
     # ------------------------------------------------------------------ maintenance
 
     def set_node_maintenance(self, enable: bool, reason: str) -> None:
+        self.dirty_checks.add(NODE_MAINT_ID)
         if not enable:
-            self.checks.pop(NODE_MAINT_ID, None)
+            self._drop(NODE_MAINT_ID)
             return
         if NODE_MAINT_ID in self.checks:
             return
@@ -198,8 +256,9 @@ class LocalState:
             raise NotFound(f'Unknown service ID "{service_id}". '
                            "Ensure that the service ID is passed, not the service name.")
         cid = SERVICE_MAINT_PREFIX + service_id
+        self.dirty_checks.add(cid)
         if not enable:
-            self.checks.pop(cid, None)
+            self._drop(cid)
             return
         if cid in self.checks:
             return
@@ -207,7 +266,7 @@ class LocalState:
 
     def _add_maintenance(self, cid: str, name: str, notes: str, service_id: str) -> None:
         definition = CheckDefinition(id=cid, name=name, kind="maintenance", service_id=service_id, notes=notes)
-        self.checks[cid] = LocalCheck(definition, "critical", "", "maintenance", notes=notes)
+        self._put(LocalCheck(definition, "critical", "", "maintenance", notes=notes))
 
     # ------------------------------------------------------------------ reload
 
@@ -216,11 +275,12 @@ class LocalState:
         """A reload: drop what config files registered before, add what they register now.
 
         Checks that keep their ID and definition keep their last status and output."""
+        self.dirty_all = True
         old_checks = {cid: c for cid, c in self.checks.items() if c.source == "config"}
         for sid in [sid for sid, s in self.services.items() if s.source == "config"]:
             self.services.pop(sid)
         for cid in old_checks:
-            self.checks.pop(cid, None)
+            self._drop(cid)
         for svc in services:
             self.add_service(svc, source="config", now=now)
         for check in checks:
@@ -228,7 +288,7 @@ class LocalState:
         for cid, old in old_checks.items():
             new = self.checks.get(cid)
             if new is not None and new.definition == old.definition:
-                self.checks[cid] = replace(old)
+                self._put(replace(old))
 
     # ------------------------------------------------------------------ views
 

@@ -53,31 +53,48 @@ def _strip(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k not in ("CreateIndex", "ModifyIndex", "Node")}
 
 
-def plan_sync(store: Store, node_info: dict[str, Any], local: LocalState) -> list[tuple[str, dict[str, Any]]]:
-    """[(log message, catalog command)] that bring the catalog in line with the local state."""
+def plan_sync(store: Store, node_info: dict[str, Any], local: LocalState,
+              dirty: tuple[set[str], set[str]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """[(log message, catalog command)] that bring the catalog in line with the local state:
+    all of it, or only the (service IDs, check IDs) in `dirty` (LocalState.take_dirty)."""
     plan: list[tuple[str, dict[str, Any]]] = []
     name = node_info["Node"]
     node = store.node(name)
     want_node = {"ID": node_info["ID"], "Address": node_info["Address"],
                  "TaggedAddresses": node_info["TaggedAddresses"], "Meta": node_info["NodeMeta"]}
+    if node is None:
+        dirty = None  # a new node: everything goes with it
     if node is None or any(node.get(k) != v for k, v in want_node.items()):
         plan.append(("Synced node info", {"Type": "register", **node_info}))
-    services, checks = local.catalog_view()
-    have_services = {s["ID"]: s for s in store.node_services(name)} if node else {}
-    have_checks = {c["CheckID"]: c for c in store.node_checks(name)} if node else {}
+    stored_services = store.services.get(name.lower(), {}) if node else {}
+    stored_checks = store.checks.get(name.lower(), {}) if node else {}
+    if dirty is None:
+        services, checks = local.catalog_view()
+        have_services, have_checks = stored_services, stored_checks
+    else:
+        sids, cids = dirty
+        services = {sid: local.node_service(local.services[sid].definition) for sid in sids if sid in local.services}
+        # a changed service goes with its changed checks; the others are in the catalog already
+        checks = {cid: local.health_check(local.checks[cid]) for cid in cids if cid in local.checks}
+        have_services = {sid: stored_services[sid] for sid in sids if sid in stored_services}
+        have_checks = {cid: stored_checks[cid] for cid in cids | checks.keys() if cid in stored_checks}
 
-    for sid in have_services.keys() - services.keys() - MANAGED_SERVICES:
+    for sid in sorted(have_services.keys() - services.keys() - MANAGED_SERVICES):
         plan.append((f"Deregistered service: service={sid}", {"Type": "deregister", "Node": name, "ServiceID": sid}))
-    dropped_with_service = {cid for cid, c in have_checks.items() if c["ServiceID"] and c["ServiceID"] not in services}
-    for cid in have_checks.keys() - checks.keys() - MANAGED_CHECKS - dropped_with_service:
+    dropped_with_service = {cid for cid, c in have_checks.items()
+                            if c["ServiceID"] and c["ServiceID"] not in local.services}
+    for cid in sorted(have_checks.keys() - checks.keys() - MANAGED_CHECKS - dropped_with_service):
         plan.append((f"Deregistered check: check={cid}", {"Type": "deregister", "Node": name, "CheckID": cid}))
 
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for check in checks.values():
+        by_service.setdefault(check["ServiceID"], []).append(check)
     synced_checks: set[str] = set()
     for sid, svc in services.items():
         have = have_services.get(sid)
         if have is not None and _strip(have) == svc:
             continue
-        svc_checks = [c for c in checks.values() if c["ServiceID"] == sid]
+        svc_checks = by_service.get(sid, [])
         synced_checks.update(c["CheckID"] for c in svc_checks)
         plan.append((f"Synced service: service={sid}",
                      {"Type": "register", **node_info, "SkipNodeUpdate": True, "Service": svc, "Checks": svc_checks}))
@@ -125,15 +142,20 @@ class StateSyncer:
         self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
         self._kick.set()
 
-    async def sync_now(self) -> bool:
-        """Bring the catalog in line now; False (and a retry scheduled) if a write failed."""
+    async def sync_now(self, full: bool = False) -> bool:
+        """Bring the catalog in line now: what changed locally since the last sync, or (`full`)
+        everything; False (and a full retry scheduled) if a write failed."""
         async with self._lock:
             try:
                 await self.consensus.read_point("stale")  # a client's replica must have loaded
-                for message, command in plan_sync(self.store, self.node_info(), self.local):
+                dirty = self.local.take_dirty()
+                if full:
+                    dirty = None
+                for message, command in plan_sync(self.store, self.node_info(), self.local, dirty):
                     await self.consensus.propose(command)
                     log.info(message)
             except Exception as err:  # noqa: BLE001 - a failed sync is retried, never fatal
+                self.local.dirty_all = True
                 log.error("failed to sync remote state: error=%r", str(err))
                 self._retry_at = time.monotonic() + RETRY_S + self.stagger(RETRY_S)
                 return False
@@ -155,7 +177,7 @@ class StateSyncer:
             retry_due = self._retry_at is not None and now >= self._retry_at
             if now >= next_full or expired or self._wake.is_set() or retry_due:
                 self._wake.clear()
-                await self.sync_now()
+                await self.sync_now(full=now >= next_full or retry_due)
                 if now >= next_full:
                     next_full = now + self.interval_s + self.stagger(self.interval_s)
             deadline = self.local.next_ttl_deadline()

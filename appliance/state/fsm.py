@@ -232,7 +232,10 @@ class FSM:
         services[svc["ID"]] = rec
         s.index_service(node_key, rec)
         s.touch(index, watchkeys.SERVICES, watchkeys.service(rec["Service"]), watchkeys.node(node_key))
-        # A check keeps its service's name and tags (HealthCheck.ServiceName/ServiceTags).
+        # A check keeps its service's name and tags (HealthCheck.ServiceName/ServiceTags); a new
+        # service has no checks yet, and one whose name and tags stay has none to change.
+        if prev is None or (prev["Service"] == rec["Service"] and prev["Tags"] == rec["Tags"]):
+            return
         for check in list(s.checks.get(node_key, {}).values()):
             if check["ServiceID"] == rec["ID"] and (
                 check["ServiceName"] != rec["Service"] or check["ServiceTags"] != rec["Tags"]

@@ -303,7 +303,7 @@ def test_check_manager_serve_reaps_on_its_interval_until_cancelled():
 
     from appliance.checks.manager import CheckManager
 
-    local = SimpleNamespace(checks={}, services={})
+    local = SimpleNamespace(checks={}, services={}, kinds={})
     reaps: list[float] = []
 
     async def main():
