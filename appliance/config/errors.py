@@ -61,6 +61,9 @@ def from_validation_error(source: str, exc: ValidationError) -> ConfigError:
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
     err = unknown[0] if unknown else errors[0]
     key = dotted(tuple(err["loc"]))
+    if len(unknown) > 1:  # every unknown key, as Consul's multierror lists them
+        lines = "".join(f"\n\t* invalid config key {dotted(tuple(e['loc']))}" for e in unknown)
+        return ConfigError(f"{source}: {len(unknown)} errors occurred:{lines}\n")
     if err["type"] == "extra_forbidden":
         return ConfigError(f"{source}: invalid config key {key}")
     if err["type"] == "value_error":
