@@ -69,6 +69,7 @@ from appliance.http.routes import ROUTES, Route
 from appliance.http.routing import Router, respond
 from appliance.http.values import Answer, Request, StreamAnswer
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
+from appliance.state import watchkeys
 from appliance.telemetry import record_http
 from appliance.tls.accept import Acceptor, Choice
 from appliance.tls.context import current as current_tls
@@ -541,6 +542,8 @@ class HTTPServer:
             srv.close()
         for acceptor in self.tls_listeners:
             acceptor.close()
+        self.ctx.stopping = True  # parked blocking reads answer now with what they have
+        self.ctx.hub.notify((watchkeys.HTTP_STOPPING,))
         if self.server is not None:
             await asyncio.sleep(0)  # requests that arrived before the close start being handled
             self.server.pre_shutdown()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from appliance.http.values import RenderCache
+from appliance.state import watchkeys
 
 if TYPE_CHECKING:
     from appliance.config.runtime import RuntimeConfig
@@ -54,6 +55,7 @@ class HTTPContext:
     acl: Any = None  # this agent's ACL state (appliance/http/authz.py), made on first use with acl.enabled
     loop_time: Callable[[], float] = time.monotonic  # the event loop's clock (monotonic)
     pretty: bool = field(init=False)  # -dev: JSON is indented unless asked otherwise
+    stopping: bool = field(init=False, default=False)  # the server is stopping: blocking reads answer now
     response_headers: dict[str, str] = field(init=False)  # on every answer
 
     def __post_init__(self) -> None:
@@ -74,3 +76,12 @@ def load_extensions(ctx: HTTPContext) -> list[Any]:
     from importlib.metadata import entry_points
 
     return [entry.load()(ctx) for entry in sorted(entry_points(group=EXTENSION_GROUP), key=lambda e: e.name)]
+
+
+async def park(ctx: HTTPContext, keys: tuple[str, ...], prefixes: tuple[str, ...], timeout: float) -> bool:
+    """A blocking read's wait on the watch hub: until one of `keys`/`prefixes` is touched, `timeout`
+    seconds pass or the HTTP server starts stopping (then it returns False, and so does every
+    later call: the read answers with what it has, as at the end of its wait)."""
+    if ctx.stopping:
+        return False
+    return await ctx.hub.wait((*keys, watchkeys.HTTP_STOPPING), prefixes, timeout) and not ctx.stopping

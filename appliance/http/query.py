@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.config.durations import DurationError, parse_duration
 from appliance.coordinates import sort_near
 from appliance.filter import FilterError, compile_filter
+from appliance.http.context import park
 from appliance.http.errors import HTTPError
 from appliance.http.values import Request
 from appliance.raft.messages import NotLeader, RaftError
@@ -308,8 +309,10 @@ async def blocking(
             remaining = deadline - loop()
             if remaining <= 0:
                 break
-            await ctx.hub.wait(keys, prefixes, remaining)
+            await park(ctx, keys, prefixes, remaining)
             current = index()
+            if ctx.stopping:
+                break
     cache = ctx.render_cache
     key = cache_key(req)
     entry = cache.get(key, current)

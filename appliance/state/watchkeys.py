@@ -14,6 +14,7 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     SESSIONS                    the sessions table (session/info, node, list)
     PREPARED_QUERIES            the prepared queries table (/v1/query)
     ACL                         ACL tokens, policies, roles, auth methods, binding rules
+    HTTP_STOPPING               not a write: the HTTP server is stopping (parked reads answer now)
 
 Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
 from the lower-cased name. Pure functions, no I/O.
@@ -28,6 +29,7 @@ KVS = "kvs"
 TOMBSTONES = "tombstones"
 COORDINATES = "coordinates"
 AUTOPILOT = "autopilot"
+HTTP_STOPPING = "http:stopping"
 SESSIONS = "sessions"
 PREPARED_QUERIES = "prepared-queries"
 ACL = "acl"

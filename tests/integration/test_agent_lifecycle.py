@@ -137,6 +137,52 @@ def test_blocking_query_stops_when_its_client_goes_away(tmp_path: Path):
     asyncio.run(scenario())
 
 
+def test_parked_blocking_queries_answer_at_once_when_the_agent_stops(tmp_path: Path):
+    """Shutdown does not wait out a blocking query: each parked one answers at once with what it
+    has (its index unchanged, as at the end of its wait), and the agent is down in well under the
+    10 s the HTTP server gives requests in flight."""
+    port = free_port()
+    cfg = build_agent_config(["-dev", "-node", "inproc", "-http-port", str(port), "-dns-port", "-1"])
+
+    async def scenario() -> None:
+        agent = Agent(cfg)
+        runner = asyncio.create_task(agent.run())
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(base + "/v1/status/leader") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            async with session.get(base + "/v1/catalog/services") as resp:
+                index = resp.headers["X-Consul-Index"]
+
+            async def parked(path: str) -> tuple[int, str]:
+                async with session.get(f"{base}{path}?index={index}&wait=5m") as resp:
+                    await resp.read()
+                    return resp.status, resp.headers.get("X-Consul-Index", "")
+
+            tasks = [asyncio.create_task(parked(p)) for p in ("/v1/catalog/services", "/v1/health/service/x",
+                                                               "/v1/catalog/nodes")]
+            for _ in range(100):
+                if agent.hub.parked == len(tasks):
+                    break
+                await asyncio.sleep(0.05)
+            assert agent.hub.parked == len(tasks)
+            began = time.monotonic()
+            agent.request_shutdown("test")
+            answers = await asyncio.gather(*tasks)
+            await runner
+            took = time.monotonic() - began
+        assert [status for status, _ in answers] == [200, 200, 200]
+        assert answers[0][1] == index
+        assert took < 5.0, f"the agent took {took:.1f}s to stop with parked queries"
+
+    asyncio.run(scenario())
+
+
 def test_api_registrations_survive_a_restart_with_a_data_dir(tmp_path: Path):
     data = tmp_path / "data"
     port = free_port()

@@ -22,7 +22,7 @@ from appliance.checks.rules import unsupported_check_text
 from appliance.filter import FilterError
 from appliance.gossip.driver import JoinError
 from appliance.http import render
-from appliance.http.context import HTTPContext
+from appliance.http.context import HTTPContext, park
 from appliance.http.encoding import decode_body, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -133,8 +133,8 @@ async def service(req: Request, ctx: HTTPContext) -> Answer:
     if want and want == body["ContentHash"]:
         wait = min(opts.wait_s or ctx.config.default_query_time_s, ctx.config.max_query_time_s)
         deadline = time.monotonic() + wait + ctx.rng.uniform(0, wait / 16)
-        while body["ContentHash"] == want and (remaining := deadline - time.monotonic()) > 0:
-            await ctx.hub.wait(("local",), (), remaining)
+        while body["ContentHash"] == want and (remaining := deadline - time.monotonic()) > 0 and not ctx.stopping:
+            await park(ctx, ("local",), (), remaining)
             body = render()
     return json_answer(req, body, headers={"X-Consul-ContentHash": body["ContentHash"]})
 

@@ -9,7 +9,7 @@ Only `X-Consul-Index` is set on the list, as Consul's agent-local handler does.
 from __future__ import annotations
 
 from appliance.events import WATCH_KEY, EventError
-from appliance.http.context import HTTPContext
+from appliance.http.context import HTTPContext, park
 from appliance.http.encoding import read_body
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -44,11 +44,11 @@ async def event_list(req: Request, ctx: HTTPContext) -> Answer:
         wait = min(wait, cfg.max_query_time_s)
         loop = ctx.loop_time
         deadline = loop() + wait
-        while index == opts.index:
+        while index == opts.index and not ctx.stopping:
             remaining = deadline - loop()
             if remaining <= 0:
                 break
-            await ctx.hub.wait((WATCH_KEY,), (), remaining)
+            await park(ctx, (WATCH_KEY,), (), remaining)
             events = ctx.events.list(name)
             index = ctx.events.index(events)
     return json_answer(req, [e.to_json() for e in events], headers={"X-Consul-Index": str(index)})
