@@ -7,8 +7,9 @@ the agent's service), its `filter=` schema (appliance/filter), the body the adap
 (bytes, or the name of a `limits` setting), and the ACL permission it needs, from Consul's
 per-endpoint table (reference: security.md §3.3): `<resource>:<read|write>` for an endpoint that
 refuses (403) without it, `filter:<resource>[,<resource>]` for one that drops what the token may
-not read, `none` for one anyone may call. ACL enforcement, the OpenAPI document (`openapi`) and
-the route tests all read this table. Extensions (exporters/, sd/) contribute `Route`s of their own.
+not read, `none` for one anyone may call. ACL enforcement, the OpenAPI document
+(appliance/http/openapi.py) and the route tests all read this table. Extensions (exporters/, sd/)
+contribute `Route`s of their own.
 """
 
 from __future__ import annotations
@@ -260,58 +261,3 @@ def check_table(routes: Iterable[Route]) -> list[str]:
         if not r.path.startswith(("/v1/", ui.PREFIX)):  # the API, and the web UI's files
             problems.append(f"{r.method} {r.path}: not under /v1/")
     return problems
-
-
-# ---------------------------------------------------------------------------------- OpenAPI
-
-_BLOCKING_PARAMS: list[dict[str, Any]] = [
-    {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0},
-     "description": "Blocking query: wait until the answer's index passes this one"},
-    {"name": "wait", "in": "query", "schema": {"type": "string", "example": "5m"},
-     "description": "Blocking query: the longest wait (Go duration, at most 10m)"},
-]
-_CONSISTENCY_PARAMS: list[dict[str, Any]] = [
-    {"name": name, "in": "query", "allowEmptyValue": True, "schema": {"type": "boolean"}, "description": text}
-    for name, text in (("stale", "Any server may answer"), ("consistent", "The leader confirms its leadership"),
-                       ("cached", "The agent's cache may answer"))
-]
-_COMMON_PARAMS: list[dict[str, Any]] = [
-    {"name": "pretty", "in": "query", "allowEmptyValue": True, "schema": {"type": "boolean"},
-     "description": "Indented JSON"},
-    {"name": "dc", "in": "query", "schema": {"type": "string"}, "description": "Datacenter to ask"},
-]
-
-
-def openapi(routes: Iterable[Route], version: str = "") -> dict[str, Any]:
-    """The route table as an OpenAPI 3.0 document. A prefix route becomes `<prefix>{param}`;
-    each operation carries `x-acl` (its permission) and `x-blocking`."""
-    paths: dict[str, dict[str, Any]] = {}
-    for r in routes:
-        path = r.path + "{param}" if r.prefix else r.path
-        params: list[dict[str, Any]] = []
-        if r.prefix:
-            params.append({"name": "param", "in": "path", "required": True, "schema": {"type": "string"},
-                           "description": "The rest of the path (a key, a name or an ID), unescaped"})
-        params += _COMMON_PARAMS
-        if r.blocking:
-            params += _BLOCKING_PARAMS + _CONSISTENCY_PARAMS
-        if r.filter:
-            params.append({"name": "filter", "in": "query", "schema": {"type": "string"},
-                           "description": f"Filter expression over the `{r.filter}` schema"})
-        op: dict[str, Any] = {
-            "summary": r.summary or f"{r.method} {r.path}",
-            "operationId": f"{r.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
-            "parameters": params,
-            "responses": {"200": {"description": "OK"}, "400": {"description": "Bad request (Consul's text)"},
-                          "403": {"description": "Permission denied"},
-                          "500": {"description": "Server error (Consul's text)"}},
-            "x-acl": r.acl,
-            "x-blocking": r.blocking,
-        }
-        if r.body_limit:
-            op["requestBody"] = {"required": False, "content": {"*/*": {"schema": {}}},
-                                 "description": f"at most {r.body_limit} bytes" if isinstance(r.body_limit, int)
-                                 else f"at most limits.{r.body_limit} bytes"}
-        paths.setdefault(path, {})[r.method.lower()] = op
-    return {"openapi": "3.0.3", "info": {"title": "cairn HTTP API", "version": version or "0"},
-            "paths": dict(sorted(paths.items()))}

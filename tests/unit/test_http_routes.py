@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.http.routes import ACL, ROUTES, Route, check_table, openapi
+from appliance.http.openapi import openapi
+from appliance.http.routes import ACL, ROUTES, Route, check_table
 from appliance.http.routing import Router
 from sd.http import ROUTES as SD_ROUTES
 
