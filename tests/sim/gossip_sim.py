@@ -3,8 +3,8 @@
 How it works
 ------------
 One seeded `random.Random` drives the world (delays, loss, which member joins whom, who is
-killed); each member gets its own `random.Random` derived from it. A single-threaded event heap
-of `(time, seq, ...)` entries holds four kinds of events per member: WAKE (call `tick` when its
+killed); each member gets its own `random.Random` derived from it. The shared kernel's event heap
+(kernel.py; time in seconds here) holds four kinds of events per member: WAKE (call `tick` when its
 next timer is due), PACKET (a datagram arrives), STREAM_REQ / STREAM_REPLY (a push-pull
 exchange), plus world ACTIONs (start, kill, leave, partition, heal). After every event the
 member's outputs go onto the network and its events into the checkers. Nothing reads the wall
@@ -39,7 +39,6 @@ refutations, decode errors, events processed, wall time.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 import random
 import time
@@ -59,7 +58,9 @@ from appliance.gossip.messages import (
 from appliance.gossip.outputs import EventKind, Send
 from appliance.gossip.serf import MemberStatus, SerfEventKind, encode_tags
 
-WAKE, PACKET, STREAM_REQ, STREAM_REPLY, ACTION = range(5)
+from .kernel import Kernel
+
+WAKE, PACKET, STREAM_REQ, STREAM_REPLY = range(4)
 PORT = 7946
 PROFILES = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}
 
@@ -223,14 +224,12 @@ def heal_bound_s(cfg: GossipConfig, n: int) -> float:
 # ---------------------------------------------------------------------------------- the simulator
 
 
-class GossipSim:
+class GossipSim(Kernel):
     def __init__(self, options: SimOptions, config: GossipConfig | None = None) -> None:
+        super().__init__(options.seed)
         self.o = options
         self.cfg = config or PROFILES[options.profile]()
         self.rng = random.Random(options.seed)
-        self.heap: list[tuple] = []
-        self.seq = 0
-        self.now = 0.0
         self.nodes: list[SimNode] = []
         self.by_addr: dict[tuple[str, int], SimNode] = {}
         self.sides: dict[int, int] | None = None
@@ -245,7 +244,6 @@ class GossipSim:
         self.join_seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.leave_seen: dict[str, dict[str, float]] = defaultdict(dict)
         self.last_inc: dict[tuple[str, str], int] = {}
-        self.events = 0
         self.fired: dict[tuple[int, str], tuple[float, set[str]]] = {}  # (ltime, name) -> (time, running then)
         self.delivered: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)  # -> member -> deliveries
         self.event_seen: dict[tuple[int, str], dict[str, float]] = defaultdict(dict)  # -> member -> first time
@@ -253,11 +251,7 @@ class GossipSim:
     # ------------------------------------------------------------ heap
 
     def push(self, when: float, kind: int, idx: int, payload, deferred: bool = False) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (when, self.seq, kind, idx, payload, deferred))
-
-    def at(self, when: float, fn, *args) -> None:
-        self.push(when, ACTION, -1, (fn, args))
+        self.at(when, self.dispatch, kind, idx, payload, deferred)
 
     # ------------------------------------------------------------ world actions
 
@@ -441,7 +435,7 @@ class GossipSim:
 
     # ------------------------------------------------------------ scenario and run
 
-    def schedule(self) -> None:
+    def schedule_scenario(self) -> None:
         o, rng = self.o, self.rng
         for _ in range(o.members):
             self.add_node()
@@ -517,55 +511,48 @@ class GossipSim:
             "heal": heal_bound_s(self.cfg, n),
         }
         self.report.bounds = self.bounds
-        self.schedule()
+        self.schedule_scenario()
         end = self.o.duration_s
-        heap = self.heap
-        while heap:
-            when, _, kind, idx, payload, deferred = heap[0]
-            if when > end:
-                break
-            heapq.heappop(heap)
-            self.now = when
-            self.events += 1
-            if kind == ACTION:
-                fn, args = payload
-                fn(*args)
-                continue
-            node = self.nodes[idx]
-            if not node.running:
-                continue
-            if node.lag_s and not deferred:
-                t = max(when + node.lag_s * (0.5 + 0.5 * self.rng.random()), node.busy_until)
-                node.busy_until = t
-                self.push(t, kind, idx, payload, True)
-                continue
-            serf = node.serf
-            if kind == WAKE:
-                if payload != node.wake_at:
-                    continue
-                node.wake_at = None
-                serf.tick(when)
-            elif kind == PACKET:
-                serf.on_packet(payload[0], payload[1], when)
-            elif kind == STREAM_REQ:
-                src_idx, token, data, deadline = payload
-                src = self.nodes[src_idx]
-                reply = serf.on_stream(src.addr, data, when)
-                node.stream_bytes += len(reply)
-                back = when + self.delay()
-                if self.cut(node, src) or back > deadline:
-                    self.push(deadline, STREAM_REPLY, src_idx, (token, None))
-                else:
-                    self.push(back, STREAM_REPLY, src_idx, (token, reply))
-            else:
-                token, data = payload
-                serf.on_stream_reply(token, data, when)
-            self.after(node)
+        self.run_until(end)
         self.now = end
         self.report.events = self.events
         self.finish()
         self.report.wall_s = time.perf_counter() - wall
         return self.report
+
+    def dispatch(self, kind: int, idx: int, payload, deferred: bool) -> None:
+        """One member event: a timer, a datagram, either end of a push-pull stream."""
+        when = self.now
+        node = self.nodes[idx]
+        if not node.running:
+            return
+        if node.lag_s and not deferred:
+            t = max(when + node.lag_s * (0.5 + 0.5 * self.rng.random()), node.busy_until)
+            node.busy_until = t
+            self.push(t, kind, idx, payload, True)
+            return
+        serf = node.serf
+        if kind == WAKE:
+            if payload != node.wake_at:
+                return
+            node.wake_at = None
+            serf.tick(when)
+        elif kind == PACKET:
+            serf.on_packet(payload[0], payload[1], when)
+        elif kind == STREAM_REQ:
+            src_idx, token, data, deadline = payload
+            src = self.nodes[src_idx]
+            reply = serf.on_stream(src.addr, data, when)
+            node.stream_bytes += len(reply)
+            back = when + self.delay()
+            if self.cut(node, src) or back > deadline:
+                self.push(deadline, STREAM_REPLY, src_idx, (token, None))
+            else:
+                self.push(back, STREAM_REPLY, src_idx, (token, reply))
+        else:
+            token, data = payload
+            serf.on_stream_reply(token, data, when)
+        self.after(node)
 
     # ------------------------------------------------------------ final checks
 

@@ -1,13 +1,13 @@
-"""The simulated world: one seeded event heap driving Raft servers, a network, disks, clients
-and a nemesis.
+"""The simulated Raft world: the shared kernel's event heap (kernel.py, time in milliseconds)
+driving Raft servers, a network, disks, clients and a nemesis.
 
 How it works
 ------------
-Everything that happens is an event `(time_ms, sequence, callable, args)` on one heap, run one at
-a time on one thread: ticks, message arrivals, fsync completions, client requests and answers,
-faults. All randomness comes from `random.Random` instances derived from the run's seed, one per
-concern (network, disk, workload, nemesis, each server's election timer), so a seed replays the
-same run event for event, and changing one concern's draws does not shift the others.
+Everything that happens is an event on the kernel's one heap, run one at a time on one thread:
+ticks, message arrivals, fsync completions, client requests and answers, faults. All randomness
+comes from `random.Random` instances derived from the run's seed, one per concern (network, disk,
+workload, nemesis, each server's election timer), so a seed replays the same run event for event,
+and changing one concern's draws does not shift the others.
 
 The seed also chooses the run's *options* (swarm testing): cluster size, pipelining and
 batching, snapshot threshold, pre-vote/check-quorum, delays, loss, duplication, crash, partition,
@@ -20,7 +20,6 @@ client history must be linearizable.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from appliance.raft.config import CoreConfig
 from appliance.raft.messages import Configuration, Message, Role, bootstrap_state
 
 from .checkers import Checker, SimFailure
+from .kernel import Kernel
 from .linearizability import Op, check_history
 from .nemesis import Nemesis
 from .network import SimNetwork
@@ -114,9 +114,9 @@ class SimResult:
                 f"ok={self.ok_ops} elections={self.elections} checks={self.checks} {self.stats}")
 
 
-class Sim:
+class Sim(Kernel):
     def __init__(self, seed: int, options: SimOptions | None = None) -> None:
-        self.seed = seed
+        super().__init__(seed)
         self.opts = options if options is not None else SimOptions.swarm(self.rng_for("options"))
         o = self.opts
         self.core_config = CoreConfig(
@@ -127,10 +127,6 @@ class Sim:
         )
         self.rng_disk = self.rng_for("disk")
         self.rng_node_phase = self.rng_for("phase")
-        self.now = 0.0
-        self._heap: list = []
-        self._seq = 0
-        self.events = 0
         self.checker = Checker()
         self.net = SimNetwork(self.rng_for("net"), self.schedule, self._deliver,
                               o.delay_min_ms, o.delay_max_ms, o.loss, o.duplicate,
@@ -148,30 +144,10 @@ class Sim:
 
     # ------------------------------------------------------------------ plumbing
 
-    def derive_seed(self, *parts) -> int:
-        text = ":".join(str(p) for p in (self.seed, *parts))
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-    def rng_for(self, name: str) -> random.Random:
-        return random.Random(self.derive_seed(name))
-
-    def schedule(self, delay_ms: float, fn, *args) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (self.now + delay_ms, self._seq, fn, args))
-
     def _deliver(self, m: Message) -> None:
         node = self.nodes.get(m.to)
         if node is not None:
             node.receive(m)
-
-    def run_until(self, t_ms: float) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= t_ms:
-            when, _, fn, args = heapq.heappop(heap)
-            self.now = when
-            self.events += 1
-            fn(*args)
-        self.now = max(self.now, t_ms)
 
     def respond(self, op: Op, status: str, output=None, hint: str = "", index: int = 0) -> None:
         self.workload.respond(op, status, output, hint, index)
