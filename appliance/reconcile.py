@@ -24,10 +24,12 @@ whole-cluster restart does not drop nodes its gossip pool has not heard from yet
 Nodes registered through the catalog API without `serfHealth` (external services) are never
 touched.
 
-`MemberReconciler` runs it: it watches leadership (polled every `LEADER_POLL_S`), reconciles
-every member once when this server becomes leader, then each member named by a gossip event, and
-everything again every `RECONCILE_INTERVAL_S` (Consul's reconcile_interval, 60 s). A failed
-proposal (leadership lost, a timeout) puts the member back in the queue for the next pass.
+`ReconcileSchedule` decides when to reconcile what, without I/O: every member once when this
+server becomes leader, then each member named by a gossip event, and everything again every
+`RECONCILE_INTERVAL_S` (Consul's reconcile_interval, 60 s); a failed proposal (leadership lost, a
+timeout) makes the next pass a full one. `plan_name` is the plan for one named member, reaped
+ones included. `MemberReconciler` runs both on the agent's event loop (leadership polled every
+`LEADER_POLL_S`); the simulator (tests/sim/agents.py) runs the same two on simulated time.
 """
 
 from __future__ import annotations
@@ -144,6 +146,71 @@ def plan_reaped(store: Any, member_names: Iterable[str], self_name: str) -> list
     return out
 
 
+def plan_name(store: Any, name: str, member: Member | None, *, datacenter: str, self_name: str,
+              version: str) -> tuple[list[Command], str]:
+    """The commands for one named member and the reason a deregistration gives: its status's plan,
+    or, once gossip has forgotten it (reaped), a deregistration if the node has `serfHealth`."""
+    if member is None:
+        if store.node(name) is not None and any(c["CheckID"] == SERF_CHECK_ID for c in store.node_checks(name)):
+            return plan_deregister(store, name, self_name), "reaped"
+        return [], "reaped"
+    return plan_member(store, member, datacenter=datacenter, self_name=self_name, version=version), "left"
+
+
+class ReconcileSchedule:
+    """When the leader reconciles what (sans-IO; times in seconds of the caller's clock)."""
+
+    def __init__(self, interval_s: float = RECONCILE_INTERVAL_S, reap_grace_s: float = REAP_GRACE_S) -> None:
+        self.interval_s = interval_s
+        self.reap_grace_s = reap_grace_s
+        self.pending: set[str] = set()  # members named by gossip events since the last pass
+        self.full = True  # the next pass covers every member
+        self.leader = False
+        self.next_full = 0.0
+        self.reap_from = 0.0  # no reaped-node pass before this time
+
+    def started(self, now: float) -> None:
+        self.next_full = now
+        self.reap_from = now + self.reap_grace_s
+
+    def on_event(self, name: str) -> None:
+        self.pending.add(name)
+
+    def observe(self, leader: bool) -> bool:
+        """Record leadership; True when this server has just become leader (a full pass is due).
+        A follower forgets the members it was asked about: the leader reconciles them."""
+        became = leader and not self.leader
+        if became:
+            self.full = True
+        self.leader = leader
+        if not leader:
+            self.pending.clear()
+        return became
+
+    def full_due(self, now: float) -> bool:
+        return self.full or now >= self.next_full
+
+    def begin_full(self) -> None:
+        self.pending.clear()
+
+    def end_full(self, ok: bool, now: float) -> None:
+        if ok:
+            self.full = False
+        self.next_full = now + self.interval_s
+
+    def member_failed(self) -> None:
+        self.full = True
+
+    def reap_due(self, now: float) -> bool:
+        return now >= self.reap_from
+
+    def wait_s(self, now: float) -> float:
+        """How long to sleep before looking again (unless a gossip event wakes the loop)."""
+        if not self.leader:
+            return LEADER_POLL_S
+        return min(LEADER_POLL_S * 5, max(0.0, self.next_full - now))
+
+
 class MemberReconciler:
     """Runs the reconciliation on the leader (see the module docstring)."""
 
@@ -159,16 +226,13 @@ class MemberReconciler:
         self.version = version
         self.on_leadership = on_leadership
         self.proposed = 0
-        self._pending: set[str] = set()
+        self.schedule = ReconcileSchedule()
         self._wake = asyncio.Event()
-        self._full = True
-        self._leader = False
-        self.reap_from = 0.0  # loop time before which reconcile_all skips reaped nodes (set by run)
 
     def on_event(self, event: SerfEvent, member: Member | None) -> None:
         """Gossip subscriber: reconcile this member soon (if we lead)."""
         if event.node:
-            self._pending.add(event.node)
+            self.schedule.on_event(event.node)
             self._wake.set()
 
     async def reconcile_all(self) -> None:
@@ -176,19 +240,15 @@ class MemberReconciler:
         members = self.members()
         for member in members:
             await self._apply(member.name, self._plan(member))
-        if asyncio.get_running_loop().time() < self.reap_from:
+        if not self.schedule.reap_due(asyncio.get_running_loop().time()):
             return
         for name in plan_reaped(self.store, (m.name for m in members), self.self_name):
             await self._apply(name, plan_deregister(self.store, name, self.self_name), "reaped")
 
     async def reconcile_member(self, name: str) -> None:
-        member = self.member(name)
-        if member is None:  # reaped: gossip forgot it
-            node = self.store.node(name)
-            if node is not None and any(c["CheckID"] == SERF_CHECK_ID for c in self.store.node_checks(name)):
-                await self._apply(name, plan_deregister(self.store, name, self.self_name), "reaped")
-            return
-        await self._apply(name, self._plan(member))
+        commands, reason = plan_name(self.store, name, self.member(name), datacenter=self.datacenter,
+                                     self_name=self.self_name, version=self.version)
+        await self._apply(name, commands, reason)
 
     def _plan(self, member: Member) -> list[Command]:
         return plan_member(self.store, member, datacenter=self.datacenter, self_name=self.self_name,
@@ -209,37 +269,32 @@ class MemberReconciler:
         """Until cancelled: follow leadership, reconcile on events and every interval."""
         task_status.started()
         loop = asyncio.get_running_loop()
-        next_full = loop.time()
-        self.reap_from = loop.time() + REAP_GRACE_S
+        schedule = self.schedule
+        schedule.started(loop.time())
         while True:
             leader = bool(self.consensus.is_leader)
-            if leader and not self._leader:
-                self._full = True
-                if self.on_leadership is not None:
-                    self.on_leadership()
-            self._leader = leader
+            if schedule.observe(leader) and self.on_leadership is not None:
+                self.on_leadership()
             if leader:
-                if self._full or loop.time() >= next_full:
-                    self._pending.clear()
+                if schedule.full_due(loop.time()):
+                    schedule.begin_full()
+                    ok = True
                     try:
                         await self.reconcile_all()
-                        self._full = False
                     except Exception as err:  # noqa: BLE001 - lost leadership or a timeout: retry
+                        ok = False
                         log.warning("failed to reconcile members: error=%s", err)
-                    next_full = loop.time() + RECONCILE_INTERVAL_S
-                while self._pending and self.consensus.is_leader:
-                    name = self._pending.pop()
+                    schedule.end_full(ok, loop.time())
+                while schedule.pending and self.consensus.is_leader:
+                    name = schedule.pending.pop()
                     try:
                         await self.reconcile_member(name)
                     except Exception as err:  # noqa: BLE001 - try again on the next pass
                         log.warning("failed to reconcile member: member=%s error=%s", name, err)
-                        self._full = True
+                        schedule.member_failed()
                         break
-            else:
-                self._pending.clear()
             self._wake.clear()
-            timeout = LEADER_POLL_S if not leader else min(LEADER_POLL_S * 5, max(0.0, next_full - loop.time()))
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.wait_for(self._wake.wait(), schedule.wait_s(loop.time()))
             except TimeoutError:
                 pass
