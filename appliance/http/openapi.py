@@ -63,6 +63,7 @@ _STATUS: dict[str, str] = {
 # Statuses particular to some routes, beyond those every route may answer (200, 400, 403, 404, 500).
 _EXTRA_BY_PATH: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("/v1/acl/", ("401",)),
+    ("/v1/agent/token/", ("401",)),
     ("/v1/agent/health/service/", ("429", "503")),
     ("/v1/operator/autopilot/health", ("429",)),
     ("/v1/agent/metrics", ("415",)),
