@@ -15,7 +15,8 @@ The old names are folded in with a warning: `acl.tokens.master` (initial_managem
 it did before Consul 1.4), `acl_default_policy`, `acl_down_policy`, `acl_ttl`,
 `acl_master_token`, `acl_token`, `acl_agent_token`, `acl_agent_master_token`,
 `acl_replication_token`; `acl_enforce_version_8` is accepted and ignored. A value in the `acl`
-block wins over its deprecated spelling.
+block wins over its deprecated spelling. `enable_script_checks` while anonymous callers may
+register checks is warned about at start, as Consul does (SCRIPT_CHECKS_WARNING).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ DEPRECATED_TOKENS = {"acl_master_token": "initial_management", "acl_token": "def
 DEPRECATED_SETTINGS = {"acl_default_policy": "default_policy", "acl_down_policy": "down_policy",
                        "acl_ttl": "token_ttl"}
 DOWN_POLICIES = ("allow", "deny", "extend-cache", "async-cache")
+# Consul's decision, kept: the agent starts, and says at start why this is dangerous (docs/security.md).
+SCRIPT_CHECKS_WARNING = ("enable_script_checks is on while anonymous callers may register checks (ACLs off, or "
+                         "default_policy allow): anyone who reaches the HTTP API can run commands on this host. "
+                         "Turn ACLs on with default_policy deny, or use enable_local_script_checks instead "
+                         "(docs/security.md).")
 
 
 def _seconds(value: str, key: str) -> float:
@@ -65,6 +71,8 @@ def resolve_acl(m: dict[str, Any], warnings: list[str]) -> ACLConfig:
     down = block.get("down_policy", "extend-cache")
     if down not in DOWN_POLICIES:
         raise ConfigError(f'acl.down_policy must be one of {", ".join(DOWN_POLICIES)}, not "{down}"')
+    if m.get("enable_script_checks") and (not enabled or policy == "allow"):
+        warnings.append(SCRIPT_CHECKS_WARNING)
     return ACLConfig(
         enabled=bool(enabled),
         default_policy=policy,
