@@ -67,10 +67,57 @@ bootstrap = true
 # retry_join also takes cloud auto-join strings, for example:
 #retry_join = ["provider=aws tag_key=cairn-role tag_value=server"]
 
-# --- Gossip encryption ---------------------------------------------------------------------
-# One key for the whole cluster, made with `cairn keygen`. Keep this file readable by root
-# and the cairn group only (mode 0640) when it holds a key.
-#encrypt = "<the output of cairn keygen>"
+# --- Security: gossip encryption, ACLs and TLS -------------------------------------------
+# Out of the box anyone who reaches the HTTP API may read and change everything. For a production
+# agent, uncomment every line between BEGIN and END below (remove one "#" from each), after:
+#
+#   - `cairn keygen`: one gossip key for the whole cluster, in "encrypt";
+#   - `uuidgen`: the initial management token, on servers only (keep a copy offline; or leave
+#     the line out and run `cairn acl bootstrap` once), then give each agent its own token
+#     (`cairn acl set-agent-token agent ...`, see the security guide);
+#   - `cairn tls ca create` once, then `cairn tls cert create -server -dc dc1` for each server
+#     (`-client` for client agents, with their file names below), copied to /etc/cairn.d/tls/.
+#
+# Keep this file and /etc/cairn.d/tls/*-key.pem readable by root and the cairn group only (mode
+# 0640): they hold secrets. The security guide (/usr/share/doc/cairn/security.md, docs/security.md
+# in the source) has the hardening checklist and how to turn all this on in a running cluster
+# without an outage.
+#
+# BEGIN security block
+#encrypt                 = "<the output of cairn keygen>"
+#encrypt_verify_incoming = true
+#encrypt_verify_outgoing = true
+#
+#acl {
+#  enabled                  = true
+#  default_policy           = "deny"          # what no policy of the token grants is refused
+#  down_policy              = "extend-cache"
+#  enable_token_persistence = true            # tokens set with set-agent-token survive restarts
+#  tokens {
+#    initial_management = "<the output of uuidgen>"   # servers only
+#  }
+#}
+#
+#tls {
+#  defaults {
+#    ca_file         = "/etc/cairn.d/tls/consul-agent-ca.pem"
+#    cert_file       = "/etc/cairn.d/tls/dc1-server-consul-0.pem"      # client: dc1-client-consul-0.pem
+#    key_file        = "/etc/cairn.d/tls/dc1-server-consul-0-key.pem"  # client: dc1-client-consul-0-key.pem
+#    verify_incoming = true   # RPC peers must present a certificate from the CA
+#    verify_outgoing = true   # this agent dials with TLS and checks the CA
+#  }
+#  internal_rpc {
+#    verify_server_hostname = true   # only server.dc1.consul certificates may act as servers
+#  }
+#  https {
+#    verify_incoming = false   # the CLI and browsers need no client certificate for HTTPS
+#  }
+#}
+#
+#ports {
+#  https = 8501   # the HTTP API over TLS; "http = -1" as well makes it HTTPS only
+#}
+# END security block
 
 # Metrics for Prometheus at /v1/agent/metrics?format=prometheus. Without the host name in the
 # metric names, the alert rules and dashboard in /usr/share/doc/cairn/prometheus work as shipped.
