@@ -1,0 +1,102 @@
+"""A cluster secured as docs/security.md says: three servers and a client agent, with mutual TLS
+and server-name checks on the RPC port, HTTPS with client certificates, gossip encryption and
+ACLs denying by default. KV through the client agent's HTTPS port works with a token holding the
+permission and is refused without one, or with one holding read only; the client agent takes a
+node-identity agent token at run time."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import ssl
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Server
+from tests.conftest import free_port, wait_until
+from tests.integration.test_tls import rpc_hcl, write_pki
+
+MANAGEMENT = str(uuid.uuid4())
+
+
+def secure_hcl(pki: dict[str, Path], kind: str, https: int, key: str, server: bool) -> str:
+    tokens = f'initial_management = "{MANAGEMENT}"' if server else ""
+    return (rpc_hcl(pki, kind)[:-1] + " https { verify_incoming = true } }"
+            f' ports {{ https = {https} }} encrypt = "{key}"'
+            f' acl {{ enabled = true default_policy = "deny" enable_token_persistence = true tokens {{ {tokens} }} }}')
+
+
+class HTTPS:
+    """Requests to an agent's HTTPS port with the CLI's client certificate."""
+
+    def __init__(self, port: int, pki: dict[str, Path]) -> None:
+        self.port = port
+        self.ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+        self.ctx.check_hostname = False
+        self.ctx.load_cert_chain(str(pki["client"]), str(pki["client_key"]))
+
+    def __call__(self, method: str, path: str, body: bytes | str | None = None,
+                 token: str = "") -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=15)
+        try:
+            conn.request(method, path, body=body, headers={"X-Consul-Token": token} if token else {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+
+@pytest.mark.timeout(180)
+def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path):
+    pki = write_pki(tmp_path / "pki")
+    key = base64.b64encode(os.urandom(32)).decode()
+    ports = {name: free_port(udp=False) for name in ("s1", "s2", "s3", "c1")}
+    servers = [Server(tmp_path, n, hcl=secure_hcl(pki, "server", ports[n], key, True)) for n in ("s1", "s2", "s3")]
+    client = Server(tmp_path, "c1", hcl=secure_hcl(pki, "client", ports["c1"], key, False), server=False)
+    join = [s.serf_addr for s in servers]
+    api = HTTPS(ports["c1"], pki)
+    try:
+        for s in [*servers, client]:
+            s.start(join)
+        wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
+
+        def put_with_management() -> bool:
+            status, body = api("PUT", "/v1/kv/secure/key", "through-the-client", MANAGEMENT)
+            return status == 200 and body.strip() == b"true"
+
+        wait_until(put_with_management, timeout=60, what="a write through the client with the management token")
+        # the anonymous token: refused, nothing written
+        status, body = api("PUT", "/v1/kv/secure/key", "anonymous")
+        assert status == 403 and b"Permission denied" in body, body
+        assert api("GET", "/v1/kv/secure/key?raw")[0] == 403
+        assert api("GET", "/v1/kv/secure/key?raw", token=MANAGEMENT) == (200, b"through-the-client")
+        # a token that may only read the prefix
+        status, body = api("PUT", "/v1/acl/policy", json.dumps(
+            {"Name": "secure-read", "Rules": 'key_prefix "secure/" { policy = "read" }'}), MANAGEMENT)
+        assert status == 200, body
+        status, body = api("PUT", "/v1/acl/token", json.dumps({"Policies": [{"Name": "secure-read"}]}), MANAGEMENT)
+        assert status == 200, body
+        reader = json.loads(body)["SecretID"]
+        assert api("GET", "/v1/kv/secure/key?raw", token=reader) == (200, b"through-the-client")
+        assert api("PUT", "/v1/kv/secure/key", "reader", reader)[0] == 403
+        assert api("GET", "/v1/kv/other?raw", token=reader)[0] == 403
+        # the client agent's own token: a node identity, set at run time
+        status, body = api("PUT", "/v1/acl/token", json.dumps(
+            {"NodeIdentities": [{"NodeName": "c1", "Datacenter": "dc1"}]}), MANAGEMENT)
+        assert status == 200, body
+        agent_token = json.loads(body)["SecretID"]
+        assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}), MANAGEMENT)[0] == 200
+        assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}))[0] == 403
+        # a server sees the write, with a token; the value never changed after the refusals
+        assert servers[0].get("secure/key", f"&token={MANAGEMENT}") == b"through-the-client"
+        assert servers[0].get("secure/key") is None
+        # the cluster is whole: every member alive, seen through the client
+        status, body = api("GET", "/v1/agent/members", token=MANAGEMENT)
+        assert status == 200 and {m["Name"] for m in json.loads(body) if m["Status"] == 1} == {"s1", "s2", "s3", "c1"}
+    finally:
+        for s in [client, *servers]:
+            s.stop()
