@@ -58,7 +58,7 @@ def validate_meta(meta: dict[str, str], what: str = "Service") -> None:
             raise DefinitionError(f"Value is too long (limit: 512 characters): {key}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per check/service: 100,000s of them
 class CheckDefinition:
     id: str
     name: str
@@ -230,7 +230,7 @@ def _check_from(d: dict[str, Any], *, default_id: str, default_name: str, servic
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per check/service: 100,000s of them
 class ServiceDefinition:
     id: str
     name: str

@@ -56,7 +56,7 @@ def service_tagged_addresses(svc: ServiceDefinition) -> dict[str, dict[str, Any]
     return tagged
 
 
-@dataclass
+@dataclass(slots=True)
 class LocalCheck:
     definition: CheckDefinition
     status: str
@@ -72,7 +72,7 @@ class LocalCheck:
         return self.definition.id
 
 
-@dataclass
+@dataclass(slots=True)
 class LocalService:
     definition: ServiceDefinition
     source: str = "api"
