@@ -12,6 +12,12 @@ Run:  uv run python bench/http/run.py [--duration 10] [--parked 10000] [--write 
    `GET /v1/health/service/web?index=<current>&wait=5m`; the agent's RSS is read before and after
    they are all parked; then one TTL check flips and the time until every client has its answer
    is measured from the flip.
+3. ACLs on (`--acl`, or `--only acl`). Two agents with the same catalog, one with ACLs off and one
+   with `default_policy = "deny"`, measured in alternating pairs on the same request as 1; wrk
+   sends the second one a token of 20 policies (19 that match nothing the request touches, then
+   the one granting `service_prefix ""` and `node_prefix ""` read), so every request resolves the
+   token, consults its compiled rules and filters the answer. The answers are the same bytes. The
+   figure is the median pair's ratio ACL-on / ACL-off (target 0.9x).
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method)
+def http(method: str, url: str, body: bytes | None = None, token: str = "") -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"X-Consul-Token": token} if token else {})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status, dict(resp.headers), resp.read()
 
@@ -68,16 +74,17 @@ def start_agent(port: int, *extra: str) -> subprocess.Popen:
     return proc
 
 
-def register_web(base: str, ttl: bool = False) -> None:
+def register_web(base: str, ttl: bool = False, token: str = "") -> None:
     for i in range(3):
         body = {"Node": f"web-node-{i}", "Address": f"10.0.0.{i + 1}",
                 "Service": {"ID": f"web-{i}", "Service": "web", "Port": 8080, "Tags": ["v1"]},
                 "Check": {"CheckID": f"web-{i}-check", "Name": "web", "Status": "passing", "ServiceID": f"web-{i}"}}
-        http("PUT", f"{base}/v1/catalog/register", json.dumps(body).encode())
+        http("PUT", f"{base}/v1/catalog/register", json.dumps(body).encode(), token)
 
 
-def wrk(url: str, duration: int) -> float:
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s", url],
+def wrk(url: str, duration: int, *headers: str) -> float:
+    extra = [arg for header in headers for arg in ("-H", header)]
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{duration}s", *extra, url],
                          capture_output=True, text=True, check=True).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -121,6 +128,83 @@ def throughput(duration: int, rounds: int = 5) -> dict:
         if bare is not None:
             bare.terminate()
         agent.wait()
+
+
+MANAGEMENT = "b3c4e5f6-0000-4000-8000-000000000014"
+
+
+def token_of_20_policies(base: str) -> str:
+    """A token whose last of 20 policies grants what the health request reads."""
+    names = []
+    for i in range(20):
+        rules = (f'key_prefix "app-{i}/" {{ policy = "write" }}\nservice "svc-{i}" {{ policy = "read" }}\n'
+                 f'node "node-{i}" {{ policy = "read" }}\nsession_prefix "s-{i}" {{ policy = "write" }}')
+        if i == 19:
+            rules = 'service_prefix "" { policy = "read" }\nnode_prefix "" { policy = "read" }'
+        name = f"bench-{i:02d}"
+        http("PUT", f"{base}/v1/acl/policy", json.dumps({"Name": name, "Rules": rules}).encode(), MANAGEMENT)
+        names.append({"Name": name})
+    _, _, body = http("PUT", f"{base}/v1/acl/token", json.dumps({"Policies": names}).encode(), MANAGEMENT)
+    return json.loads(body)["SecretID"]
+
+
+def acl_throughput(duration: int, rounds: int = 5) -> dict:
+    off_port, on_port = free_port(), free_port()
+    acl = f'acl {{ enabled = true\n default_policy = "deny"\n tokens {{ initial_management = "{MANAGEMENT}" }} }}'
+    off, on = start_agent(off_port), start_agent(on_port, "-hcl", acl)
+    try:
+        off_base, on_base = f"http://127.0.0.1:{off_port}", f"http://127.0.0.1:{on_port}"
+        register_web(off_base)
+        register_web(on_base, token=MANAGEMENT)
+        token = token_of_20_policies(on_base)
+        path = "/v1/health/service/web?passing"
+        same = http("GET", off_base + path)[2]
+        assert http("GET", on_base + path, token=token)[2] == same, "the ACL'd answer differs"
+        assert json.loads(http("GET", on_base + path)[2]) == []  # anonymous: filtered out
+        header = f"X-Consul-Token: {token}"
+        wrk(off_base + path, 2)  # warm-up
+        wrk(on_base + path, 2, header)
+        pairs = []
+        for _ in range(rounds):
+            off_rps = wrk(off_base + path, duration)
+            on_rps = wrk(on_base + path, duration, header)
+            pairs.append({"acl_off_rps": off_rps, "acl_on_rps": on_rps, "ratio": on_rps / off_rps})
+        median = sorted(pairs, key=lambda p: p["ratio"])[len(pairs) // 2]
+        return {"body_bytes": len(same), **median, "pairs": pairs}
+    finally:
+        for proc in (off, on):
+            proc.terminate()
+            proc.wait()
+
+
+def acl_part(acl: dict) -> str:
+    pairs = ", ".join(f"{p['acl_on_rps']:,.0f} / {p['acl_off_rps']:,.0f} ({p['ratio']:.2f}x)" for p in acl["pairs"])
+    return f"""### ACLs on
+
+Measured {datetime.date.today().isoformat()} on {machine()} with
+`uv run python bench/http/run.py --only acl --write BENCHMARKS.md`: the same request against two agents, ACLs off
+and `default_policy = "deny"` with a token of 20 policies (the answer filtered by it, the same bytes); median of
+{len(acl['pairs'])} alternating pairs.
+
+| what | ACLs on | ACLs off | ratio |
+| --- | --- | --- | --- |
+| `GET /v1/health/service/web?passing`, wrk -t1 -c32 | {acl['acl_on_rps']:.0f} req/s | {acl['acl_off_rps']:.0f} req/s | **{acl['ratio']:.2f}x** (target 0.9x) |
+
+All pairs (on / off req/s): {pairs}.
+"""
+
+
+def write_acl_part(path: Path, acl: dict) -> None:
+    """Replace (or add) the `### ACLs on` part of the HTTP API section, nothing else."""
+    text = path.read_text()
+    part = acl_part(acl).rstrip("\n") + "\n"
+    old = re.compile(r"### ACLs on\n.*?(?=\n## |\n### |\Z)", re.S)
+    if old.search(text):
+        text = old.sub(lambda _: part, text, count=1)
+    else:
+        http_section = re.compile(r"(## HTTP API\n.*?)(?=\n## |\Z)", re.S)
+        text = http_section.sub(lambda m: m.group(1).rstrip("\n") + "\n\n" + part, text, count=1)
+    path.write_text(text)
 
 
 def parked_queries(n: int) -> dict:
@@ -214,16 +298,24 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="alternating cairn/bare pairs")
     parser.add_argument("--parked", type=int, default=10000)
+    parser.add_argument("--acl", action="store_true", help="also measure ACLs on against ACLs off")
+    parser.add_argument("--only", choices=("acl",), help="acl: only the ACL comparison (its part of the section)")
     parser.add_argument("--write", help="append the results to this markdown file's HTTP section")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("taskset"):
         sys.exit("bench/http needs wrk and taskset (Debian: apt-get install wrk util-linux)")
-    tp = throughput(args.duration, args.rounds)
-    print(json.dumps(tp, indent=2))
-    pq = parked_queries(args.parked)
-    print(json.dumps(pq, indent=2))
-    if args.write:
-        write_section(Path(args.write), tp, pq)
+    if args.only != "acl":
+        tp = throughput(args.duration, args.rounds)
+        print(json.dumps(tp, indent=2))
+        pq = parked_queries(args.parked)
+        print(json.dumps(pq, indent=2))
+        if args.write:
+            write_section(Path(args.write), tp, pq)
+    if args.acl or args.only == "acl":
+        acl = acl_throughput(args.duration, args.rounds)
+        print(json.dumps(acl, indent=2))
+        if args.write:
+            write_acl_part(Path(args.write), acl)
 
 
 def write_section(path: Path, tp: dict, pq: dict) -> None:
