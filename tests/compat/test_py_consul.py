@@ -305,8 +305,12 @@ def test_kv_basics(c: consul.Consul) -> None:
     assert entry["CreateIndex"] == entry["ModifyIndex"]
     assert "Session" not in entry
 
-    # overwrite with the same value still bumps ModifyIndex, keeps CreateIndex
+    # an identical write changes nothing (current Consul's kvsSetTxn: ModifyIndex kept); a new value
+    # bumps ModifyIndex and keeps CreateIndex
     assert c.kv.put("foo/bar", "baz") is True
+    _, again = c.kv.get("foo/bar")
+    assert (again["CreateIndex"], again["ModifyIndex"]) == (entry["CreateIndex"], entry["ModifyIndex"])
+    assert c.kv.put("foo/bar", "qux") is True
     _, again = c.kv.get("foo/bar")
     assert again["CreateIndex"] == entry["CreateIndex"]
     assert again["ModifyIndex"] > entry["ModifyIndex"]
