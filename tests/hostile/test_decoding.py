@@ -47,7 +47,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
 DELIBERATE_500 = (
     b"Must provide node", b"Must provide address if SkipNodeUpdate is not set", b"Must provide service name",
     b"Unknown service ID", b"Scripts are disabled on this agent", b"does not exist", b"invalid coordinate",
-    b"incompatible coordinate",
+    b"incompatible coordinate", b"No path to datacenter",  # a register for a datacenter nobody knows
 )
 
 
