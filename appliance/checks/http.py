@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -59,7 +60,11 @@ def _error_reason(err: BaseException, timeout_s: float) -> str:
         if dns_error is not None and isinstance(err, dns_error):
             return dial_error("tcp", addr, lookup_failed=True, host=err.host)
         return dial_error("tcp", addr, err.os_error.errno, str(err.os_error.strerror or err))
-    if isinstance(err, aiohttp.InvalidURL):
+    non_http = getattr(aiohttp, "NonHttpUrlClientError", ())
+    if isinstance(err, (aiohttp.InvalidURL, non_http)):
+        scheme = urlsplit(str(err.args[0] if err.args else "")).scheme.lower()
+        if scheme not in ("http", "https"):  # Go's net/http: a file:// or gopher:// URL
+            return f'unsupported protocol scheme "{scheme}"'
         return f"invalid URL: {err}"
     return str(err) or type(err).__name__
 

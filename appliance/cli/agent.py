@@ -10,13 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from appliance.config.runtime import RuntimeConfig
+
+
+def go_bind_error(err: Exception) -> str:
+    """A listener that could not bind, in Go's words (`listen tcp 127.0.0.1:8500: bind: address
+    already in use`) rather than Python's (`[Errno 98] error while attempting to bind on ...`)."""
+    match = re.search(r"address \('([^']*)', (\d+)", str(err))
+    if not isinstance(err, OSError) or match is None:
+        return str(err)
+    reason = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied",
+              errno.EADDRNOTAVAIL: "cannot assign requested address"}.get(err.errno or 0, err.strerror or str(err))
+    network = "udp" if "udp" in str(err).lower() else "tcp"
+    return f"listen {network} {match[1]}:{match[2]}: bind: {reason}"
 
 
 def run(argv: list[str]) -> int:
@@ -29,6 +43,8 @@ def run(argv: list[str]) -> int:
         return 0
     except ConfigError as err:
         sys.stderr.write(f"==> {err}\n")
+        if str(err).startswith(("flag provided but not defined", "flag needs an argument", "invalid ")):
+            sys.stderr.write("Run 'cairn agent -h' for usage.\n")  # as the other commands say
         return 1
     return run_agent(cfg)
 
@@ -55,7 +71,7 @@ def run_agent(cfg: RuntimeConfig) -> int:
             return 1  # fail-stop: the Raft log or its storage broke (logged)
         return agent.exit_code  # 1 when retry_join gave up
     except (OSError, DefinitionError, StorageCorrupt, KeyringError) as err:
-        logging.getLogger("agent").error("Error starting agent: %s", err)
+        logging.getLogger("agent").error("Error starting agent: %s", go_bind_error(err))
         return 1
     finally:
         if cfg.pid_file:

@@ -81,8 +81,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = ["version", *args[1:]]
     verb = args[0]
     if verb not in VERBS:
+        import difflib
+
         sys.stderr.write(f"Unknown command: {verb}\n\n")
-        sys.stderr.write(usage())
+        near = difflib.get_close_matches(verb, VERBS, n=1, cutoff=0.75)
+        if near:  # a typo: name the command, not the whole list
+            sys.stderr.write(f"Did you mean this?\n\t{near[0]}\n\nRun 'cairn --help' for the list of commands.\n")
+        else:
+            sys.stderr.write(usage())
         sys.exit(1)
     try:
         code = run_verb(verb, args[1:])

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from appliance.cli.flags import CliParser, UsageError, command, expect_args, out
+from appliance.cli.flags import ApiError, CliError, CliParser, UsageError, command, expect_args, out
 from appliance.cli.http_client import add_http_flags, client_from_args, quote_path
 
 NODE_MAINT_CHECK = "_node_maintenance"
@@ -83,11 +83,17 @@ def run(argv: list[str]) -> int:
     params = [("enable", "true" if args.enable else "false")]
     if args.enable and args.reason:
         params.append(("reason", args.reason))
+    verb = "enabling" if args.enable else "disabling"
+    state = "enabled" if args.enable else "disabled"
+    what, path = "node", "/v1/agent/maintenance"
     if args.service:
-        client.put(f"/v1/agent/service/maintenance/{quote_path(args.service)}", params)
-        state = "enabled" if args.enable else "disabled"
+        what, path = "service", f"/v1/agent/service/maintenance/{quote_path(args.service)}"
+    try:
+        client.put(path, params)
+    except ApiError as err:  # Consul's words: "Error enabling service maintenance: Unexpected ..."
+        raise CliError(f"Error {verb} {what} maintenance: {err}") from None
+    if args.service:
         out(f'Service maintenance is now {state} for "{args.service}"')
     else:
-        client.put("/v1/agent/maintenance", params)
-        out(f"Node maintenance is now {'enabled' if args.enable else 'disabled'}")
+        out(f"Node maintenance is now {state}")
     return 0

@@ -1,9 +1,11 @@
-"""`cairn validate [-quiet] [-config-format=json|hcl] FILE|DIR...`: check configuration offline.
+"""`cairn validate [-quiet] [-dev] [-config-format=json|hcl] FILE|DIR...`: check configuration offline.
 
 How it works: the paths go through the same loader and builder as `cairn agent`
 (appliance.config.validate_paths), with nothing written or probed on the host. Output as Consul's:
 warnings on stderr, then `Configuration is valid!` (exit 0; nothing at all with -quiet), or
-`Config validation failed: <error>` on stderr (exit 1).
+`Config validation failed: <error>` on stderr (exit 1). `-dev` validates the files over `-dev`'s
+defaults, as `cairn agent -dev -config-dir` would run them: a directory of service definitions
+needs no data_dir then (without it, `data_dir cannot be empty`, as Consul says).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ Command Options
   -config-format=<string>
      Read every file as this format, "json" or "hcl", whatever its extension.
 
+  -dev
+     Validate the files as "cairn agent -dev" would load them: over -dev's
+     defaults, so a directory of service definitions needs no data_dir.
+
   -quiet
      When given, a successful run will produce no output.
 """
@@ -42,14 +48,20 @@ class _Usage(Exception):
     pass
 
 
-def _parse(argv: list[str]) -> tuple[bool, str, list[str]]:
+def _bool(name: str, has_value: bool, value: str) -> bool:
+    if has_value and value not in GO_BOOLS:
+        raise _Usage(f'invalid boolean value "{value}" for -{name}: parse error')
+    return not has_value or value in ("1", "t", "true", "TRUE", "True", "T")
+
+
+def _parse(argv: list[str]) -> tuple[bool, bool, str, list[str]]:
     """Go flag rules: -flag/--flag, -flag=value or -flag value; flags end at the first path."""
-    quiet, fmt = False, ""
+    quiet, dev, fmt = False, False, ""
     i = 0
     while i < len(argv):
         tok = argv[i]
         if tok == "--":
-            return quiet, fmt, argv[i + 1 :]
+            return quiet, dev, fmt, argv[i + 1 :]
         if not tok.startswith("-") or tok == "-":
             break
         name, has_value, value = tok.lstrip("-").partition("=")
@@ -57,9 +69,9 @@ def _parse(argv: list[str]) -> tuple[bool, str, list[str]]:
         if name in ("h", "help"):
             raise _Usage(HELP)
         if name == "quiet":
-            if has_value and value not in GO_BOOLS:
-                raise _Usage(f'invalid boolean value "{value}" for -quiet: parse error')
-            quiet = not has_value or value in ("1", "t", "true", "TRUE", "True", "T")
+            quiet = _bool(name, bool(has_value), value)
+        elif name == "dev":
+            dev = _bool(name, bool(has_value), value)
         elif name == "config-format":
             if not has_value:
                 if i >= len(argv):
@@ -69,13 +81,13 @@ def _parse(argv: list[str]) -> tuple[bool, str, list[str]]:
             fmt = value
         else:
             raise _Usage(f"flag provided but not defined: -{name}")
-    return quiet, fmt, argv[i:]
+    return quiet, dev, fmt, argv[i:]
 
 
 def run(argv: list[str]) -> int:
     """Entry point for `cairn validate`; returns the exit code."""
     try:
-        quiet, config_format, paths = _parse(list(argv))
+        quiet, dev, config_format, paths = _parse(list(argv))
     except _Usage as exc:
         text = str(exc)
         if text == HELP:
@@ -91,7 +103,7 @@ def run(argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     try:
-        warnings = validate_paths(list(paths), config_format)
+        warnings = validate_paths(list(paths), config_format, dev=dev)
     except ConfigError as err:
         print(f"Config validation failed: {err}", file=sys.stderr)
         return 1

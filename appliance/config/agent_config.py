@@ -37,18 +37,18 @@ def rebuild(previous: RuntimeConfig, *, hostname: str | None = None) -> RuntimeC
     return _build(list(previous.flag_args), Host(hostname=hostname, node_id=previous.node_id))
 
 
-def validate_paths(paths: list[str], config_format: str = "") -> list[str]:
+def validate_paths(paths: list[str], config_format: str = "", dev: bool = False) -> list[str]:
     """Load and fully validate these files/directories as `cairn validate` does.
 
     Nothing on the host is written or probed. Returns the warnings; raises ConfigError.
     """
     if config_format and config_format not in ("json", "hcl"):
         raise ConfigError(f'-config-format must be "json" or "hcl", not "{config_format}"')
-    flags = AgentFlags(config_format=config_format)
+    flags = AgentFlags(config_format=config_format, dev=dev)  # dev: -dev's defaults under the files
     for path in paths:
         kind = "dir" if os.path.isdir(path) else "file"
         flags.sources.append(ConfigSource(kind, path, config_format))
     host = Host(persist_node_id=False, detect_advertise=False)
     merged = assemble(flags, host.warnings)
-    to_runtime(merged, dev=False, sources=tuple(flags.sources), flag_args=(), host=host)
+    to_runtime(merged, dev=dev, sources=tuple(flags.sources), flag_args=(), host=host)
     return list(host.warnings)

@@ -185,7 +185,7 @@ class GossipTransport:
             raise StreamFailed("stream closed before a frame header") from None
         kind, length = STREAM_HEADER.unpack(header)
         if kind not in (KIND_PLAIN, KIND_SEALED):
-            raise StreamFailed(f"unknown stream frame kind {kind}")
+            raise StreamFailed(f"received invalid msgType ({kind})")  # memberlist's words
         if length > MAX_FRAME_BYTES:
             raise StreamFailed("remote node state is larger than limit")
         if length < 1:

@@ -76,8 +76,8 @@ from appliance.tls.context import current as current_tls
 
 log = logging.getLogger("agent.http")
 
-TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
-            b"Connection: close\r\n\r\nToo Many Requests\r\n\r\n")
+TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n"
+            b"Connection: close\r\n\r\nToo Many Requests\r\n")  # the body is exactly Content-Length
 
 # Go's crypto/tls server answers plain HTTP on a TLS port with this and closes (net/http server.go)
 PLAIN_TO_HTTPS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
