@@ -6,6 +6,9 @@ overtake each other freely (reordering). Each may be lost (`loss`) or delivered 
 (`duplicate`, the copy later than the original). Partitions are sets of blocked *directed* links, so
 one-way (asymmetric) cuts are as easy as full ones; a message is dropped if its link is blocked
 when it is sent or when it would arrive.
+
+In the agent world (agents.py) the same network also carries gossip between the same hosts
+(`carry`: datagrams and push-pull streams), so one partition splits Raft and gossip alike.
 """
 
 from __future__ import annotations
@@ -63,6 +66,27 @@ class SimNetwork:
                 self.last_arrival[link] = arrival
                 delay = arrival - self.now()
             self.schedule(delay, self._arrive, m)
+
+    def carry(self, src: str, dst: str, fn: Callable[..., None], *args, stream: bool = False) -> bool:
+        """Another protocol's message from host src to host dst (gossip): the same blocked links,
+        loss and delays as Raft messages (a `stream`, TCP, is not lost, only cut); fn(*args) runs
+        on arrival. False if it was dropped."""
+        self.stats.sent += 1
+        if (src, dst) in self.blocked:
+            self.stats.blocked += 1
+            return False
+        if not stream and self.loss and self.rng.random() < self.loss:
+            self.stats.lost += 1
+            return False
+        self.schedule(self.rng.uniform(self.delay_min_ms, self.delay_max_ms), self._arrive_other, src, dst, fn, args)
+        return True
+
+    def _arrive_other(self, src: str, dst: str, fn: Callable[..., None], args: tuple) -> None:
+        if (src, dst) in self.blocked:
+            self.stats.blocked += 1
+            return
+        self.stats.delivered += 1
+        fn(*args)
 
     def _arrive(self, m: Message) -> None:
         if (m.frm, m.to) in self.blocked:

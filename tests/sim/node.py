@@ -159,6 +159,13 @@ class SimNode:
         if self.alive:
             self.submit(("call", fn))
 
+    def propose(self, data: bytes, waiter: Any) -> None:
+        """Propose an encoded command as an input (the agent world's leader reconcile)."""
+        if self.alive:
+            self.submit(("propose", data, waiter))
+        else:
+            waiter.set_exception(NotLeader())
+
     def submit(self, item: tuple) -> None:
         if self.busy:
             self.inbox.append(item)
@@ -175,6 +182,8 @@ class SimNode:
             host.step(item[1], self.sim.now / 1000)
         elif kind == "client":
             self._client(item[1])
+        elif kind == "propose":
+            host.propose(item[1], item[2])
         else:
             try:
                 item[1](host.core)

@@ -182,17 +182,20 @@ class Sim(Kernel):
         self.run_until(o.chaos_ms + o.heal_ms)
         # Liveness: converge within the heal phase, or a few more heal phases at the latest (a
         # slow catch-up, e.g. one entry per RPC, is not a failure; never converging is).
-        deadline = o.chaos_ms + 4 * o.heal_ms
-        while self.convergence_problem() is not None and self.now < deadline:
+        self.converge(o.chaos_ms + 4 * o.heal_ms, self.convergence_problem)
+        return self.result()
+
+    def converge(self, deadline: float, problem) -> None:
+        """Run until problem() is None (or fail at the deadline), then check linearizability."""
+        while problem() is not None and self.now < deadline:
             self.run_until(self.now + 250)
-        problem = self.convergence_problem()
-        if problem is not None:
-            raise SimFailure(problem)
+        what = problem()
+        if what is not None:
+            raise SimFailure(what)
         result = check_history(self.workload.history)
         if result.ok is not True:
             verdict = "not linearizable" if result.ok is False else "linearizability check gave up"
             raise SimFailure(f"{verdict} on key {result.key!r}:\n{result.detail}")
-        return self.result()
 
     def convergence_problem(self) -> str | None:
         """None once there is one leader with a commit of its term, every member applied it
