@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import AgentProcess, http
+from tests.conftest import AgentProcess, http, wait_until
 
 NO_PATH = (500, b"No path to datacenter")
 
@@ -78,3 +78,11 @@ def test_peering_and_enterprise_endpoints(agent: AgentProcess) -> None:
 def test_dev_banner_lists_only_what_listens(agent: AgentProcess) -> None:
     banner = agent.log_path.read_text()
     assert f"(HTTP: {agent.http_port}, HTTPS: -1, gRPC: -1, gRPC-TLS: -1, DNS: {agent.dns_port})" in banner
+
+
+def test_dev_server_coordinates_soon_after_start(agent: AgentProcess) -> None:
+    _, _, dcs = agent.get_json("/v1/coordinate/datacenters")
+    assert [c["Node"] for c in dcs[0]["Coordinates"]] == ["test-node"]  # from the start
+    assert dcs[0]["Coordinates"][0]["Coord"]["Error"] == 1.5
+    wait_until(lambda: [c["Node"] for c in agent.get_json("/v1/coordinate/nodes")[2]] == ["test-node"],
+               timeout=12, what="the node's LAN coordinate in the catalog")

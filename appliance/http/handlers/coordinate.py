@@ -57,6 +57,10 @@ async def datacenters(req: Request, ctx: HTTPContext) -> Answer:
         rec = store.coordinate(node["Node"])
         if rec is not None:
             coords.append({"Node": rec["Node"], "Coord": rec["Coord"]})
+    if ctx.config.server and not any(c["Node"] == ctx.config.node_name for c in coords):
+        # this server before its first coordinate reached the catalog: its own, as Consul's
+        # servers list theirs from the start
+        coords.append({"Node": ctx.config.node_name, "Coord": ctx.coordinates.lan_coordinate().to_json()})
     coords.sort(key=lambda c: c["Node"])
     return json_answer(req, [{"Datacenter": ctx.config.datacenter, "AreaID": "WAN", "Coordinates": coords}])
 
