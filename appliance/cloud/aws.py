@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from appliance.cloud.discover import DiscoverError
+from appliance.cloud import DiscoverError
 
 KEYS = ("provider", "region", "tag_key", "tag_value", "addr_type", "access_key_id", "secret_access_key",
         "session_token", "service", "ecs_cluster", "ecs_family", "endpoint")

@@ -31,6 +31,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from appliance.cloud import DiscoverError
+
 log = logging.getLogger("agent")
 
 PROVIDERS_GO_DISCOVER = (
@@ -40,10 +42,6 @@ PROVIDERS_GO_DISCOVER = (
 SUPPORTED = ("aws",)
 SECRET_KEYS = ("secret_access_key", "session_token")
 HIDDEN = "<hidden>"
-
-
-class DiscoverError(ValueError):
-    """A join string that cannot be used, or a provider that failed; the text names the problem."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ Rules:
       below it (LAYERS);
   (f) no module over MAX_MODULE_LINES lines (DESIGN: modules of 100 to 600 lines).
 
-What breaks (d)-(f) today in files being rebuilt under issue 11 is listed in KNOWN_EXCEPTIONS,
-case by case; the list only shrinks, and an entry that no longer fails is itself an error.
+A known violation of (d)-(f) may be listed in KNOWN_EXCEPTIONS while a file is being rebuilt (empty
+today); the list only shrinks, and an entry that no longer fails is itself an error.
 
 The last tests run the same scanners on synthetic sources and trees, so a scanner that can no
 longer see a violation fails here instead of passing silently.
@@ -248,13 +248,7 @@ MAX_MODULE_LINES = 600
 # Known violations of (d)-(f) in files other work is rebuilding now. Each is ("rule", "what"),
 # "what" as the rule names it; the test fails on anything not listed here and on any entry that
 # no longer happens, so the list can only shrink.
-KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # issue 15: discover.py imports aws.py inside functions (botocore loaded only when used),
-        # aws.py imports DiscoverError from discover.py.
-        ("cycle", "appliance.cloud.aws -> appliance.cloud.discover -> appliance.cloud.aws"),
-    }
-)
+KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset()  # none: every rule holds everywhere
 
 DYNAMIC_IMPORTERS = frozenset({"import_module", "__import__"})
 
