@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import wait_until  # noqa: E402 - the project's root is on the path only now
 
 
 def _port() -> int:
@@ -38,6 +40,14 @@ def _call(method: str, url: str, body: object = None) -> object:
     return json.loads(raw) if raw.strip() else None
 
 
+def _count(url: str) -> int:
+    """How many entries a JSON list or object answer has (-1 while the agent is not up)."""
+    try:
+        return len(_call("GET", url) or [])  # type: ignore[arg-type]
+    except OSError:
+        return -1
+
+
 def _agent(conf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     http = _port()
     args = [sys.executable, "-m", "appliance", "agent", "-dev", "-node", "bench", "-log-level", "warn",
@@ -46,18 +56,6 @@ def _agent(conf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=conf.parent)
     return proc, f"http://127.0.0.1:{http}"
-
-
-def _wait(predicate, timeout: float = 600.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError
 
 
 def _status(pid: int, key: str) -> int:
@@ -74,7 +72,7 @@ def registration(tmp: Path, checks: int) -> float:
     (conf / "big.json").write_text(json.dumps({"service": {"name": "big", "id": "big", "checks": defs}}))
     proc, url = _agent(conf, tmp / "checks.log")
     try:
-        _wait(lambda: len(_call("GET", url + "/v1/health/checks/big") or []) == checks)  # type: ignore[arg-type]
+        wait_until(lambda: _count(url + "/v1/health/checks/big") == checks, timeout=600, interval=1)
         times = []
         for i in range(30):
             start = time.perf_counter()
@@ -101,7 +99,7 @@ def memory(tmp: Path, services: int) -> tuple[int, int, int]:
     size = sum(p.stat().st_size for p in conf.iterdir()) >> 20
     proc, url = _agent(conf, tmp / "services.log")
     try:
-        _wait(lambda: len(_call("GET", url + "/v1/catalog/services") or {}) == per * 10 + 1)  # type: ignore[arg-type]
+        wait_until(lambda: _count(url + "/v1/catalog/services") == per * 10 + 1, timeout=600, interval=1)
         time.sleep(5)
         return size, _status(proc.pid, "VmRSS"), _status(proc.pid, "VmHWM")
     finally:
