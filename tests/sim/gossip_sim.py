@@ -271,17 +271,22 @@ class GossipSim(Kernel):
             self.changes.append(("join", node.name, self.now))
         self.after(node)
 
-    def preload(self, node: SimNode, everyone: list[SimNode]) -> None:
-        """Give a fresh member the whole table through the public push-pull path, then drop the
-        news it queued (a settled cluster has nothing left to gossip)."""
-        meta = encode_tags({"role": "node"})
-        nodes = tuple(PushNode(p.name, p.addr[0], PORT, meta, 1, NodeStateKind.ALIVE) for p in everyone)
-        node.serf.on_stream(("0.0.0.0", 0), encode_stream(PushPull(False, False, nodes, b"")), self.now)
+    def preload(self, node: SimNode, table: bytes) -> None:
+        """Give a fresh member the whole table (`preload_table`) through the public push-pull
+        path, then drop the news it queued (a settled cluster has nothing left to gossip)."""
+        node.serf.on_stream(("0.0.0.0", 0), table, self.now)
         node.serf.take_outputs()
         node.serf.core.broadcasts.reset()
         node.serf.intents.reset()
         node.serf.core.take_events()
         node.serf.take_events()
+
+    @staticmethod
+    def preload_table(everyone: list[SimNode]) -> bytes:
+        """The push-pull stream of a settled cluster (encoded once for every member)."""
+        meta = encode_tags({"role": "node"})
+        nodes = tuple(PushNode(p.name, p.addr[0], PORT, meta, 1, NodeStateKind.ALIVE) for p in everyone)
+        return encode_stream(PushPull(False, False, nodes, b""))
 
     def kill(self, node: SimNode) -> None:
         if node.running:
@@ -442,8 +447,9 @@ class GossipSim(Kernel):
         if o.bootstrap == "preloaded":
             for node in self.nodes:
                 self.start(node, [])
+            table = self.preload_table(self.nodes)
             for node in self.nodes:
-                self.preload(node, self.nodes)
+                self.preload(node, table)
             boot_end = 0.0
         else:
             self.start(self.nodes[0], [])
