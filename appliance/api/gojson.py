@@ -215,5 +215,9 @@ STRING_MAP = Map(STRING)
 
 
 def decode(value: Any, spec: Spec) -> Any:
-    """Check a parsed JSON value against `spec`; the value with canonical field names, or DecodeError."""
+    """Check a parsed JSON value against `spec`; the value with canonical field names, or DecodeError.
+    A `null` body leaves the zero value, as Go's Unmarshal does (the handler then refuses what is
+    missing, e.g. `Missing service name`)."""
+    if value is None:
+        return spec.zero
     return spec.decode(value, spec.name, "")

@@ -59,6 +59,11 @@ def test_consul_words_for_errors(agent: AgentProcess, tmp_path: Path) -> None:
     res = agent.cli("maint", "-disable")
     assert res.returncode == 0
 
+    for path, text in (("/v1/agent/service/register", b"Missing service name"),
+                       ("/v1/agent/check/register", b"Missing check name")):
+        status, _, body = agent.put(path, "null")  # Go decodes null into the zero struct
+        assert (status, body.strip()) == (400, text)
+
     status, _, body = agent.put(f"/v1/agent/join/127.0.0.1:{agent.http_port}")  # an HTTP port, not gossip
     assert status == 500 and b"received invalid msgType (72)" in body
 
