@@ -160,14 +160,13 @@ class SimReconciler:
     def __init__(self, sim: AgentSim, node: SimNode, gossip: GossipHost) -> None:
         self.sim, self.node, self.gossip = sim, node, gossip
         self.schedule = ReconcileSchedule()
-        self.work: deque[tuple[str, str]] = deque()  # ("member", name) or ("reaped", "")
+        self.work: deque[tuple[str, str]] = deque()  # a full pass: ("member", name).., ("reaped", ""); or ("one", name)
         self.commands: deque[tuple[str, Command, str]] = deque()
         self.in_full = False
         self.busy = False
         self.attempt = 0  # the proposal in flight (a late or timed-out answer is ignored)
         self.generation = 0  # the poll chain of this run of the server
         self.proposed: list[tuple[float, str, Command]] = []  # (time, proposer, command): for the checkers
-        self.elections = 0
         gossip.listeners.append(self.on_event)
 
     def start(self) -> None:
@@ -200,8 +199,7 @@ class SimReconciler:
         if self.busy or not node.alive or self.gossip.serf is None:
             return
         leader = node.core.is_leader
-        if schedule.observe(leader):
-            self.elections += 1
+        schedule.observe(leader)
         if not leader:
             self.work.clear()
             self.commands.clear()
