@@ -11,16 +11,18 @@ docs/acl.md ("Metrics and Prometheus") shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AgentProcess, free_port, http, wait_until
 
-from tests.e2e.test_prometheus import Server, by_instance, register_fleet, targets
+from tests.conftest import AgentProcess, free_port, http, http_json, wait_until
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -73,13 +75,53 @@ scrape_configs:
 """
 
 
+@contextlib.contextmanager
+def running(args: list[str], workdir: Path) -> Iterator[str]:
+    """Prometheus or vmagent on a free loopback port (appended as `flag=127.0.0.1:<port>` to the
+    last argument's flag), its API's base URL; stopped on exit."""
+    port = free_port(udp=False)
+    with open(workdir / "log", "wb") as log:
+        proc = subprocess.Popen([*args[:-1], f"{args[-1]}=127.0.0.1:{port}"], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            proc.kill()  # nothing if it stopped on SIGTERM
+            proc.wait(5)
+
+
+def active(api: str, job: str) -> dict[str, dict[str, Any]]:
+    """The job's active targets by instance, as the scraper's /api/v1/targets lists them."""
+    try:
+        status, _, body = http_json("GET", api + "/api/v1/targets", timeout=5)
+    except OSError:
+        return {}
+    found = body["data"]["activeTargets"] if status == 200 else []
+    return {t["labels"]["instance"]: t for t in found if t["labels"].get("job") == job}
+
+
 def _at_least_web(api: str) -> set[str] | None:
-    found = set(by_instance(targets(api), "services"))
+    found = set(active(api, "services"))
     return found if found >= WEB else None
 
 
+def register_fleet(agent: AgentProcess) -> None:
+    """Two web instances on the agent's node and a db one on another node."""
+    api = WithToken(agent)
+    for i, address in enumerate(("", "10.1.1.1")):
+        status, _, data = api.put("/v1/agent/service/register",
+                                  {"Name": "web", "ID": f"web-{i + 1}", "Port": 8080 + i, "Address": address})
+        assert status == 200, data
+    status, _, data = api.put("/v1/catalog/register", {
+        "Node": "ext-1", "Address": "10.2.0.1", "Service": {"Service": "db", "ID": "db-1", "Port": 5432}})
+    assert status == 200, data
+
+
 class WithToken:
-    """The agent, every request carrying the management token (register_fleet calls `put`)."""
+    """The agent, every request carrying the management token."""
 
     def __init__(self, agent: AgentProcess) -> None:
         self.agent = agent
@@ -101,7 +143,7 @@ def token_for(agent: AgentProcess, name: str, rules: str) -> str:
 def secured(agent_factory) -> AgentProcess:
     agent = agent_factory("-hcl", f'acl {{ enabled = true\n default_policy = "deny"\n'
                                   f' tokens {{ initial_management = "{MANAGEMENT}" }} }}', node="prom-acl")
-    register_fleet(WithToken(agent))  # type: ignore[arg-type]
+    register_fleet(agent)
     return agent
 
 
@@ -118,26 +160,18 @@ def test_prometheus_scrapes_with_a_bearer_token_and_discovers_only_what_its_toke
     config = workdir / "prometheus.yml"
     config.write_text(PROMETHEUS_CONFIG.format(agent=secured.http_addr, metrics_token_file=token_file,
                                                web_token=web_token))
-    port = free_port(udp=False)
-    server = Server(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], workdir / "prometheus.log",
-                    workdir)
-    api = f"http://127.0.0.1:{port}"
-    try:
+    args = ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}", "--log.level=warn",
+            "--web.listen-address"]
+    with running(args, workdir) as api:
         def health(job: str) -> str | None:
-            target = by_instance(targets(api), job).get(secured.http_addr)
+            target = active(api, job).get(secured.http_addr)
             return target["health"] if target and target["health"] != "unknown" else None
 
-        assert wait_until(lambda: health("cairn") == "up" or None, timeout=30,
-                          what=f"the scrape with the token is up\n{server.tail()}")
+        assert wait_until(lambda: health("cairn") == "up" or None, timeout=30, what="the scrape with the token is up")
         assert wait_until(lambda: health("cairn-no-token"), timeout=30) == "down"
-        refused = by_instance(targets(api), "cairn-no-token")[secured.http_addr]["lastError"]
+        refused = active(api, "cairn-no-token")[secured.http_addr]["lastError"]
         assert "403" in refused, refused
-        found = wait_until(lambda: _at_least_web(api), timeout=30,
-                           what=f"http_sd targets\n{server.tail()}")
-        assert found == WEB
-    finally:
-        server.stop()
+        assert wait_until(lambda: _at_least_web(api), timeout=30, what="http_sd targets") == WEB
 
 
 def test_vmagent_consul_sd_with_a_scoped_token_discovers_only_web(secured, tmp_path: Path):
@@ -148,14 +182,8 @@ def test_vmagent_consul_sd_with_a_scoped_token_discovers_only_web(secured, tmp_p
     workdir.mkdir()
     config = workdir / "scrape.yml"
     config.write_text(VMAGENT_CONFIG.format(agent=secured.http_addr, web_token=web_token))
-    port = free_port(udp=False)
-    server = Server(["vmagent", f"-promscrape.config={config}", f"-httpListenAddr=127.0.0.1:{port}",
-                     f"-remoteWrite.tmpDataPath={workdir / 'data'}", "-remoteWrite.url=http://127.0.0.1:9/write",
-                     "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=WARN"], workdir / "vmagent.log", workdir)
-    api = f"http://127.0.0.1:{port}"
-    try:
-        found = wait_until(lambda: _at_least_web(api), timeout=30,
-                           what=f"vmagent targets\n{server.tail()}")
-        assert found == WEB
-    finally:
-        server.stop()
+    args = ["vmagent", f"-promscrape.config={config}", f"-remoteWrite.tmpDataPath={workdir / 'data'}",
+            "-remoteWrite.url=http://127.0.0.1:9/write", "-promscrape.consulSDCheckInterval=1s", "-loggerLevel=WARN",
+            "-httpListenAddr"]
+    with running(args, workdir) as api:
+        assert wait_until(lambda: _at_least_web(api), timeout=30, what="vmagent targets") == WEB
