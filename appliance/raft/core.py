@@ -360,7 +360,11 @@ class RaftCore(ElectionRules, ReplicationRules, ReadIndexRules, LeadershipRules)
     # ------------------------------------------------------------------ all roles
 
     def _send(self, m: Message) -> None:
-        (self._msgs_after if m.type in _AFTER_PERSIST else self._msgs).append(m)
+        # A follower that learned a new term and forwards a READ_INDEX in the same batch would
+        # reveal a term it has not persisted (not yet handed out in a Ready): it waits for that
+        # Ready's fsync, like the acknowledgements.
+        late = m.type in _AFTER_PERSIST or (m.type == MsgType.READ_INDEX and m.term > self._prev_hard.term)
+        (self._msgs_after if late else self._msgs).append(m)
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
