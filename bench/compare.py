@@ -13,6 +13,8 @@ median ratio per commit with every run listed.
   http  bench/http/run.py --rounds 1 --parked 100 --duration D: GET /v1/health/service/web?passing
         req/s, cairn / bare aiohttp
   raft  bench/raft/run.py --reps 1 --kills 0 --duration D: replicated writes/s, cairn / etcd
+  raft-cpu  bench/raft/cpu.py --tree <worktree>: the leader's CPU microseconds per replicated
+        write (not a ratio: lower is better)
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ def run_raft(tree: Path, duration: int) -> float:
     return float(match.group(1))
 
 
-RUNNERS = {"http": run_http, "raft": run_raft}
+def run_raft_cpu(tree: Path, duration: int) -> float:
+    out = subprocess.run(["uv", "run", "--frozen", "python", str(ROOT / "bench/raft/cpu.py"), "--tree", str(tree),
+                          "--duration", str(duration)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["leader_us_per_write"])
+
+
+RUNNERS = {"http": run_http, "raft": run_raft, "raft-cpu": run_raft_cpu}
 
 
 def main() -> None:
@@ -65,6 +73,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
     args = parser.parse_args()
     runner = RUNNERS[args.bench]
+    unit = " us" if args.bench == "raft-cpu" else "x"
     ratios: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="cairn-compare-") as tmp:
         trees = {"before": worktree(args.before, Path(tmp)), "after": worktree(args.after, Path(tmp))}
@@ -74,14 +83,14 @@ def main() -> None:
                 for which in order:
                     ratio = runner(trees[which], args.duration)
                     ratios[which].append(ratio)
-                    print(f"run {i + 1} {which}: {ratio:.3f}x", flush=True)
+                    print(f"run {i + 1} {which}: {ratio:.3f}{unit}", flush=True)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     print(json.dumps(ratios))
     for which, rev in (("before", args.before), ("after", args.after)):
         values = ratios[which]
-        print(f"{which} ({rev}): median {statistics.median(values):.3f}x, runs "
+        print(f"{which} ({rev}): median {statistics.median(values):.3f}{unit}, runs "
               + ", ".join(f"{v:.3f}" for v in values) + f" (spread {min(values):.3f}-{max(values):.3f})")
     change = statistics.median(ratios["after"]) / statistics.median(ratios["before"]) - 1
     print(f"after / before: {change:+.1%} ({args.bench}, {os.cpu_count()} cores)")
