@@ -95,6 +95,18 @@ def test_connections_past_the_per_client_limit_get_429(agent_factory):
     wait_until(lambda: agent.get("/v1/status/leader")[0] == 200, what="served again")
 
 
+async def _serving(base: str) -> None:
+    """Wait until an in-process agent answers over HTTP."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            try:
+                async with session.get(base + "/v1/status/leader") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+
+
 def test_blocking_query_stops_when_its_client_goes_away(tmp_path: Path):
     """An in-process agent on a real socket: parked queries vanish when their clients hang up."""
     port = free_port()
@@ -104,16 +116,9 @@ def test_blocking_query_stops_when_its_client_goes_away(tmp_path: Path):
         agent = Agent(cfg)
         runner = asyncio.create_task(agent.run())
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(base + "/v1/status/leader") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-            async with session.get(base + "/v1/kv/k") as resp:
-                index = resp.headers["X-Consul-Index"]
+        await _serving(base)
+        async with aiohttp.ClientSession() as session, session.get(base + "/v1/kv/k") as resp:
+            index = resp.headers["X-Consul-Index"]
         clients = [aiohttp.ClientSession() for _ in range(20)]
         parked = [asyncio.create_task(c.get(f"{base}/v1/kv/k?index={index}&wait=5m")) for c in clients]
         for _ in range(100):
@@ -148,14 +153,8 @@ def test_parked_blocking_queries_answer_at_once_when_the_agent_stops(tmp_path: P
         agent = Agent(cfg)
         runner = asyncio.create_task(agent.run())
         base = f"http://127.0.0.1:{port}"
+        await _serving(base)
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(base + "/v1/status/leader") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
             async with session.get(base + "/v1/catalog/services") as resp:
                 index = resp.headers["X-Consul-Index"]
 
