@@ -10,12 +10,14 @@ TimeoutNow (a leadership transfer, thesis §3.10) skips pre-vote and carries a f
 voters ignore their vote lease.
 
 A voter grants one vote per term, to a candidate whose log is at least as up to date as its own
-(§5.4.1) and which is a voter of its latest configuration (a removed server cannot disrupt); the
-vote is durable before the grant leaves (the grant is a message after persist, core.py). With
-check-quorum, a server that heard from a leader within the minimum election timeout ignores vote
-requests altogether (the vote lease, thesis §4.2.3; the check is in core.py's `step`). A majority
-of grants makes a leader, which appends a no-op of its term at once (it lets the leader commit,
-and so learn, what earlier terms committed: reads and configuration changes wait for it).
+(§5.4.1) and which is a voter of its latest configuration or has a log strictly more up to date
+(it may hold a configuration this server has not received yet; with an equal log it has this
+server's configuration, so a removed server gets no vote); the vote is durable before the grant
+leaves (the grant is a message after persist, core.py). With check-quorum, a server that heard
+from a leader within the minimum election timeout ignores vote requests altogether (the vote
+lease, thesis §4.2.3; the check is in core.py's `step`). A majority of grants makes a leader,
+which appends a no-op of its term at once (it lets the leader commit, and so learn, what earlier
+terms committed: reads and configuration changes wait for it).
 """
 
 from __future__ import annotations
@@ -82,11 +84,15 @@ class ElectionRules(CoreState):
             or (self.vote == NONE and self.leader == NONE)
             or (m.type == MsgType.PRE_VOTE and m.term > self.term)
         )
-        # Only voters of our latest configuration get a vote: a removed server cannot disrupt.
-        # A server that has no configuration yet (added, log still empty) votes like any other:
-        # refusing would leave a cluster that just grew unable to elect (sim seed 1571332345).
-        member = not self.configuration.servers or self.configuration.is_voter(m.frm)
-        if can_vote and member and self.log.is_up_to_date(m.index, m.log_term):  # Raft §5.4.1
+        # A candidate that is not a voter of our latest configuration gets a vote only if its log
+        # is strictly more up to date than ours: then it may hold a newer configuration that makes
+        # it a voter, which we have not received (refusing left a cluster whose most up-to-date
+        # voter needed a lagging server's vote unable to elect: sim seeds 1571332345, 109573).
+        # With an equal log it has our configuration, in which it is no voter (it was removed).
+        up_to_date = self.log.is_up_to_date(m.index, m.log_term)  # Raft §5.4.1
+        member = self.configuration.is_voter(m.frm) or (
+            up_to_date and (m.log_term, m.index) != (self.log.last_term(), self.log.last_index()))
+        if can_vote and member and up_to_date:
             self._send(Message(resp, self.id, m.frm, m.term))
             if m.type == MsgType.VOTE:
                 self.election_elapsed = 0

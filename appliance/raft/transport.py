@@ -43,9 +43,8 @@ servers and every other one of them either reported the very same set or already
 configuration that set gives. All of them then write the *identical* configuration entry (the
 servers sorted by id, with their addresses) as entry 1 of term 1. That is the safe choice here:
 Log Matching holds because entry (1, 1) is byte-for-byte the same everywhere, and no single server
-is needed to form the cluster. Letting only the lowest id bootstrap would not work with this core:
-a server with no configuration grants no votes (a removed server must not disrupt), so the lowest
-could never win its first election. A server that started late still joins: the leader's first
+is needed to form the cluster (letting only the lowest id bootstrap would make its start a
+condition of the first election). A server that started late still joins: the leader's first
 AppendEntries gives it entry 1. More servers than expected, or views that never agree, leave the
 server waiting with a log line instead of risking two different configurations.
 """

@@ -126,3 +126,29 @@ def test_single_voter_applies_only_durable_entries():
     core.advance(rd)  # entries now durable: the leader counts itself
     rd = core.ready()
     assert [e.index for e in rd.committed_entries] == [1, 2]
+
+
+def _vote_answer(core: RaftCore, candidate: str, last_index: int, last_term: int) -> bool:
+    """Pre-vote `core` from `candidate` with that last entry; True if granted."""
+    from appliance.raft.messages import Message, MsgType
+
+    core.step(Message(MsgType.PRE_VOTE, candidate, core.id, core.term + 1, index=last_index,
+                      log_term=last_term))
+    rd = core.ready()
+    core.advance(rd)
+    (answer,) = [m for m in (*rd.messages, *rd.messages_after_persist) if m.to == candidate]
+    return not answer.reject
+
+
+def test_a_lagging_server_votes_for_a_more_up_to_date_candidate_it_does_not_know():
+    # Sim seed 109573: a server that missed the entry adding d (its configuration is still a, b, c)
+    # refused d's vote request, and d, the most up-to-date voter of the newer configuration,
+    # could never win. A longer log may hold a configuration this server has not seen: grant.
+    from appliance.raft.messages import bootstrap_state
+
+    lagging = RaftCore("a", RaftConfig().core(), random.Random(1), bootstrap_state(Configuration.of("a", "b", "c")))
+    assert _vote_answer(lagging, "d", 20, 3)
+    # With a log no longer than ours the candidate has our configuration, where it is no voter:
+    # a removed server gets no vote.
+    assert not _vote_answer(lagging, "d", 1, 1)
+    assert _vote_answer(lagging, "b", 1, 1)
