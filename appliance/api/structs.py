@@ -85,11 +85,33 @@ _CHECK_FIELDS = {
 }
 CHECK_DEFINITION = Struct("structs.CheckDefinition", _CHECK_FIELDS, aliases={"args": "ScriptArgs", "checkid": "ID"})
 
+# Connect (reference/connect.md §5.1): a proxy's configuration and a service's Connect block.
+MESH_GATEWAY = Struct("structs.MeshGatewayConfig", {"Mode": STRING})
+UPSTREAM = Struct("structs.Upstream", {
+    "DestinationType": STRING, "DestinationNamespace": STRING, "DestinationPartition": STRING,
+    "DestinationPeer": STRING, "DestinationName": STRING, "Datacenter": STRING, "LocalBindAddress": STRING,
+    "LocalBindPort": INT, "LocalBindSocketPath": STRING, "LocalBindSocketMode": STRING, "Config": Map(ANY),
+    "MeshGateway": MESH_GATEWAY, "CentrallyConfigured": BOOL,
+})
+EXPOSE_PATH = Struct("structs.ExposePath", {
+    "ListenerPort": INT, "Path": STRING, "LocalPathPort": INT, "Protocol": STRING, "ParsedFromCheck": BOOL,
+})
+EXPOSE = Struct("structs.ExposeConfig", {"Checks": BOOL, "Paths": List(EXPOSE_PATH)})
+TRANSPARENT_PROXY = Struct("structs.TransparentProxyConfig", {"OutboundListenerPort": INT, "DialedDirectly": BOOL})
+PROXY = Struct("structs.ConnectProxyConfig", {
+    "DestinationServiceName": STRING, "DestinationServiceID": STRING, "LocalServiceAddress": STRING,
+    "LocalServicePort": INT, "LocalServiceSocketPath": STRING, "Mode": STRING, "Config": Map(ANY),
+    "Upstreams": List(UPSTREAM), "MeshGateway": MESH_GATEWAY, "Expose": EXPOSE,
+    "TransparentProxy": TRANSPARENT_PROXY, "AccessLogs": ANY, "EnvoyExtensions": ANY,
+})
+# SidecarService is a whole ServiceDefinition, decoded on its own (appliance.local.mesh)
+CONNECT = Struct("structs.ServiceConnect", {"Native": BOOL, "SidecarService": ANY})
+
 SERVICE_DEFINITION = Struct("structs.ServiceDefinition", {
     "Kind": STRING, "ID": STRING, "Name": STRING, "Tags": STRINGS, "Address": STRING,
     "TaggedAddresses": Map(SERVICE_ADDRESS), "Meta": STRING_MAP, "Port": INT, "SocketPath": STRING,
     "Check": CHECK_DEFINITION, "Checks": List(CHECK_DEFINITION), "Weights": WEIGHTS, "Token": STRING,
-    "EnableTagOverride": BOOL, "Proxy": ANY, "Connect": ANY, "Locality": _LOCALITY, **_ENTERPRISE,
+    "EnableTagOverride": BOOL, "Proxy": PROXY, "Connect": CONNECT, "Locality": _LOCALITY, **_ENTERPRISE,
 })
 
 # PUT /v1/agent/check/update/:id (agent's checkUpdate).

@@ -134,6 +134,11 @@ def _plain_definition(value: Any) -> Any:
             flat = [c for v in item for c in (v if isinstance(v, list) else [v])]
             target = "checks" if key.lower() == "check" else key
             out[target] = [*out.get(target, []), *(_plain_definition(c) for c in flat)]
+        elif key.lower() in ("upstreams", "paths") and isinstance(item, (list, dict)):
+            # a proxy's `upstreams { }` / expose `paths { }` blocks, one or several: a list
+            flat = [u for v in (item if isinstance(item, list) else [item])
+                    for u in (v if isinstance(v, list) else [v])]
+            out[key] = [_plain_definition(u) for u in flat]
         elif isinstance(item, hcl.Repeated) and all(isinstance(v, dict) for v in item):
             out[key] = _plain_definition(_merge_blocks(list(item)))
         elif key == "checks" and isinstance(item, list) and "checks" in out:

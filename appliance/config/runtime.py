@@ -24,6 +24,8 @@ class Ports:
     serf_lan: int = 8301
     serf_wan: int = 8302
     server: int = 8300
+    sidecar_min_port: int = 21000  # Connect sidecars take a port of this range (appliance/local/mesh.py)
+    sidecar_max_port: int = 21255
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ class Answerer:
         self.names = NameParser(settings.domain, settings.alt_domain, settings.datacenter)
         self.dc = settings.datacenter.lower()
         self._handlers: dict[str, Callable[[Request, Lookup, Store, Shuffler, float], Message]] = {
-            "node": self._node, "service": self._service, "addr": self._addr,
+            "node": self._node, "service": self._service, "addr": self._addr, "connect": self._connect,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ entry point
@@ -339,11 +339,13 @@ class Answerer:
             out.append(wire.Extra(("txt", owner, key), Rec(owner, T_TXT, ttl, TXT(chunks))))
         return out
 
-    def _healthy(self, store: Store, service: str, tag: str) -> list[tuple[Record, Record, str]]:
-        """(node, service, "passing"|"warning") of instances DNS may hand out (Consul's filter)."""
+    def _healthy(self, store: Store, service: str, tag: str, *, connect: bool = False
+                 ) -> list[tuple[Record, Record, str]]:
+        """(node, service, "passing"|"warning") of instances DNS may hand out (Consul's filter);
+        with `connect`, of the service's proxies and Connect-native instances."""
         only_passing = self.s.only_passing
         out = []
-        for node, svc in store.service_instances(service):
+        for node, svc in store.connect_instances(service) if connect else store.service_instances(service):
             if tag and tag not in {t.lower() for t in svc.get("Tags") or ()}:
                 continue
             status = instance_status(store.instance_checks(node, svc), only_passing)
@@ -388,6 +390,12 @@ class Answerer:
     def _service(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
         msg = self._service_answer(req, lk, self._healthy(store, lk.name, lk.tag), rng, "")
         msg.deps = (watchkeys.service(lk.name),)
+        return msg
+
+    def _connect(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
+        """`<service>.connect.<domain>`: where to reach the service over Connect (its proxies)."""
+        msg = self._service_answer(req, lk, self._healthy(store, lk.name, "", connect=True), rng, "")
+        msg.deps = (watchkeys.connect(lk.name),)
         return msg
 
     def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,

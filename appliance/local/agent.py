@@ -43,7 +43,9 @@ class LocalAgent:
         cfg = config()
         self.config = config
         self.hub = hub
-        self.state = LocalState(cfg.node_name, cfg.datacenter, cfg.check_output_max_size)
+        self.state = LocalState(cfg.node_name, cfg.datacenter, cfg.check_output_max_size,
+                                sidecar_min_port=cfg.ports.sidecar_min_port,
+                                sidecar_max_port=cfg.ports.sidecar_max_port)
         self.syncer = StateSyncer(store, consensus, self.state, node_info, rng=rng, cluster_size=cluster_size)
         self.checks = CheckManager(self.state, changed=self.changed, config=config, store=store, hub=hub,
                                    rng=rng)  # runs script/HTTP/TCP/UDP/alias checks
@@ -57,6 +59,8 @@ class LocalAgent:
         services = [parse_service_definition(raw, from_config=True) for raw in cfg.services]
         checks = [parse_check_definition(raw, from_config=True) for raw in cfg.checks]
         refuse_config_checks(cfg, services, checks)
+        self.state.sidecar_min_port = cfg.ports.sidecar_min_port
+        self.state.sidecar_max_port = cfg.ports.sidecar_max_port
         self.state.replace_config_definitions(services, checks, time.monotonic())
 
     def restore(self) -> None:

@@ -13,12 +13,13 @@ dataclasses. No I/O here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.api.gojson import DecodeError, Struct, decode
 from appliance.api.structs import CHECK_DEFINITION, SERVICE_DEFINITION
 from appliance.config.durations import format_duration
+from appliance.local import mesh
 
 STATUSES = ("passing", "warning", "critical")
 META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
@@ -245,6 +246,13 @@ class ServiceDefinition:
     enable_tag_override: bool = False
     checks: tuple[CheckDefinition, ...] = ()
     token: str = ""
+    # Connect (appliance.local.mesh): the stored Proxy of a proxy or gateway, Connect.Native, the
+    # decoded `connect { sidecar_service {} }` block to expand, and (on a sidecar registered that
+    # way) its parent's ID: Consul's LocallyRegisteredAsSidecar
+    proxy: dict[str, Any] | None = None
+    native: bool = False
+    sidecar: dict[str, Any] | None = None
+    sidecar_of: str = ""
 
 
 def _weights(d: dict[str, Any]) -> dict[str, int]:
@@ -268,7 +276,44 @@ def tagged_service_addresses(raw: dict[str, Any] | None) -> dict[str, dict[str, 
 
 def parse_service_definition(raw: Any, *, from_config: bool = False) -> ServiceDefinition:
     """Parse and validate a service registration (API body or config-file service block)."""
-    d = _decode(raw, SERVICE_DEFINITION)
+    return service_from(_decode(raw, SERVICE_DEFINITION))
+
+
+def _connect_fields(d: dict[str, Any], port: int) -> tuple[dict[str, Any] | None, bool, dict[str, Any] | None]:
+    """(stored Proxy, Native, decoded sidecar block) of a decoded definition, checked as Consul does."""
+    kind = d.get("Kind", "")
+    connect = d.get("Connect") or {}
+    native = connect.get("Native", False)
+    sidecar = connect.get("SidecarService")
+    if sidecar is not None:
+        try:
+            sidecar = _decode(sidecar, SERVICE_DEFINITION)
+        except UnknownFieldError as err:
+            raise UnknownFieldError(str(err).replace("ServiceDefinition.", "ServiceDefinition.Connect.SidecarService.",
+                                                     1)) from None
+    try:
+        mesh.validate(kind, port, d.get("SocketPath", ""), d.get("Proxy"), native, sidecar is not None)
+    except mesh.MeshError as err:
+        raise DefinitionError(str(err)) from None
+    proxy = mesh.proxy_config(d.get("Proxy")) if kind else None
+    return proxy, native, sidecar
+
+
+def sidecar_definition(parent: ServiceDefinition, port: int) -> ServiceDefinition:
+    """The `<parent>-sidecar-proxy` service of a parent with a sidecar block, on `port`."""
+    fields = {"ID": parent.id, "Name": parent.name, "Address": parent.address, "Tags": list(parent.tags),
+              "Meta": dict(parent.meta), "Port": parent.port, "SocketPath": parent.socket_path,
+              "Token": parent.token}
+    try:
+        d = mesh.sidecar_raw(fields, dict(parent.sidecar or {}), port)
+    except mesh.MeshError as err:
+        raise DefinitionError(str(err)) from None
+    svc = service_from(d)
+    return replace(svc, sidecar_of=parent.id)
+
+
+def service_from(d: dict[str, Any]) -> ServiceDefinition:
+    """A decoded structs.ServiceDefinition, validated."""
     name = d.get("Name", "")
     if not name:
         raise DefinitionError("Missing service name")
@@ -282,6 +327,7 @@ def parse_service_definition(raw: Any, *, from_config: bool = False) -> ServiceD
     except DefinitionError as err:
         raise DefinitionError(f"Invalid Service Meta: {err}") from err
     port = d.get("Port", 0)
+    proxy, native, sidecar = _connect_fields(d, port)
     tagged = tagged_service_addresses(d.get("TaggedAddresses"))
     raw_checks = ([d["Check"]] if d.get("Check") else []) + list(d.get("Checks") or [])
     checks = []
@@ -308,4 +354,7 @@ def parse_service_definition(raw: Any, *, from_config: bool = False) -> ServiceD
         enable_tag_override=d.get("EnableTagOverride", False),
         checks=tuple(checks),
         token=d.get("Token", ""),
+        proxy=proxy,
+        native=native,
+        sidecar=sidecar,
     )

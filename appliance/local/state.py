@@ -16,7 +16,8 @@ import heapq
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from appliance.local.definitions import CheckDefinition, ServiceDefinition
+from appliance.local.definitions import CheckDefinition, DefinitionError, ServiceDefinition, sidecar_definition
+from appliance.local.mesh import SIDECAR_SUFFIX, MeshError, agent_proxy, proxy_config, sidecar_port
 
 NODE_MAINT_ID = "_node_maintenance"
 SERVICE_MAINT_PREFIX = "_service_maintenance:"
@@ -98,6 +99,10 @@ class LocalState:
 
     # check IDs by kind ("ttl", "http", ...), so the check runners find theirs without a scan
     kinds: dict[str, set[str]] = field(default_factory=dict)
+    # ports.sidecar_min_port..sidecar_max_port, and the port each sidecar had (kept across reloads)
+    sidecar_min_port: int = 21000
+    sidecar_max_port: int = 21255
+    sidecar_ports: dict[str, int] = field(default_factory=dict)
 
     def _put(self, local: LocalCheck) -> None:
         prev = self.checks.get(local.id)
@@ -135,8 +140,33 @@ class LocalState:
 
     # ------------------------------------------------------------------ services
 
+    def _sidecar_of(self, svc: ServiceDefinition) -> ServiceDefinition | None:
+        """The expanded `connect { sidecar_service {} }` of svc (DefinitionError when it cannot be)."""
+        if svc.sidecar is None:
+            return None
+        sid = svc.id + SIDECAR_SUFFIX
+        used = (s.definition.port for k, s in self.services.items() if k != sid and k != svc.id)
+        try:
+            port = sidecar_port(svc.id, svc.sidecar.get("Port", 0), self.sidecar_ports.get(sid, 0),
+                                [svc.port, *used], self.sidecar_min_port, self.sidecar_max_port)
+        except MeshError as err:
+            raise DefinitionError(str(err)) from None
+        return sidecar_definition(svc, port)
+
     def add_service(self, svc: ServiceDefinition, *, source: str = "api", now: float = 0.0,
                     replace_existing_checks: bool = False, raw: dict[str, Any] | None = None) -> None:
+        """Register svc (and the sidecar it asks for, which is deregistered with it)."""
+        sidecar = self._sidecar_of(svc)
+        old_sidecar = svc.id + SIDECAR_SUFFIX
+        if sidecar is None and (prev := self.services.get(old_sidecar)) and prev.definition.sidecar_of == svc.id:
+            self.remove_service(old_sidecar)
+        self._add_service(svc, source, now, replace_existing_checks, raw)
+        if sidecar is not None:
+            self.sidecar_ports[sidecar.id] = sidecar.port
+            self._add_service(sidecar, source, now, replace_existing_checks, None)
+
+    def _add_service(self, svc: ServiceDefinition, source: str, now: float, replace_existing_checks: bool,
+                     raw: dict[str, Any] | None) -> None:
         if replace_existing_checks:
             keep = {c.id for c in svc.checks}
             for cid in [cid for cid, c in self.checks.items()
@@ -157,6 +187,10 @@ class LocalState:
         for cid in [cid for cid, c in self.checks.items() if c.definition.service_id == service_id]:
             self._drop(cid)
             self.dirty_checks.add(cid)
+        self.sidecar_ports.pop(service_id, None)
+        sidecar = self.services.get(service_id + SIDECAR_SUFFIX)
+        if sidecar is not None and sidecar.definition.sidecar_of == service_id:
+            self.remove_service(sidecar.definition.id)
         return entry.definition
 
     def service(self, service_id: str) -> ServiceDefinition:
@@ -304,7 +338,12 @@ class LocalState:
         tagged = service_tagged_addresses(svc)
         if tagged:
             out["TaggedAddresses"] = tagged
-        out.update(Weights=dict(svc.weights), EnableTagOverride=svc.enable_tag_override, Datacenter=self.datacenter)
+        out.update(Weights=dict(svc.weights), EnableTagOverride=svc.enable_tag_override)
+        if svc.proxy is not None:
+            out["Proxy"] = agent_proxy(svc.proxy)
+        if svc.native:
+            out["Connect"] = {"Native": True}
+        out["Datacenter"] = self.datacenter
         return out
 
     def health_check(self, local: LocalCheck) -> dict[str, Any]:
@@ -343,8 +382,8 @@ class LocalState:
         out.update(
             Weights=dict(svc.weights),
             EnableTagOverride=svc.enable_tag_override,
-            Proxy={"Mode": "", "MeshGateway": {}, "Expose": {}},
-            Connect={},
+            Proxy=svc.proxy if svc.proxy is not None else proxy_config(None),
+            Connect={"Native": True} if svc.native else {},
             PeerName="",
         )
         return out

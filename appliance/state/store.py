@@ -34,12 +34,35 @@ def _k(name: str) -> str:
     return name.lower()
 
 
+def connect_destination(svc: Record) -> str:
+    """The (lower-cased) service a connect-proxy stands for, or a Connect-native service's own name."""
+    if svc.get("Kind") == "connect-proxy":
+        return _k((svc.get("Proxy") or {}).get("DestinationServiceName") or "")
+    if (svc.get("Connect") or {}).get("Native"):
+        return _k(svc["Service"])
+    return ""
+
+
+def _discard(index: dict[str, set[tuple[str, str]]], key: str, member: tuple[str, str]) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(member)
+        if not members:
+            del index[key]
+
+
 class Store:
     def __init__(self) -> None:
         self.nodes: dict[str, Record] = {}
         self.services: dict[str, dict[str, Record]] = {}  # node key -> service ID -> NodeService
         self.checks: dict[str, dict[str, Record]] = {}  # node key -> check ID -> HealthCheck
         self.service_index: dict[str, set[tuple[str, str]]] = {}  # service name key -> {(node key, id)}
+        # Connect: destination name key -> {(node key, id)} of the proxies for it and its native
+        # instances; a service name key -> the destinations its instances stand for (so a change
+        # to a proxy's instances or checks also wakes reads of /v1/health/connect/<destination>)
+        self.connect_index: dict[str, set[tuple[str, str]]] = {}
+        self.connect_of: dict[str, dict[str, int]] = {}
+        self._connect_touched: set[str] = set()
         self.kv: dict[str, Record] = {}
         self.kv_keys: list[str] = []  # sorted, for prefix scans
         self.tombstones: dict[str, int] = {}  # deleted KV key -> index of the delete
@@ -70,9 +93,16 @@ class Store:
         for key in keys:
             self.watch_index[key] = index
             self._touched.add(key)
+            if self.connect_of and key.startswith(watchkeys.SERVICE_PREFIX):
+                for dest in self.connect_of.get(key[len(watchkeys.SERVICE_PREFIX):], ()):
+                    self.watch_index[watchkeys.connect(dest)] = index
+                    self._touched.add(watchkeys.connect(dest))
 
     def finish(self, index: int) -> set[str]:
         """Close a write: advance the store's index and return the watch keys it touched."""
+        if self._connect_touched:
+            self.touch(index, *(watchkeys.connect(d) for d in self._connect_touched))
+            self._connect_touched = set()
         self.last_index = max(self.last_index, index)
         touched, self._touched = self._touched, set()
         return touched
@@ -86,6 +116,12 @@ class Store:
 
     def index_service(self, node_key: str, svc: Record) -> None:
         self.service_index.setdefault(_k(svc["Service"]), set()).add((node_key, svc["ID"]))
+        dest = connect_destination(svc)
+        if dest:
+            self.connect_index.setdefault(dest, set()).add((node_key, svc["ID"]))
+            dests = self.connect_of.setdefault(_k(svc["Service"]), {})
+            dests[dest] = dests.get(dest, 0) + 1
+            self._connect_touched.add(dest)
 
     def unindex_service(self, node_key: str, svc: Record) -> None:
         key = _k(svc["Service"])
@@ -94,6 +130,16 @@ class Store:
             members.discard((node_key, svc["ID"]))
             if not members:
                 del self.service_index[key]
+        dest = connect_destination(svc)
+        if dest:
+            _discard(self.connect_index, dest, (node_key, svc["ID"]))
+            dests = self.connect_of.get(key, {})
+            dests[dest] = dests.get(dest, 1) - 1
+            if dests[dest] <= 0:
+                dests.pop(dest, None)
+                if not dests:
+                    self.connect_of.pop(key, None)
+            self._connect_touched.add(dest)
 
     def kv_insert_key(self, key: str) -> None:
         i = bisect.bisect_left(self.kv_keys, key)
@@ -151,6 +197,17 @@ class Store:
         members = self.service_index.get(_k(service), ())
         out = []
         for node_key, sid in sorted(members):
+            node = self.nodes.get(node_key)
+            svc = self.services.get(node_key, {}).get(sid)
+            if node is not None and svc is not None:
+                out.append((node, svc))
+        return out
+
+    def connect_instances(self, service: str) -> list[tuple[Record, Record]]:
+        """(node, NodeService) pairs able to take Connect traffic for a service: the proxies whose
+        destination it is and its Connect-native instances, by node name then service ID."""
+        out = []
+        for node_key, sid in sorted(self.connect_index.get(_k(service), ())):
             node = self.nodes.get(node_key)
             svc = self.services.get(node_key, {}).get(sid)
             if node is not None and svc is not None:

@@ -54,12 +54,11 @@ def all_passing(checks: list[Record]) -> bool:
     return all(c["Status"] == "passing" for c in checks)
 
 
-def check_service_nodes(store: Store, service: str) -> list[dict[str, Any]]:
-    """Health CheckServiceNode objects (§3.3) for every instance of a service."""
-    return [
-        {"Node": node, "Service": svc, "Checks": store.instance_checks(node, svc)}
-        for node, svc in store.service_instances(service)
-    ]
+def check_service_nodes(store: Store, service: str, *, connect: bool = False) -> list[dict[str, Any]]:
+    """Health CheckServiceNode objects (§3.3) for every instance of a service (with `connect`,
+    for every proxy of it and Connect-native instance)."""
+    instances = store.connect_instances(service) if connect else store.service_instances(service)
+    return [{"Node": node, "Service": svc, "Checks": store.instance_checks(node, svc)} for node, svc in instances]
 
 
 def catalog_services(store: Store, keep: Any = None) -> dict[str, list[str]]:

@@ -8,6 +8,8 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     node(name)                  anything on that node (catalog/node, health/node)
     service(name)               anything that changes that service's answer: an instance, its
                                 checks, its node, the node's checks
+    connect(name)               anything that changes /v1/health/connect/<name>: a proxy for the
+                                service or a native instance, their checks and nodes
     kv(key)                     a KV key was written or deleted; KV_PREFIX marks them
     KVS, TOMBSTONES             any KV write; any KV delete
     COORDINATES, AUTOPILOT      network coordinates; the autopilot configuration
@@ -36,6 +38,7 @@ ACL = "acl"
 
 NODE_PREFIX = "node:"
 SERVICE_PREFIX = "svc:"
+CONNECT_PREFIX = "connect:"
 KV_PREFIX = "kv:"
 
 
@@ -45,6 +48,10 @@ def node(name: str) -> str:
 
 def service(name: str) -> str:
     return SERVICE_PREFIX + name.lower()
+
+
+def connect(name: str) -> str:
+    return CONNECT_PREFIX + name.lower()
 
 
 def kv(key: str) -> str:

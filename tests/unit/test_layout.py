@@ -106,6 +106,7 @@ SANS_IO_CORES = (
     "appliance/config/durations.py",
     "appliance/config/hcl.py",
     "appliance/local/definitions.py",
+    "appliance/local/mesh.py",
     # consul-template's language: lexer, parser, executor, Go's value formatting, time layouts.
     "appliance/template/lexer.py",
     "appliance/template/parse.py",
@@ -177,6 +178,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.config.errors",
             "appliance.config.hcl",
             "appliance.local.definitions",
+            "appliance.local.mesh",
             "appliance.template",
         ),
     ),

@@ -225,8 +225,11 @@ async def service_register(req: Request, ctx: HTTPContext) -> Answer:
         ctx.log.warning(f'Service name "{svc.name}" will not be discoverable via DNS due to invalid '
                           "characters. Valid characters include all alpha-numerics and dashes.")
     _refuse_remote_scripts(ctx, [c.kind for c in svc.checks])
-    ctx.local.add_service(svc, source="api", now=time.monotonic(), replace_existing_checks=replace_checks,
-                           raw=body)
+    try:
+        ctx.local.add_service(svc, source="api", now=time.monotonic(), replace_existing_checks=replace_checks,
+                               raw=body)
+    except DefinitionError as err:  # a sidecar that cannot be expanded (no port left)
+        raise HTTPError(400, str(err)) from None
     await _changed(ctx)
     return Answer()
 

@@ -51,8 +51,10 @@ def _catalog_service(raw: dict[str, Any], node: str, datacenter: str) -> dict[st
     """A decoded structs.NodeService, validated as an agent registration, as the command carries it."""
     if not raw.get("Service"):
         raise HTTPError(500, "Must provide service name")
-    fields = {k: v for k, v in raw.items() if k not in ("Service", "Proxy", "Connect", "Namespace", "Partition",
+    fields = {k: v for k, v in raw.items() if k not in ("Service", "Connect", "Namespace", "Partition",
                                                          "PeerName", "Locality")}
+    if isinstance(raw.get("Connect"), dict) and raw["Connect"].get("Native"):
+        fields["Connect"] = {"Native": raw["Connect"]["Native"]}  # only Native is kept in the catalog
     svc = parse_service_definition({"Name": raw["Service"], **fields})
     rendered = LocalState(node, datacenter).node_service(svc)
     if svc.tagged_addresses:
@@ -167,18 +169,28 @@ async def services(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def service(req: Request, ctx: HTTPContext) -> Answer:
+    return await _service_nodes(req, ctx, "/v1/catalog/service/", connect=False)
+
+
+async def connect(req: Request, ctx: HTTPContext) -> Answer:
+    """/v1/catalog/connect/<service>: the proxies for a service and its Connect-native instances."""
+    return await _service_nodes(req, ctx, "/v1/catalog/connect/", connect=True)
+
+
+async def _service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect: bool) -> Answer:
     store = ctx.store
-    name = path_tail(req, "/v1/catalog/service/")
+    name = path_tail(req, prefix)
     tags = req.query.getall("tag", [])
     want_meta = node_meta_filter(req)
     keep = compiled_filter(req, "catalog_service")
-    key = watchkeys.service(name)
+    key = watchkeys.connect(name) if connect else watchkeys.service(name)
+    instances = store.connect_instances if connect else store.service_instances
 
     def render() -> list[Any]:
         if peered(req):
             return []
         out = []
-        for node, svc in store.service_instances(name):
+        for node, svc in instances(name):
             if tags and not tags_match(svc, tags):
                 continue
             if not meta_matches(node["Meta"], want_meta):

@@ -87,20 +87,30 @@ async def state(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def service(req: Request, ctx: HTTPContext) -> Answer:
+    return await _check_service_nodes(req, ctx, "/v1/health/service/", connect=False)
+
+
+async def connect(req: Request, ctx: HTTPContext) -> Answer:
+    """/v1/health/connect/<service>: the proxies for a service and its Connect-native instances,
+    with their checks (a sidecar's alias check makes it critical when its app is)."""
+    return await _check_service_nodes(req, ctx, "/v1/health/connect/", connect=True)
+
+
+async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect: bool) -> Answer:
     store = ctx.store
     peer = peered(req)
-    name = path_tail(req, "/v1/health/service/")
+    name = path_tail(req, prefix)
     tags = req.query.getall("tag", [])
     passing = parse_bool_param(req, "passing")
     want_meta = node_meta_filter(req)
     keep = compiled_filter(req, "health_service")
-    key = watchkeys.service(name)
+    key = watchkeys.connect(name) if connect else watchkeys.service(name)
 
     def render() -> list[Any]:
         if peer:
             return []
         out = []
-        for csn in check_service_nodes(store, name):
+        for csn in check_service_nodes(store, name, connect=connect):
             if tags and not tags_match(csn["Service"], tags):
                 continue
             if want_meta and not meta_matches(csn["Node"]["Meta"], want_meta):
