@@ -243,6 +243,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
         autopilot=_autopilot(m),
+        connect_ca_config=dict(_get(m, "connect.ca_config", {}) or {}),
+        config_entries_bootstrap=tuple(_get(m, "config_entries.bootstrap", []) or []),
         telemetry=Telemetry(
             prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 60.0),
             disable_hostname=bool(_get(m, "telemetry.disable_hostname", False)),

@@ -236,6 +236,11 @@ class ConnectModel(Block):
     ca_config: dict[str, Any] | None = F(COMPAT)
 
 
+class ConfigEntriesModel(Block):
+    bootstrap: list[dict[str, Any]] | None = F(
+        "Config entries a server writes at start when none of that kind and name exists (docs/connect.md).")
+
+
 class AutoEncryptModel(Block):
     tls: bool | None = F(COMPAT)
     allow_tls: bool | None = F(COMPAT)
@@ -280,6 +285,7 @@ class ConfigFile(Block):
         'Output-only check updates are synced at most this often. Default "5m". ' + COMPAT)
     client_addr: str | None = F('Bind address(es) of HTTP, DNS and gRPC, space-separated. Default "127.0.0.1".')
     connect: ConnectModel | None = F(COMPAT)
+    config_entries: ConfigEntriesModel | None = F("Config entries to bootstrap (docs/connect.md).")
     data_dir: str | None = F("Directory for persistent state. Required except in -dev.")
     datacenter: str | None = F('Datacenter name: lowercase letters, digits, "-" and "_". Default "dc1".')
     default_query_time: Duration | None = F('Blocking-query wait when the request gives none. Default "300s".')

@@ -207,6 +207,10 @@ class RuntimeConfig:
     raft_multiplier: int = 5  # 1 in -dev; scales Raft timers
     raft_protocol: int = 3
     autopilot: Autopilot = field(default_factory=Autopilot)
+    # Connect: the CA provider's configuration (the operator's map, as written; appliance/connect/ca.py)
+    # and the config entries a server writes when none of that kind and name exists yet
+    connect_ca_config: dict[str, Any] = field(default_factory=dict)
+    config_entries_bootstrap: tuple[dict[str, Any], ...] = ()
     # telemetry
     telemetry: Telemetry = field(default_factory=Telemetry)
     # logging and process

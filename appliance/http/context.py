@@ -53,6 +53,7 @@ class HTTPContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("agent"))
     render_cache: RenderCache = field(default_factory=RenderCache)
     acl: Any = None  # this agent's ACL state (appliance/http/authz.py), made on first use with acl.enabled
+    connect: Any = None  # this agent's leaf cache (appliance/http/handlers/connect_ca.py), made on first use
     loop_time: Callable[[], float] = time.monotonic  # the event loop's clock (monotonic)
     pretty: bool = field(init=False)  # -dev: JSON is indented unless asked otherwise
     stopping: bool = field(init=False, default=False)  # the server is stopping: blocking reads answer now

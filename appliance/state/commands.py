@@ -445,6 +445,32 @@ def _prepared_query_rules(cmd: Command) -> None:
         raise InvalidCommand("prepared_query", "Op", f'must be "set" or "delete", not {_short(op)}')
 
 
+_CA_OPS = frozenset({"serial", "init", "set", "prune"})
+CA_ROOT = Record("CARoot", {
+    "ID": NAME, "Name": STRING, "SerialNumber": UINT64, "SigningKeyID": STRING, "ExternalTrustDomain": STRING,
+    "NotBefore": STRING, "NotAfter": STRING, "RootCert": NAME, "IntermediateCerts": spec(
+        (list,), "a list of strings", _all_str, null=True), "Active": BOOL, "PrivateKeyType": STRING,
+    "PrivateKeyBits": INT, "RotatedOutAt": STRING,
+}, ("ID", "RootCert", "Active"))
+CA_CONFIG = Record("CAConfiguration", {"Provider": NAME, "Config": JSON_MAP, "ClusterID": NAME},
+                   ("Provider", "Config", "ClusterID"))
+
+
+def _connect_ca_rules(cmd: Command) -> None:
+    if cmd["Op"] not in _CA_OPS:
+        raise InvalidCommand("connect_ca", "Op", f"must be one of {sorted(_CA_OPS)}, not {_short(cmd['Op'])}")
+    if cmd["Op"] == "init" and ("Config" not in cmd or "Roots" not in cmd):
+        raise InvalidCommand("connect_ca", "Config" if "Config" not in cmd else "Roots", 'is missing (Op "init")')
+
+
+def _config_entry_rules(cmd: Command) -> None:
+    op = cmd["Op"]
+    if op == "set" and "Entry" not in cmd:
+        raise InvalidCommand("config_entry", "Entry", 'is missing (Op "set")')
+    if op not in ("set", "delete"):
+        raise InvalidCommand("config_entry", "Op", f'must be "set" or "delete", not {_short(op)}')
+
+
 def _acl_rules(cmd: Command) -> None:
     from appliance.state.acl import command_problem
 
@@ -500,6 +526,15 @@ COMMANDS: dict[str, Definition] = {
         "Type": _TYPE, "Op": NAME, "Object": JSON_MAP, "ID": STRING, "IDs": STRINGS, "Create": BOOL,
         "ResetIndex": UINT64,
     }, ("Op",)), _acl_rules),
+    # the Connect CA (appliance/state/connect.py): a serial number, the first root, a rotation
+    "connect_ca": Definition(Record("connect_ca", {
+        "Type": _TYPE, "Op": NAME, "Config": CA_CONFIG.spec(), "Roots": CA_ROOT.list_spec(),
+        "Keys": STRING_MAP, "CAS": UINT64, "Serial": UINT64, "IDs": STRINGS,
+    }, ("Op",)), _connect_ca_rules),
+    # a config entry written whole (Consul's JSON shape, checked by appliance/connect/entries.py) or deleted
+    "config_entry": Definition(Record("config_entry", {
+        "Type": _TYPE, "Op": NAME, "Kind": NAME, "Name": NAME, "Entry": JSON_MAP, "CAS": UINT64,
+    }, ("Op", "Kind", "Name")), _config_entry_rules),
     "autopilot": Definition(Record("autopilot", {
         "Type": _TYPE, "Config": AUTOPILOT_CONFIG.spec(), "Init": BOOL, "CAS": UINT64,
     }, ("Config",))),

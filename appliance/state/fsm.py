@@ -43,6 +43,11 @@ Command types:
   acl         an ACL token, policy, role, auth method or binding rule written ("Op" "*_set",
               "Object") or deleted ("Op" "*_delete", "ID"), bootstrap, the built-ins ("init"):
               appliance/state/acl.py
+  connect_ca  the Connect CA: a serial number ("Op" "serial"), the first configuration and root
+              ("init"), a new configuration with its roots ("set", CAS on the roots), dropping
+              rotated-out roots ("prune"): appliance/state/connect.py
+  config_entry
+              a config entry set ("Op" "set", "Entry") or deleted, CAS on its ModifyIndex
   autopilot   set the autopilot configuration ("Config", API names); "CAS" compares ModifyIndex,
               "Init" sets it only if none is stored (the leader seeds it from the config file)
   coordinate_batch_update
@@ -61,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.state import acl, kv, queries, sessions, txn, watchkeys
+from appliance.state import acl, connect, kv, queries, sessions, txn, watchkeys
 from appliance.state.commands import (
     COMMANDS,
     Command,
@@ -383,6 +388,15 @@ class FSM:
             return acl.apply(self.store, index, cmd)
         except acl.AclStoreError as err:
             raise CommandError(str(err)) from None
+
+    def _apply_connect_ca(self, index: int, cmd: dict[str, Any]) -> Any:
+        try:
+            return connect.apply_ca(self.store, index, cmd)
+        except connect.ConnectStoreError as err:
+            raise CommandError(str(err)) from None
+
+    def _apply_config_entry(self, index: int, cmd: dict[str, Any]) -> bool:
+        return connect.apply_entry(self.store, index, cmd)
 
     # ------------------------------------------------------------------ coordinates
 

@@ -1,7 +1,8 @@
 """Snapshot and restore of the whole store.
 
 A snapshot is one msgpack document behind a version byte: the store's last index, its tables
-(nodes, services, checks, KV entries, tombstones, sessions, prepared queries) and its watch
+(nodes, services, checks, KV entries, tombstones, sessions, prepared queries, ACLs, the
+Connect CA and config entries) and its watch
 indexes. Restoring builds a new store from it and rebuilds the derived indexes (service-name
 index, sorted KV keys); Raft uses this to compact its log and to bring a lagging follower up to
 date. Restoring does not touch the bytes of KV values (they stay bytes).
@@ -20,6 +21,7 @@ import msgpack
 
 from appliance.state import sessions, watchkeys
 from appliance.state.acl import AclTables
+from appliance.state.connect import ConnectTables
 from appliance.state.store import Store
 
 SNAPSHOT_VERSION = 1
@@ -45,6 +47,7 @@ def snapshot(store: Store) -> bytes:
         "lock_released": store.lock_released,
         "prepared_queries": list(store.prepared_queries.values()),
         "acl": store.acl.dump(),
+        "connect": store.connect.dump(),
     }
     data: bytes
     try:  # strict first: msgpack's fast path (with an error handler it encodes each string apart)
@@ -92,6 +95,7 @@ def _tables(doc: Any) -> Store:
     for rec in doc.get("prepared_queries", ()):  # likewise
         store.prepared_queries[rec["ID"]] = rec
     store.acl = AclTables.load(doc.get("acl"))  # absent before ACLs existed
+    store.connect = ConnectTables.load(doc.get("connect"))  # absent before Connect existed
     sessions.rebuild(store)
     return store
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from appliance.state import watchkeys
 from appliance.state.acl import AclTables
+from appliance.state.connect import ConnectTables
 
 Record = dict[str, Any]
 
@@ -82,6 +83,7 @@ class Store:
         self.lock_released: dict[str, int] = {}
         self.prepared_queries: dict[str, Record] = {}  # ID -> PreparedQuery (appliance/state/queries.py)
         self.acl = AclTables()  # tokens, policies, roles, auth methods (appliance/state/acl.py)
+        self.connect = ConnectTables()  # CA, config entries (appliance/state/connect.py)
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)

@@ -16,6 +16,8 @@ watch key is built here, so writers and readers cannot disagree on a spelling:
     SESSIONS                    the sessions table (session/info, node, list)
     PREPARED_QUERIES            the prepared queries table (/v1/query)
     ACL                         ACL tokens, policies, roles, auth methods, binding rules
+    CONNECT_CA, CONNECT_LEAF    the CA's configuration and roots; a serial number handed out
+    config_kind(kind)           any config entry of a kind; config_entry(kind, name) one entry
     HTTP_STOPPING               not a write: the HTTP server is stopping (parked reads answer now)
 
 Node and service names are case-insensitive (Consul's memdb indexes), so their keys are built
@@ -35,11 +37,14 @@ HTTP_STOPPING = "http:stopping"
 SESSIONS = "sessions"
 PREPARED_QUERIES = "prepared-queries"
 ACL = "acl"
+CONNECT_CA = "connect-ca"
+CONNECT_LEAF = "connect-leaf"
 
 NODE_PREFIX = "node:"
 SERVICE_PREFIX = "svc:"
 CONNECT_PREFIX = "connect:"
 KV_PREFIX = "kv:"
+CONFIG_PREFIX = "config:"
 
 
 def node(name: str) -> str:
@@ -52,6 +57,14 @@ def service(name: str) -> str:
 
 def connect(name: str) -> str:
     return CONNECT_PREFIX + name.lower()
+
+
+def config_kind(kind: str) -> str:
+    return CONFIG_PREFIX + kind
+
+
+def config_entry(kind: str, name: str) -> str:
+    return f"{CONFIG_PREFIX}{kind}/{name}"
 
 
 def kv(key: str) -> str:

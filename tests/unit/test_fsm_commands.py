@@ -134,6 +134,16 @@ def producer_commands() -> list[dict[str, Any]]:
                                                            "Rules": "", "Datacenters": ["dc1"]}},
             {"Type": "acl", "Op": "policy_delete", "ID": "p-1"},
             {"Type": "acl", "Op": "tokens_delete", "IDs": [acl_token["AccessorID"]]}]
+    # the Connect CA (appliance/connect/authority.py, handlers/connect_ca.py) and config entries
+    from appliance.connect import authority
+
+    init = authority.bootstrap({}, "7f42f496-fbc7-8692-05ed-334aa5340c1e", 1, 1_700_000_000.0, "abcdefgh")
+    out += [{"Type": "connect_ca", "Op": "serial"}, init,
+            {"Type": "connect_ca", "Op": "set", "Config": init["Config"], "CAS": 5},
+            {"Type": "connect_ca", "Op": "prune", "IDs": [init["Roots"][0]["ID"]]},
+            {"Type": "config_entry", "Op": "set", "Kind": "service-defaults", "Name": "web",
+             "Entry": {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}, "CAS": 0},
+            {"Type": "config_entry", "Op": "delete", "Kind": "service-defaults", "Name": "web"}]
     # autopilot (HTTP handler and driver_autopilot.py), coordinates (coordinates.py), restore
     config = AutopilotConfig().to_api()
     out += [{"Type": "autopilot", "Init": True, "Config": config},

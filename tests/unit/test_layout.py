@@ -102,6 +102,12 @@ SANS_IO_CORES = (
     "appliance/watches/plan.py",
     # The ACL rules language, decisions, built-in objects and token resolution.
     "appliance/acl/*.py",
+    # Connect: the CA, SPIFFE identities, the leaf cache, config entries and intentions.
+    "appliance/connect/__init__.py",
+    "appliance/connect/ca.py",
+    "appliance/connect/spiffe.py",
+    "appliance/connect/authority.py",
+    "appliance/connect/leaf.py",
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/config/hcl.py",
@@ -194,6 +200,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.queries",
             "appliance.checks.rules",
             "appliance.rpc.frames",
+            "appliance.connect",
         ),
     ),
     # Configuration: files, flags, cloud metadata, the frozen RuntimeConfig the drivers receive.

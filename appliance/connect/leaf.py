@@ -1,0 +1,78 @@
+"""The agent's leaf certificate cache: one leaf per service name, renewed before it expires
+(reference/connect.md §1.7, §1.8).
+
+How it works
+------------
+An entry holds the leaf (certificate, key, serial, validity), the index it was issued at (its
+CreateIndex/ModifyIndex; the `X-Consul-Index` of the answer) and the instant to renew it. The
+renewal instant is Consul's soft expiry: a uniformly random point between 60 % and 90 % of the
+leaf's lifetime (from now if 60 % has passed; at once past 90 %, or when the leaf lives less
+than ten minutes). When the CA's active root changes (its SigningKeyID is not the leaf's
+AuthorityKeyId), the entry is renewed within a 30 s jitter window, so a rotation does not make
+every agent ask at the same instant; a non-blocking request renews at once (Consul's
+MustRevalidate: a plain GET never answers a leaf of a rotated-out root).
+
+`body` is Consul's IssuedCert. Time and randomness (a uniform number in [0, 1)) are passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.connect import ca
+
+CA_CHANGE_JITTER_S = 30.0
+MIN_LIFETIME_S = 600.0
+
+
+@dataclass(slots=True)
+class Entry:
+    service: str
+    uri: str
+    leaf: ca.Leaf
+    chain: str  # the leaf followed by the active root's intermediates (the cross-signed root)
+    index: int
+    renew_at: float
+
+
+def soft_expiry(valid_after: float, valid_before: float, now: float, rand: float) -> float:
+    life = valid_before - valid_after
+    if life < MIN_LIFETIME_S:
+        return now
+    low, high = valid_after + 0.6 * life, valid_after + 0.9 * life
+    if now >= high:
+        return now
+    low = max(low, now)
+    return low + (high - low) * rand
+
+
+class LeafCache:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+
+    def get(self, service: str) -> Entry | None:
+        return self.entries.get(service)
+
+    def put(self, service: str, uri: str, leaf: ca.Leaf, intermediates: list[str] | None, index: int, now: float,
+            rand: float) -> Entry:
+        chain = leaf.cert_pem + "".join(p if p.endswith("\n") else p + "\n" for p in intermediates or ())
+        entry = Entry(service, uri, leaf, chain, index, soft_expiry(leaf.valid_after, leaf.valid_before, now, rand))
+        self.entries[service] = entry
+        return entry
+
+    def root_changed(self, entry: Entry, signing_key_id: str, now: float, rand: float) -> None:
+        """The active root is not the one that signed this leaf: renew within the jitter window."""
+        if entry.leaf.authority_key_id != signing_key_id:
+            entry.renew_at = min(entry.renew_at, now + CA_CHANGE_JITTER_S * rand)
+
+    def stale(self, entry: Entry, signing_key_id: str, now: float) -> bool:
+        return now >= entry.renew_at or now >= entry.leaf.valid_before or (
+            entry.leaf.authority_key_id != signing_key_id and entry.renew_at <= now)
+
+
+def body(entry: Entry) -> dict[str, Any]:
+    leaf = entry.leaf
+    return {"SerialNumber": ca.serial_hex(leaf.serial), "CertPEM": entry.chain, "PrivateKeyPEM": leaf.key_pem,
+            "Service": entry.service, "ServiceURI": entry.uri, "ValidAfter": ca.rfc3339(leaf.valid_after),
+            "ValidBefore": ca.rfc3339(leaf.valid_before), "CreateIndex": entry.index, "ModifyIndex": entry.index}

@@ -1,0 +1,229 @@
+"""Connect's certificate authority over HTTP (reference/connect.md §1.6-§1.10).
+
+    GET /v1/connect/ca/roots                 the roots (blocking; ?pem=true: a PEM chain)
+    GET /v1/connect/ca/configuration         the CA configuration (blocking)
+    PUT /v1/connect/ca/configuration         a new configuration: maybe a root rotation
+    GET /v1/agent/connect/ca/roots           the roots, as this agent caches them (blocking)
+    GET /v1/agent/connect/ca/leaf/<service>  a leaf certificate for a service (blocking)
+
+The CA bootstraps on first use: when nothing is stored, the first request builds the first root
+from the agent's `connect { ca_provider ca_config }` and proposes it (`init` wins only if no CA
+is stored yet, so two agents racing store one). The cores are appliance/connect/ (ca.py,
+authority.py, leaf.py); the state is appliance/state/connect.py.
+
+Leaf certificates are made by the agent that is asked, per service name, and cached here (one
+`ConnectAgent` per HTTP context): a serial number comes from the replicated counter, then the
+CA's key signs a fresh EC P-256 key. A blocking request (`?index=` the leaf's ModifyIndex) waits
+until the leaf is renewed (its soft expiry, leaf.py) or the wait ends; a root rotation wakes it
+and the leaf is renewed within the jitter window. The answer carries `X-Cache` (HIT when the
+cached leaf was served) and `Age`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from appliance.api.gojson import ANY, BOOL, STRING, DecodeError, Map, Struct, decode
+from appliance.connect import authority, ca, leaf, spiffe
+from appliance.http.context import HTTPContext, park
+from appliance.http.encoding import read_json
+from appliance.http.errors import HTTPError
+from appliance.http.paths import path_tail
+from appliance.http.query import blocking, query_options
+from appliance.http.values import Answer, Request, json_answer
+from appliance.state import watchkeys
+from appliance.state.fsm import CommandError
+
+LEAF_PREFIX = "/v1/agent/connect/ca/leaf/"
+CA_CONFIGURATION = Struct("structs.CAConfiguration", {
+    "Provider": STRING, "Config": Map(ANY), "State": Map(STRING), "ForceWithoutCrossSigning": BOOL,
+    "ClusterID": STRING,
+}, ignored=("CreateIndex", "ModifyIndex"))
+
+
+class ConnectAgent:
+    """This agent's Connect state: the leaf cache and the locks that keep one issue per service."""
+
+    def __init__(self, ctx: HTTPContext) -> None:
+        self.cache = leaf.LeafCache()
+        self.issuing: dict[str, asyncio.Lock] = {}
+        self.ca_lock = asyncio.Lock()
+        self.clock: Callable[[], float] = time.time  # wall time: certificates carry it
+        self.rng = ctx.rng
+
+
+def connect_agent(ctx: HTTPContext) -> ConnectAgent:
+    agent: ConnectAgent | None = ctx.connect
+    if agent is None:
+        agent = ctx.connect = ConnectAgent(ctx)
+    return agent
+
+
+async def propose(ctx: HTTPContext, cmd: dict[str, Any]) -> Any:
+    try:
+        return await ctx.consensus.propose(cmd)
+    except CommandError as err:
+        raise HTTPError(500, str(err)) from None
+
+
+async def _serial(ctx: HTTPContext) -> tuple[int, int]:
+    got = await propose(ctx, {"Type": "connect_ca", "Op": "serial"})
+    return int(got["Serial"]), int(got["Index"])
+
+
+def _uid(agent: ConnectAgent) -> str:
+    return ca.compact_uid(agent.rng.getrandbits(64))
+
+
+async def ensure_ca(ctx: HTTPContext) -> None:
+    """Bootstrap the CA if none is stored yet (module docstring)."""
+    tables = ctx.store.connect
+    if tables.ca_config is not None:
+        await _prune(ctx)
+        return
+    agent = connect_agent(ctx)
+    async with agent.ca_lock:
+        if tables.ca_config is not None:
+            return
+        serial, _ = await _serial(ctx)
+        try:
+            cmd = authority.bootstrap(ctx.config.connect_ca_config, str(uuid.uuid4()), serial, agent.clock(),
+                                      _uid(agent))
+        except ca.CAError as err:
+            raise HTTPError(500, f"could not initialize provider: {err}") from None
+        if await propose(ctx, cmd):
+            ctx.log.info("initialized primary datacenter CA with provider: provider=consul")
+
+
+async def _prune(ctx: HTTPContext) -> None:
+    """Drop the roots rotated out a leaf TTL ago (authority.prunable)."""
+    ids = authority.prunable(ctx.store.connect, connect_agent(ctx).clock())
+    if ids:
+        await propose(ctx, {"Type": "connect_ca", "Op": "prune", "IDs": ids})
+
+
+def _pem_param(req: Request) -> bool:
+    if "pem" not in req.query:
+        return False
+    value = req.query["pem"]
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise HTTPError(400, "The 'pem' query parameter must be a boolean value")
+
+
+async def roots(req: Request, ctx: HTTPContext) -> Answer:
+    pem = _pem_param(req)
+    await ensure_ca(ctx)
+    tables = ctx.store.connect
+    body, headers = await blocking(req, ctx, index=lambda: ctx.store.index_of(watchkeys.CONNECT_CA),
+                                   keys=(watchkeys.CONNECT_CA,), render=lambda: authority.roots_body(tables))
+    if pem:
+        return Answer(200, headers, authority.roots_pem(tables).encode(), "application/pem-certificate-chain")
+    return json_answer(req, body, headers=headers)
+
+
+async def agent_roots(req: Request, ctx: HTTPContext) -> Answer:
+    answer = await roots(req, ctx)
+    answer.headers.update({"X-Cache": "HIT", "Age": "0"})
+    return answer
+
+
+async def configuration(req: Request, ctx: HTTPContext) -> Answer:
+    await ensure_ca(ctx)
+    tables = ctx.store.connect
+    body, headers = await blocking(req, ctx, index=lambda: ctx.store.index_of(watchkeys.CONNECT_CA),
+                                   keys=(watchkeys.CONNECT_CA,), render=lambda: authority.config_body(tables))
+    return json_answer(req, body, headers=headers)
+
+
+async def set_configuration(req: Request, ctx: HTTPContext) -> Answer:
+    raw = read_json(req)
+    try:
+        body = decode(raw, CA_CONFIGURATION) if raw is not None else {}
+    except DecodeError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from None
+    await ensure_ca(ctx)
+    tables = ctx.store.connect
+    if body.get("State"):
+        raise HTTPError(400, "Provider State is read-only. It must be omitted or identical to the current value")
+    agent = connect_agent(ctx)
+    async with agent.ca_lock:
+        first, _ = await _serial(ctx)
+        second, _ = await _serial(ctx)
+        try:
+            cmd = authority.update(tables, body.get("Provider") or "", body.get("Config") or {},
+                                   bool(body.get("ForceWithoutCrossSigning")), (first, second), agent.clock(),
+                                   _uid(agent))
+        except ca.CAError as err:
+            raise HTTPError(500, str(err)) from None
+        if cmd is not None:
+            await propose(ctx, cmd)
+            if "Roots" in cmd:
+                ctx.log.info("CA rotated to new root under provider: provider=consul")
+    return Answer(200, None, b"")
+
+
+# ------------------------------------------------------------------------------------ leaves
+
+
+async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str) -> leaf.Entry:
+    tables = ctx.store.connect
+    serial, index = await _serial(ctx)
+    found = authority.signer(tables)
+    if found is None or tables.ca_config is None:
+        raise HTTPError(500, "no CA roots")
+    root, key = found
+    cfg = ca.parse_config(tables.ca_config["Config"])
+    uri = spiffe.service_uri(authority.trust_domain(tables), ctx.config.datacenter, service)
+    now = agent.clock()
+    issued = ca.sign_leaf(key, root["RootCert"], uri, serial, now, cfg.leaf_ttl_s)
+    return agent.cache.put(service, uri, issued, root.get("IntermediateCerts"), index, now, agent.rng.random())
+
+
+async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tuple[leaf.Entry, bool]:
+    """The cached leaf for a service, renewed if due; (entry, whether the cache answered)."""
+    agent = connect_agent(ctx)
+    lock = agent.issuing.setdefault(service, asyncio.Lock())
+    async with lock:
+        entry = agent.cache.get(service)
+        active = ctx.store.connect.active_root()
+        signing = active["SigningKeyID"] if active else ""
+        now = agent.clock()
+        if entry is not None and entry.leaf.authority_key_id != signing:
+            if revalidate:
+                entry = None
+            else:
+                agent.cache.root_changed(entry, signing, now, agent.rng.random())
+        if entry is not None and not agent.cache.stale(entry, signing, now):
+            return entry, True
+        return await _issue(ctx, agent, service), False
+
+
+async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
+    service = path_tail(req, LEAF_PREFIX)
+    if not service:
+        raise HTTPError(400, "Missing service name")
+    opts = query_options(req)
+    await ensure_ca(ctx)
+    agent = connect_agent(ctx)
+    entry, hit = await current_leaf(ctx, service, revalidate=opts.index == 0)
+    if opts.index > 0 and entry.index == opts.index:
+        cfg = ctx.config
+        wait = min(opts.wait_s if opts.wait_s > 0 else cfg.default_query_time_s, cfg.max_query_time_s)
+        deadline = ctx.loop_time() + wait + ctx.rng.uniform(0, wait / 16)
+        while entry.index == opts.index and not ctx.stopping:
+            remaining = deadline - ctx.loop_time()
+            if remaining <= 0:
+                break
+            until_renewal = max(0.0, entry.renew_at - agent.clock())
+            await park(ctx, (watchkeys.CONNECT_CA,), (), min(remaining, until_renewal + 0.001))
+            entry, hit = await current_leaf(ctx, service, revalidate=False)
+    age = int(max(0.0, agent.clock() - entry.leaf.valid_after - ca.CLOCK_SKEW_S)) if hit else 0
+    headers = {"X-Consul-Index": str(entry.index), "X-Cache": "HIT" if hit else "MISS", "Age": str(age)}
+    return json_answer(req, leaf.body(entry), headers=headers)
