@@ -15,6 +15,8 @@ median ratio per commit with every run listed.
   raft  bench/raft/run.py --reps 1 --kills 0 --duration D: replicated writes/s, cairn / etcd
   raft-cpu  bench/raft/cpu.py --tree <worktree>: the leader's CPU microseconds per replicated
         write (not a ratio: lower is better)
+  http-cpu  bench/http/cpu.py --tree <worktree>: the agent's CPU microseconds per
+        GET /v1/health/service/web?passing (lower is better)
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ def run_raft_cpu(tree: Path, duration: int) -> float:
     return float(json.loads(out)["leader_us_per_write"])
 
 
-RUNNERS = {"http": run_http, "raft": run_raft, "raft-cpu": run_raft_cpu}
+def run_http_cpu(tree: Path, duration: int) -> float:
+    out = subprocess.run(["uv", "run", "--frozen", "python", str(ROOT / "bench/http/cpu.py"), "--tree", str(tree),
+                          "--duration", str(duration)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["cairn_us_per_request"])
+
+
+RUNNERS = {"http": run_http, "raft": run_raft, "raft-cpu": run_raft_cpu, "http-cpu": run_http_cpu}
 
 
 def main() -> None:
@@ -73,7 +81,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds per load run (default 5)")
     args = parser.parse_args()
     runner = RUNNERS[args.bench]
-    unit = " us" if args.bench == "raft-cpu" else "x"
+    unit = " us" if args.bench.endswith("-cpu") else "x"
     ratios: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="cairn-compare-") as tmp:
         trees = {"before": worktree(args.before, Path(tmp)), "after": worktree(args.after, Path(tmp))}

@@ -68,6 +68,7 @@ from appliance.http.context import HTTPContext
 from appliance.http.routes import ROUTES, Route
 from appliance.http.routing import Router, respond
 from appliance.http.values import Answer, Request, StreamAnswer
+from appliance.http.wire import direct_answer
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state import watchkeys
 from appliance.telemetry import record_http
@@ -484,10 +485,13 @@ class HTTPServer:
             record_http(tel, req.method, req.route, start)
         if isinstance(answer, StreamAnswer):
             return await self._stream(request, answer)
+        direct = direct_answer(request, answer)
+        if direct is not None:
+            return direct  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
         headers = answer.headers
-        if answer.content_type is not None:
-            headers["Content-Type"] = (answer.content_type + "; charset=" + answer.charset if answer.charset
-                                       else answer.content_type)
+        ctype = answer.content_type_value()
+        if ctype is not None:
+            headers["Content-Type"] = ctype
         return web.Response(status=answer.status, reason=answer.reason, body=answer.body, headers=headers)
 
     @staticmethod

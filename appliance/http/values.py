@@ -154,11 +154,18 @@ class Answer:
     def has_json(self) -> bool:
         return self.json is not _NO_JSON
 
+    def content_type_value(self) -> str | None:
+        """The `Content-Type` header's value, charset included (None: no such header)."""
+        ctype = self.content_type
+        if ctype is None or not self.charset:
+            return ctype
+        return ctype + "; charset=" + self.charset
+
     def header_list(self) -> list[tuple[str, str]]:
         """The headers as they go on the wire, Content-Type included (for another datacenter)."""
         out = list(self.headers.items())
-        if self.content_type is not None:
-            ctype = self.content_type + (f"; charset={self.charset}" if self.charset else "")
+        ctype = self.content_type_value()
+        if ctype is not None:
             out.append(("Content-Type", ctype))
         return out
 

@@ -482,3 +482,89 @@ def test_default_timeouts_leave_normal_clients_alone(agent: AgentProcess) -> Non
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
     assert agent.get("/v1/kv/pieces?raw")[2] == b"abcd"
     assert "Traceback" not in Path(agent.log_path).read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# the answer on the wire (appliance/http/wire.py)
+
+
+def read_answers(sock: socket.socket, count: int) -> list[tuple[str, dict[str, str], bytes]]:
+    """`count` whole answers from a kept-alive connection, each cut at its Content-Length."""
+    data, answers = b"", []
+    while len(answers) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            line, headers, _ = parse(data)
+            end = head_end + 4 + int(headers["content-length"])
+            if len(data) >= end:
+                answers.append((line, headers, data[head_end + 4:end]))
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(answers)} answers"
+        data += chunk
+    return answers
+
+
+def test_an_answer_carries_length_and_date_and_no_server_header(short: AgentProcess, log: Log) -> None:
+    """As Go's net/http writes it: Content-Length, Date, the handler's headers; no `Server:`."""
+    with connect(short) as sock:
+        sock.sendall(b"GET /v1/catalog/nodes HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(line, headers, body)] = read_answers(sock, 1)
+    assert line == "HTTP/1.1 200 OK"
+    assert headers["content-type"] == "application/json" and int(headers["content-length"]) == len(body)
+    assert headers["date"].endswith(" GMT") and "x-consul-index" in headers
+    assert "server" not in headers and "connection" not in headers
+    assert json.loads(body)[0]["Node"] == "hostile-conns"
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(short: AgentProcess, log: Log) -> None:
+    with connect(short) as sock:
+        sock.sendall(b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /v1/no/such HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /v1/catalog/nodes HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = read_answers(sock, 3)
+    assert [a[0] for a in answers] == ["HTTP/1.1 200 OK", "HTTP/1.1 404 Not Found", "HTTP/1.1 200 OK"]
+    assert answers[1][2] == b"Invalid URL path: not a recognized HTTP API endpoint"
+    assert answers[1][1]["content-type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("request_line", "extra", "status_line", "connection"),
+    [
+        ("HTTP/1.1", "Connection: close\r\n", "HTTP/1.1 200 OK", "close"),
+        ("HTTP/1.0", "", "HTTP/1.0 200 OK", None),
+    ],
+    ids=["1.1-close", "1.0"],
+)
+def test_a_connection_not_kept_alive_is_closed_after_its_answer(
+        short: AgentProcess, log: Log, request_line: str, extra: str, status_line: str, connection: str | None) -> None:
+    reply = exchange(short, f"GET /v1/status/leader {request_line}\r\nHost: x\r\n{extra}\r\n".encode())
+    line, headers, body = parse(reply)
+    assert line == status_line and headers.get("connection") == connection
+    assert json.loads(body)
+
+
+def test_an_http_1_0_keep_alive_client_keeps_its_connection(short: AgentProcess, log: Log) -> None:
+    with connect(short) as sock:
+        for _ in range(2):
+            sock.sendall(b"GET /v1/status/leader HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            [(line, headers, _)] = read_answers(sock, 1)
+            assert line == "HTTP/1.0 200 OK" and headers["connection"] == "keep-alive"
+
+
+def test_a_head_request_gets_no_body(short: AgentProcess, log: Log) -> None:
+    """HEAD is not a method of Consul's GET routes: 405 with `Allow` and the length of its text, but
+    no body on the wire (the next answer on the connection follows the head directly)."""
+    with connect(short) as sock:
+        sock.sendall(b"HEAD /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /v1/status/leader HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while not (data.count(b"HTTP/1.1 ") == 2 and data.endswith(b'"\n')):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    first, second = data.split(b"HTTP/1.1 200 OK")
+    line, headers, _ = parse(first)
+    assert line == "HTTP/1.1 405 Method Not Allowed" and first.endswith(b"\r\n\r\n"), first
+    assert headers["allow"] == "OPTIONS,GET" and headers["content-length"] == str(len("method HEAD not allowed"))
