@@ -1,78 +1,36 @@
-"""Real agent processes for the multi-process tests: servers (`cairn agent -server
--bootstrap-expect N`) and client agents on loopback, each with its own data dir and ports, joined
-by `-retry-join` on their gossip ports."""
+"""The former cluster-server helper's signature over the harness's one agent class (tests/harness):
+`Server(tmp_path, name, expect, hcl, server)`, `start(join)`, KV `put`/`get`, `stop(sig_kill)`.
+Kept only for tests not yet written against `tests.harness.Agent` and `Cluster`; new tests use
+those directly."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from tests.conftest import PROJECT_ROOT, free_ports, http
+from tests.harness import FAST_RAFT, Agent, server_args
 
 
-class Server:
-    """One server (a client agent with `server=False`); `start(join)` runs it (again, from its data
-    dir, after a stop)."""
-
+class Server(Agent):
     def __init__(self, tmp_path: Path, name: str, expect: int = 3, hcl: str = "", server: bool = True) -> None:
-        self.name = name
-        self.ports = free_ports(5)
-        self.data_dir = tmp_path / name
-        self.log_dir = tmp_path
-        self.url = f"http://127.0.0.1:{self.ports[0]}"
-        self.server_addr = f"127.0.0.1:{self.ports[2]}"
-        self.serf_addr = f"127.0.0.1:{self.ports[3]}"  # -retry-join goes to the gossip port
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-        self.expect = expect
-        self.hcl = hcl
-        self.server = server
+        extra = [hcl] if hcl else []
+        args = server_args(expect, *extra) if server else ["-hcl", FAST_RAFT, *(a for t in extra for a in ("-hcl", t))]
+        super().__init__(tmp_path, name, *args)
 
-    def start(self, join: list[str]) -> None:
-        http_port, dns_port, server_port, lan, wan = self.ports
-        role = ["-server", "-bootstrap-expect", str(self.expect)] if self.server else []
-        args = [sys.executable, "-m", "appliance", "agent", *role,
-                "-node", self.name, "-data-dir", str(self.data_dir), "-bind", "127.0.0.1",
-                "-client", "127.0.0.1", "-http-port", str(http_port), "-dns-port", str(dns_port),
-                "-server-port", str(server_port), "-serf-lan-port", str(lan), "-serf-wan-port", str(wan),
-                "-hcl", "performance { raft_multiplier = 1 }"]
-        if self.hcl:
-            args += ["-hcl", self.hcl]
-        for address in join:
-            args += ["-retry-join", address]
-        self.starts += 1
-        log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                     start_new_session=True)
+    @property
+    def serf_addr(self) -> str:
+        return self.lan_addr
 
-    def leader(self) -> str:
-        try:
-            status, _, body = http("GET", self.url + "/v1/status/leader", timeout=1)
-            return json.loads(body) if status == 200 else ""
-        except (OSError, ValueError):
-            return ""
+    def start(self, join: Sequence[str] = ()) -> Server:  # type: ignore[override]
+        self.join = list(join)
+        super().start()
+        return self
 
-    def put(self, key: str, value: str, timeout: float = 15) -> bool:
-        try:
-            status, _, body = http("PUT", f"{self.url}/v1/kv/{key}", value, timeout=timeout)
-            return status == 200 and body.strip() == b"true"
-        except OSError:
-            return False
+    def put(self, key: str, value: str, timeout: float = 15) -> bool:  # type: ignore[override]
+        return self.kv_put(key, value, timeout)
 
-    def get(self, key: str, query: str = "") -> bytes | None:
-        status, _, body = http("GET", f"{self.url}/v1/kv/{key}?raw{query}", timeout=15)
-        return body if status == 200 else None
+    def get(self, key: str, query: str = "") -> bytes | None:  # type: ignore[override]
+        return self.kv_get(key, query)
 
-    def stop(self, sig_kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            if sig_kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+    def stop(self, sig_kill: bool = False) -> int | None:  # type: ignore[override]
+        return super().stop(sig_kill)
