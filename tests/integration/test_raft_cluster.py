@@ -21,27 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Server
-from tests.conftest import free_ports, http, wait_until
+from tests.harness import Cluster, free_ports, http, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    servers = [Server(tmp_path, f"s{i}") for i in range(1, 4)]
-    join = [s.serf_addr for s in servers]
-    for s in servers:
-        s.start(join)
-    try:
-        yield servers, join
-    finally:
-        for s in servers:
-            s.stop()
+    with Cluster(tmp_path, servers=3).start() as cluster:
+        yield cluster.servers
 
 
 def test_three_servers_survive_kill_9_of_the_leader_under_load(cluster):
-    servers, join = cluster
+    servers = cluster
     leaders = wait_until(lambda: {s.leader() for s in servers} if all(s.leader() for s in servers)
                          and len({s.leader() for s in servers}) == 1 else None,
                          timeout=30, what="one leader known to all three servers")
@@ -65,9 +57,9 @@ def test_three_servers_survive_kill_9_of_the_leader_under_load(cluster):
 
     # a write through every server, followers included (forwarded to the leader)
     for i, s in enumerate(servers):
-        assert s.put(f"direct/{i}", f"via-{s.name}")
+        assert s.kv_put(f"direct/{i}", f"via-{s.name}")
     for s in servers:
-        assert s.get("direct/0", "&consistent") == b"via-s1"  # read index on any server
+        assert s.kv_get("direct/0", "&consistent") == b"via-s1"  # read index on any server
 
     acked: dict[str, str] = {}
     lock = threading.Lock()
@@ -80,7 +72,7 @@ def test_three_servers_survive_kill_9_of_the_leader_under_load(cluster):
             targets = [s for s in servers if s.name not in dead]
             s = targets[(n + seq) % len(targets)]
             key, value = f"load/{n}/{seq}", f"{n}-{seq}"
-            if s.put(key, value, timeout=12):
+            if s.kv_put(key, value, timeout=12):
                 with lock:
                     acked[key] = value
             seq += 1
@@ -93,7 +85,7 @@ def test_three_servers_survive_kill_9_of_the_leader_under_load(cluster):
     with lock:
         before_kill = len(acked)
     dead.add(old.name)
-    old.stop(sig_kill=True)  # kill -9: no graceful leave, no flush
+    old.stop(kill=True)  # kill -9: no graceful leave, no flush
     killed_at = time.monotonic()
     survivors = [s for s in servers if s is not old]
     new_leader = wait_until(lambda: next((s.leader() for s in survivors
@@ -109,24 +101,24 @@ def test_three_servers_survive_kill_9_of_the_leader_under_load(cluster):
     print(f"acknowledged writes: {before_kill} before the kill, {len(acked)} in all")
     assert before_kill > 0 and len(acked) > before_kill, (before_kill, len(acked))
 
-    old.start(join)  # the old leader comes back from its data dir
+    old.start()  # the old leader comes back from its data dir
     wait_until(lambda: old.leader() == new_leader, timeout=20, what="the old leader rejoins as a follower")
     for s in servers:
-        wait_until(lambda s=s: s.get("direct/2", "&consistent") == b"via-s3", timeout=10, what=f"{s.name} caught up")
-        missing = [k for k, v in acked.items() if s.get(k, "&stale") != v.encode()]
+        wait_until(lambda s=s: s.kv_get("direct/2", "&consistent") == b"via-s3", timeout=10, what=f"{s.name} caught up")
+        missing = [k for k, v in acked.items() if s.kv_get(k, "&stale") != v.encode()]
         assert not missing, f"{s.name} lost {len(missing)} acknowledged writes, e.g. {missing[:5]}"
 
     # all three stop and start again: the whole state comes back from their data dirs
     for s in servers:
         s.stop()
     for s in servers:
-        s.start(join)
+        s.start()
     wait_until(lambda: len({s.leader() for s in servers} - {""}) == 1 and all(s.leader() for s in servers),
                timeout=20, what="a leader after restarting every server")
-    assert servers[0].put("after/restart", "yes")
+    assert servers[0].kv_put("after/restart", "yes")
     for s in servers:
-        wait_until(lambda s=s: s.get("after/restart", "&consistent") == b"yes", timeout=10, what=s.name)
-        missing = [k for k, v in acked.items() if s.get(k, "&stale") != v.encode()]
+        wait_until(lambda s=s: s.kv_get("after/restart", "&consistent") == b"yes", timeout=10, what=s.name)
+        missing = [k for k, v in acked.items() if s.kv_get(k, "&stale") != v.encode()]
         assert not missing, f"{s.name} lost {len(missing)} writes across a full restart, e.g. {missing[:5]}"
 
 
