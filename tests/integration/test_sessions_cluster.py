@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Server
-from tests.conftest import http, wait_until
+from tests.harness import Agent, Cluster, http, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 
-def call(server: Server, method: str, path: str, body: object = None) -> tuple[int, object]:
+def call(server: Agent, method: str, path: str, body: object = None) -> tuple[int, object]:
     status, _, data = http(method, server.url + path, json.dumps(body) if body is not None else None, timeout=15)
     try:
         return status, json.loads(data) if data.strip() else None
@@ -28,15 +27,8 @@ def call(server: Server, method: str, path: str, body: object = None) -> tuple[i
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    servers = [Server(tmp_path, f"s{i}") for i in range(1, 4)]
-    join = [s.serf_addr for s in servers]
-    for s in servers:
-        s.start(join)
-    try:
-        yield servers
-    finally:
-        for s in servers:
-            s.stop()
+    with Cluster(tmp_path, servers=3).start() as cluster:
+        yield cluster.servers
 
 
 def test_a_session_outlives_a_leader_kill_then_expires_on_the_new_leader(cluster):
@@ -61,7 +53,7 @@ def test_a_session_outlives_a_leader_kill_then_expires_on_the_new_leader(cluster
     status, body = call(b, "PUT", f"/v1/session/renew/{holder}")
     assert status == 200 and body[0]["TTL"] == "10s"  # type: ignore[index]
 
-    leader.stop(sig_kill=True)
+    leader.stop(kill=True)
     new_leader = wait_until(lambda: a.leader() if a.leader() and a.leader() == b.leader() != leader_addr
                             else None, timeout=20, what="a new leader")
     assert new_leader != leader_addr
