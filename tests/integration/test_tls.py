@@ -28,8 +28,8 @@ from appliance.rpc.frames import Kind, encode_frame
 from appliance.rpc.listener import RpcListener
 from appliance.tls import certs, context
 from appliance.tls.accept import Acceptor, Choice
-from tests.cluster import Server
-from tests.conftest import AgentProcess, free_port, wait_until
+from tests.conftest import AgentProcess
+from tests.harness import Agent, Cluster, free_port, server_args, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("openssl") is None,
                                 reason="needs curl and openssl")
@@ -228,15 +228,13 @@ def closed_by_peer(sock: socket.socket) -> bool:
 
 @pytest.mark.timeout(120)
 def test_cluster_with_mutual_tls_on_the_rpc_port(tmp_path, pki):
-    servers = [Server(tmp_path, f"s{i}", hcl=rpc_hcl(pki, "server")) for i in range(1, 4)]
-    client = Server(tmp_path, "c1", hcl=rpc_hcl(pki, "client"), server=False)
-    join = [s.serf_addr for s in servers]
-    try:
-        for s in [*servers, client]:
-            s.start(join)
+    cluster = Cluster(tmp_path, servers=3, clients=1, server_extra=["-hcl", rpc_hcl(pki, "server")],
+                      client_extra=["-hcl", rpc_hcl(pki, "client")])
+    servers, (client,) = cluster.servers, cluster.clients
+    with cluster.start():
         wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
-        wait_until(lambda: client.put("tls/key", "through-the-client"), timeout=60, what="a write via the client")
-        assert wait_until(lambda: servers[0].get("tls/key"), what="the write on a server") == b"through-the-client"
+        wait_until(lambda: client.kv_put("tls/key", "through-the-client"), timeout=60, what="a write via the client")
+        assert wait_until(lambda: servers[0].kv_get("tls/key"), what="the write on a server") == b"through-the-client"
         target = servers[0].server_addr
 
         # openssl s_client on the RPC port: the server's certificate verifies for server.dc1.consul ...
@@ -258,7 +256,7 @@ def test_cluster_with_mutual_tls_on_the_rpc_port(tmp_path, pki):
         with rpc_tls_socket(target, pki, "client") as rogue:
             rogue.sendall(encode_frame([Kind.HELLO, "rogue", "127.0.0.1:1", 0, []]))
             assert closed_by_peer(rogue)
-        wait_until(lambda: "refusing server RPC" in (tmp_path / "s1-1.log").read_text(), what="the refusal logged")
+        wait_until(lambda: "refusing server RPC" in servers[0].log(), what="the refusal logged")
         # a certificate from another CA does not get through the handshake
         other = write_pki(tmp_path / "other")
         with (pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)),
@@ -266,10 +264,7 @@ def test_cluster_with_mutual_tls_on_the_rpc_port(tmp_path, pki):
             stranger.sendall(encode_frame([Kind.HELLO, "x", "127.0.0.1:1", 0, []]))
             if closed_by_peer(stranger):
                 raise ConnectionResetError
-        assert client.put("tls/after", "still-fine")  # the cluster is unharmed
-    finally:
-        for s in [client, *servers]:
-            s.stop()
+        assert client.kv_put("tls/after", "still-fine")  # the cluster is unharmed
 
 
 def test_outgoing_rpc_checks_the_server_name(tmp_path, pki):
@@ -347,20 +342,19 @@ def test_cli_over_https_with_environment_and_flags(tmp_path, pki):
 def test_a_client_certificate_cannot_join_as_a_server(tmp_path, pki):
     """A machine holding only a client certificate, started as a server, gets nothing: servers
     refuse its server-to-server frames and it cannot pass their hostname check either."""
-    servers = [Server(tmp_path, f"s{i}", hcl=rpc_hcl(pki, "server")) for i in range(1, 4)]
-    rogue = Server(tmp_path, "rogue", hcl=rpc_hcl(pki, "client"))
-    join = [s.serf_addr for s in servers]
+    cluster = Cluster(tmp_path, servers=3, server_extra=["-hcl", rpc_hcl(pki, "server")])
+    servers = cluster.servers
+    rogue = Agent(tmp_path, "rogue", *server_args(3, rpc_hcl(pki, "client")), join=cluster.join)
     try:
-        for s in servers:
-            s.start(join)
+        cluster.start()
         wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
-        assert servers[0].put("tls/secret", "for-servers-only")
-        rogue.start(join)
-        wait_until(lambda: "refusing server RPC" in "".join(
-            (tmp_path / f"s{i}-1.log").read_text() for i in range(1, 4)), timeout=30, what="the rogue refused")
+        assert servers[0].kv_put("tls/secret", "for-servers-only")
+        rogue.start()
+        wait_until(lambda: "refusing server RPC" in "".join(s.log() for s in servers), timeout=30,
+                   what="the rogue refused")
         # and the servers that dial it see a certificate without their server name
-        wait_until(lambda: "Hostname mismatch" in "".join(
-            (tmp_path / f"s{i}-1.log").read_text() for i in range(1, 4)), timeout=30, what="the hostname check")
+        wait_until(lambda: "Hostname mismatch" in "".join(s.log() for s in servers), timeout=30,
+                   what="the hostname check")
         relay = RpcRelay(rogue.server_addr)  # openssl's view of the rogue: not server.dc1.consul
         try:
             shown = s_client(relay.port, pki, "-cert", str(pki["server"]), "-key", str(pki["server_key"]))
@@ -370,14 +364,14 @@ def test_a_client_certificate_cannot_join_as_a_server(tmp_path, pki):
         time.sleep(3)  # time enough for Raft to have replicated to it, were it accepted
         assert rogue.leader() == ""
         try:
-            got = rogue.get("tls/secret", "&stale")  # no leader, no data: the stale read finds nothing
+            got = rogue.kv_get("tls/secret", "&stale")  # no leader, no data: the stale read finds nothing
         except OSError:
             got = None
         assert got is None
-        assert servers[1].put("tls/after", "fine")
+        assert servers[1].kv_put("tls/after", "fine")
     finally:
-        for s in [rogue, *servers]:
-            s.stop()
+        rogue.stop()
+        cluster.stop()
 
 
 def test_rpc_certificates_swap_on_reinstall_and_open_connections_stay(tmp_path, pki):
@@ -441,22 +435,23 @@ def test_requests_forwarded_to_another_datacenter_check_its_server_name(tmp_path
     pki["server2"], pki["server2_key"] = tmp_path / "dc2.pem", tmp_path / "dc2-key.pem"
     pki["server2"].write_bytes(dc2.cert_pem)
     pki["server2_key"].write_bytes(dc2.key_pem)
-    s1 = Server(tmp_path, "s1", expect=1, hcl=rpc_hcl(pki, "server"))
-    s2 = Server(tmp_path, "s2", expect=1, hcl=rpc_hcl(pki, dc2_cert) + ' datacenter = "dc2" '
-                f'retry_join_wan = ["127.0.0.1:{s1.ports[4]}"] retry_interval_wan = "1s"')
+    s1 = Agent(tmp_path, "s1", *server_args(1, rpc_hcl(pki, "server")))
+    s2 = Agent(tmp_path, "s2", *server_args(1, rpc_hcl(pki, dc2_cert) + ' datacenter = "dc2" '
+                                            f'retry_join_wan = ["{s1.wan_addr}"] retry_interval_wan = "1s"'))
     try:
-        s1.start([])
-        s2.start([])
+        s1.start()
+        s2.start()
         wait_until(lambda: s1.leader() and s2.leader(), timeout=60, what="two leaders")
         if dc2_cert == "server":
-            wait_until(lambda: not s1.put("tls/remote?dc=dc2", "across", timeout=5)
-                       and "Hostname mismatch" in (tmp_path / "s1-1.log").read_text(), timeout=60,
+            wait_until(lambda: not s1.kv_put("tls/remote?dc=dc2", "across", timeout=5)
+                       and "Hostname mismatch" in s1.log(), timeout=60,
                        what="dc1 refusing dc2's certificate")
-            assert s2.get("tls/remote") is None
+            assert s2.kv_get("tls/remote") is None
             return
-        wait_until(lambda: s1.put("tls/remote?dc=dc2", "across", timeout=5), timeout=60, what="a write to dc2 via dc1")
-        assert s2.get("tls/remote") == b"across"
-        assert s1.get("tls/remote") is None  # it went to dc2, not dc1
+        wait_until(lambda: s1.kv_put("tls/remote?dc=dc2", "across", timeout=5), timeout=60,
+                   what="a write to dc2 via dc1")
+        assert s2.kv_get("tls/remote") == b"across"
+        assert s1.kv_get("tls/remote") is None  # it went to dc2, not dc1
     finally:
         for s in (s1, s2):
             s.stop()
