@@ -125,6 +125,8 @@ class Agent:
             self.dns.fetch_remote = self.federation.lookup  # <svc>.service.<dc>.consul
             self.dns.run_query = functools.partial(query.run_for_dns, self.http.dispatch)  # <q>.query.consul
             self.dns.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)  # set-agent-token dns
+        if config.acl.enabled:  # anti-entropy and coordinates write with the agent's tokens
+            self.local.syncer.tokens.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
         self.watches = WatchService(config)  # the `watches` block; refuses a bad one
@@ -143,7 +145,8 @@ class Agent:
         server = self.server
         return HTTPContext(
             config=self.config, store=self.store, hub=self.hub, consensus=self.consensus, local=self.local.state,
-            control=seams.Control(self.local.changed, self.local.syncer.sync_now, self.reload, self.leave),
+            control=seams.Control(self.local.changed, self.local.syncer.sync_now, self.reload, self.leave,
+                                  self.local.full_sync_soon),
             membership=seams.GossipMembership(self.gossip, self.wan),
             federation=seams.Federation(lambda: self.config, self.federation, self.wan),
             events=self.events, coordinates=seams.Coordinates(self.lan_coordinate, self.coordinate_batcher),
@@ -271,7 +274,7 @@ class Agent:
         await services.start("coordinate-batch", self.coordinate_batcher.serve)
         services.start_soon("coordinate-sync", send_coordinates(
             lambda: self.config.node_name, self.lan_coordinate, self.cluster_size, self.coordinate_batcher,
-            self.rng))
+            self.rng, token=self.local.syncer.tokens.node))
         for ext in self.extensions:
             if hasattr(ext, "serve"):
                 await services.start(f"extension:{type(ext).__module__}", ext.serve)

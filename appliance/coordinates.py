@@ -29,6 +29,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from appliance.acl.caller import acting_as, caller_token
+from appliance.acl.commands import PermissionDenied
 from appliance.gossip.coordinate import Coordinate, CoordinateError, sort_by_distance
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.store import Store
@@ -74,15 +76,18 @@ class CoordinateBatcher:
 
     def __init__(self, propose: Callable[[dict[str, Any]], Any]) -> None:
         self.propose = propose  # async (command) -> result
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, tuple[dict[str, Any], str]] = {}  # node:segment -> (update, token)
         self.discarded = 0
         self.applied = 0
 
-    def submit(self, update: dict[str, Any]) -> None:
-        self.pending[f"{update['Node']}:{update['Segment']}"] = update
+    def submit(self, update: dict[str, Any], token: str | None = None) -> None:
+        """Queue an update; it is written with `token` (default: the current caller's,
+        appliance/acl/caller.py), which a client agent forwards for the server to authorize."""
+        self.pending[f"{update['Node']}:{update['Segment']}"] = (update, caller_token() if token is None else token)
 
     async def flush(self) -> int:
-        """Propose what is pending; returns how many updates were proposed."""
+        """Propose what is pending, in batches of one token each; returns how many updates were
+        proposed. A batch the servers' ACLs refuse is dropped (`Coordinate update blocked by ACLs`)."""
         pending, self.pending = self.pending, {}
         limit = COORDINATE_UPDATE_BATCH_SIZE * COORDINATE_UPDATE_MAX_BATCHES
         updates = list(pending.values())
@@ -90,10 +95,19 @@ class CoordinateBatcher:
             self.discarded += len(updates) - limit
             log.warning("Discarded %d coordinate updates", len(updates) - limit)
             updates = updates[:limit]
-        for start in range(0, len(updates), COORDINATE_UPDATE_BATCH_SIZE):
-            batch = updates[start:start + COORDINATE_UPDATE_BATCH_SIZE]
-            await self.propose({"Type": "coordinate_batch_update", "Updates": batch})
-            self.applied += len(batch)
+        by_token: dict[str, list[dict[str, Any]]] = {}
+        for update, token in updates:
+            by_token.setdefault(token, []).append(update)
+        for token, group in by_token.items():
+            for start in range(0, len(group), COORDINATE_UPDATE_BATCH_SIZE):
+                batch = group[start:start + COORDINATE_UPDATE_BATCH_SIZE]
+                try:
+                    with acting_as(token):
+                        await self.propose({"Type": "coordinate_batch_update", "Updates": batch})
+                except PermissionDenied as err:
+                    log.warning("Coordinate update blocked by ACLs: error=%r", str(err))
+                    continue
+                self.applied += len(batch)
         return len(updates)
 
     async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
@@ -109,14 +123,15 @@ class CoordinateBatcher:
 
 async def send_coordinates(node: Callable[[], str], coordinate: Callable[[], Coordinate],
                            members: Callable[[], int], batcher: CoordinateBatcher, rng: random.Random,
-                           interval_min_s: float = SYNC_COORDINATE_INTERVAL_MIN_S) -> None:
-    """Consul's sendCoordinate loop: our LAN coordinate to the catalog, rate-scaled and staggered.
-    The first one goes within a second of start, so a new agent (a -dev server) is in
-    /v1/coordinate/nodes with the next batch rather than 15-30 s later."""
+                           interval_min_s: float = SYNC_COORDINATE_INTERVAL_MIN_S,
+                           token: Callable[[], str] = lambda: "") -> None:
+    """Consul's sendCoordinate loop: our LAN coordinate to the catalog, rate-scaled and staggered,
+    written with the agent token (`token`). The first one goes within a second of start, so a new
+    agent (a -dev server) is in /v1/coordinate/nodes with the next batch rather than 15-30 s later."""
     wait = rng.uniform(0, min(1.0, interval_min_s))
     while True:
         await asyncio.sleep(wait)
-        batcher.submit({"Node": node(), "Segment": "", "Coord": coordinate().to_json()})
+        batcher.submit({"Node": node(), "Segment": "", "Coord": coordinate().to_json()}, token())
         interval = send_interval_s(members(), minimum_s=interval_min_s)
         wait = interval + rng.uniform(0, interval)
 

@@ -68,6 +68,10 @@ class AgentControl(Protocol):
 
     async def leave(self) -> None: ...
 
+    def full_sync_soon(self) -> None:
+        """Compare everything with the catalog at the next sync, soon (the agent's tokens changed)."""
+        ...
+
 
 class Membership(Protocol):
     """The gossip pools: members as Consul renders them, join, force-leave, the keyring."""

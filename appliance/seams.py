@@ -111,8 +111,10 @@ class Control:
     """`AgentControl` over the agent's callables (sync after a local change, reload, leave)."""
 
     def __init__(self, changed: Callable[[], None], sync_now: Callable[[], Awaitable[Any]],
-                 reload: Callable[[], Awaitable[None]], leave: Callable[[], Awaitable[None]]) -> None:
+                 reload: Callable[[], Awaitable[None]], leave: Callable[[], Awaitable[None]],
+                 full_sync_soon: Callable[[], None] = lambda: None) -> None:
         self._changed, self._sync_now, self._reload, self._leave = changed, sync_now, reload, leave
+        self.full_sync_soon = full_sync_soon
 
     async def changed(self) -> None:
         self._changed()

@@ -9,7 +9,9 @@ store through appliance/rpc/feed.py, other datacenters' requests), autopilot
 timers, renewals, lock-delays) and the member reconciler (appliance/reconcile.py:
 `serfHealth`, the `consul` service). It listens to the LAN pool: a server of this datacenter that
 is alive becomes a peer the RPC layer can dial (bootstrap_expect), and autopilot hears of servers
-that fail or leave. The composition root (appliance/agent.py) starts the parts in its task tree.
+that fail or leave. With ACLs on, the writes client agents forward are authorized with the token
+each carries before they are proposed (`forwarded_writes`). The composition root
+(appliance/agent.py) starts the parts in its task tree.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
+from typing import Any
 
 from appliance import CONSUL_COMPAT_VERSION
+from appliance.acl.commands import ForwardedWrites
 from appliance.config.identity import advertise_address
 from appliance.config.runtime import RuntimeConfig
 from appliance.gossip.driver import GossipDriver
@@ -60,7 +65,8 @@ class ServerRole:
         if not config.dev:
             self.transport = RaftTransport(self.raft, bind=config.bind_addr, port=config.ports.server,
                                            bootstrap_expect=config.bootstrap_expect)
-            self.transport.feed = ReplicaFeed(self.raft, store)  # client agents follow it
+            self.transport.feed = ReplicaFeed(self.raft, store,  # client agents follow it
+                                              authorize=forwarded_writes(config, store))
             self.transport.on_server_seen = self.autopilot.server_seen
         self.reconciler = MemberReconciler(
             store=store, consensus=self.raft, members=gossip.members, member=gossip.member,
@@ -117,6 +123,15 @@ class ServerRole:
 
     def _node_names_by_id(self) -> dict[str, str]:
         return {(n.get("ID") or "").lower(): n["Node"] for n in self.store.nodes.values() if n.get("ID")}
+
+
+def forwarded_writes(cfg: RuntimeConfig, store: Store) -> Callable[[dict[str, Any], str], None] | None:
+    """With ACLs on, the check of the writes client agents forward (appliance/acl/commands.py):
+    the token each carries, resolved in this server's tables, must allow the write."""
+    if not cfg.acl.enabled:
+        return None
+    writes = ForwardedWrites(cfg.datacenter, cfg.acl.default_policy == "allow")
+    return lambda command, secret: writes.check(store, secret, command, time.time())
 
 
 def autopilot_defaults(cfg: RuntimeConfig) -> AutopilotConfig:

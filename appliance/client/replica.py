@@ -20,7 +20,9 @@ one connection to one server:
   no heartbeat round) and wait until the replica has applied it, so they never see data older
   than a write acknowledged before the read began; `?consistent` asks the leader to confirm its
   leadership with a heartbeat round first.
-* **Writes are forwarded.** `propose()` sends FORWARD; the server proposes the command (through
+* **Writes are forwarded.** `propose()` sends FORWARD with the secret the write acts with (the
+  caller's token, or the agent's and the services' own for anti-entropy: appliance/acl/caller.py);
+  the server authorizes it with ACLs on (appliance/acl/commands.py), proposes the command (through
   the leader) and answers with the result and an index at or after the write's. The answer is
   held until the replica has applied that index: a client reads its own writes.
 * **Failover.** When the connection breaks, the server goes quiet for `SILENCE_S` (it sends a
@@ -43,6 +45,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.acl.caller import caller_token
+from appliance.acl.commands import PermissionDenied
 from appliance.client.servers import ServerList
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.raft.messages import NotLeader, RaftError
@@ -142,10 +146,14 @@ class Replica:
         self._listeners.append(listener)
 
     async def propose(self, command: dict[str, Any]) -> Any:
-        """Forward one write to a server; return once this replica has applied it."""
-        status, value, index = await self._request(Kind.FORWARD, command, retry=False)
+        """Forward one write to a server, with the secret it acts with (appliance/acl/caller.py);
+        return once this replica has applied it. A write the server's ACLs refuse raises
+        PermissionDenied with Consul's text."""
+        status, value, index = await self._request(Kind.FORWARD, command, retry=False, token=caller_token())
         if status == "command":
             raise CommandError(str(value))
+        if status == "denied":
+            raise PermissionDenied(f"rpc error making call: {value}")
         if status == "notleader":
             raise NotLeader("")
         if status != "ok":
@@ -190,6 +198,11 @@ class Replica:
     @property
     def leader_id(self) -> str:
         return self.status.get("leader", "") if self.server else ""
+
+    @property
+    def connected(self) -> bool:
+        """Whether this replica streams from a server now (ACL token resolution is "up")."""
+        return bool(self.server)
 
     @property
     def known_leader(self) -> bool:
@@ -237,15 +250,16 @@ class Replica:
         assert self._writer is not None
         return self._writer
 
-    async def _request(self, kind: Kind, arg: Any, *, retry: bool) -> tuple[str, Any, int]:
-        """Send one request on the current connection; reads are retried on the next one."""
+    async def _request(self, kind: Kind, arg: Any, *, retry: bool, token: str = "") -> tuple[str, Any, int]:
+        """Send one request on the current connection; reads are retried on the next one. A
+        write's secret rides as a fifth field (a server without it takes the write as anonymous)."""
         for attempt in range(3):
             writer = await self._wait_connected()
             request_id = next(self._ids)
             fut = asyncio.get_running_loop().create_future()
             self._pending[request_id] = fut
             try:
-                writer.write(encode_frame([kind, request_id, "", arg]))
+                writer.write(encode_frame([kind, request_id, "", arg, token] if token else [kind, request_id, "", arg]))
                 return await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
             except LostConnection:
                 if not retry or attempt == 2:

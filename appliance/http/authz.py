@@ -9,7 +9,9 @@ The request's secret is the first of `X-Consul-Token`, `Authorization: Bearer`, 
 (Request.token), the agent's `default` token, `anonymous`. It resolves through the store's ACL
 tables (appliance/acl/resolve.py: cached per secret until the tables change or the token expires);
 the agent's `agent_recovery` secret resolves locally (agent write on this node, node read), even
-without servers. An unknown or expired secret is `403 ACL not found`.
+without servers. An unknown or expired secret is `403 ACL not found`. On a client agent a
+resolution is cached for `acl.token_ttl`, and while its replica reaches no server the cache and
+`acl.down_policy` decide (appliance/acl/down.py).
 
 The route's `acl` column says what is needed (appliance/http/routes.py). `<resource>:<level>`:
 the segment and any further permission come from appliance/http/authz_routes.py (the key of a KV
@@ -19,6 +21,10 @@ in full and `finish` drops what the token may not read (authz_routes.FILTERS kno
 shape), setting `X-Consul-Results-Filtered-By-ACLs: true` when something went and the request
 named a token. A blocking query is re-checked when it wakes: a token deleted or expired while it
 waited gets its 403, not the answer. `none`: anyone.
+
+The request's secret also goes with the writes the handler makes (appliance/acl/caller.py): a
+client agent forwards them with it, and the server authorizes them again with the same
+authorizer (appliance/acl/commands.py); a refusal there is a 403 with Consul's text.
 
 The agent's own tokens (`acl.tokens.*`, and those set by `PUT /v1/agent/token/<type>`, kept in
 `<data_dir>/acl-tokens.json` with `enable_token_persistence`) live in `AgentTokens`.
@@ -37,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.acl.authorizer import Authorizer
 from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied_text
+from appliance.acl.caller import set_caller
+from appliance.acl.down import TokenCache
 from appliance.acl.policy import Rules
 from appliance.acl.resolve import ACLNotFound, Identity, Resolver
 from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements, txn_op_needs
@@ -100,6 +108,8 @@ class AclAgent:
         self.resolver = Resolver(cfg.datacenter, self.default_allow)
         self.tokens = AgentTokens(cfg.acl.tokens, cfg.data_dir, cfg.acl.enable_token_persistence)
         self.initialized = False
+        # a client agent: token_ttl and down_policy while no server answers (appliance/acl/down.py)
+        self.cache = None if ctx.raft is not None else TokenCache(cfg.acl.down_policy, cfg.acl.token_ttl_s)
         node = cfg.node_name
         recovery = Rules(exact={"agent": {node: "write"}}, prefix={"node": {"": "read"}})
         self.recovery = Identity("agent-recovery", None, Authorizer(recovery, False))
@@ -140,8 +150,14 @@ class AclAgent:
         if recovery and secret == recovery:
             return self.recovery
         store = self.ctx.store
+        now = time.time()
         try:
-            return self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret, time.time())
+            if self.cache is None:  # a server: its own tables
+                return self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret, now)
+            up = bool(getattr(self.ctx.consensus, "connected", True))  # the replica streams from a server
+            return self.cache.resolve(secret, now, up,
+                                      lambda: self.resolver.resolve(store.acl, store.watch_index.get("acl", 0),
+                                                                    secret, now))
         except ACLNotFound as err:
             raise HTTPError(403, str(err)) from None
 
@@ -193,10 +209,12 @@ async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
     """Before the handler: resolve the token and check a `<resource>:<level>` route. A refused
     request raises 403, except a transaction: each operation the token may not do is an error of
     a 409 answer (returned), as Consul reports them."""
+    agent = acl_agent(ctx)
+    set_caller(agent.secret(req)[0])  # what a write forwarded to a server acts with (acl/caller.py)
     acl = route.acl
     if acl == "none":
         return None
-    ident = await acl_agent(ctx).identity(req)
+    ident = await agent.identity(req)
     if acl.startswith("filter:") and (route.method, route.path) not in SEGMENTS:
         return None
     if (route.method, route.path) == TXN_ROUTE:

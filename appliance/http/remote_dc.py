@@ -56,18 +56,35 @@ def forwardable(pattern: str) -> bool:
     return pattern.startswith(FORWARDED_PREFIXES) and pattern not in LOCAL_ONLY
 
 
-async def forward(req: Request, ctx: HTTPContext, dc: str) -> Answer:
+def _exchange(req: Request, ctx: HTTPContext) -> Exchange:
     body = b""
     if req.method not in ("GET", "HEAD"):
         body = read_body(req, max(ctx.config.limits.kv_max_value_size, MAX_FORWARDED_BODY))
-    exchange = Exchange(
+    return Exchange(
         req.method, req.raw_path,
         [(k, v) for k, v in req.query.items() if k != "dc"],
         [(k, v) for k, v in req.headers.items() if k.lower() not in HOP_HEADERS], body)
+
+
+async def forward(req: Request, ctx: HTTPContext, dc: str) -> Answer:
     try:
-        answer = await ctx.federation.request(dc, exchange)
+        answer = await ctx.federation.request(dc, _exchange(req, ctx))
     except ForwardError as err:
         raise HTTPError(500, str(err)) from None
+    return _answer_of(answer)
+
+
+async def on_server(req: Request, ctx: HTTPContext) -> Answer:
+    """A client agent: run this request on a server of its own datacenter and answer what it
+    answers (what only servers do in Consul: ACL login and logout)."""
+    try:
+        answer = await ctx.federation.ask_server(_exchange(req, ctx))
+    except ForwardError as err:
+        raise HTTPError(500, str(err)) from None
+    return _answer_of(answer)
+
+
+def _answer_of(answer: RemoteAnswer) -> Answer:
     out = Answer(answer.status, None, answer.body)
     headers = [(k, v) for k, v in answer.headers if k.lower() not in HOP_HEADERS]
     for k, v in headers:

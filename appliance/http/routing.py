@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from appliance.acl.commands import PermissionDenied
 from appliance.http.authz import admit, finish
 from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
@@ -115,6 +116,8 @@ async def respond(router: Router, req: Request, ctx: HTTPContext) -> Answer:
         answer = await router.dispatch(req, ctx)
     except HTTPError as err:
         answer = Answer.text(err.status, err.text, err.headers)
+    except PermissionDenied as err:  # a server refused a forwarded write (appliance/acl/commands.py)
+        answer = Answer.text(403, str(err))
     except Exception as err:
         log.error("request failed: method=%s url=%s error=%r", req.method, unquote(req.raw_path), err, exc_info=True)
         answer = Answer.text(500, str(err) or type(err).__name__)

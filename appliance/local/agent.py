@@ -76,6 +76,12 @@ class LocalAgent:
         self.syncer.trigger()
         self.checks.reconcile()
 
+    def full_sync_soon(self) -> None:
+        """Compare everything with the catalog at the next sync, and sync soon (Consul's SyncFull
+        trigger: the agent's `agent` or `default` token changed, so writes ACLs refused may pass)."""
+        self.state.dirty_all = True
+        self.syncer.trigger()
+
     def event_services(self) -> list[tuple[str, list[str]]]:
         """(name, tags) of this agent's services for user-event filters (ID too when it differs)."""
         out = []

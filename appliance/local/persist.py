@@ -6,7 +6,8 @@ start; definitions from config files are simply read again. cairn writes one JSO
 changes: the API bodies of services and standalone checks as they were received, the last status
 and output of their TTL checks, and the maintenance reasons. `restore()` re-parses the bodies with
 the same parser the API uses, so a body that became invalid is skipped with a warning rather
-than stopping the agent.
+than stopping the agent. A body keeps the ACL token it was registered with (anti-entropy writes
+with it), so the file is readable by the agent's user only (0600), as Consul's are.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def save(data_dir: str, local: LocalState, previous: dict[str, Any] | None = Non
         return doc
     path = Path(data_dir) / FILE_NAME
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as fh:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:  # tokens inside
+        os.fchmod(fh.fileno(), 0o600)
         json.dump(doc, fh)
         fh.flush()
         os.fsync(fh.fileno())

@@ -18,6 +18,12 @@ whenever `trigger()` is called (a local change), within a stagger of 3 s after `
 (a client reached a server with a leader), retries a failed sync after 15 s plus a stagger
 (`failed to sync remote state`), and expires TTL checks at their deadlines. Consul's log lines
 (`Synced service: service=web`) are kept, since test harnesses wait for them.
+
+With ACLs, each write acts with the token Consul would use (`SyncTokens`: the agent token for
+the node, a service's registration token for it and its checks); a client agent forwards it with
+the write and the server authorizes it (appliance/acl/commands.py). A refused write is logged as
+Consul logs it (`Service registration blocked by ACLs: service=web ...`) and waits for the next
+full sync; the other writes of the plan go on.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.acl.caller import acting_as
+from appliance.acl.commands import PermissionDenied
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.local.state import LocalState
 from appliance.state.store import Store
@@ -109,10 +117,80 @@ def plan_sync(store: Store, node_info: dict[str, Any], local: LocalState,
     return plan
 
 
+class SyncTokens:
+    """The secret each anti-entropy write acts with, as Consul's local state picks it: the node
+    itself with the agent token (else the default token); a service with the token it was
+    registered with (the request's, or the definition's `token`), one from a config file else
+    with `config_file_service_registration`, else the default token; a check with its own token,
+    else its service's, else the default token. A deregistration uses the token the item was last
+    synced with (the agent no longer holds it), else the default token. `agent_tokens(kind)` is
+    the agent's token of a kind ("" when none: the write is then the anonymous token's)."""
+
+    def __init__(self, local: LocalState, agent_tokens: Callable[[str], str]) -> None:
+        self.local = local
+        self.agent_tokens = agent_tokens
+        self.synced: dict[tuple[str, str], str] = {}  # (kind, ID) -> the token it was last synced with
+
+    def node(self) -> str:
+        return self.agent_tokens("agent") or self.agent_tokens("default")
+
+    def service(self, sid: str) -> str:
+        entry = self.local.services.get(sid)
+        if entry is None:
+            return self.synced.get(("service", sid)) or self.agent_tokens("default")
+        token = entry.definition.token
+        if not token and entry.source == "config":
+            token = self.agent_tokens("config_file_service_registration")
+        return token or self.agent_tokens("default")
+
+    def check(self, cid: str) -> str:
+        entry = self.local.checks.get(cid)
+        if entry is None:
+            return self.synced.get(("check", cid)) or self.agent_tokens("default")
+        token = entry.definition.token
+        if token:
+            return token
+        if entry.definition.service_id in self.local.services:
+            return self.service(entry.definition.service_id)
+        if entry.source == "config":
+            token = self.agent_tokens("config_file_service_registration")
+        return token or self.agent_tokens("default")
+
+    def of(self, command: dict[str, Any]) -> tuple[str, str]:
+        """(what the write is: "node", "service" or "check", the token it acts with)."""
+        if command["Type"] == "deregister":
+            if command.get("ServiceID"):
+                return "service", self.service(command["ServiceID"])
+            if command.get("CheckID"):
+                return "check", self.check(command["CheckID"])
+            return "node", self.node()
+        if not command.get("SkipNodeUpdate"):
+            return "node", self.node()
+        if command.get("Service"):
+            return "service", self.service(command["Service"]["ID"])
+        return "check", self.check(command["Checks"][0]["CheckID"])
+
+    def remember(self, command: dict[str, Any], token: str) -> None:
+        """After a write went through: the token each registered item was synced with."""
+        if command["Type"] == "deregister":
+            self.synced.pop(("service", command.get("ServiceID", "")), None)
+            self.synced.pop(("check", command.get("CheckID", "")), None)
+            return
+        if command.get("Service"):
+            self.synced[("service", command["Service"]["ID"])] = token
+        for check in command.get("Checks") or ():
+            self.synced[("check", check["CheckID"])] = token
+
+
+BLOCKED = {"node": "Node info update blocked by ACLs", "service": "Service registration blocked by ACLs",
+           "check": "Check registration blocked by ACLs"}
+
+
 class StateSyncer:
     def __init__(self, store: Store, consensus: Any, local: LocalState, node_info: Callable[[], dict[str, Any]],
                  *, interval_s: float = 60.0, rng: random.Random | None = None,
                  cluster_size: Callable[[], int] = lambda: 1) -> None:
+        self.tokens = SyncTokens(local, lambda kind: "")  # the agent sets agent_tokens (ACLs)
         self.store = store
         self.consensus = consensus
         self.local = local
@@ -152,8 +230,7 @@ class StateSyncer:
                 if full:
                     dirty = None
                 for message, command in plan_sync(self.store, self.node_info(), self.local, dirty):
-                    await self.consensus.propose(command)
-                    log.info(message)
+                    await self._write(message, command)
             except Exception as err:  # noqa: BLE001 - a failed sync is retried, never fatal
                 self.local.dirty_all = True
                 log.error("failed to sync remote state: error=%r", str(err))
@@ -161,6 +238,25 @@ class StateSyncer:
                 return False
             self._retry_at = None
             return True
+
+    async def _write(self, message: str, command: dict[str, Any]) -> None:
+        """One anti-entropy write with its token. One the servers' ACLs refuse is logged as Consul
+        does and left until the next full sync rather than retried at once."""
+        what, token = self.tokens.of(command)
+        try:
+            with acting_as(token):
+                await self.consensus.propose(command)
+        except PermissionDenied as err:
+            ident = command.get("ServiceID") or command.get("CheckID") or ""
+            if what == "service" and not ident:
+                ident = command["Service"]["ID"]
+            elif what == "check" and not ident:
+                ident = command["Checks"][0]["CheckID"]
+            subject = f"node={command['Node']}" if what == "node" else f"{what}={ident}"
+            log.warning("%s: %s error=%r", BLOCKED[what], subject, str(err))
+            return
+        self.tokens.remember(command, token)
+        log.info(message)
 
     async def serve(self, *, task_status: TaskStatus = TASK_STATUS_IGNORED) -> None:
         """Sync now and then: a full sync every interval (staggered), local changes soon, TTL

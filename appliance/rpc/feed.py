@@ -29,7 +29,7 @@ a fresh snapshot instead: memory stays bounded and a slow client never slows the
 On the same connection the client sends requests, answered in order with the stream:
 
     [READ_INDEX, id, "", consistent]       -> [READ_INDEX_RESP, id, status, index]
-    [FORWARD, id, "", command]             -> [FORWARD_RESP, id, status, result, index]
+    [FORWARD, id, "", command(, token)]    -> [FORWARD_RESP, id, status, result, index]
 
 READ_INDEX is the leader's read index (`RaftDriver.cluster_read_index`: forwarded to the leader by
 a server that is not it; with `consistent` the leader confirms its leadership with a heartbeat
@@ -37,6 +37,12 @@ round first). FORWARD proposes a write (forwarded to the leader) and answers wit
 after the write's, so the client can hold its answer until its replica has applied the write
 (read-your-writes). Every answer to a write is queued after the entries this server applied
 before it, so the client usually has the write already when the answer arrives.
+
+With ACLs on, a forwarded write is authorized before it is proposed (`authorize`, built by the
+server from appliance/acl/commands.py): the token is the frame's fifth field (none: anonymous),
+resolved in this server's ACL tables and checked with the route table's authorizer. A refusal
+answers status "denied" with Consul's text (`Permission denied: ...` or `ACL not found`), and
+nothing is proposed.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from appliance.acl.commands import PermissionDenied
+from appliance.acl.resolve import ACLNotFound
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
@@ -161,7 +170,8 @@ class Session:
 
     def request(self, body: list[Any]) -> None:
         kind = body[0]
-        if kind not in (Kind.READ_INDEX, Kind.FORWARD) or len(body) != 4:
+        fields = len(body)
+        if kind not in (Kind.READ_INDEX, Kind.FORWARD) or not (fields == 4 or kind == Kind.FORWARD and fields == 5):
             raise FrameError(f"unexpected frame kind {kind!r} on a client connection")
         request_id = body[1]
         if type(request_id) is not int:
@@ -176,7 +186,10 @@ class Session:
         else:
             if not isinstance(body[3], dict):
                 raise FrameError("forwarded command is not a map")
-            coro = self._forward(request_id, body[3])
+            token = body[4] if len(body) == 5 else ""
+            if not isinstance(token, str):
+                raise FrameError("forwarded token is not a string")
+            coro = self._forward(request_id, body[3], token)
         self.in_flight += 1
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
@@ -195,9 +208,16 @@ class Session:
             status, value = "error", str(err) or "read index timed out"
         self.answer([Kind.READ_INDEX_RESP, request_id, status, value])
 
-    async def _forward(self, request_id: int, command: dict[str, Any]) -> None:
+    async def _forward(self, request_id: int, command: dict[str, Any], token: str) -> None:
         driver = self.feed.driver
         index = 0
+        authorize = self.feed.authorize
+        if authorize is not None:
+            try:
+                authorize(command, token)
+            except (PermissionDenied, ACLNotFound) as err:
+                self.answer([Kind.FORWARD_RESP, request_id, "denied", str(err), 0])
+                return
         try:
             value = await driver.propose(command)
             status = "ok"
@@ -216,9 +236,11 @@ class Session:
 class ReplicaFeed:
     """Streams the applied log to client agents (see the module docstring)."""
 
-    def __init__(self, driver: Any, store: Any) -> None:
+    def __init__(self, driver: Any, store: Any,
+                 authorize: Callable[[dict[str, Any], str], None] | None = None) -> None:
         self.driver = driver
         self.store = store
+        self.authorize = authorize  # with ACLs: (command, secret) -> None or PermissionDenied/ACLNotFound
         self.backlog: collections.deque[tuple[int, bytes | None]] = collections.deque()
         self.backlog_bytes = 0
         self.base: int | None = None  # the backlog holds every entry after this index

@@ -8,7 +8,7 @@ next number; a number is never reused or given another meaning):
 
     1 RAFT            one Raft `Message` (appliance/raft/transport.py)
     2 HELLO           a server's id, address, bootstrap_expect and the servers it knows
-    3 FORWARD         a command for the leader: [3, request id, reply address, command]
+    3 FORWARD         a command for the leader: [3, request id, reply address, command(, token)]
     4 FORWARD_RESP    its result: [4, request id, status, value(, index)]
     5 FOLLOW          a client agent asks for the replica stream: [5, from index, node name]
     6 STREAM          the stream's snapshots, entries and status (feed.py)

@@ -156,7 +156,7 @@ def test_send_loop_submits_our_coordinate_every_interval():
         task.cancel()
 
     asyncio.run(main())
-    assert batcher.pending == {"me:": {"Node": "me", "Segment": "", "Coord": coord.to_json()}}
+    assert batcher.pending == {"me:": ({"Node": "me", "Segment": "", "Coord": coord.to_json()}, "")}
 
 
 def test_validate_update_texts():

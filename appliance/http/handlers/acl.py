@@ -515,4 +515,6 @@ async def agent_token(req: Request, ctx: HTTPContext) -> Answer:
         raise HTTPError(400, "Request decode failed: Token must be a string")
     acl_agent(ctx).tokens.set(kind, token)
     ctx.log.info("Updated agent's ACL token: token=%s", kind)
+    if kind in ("default", "agent", "config_file_service_registration"):  # as Consul: a full anti-entropy sync
+        ctx.control.full_sync_soon()
     return Answer()

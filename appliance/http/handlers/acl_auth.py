@@ -6,7 +6,9 @@ type (`jwt`, `kubernetes`, `oidc`, `aws-iam`) can be stored; only `jwt` logs in 
 checks in appliance/acl/jwt.py), any other type is refused at login. A login whose claims match
 binding rules gets a new token holding what those rules bind (roles, policies, service and node
 identities, templated policies; `${value.x}` in a BindName is filled from the claims), with the
-method's TokenLocality and MaxTokenTTL; logout deletes a token that login made.
+method's TokenLocality and MaxTokenTTL; logout deletes a token that login made. As in Consul,
+where both are server RPCs, a client agent runs them on a server of its datacenter (the server
+verifies the bearer token with its own keys and writes the token).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from appliance.http.context import HTTPContext
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.acl import body_of, checked, enabled, fresh, propose
 from appliance.http.paths import path_tail
+from appliance.http.remote_dc import on_server
 from appliance.http.values import Answer, Request, json_answer
 
 METHOD = "/v1/acl/auth-method/"
@@ -263,6 +266,8 @@ def _bind(rules: list[dict[str, Any]], values: dict[str, str], dc: str) -> dict[
 
 async def login(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
+    if ctx.raft is None:  # a client agent: a server checks the bearer token and makes the token
+        return await on_server(req, ctx)
     b = canonical(body_of(req, "Request", "ACLLoginParams"), ("AuthMethod", "BearerToken", "Meta"))
     tables = await fresh(ctx)
     name = str(b.get("AuthMethod") or "")
@@ -298,6 +303,8 @@ async def logout(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     if not req.token:
         raise HTTPError(401, "Supplied token does not exist")
+    if ctx.raft is None:  # a client agent: the server deletes the token it was called with
+        return await on_server(req, ctx)
     await fresh(ctx)
     ident = acl_agent(ctx).resolve_secret(req.token)
     if ident.token is None or not ident.token.get("AuthMethod"):

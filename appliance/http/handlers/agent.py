@@ -214,9 +214,18 @@ def _refuse_remote_scripts(ctx: HTTPContext, kinds: list[str]) -> None:
         raise HTTPError(500, SCRIPTS_DISABLED)
 
 
+def _with_token(req: Request, body: Any) -> Any:
+    """A registration keeps the token it was made with (anti-entropy writes it with that token,
+    appliance/local/sync.py, and it is persisted with the body): the request's, unless the body
+    names its own `Token`."""
+    if req.token and isinstance(body, dict) and not any(isinstance(k, str) and k.lower() == "token" for k in body):
+        return {**body, "Token": req.token}
+    return body
+
+
 async def service_register(req: Request, ctx: HTTPContext) -> Answer:
     replace_checks = parse_bool_param(req, "replace-existing-checks")
-    body = read_json(req, empty={})
+    body = _with_token(req, read_json(req, empty={}))
     try:
         svc = parse_service_definition(body)
     except DefinitionError as err:
@@ -245,7 +254,7 @@ async def service_deregister(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def check_register(req: Request, ctx: HTTPContext) -> Answer:
-    body = read_json(req, empty={})
+    body = _with_token(req, read_json(req, empty={}))
     try:
         check = parse_check_definition(body)
     except DefinitionError as err:
