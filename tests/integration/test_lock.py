@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Server
-from tests.conftest import AgentProcess, wait_until
+from tests.conftest import AgentProcess
+from tests.harness import Cluster, wait_until
 
 LOCK_TIMEOUT_S = 120.0
 
@@ -172,17 +172,15 @@ def test_mutual_exclusion_across_a_leader_kill(tmp_path: Path) -> None:
     """20 contenders on a follower of a 3-server cluster; the Raft leader is killed with SIGKILL
     once a few have counted. The count is exact (one per child that ran) and no two
     children overlapped."""
-    servers = [Server(tmp_path, f"s{i}") for i in range(1, 4)]
-    join = [s.serf_addr for s in servers]
-    for node in servers:
-        node.start(join)
+    cluster = Cluster(tmp_path, servers=3).start()
+    servers = cluster.servers
     try:
         wait_until(lambda: all(s.leader() for s in servers) and len({s.leader() for s in servers}) == 1,
                    timeout=30, what="one leader")
         leader_addr = servers[0].leader()
         old = next(s for s in servers if s.server_addr == leader_addr)
         follower = next(s for s in servers if s is not old)
-        wait_until(lambda: follower.put("ready", "1", timeout=2), timeout=30, what="writes through a follower")
+        wait_until(lambda: follower.kv_put("ready", "1", timeout=2), timeout=30, what="writes through a follower")
         child = tmp_path / "child.py"
         child.write_text(CLUSTER_CHILD)
         work = tmp_path / "work"
@@ -199,15 +197,14 @@ def test_mutual_exclusion_across_a_leader_kill(tmp_path: Path) -> None:
         procs = contenders(20)
         wait_until(lambda: (work / "done").exists() and len((work / "done").read_text().split()) >= 4,
                    timeout=60, what="a few increments before the kill")
-        old.stop(sig_kill=True)
+        old.stop(kill=True)
         before = len((work / "done").read_text().split())
         results = finish(procs)
         # under the new leader the lock works again: three more contenders, one after the other
         wait_until(lambda: follower.leader() not in ("", leader_addr), timeout=15, what="a new leader")
         after = finish(contenders(3))
     finally:
-        for node in servers:
-            node.stop()
+        cluster.stop()
     done = len((work / "done").read_text().split())
     assert (work / "counter").read_text() == str(done)  # every child that ran counted once
     assert not (work / "overlaps").exists()
