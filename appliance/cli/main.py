@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "acl": ("appliance.cli.acl", "run", "Interacts with the ACL system (tokens, policies, roles, auth methods)"),
     "agent": ("appliance.cli.agent", "run", "Runs a cairn agent"),
     "catalog": ("appliance.cli.catalog", "run", "Reads the catalog of nodes and services"),
+    "connect": ("appliance.cli.connect", "run", "Interacts with the service mesh (Connect): CA and built-in proxy"),
     "dns": ("appliance.cli.dns", "run", "Prints resolver configuration for the DNS interface"),
     "event": ("appliance.cli.event", "run", "Fires a new user event"),
     "exec": ("appliance.cli.exec", "run", "Executes a command on agents (when they allow remote exec)"),

@@ -241,6 +241,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.template.output",
             "appliance.sessions",
             "appliance.acl_leader",
+            "appliance.connect.proxy",
         ),
     ),
     # The edges users talk to: the HTTP API and the DNS server.
