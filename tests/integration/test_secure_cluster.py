@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Server
-from tests.conftest import free_port, wait_until
+from tests.harness import Cluster, free_port, wait_until
 from tests.integration.test_tls import rpc_hcl, write_pki
 
 MANAGEMENT = str(uuid.uuid4())
@@ -55,13 +54,13 @@ def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path
     pki = write_pki(tmp_path / "pki")
     key = base64.b64encode(os.urandom(32)).decode()
     ports = {name: free_port(udp=False) for name in ("s1", "s2", "s3", "c1")}
-    servers = [Server(tmp_path, n, hcl=secure_hcl(pki, "server", ports[n], key, True)) for n in ("s1", "s2", "s3")]
-    client = Server(tmp_path, "c1", hcl=secure_hcl(pki, "client", ports["c1"], key, False), server=False)
-    join = [s.serf_addr for s in servers]
+    cluster = Cluster(tmp_path, servers=3, clients=1)
+    servers, (client,) = cluster.servers, cluster.clients
+    for agent in cluster.agents:
+        agent.args += ["-hcl", secure_hcl(pki, "client" if agent is client else "server", ports[agent.name], key,
+                                          agent is not client)]
     api = HTTPS(ports["c1"], pki)
-    try:
-        for s in [*servers, client]:
-            s.start(join)
+    with cluster.start():
         wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
 
         def put_with_management() -> bool:
@@ -92,11 +91,8 @@ def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path
         assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}), MANAGEMENT)[0] == 200
         assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}))[0] == 403
         # a server sees the write, with a token; the value never changed after the refusals
-        assert servers[0].get("secure/key", f"&token={MANAGEMENT}") == b"through-the-client"
-        assert servers[0].get("secure/key") is None
+        assert servers[0].kv_get("secure/key", f"&token={MANAGEMENT}") == b"through-the-client"
+        assert servers[0].kv_get("secure/key") is None
         # the cluster is whole: every member alive, seen through the client
         status, body = api("GET", "/v1/agent/members", token=MANAGEMENT)
         assert status == 200 and {m["Name"] for m in json.loads(body) if m["Status"] == 1} == {"s1", "s2", "s3", "c1"}
-    finally:
-        for s in [client, *servers]:
-            s.stop()
