@@ -25,114 +25,40 @@ import json
 import re
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import Agent, Cluster, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 
-class Node:
-    """One agent process: a server of the cluster or a client joined to it."""
-
-    def __init__(self, tmp_path: Path, name: str, *, server: bool, join: list[str], extra: list[str] = ()) -> None:
-        self.name = name
-        self.server = server
-        self.ports = free_ports(5)
-        http_port, dns_port, server_port, lan, wan = self.ports
-        self.url = f"http://127.0.0.1:{http_port}"
-        self.dns_port = dns_port
-        self.rpc_addr = f"127.0.0.1:{server_port}"
-        self.log_path = tmp_path / f"{name}.log"
-        self.args = [sys.executable, "-m", "appliance", "agent", "-node", name,
-                     "-data-dir", str(tmp_path / name), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                     "-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
-                     "-serf-lan-port", str(lan), "-serf-wan-port", str(wan), *extra]
-        if server:
-            self.args += ["-server", "-bootstrap-expect", "3", "-hcl", "performance { raft_multiplier = 1 }"]
-        self.join = join
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = list(self.args)
-        for address in self.join:
-            args += ["-retry-join", address]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - open for the process's lifetime
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                     start_new_session=True)
-        log.close()
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if kill:
-            self.proc.kill()
-        else:
-            self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def get(self, path: str, timeout: float = 15) -> tuple[int, dict[str, str], bytes]:
-        status, headers, body = http("GET", self.url + path, timeout=timeout)
-        return status, {k.lower(): v for k, v in headers.items()}, body
-
-    def json(self, path: str):
-        status, _, body = self.get(path)
-        assert status == 200, (self.name, path, status, body)
-        return json.loads(body)
-
-    def put(self, path: str, body=None, timeout: float = 15) -> tuple[int, bytes]:
-        status, _, data = http("PUT", self.url + path, body, timeout=timeout)
-        return status, data
-
-    def leader(self) -> str:
-        try:
-            status, _, body = self.get("/v1/status/leader", timeout=2)
-            return json.loads(body) if status == 200 else ""
-        except (OSError, ValueError):
-            return ""
-
-    def streaming_from(self) -> str:
-        """The server a client streams from now (its last "streaming from server" log line)."""
-        found = re.findall(r"streaming from server (\S+)", self.log_path.read_text(errors="replace"))
-        return found[-1] if found else ""
+def streaming_from(agent: Agent) -> str:
+    """The server a client streams from now (its last "streaming from server" log line)."""
+    found = re.findall(r"streaming from server (\S+)", agent.log())
+    return found[-1] if found else ""
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("client-agents")
-    servers = [Node(tmp_path, f"s{i}", server=True, join=[]) for i in range(1, 4)]
-    join = [f"127.0.0.1:{s.ports[3]}" for s in servers]  # LAN gossip: clients find servers by their tags
-    for s in servers:
-        s.join = join
+    cluster = Cluster(tmp_path, servers=3, clients=2)  # clients find servers by their LAN gossip tags
+    servers, clients = cluster.servers, cluster.clients
     config_dir = tmp_path / "c1.d"
     config_dir.mkdir()
     (config_dir / "web.json").write_text(json.dumps(
         {"service": {"name": "web", "port": 8080, "tags": ["v1"],
                      "check": {"id": "web-ttl", "ttl": "10m", "status": "passing"}}}))
-    clients = [Node(tmp_path, "c1", server=False, join=join, extra=["-config-dir", str(config_dir)]),
-               Node(tmp_path, "c2", server=False, join=join)]
-    nodes = servers + clients
-    try:
-        for n in nodes:
-            n.start()
+    clients[0].args += ["-config-dir", str(config_dir)]
+    with cluster.start():
+        nodes = cluster.agents
         wait_until(lambda: all(n.leader() for n in nodes) and len({n.leader() for n in nodes}) == 1,
                    timeout=40, what="one leader known to every server and client")
         yield servers, clients
-    finally:
-        for n in nodes:
-            n.stop()
 
 
 def dns_a(port: int, name: str) -> list[str]:
@@ -142,41 +68,41 @@ def dns_a(port: int, name: str) -> list[str]:
 
 def test_client_services_reach_every_agent_and_dns(cluster):
     servers, (c1, c2) = cluster
-    status, body = c2.put("/v1/agent/service/register", {"Name": "api", "Port": 9090})
+    status, _, body = c2.put("/v1/agent/service/register", {"Name": "api", "Port": 9090})
     assert status == 200, body
     for n in servers + [c1, c2]:
-        web = wait_until(lambda n=n: n.json("/v1/catalog/service/web"), timeout=15, what=f"web on {n.name}")
+        web = wait_until(lambda n=n: n.read_json("/v1/catalog/service/web"), timeout=15, what=f"web on {n.name}")
         assert [(s["Node"], s["ServicePort"], s["ServiceTags"]) for s in web] == [("c1", 8080, ["v1"])]
         # the leader keeps the node's serfHealth from gossip; the agent syncs its own check
         def healthy(n=n):
-            entries = n.json("/v1/health/service/web?passing")
+            entries = n.read_json("/v1/health/service/web?passing")
             return [(e["Node"]["Node"], sorted(c["CheckID"] for c in e["Checks"])) for e in entries]
 
         wait_until(lambda: len(healthy()) == 1 and len(healthy()[0][1]) == 2, timeout=15,
                    what=f"web with serfHealth on {n.name}")
         assert healthy() == [("c1", ["serfHealth", "web-ttl"])]
-        api = n.json("/v1/catalog/service/api")
+        api = n.read_json("/v1/catalog/service/api")
         assert [(s["Node"], s["ServicePort"]) for s in api] == [("c2", 9090)]
     assert wait_until(lambda: dns_a(c1.dns_port, "web.service.consul"), timeout=5) == ["127.0.0.1"]
     assert dns_a(c2.dns_port, "api.service.consul") == ["127.0.0.1"]
     # Consul's log line for anti-entropy
     assert "Synced service: service=web" in c1.log_path.read_text()
     # the agent's view wins: a catalog deregistration of the client's service is undone
-    status, body = servers[0].put("/v1/catalog/deregister", {"Node": "c2", "ServiceID": "api"})
+    status, _, body = servers[0].put("/v1/catalog/deregister", {"Node": "c2", "ServiceID": "api"})
     assert status == 200, body
-    assert c2.json("/v1/catalog/service/api") == []  # the write is visible on c2 at once ...
-    status, _ = c2.put("/v1/agent/service/register", {"Name": "api", "Port": 9090})  # ... and the agent restores it
+    assert c2.read_json("/v1/catalog/service/api") == []  # the write is visible on c2 at once ...
+    status, _, _ = c2.put("/v1/agent/service/register", {"Name": "api", "Port": 9090})  # ... and the agent restores it
     assert status == 200
-    assert [s["Node"] for s in servers[1].json("/v1/catalog/service/api")] == ["c2"]
+    assert [s["Node"] for s in servers[1].read_json("/v1/catalog/service/api")] == ["c2"]
     # /v1/agent/self on a client: no raft section, the servers it knows
-    stats = c1.json("/v1/agent/self")["Stats"]
+    stats = c1.read_json("/v1/agent/self")["Stats"]
     assert "raft" not in stats and stats["consul"]["server"] == "false"
     # status and operator reads on a client answer what the servers know
-    rpc_addrs = sorted(s.rpc_addr for s in servers)
-    assert sorted(c1.json("/v1/status/peers")) == rpc_addrs
-    assert c1.json("/v1/status/leader") in rpc_addrs
+    rpc_addrs = sorted(s.server_addr for s in servers)
+    assert sorted(c1.read_json("/v1/status/peers")) == rpc_addrs
+    assert c1.read_json("/v1/status/leader") in rpc_addrs
     for query in ("", "?stale"):
-        conf = c1.json("/v1/operator/raft/configuration" + query)
+        conf = c1.read_json("/v1/operator/raft/configuration" + query)
         assert sorted(s["Address"] for s in conf["Servers"]) == rpc_addrs
         assert sum(s["Leader"] for s in conf["Servers"]) == 1
 
@@ -208,7 +134,7 @@ def test_blocking_query_on_a_client_wakes_on_a_server_write(cluster):
 def test_kv_written_through_a_client_reads_back_at_once(cluster):
     servers, (c1, c2) = cluster
     for i in range(15):
-        assert c2.put(f"/v1/kv/ryw/{i}", f"v{i}") == (200, b"true")
+        assert c2.put(f"/v1/kv/ryw/{i}", f"v{i}")[::2] == (200, b"true")
         # read-your-writes on the client, even ?stale (served from its replica without asking)
         for query in ("", "&stale", "&consistent"):
             status, headers, body = c2.get(f"/v1/kv/ryw/{i}?raw{query}")
@@ -218,15 +144,15 @@ def test_kv_written_through_a_client_reads_back_at_once(cluster):
         assert servers[i % 3].get(f"/v1/kv/ryw/{i}?raw")[2] == f"v{i}".encode()
     # CAS through the client: the FSM's result comes back
     index = json.loads(c2.get("/v1/kv/ryw/0")[2])[0]["ModifyIndex"]
-    assert c2.put(f"/v1/kv/ryw/0?cas={index - 1}", "no") == (200, b"false")
-    assert c2.put(f"/v1/kv/ryw/0?cas={index}", "yes") == (200, b"true")
+    assert c2.put(f"/v1/kv/ryw/0?cas={index - 1}", "no")[::2] == (200, b"false")
+    assert c2.put(f"/v1/kv/ryw/0?cas={index}", "yes")[::2] == (200, b"true")
     assert c1.get("/v1/kv/ryw/0?raw")[2] == b"yes"  # the other client, default consistency
 
 
 def test_reads_on_followers_and_clients_are_never_older_than_acknowledged_writes(cluster):
     servers, clients = cluster
     leader_addr = servers[0].leader()
-    leader = next(s for s in servers if s.rpc_addr == leader_addr)
+    leader = next(s for s in servers if s.server_addr == leader_addr)
     followers = [s for s in servers if s is not leader]
     writers = [leader, followers[0], clients[0]]
     readers = [followers[1], followers[0], clients[1]]
@@ -273,7 +199,7 @@ def test_the_follow_protocol_replays_answers_and_survives_garbage(cluster):
     server = servers[0]
     assert server.put("/v1/kv/proto/a", "1")[0] == 200
     index = json.loads(server.get("/v1/kv/proto/a")[2])[0]["ModifyIndex"]
-    host, port = server.rpc_addr.split(":")
+    host, port = server.server_addr.split(":")
     # a client that has applied index-1 gets the entries after it replayed, no snapshot
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(_frame([5, index - 1, "probe"]))  # FOLLOW
@@ -308,15 +234,15 @@ def test_the_follow_protocol_replays_answers_and_survives_garbage(cluster):
 
 def test_a_client_fails_over_when_its_server_is_killed(cluster):
     servers, (c1, c2) = cluster
-    current = wait_until(c1.streaming_from, timeout=5, what="c1's server")
-    victim = next(s for s in servers if s.rpc_addr == current)
+    current = wait_until(lambda: streaming_from(c1), timeout=5, what="c1's server")
+    victim = next(s for s in servers if s.server_addr == current)
     victim.stop(kill=True)
     survivors = [s for s in servers if s is not victim]
-    wait_until(lambda: c1.streaming_from() not in ("", current), timeout=15, what="c1 on another server")
+    wait_until(lambda: streaming_from(c1) not in ("", current), timeout=15, what="c1 on another server")
     # a write through another server is read back on the client, which also still writes
     assert wait_until(lambda: survivors[0].put("/v1/kv/failover", "after")[0] == 200, timeout=15)
     assert c1.get("/v1/kv/failover?raw")[2] == b"after"
-    assert c1.put("/v1/kv/failover/c1", "mine") == (200, b"true")
+    assert c1.put("/v1/kv/failover/c1", "mine")[::2] == (200, b"true")
     assert survivors[1].get("/v1/kv/failover/c1?raw")[2] == b"mine"
     status, headers, _ = c1.get("/v1/catalog/service/web")
     assert status == 200 and headers["x-consul-knownleader"] == "true"
