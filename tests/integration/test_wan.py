@@ -23,109 +23,35 @@ dc1 with `-retry-join-wan`. What is checked, with the rule each check stands for
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import FAST_RAFT, Agent, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Agent:
-    """One `cairn agent` process on its own loopback ports."""
-
-    def __init__(self, tmp_path: Path, name: str, dc: str) -> None:
-        self.name, self.dc = name, dc
-        self.http_port, self.dns_port, self.server_port, self.serf_lan, self.serf_wan = free_ports(5)
-        self.data_dir = tmp_path / name
-        self.log_path = tmp_path / f"{name}.log"
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.proc: subprocess.Popen | None = None
-        self.env = dict(os.environ, CONSUL_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
-                        CAIRN_HTTP_ADDR=f"127.0.0.1:{self.http_port}", PYTHONUNBUFFERED="1")
-        self.env.pop("CONSUL_HTTP_TOKEN", None)
-        self.env.pop("CAIRN_HTTP_TOKEN", None)
-
-    def start(self, *extra: str) -> Agent:
-        args = [sys.executable, "-m", "appliance", "agent", "-node", self.name, "-datacenter", self.dc,
-                "-data-dir", str(self.data_dir), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(self.http_port), "-dns-port", str(self.dns_port),
-                "-server-port", str(self.server_port), "-serf-lan-port", str(self.serf_lan),
-                "-serf-wan-port", str(self.serf_wan), "-hcl", "performance { raft_multiplier = 1 }", *extra]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                         env=self.env, start_new_session=True)
-        return self
-
-    def wait_http(self) -> None:
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log()
-            try:
-                return http("GET", self.url + "/v1/agent/self", timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(up, timeout=30, what=f"{self.name} answering HTTP")
-
-    def request(self, method: str, path: str, body: object = None, timeout: float = 10) -> tuple[int, object, bytes]:
-        return http(method, self.url + path, body, timeout=timeout)
-
-    def get_json(self, path: str) -> object:
-        status, _, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return json.loads(body)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                              cwd=PROJECT_ROOT, env=self.env, timeout=30)
-
-    def dig(self, name: str, qtype: str = "A") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["dig", "@127.0.0.1", "-p", str(self.dns_port), name, qtype, "+tries=1", "+time=5"],
-                              capture_output=True, text=True, timeout=20)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")
 def dcs(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("wan")
-    s1, s2 = Agent(tmp, "s1", "dc1"), Agent(tmp, "s2", "dc2")
-    c1 = Agent(tmp, "c1", "dc1")
+    s1, s2, c1 = (Agent(tmp, name, "-hcl", FAST_RAFT, datacenter=dc) for name, dc in
+                  (("s1", "dc1"), ("s2", "dc2"), ("c1", "dc1")))
     agents = [s1, s2, c1]
     try:
         s1.start("-server", "-bootstrap")
         s1.wait_http()
-        s2.start("-server", "-bootstrap", "-retry-join-wan", f"127.0.0.1:{s1.serf_wan}", "-retry-interval-wan", "1s")
-        c1.start("-retry-join", f"127.0.0.1:{s1.serf_lan}", "-retry-interval", "1s")
+        s2.start("-server", "-bootstrap", "-retry-join-wan", s1.wan_addr, "-retry-interval-wan", "1s")
+        c1.start("-retry-join", s1.lan_addr, "-retry-interval", "1s")
         s2.wait_http()
         c1.wait_http()
 
         def wan_alive() -> bool:
-            members = s1.get_json("/v1/agent/members?wan=1")
+            members = s1.read_json("/v1/agent/members?wan=1")
             return {m["Name"]: m["Status"] for m in members} == {"s1.dc1": 1, "s2.dc2": 1}
 
         wait_until(wan_alive, timeout=30, what="s1 and s2 alive in the WAN pool")
@@ -143,27 +69,27 @@ def test_wan_members_and_datacenters(dcs):
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines()[1:]]
     assert [(r[0], r[1], r[2], r[3], r[6]) for r in rows] == [
-        ("s1.dc1", f"127.0.0.1:{s1.serf_wan}", "alive", "server", "dc1"),
-        ("s2.dc2", f"127.0.0.1:{s2.serf_wan}", "alive", "server", "dc2")]
-    wan = s2.get_json("/v1/agent/members?wan=1")
+        ("s1.dc1", s1.wan_addr, "alive", "server", "dc1"),
+        ("s2.dc2", s2.wan_addr, "alive", "server", "dc2")]
+    wan = s2.read_json("/v1/agent/members?wan=1")
     tags = {m["Name"]: m["Tags"] for m in wan}
     assert tags["s1.dc1"]["role"] == "consul" and tags["s1.dc1"]["port"] == str(s1.server_port)
-    assert c1.get_json("/v1/agent/members?wan=1") == []  # a client agent is not in the WAN pool
-    status, _, body = c1.request("PUT", f"/v1/agent/join/127.0.0.1:{s2.serf_wan}?wan=1")
+    assert c1.read_json("/v1/agent/members?wan=1") == []  # a client agent is not in the WAN pool
+    status, _, body = c1.request("PUT", f"/v1/agent/join/127.0.0.1:{s2.serf_wan_port}?wan=1")
     assert status == 500 and b"Must be a server to join WAN cluster" in body
-    assert s1.get_json("/v1/agent/self")["Stats"]["serf_wan"]["members"] == "2"
-    out = s1.cli("join", "-wan", f"127.0.0.1:{s2.serf_wan}")  # joining an existing member again is fine
+    assert s1.read_json("/v1/agent/self")["Stats"]["serf_wan"]["members"] == "2"
+    out = s1.cli("join", "-wan", s2.wan_addr)  # joining an existing member again is fine
     assert out.returncode == 0 and "Successfully joined cluster by contacting 1 nodes." in out.stdout, out.stderr
     status, _, body = s1.request("PUT", "/v1/agent/force-leave/nope.dc9?wan=1")
     assert (status, body) == (500, b"agent: No node found with name 'nope.dc9'")
 
-    assert s1.get_json("/v1/catalog/datacenters") == ["dc1", "dc2"]  # own datacenter first
-    assert s2.get_json("/v1/catalog/datacenters") == ["dc2", "dc1"]
-    assert c1.get_json("/v1/catalog/datacenters") == ["dc1", "dc2"]  # the client asks a server
+    assert s1.read_json("/v1/catalog/datacenters") == ["dc1", "dc2"]  # own datacenter first
+    assert s2.read_json("/v1/catalog/datacenters") == ["dc2", "dc1"]
+    assert c1.read_json("/v1/catalog/datacenters") == ["dc1", "dc2"]  # the client asks a server
     out = c1.cli("catalog", "datacenters")
     assert out.returncode == 0 and out.stdout.split() == ["dc1", "dc2"], out.stderr
 
-    maps = c1.get_json("/v1/coordinate/datacenters")  # the servers' WAN coordinates, <node>.<dc>
+    maps = c1.read_json("/v1/coordinate/datacenters")  # the servers' WAN coordinates, <node>.<dc>
     assert [(m["Datacenter"], m["AreaID"]) for m in maps] == [("dc1", "WAN"), ("dc2", "WAN")]
     assert [c["Node"] for c in maps[0]["Coordinates"]] == ["s1.dc1"]
     out = s1.cli("rtt", "-wan", "s1.dc1")
@@ -176,8 +102,8 @@ def test_catalog_and_health_reach_the_other_datacenter(dcs):
            "Check": {"CheckID": "x-up", "Name": "x up", "Status": "passing", "ServiceID": "x"}}
     status, _, body = s1.request("PUT", "/v1/catalog/register?dc=dc2", reg)  # a write, through dc1
     assert status == 200 and json.loads(body) is True, body
-    assert s1.get_json("/v1/catalog/service/x") == []  # it landed in dc2 only
-    assert [n["Node"] for n in s2.get_json("/v1/catalog/service/x")] == ["ext2"]
+    assert s1.read_json("/v1/catalog/service/x") == []  # it landed in dc2 only
+    assert [n["Node"] for n in s2.read_json("/v1/catalog/service/x")] == ["ext2"]
 
     for agent in (s1, c1):
         status, headers, body = agent.request("GET", "/v1/catalog/service/x?dc=dc2")
@@ -185,10 +111,10 @@ def test_catalog_and_health_reach_the_other_datacenter(dcs):
                                   for n in json.loads(body)] == [("ext2", "dc2", "10.2.0.5")]
         _, local_headers, _ = s2.request("GET", "/v1/catalog/service/x")
         assert headers["X-Consul-Index"] == local_headers["X-Consul-Index"]  # the index is dc2's
-        health = agent.get_json("/v1/health/service/x?dc=dc2&passing")
+        health = agent.read_json("/v1/health/service/x?dc=dc2&passing")
         assert [(h["Node"]["Node"], [c["CheckID"] for c in h["Checks"]]) for h in health] == [("ext2", ["x-up"])]
-        assert "x" in agent.get_json("/v1/catalog/services?dc=dc2")
-        assert "x" not in agent.get_json("/v1/catalog/services?dc=dc1")  # naming our own dc is local
+        assert "x" in agent.read_json("/v1/catalog/services?dc=dc2")
+        assert "x" not in agent.read_json("/v1/catalog/services?dc=dc1")  # naming our own dc is local
 
     dig = s1.dig("x.service.dc2.consul")
     assert dig.returncode == 0 and "status: NOERROR" in dig.stdout, dig.stdout
@@ -247,10 +173,10 @@ def test_unknown_datacenter(dcs):
 def test_status_of_the_other_datacenter(dcs):
     s1, s2, c1 = dcs
     for agent in (s1, c1):
-        assert agent.get_json("/v1/status/leader?dc=dc2") == f"127.0.0.1:{s2.server_port}"
-        assert agent.get_json("/v1/status/peers?dc=dc2") == [f"127.0.0.1:{s2.server_port}"]
-    assert s1.get_json("/v1/status/leader") == f"127.0.0.1:{s1.server_port}"
-    wait_until(lambda: s1.get_json("/v1/coordinate/nodes?dc=dc2") == s2.get_json("/v1/coordinate/nodes"),
+        assert agent.read_json("/v1/status/leader?dc=dc2") == f"127.0.0.1:{s2.server_port}"
+        assert agent.read_json("/v1/status/peers?dc=dc2") == [f"127.0.0.1:{s2.server_port}"]
+    assert s1.read_json("/v1/status/leader") == f"127.0.0.1:{s1.server_port}"
+    wait_until(lambda: s1.read_json("/v1/coordinate/nodes?dc=dc2") == s2.read_json("/v1/coordinate/nodes"),
                timeout=10, what="dc2's coordinates through dc1")
 
 
@@ -266,7 +192,7 @@ def test_garbage_datacenter_requests_are_answered_not_fatal(dcs):
             _, length = struct.unpack(">BI", head)
             kind, answer = msgpack.unpackb(sock.recv(length, socket.MSG_WAITALL), raw=False)
             assert kind == 10 and answer["status"] == 400 and b"malformed datacenter request" in answer["body"]
-    assert s1.get_json("/v1/catalog/datacenters") == ["dc1", "dc2"]
+    assert s1.read_json("/v1/catalog/datacenters") == ["dc1", "dc2"]
 
 
 def test_a_hung_up_asker_releases_the_remote_blocking_query(dcs):
