@@ -28,7 +28,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,99 +35,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import Agent, http, one_leader, server_args, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 SERVERS = 5
 
 
-class Server:
-    """One `cairn agent -server` process; `netns` runs it inside that network namespace."""
-
-    def __init__(self, tmp_path: Path, name: str, host: str = "127.0.0.1", netns: str = "") -> None:
-        self.name, self.host, self.netns = name, host, netns
-        # in a namespace of its own the server has its own address, so Consul's ports do
-        self.ports = [8500, -1, 8300, 8301, 8302] if netns else free_ports(5)
-        self.data_dir = tmp_path / name
-        self.log_dir = tmp_path
-        self.url = f"http://{host}:{self.ports[0]}"
-        self.server_addr = f"{host}:{self.ports[2]}"
-        self.lan_addr = f"{host}:{self.ports[3]}"  # what -join takes, as in Consul: the LAN gossip address
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self, join: list[str]) -> None:
-        http_port, dns_port, server_port, lan, wan = self.ports
-        args = [sys.executable, "-m", "appliance", "agent", "-server", "-bootstrap-expect", str(SERVERS),
-                "-node", self.name, "-data-dir", str(self.data_dir), "-bind", self.host,
-                "-client", self.host, "-http-port", str(http_port), "-dns-port", str(dns_port),
-                "-server-port", str(server_port), "-serf-lan-port", str(lan), "-serf-wan-port", str(wan),
-                "-retry-interval", "1s", "-hcl", "performance { raft_multiplier = 1 }"]
-        for address in join:
-            args += ["-retry-join", address]
-        if self.netns:
-            args = ["ip", "netns", "exec", self.netns, *args]  # execs: the pid is the agent's
-        self.starts += 1
-        log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                     start_new_session=True)
-
-    def leader(self) -> str:
-        try:
-            status, _, body = http("GET", self.url + "/v1/status/leader", timeout=1)
-            return json.loads(body) if status == 200 else ""
-        except (OSError, ValueError):
-            return ""
-
-    def put(self, key: str, value: str, timeout: float = 15) -> bool:
-        try:
-            status, _, body = http("PUT", f"{self.url}/v1/kv/{key}", value, timeout=timeout)
-            return status == 200 and body.strip() == b"true"
-        except OSError:
-            return False
-
-    def get(self, key: str, query: str = "") -> bytes | None:
-        status, _, body = http("GET", f"{self.url}/v1/kv/{key}?raw{query}", timeout=15)
-        return body if status == 200 else None
-
-    def kv_dump(self) -> list | None:
-        try:
-            status, _, body = http("GET", f"{self.url}/v1/kv/?recurse&stale", timeout=5)
-        except OSError:
-            return None
-        return json.loads(body) if status == 200 else None
-
-    def raft_stats(self) -> dict[str, str]:
-        try:
-            status, _, body = http("GET", self.url + "/v1/agent/self", timeout=5)
-        except OSError:
-            return {}
-        return json.loads(body)["Stats"]["raft"] if status == 200 else {}
-
-    def metrics(self) -> str:
-        return http("GET", self.url + "/v1/agent/metrics?format=prometheus", timeout=10)[2].decode()
-
-    def stop(self, sig_kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            if sig_kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+def server(tmp_path: Path, name: str, **where: str) -> Agent:
+    """A server among SERVERS (`where`: its host address and network namespace)."""
+    return Agent(tmp_path, name, *server_args(SERVERS), "-retry-interval", "1s", **where)
 
 
-def one_leader(servers: list[Server]) -> str | None:
-    leaders = [s.leader() for s in servers]
-    return leaders[0] if leaders[0] and len(set(leaders)) == 1 else None
+def kv_dump(server: Agent) -> list | None:
+    status, body = server.poll_json("/v1/kv/?recurse&stale")
+    return body if status == 200 else None
 
 
-def missing_writes(server: Server, acked: dict[str, str]) -> list[str]:
-    return [k for k, v in acked.items() if server.get(k, "&stale") != v.encode()]
+def missing_writes(server: Agent, acked: dict[str, str]) -> list[str]:
+    return [k for k, v in acked.items() if server.kv_get(k, "&stale") != v.encode()]
 
 
 def samples(text: str, name: str) -> list[tuple[str, float]]:
@@ -140,7 +65,7 @@ def samples(text: str, name: str) -> list[tuple[str, float]]:
 class Writers:
     """Threads writing unique keys through every live server; remembers what was acknowledged."""
 
-    def __init__(self, servers: list[Server], count: int = 4) -> None:
+    def __init__(self, servers: list[Agent], count: int = 4) -> None:
         self.servers = servers
         self.acked: dict[str, str] = {}
         self.dead: set[str] = set()
@@ -168,27 +93,27 @@ class Writers:
             targets = [s for s in self.servers if s.name not in self.dead]
             s = targets[(n + seq) % len(targets)]
             key, value = f"load/{n}/{seq}", f"{n}-{seq}"
-            if s.put(key, value, timeout=12):
+            if s.kv_put(key, value, timeout=12):
                 with self.lock:
                     self.acked[key] = value
             seq += 1
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[list[Server], list[str]]]:
-    servers = [Server(tmp_path, f"s{i}") for i in range(1, SERVERS + 1)]
-    join = [s.lan_addr for s in servers]
+def cluster(tmp_path: Path) -> Iterator[list[Agent]]:
+    servers = [server(tmp_path, f"s{i}") for i in range(1, SERVERS + 1)]
     for s in servers:
-        s.start(join)
+        s.join = [other.lan_addr for other in servers]
+        s.start()
     try:
-        yield servers, join
+        yield servers
     finally:
         for s in servers:
-            s.stop(sig_kill=True)
+            s.stop(kill=True)
 
 
 def test_five_servers_kill_9_of_the_leader_and_a_full_restart(cluster):
-    servers, join = cluster
+    servers = cluster
     leader_addr = wait_until(lambda: one_leader(servers), timeout=40, what="one leader known to all five")
     addresses = sorted(s.server_addr for s in servers)
     assert all(sorted(json.loads(http("GET", s.url + "/v1/status/peers")[2])) == addresses for s in servers)
@@ -224,7 +149,7 @@ def test_five_servers_kill_9_of_the_leader_and_a_full_restart(cluster):
 
         before_kill = writers.count()
         writers.dead.add(old.name)
-        old.stop(sig_kill=True)  # kill -9: no leave, no flush
+        old.stop(kill=True)  # kill -9: no leave, no flush
         killed_at = time.monotonic()
         survivors = [s for s in servers if s is not old]
         new_leader = wait_until(lambda: next((s.leader() for s in survivors
@@ -243,23 +168,23 @@ def test_five_servers_kill_9_of_the_leader_and_a_full_restart(cluster):
     assert samples(new.metrics(), "raft_state_leader")[0][1] >= 1
     assert samples(new.metrics(), "raft_state_candidate")[0][1] >= 1
 
-    old.start(join)  # back from its data dir, as a follower
+    old.start()  # back from its data dir, as a follower
     wait_until(lambda: old.leader() == new_leader, timeout=20, what="the old leader rejoins as a follower")
-    assert new.put("marker/rejoined", "yes")
+    assert new.kv_put("marker/rejoined", "yes")
     for s in servers:
-        wait_until(lambda s=s: s.get("marker/rejoined", "&stale") == b"yes", timeout=15, what=f"{s.name} caught up")
+        wait_until(lambda s=s: s.kv_get("marker/rejoined", "&stale") == b"yes", timeout=15, what=f"{s.name} caught up")
         missing = missing_writes(s, acked)
         assert not missing, f"{s.name} lost {len(missing)} acknowledged writes, e.g. {missing[:5]}"
 
     # every server killed at once, then all restarted: the state comes back from the WALs
     for s in servers:
-        s.stop(sig_kill=True)
+        s.stop(kill=True)
     for s in servers:
-        s.start(join)
+        s.start()
     wait_until(lambda: one_leader(servers), timeout=30, what="a leader after restarting every server")
-    assert servers[0].put("marker/restarted", "yes")
+    assert servers[0].kv_put("marker/restarted", "yes")
     for s in servers:
-        wait_until(lambda s=s: s.get("marker/restarted", "&consistent") == b"yes", timeout=15, what=s.name)
+        wait_until(lambda s=s: s.kv_get("marker/restarted", "&consistent") == b"yes", timeout=15, what=s.name)
         missing = missing_writes(s, acked)
         assert not missing, f"{s.name} lost {len(missing)} writes across a full restart, e.g. {missing[:5]}"
 
@@ -356,33 +281,33 @@ class Network:
 
 
 @pytest.fixture
-def partitioned_cluster(tmp_path: Path) -> Iterator[tuple[list[Server], Network, list[str]]]:
+def partitioned_cluster(tmp_path: Path) -> Iterator[tuple[list[Agent], Network]]:
     reason = _netns_unavailable()
     if reason:
         pytest.skip(reason=reason)
     net = Network(SERVERS)
-    servers: list[Server] = []
+    servers: list[Agent] = []
     try:
         net.up()
-        servers = [Server(tmp_path, f"s{i}", host=address, netns=ns)
+        servers = [server(tmp_path, f"s{i}", host=address, netns=ns)
                    for i, (ns, address) in enumerate(zip(net.names, net.addresses, strict=True), start=1)]
-        join = [s.lan_addr for s in servers]
         for s in servers:
-            s.start(join)
-        yield servers, net, join
+            s.join = [other.lan_addr for other in servers]
+            s.start()
+        yield servers, net
     finally:
         for s in servers:
-            s.stop(sig_kill=True)
+            s.stop(kill=True)
         net.down()
 
 
 def test_a_minority_partition_cannot_commit_and_both_sides_agree_after_healing(partitioned_cluster):
-    servers, net, _ = partitioned_cluster
+    servers, net = partitioned_cluster
     leader_addr = wait_until(lambda: one_leader(servers), timeout=40, what="one leader known to all five")
     old = next(i for i, s in enumerate(servers) if s.server_addr == leader_addr)
-    assert servers[old].put("before/partition", "1")
+    assert servers[old].kv_put("before/partition", "1")
     for s in servers:
-        wait_until(lambda s=s: s.get("before/partition", "&stale") == b"1", timeout=10, what=s.name)
+        wait_until(lambda s=s: s.kv_get("before/partition", "&stale") == b"1", timeout=10, what=s.name)
 
     # the old leader and one follower on one side, three servers on the other
     minority = [old, (old + 1) % SERVERS]
@@ -399,22 +324,22 @@ def test_a_minority_partition_cannot_commit_and_both_sides_agree_after_healing(p
     assert new_addr in [servers[i].server_addr for i in majority]
     print(f"majority leader after {time.monotonic() - cut_at:.2f}s")
     for n in range(5):
-        assert servers[majority[n % 3]].put(f"majority/{n}", "ok", timeout=10)
+        assert servers[majority[n % 3]].kv_put(f"majority/{n}", "ok", timeout=10)
 
     # the minority cannot: writes through either of its servers fail or time out
     for n, i in enumerate(minority):
-        assert not servers[i].put(f"minority/{n}", "lost", timeout=4), f"{servers[i].name} committed a write"
+        assert not servers[i].kv_put(f"minority/{n}", "lost", timeout=4), f"{servers[i].name} committed a write"
     # the old leader stepped down (check-quorum): it no longer claims to lead
     wait_until(lambda: servers[old].raft_stats().get("state") != "Leader", timeout=5,
                what="the old leader steps down")
-    assert servers[old].get("majority/0", "&stale") is None  # it never saw the majority's writes
+    assert servers[old].kv_get("majority/0", "&stale") is None  # it never saw the majority's writes
 
     net.heal()
     wait_until(lambda: one_leader(servers), timeout=20, what="one leader after healing")
-    assert servers[majority[0]].put("after/heal", "yes")
+    assert servers[majority[0]].kv_put("after/heal", "yes")
 
     def agreed() -> tuple[int, list] | None:
-        dumps = [s.kv_dump() for s in servers]
+        dumps = [kv_dump(s) for s in servers]
         commits = {s.raft_stats().get("commit_index") for s in servers}
         if dumps[0] is None or any(d != dumps[0] for d in dumps) or len(commits) != 1:
             return None
