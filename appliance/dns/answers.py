@@ -81,7 +81,7 @@ from appliance.dns.names import (
     rfc1464,
     valid_dns_name,
 )
-from appliance.state import watchkeys
+from appliance.state import gateways, watchkeys
 from appliance.state.store import Record, Store
 
 MAX_NS = 3
@@ -189,6 +189,7 @@ class Answerer:
         self.dc = settings.datacenter.lower()
         self._handlers: dict[str, Callable[[Request, Lookup, Store, Shuffler, float], Message]] = {
             "node": self._node, "service": self._service, "addr": self._addr, "connect": self._connect,
+            "ingress": self._ingress,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ entry point
@@ -396,6 +397,18 @@ class Answerer:
         """`<service>.connect.<domain>`: where to reach the service over Connect (its proxies)."""
         msg = self._service_answer(req, lk, self._healthy(store, lk.name, "", connect=True), rng, "")
         msg.deps = (watchkeys.connect(lk.name),)
+        return msg
+
+    def _ingress(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
+        """`<service>.ingress.<domain>`: the healthy ingress gateways exposing the service."""
+        only_passing = self.s.only_passing
+        found = []
+        for node, svc in gateways.ingress_instances(store, lk.name):
+            status = instance_status(store.instance_checks(node, svc), only_passing)
+            if status:
+                found.append((node, svc, status))
+        msg = self._service_answer(req, lk, found, rng, "")
+        msg.deps = gateways.ingress_keys(store, lk.name)
         return msg
 
     def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,

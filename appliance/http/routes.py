@@ -125,6 +125,8 @@ ROUTES: tuple[Route, ...] = (
       filter="catalog_service", summary="Instances of a service"),
     R("GET", "/v1/catalog/connect/", catalog.connect, "filter:service,node", blocking=True,
       filter="catalog_service", summary="Connect-capable instances of a service (its proxies, native instances)"),
+    R("GET", "/v1/catalog/gateway-services/", catalog.gateway_services, "service:read", blocking=True,
+      summary="Services linked to a terminating or ingress gateway"),
     R("GET", "/v1/catalog/node/", catalog.node, "filter:node,service", blocking=True, filter="catalog_node",
       summary="A node and its services"),
     R("GET", "/v1/catalog/node-services/", catalog.node_services, "filter:node,service", blocking=True,
@@ -138,6 +140,8 @@ ROUTES: tuple[Route, ...] = (
       summary="Checks in a state"),
     R("GET", "/v1/health/connect/", health.connect, "filter:node,service", blocking=True,
       filter="health_service", summary="Connect-capable instances of a service with their checks"),
+    R("GET", "/v1/health/ingress/", health.ingress, "filter:node,service", blocking=True,
+      filter="health_service", summary="Ingress gateways exposing a service, with their checks"),
     R("GET", "/v1/health/service/", health.service, "filter:node,service", blocking=True, filter="health_service",
       summary="Instances of a service with their node and checks"),
     # -- KV

@@ -54,10 +54,12 @@ def all_passing(checks: list[Record]) -> bool:
     return all(c["Status"] == "passing" for c in checks)
 
 
-def check_service_nodes(store: Store, service: str, *, connect: bool = False) -> list[dict[str, Any]]:
+def check_service_nodes(store: Store, service: str, *, connect: bool = False,
+                        instances: list[tuple[Record, Record]] | None = None) -> list[dict[str, Any]]:
     """Health CheckServiceNode objects (§3.3) for every instance of a service (with `connect`,
-    for every proxy of it and Connect-native instance)."""
-    instances = store.connect_instances(service) if connect else store.service_instances(service)
+    for every proxy of it and Connect-native instance; or for the `instances` given)."""
+    if instances is None:
+        instances = store.connect_instances(service) if connect else store.service_instances(service)
     return [{"Node": node, "Service": svc, "Checks": store.instance_checks(node, svc)} for node, svc in instances]
 
 

@@ -235,3 +235,57 @@ def test_dns_connect_names_answer_the_proxies():
     assert ask("nothing.connect.consul", "A").header.rcode == 3  # NXDOMAIN
     # the plain name still answers the app's own port
     assert [r.rdata.port for r in ask("socat.service.consul", "SRV").rr] == [8181]
+
+    # <service>.ingress: the ingress gateways whose config entry exposes it
+    assert ask("socat.ingress.consul", "A").header.rcode == 3
+    gw = {"ID": "edge", "Service": "edge", "Kind": "ingress-gateway", "Tags": [], "Address": "127.0.0.9",
+          "Meta": {}, "Port": 8443, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
+          "Proxy": {}, "Connect": {}, "PeerName": ""}
+    assert fsm.apply(10, {"Type": "register", "Node": "n1", "Address": "127.0.0.7", "Datacenter": "dc1",
+                          "Service": gw, "Checks": []}).result is True
+    entry = {"Kind": "ingress-gateway", "Name": "edge",
+             "Listeners": [{"Port": 8080, "Protocol": "tcp", "Services": [{"Name": "socat"}]}]}
+    assert fsm.apply(11, {"Type": "config_entry", "Op": "set", "Kind": "ingress-gateway", "Name": "edge",
+                          "Entry": entry}).result is True
+    assert [str(r.rdata) for r in ask("socat.ingress.consul", "A").rr] == ["127.0.0.9"]
+    assert [r.rdata.port for r in ask("socat.ingress.consul", "SRV").rr] == [8443]
+
+
+async def _entry(api: InProcessAgent, entry: dict) -> None:
+    """A config entry written through the log (the `config_entry` command /v1/config proposes)."""
+    cmd = {"Type": "config_entry", "Op": "set", "Kind": entry["Kind"], "Name": entry["Name"], "Entry": entry}
+    assert await api.raft.propose(cmd) is True
+
+
+def test_gateway_services_and_health_ingress():
+    async def scenario(api: InProcessAgent) -> None:
+        for body in ({"Name": "api", "Port": 9000}, {"Name": "web", "Port": 8080},
+                     {"Name": "edge", "Kind": "ingress-gateway", "Port": 8443},
+                     {"Name": "egress", "Kind": "terminating-gateway", "Port": 8444}):
+            assert (await api.call("PUT", "/v1/agent/service/register", body)).status == 200, body
+        first = await api.call("GET", "/v1/health/ingress/api")
+        assert json_body(first) == []
+        parked = asyncio.ensure_future(api.call(
+            "GET", f"/v1/health/ingress/api?index={first.headers['X-Consul-Index']}&wait=5s"))
+        await asyncio.sleep(0.1)
+        await _entry(api, {"Kind": "ingress-gateway", "Name": "edge", "Listeners": [
+            {"Port": 8080, "Protocol": "http", "Services": [{"Name": "api", "Hosts": ["api.example.com"]}]}]})
+        woke = await asyncio.wait_for(parked, 5)
+        assert [csn["Service"]["ID"] for csn in json_body(woke)] == ["edge"]
+        assert json_body(await api.call("GET", "/v1/health/ingress/web")) == []
+
+        [linked] = json_body(await api.call("GET", "/v1/catalog/gateway-services/edge"))
+        assert linked["Gateway"] == {"Name": "edge"} and linked["Service"] == {"Name": "api"}
+        assert (linked["GatewayKind"], linked["Port"], linked["Protocol"], linked["Hosts"]) == (
+            "ingress-gateway", 8080, "http", ["api.example.com"])
+        assert "FromWildcard" not in linked and linked["ModifyIndex"] >= linked["CreateIndex"] > 0
+
+        await _entry(api, {"Kind": "terminating-gateway", "Name": "egress",
+                           "Services": [{"Name": "*", "SNI": "db.example.com"}]})
+        linked = json_body(await api.call("GET", "/v1/catalog/gateway-services/egress"))
+        assert [(g["Service"]["Name"], g["SNI"], g["FromWildcard"]) for g in linked] == [
+            ("api", "db.example.com", True), ("web", "db.example.com", True)]
+        assert "Port" not in linked[0]
+        assert json_body(await api.call("GET", "/v1/catalog/gateway-services/nothing")) == []
+
+    run(scenario)

@@ -17,7 +17,7 @@ from appliance.http.remote_dc import forward
 from appliance.http.values import Answer, Request, json_answer
 from appliance.local.definitions import DefinitionError, check_kind, parse_service_definition, validate_meta
 from appliance.local.state import LocalState
-from appliance.state import watchkeys
+from appliance.state import gateways, watchkeys
 from appliance.state.fsm import CommandError
 from appliance.state.views import catalog_services, service_node, tags_match
 
@@ -203,6 +203,18 @@ async def _service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
                                    effective_consistency=True)
     body = near_sorted(req, ctx, body, lambda sn: sn["Node"])
+    return json_answer(req, body, headers=headers)
+
+
+async def gateway_services(req: Request, ctx: HTTPContext) -> Answer:
+    """/v1/catalog/gateway-services/<gateway>: the services a terminating or ingress gateway's
+    config entry links to it (structs.GatewayService)."""
+    store = ctx.store
+    name = path_tail(req, "/v1/catalog/gateway-services/")
+    keys = gateways.gateway_keys(name)
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
+                                   render=lambda: gateways.gateway_services(store, name), keys=keys,
+                                   effective_consistency=True)
     return json_answer(req, body, headers=headers)
 
 

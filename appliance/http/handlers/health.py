@@ -16,7 +16,7 @@ from appliance.http.query import (
     parse_bool_param,
 )
 from appliance.http.values import Answer, Request, json_answer
-from appliance.state import watchkeys
+from appliance.state import gateways, watchkeys
 from appliance.state.views import all_passing, check_service_nodes, tags_match
 
 
@@ -87,16 +87,21 @@ async def state(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def service(req: Request, ctx: HTTPContext) -> Answer:
-    return await _check_service_nodes(req, ctx, "/v1/health/service/", connect=False)
+    return await _check_service_nodes(req, ctx, "/v1/health/service/")
 
 
 async def connect(req: Request, ctx: HTTPContext) -> Answer:
     """/v1/health/connect/<service>: the proxies for a service and its Connect-native instances,
     with their checks (a sidecar's alias check makes it critical when its app is)."""
-    return await _check_service_nodes(req, ctx, "/v1/health/connect/", connect=True)
+    return await _check_service_nodes(req, ctx, "/v1/health/connect/", kind="connect")
 
 
-async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect: bool) -> Answer:
+async def ingress(req: Request, ctx: HTTPContext) -> Answer:
+    """/v1/health/ingress/<service>: the ingress gateways whose config entry exposes the service."""
+    return await _check_service_nodes(req, ctx, "/v1/health/ingress/", kind="ingress")
+
+
+async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, kind: str = "service") -> Answer:
     store = ctx.store
     peer = peered(req)
     name = path_tail(req, prefix)
@@ -104,13 +109,17 @@ async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, c
     passing = parse_bool_param(req, "passing")
     want_meta = node_meta_filter(req)
     keep = compiled_filter(req, "health_service")
-    key = watchkeys.connect(name) if connect else watchkeys.service(name)
+    if kind == "ingress":
+        keys = gateways.ingress_keys(store, name)
+    else:
+        keys = (watchkeys.connect(name) if kind == "connect" else watchkeys.service(name),)
 
     def render() -> list[Any]:
         if peer:
             return []
         out = []
-        for csn in check_service_nodes(store, name, connect=connect):
+        instances = gateways.ingress_instances(store, name) if kind == "ingress" else None
+        for csn in check_service_nodes(store, name, connect=kind == "connect", instances=instances):
             if tags and not tags_match(csn["Service"], tags):
                 continue
             if want_meta and not meta_matches(csn["Node"]["Meta"], want_meta):
@@ -121,7 +130,7 @@ async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, c
                 out.append(csn)
         return out
 
-    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
                                    effective_consistency=True)
     headers["X-Consul-Query-Backend"] = "blocking-query"
     body = near_sorted(req, ctx, body, lambda csn: csn["Node"]["Node"])
