@@ -64,8 +64,11 @@ class GossipMembership:
         if pool is None or not pool.force_leave(node, prune=prune):
             raise KeyError(f"agent: No node found with name '{node}'")
 
-    async def keyring_operation(self, op: str, key: str) -> Any:
-        return await self.gossip.keyring_operation(op, key)
+    async def keyring_operation(self, op: str, key: str, relay_factor: int = 0, wan: bool = False) -> Any:
+        """A keyring operation on the LAN pool, or the WAN pool (None when this agent has none)."""
+        if wan:
+            return None if self.wan is None else await self.wan.driver.keyring_operation(op, key, relay_factor)
+        return await self.gossip.keyring_operation(op, key, relay_factor)
 
     def stats(self) -> dict[str, Any]:
         return self.gossip.stats()

@@ -2,8 +2,9 @@
 
 Exactly one action per call, as Consul's ``keyring`` command:
 
-* ``-list``: GET /v1/operator/keyring, then per pool ``dc1 (LAN):`` and one line per key,
-  ``  <key> [<members holding it>/<members>]``; ``-list-primary`` counts primary keys instead;
+* ``-list``: GET /v1/operator/keyring, then per pool (``WAN:`` first on a server, then
+  ``dc1 (LAN):``) one line per key, ``  <key> [<members holding it>/<members>]``;
+  ``-list-primary`` counts primary keys instead;
 * ``-install KEY`` (POST), ``-use KEY`` (PUT), ``-remove KEY`` (DELETE) with ``{"Key": KEY}``.
 
 Each prints a ``==> `` progress line first. When any member reports a failure or does not
@@ -63,9 +64,10 @@ def build_parser() -> CliParser:
     g.add_argument("-list-primary", "--list-primary", dest="list_primary", action="store_true",
                    help="List all primary keys currently in use within the cluster.")
     g.add_argument("-relay-factor", "--relay-factor", dest="relay_factor", default=0, type=int, metavar="<int>",
-                   help="Accepted for compatibility (0 to 5); answers always come back directly.")
+                   help="Each member also relays its answer through this many other random members, "
+                        "so answers survive a lossy path. 0 to 5, default 0.")
     g.add_argument("-local-only", "--local-only", dest="local_only", action="store_true",
-                   help="Accepted for compatibility (list only); cairn has the LAN pool only.")
+                   help="List the local datacenter's LAN pool only (no WAN traffic). List only.")
     return p
 
 

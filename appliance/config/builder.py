@@ -216,6 +216,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         encrypt_verify_outgoing=bool(_get(m, "encrypt_verify_outgoing", True)),
         disable_keyring_file=bool(_get(m, "disable_keyring_file", dev)),
         gossip_lan=_gossip_lan(m),
+        reconnect_timeout_s=_reconnect_timeout(m, "reconnect_timeout", "ReconnectTimeoutLan"),
+        reconnect_timeout_wan_s=_reconnect_timeout(m, "reconnect_timeout_wan", "ReconnectTimeoutWan"),
         domain=domain,
         alt_domain=alt,
         recursors=recursors,
@@ -311,6 +313,17 @@ def _dns_config(m: dict[str, Any]) -> DNSConfig:
 GOSSIP_KEYS = {"gossip_nodes": "gossip_nodes", "gossip_interval": "gossip_interval_s",
                "probe_interval": "probe_interval_s", "probe_timeout": "probe_timeout_s",
                "retransmit_mult": "retransmit_mult", "suspicion_mult": "suspicion_mult"}
+
+
+RECONNECT_TIMEOUT_MIN_S = 8 * 3600.0  # Consul's minimum for reconnect_timeout and reconnect_timeout_wan
+
+
+def _reconnect_timeout(m: dict[str, Any], key: str, name: str) -> float:
+    """Failed members are reaped after this; below 8 h is refused with Consul's text."""
+    value = _seconds(m, key, 72 * 3600.0)
+    if value < RECONNECT_TIMEOUT_MIN_S:
+        raise ConfigError(f"{name} must be >= 8h0m0s")
+    return value
 
 
 def _gossip_lan(m: dict[str, Any]) -> dict[str, float]:

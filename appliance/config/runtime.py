@@ -170,6 +170,8 @@ class RuntimeConfig:
     disable_keyring_file: bool = False  # true in -dev: no serf/local.keyring under data_dir
     # gossip_lan overrides as GossipConfig field names (probe_interval_s, ...); empty = LAN defaults
     gossip_lan: dict[str, float] = field(default_factory=dict)
+    reconnect_timeout_s: float = 72 * 3600.0  # failed LAN members are reaped after this (at least 8 h)
+    reconnect_timeout_wan_s: float = 72 * 3600.0  # failed WAN servers likewise
     # dns
     domain: str = "consul."
     alt_domain: str = ""

@@ -44,7 +44,7 @@ from appliance.client.servers import server_address
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
 from appliance.gossip.keyring import KeyringError
-from appliance.gossip.pool_setup import CONSUL_LAN_OVERRIDES, load_keyring, retry_join
+from appliance.gossip.pool_setup import CONSUL_LAN_OVERRIDES, load_keyring, retry_join, wan_merge_check
 from appliance.gossip.serf import Member, MemberStatus, SerfEvent
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
@@ -54,10 +54,11 @@ WAN_SNAPSHOT_FILE = os.path.join("serf", "remote.snapshot")
 WAN_KEYRING_FILE = os.path.join("serf", "remote.keyring")
 
 
-def consul_wan_config() -> GossipConfig:
+def consul_wan_config(reconnect_timeout_s: float = 72 * 3600.0) -> GossipConfig:
     """memberlist's WAN profile with Consul's overrides (gossip_nodes and retransmit_mult stay
-    at the LAN values, as Consul's defaults give them)."""
-    return GossipConfig.wan(gossip_nodes=3, **CONSUL_LAN_OVERRIDES)
+    at the LAN values, as Consul's defaults give them); failed servers are reaped after
+    `reconnect_timeout_wan`."""
+    return GossipConfig.wan(gossip_nodes=3, **{**CONSUL_LAN_OVERRIDES, "reconnect_timeout_s": reconnect_timeout_s})
 
 
 def runs_wan_pool(cfg: Any) -> bool:
@@ -74,9 +75,9 @@ def wan_driver(cfg: Any, tags: dict[str, str], rng: random.Random | None = None)
     advertise = cfg.advertise_addr_wan or cfg.advertise_addr or cfg.bind_addr
     return GossipDriver(
         f"{cfg.node_name}.{cfg.datacenter}", bind=cfg.bind_addr, port=cfg.ports.serf_wan, advertise=advertise,
-        tags=tags, config=consul_wan_config(), keyring=ring, encrypt_verify_incoming=cfg.encrypt_verify_incoming,
-        encrypt_verify_outgoing=cfg.encrypt_verify_outgoing, keyring_path=keyring_path, rng=rng,
-        log_prefix="agent.server", pool="wan",
+        tags=tags, config=consul_wan_config(cfg.reconnect_timeout_wan_s), keyring=ring,
+        encrypt_verify_incoming=cfg.encrypt_verify_incoming, encrypt_verify_outgoing=cfg.encrypt_verify_outgoing,
+        keyring_path=keyring_path, rng=rng, log_prefix="agent.server", pool="wan", merge_check=wan_merge_check,
         snapshot_path=os.path.join(cfg.data_dir, WAN_SNAPSHOT_FILE) if cfg.data_dir else "")
 
 

@@ -123,6 +123,27 @@ class GossipConfig:
     flap_timeout_s: float = _f(
         60.0, "A member that rejoins within this many seconds of failing counts as a flap. Serf 60 s."
     )
+    coalesce_period_s: float = _f(
+        0.0,
+        "Member events are held and merged for at most this many seconds (one event per member, the "
+        "latest; one flush per type). Needs quiescent_period_s too. 0 = off (Serf and Consul).",
+    )
+    quiescent_period_s: float = _f(
+        0.0, "Held member events are flushed once no new one arrived for this many seconds. 0 = off."
+    )
+    user_coalesce_period_s: float = _f(
+        0.0,
+        "User events fired with coalescing are held for at most this many seconds; per name only the "
+        "newest LTime's events are delivered. Needs user_quiescent_period_s too. 0 = off (Serf and Consul).",
+    )
+    user_quiescent_period_s: float = _f(
+        0.0, "Held user events are flushed once no new one arrived for this many seconds. 0 = off."
+    )
+    name_conflict_resolution: bool = _f(
+        True,
+        "When another address claims our name, ask every member (_serf_conflict) and shut down if the "
+        "majority knows the other one. Serf default true; Consul false (the conflict is only logged).",
+    )
 
     # ------------------------------------------------------------------ profiles
 
@@ -185,6 +206,9 @@ class GossipConfig:
             raise GossipConfigError("udp_buffer_size must be between 64 and 65000 bytes")
         if self.push_pull_interval_s < 0:
             raise GossipConfigError("push_pull_interval_s must not be negative")
+        if min(self.coalesce_period_s, self.quiescent_period_s, self.user_coalesce_period_s,
+               self.user_quiescent_period_s) < 0:
+            raise GossipConfigError("coalescing periods must not be negative")
         return self
 
     @classmethod

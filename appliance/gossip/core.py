@@ -72,6 +72,9 @@ from appliance.gossip.messages import (
     Message,
     Nack,
     Ping,
+    QueryMessage,
+    QueryResponseMessage,
+    RelayMessage,
     Suspect,
     UserEvent,
     decode_packet,
@@ -157,10 +160,11 @@ class GossipCore:
         self.ctx.now = now
         return self.push_pull.answer(src, data)
 
-    def on_stream_reply(self, token: int, data: bytes | None, now: float) -> None:
-        """The reply to a `StreamRequest` (None: connection failed or deadline passed)."""
+    def on_stream_reply(self, token: int, data: bytes | None, now: float) -> str:
+        """The reply to a `StreamRequest` (None: connection failed or deadline passed); returns why
+        the delegate refused to merge the peer's state ("" when it did not)."""
         self.ctx.now = now
-        self.push_pull.on_reply(token, data)
+        return self.push_pull.on_reply(token, data)
 
     def join(self, addresses: list[Address], now: float) -> list[int]:
         """Start a join push-pull with each address; returns the stream tokens."""
@@ -260,6 +264,11 @@ class GossipCore:
         elif kind is UserEvent:
             if self.delegate is not None:
                 self.delegate.handle_user_event(cast(UserEvent, msg))
+            else:
+                self.stats["unknown_messages"] += 1
+        elif kind is QueryMessage or kind is QueryResponseMessage or kind is RelayMessage:
+            if self.delegate is not None:
+                self.delegate.handle_query_message(cast(QueryMessage | QueryResponseMessage | RelayMessage, msg))
             else:
                 self.stats["unknown_messages"] += 1
         else:  # StreamError in a datagram

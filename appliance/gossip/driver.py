@@ -29,8 +29,14 @@ With a `snapshot_path` (the agent's `<data_dir>/serf/local.snapshot`) member eve
 logged to disk (snapshot_file.py); at start the clocks are restored from it and the members it
 remembers are tried one at a time, in random order, until one answers (Serf's rejoin).
 
-Keyring operations (`keyring_operation`) go to every alive member over an encrypted stream
-(key_manager.py) and come back tallied as Serf's key manager does.
+Keyring operations (`keyring_operation`) are Serf's internal key queries (key_manager.py),
+tallied as Serf's key manager does. `query` runs any other query. Log lines the core produces
+(name conflicts, refused members, old queries) are logged with the pool's serf or memberlist
+logger. A Serf that lost a name conflict (`is_shutdown`) has its sockets closed.
+
+`merge_check(name, tags)` (Consul's merge delegate; pool_setup.py gives the LAN pool one that
+refuses members of another datacenter) is handed to Serf: such members' alive messages are
+ignored and a join whose answer lists one fails with its text.
 """
 
 from __future__ import annotations
@@ -50,17 +56,13 @@ from appliance.gossip.keyring import Keyring
 from appliance.gossip.members import Address
 from appliance.gossip.messages import DecodeError, PushPull, StreamError, decode_stream
 from appliance.gossip.outputs import Send, StreamRequest
+from appliance.gossip.queries import QueryHandle
 from appliance.gossip.serf import Member, MemberStatus, Serf, SerfEvent, SerfEventKind
 from appliance.gossip.serf_members import SerfView
+from appliance.gossip.serf_queries import MergeCheck
 from appliance.gossip.snapshot import FLUSH_INTERVAL_S, SnapshotState
 from appliance.gossip.snapshot_file import MemberSnapshot
-from appliance.gossip.transport import (
-    CHANNEL_ERROR,
-    CHANNEL_GOSSIP,
-    CHANNEL_KEYRING,
-    GossipTransport,
-    StreamFailed,
-)
+from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, GossipTransport, StreamFailed
 from appliance.gossip.user_events import UserEventError
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 
@@ -75,6 +77,7 @@ EVENT_LOG_NAMES = {
     SerfEventKind.MEMBER_REAP: "EventMemberReap",
 }
 QUEUE_CHECK_INTERVAL_S = 30.0  # Serf samples its queue depths this often
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Transport and core counters forwarded to the metrics sink as deltas.
 TRANSPORT_COUNTERS = ("udp_sent", "udp_received", "tcp_sent", "tcp_accept", "tcp_connect", "decrypt_failed")
 CORE_COUNTERS = ("msg_alive", "msg_suspect", "msg_dead", "decode_errors")
@@ -117,7 +120,7 @@ class GossipDriver:
                  config: GossipConfig | None = None, keyring: Keyring | None = None,
                  encrypt_verify_incoming: bool = True, encrypt_verify_outgoing: bool = True,
                  keyring_path: str = "", rng: random.Random | None = None, log_prefix: str = "agent",
-                 snapshot_path: str = "", pool: str = "lan") -> None:
+                 snapshot_path: str = "", pool: str = "lan", merge_check: MergeCheck | None = None) -> None:
         self.name = name
         self.bind = bind
         self.port = port
@@ -134,7 +137,8 @@ class GossipDriver:
             tcp_timeout_s=self.config.tcp_timeout_s)
         self.serf_log = logging.getLogger(f"{log_prefix}.serf.{pool}")  # pool: "lan" or "wan"
         self.memberlist_log = logging.getLogger(f"{log_prefix}.memberlist.{pool}")
-        self.keys = KeyManager(name, self.keyring, keyring_path, self.transport, self.members, self.serf_log)
+        self.keys = KeyManager(name, self.keyring, keyring_path, self.serf_log)
+        self.merge_check = merge_check
         self.metrics_sink: MetricsSink | None = None
         self._subscribers: list[Subscriber] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +165,9 @@ class GossipDriver:
         if addr in ("", "0.0.0.0", "::"):
             addr = "127.0.0.1"
         self.advertise = addr
-        serf = self.serf = Serf(self.name, addr, self.port, self.config, self.rng, loop.time(), tags=self.tags)
+        serf = self.serf = Serf(self.name, addr, self.port, self.config, self.rng, loop.time(), tags=self.tags,
+                                merge_check=self.merge_check)
+        self.keys.register(serf)
         previous: list[tuple[str, str]] = []
         if self.snapshot is not None:
             self._restore_clocks(serf, self.snapshot.open())
@@ -239,7 +245,7 @@ class GossipDriver:
         view = self.view()
         members = self.members()
         count = {s: sum(1 for m in members if m.status == s) for s in (MemberStatus.FAILED, MemberStatus.LEFT)}
-        return {  # queries are not implemented: their clock and queue stay at rest
+        return {
             "coordinate_resets": str(view.coordinate_resets if view is not None else 0),
             "encrypted": str(self.encrypted).lower(),
             "event_queue": str(view.event_queue if view is not None else 0),
@@ -250,8 +256,8 @@ class GossipDriver:
             "left": str(count[MemberStatus.LEFT]),
             "member_time": str(view.member_time if view is not None else 1),
             "members": str(len(members)),
-            "query_queue": "0",
-            "query_time": "1",
+            "query_queue": str(view.query_queue if view is not None else 0),
+            "query_time": str(view.query_time if view is not None else 1),
         }
 
     def garbage_stats(self) -> dict[str, int]:
@@ -364,9 +370,31 @@ class GossipDriver:
 
     # ------------------------------------------------------------------ keyring
 
-    async def keyring_operation(self, op: str, key_b64: str = "") -> KeyringResult:
+    async def keyring_operation(self, op: str, key_b64: str = "", relay_factor: int = 0) -> KeyringResult:
         """Run `op` (list, install, use, remove) on every alive member and tally the answers."""
-        return await self.keys.operation(op, key_b64)
+        if self.serf is None or self.serf.is_shutdown:
+            raise JoinError("gossip is not running")
+        return await self.keys.operation(self.serf, op, key_b64, relay_factor, self._after)
+
+    async def query(self, name: str, payload: bytes, *, filter_nodes: list[str] | None = None,
+                    filter_tags: dict[str, str] | None = None, request_ack: bool = False, relay_factor: int = 0,
+                    timeout_s: float = 0.0) -> QueryHandle:
+        """A Serf query; returns its handle once the timeout closed it (QueryError if refused)."""
+        if self.serf is None or self.serf.is_shutdown:
+            raise JoinError("gossip is not running")
+        handle = self.serf.query(name, payload, self._now(), filter_nodes=filter_nodes, filter_tags=filter_tags,
+                                 request_ack=request_ack, relay_factor=relay_factor, timeout_s=timeout_s)
+        closed = asyncio.Event()
+        handle.listener = lambda: closed.set() if handle.closed else None
+        self._after()
+        await closed.wait()
+        return handle
+
+    def respond(self, event: SerfEvent, payload: bytes) -> None:
+        """Answer a QUERY event (QueryError: too late, twice, too large)."""
+        if self.serf is not None and event.query is not None:
+            self.serf.respond(event.query, payload, self._now())
+            self._after()
 
     # ------------------------------------------------------------------ inputs
 
@@ -376,7 +404,7 @@ class GossipDriver:
     def _on_packet(self, src: Address, data: bytes) -> None:
         if self.serf is None or self._stopped:
             return
-        self.serf.on_packet(src, data, self._now())
+        self.serf.on_packet(src, data, self._now(), sealed=self.transport.last_packet_sealed or not self.keyring)
         self._after()
 
     async def _on_stream(self, src: Address, channel: int, payload: bytes) -> tuple[int, bytes]:
@@ -386,8 +414,6 @@ class GossipDriver:
             reply = self.serf.on_stream(src, payload, self._now())
             self._after()
             return CHANNEL_GOSSIP, reply
-        if channel == CHANNEL_KEYRING:
-            return self.keys.handle_request(payload)
         self.transport.stats["bad_streams"] += 1
         return CHANNEL_ERROR, f"unknown stream channel {channel}".encode()
 
@@ -420,6 +446,13 @@ class GossipDriver:
                 self._spawn(self._stream(out), "gossip-push-pull")
         for event in serf.take_events():
             self._deliver(serf, event)
+        for source, level, text in serf.take_logs():
+            (self.serf_log if source == "serf" else self.memberlist_log).log(LOG_LEVELS.get(level, logging.INFO), text)
+        if serf.is_shutdown and not self._stopped:
+            self.memberlist_log.debug("memberlist: closing the sockets of a member that has shut down")
+            self._stopped = True
+            loop.create_task(self.transport.stop(), name="gossip-shutdown")
+            return
         view = serf.view()
         self._observe_probe(view)
         self._pump_counters(view)
@@ -442,12 +475,13 @@ class GossipDriver:
         except StreamFailed as err:
             error = str(err)
             self.memberlist_log.debug("memberlist: push/pull with %s:%d failed: %s", req.dest[0], req.dest[1], err)
+        refused = ""
+        if self.serf is not None and not self._stopped:
+            refused = self.serf.on_stream_reply(req.token, reply, self._now())
+            self._after()
         fut = self._joins.pop(req.token, None)
         if fut is not None and not fut.done():
-            fut.set_result(self._join_outcome(reply, error))
-        if self.serf is not None and not self._stopped:
-            self.serf.on_stream_reply(req.token, reply, self._now())
-            self._after()
+            fut.set_result((False, refused) if refused else self._join_outcome(reply, error))
 
     @staticmethod
     def _join_outcome(reply: bytes | None, error: str) -> tuple[bool, str]:
@@ -464,17 +498,20 @@ class GossipDriver:
         return False, "unexpected reply"
 
     def _deliver(self, serf: Serf, event: SerfEvent) -> None:
-        member = serf.member(event.node) if event.kind is not SerfEventKind.USER else None
+        nameless = event.kind is SerfEventKind.USER or event.kind is SerfEventKind.QUERY
+        member = serf.member(event.node) if not nameless else None
         name = EVENT_LOG_NAMES.get(event.kind, event.kind.value)
         addr = member.addr if member is not None else ""
-        if event.kind is SerfEventKind.USER:
+        if event.kind is SerfEventKind.QUERY:
+            self.serf_log.debug("serf: EventQuery: %s (ltime %d)", event.name, event.ltime)
+        elif event.kind is SerfEventKind.USER:
             self.serf_log.debug("serf: EventUser: %s (ltime %d)", event.name, event.ltime)
         elif event.kind is SerfEventKind.MEMBER_UPDATE or member is None:
             self.serf_log.info("serf: %s: %s", name, event.node)
         else:
             self.serf_log.info("serf: %s: %s %s", name, event.node, addr)
         self._metric("counter", event.kind.value, 1)
-        if self.snapshot is not None and event.kind is not SerfEventKind.USER:
+        if self.snapshot is not None and not nameless:
             self.snapshot.record(event.kind.value, event.node, member)
         flaps = serf.view().flaps
         if flaps != self._flaps:
@@ -520,7 +557,7 @@ class GossipDriver:
             view = serf.view()
             self._metric("sample", "queue_intent", view.intent_queue)
             self._metric("sample", "queue_event", view.event_queue)
-            self._metric("sample", "queue_query", 0)  # queries are not implemented
+            self._metric("sample", "queue_query", view.query_queue)
             await asyncio.sleep(QUEUE_CHECK_INTERVAL_S)
 
     # ------------------------------------------------------------------ member snapshot

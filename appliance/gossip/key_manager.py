@@ -1,15 +1,19 @@
-"""Cluster-wide keyring operations for the gossip driver (what Serf's key manager does).
+"""Cluster-wide keyring operations for the gossip driver (Serf's key manager, over queries).
 
 How it works
 ------------
-`KeyManager` holds the member's `Keyring` and its file. `operation(op, key)` runs `op` (list,
-install, use, remove) on every alive member: each gets `{Op, Key}` (msgpack) over stream channel
-`CHANNEL_KEYRING`, sealed with the current primary key like all gossip traffic, applies it with
-`apply`, saves its ring, and answers `{Result, Message, Keys, PrimaryKey}` (`handle_request`).
-For `use` the local switch comes last, so every request is sealed with a key all members can
-already read. The answers are tallied into a `KeyringResult` (Consul's KeyringResponse): per key,
-how many members hold it and use it as primary, a message per member that refused, and "x/y
-nodes reported failure" (or "x/y nodes reported success" when some did not answer).
+`KeyManager` holds the member's `Keyring` and its file. `operation(serf, op, key)` runs `op`
+(list, install, use, remove) as Serf does: one internal query (`_serf_list-keys`,
+`_serf_install-key`, `_serf_use-key`, `_serf_remove-key`) whose payload is `[7]` + msgpack
+`{Key}`, gossiped like every query (sealed with the current primary key) and handled by this
+member first. Every member applies it with `apply`, saves its ring, and answers `[8]` + msgpack
+`{Result, Message, Keys, PrimaryKey}` (`handle_query`, registered on the Serf instance by
+`register`); a list that does not fit Serf's 1024-byte response is cut short with a message. For
+`use` the local switch therefore comes first: peers read the query with the new key, which they
+hold once it is installed. Answers are tallied into a `KeyringResult` (Consul's KeyringResponse)
+until every alive member (Serf's NumMembers) answered or the query's timeout: per key, how many
+members hold it and use it as primary, a message per member that refused, and "x/y nodes
+reported failure" (or "x/y nodes reported success" when some did not answer in time).
 
 The per-member texts are Serf's and memberlist's: "Keyring is empty (encryption not enabled)",
 "No keyring to modify (encryption not enabled)", "Removing the primary key is not allowed",
@@ -19,17 +23,17 @@ The per-member texts are Serf's and memberlist's: "Keyring is empty (encryption 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgpack
 
 from appliance.gossip.keyring import Keyring, KeyringError, decode_key, encode_key
 from appliance.gossip.keyring_file import save_file
-from appliance.gossip.serf import Member, MemberStatus
-from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_KEYRING, GossipTransport, StreamFailed
+from appliance.gossip.queries import INTERNAL_PREFIX, QUERY_RESPONSE_SIZE_LIMIT, QueryRequest
+from appliance.gossip.serf import Serf
 
 KEY_OPS = ("list", "install", "use", "remove")
 
@@ -66,13 +70,10 @@ class KeyringResult:
 
 
 class KeyManager:
-    def __init__(self, name: str, keyring: Keyring, keyring_path: str, transport: GossipTransport,
-                 members: Callable[[], list[Member]], log: logging.Logger) -> None:
+    def __init__(self, name: str, keyring: Keyring, keyring_path: str, log: logging.Logger) -> None:
         self.name = name
         self.keyring = keyring
         self.keyring_path = keyring_path
-        self.transport = transport
-        self.members = members
         self.log = log
 
     def apply(self, op: str, key: bytes | None) -> tuple[bool, str]:
@@ -99,61 +100,92 @@ class KeyManager:
                 return False, f"Failed to write keyring file: {err}"
         return True, ""
 
-    def _state(self) -> tuple[list[str], str]:
-        primary = self.keyring.primary
-        return [encode_key(k) for k in self.keyring.keys], encode_key(primary) if primary else ""
+    def register(self, serf: Serf) -> None:
+        """Answer the four key queries on this Serf instance."""
+        for op, query in QUERY_NAMES.items():
+            serf.register_internal_query(query, functools.partial(self.handle_query, op))
 
-    def handle_request(self, payload: bytes) -> tuple[int, bytes]:
-        """A peer's request (stream channel 2): (reply channel, reply payload)."""
+    def handle_query(self, op: str, req: QueryRequest) -> bytes:
+        """A key query (ours or a peer's): apply it, answer with our ring."""
+        self.log.info("serf: Received %s query", QUERY_NAMES[op])
+        key: bytes | None = None
         try:
-            req = msgpack.unpackb(payload, raw=False)
-            op, key = req["Op"], req.get("Key") or None
-            if not isinstance(op, str) or (key is not None and not isinstance(key, bytes)):
-                raise ValueError("bad field types")
-        except Exception:  # noqa: BLE001 - garbage from a peer
-            self.transport.stats["bad_streams"] += 1
-            return CHANNEL_ERROR, b"malformed keyring request"
+            if not req.payload or req.payload[0] != KEY_REQUEST:
+                raise ValueError("not a key request")
+            body = msgpack.unpackb(req.payload[1:], raw=False)
+            key = body.get("Key") or None if isinstance(body, dict) else None
+            if key is not None and not isinstance(key, bytes):
+                raise ValueError("bad key field")
+        except Exception:  # noqa: BLE001 - a peer's garbage: Serf answers with the decode error
+            return _response(False, "Failed to decode key request", [], "")
         ok, message = self.apply(op, key)
-        if op != "list":
-            self.log.info("serf: Received %s-key query", op)
-        keys, primary = self._state()
-        return CHANNEL_KEYRING, msgpack.packb({"Result": ok, "Message": message, "Keys": keys, "PrimaryKey": primary})
+        primary = self.keyring.primary
+        keys = [encode_key(k) for k in self.keyring.keys]
+        return fit_response(ok, message, keys, encode_key(primary) if primary else "")
 
-    async def operation(self, op: str, key_b64: str = "") -> KeyringResult:
-        """Run `op` on every alive member and tally the answers (KeyringError for a bad key)."""
+    async def operation(self, serf: Serf, op: str, key_b64: str = "", relay_factor: int = 0,
+                        after: Callable[[], None] = lambda: None) -> KeyringResult:
+        """Run `op` on every alive member and tally the answers (KeyringError for a bad key).
+
+        `after` is the driver's hook that sends what the query queued and re-arms its timer.
+        """
         if op not in KEY_OPS:
             raise ValueError(f"unknown keyring operation {op!r}")
         key = decode_key(key_b64) if op != "list" else None
-        result = KeyringResult()
-        peers = [m for m in self.members() if m.status == MemberStatus.ALIVE and m.name != self.name]
-        result.num_nodes = len(peers) + 1
-        request = msgpack.packb({"Op": op, "Key": key or b""})
-
-        async def ask(member: Member) -> tuple[str, dict[str, Any] | None, str]:
-            try:
-                reply = await self.transport.request((member.addr, member.port), CHANNEL_KEYRING, request)
-                answer = msgpack.unpackb(reply, raw=False)
-            except StreamFailed as err:
-                return member.name, None, str(err)
-            except Exception as err:  # noqa: BLE001 - garbage reply
-                return member.name, None, f"malformed keyring reply: {type(err).__name__}"
-            if not isinstance(answer, dict):
-                return member.name, None, "malformed keyring reply"
-            return member.name, answer, ""
-
-        def local() -> None:
-            ok, message = self.apply(op, key)
-            result.tally(self.name, ok, message, *self._state())
-
-        if op != "use":
-            local()
-        answers = await asyncio.gather(*(ask(m) for m in peers))
-        if op == "use":
-            local()
-        for name, answer, error in answers:
-            if answer is None:
-                self.log.warning("serf: keyring %s: no answer from %s: %s", op, name, error)
-                continue
-            result.tally(name, bool(answer.get("Result")), str(answer.get("Message", "")),
-                         answer.get("Keys") or [], str(answer.get("PrimaryKey") or ""))
+        payload = bytes((KEY_REQUEST,)) + msgpack.packb({"Key": key or b""}, use_bin_type=True)
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handle = serf.query(INTERNAL_PREFIX + QUERY_NAMES[op], payload, loop.time(), relay_factor=relay_factor)
+        handle.listener = changed.set
+        after()
+        result = KeyringResult(num_nodes=handle.num_nodes)
+        while not handle.closed and len(handle.responses) < handle.num_nodes:
+            await changed.wait()
+            changed.clear()
+        for node, answer in sorted(handle.responses.items()):
+            tally_answer(result, node, answer)
         return result
+
+
+QUERY_NAMES = {"list": "list-keys", "install": "install-key", "use": "use-key", "remove": "remove-key"}
+KEY_REQUEST, KEY_RESPONSE = 7, 8  # Serf's messageKeyRequestType and messageKeyResponseType
+
+
+def _response(ok: bool, message: str, keys: list[str], primary: str) -> bytes:
+    body = {"Result": ok, "Message": message, "Keys": keys, "PrimaryKey": primary}
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return bytes((KEY_RESPONSE,)) + packed
+
+
+def fit_response(ok: bool, message: str, keys: list[str], primary: str) -> bytes:
+    """The answer, with the key list cut until it fits Serf's response limit (and saying so)."""
+    out = _response(ok, message, keys, primary)
+    shown = len(keys)
+    while len(out) > QUERY_RESPONSE_SIZE_LIMIT - RESPONSE_OVERHEAD and shown > 0:
+        shown -= 1
+        out = _response(ok, f"truncated key list response, showing first {shown} of {len(keys)} keys",
+                        keys[:shown], primary)
+    return out
+
+
+RESPONSE_OVERHEAD = 64  # the response message around the payload: type, LTime, ID, our name, flags
+
+
+def tally_answer(result: KeyringResult, node: str, payload: bytes) -> None:
+    """Serf's streamKeyResp for one member's answer."""
+    try:
+        if not payload or payload[0] != KEY_RESPONSE:
+            raise ValueError
+        answer = msgpack.unpackb(payload[1:], raw=False)
+        if not isinstance(answer, dict):
+            raise ValueError
+    except Exception:  # noqa: BLE001 - a peer's garbage
+        result.num_resp += 1
+        result.num_err += 1
+        result.messages[node] = f"Failed to decode key query response: {payload!r}"
+        return
+    message = str(answer.get("Message") or "")
+    result.tally(node, bool(answer.get("Result")), message, answer.get("Keys") or [],
+                 str(answer.get("PrimaryKey") or ""))
+    if answer.get("Result") and message:
+        result.messages[node] = message

@@ -41,6 +41,9 @@ PAYLOAD_MAX_BYTES = 8192
 USER_EVENT_MAX_BYTES = 9 * 1024  # Serf's hard cap on name + payload of one user event
 ACK_PAYLOAD_COORDINATE = 1  # version byte of the ack payload that carries a Vivaldi coordinate
 COORDINATE_MAX_DIMENSIONS = 64
+QUERY_MAX_BYTES = 9 * 1024  # a query or response is refused at submit above its limit (1024); this bounds the decoder
+MAX_QUERY_FILTERS = 64
+MAX_RELAY_FACTOR = 5
 U16 = 0xFFFF
 U32 = 0xFFFF_FFFF
 U64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -60,6 +63,9 @@ class MessageType(IntEnum):
     LEAVE_INTENT = 9
     STREAM_ERROR = 10
     USER_EVENT = 11
+    QUERY = 12
+    QUERY_RESPONSE = 13
+    RELAY = 14
 
 
 class NodeStateKind(IntEnum):
@@ -180,9 +186,48 @@ class UserEvent:
     cc: bool
 
 
+@dataclass(frozen=True, slots=True)
+class QueryMessage:
+    """A Serf query: Lamport time of the query clock, a random ID, where responses go, filters
+    (each a type byte and msgpack), flags (1 ack, 2 no re-broadcast), relay factor, timeout (ns)."""
+
+    ltime: int
+    id: int
+    addr: str
+    port: int
+    source_node: str
+    filters: list[bytes]
+    flags: int
+    relay_factor: int
+    timeout_ns: int
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResponseMessage:
+    """An ack (flags & 1) or a response to the query (ltime, id), sent straight to its source."""
+
+    ltime: int
+    id: int
+    from_node: str
+    flags: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayMessage:
+    """Forward `inner` (one encoded message) to `dest`: a query response relayed by a third member."""
+
+    dest_addr: str
+    dest_port: int
+    dest_name: str
+    inner: bytes
+
+
 Message = (
     Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | PushPull | JoinIntent | LeaveIntent | StreamError
-    | UserEvent
+    | UserEvent | QueryMessage | QueryResponseMessage | RelayMessage
 )
 
 # ---------------------------------------------------------------------------------- field checks
@@ -213,6 +258,11 @@ def _bool(v: Any) -> bool:
     return type(v) is bool
 
 
+def _filters(v: Any) -> bool:
+    return (type(v) is list and len(v) <= MAX_QUERY_FILTERS
+            and all(type(f) is bytes and len(f) <= QUERY_MAX_BYTES for f in v))
+
+
 _NAME, _ADDR = _s(NAME_MAX_CHARS), _s(ADDR_MAX_CHARS)
 _SEQ, _PORT, _INC, _LTIME = _u(U32), _u(U16), _u(U32), _u(U64)
 
@@ -230,6 +280,10 @@ _SCHEMAS: dict[int, tuple[type[Message], tuple[Callable[[Any], bool], ...]]] = {
     MessageType.LEAVE_INTENT: (LeaveIntent, (_LTIME, _NAME, _bool)),
     MessageType.STREAM_ERROR: (StreamError, (_s(1024),)),
     MessageType.USER_EVENT: (UserEvent, (_LTIME, _s(USER_EVENT_MAX_BYTES), _b(USER_EVENT_MAX_BYTES), _bool)),
+    MessageType.QUERY: (QueryMessage, (_LTIME, _SEQ, _ADDR, _PORT, _NAME, _filters, _SEQ, _u(MAX_RELAY_FACTOR),
+                                       _LTIME, _s(QUERY_MAX_BYTES), _b(QUERY_MAX_BYTES))),
+    MessageType.QUERY_RESPONSE: (QueryResponseMessage, (_LTIME, _SEQ, _NAME, _SEQ, _b(QUERY_MAX_BYTES))),
+    MessageType.RELAY: (RelayMessage, (_ADDR, _PORT, _NAME, _b(QUERY_MAX_BYTES + 64))),
 }
 _TYPE_OF: dict[type, int] = {cls: t for t, (cls, _) in _SCHEMAS.items()}
 _TYPE_OF[PushPull] = MessageType.PUSH_PULL

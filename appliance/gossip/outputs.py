@@ -11,7 +11,16 @@ from enum import Enum
 from typing import Protocol
 
 from appliance.gossip.members import Address
-from appliance.gossip.messages import JoinIntent, LeaveIntent, UserEvent
+from appliance.gossip.messages import (
+    Alive,
+    JoinIntent,
+    LeaveIntent,
+    PushNode,
+    QueryMessage,
+    QueryResponseMessage,
+    RelayMessage,
+    UserEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +102,13 @@ class Delegate(Protocol):
     def ack_payload(self) -> bytes: ...
 
     def notify_ping_complete(self, node: str, rtt_s: float, payload: bytes) -> None: ...
+
+    def handle_query_message(self, msg: QueryMessage | QueryResponseMessage | RelayMessage) -> None: ...
+
+    def notify_conflict(self, name: str, existing: Address, other: Alive, old_state: int) -> None: ...
+
+    def check_alive(self, msg: Alive) -> bool: ...
+
+    def check_merge(self, nodes: tuple[PushNode, ...]) -> str: ...
+
+    def log(self, source: str, level: str, text: str) -> None: ...

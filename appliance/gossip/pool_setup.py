@@ -6,8 +6,13 @@ How it works
 
 * timing: memberlist's LAN profile with Consul's overrides (a dead member's name may be taken by a
   new address after 30 s, a leaving member keeps answering for 3 s, failed members are reaped
-  after 72 h), then the `gossip_lan` block (gossip_nodes, gossip_interval, probe_interval,
-  probe_timeout, retransmit_mult, suspicion_mult);
+  after `reconnect_timeout`, 72 h unless set, name conflicts are only logged), then the
+  `gossip_lan` block (gossip_nodes, gossip_interval, probe_interval, probe_timeout,
+  retransmit_mult, suspicion_mult);
+* Consul's LAN merge delegate (`lan_merge_check`): a member whose `dc` tag names another
+  datacenter (`role` node or consul), or that claims this agent's node ID under another name, is
+  refused: its alive messages are ignored (`memberlist: ignoring alive message for 'x': Member 'x'
+  part of wrong datacenter 'dc2'`) and a join that meets it fails with that text;
 * member snapshot: `<data_dir>/serf/local.snapshot` (not in -dev), so a restarted agent rejoins
   the members it knew even without -retry-join (snapshot.py, snapshot_file.py);
 * keyring (Consul's setupKeyrings): with a data directory (and not `disable_keyring_file`, which
@@ -37,6 +42,7 @@ from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
 from appliance.gossip.keyring import Keyring, KeyringError, decode_key
 from appliance.gossip.keyring_file import KEYRING_FILE, load_file, save_file
+from appliance.gossip.serf_queries import MergeCheck
 from appliance.gossip.snapshot import SNAPSHOT_FILE
 
 log = logging.getLogger("agent")
@@ -46,10 +52,34 @@ CONSUL_LAN_OVERRIDES = dict(
     leave_propagate_delay_s=3.0,  # Consul's LeavePropagateDelay
     reconnect_timeout_s=72 * 3600.0,  # reconnect_timeout default
     nack_delay_fraction=0.8,  # Lifeguard's advice: nacks reach a healthy prober before its deadline
+    name_conflict_resolution=False,  # Consul turns Serf's resolution off: a conflict is only logged
 )
 
 
-def consul_lan_config(**overrides: float) -> GossipConfig:
+def lan_merge_check(datacenter: str, node_id: str = "", node_name: str = "") -> MergeCheck:
+    """Consul's lanMergeDelegate for one member: the error text, or "" when it may join."""
+
+    def check(name: str, tags: dict[str, str]) -> str:
+        member_id = tags.get("id", "")
+        if member_id and node_id and member_id.lower() == node_id.lower() and name.lower() != node_name.lower():
+            return f"Member '{name}' has conflicting node ID '{member_id}' with this agent's ID"
+        if tags.get("role") in ("node", "consul") and tags.get("dc", "") != datacenter:
+            return f"Member '{name}' part of wrong datacenter '{tags.get('dc', '')}'"
+        if tags.get("segment", "") != "":
+            return f"Member '{name}' part of wrong segment '{tags['segment']}' (expected '')"
+        return ""
+
+    return check
+
+
+def wan_merge_check(name: str, tags: dict[str, str]) -> str:
+    """Consul's wanMergeDelegate: only servers are members of the WAN pool."""
+    if tags.get("role") != "consul":
+        return f"Member '{name}' is not a server"
+    return ""
+
+
+def consul_lan_config(**overrides: Any) -> GossipConfig:
     """memberlist's LAN profile, Consul's overrides, then the agent's `gossip_lan` settings."""
     return GossipConfig.lan(**{**CONSUL_LAN_OVERRIDES, **overrides})
 
@@ -93,10 +123,11 @@ def lan_driver(cfg: Any, tags: dict[str, str], rng: random.Random | None = None)
     advertise = cfg.advertise_addr or cfg.bind_addr
     return GossipDriver(
         cfg.node_name, bind=cfg.bind_addr, port=cfg.ports.serf_lan, advertise=advertise, tags=tags,
-        config=consul_lan_config(**getattr(cfg, "gossip_lan", {})), keyring=ring,
-        encrypt_verify_incoming=cfg.encrypt_verify_incoming, encrypt_verify_outgoing=cfg.encrypt_verify_outgoing,
-        keyring_path=path, rng=rng,
-        log_prefix="agent.server" if cfg.server else "agent.client", snapshot_path=snapshot_path(cfg))
+        config=consul_lan_config(reconnect_timeout_s=cfg.reconnect_timeout_s, **getattr(cfg, "gossip_lan", {})),
+        keyring=ring, encrypt_verify_incoming=cfg.encrypt_verify_incoming,
+        encrypt_verify_outgoing=cfg.encrypt_verify_outgoing, keyring_path=path, rng=rng,
+        log_prefix="agent.server" if cfg.server else "agent.client", snapshot_path=snapshot_path(cfg),
+        merge_check=lan_merge_check(cfg.datacenter, cfg.node_id, cfg.node_name))
 
 
 async def retry_join(driver: GossipDriver, addresses: list[str], interval_s: float, max_attempts: int,

@@ -82,17 +82,30 @@ class PushPullExchange:
             ctx.stats["stream_unexpected"] += 1
             return encode_stream(StreamError("unexpected message"))
         reply = encode_stream(PushPull(msg.join, True, self.table.push_rows(), self._delegate_state()))
+        error = self._refusal(msg)
+        if error:  # memberlist answers first, then refuses to merge
+            ctx.stats["push_pull_refused"] += 1
+            if ctx.delegate is not None:
+                ctx.delegate.log("memberlist", "error",
+                                 f"memberlist: Failed push/pull merge: {error} from={src[0]}:{src[1]}")
+            return reply
         self._merge_from(src, msg)
         return reply
 
-    def on_reply(self, token: int, data: bytes | None) -> None:
-        """The answer to a stream we opened (None: it failed or timed out)."""
+    def _refusal(self, msg: PushPull) -> str:
+        delegate = self.ctx.delegate
+        return delegate.check_merge(msg.nodes) if delegate is not None else ""
+
+    def on_reply(self, token: int, data: bytes | None) -> str:
+        """The answer to a stream we opened (None: it failed or timed out); returns the merge
+        delegate's refusal ("" if none)."""
         ctx = self.ctx
         stream = self.streams.pop(token, None)
         if stream is None:
-            return
+            return ""
         join, peer = stream
         ok = False
+        error = ""
         if data is None:
             ctx.stats["push_pull_failed"] += 1
         else:
@@ -102,6 +115,10 @@ class PushPullExchange:
                 ctx.stats["decode_errors"] += 1
                 msg = None
             if type(msg) is PushPull and msg.reply:
+                error = self._refusal(msg)
+            if type(msg) is PushPull and msg.reply and error:
+                ctx.stats["push_pull_refused"] += 1
+            elif type(msg) is PushPull and msg.reply:
                 self._merge_from(peer, msg)
                 ok = True
                 if join:
@@ -110,6 +127,7 @@ class PushPullExchange:
                 ctx.stats["push_pull_failed"] += 1
         if join and ctx.delegate is not None:
             ctx.delegate.on_join_result(ok)
+        return error
 
     # ------------------------------------------------------------------ merge
 

@@ -30,17 +30,30 @@ Coordinates: the core asks for an ack payload (our Vivaldi coordinate, `coordina
 reports each direct ack's RTT with the acking member's coordinate; `Serf` feeds the sample to its
 `CoordinateClient` and caches the peer's coordinate (`cached_coordinate(name)`).
 
-Not here yet: queries, coalescing, name-conflict resolution, the snapshot file.
+Queries (queries.py): `query(name, payload, now, ...)` asks every member (or those the filters
+select) through a third Lamport clock and queue; members answer with `respond`. Serf's own queries
+(`_serf_ping`, `_serf_conflict`, the key operations a driver registers) are answered here
+(serf_internal.py); others reach the driver as QUERY events. A name conflict about ourselves runs
+`_serf_conflict` when `name_conflict_resolution` is on, and the minority shuts down.
+
+Coalescing (coalesce.py): with both periods above zero, member events and coalescable user events
+are held and merged before they reach `take_events`.
+
+Merge check: `merge_check(name, tags)`, when set, returns why a member may not be in this pool
+(Consul: another datacenter). An alive message about such a member is ignored; a push-pull that
+carries one is not merged, and a join that gets one fails with that text.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from appliance.gossip.broadcast import TransmitLimitedQueue
+from appliance.gossip.coalesce import CoalesceLoop, MemberCoalescer, UserCoalescer
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.coordinate import Coordinate, CoordinateClient, CoordinateError
 from appliance.gossip.core import GossipCore
@@ -51,12 +64,16 @@ from appliance.gossip.messages import (
     DecodeError,
     JoinIntent,
     LeaveIntent,
+    StreamError,
     UserEvent,
     decode_coordinate_payload,
     encode_coordinate_payload,
     encode_message,
+    encode_stream,
 )
 from appliance.gossip.outputs import EventKind, MemberEvent, Output
+from appliance.gossip.queries import QueryEngine
+from appliance.gossip.serf_internal import InternalQueries
 from appliance.gossip.serf_members import (  # re-exported: the agent and its tests import them from here
     Member as Member,
     MemberStatus as MemberStatus,
@@ -67,15 +84,17 @@ from appliance.gossip.serf_members import (  # re-exported: the agent and its te
     decode_tags as decode_tags,
     encode_tags as encode_tags,
 )
+from appliance.gossip.serf_queries import MergeCheck, SerfQueryMixin
 from appliance.gossip.user_events import USER_EVENT_SIZE_LIMIT, EventBuffer, UserEventError, valid_state
 
-MAX_QUEUE_DEPTH = 4096  # Serf's MaxQueueDepth for its intent and event queues
+MAX_QUEUE_DEPTH = 4096  # Serf's MaxQueueDepth for its intent, event and query queues
 QUEUE_CHECK_INTERVAL_S = 30.0
 
 
-class Serf:
+class Serf(SerfQueryMixin):
     def __init__(self, name: str, addr: str, port: int, config: GossipConfig, rng: Rng, now: float,
-                 tags: dict[str, str] | None = None, user_event_size_limit: int = USER_EVENT_SIZE_LIMIT) -> None:
+                 tags: dict[str, str] | None = None, user_event_size_limit: int = USER_EVENT_SIZE_LIMIT,
+                 merge_check: MergeCheck | None = None) -> None:
         if not 0 < user_event_size_limit <= USER_EVENT_MAX_BYTES:
             raise UserEventError(f"user event size limit exceeds limit of {USER_EVENT_MAX_BYTES} bytes")
         self.name = name
@@ -97,11 +116,27 @@ class Serf:
         self.event_buffer = EventBuffer(self.stats)  # recent user events (user_events.py)
         self.state = MemberStatus.ALIVE  # of the local Serf instance
         self.has_left = False
+        self.is_shutdown = False  # a lost name conflict (the driver then closes its sockets)
+        self.packet_sealed = True
         self.flaps = 0
         self._events: list[SerfEvent] = []
+        self._logs: list[tuple[str, str, str]] = []  # (source "serf"/"memberlist", level, text)
+        self.merge_check = merge_check
+        self._tags_cache: dict[bytes, dict[str, str]] = {}
+        self.name_conflict_resolution = config.name_conflict_resolution
+        self.queries = QueryEngine(self, config.retransmit_mult)
+        self.internal = InternalQueries(self)
+        self._user_coalesce = CoalesceLoop(UserCoalescer(), config.user_coalesce_period_s,
+                                           config.user_quiescent_period_s, self._call_at, self._to_member_coalesce)
+        self._member_coalesce = CoalesceLoop(MemberCoalescer(), config.coalesce_period_s,
+                                             config.quiescent_period_s, self._call_at, self._events.append)
         self._join_pending = False
         self._leave_phase = 0
+        self._early_timers: list[tuple[float, Callable[[Any], None], Any]] | None = []
         self.core = GossipCore(name, addr, port, config, rng, now, meta=encode_tags(self.tags), delegate=self)
+        for when, fn, arg in self._early_timers:
+            self.core.call_at(when, fn, arg)
+        self._early_timers = None
         self.core.call_at(now + config.reap_interval_s, self._reap_tick)
         self.core.call_at(now + config.reconnect_interval_s, self._reconnect_tick)
         self.core.call_at(now + QUEUE_CHECK_INTERVAL_S, self._queue_check_tick)
@@ -113,19 +148,28 @@ class Serf:
         return self.core.now
 
     def tick(self, now: float) -> None:
-        self.core.tick(now)
+        if not self.is_shutdown:
+            self.core.tick(now)
 
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
 
-    def on_packet(self, src: Address, data: bytes, now: float) -> None:
-        self.core.on_packet(src, data, now)
+    def on_packet(self, src: Address, data: bytes, now: float, sealed: bool = True) -> None:
+        """A datagram; `sealed` False: it came in the clear to a member that has keys (key queries
+        in it are refused)."""
+        if not self.is_shutdown:
+            self.packet_sealed = sealed
+            self.core.on_packet(src, data, now)
+            self.packet_sealed = True
 
     def on_stream(self, src: Address, data: bytes, now: float) -> bytes:
+        if self.is_shutdown:
+            return encode_stream(StreamError("serf is shut down"))
         return self.core.on_stream(src, data, now)
 
-    def on_stream_reply(self, token: int, data: bytes | None, now: float) -> None:
-        self.core.on_stream_reply(token, data, now)
+    def on_stream_reply(self, token: int, data: bytes | None, now: float) -> str:
+        """Feed the answer to a stream we opened; returns why its state was refused ("" if it was not)."""
+        return self.core.on_stream_reply(token, data, now)
 
     def take_outputs(self) -> list[Output]:
         return self.core.take_outputs()
@@ -133,7 +177,8 @@ class Serf:
     def take_events(self) -> list[SerfEvent]:
         """Serf's events; the core's own (suspect and the like) are dropped unless taken first."""
         self.core.take_events()
-        out, self._events = self._events, []
+        out = self._events[:]
+        self._events.clear()  # the member coalescer's sink appends to this very list
         return out
 
     def join(self, addresses: list[Address], now: float, ignore_old: bool = False) -> list[int]:
@@ -184,7 +229,7 @@ class Serf:
         """What the driver and metrics read of this instance and its core (a snapshot)."""
         return SerfView(self.core.view(), len(self.members), len(self.intents),
                         len(self.events_queue), self.clock.time(), self.event_clock.time(),
-                        self.coordinates.resets, self.flaps)
+                        self.coordinates.resets, self.flaps, len(self.queries.queue), self.queries.clock.time())
 
     def restore_clocks(self, clock: int, event_clock: int) -> None:
         """Serf's restore from a snapshot: the clocks witness the saved values (0: none saved), and
@@ -283,33 +328,36 @@ class Serf:
         self.coordinate_cache[node] = other
 
     def has_broadcasts(self) -> bool:
-        return len(self.intents) > 0 or len(self.events_queue) > 0
+        return len(self.intents) > 0 or len(self.events_queue) > 0 or len(self.queries.queue) > 0
 
     def get_broadcasts(self, limit: int) -> list[bytes]:
         n = len(self.members)
         parts = self.intents.get_broadcasts(0, limit, n)
-        if self.events_queue:
-            left = limit - sum(len(p) for p in parts)
-            if left > 8:
-                parts.extend(self.events_queue.get_broadcasts(0, left, n))
+        for queue in (self.queries.queue, self.events_queue):  # Serf's order: intents, queries, events
+            if queue:
+                left = limit - sum(len(p) for p in parts)
+                if left > 8:
+                    parts.extend(queue.get_broadcasts(0, left, n))
         return parts
 
     def local_state(self) -> bytes:
         status_ltimes = {m.name: m.status_ltime for m in self.members.values()}
         left = sorted(m.name for m in self.members.values() if m.status == MemberStatus.LEFT)
         state: bytes = msgpack.packb([self.clock.time(), status_ltimes, left, self.event_clock.time(),
-                                      self.event_buffer.state()],
+                                      self.event_buffer.state(), self.queries.clock.time()],
                                      use_bin_type=True)
         return state
 
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         try:
             state = msgpack.unpackb(data, raw=False, strict_map_key=True)
-            if type(state) is not list or len(state) not in (3, 5):
+            if type(state) is not list or len(state) not in (3, 5, 6):
                 raise ValueError("bad arity")
             ltime, status_ltimes, left = state[:3]
-            event_ltime, events = state[3:] if len(state) == 5 else (0, [])
+            event_ltime, events = state[3:5] if len(state) >= 5 else (0, [])
+            query_ltime = state[5] if len(state) == 6 else 0
             valid = (
+                type(query_ltime) is int and query_ltime >= 0 and
                 type(ltime) is int and ltime >= 0 and type(status_ltimes) is dict and type(left) is list
                 and all(type(k) is str and type(v) is int and v >= 0 for k, v in status_ltimes.items())
                 and all(type(x) is str for x in left)
@@ -324,6 +372,7 @@ class Serf:
             self.clock.witness(ltime - 1)
         if event_ltime > 0:
             self.event_clock.witness(event_ltime - 1)
+        self.queries.witness_remote(query_ltime)
         if join and self._ignore_old_joins:
             self.event_buffer.min_time = max(self.event_buffer.min_time, event_ltime)
         for lt, evs in events:  # replayed, not re-broadcast: dedup makes this idempotent
@@ -360,7 +409,17 @@ class Serf:
         return tags
 
     def _emit(self, kind: SerfEventKind, node: str, time: float | None = None) -> None:
-        self._events.append(SerfEvent(kind, node, self.core.now if time is None else time))
+        now = self.core.now if time is None else time  # `time` is given while the core is being built
+        self._user_coalesce.push(SerfEvent(kind, node, now), now)
+
+    def _to_member_coalesce(self, event: SerfEvent) -> None:
+        self._member_coalesce.push(event, event.time)
+
+    def _call_at(self, when: float, fn: Callable[[Any], None], arg: Any) -> None:
+        if self._early_timers is not None:  # the core is still being built (our own join event)
+            self._early_timers.append((when, fn, arg))
+        else:
+            self.core.call_at(when, fn, arg)
 
     def _on_join(self, event: MemberEvent) -> None:
         member = self.members.get(event.node)
@@ -519,7 +578,7 @@ class Serf:
     def _queue_check_tick(self, _: Any) -> None:
         """Bound the Serf queues (Serf#78: they grow without limit when nobody can be told)."""
         self.core.call_at(self.core.now + QUEUE_CHECK_INTERVAL_S, self._queue_check_tick)
-        for label, queue in (("intent", self.intents), ("event", self.events_queue)):
+        for label, queue in (("intent", self.intents), ("event", self.events_queue), ("query", self.queries.queue)):
             dropped = queue.prune(MAX_QUEUE_DEPTH)
             if dropped:
                 self.stats[f"{label}_queue_pruned"] += dropped
@@ -530,6 +589,6 @@ class Serf:
         """True if the event is new: then it has been delivered here (a USER event) and is to be re-broadcast."""
         if not self.event_buffer.accept(self.event_clock, msg):
             return False
-        self._events.append(SerfEvent(SerfEventKind.USER, "", self.core.now, msg.name, msg.payload, msg.ltime,
-                                      msg.cc))
+        self._user_coalesce.push(SerfEvent(SerfEventKind.USER, "", self.core.now, msg.name, msg.payload, msg.ltime,
+                                           msg.cc), self.core.now)
         return True

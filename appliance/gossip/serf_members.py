@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum
+from typing import Any
 
 import msgpack
 
@@ -30,11 +31,13 @@ class SerfEventKind(Enum):
     MEMBER_UPDATE = "member-update"
     MEMBER_REAP = "member-reap"
     USER = "user"
+    QUERY = "query"
 
 
 @dataclass(frozen=True, slots=True)
 class SerfEvent:
-    """A member event (`node` set) or a user event (`name`, `payload`, `ltime`, `coalesce` set)."""
+    """A member event (`node` set), a user event (`name`, `payload`, `ltime`, `coalesce` set) or a
+    query (`name`, `payload`, `ltime`, and `query`: the request to answer with `Serf.respond`)."""
 
     kind: SerfEventKind
     node: str
@@ -43,6 +46,7 @@ class SerfEvent:
     payload: bytes = b""
     ltime: int = 0
     coalesce: bool = False
+    query: Any = None  # queries.QueryRequest for a QUERY event
 
 
 @dataclass
@@ -101,6 +105,8 @@ class SerfView:
     event_time: int  # the user-event Lamport clock
     coordinate_resets: int
     flaps: int  # members that failed and came back within the flap timeout
+    query_queue: int = 0  # queued queries (serf.queue.Query)
+    query_time: int = 1  # the query Lamport clock
 
     @property
     def health_score(self) -> int:

@@ -90,6 +90,8 @@ class MemberTransitions:
         is_local = a.node == ctx.name
         if is_local and ctx.leaving:
             return
+        if not bootstrap and ctx.delegate is not None and not ctx.delegate.check_alive(a):
+            return  # memberlist's alive delegate (Consul: a member of another datacenter)
         state = self.table.get(a.node)
         updates_node = False
         if state is None:
@@ -102,6 +104,8 @@ class MemberTransitions:
                 updates_node = True
             else:
                 ctx.stats["conflicts"] += 1
+                if ctx.delegate is not None:
+                    ctx.delegate.notify_conflict(state.name, state.address, a, int(state.state))
                 return
         if not is_local and not updates_node and a.incarnation <= state.incarnation:
             if state.state == DEAD:

@@ -18,14 +18,15 @@ plaintext when it is off (the middle step of rolling encryption onto a running p
     kind 1 (plain):     body = [channel u8][payload]
     kind 10 (sealed):   body = keyring.encrypt([channel u8][payload], aad = the 5 header bytes)
 
-Channels: 1 = the gossip core (push-pull and join), 2 = keyring operations, 0 = an error reply
+Channels: 1 = the gossip core (push-pull and join), 0 = an error reply
 (UTF-8 text, always sent plain so a peer without our key can read why it was refused). A sealed
 stream reaching an agent without keys, or a plain one reaching an agent that verifies incoming
 traffic, is answered with an error ("encryption is configured but remote state is not
 encrypted", memberlist's text). A frame above `MAX_STREAM_BYTES`, a short read, a bad kind or a
-stream that does not arrive within the TCP timeout is counted and the connection closed. A
-keyring operation must arrive sealed whenever this agent has keys, even with verification off,
-so nobody without a key can change the ring of a pool that is being rolled onto encryption. At most
+stream that does not arrive within the TCP timeout is counted and the connection closed.
+`last_packet_sealed` says whether the datagram being handled was opened with a key: the driver
+refuses key queries that arrive in the clear whenever this agent has keys, even with verification
+off, so nobody without a key can change the ring of a pool that is being rolled onto encryption. At most
 `MAX_INBOUND_STREAMS` inbound streams are served at once (memberlist's push-pull cap); more are
 refused.
 
@@ -54,7 +55,6 @@ KIND_PLAIN = 1
 KIND_SEALED = 10
 CHANNEL_ERROR = 0
 CHANNEL_GOSSIP = 1
-CHANNEL_KEYRING = 2
 MAX_FRAME_BYTES = MAX_STREAM_BYTES + 1 + ENCRYPT_OVERHEAD
 MAX_INBOUND_STREAMS = 127  # memberlist refuses the 128th concurrent push-pull
 UDP_RECV_BUFFER = 2 << 20  # memberlist asks the kernel for 2 MiB
@@ -88,6 +88,7 @@ class GossipTransport:
         self.bind = bind
         self.port = port
         self.keyring = keyring
+        self.last_packet_sealed = False  # the datagram being handled was decrypted with a key
         self.verify_incoming = verify_incoming
         self.verify_outgoing = verify_outgoing
         self.tcp_timeout_s = tcp_timeout_s
@@ -155,13 +156,16 @@ class GossipTransport:
         if len(data) > MAX_PACKET_BYTES:
             self.stats["oversized_packets"] += 1
             return
+        sealed = False
         if self.keyring:
             try:
                 data = self.keyring.decrypt(data)
+                sealed = True
             except KeyringError:
                 if self.verify_incoming:
                     self.stats["decrypt_failed"] += 1
                     return
+        self.last_packet_sealed = sealed
         try:
             self._on_packet(src, data)
         except Exception:  # a bug in the handler must not stop the socket
@@ -205,8 +209,6 @@ class GossipTransport:
                 raise StreamFailed("empty stream frame")
         elif body[0] != CHANNEL_ERROR and self.keyring and self.verify_incoming:
             raise StreamFailed("encryption is configured but remote state is not encrypted")
-        if body[0] == CHANNEL_KEYRING and kind != KIND_SEALED and self.keyring:
-            raise StreamFailed("keyring operations must be encrypted")  # even with verify_incoming off
         return body[0], body[1:], kind == KIND_SEALED
 
     # ------------------------------------------------------------------ outbound streams

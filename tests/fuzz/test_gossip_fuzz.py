@@ -45,7 +45,7 @@ from appliance.gossip.messages import (
     encode_stream,
 )
 from appliance.gossip.serf import decode_tags, encode_tags
-from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, CHANNEL_KEYRING, GossipTransport, StreamFailed
+from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, GossipTransport, StreamFailed
 from tests.fuzz.harness import Target, fuzz_tests, seed_tests
 
 KEY = bytes(range(32))
@@ -142,7 +142,7 @@ FRAMES = [
     _PLAIN._seal(CHANNEL_GOSSIP, STREAMS[0]),
     _PLAIN._seal(CHANNEL_ERROR, b"remote error"),
     _SEALED._seal(CHANNEL_GOSSIP, STREAMS[1]),
-    _SEALED._seal(CHANNEL_KEYRING, msgpack.packb({"Op": "list", "Key": b""})),
+    _SEALED._seal(CHANNEL_ERROR, msgpack.packb({"Op": "list", "Key": b""})),
 ]
 
 

@@ -18,7 +18,9 @@ A second, encrypted pool (one `-bootstrap` server and one client, both with `-en
 refuses an agent with no key and one with a wrong key (each gives up after `-retry-max 1` with
 Consul's "max join retry exhausted" and exit code 1, and never appears in the member list),
 then rolls the key with `cairn keyring -install K2`, `-use K2`, `-remove K1`: the pool keeps
-working on K2, and removing the primary key is refused with memberlist's text.
+working on K2, and removing the primary key is refused with memberlist's text. The server also
+runs a WAN pool (alone in it): every operation covers it too, and the list shows it first
+(`"WAN": true`, `WAN:` in the CLI), as Consul's does.
 """
 
 from __future__ import annotations
@@ -306,11 +308,12 @@ def keygen() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def keyring_list(agent: Agent) -> dict:
+def keyring_list(agent: Agent, wan: bool = False) -> dict:
     status, body = agent.get("/v1/operator/keyring")
     assert status == 200, body
-    (pool_entry,) = body
-    return pool_entry
+    wan_entry, lan_entry = body  # a server: the WAN pool first, then its datacenter's LAN pool
+    assert wan_entry["WAN"] is True and lan_entry["WAN"] is False
+    return wan_entry if wan else lan_entry
 
 
 def test_encrypted_pool_refuses_strangers_and_rolls_its_key(tmp_path):
@@ -337,25 +340,31 @@ def test_encrypted_pool_refuses_strangers_and_rolls_its_key(tmp_path):
         entry = keyring_list(server)
         assert entry["Keys"] == {k1: 2} and entry["PrimaryKeys"] == {k1: 2} and entry["NumNodes"] == 2
         assert entry["WAN"] is False and entry["Datacenter"] == "dc1"
+        wan = keyring_list(server, wan=True)
+        assert wan["Keys"] == {k1: 1} and wan["NumNodes"] == 1 and wan["Datacenter"] == "dc1"
         out = server.cli("keyring", "-install", k2)
         assert out.returncode == 0 and "==> Installing new gossip encryption key..." in out.stdout, out.stderr
         assert keyring_list(server)["Keys"] == {k1: 2, k2: 2}
         assert server.cli("keyring", "-use", k2).returncode == 0
         assert keyring_list(server)["PrimaryKeys"] == {k2: 2}
+        assert keyring_list(server, wan=True)["PrimaryKeys"] == {k2: 1}
         out = server.cli("keyring", "-remove", k2)  # the primary: refused on every member
         assert out.returncode == 1 and "Removing the primary key is not allowed" in out.stderr
-        assert "2/2 nodes reported failure" in out.stderr
+        assert "dc1 (LAN) error: 2/2 nodes reported failure" in out.stderr
+        assert "WAN error: 1/1 nodes reported failure" in out.stderr
         assert server.cli("keyring", "-remove", k1).returncode == 0
         out = server.cli("keyring", "-list")
         assert out.returncode == 0 and f"  {k2} [2/2]" in out.stdout and k1 not in out.stdout
-        assert out.stdout.splitlines()[:3] == ["==> Gathering installed encryption keys...", "", "dc1 (LAN):"]
+        lines = out.stdout.splitlines()
+        assert lines[:4] == ["==> Gathering installed encryption keys...", "", "WAN:", f"  {k2} [1/1]"], lines
+        assert lines[4:7] == ["", "dc1 (LAN):", f"  {k2} [2/2]"], lines
         # the ring is persisted, and gossip carries on with K2 only
         ring = json.loads((server.data_dir / "serf" / "local.keyring").read_text())
         assert ring == [k2]
         time.sleep(2)
         assert server.members() == {"e1": 1, "e2": 1} and member.members() == {"e1": 1, "e2": 1}
         status, _, body = http("POST", server.url + "/v1/operator/keyring", {"Key": "not base64!"}, timeout=10)
-        assert status == 500 and b"dc1 (LAN) error" in body
+        assert status == 500 and b"dc1 (LAN) error" in body and b"WAN error" in body
     finally:
         for a in agents:
             a.stop()

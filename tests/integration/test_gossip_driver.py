@@ -25,9 +25,16 @@ import pytest
 from appliance.gossip.config import GossipConfig
 from appliance.gossip.driver import GossipDriver, JoinError
 from appliance.gossip.keyring import Keyring, encode_key
-from appliance.gossip.messages import Ping, StreamError, decode_stream, encode_message, encode_packet
+from appliance.gossip.messages import (
+    Ping,
+    QueryMessage,
+    StreamError,
+    decode_stream,
+    encode_message,
+    encode_packet,
+)
 from appliance.gossip.serf import MemberStatus
-from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, CHANNEL_KEYRING, KIND_PLAIN, STREAM_HEADER
+from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, KIND_PLAIN, STREAM_HEADER
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,7 +103,7 @@ def test_garbage_packets_and_streams_are_counted_and_dropped():
             assert await tcp_exchange(a.port, struct.pack(">BI", KIND_PLAIN, 0xFFFF_FFFF)) != b"x"
             assert await tcp_exchange(a.port, struct.pack(">BI", KIND_PLAIN, 100) + b"\x01abc") != b"x"
             assert "unknown stream channel" in error_text(await tcp_exchange(a.port, plain_frame(9, b"zz")))
-            assert "malformed keyring request" in error_text(await tcp_exchange(a.port, plain_frame(2, b"\xc1")))
+            assert "unknown stream channel 2" in error_text(await tcp_exchange(a.port, plain_frame(2, b"\xc1")))
             reply = await tcp_exchange(a.port, plain_frame(CHANNEL_GOSSIP, b"\x01\xc1garbage"))
             assert reply[5] == CHANNEL_GOSSIP and type(decode_stream(reply[6:])) is StreamError
             _, idle = await asyncio.open_connection("127.0.0.1", a.port)  # says nothing: timed out
@@ -155,7 +162,7 @@ def test_encrypted_member_drops_plaintext_and_wrong_keys():
             assert e1.transport.stats["decrypt_failed"] >= before + 2
             assert {m.name for m in e1.members()} == {"e1", "e2"}  # nobody else got in
             assert e1.stats()["encrypted"] == "true" and plain.stats()["encrypted"] == "false"
-            # keyring operations travel over the encrypted stream to every member
+            # keyring operations are Serf's key queries, gossiped sealed to every member
             new = os.urandom(16)
             result = await e1.keyring_operation("install", encode_key(new))
             assert result.error == "" and result.keys == {encode_key(key): 2, encode_key(new): 2}
@@ -180,11 +187,16 @@ def test_verification_off_accepts_plaintext_while_rolling_out_a_key():
         try:
             assert await plain.join([f"127.0.0.1:{rolling.port}"]) == 1
             await settle(plain, rolling)
-            # but nobody without the key may change the ring, even while verification is off
-            request = msgpack.packb({"Op": "install", "Key": os.urandom(32)})
-            reply = await tcp_exchange(rolling.port, plain_frame(CHANNEL_KEYRING, request))
-            assert error_text(reply) == "keyring operations must be encrypted"
+            # but nobody without the key may change the ring, even while verification is off: a
+            # key query in the clear is neither applied nor passed on
+            request = b"\x07" + msgpack.packb({"Key": os.urandom(32)})
+            query = QueryMessage(50, 7, "127.0.0.1", plain.port, "plain", [], 0, 0, 5_000_000_000,
+                                 "_serf_install-key", request)
+            udp_send(rolling.port, encode_packet([encode_message(query)]))
+            await asyncio.sleep(0.3)
             assert rolling.keyring.keys == [key]
+            assert rolling.serf is not None
+            assert rolling.serf.stats["key_queries_unsealed"] == 1
         finally:
             await plain.stop()
             await rolling.stop()

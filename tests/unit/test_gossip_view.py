@@ -23,7 +23,8 @@ READERS = ("appliance/gossip/driver.py", "appliance/telemetry/gossip.py", "appli
 SERF_API = {
     "tick", "next_deadline", "on_packet", "on_stream", "on_stream_reply", "take_outputs", "take_events",
     "join", "leave", "force_leave", "set_tags", "user_event", "member_list", "member", "tags", "state",
-    "has_left", "view", "restore_clocks", "coordinate", "cached_coordinate",
+    "has_left", "view", "restore_clocks", "coordinate", "cached_coordinate", "take_logs", "is_shutdown", "query",
+    "respond", "register_internal_query",
 }
 
 

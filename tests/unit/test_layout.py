@@ -84,6 +84,10 @@ SANS_IO_CORES = (
     "appliance/gossip/keyring.py",
     "appliance/gossip/snapshot.py",
     "appliance/gossip/user_events.py",
+    "appliance/gossip/queries.py",
+    "appliance/gossip/coalesce.py",
+    "appliance/gossip/serf_internal.py",
+    "appliance/gossip/serf_queries.py",
     # The state store, FSM and commands, watch keys, snapshots.
     "appliance/state/*.py",
     # DNS names and answers (the server is dns/server.py).
