@@ -1,0 +1,284 @@
+"""The servers' check of the writes client agents forward (appliance/acl/commands.py), the token
+each anti-entropy write acts with (appliance/local/sync.py `SyncTokens`), and a client agent's
+token cache under `acl.down_policy` (appliance/acl/down.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from appliance.acl.authorizer import Authorizer
+from appliance.acl.caller import acting_as, caller_token
+from appliance.acl.commands import ForwardedWrites, PermissionDenied, ServerOnly, command_needs
+from appliance.acl.down import TokenCache
+from appliance.acl.policy import Rules
+from appliance.acl.resolve import ACLNotFound, Identity
+from appliance.coordinates import CoordinateBatcher
+from appliance.local.definitions import parse_check_definition, parse_service_definition
+from appliance.local.state import LocalState
+from appliance.local.sync import StateSyncer, SyncTokens, plan_sync
+from appliance.state.fsm import FSM
+from appliance.state.store import Store
+
+NODE = {"Node": "n1", "ID": "", "Address": "10.0.0.1", "Datacenter": "dc1",
+        "TaggedAddresses": {"lan": "10.0.0.1"}, "NodeMeta": {"rack": "a"}}
+
+
+def store_with(*policies: tuple[str, str]) -> tuple[Store, dict[str, str]]:
+    """A store with node n1 running service web (ID web-1, a check), session s1 on n1, query q
+    named "q-name", and one token per (name, rules); returns the secrets by name."""
+    store = Store()
+    fsm = FSM(store)
+    local = LocalState("n1", "dc1")
+    local.add_service(parse_service_definition({"ID": "web-1", "Name": "web", "Port": 80,
+                                                "Check": {"CheckID": "web-check", "TTL": "10s"}}))
+    local.add_check(parse_check_definition({"CheckID": "node-check", "Name": "n", "TTL": "10s"}))
+    steps = [{"Type": "acl", "Op": "init"}, *(cmd for _, cmd in plan_sync(store, NODE, local)),
+             {"Type": "session_create", "Session": {"ID": "11111111-1111-4111-8111-111111111111", "Node": "n1",
+                                                    "LockDelay": 0, "Behavior": "release", "TTL": ""}}]
+    secrets = {}
+    for i, (name, rules) in enumerate(policies):
+        pid = str(uuid.UUID(int=i + 10))
+        secrets[name] = str(uuid.uuid4())
+        steps.append({"Type": "acl", "Op": "policy_set", "Object": {"ID": pid, "Name": name, "Description": "",
+                                                                   "Rules": rules}})
+        steps.append({"Type": "acl", "Op": "token_set", "Create": True, "Object": {
+            "AccessorID": str(uuid.UUID(int=i + 100)), "SecretID": secrets[name], "Description": "",
+            "Local": False, "CreateTime": "2026-01-01T00:00:00Z", "Policies": [{"ID": pid}]}})
+    for index, cmd in enumerate(steps, start=1):
+        applied = fsm.apply(index, cmd)
+        assert not isinstance(applied.result, Exception), (cmd, applied.result)
+    return store, secrets
+
+
+@pytest.mark.parametrize(("cmd", "needs"), [
+    ({"Type": "kv_set", "Key": "a/b", "Value": b"x"}, [("key", "write", "a/b")]),
+    ({"Type": "kv_delete", "Key": "a/", "Recurse": True}, [("key_prefix", "write", "a/")]),
+    ({"Type": "kv_lock", "Key": "lock", "Session": "s"}, [("key", "write", "lock")]),
+    # the node record as it is: no node:write for a service registration
+    ({"Type": "register", **NODE, "SkipNodeUpdate": True, "Service": {"ID": "web-1", "Service": "web"}},
+     [("service", "write", "web")]),
+    # the record changes (another address): node:write
+    ({"Type": "register", **NODE, "Address": "10.0.0.2"}, [("node", "write", "n1")]),
+    ({"Type": "register", **NODE}, []),  # the same record again needs nothing more
+    ({"Type": "register", **NODE, "Node": "new"}, [("node", "write", "new")]),
+    # an existing ID registered under another name: write on both names
+    ({"Type": "register", **NODE, "SkipNodeUpdate": True, "Service": {"ID": "web-1", "Service": "api"}},
+     [("service", "write", "api"), ("service", "write", "web")]),
+    ({"Type": "register", **NODE, "SkipNodeUpdate": True,
+      "Checks": [{"CheckID": "web-check", "ServiceID": "web-1"}, {"CheckID": "node-check"}]},
+     [("service", "write", "web"), ("node", "write", "n1")]),
+    ({"Type": "deregister", "Node": "n1", "ServiceID": "web-1"}, [("service", "write", "web")]),
+    ({"Type": "deregister", "Node": "n1", "CheckID": "web-check"}, [("service", "write", "web")]),
+    ({"Type": "deregister", "Node": "n1", "CheckID": "node-check"}, [("node", "write", "n1")]),
+    ({"Type": "deregister", "Node": "n1"}, [("node", "write", "n1")]),
+    ({"Type": "session_create", "Session": {"ID": "x", "Node": "n2"}}, [("session", "write", "n2")]),
+    ({"Type": "session_destroy", "ID": "11111111-1111-4111-8111-111111111111"}, [("session", "write", "n1")]),
+    ({"Type": "session_renew", "ID": "11111111-1111-4111-8111-111111111111"}, [("session", "write", "n1")]),
+    ({"Type": "session_destroy", "ID": "unknown"}, []),  # the FSM answers for an unknown session
+    ({"Type": "txn", "Ops": [{"KV": {"Verb": "get", "Key": "r"}}, {"KV": {"Verb": "delete-tree", "Key": "t/"}},
+                             {"Service": {"Verb": "set", "Node": "n1", "Service": {"ID": "x", "Service": "db"}}},
+                             {"Check": {"Verb": "delete", "Check": {"Node": "n1", "CheckID": "c"}}}]},
+     [("key", "read", "r"), ("key_prefix", "write", "t/"), ("service", "write", "db"), ("node", "write", "n1")]),
+    ({"Type": "lock_checked", "Command": {"Type": "kv_lock", "Key": "l", "Session": "s"}}, [("key", "write", "l")]),
+    ({"Type": "prepared_query", "Op": "set", "Query": {"ID": "q", "Name": "new-name"}},
+     [("query", "write", "new-name")]),
+    ({"Type": "acl", "Op": "policy_set", "Object": {}}, [("acl", "write", None)]),
+    ({"Type": "acl", "Op": "bootstrap", "Object": {}}, []),
+    ({"Type": "coordinate_batch_update", "Updates": [{"Node": "b"}, {"Node": "a"}, {"Node": "a"}]},
+     [("node", "write", "a"), ("node", "write", "b")]),
+    ({"Type": "autopilot", "Config": {}}, [("operator", "write", None)]),
+    ({"Type": "raft_remove_peer", "ID": "x"}, [("operator", "write", None)]),
+    ({"Type": "raft_configuration"}, [("operator", "read", None)]),
+    ({"Type": "restore", "State": b""}, [("acl", "write", None)]),
+])
+def test_each_command_needs_what_its_endpoint_needs(cmd, needs):
+    store, _ = store_with()
+    assert command_needs(cmd, store) == needs
+
+
+@pytest.mark.parametrize("cmd", [
+    {"Type": "acl", "Op": "init"}, {"Type": "autopilot", "Init": True, "Config": {}}, {"Type": "nonsense"},
+    {"Type": "lock_checked", "Command": {"Type": "acl", "Op": "init"}}, {"NoType": 1},
+])
+def test_commands_only_servers_propose_are_refused_whatever_the_token(cmd):
+    store, _ = store_with()
+    with pytest.raises(ServerOnly, match="is not a client agent's write"):
+        command_needs(cmd, store)
+    with pytest.raises(ServerOnly):
+        ForwardedWrites("dc1", default_allow=True).check(store, "", cmd, 0.0)
+
+
+def test_forwarded_writes_are_decided_by_the_route_tables_authorizer():
+    store, secrets = store_with(("app-write", 'key_prefix "app/" { policy = "write" }'),
+                                ("app-read", 'key_prefix "app/" { policy = "read" }'),
+                                ("all", 'key_prefix "" { policy = "write" } key "app/secret" { policy = "deny" }'))
+    writes = ForwardedWrites("dc1", default_allow=False)
+    put = {"Type": "kv_set", "Key": "app/x", "Value": b"1"}
+    writes.check(store, secrets["app-write"], put, 0.0)
+    with pytest.raises(PermissionDenied) as err:
+        writes.check(store, secrets["app-read"], put, 0.0)
+    assert str(err.value) == ("Permission denied: token with AccessorID '00000000-0000-0000-0000-000000000065' "
+                              "lacks permission 'key:write' on \"app/x\"")
+    with pytest.raises(PermissionDenied, match="^Permission denied: anonymous token lacks permission 'key:write'"):
+        writes.check(store, "", put, 0.0)  # no token: the anonymous token
+    with pytest.raises(ACLNotFound, match="^ACL not found$"):
+        writes.check(store, str(uuid.uuid4()), put, 0.0)
+    # a recursive delete needs write on everything under the prefix (Consul's KeyWritePrefix)
+    writes.check(store, secrets["all"], {"Type": "kv_delete", "Key": "other/", "Recurse": True}, 0.0)
+    with pytest.raises(PermissionDenied, match="lacks permission 'key:write' on \"app/\""):
+        writes.check(store, secrets["all"], {"Type": "kv_delete", "Key": "app/", "Recurse": True}, 0.0)
+    writes.check(store, "", {"Type": "acl", "Op": "bootstrap", "Object": {}}, 0.0)  # the FSM allows it once
+    # default allow: everything but the ACL system
+    allow = ForwardedWrites("dc1", default_allow=True)
+    allow.check(store, "", put, 0.0)
+    with pytest.raises(PermissionDenied, match="lacks permission 'acl:write'\\. The anonymous"):
+        allow.check(store, "", {"Type": "acl", "Op": "policy_delete", "ID": "x"}, 0.0)
+
+
+def test_the_caller_token_is_scoped_to_its_block_and_task():
+    assert caller_token() == ""
+    with acting_as("outer"):
+        with acting_as("inner"):
+            assert caller_token() == "inner"
+        assert caller_token() == "outer"
+
+        async def other_task() -> str:
+            with acting_as("task"):
+                await asyncio.sleep(0)
+                return caller_token()
+
+        async def main() -> tuple[str, str]:
+            seen = await asyncio.create_task(other_task())
+            return seen, caller_token()
+
+        assert asyncio.run(main()) == ("task", "outer")
+    assert caller_token() == ""
+
+
+def local_state() -> LocalState:
+    local = LocalState("n1", "dc1")
+    local.add_service(parse_service_definition({"Name": "web", "Token": "web-token", "Check": {"TTL": "10s"}}))
+    local.add_service(parse_service_definition({"Name": "cfg"}), source="config")
+    local.add_service(parse_service_definition({"Name": "bare"}))
+    local.add_check(parse_check_definition({"Name": "disk", "TTL": "10s"}))
+    local.add_check(parse_check_definition({"Name": "own", "TTL": "10s", "Token": "check-token"}))
+    return local
+
+
+def test_anti_entropy_writes_with_the_tokens_consul_uses():
+    agent = {"agent": "agent-token", "default": "default-token", "config_file_service_registration": "cfsr"}
+    tokens = SyncTokens(local_state(), lambda kind: agent.get(kind, ""))
+    assert tokens.of({"Type": "register", **NODE}) == ("node", "agent-token")
+    svc = {"Type": "register", **NODE, "SkipNodeUpdate": True}
+    assert tokens.of({**svc, "Service": {"ID": "web"}}) == ("service", "web-token")
+    assert tokens.of({**svc, "Service": {"ID": "cfg"}}) == ("service", "cfsr")
+    assert tokens.of({**svc, "Service": {"ID": "bare"}}) == ("service", "default-token")
+    assert tokens.of({**svc, "Checks": [{"CheckID": "service:web"}]}) == ("check", "web-token")  # its service's
+    assert tokens.of({**svc, "Checks": [{"CheckID": "disk"}]}) == ("check", "default-token")
+    assert tokens.of({**svc, "Checks": [{"CheckID": "own"}]}) == ("check", "check-token")
+    # gone from the agent: the token it was last synced with, else the default
+    tokens.remember({**svc, "Service": {"ID": "old"}, "Checks": [{"CheckID": "old-check"}]}, "old-token")
+    assert tokens.of({"Type": "deregister", "Node": "n1", "ServiceID": "old"}) == ("service", "old-token")
+    assert tokens.of({"Type": "deregister", "Node": "n1", "CheckID": "old-check"}) == ("check", "old-token")
+    tokens.remember({"Type": "deregister", "Node": "n1", "ServiceID": "old"}, "")
+    assert tokens.of({"Type": "deregister", "Node": "n1", "ServiceID": "old"}) == ("service", "default-token")
+    agent.pop("agent")
+    assert tokens.of({"Type": "deregister", "Node": "n1"}) == ("node", "default-token")
+
+
+class Forwarding:
+    """A client agent's consensus as the syncer sees it: each write's token recorded, the ones
+    `refuse` names refused as a server does."""
+
+    def __init__(self, refuse: set[str]) -> None:
+        self.refuse = refuse
+        self.writes: list[tuple[str, str]] = []
+
+    async def read_point(self, consistency: str) -> None:
+        return None
+
+    async def propose(self, cmd: dict) -> bool:
+        token = caller_token()
+        if token in self.refuse:
+            raise PermissionDenied("rpc error making call: Permission denied")
+        self.writes.append((cmd["Type"], token))
+        return True
+
+
+def test_a_write_acls_refuse_is_logged_and_the_others_go_on(caplog):
+    consensus = Forwarding(refuse={"web-token"})
+    syncer = StateSyncer(Store(), consensus, local_state(), lambda: dict(NODE))
+    syncer.tokens.agent_tokens = {"agent": "agent-token", "default": "default-token"}.get  # type: ignore[assignment]
+    with caplog.at_level("WARNING", logger="agent"):
+        assert asyncio.run(syncer.sync_now()) is True
+    assert "Service registration blocked by ACLs: service=web" in caplog.text
+    assert consensus.writes[0] == ("register", "agent-token")  # the node first, with the agent token
+    assert ("register", "default-token") in consensus.writes and len(consensus.writes) == 5
+
+
+def test_coordinate_batches_go_with_their_tokens():
+    sent: list[tuple[list[str], str]] = []
+
+    async def propose(cmd: dict) -> None:
+        if caller_token() == "bad":
+            raise PermissionDenied("Permission denied")
+        sent.append(([u["Node"] for u in cmd["Updates"]], caller_token()))
+
+    batcher = CoordinateBatcher(propose)
+    batcher.submit({"Node": "me", "Segment": ""}, "agent-token")
+    with acting_as("caller"):
+        batcher.submit({"Node": "other", "Segment": ""})  # the HTTP caller's token
+    batcher.submit({"Node": "x", "Segment": ""}, "bad")
+    assert asyncio.run(batcher.flush()) == 3
+    assert sent == [(["me"], "agent-token"), (["other"], "caller")]
+    assert batcher.applied == 2
+
+
+def ident(accessor: str, expires: str | None = None) -> Identity:
+    token = {"AccessorID": accessor, "SecretID": "s"}
+    if expires:
+        token["ExpirationTime"] = expires
+    return Identity(accessor, token, Authorizer(Rules(exact={"key": {"k": "write"}}), False))
+
+
+@pytest.mark.parametrize(("policy", "cached_after_ttl", "never_seen"), [
+    ("extend-cache", "cached", "deny"), ("async-cache", "cached", "deny"),
+    ("deny", "deny", "deny"), ("allow", "allow", "allow"),
+])
+def test_down_policy_once_the_servers_are_gone(policy, cached_after_ttl, never_seen):
+    cache = TokenCache(policy, token_ttl_s=30.0)
+    known = ident("acc-1")
+    assert cache.resolve("s1", 100.0, True, lambda: known) is known  # up: resolved and cached
+
+    def down(secret: str, now: float) -> Identity:
+        def unreachable() -> Identity:
+            raise AssertionError("no server to ask")
+        return cache.resolve(secret, now, False, unreachable)
+
+    assert down("s1", 129.0) is known  # within token_ttl: the cached answer, whatever the policy
+    expected = {"cached": known, "deny": cache.deny_all, "allow": cache.allow_all}
+    assert down("s1", 131.0) is expected[cached_after_ttl]
+    assert down("never", 131.0) is expected[never_seen]
+    assert not cache.allow_all.authz.allowed("acl", "", "read")  # allow: not the ACL system
+    assert cache.allow_all.authz.allowed("key", "k", "write")
+    assert not cache.deny_all.authz.allowed("key", "k", "read")
+
+
+def test_a_token_that_expired_while_the_servers_were_away_is_not_extended():
+    cache = TokenCache("extend-cache", token_ttl_s=30.0)
+    cache.resolve("s", 0.0, True, lambda: ident("acc", expires="1970-01-01T00:01:00Z"))
+    assert cache.resolve("s", 10.0, False, lambda: ident("unused")).accessor == "acc"
+    assert cache.resolve("s", 61.0, False, lambda: ident("unused")) is cache.deny_all
+
+
+def test_up_again_an_unknown_secret_is_acl_not_found():
+    cache = TokenCache("allow", token_ttl_s=30.0)
+
+    def missing() -> Identity:
+        raise ACLNotFound()
+
+    with pytest.raises(ACLNotFound):
+        cache.resolve("gone", 0.0, True, missing)
