@@ -211,7 +211,7 @@ class Forwarding:
 def test_a_write_acls_refuse_is_logged_and_the_others_go_on(caplog):
     consensus = Forwarding(refuse={"web-token"})
     syncer = StateSyncer(Store(), consensus, local_state(), lambda: dict(NODE))
-    syncer.tokens.agent_tokens = {"agent": "agent-token", "default": "default-token"}.get  # type: ignore[assignment]
+    syncer.tokens.agent_tokens = lambda kind: {"agent": "agent-token", "default": "default-token"}.get(kind, "")
     with caplog.at_level("WARNING", logger="agent"):
         assert asyncio.run(syncer.sync_now()) is True
     assert "Service registration blocked by ACLs: service=web" in caplog.text
