@@ -289,3 +289,21 @@ def test_gateway_services_and_health_ingress():
         assert json_body(await api.call("GET", "/v1/catalog/gateway-services/nothing")) == []
 
     run(scenario)
+
+
+def test_prepared_query_with_connect_answers_the_proxies():
+    async def scenario(api: InProcessAgent) -> None:
+        for service in ({"Service": "socat", "Port": 8181},
+                        {"Kind": "connect-proxy", "Service": "socat-proxy", "Port": 21000,
+                         "Proxy": {"DestinationServiceName": "socat"}}):
+            a = await api.call("PUT", "/v1/catalog/register",
+                               {"Node": "n2", "Address": "127.0.0.2", "Service": service})
+            assert a.status == 200, a.body
+        a = await api.call("POST", "/v1/query", {"Name": "echo", "Service": {"Service": "socat"}})
+        assert a.status == 200, a.body
+        plain = json_body(await api.call("GET", "/v1/query/echo/execute"))
+        assert [n["Service"]["ID"] for n in plain["Nodes"]] == ["socat"]
+        mesh = json_body(await api.call("GET", "/v1/query/echo/execute?connect=true"))
+        assert [(n["Service"]["ID"], n["Service"]["Port"]) for n in mesh["Nodes"]] == [("socat-proxy", 21000)]
+
+    run(scenario)

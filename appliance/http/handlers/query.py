@@ -36,7 +36,7 @@ from appliance.http.context import HTTPContext
 from appliance.http.encoding import decode_body, read_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
-from appliance.http.query import QueryOptions, blocking, meta_headers, query_options, read_point
+from appliance.http.query import QueryOptions, blocking, meta_headers, parse_bool_param, query_options, read_point
 from appliance.http.values import Answer, Request, json_answer
 from appliance.queries import definition, execute
 from appliance.queries.template import TemplateError
@@ -175,12 +175,13 @@ def _limit(req: Request) -> int:
     return int(text)
 
 
-async def _remote_instances(ctx: HTTPContext, dc: str, service: str) -> list[dict[str, Any]] | None:
-    """Another datacenter's instances of a service (its /v1/health/service answer); None if it
-    cannot be asked."""
+async def _remote_instances(ctx: HTTPContext, dc: str, service: str, connect: bool = False
+                            ) -> list[dict[str, Any]] | None:
+    """Another datacenter's instances of a service (its /v1/health/service answer, or
+    /v1/health/connect with `connect`); None if it cannot be asked."""
+    path = "/v1/health/connect/" if connect else "/v1/health/service/"
     try:
-        answer = await ctx.federation.request(
-            dc, Exchange("GET", "/v1/health/service/" + quote(service, safe=""), [("stale", "")]))
+        answer = await ctx.federation.request(dc, Exchange("GET", path + quote(service, safe=""), [("stale", "")]))
     except ForwardError as err:
         ctx.log.debug("Skipping datacenter for prepared query failover: datacenter=%s error=%s", dc, err)
         return None
@@ -224,14 +225,18 @@ async def execute_query(req: Request, ctx: HTTPContext, id_or_name: str) -> Answ
     limit = _limit(req)
     near = execute.source_node(store, req.query.get("near", "") or svc.get("Near") or "", ctx.config.node_name,
                                _client_ip(req))
-    nodes = execute.order(execute.select(query, check_service_nodes(store, svc["Service"])), ctx.rng, near,
+    # ?connect=true: the service's Connect-capable instances (its proxies, native instances)
+    connect = parse_bool_param(req, "connect")
+    here = check_service_nodes(store, svc["Service"], connect=connect)
+    nodes = execute.order(execute.select(query, here), ctx.rng, near,
                           limit, lambda items: sort_near(store, items, near, ctx.config.node_name, _node_name))
-    headers["X-Consul-Index"] = str(store.index_of(watchkeys.PREPARED_QUERIES, watchkeys.service(svc["Service"])))
+    key = watchkeys.connect(svc["Service"]) if connect else watchkeys.service(svc["Service"])
+    headers["X-Consul-Index"] = str(store.index_of(watchkeys.PREPARED_QUERIES, key))
     datacenter, failovers = ctx.config.datacenter, 0
     if not nodes:
         for dc in await _failover_targets(ctx, query):
             failovers += 1
-            found = await _remote_instances(ctx, dc, svc["Service"])
+            found = await _remote_instances(ctx, dc, svc["Service"], connect)
             if found:
                 nodes = execute.order(execute.select(query, found), ctx.rng, "", limit)
                 if nodes:
