@@ -64,6 +64,7 @@ class Agent:
         self.proc: subprocess.Popen[bytes] | None = None
         self.command: list[str] = []
         self.starts = 0
+        self.log_start = 0  # where the latest start's output begins in the log
 
     @property
     def node(self) -> str:
@@ -93,6 +94,7 @@ class Agent:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]  # execs: the pid is the agent's
         self.command = cmd
         self.starts += 1
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         extra_kw: dict[str, Any] = {} if self.gid is None else {"group": self.gid, "extra_groups": []}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -196,10 +198,12 @@ class Agent:
             return "<no log>"
         return "\n".join(text.splitlines()[-lines:])
 
-    def log(self) -> str:
-        """The whole log so far, every start of this agent appended."""
+    def log(self, *, this_start: bool = False) -> str:
+        """The log so far: every start of this agent appended, or only the latest start's."""
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_start if this_start else 0)
+                return fh.read().decode(errors="replace")
         except OSError:
             return ""
 
