@@ -24,8 +24,6 @@ import asyncio
 import json
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import msgpack
@@ -43,7 +41,7 @@ from appliance.rpc.feed import ReplicaFeed
 from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
 from appliance.state.store import Store
-from tests.conftest import PROJECT_ROOT, free_port, free_ports, http, wait_until
+from tests.harness import FAST_RAFT, Agent, free_port, http, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,75 +49,20 @@ pytestmark = pytest.mark.timeout(180)
 POISON = msgpack.packb({"Type": "register", "Node": 123, "Address": "1.2.3.4"}, use_bin_type=True)
 
 
-class ServerProcess:
-    """`cairn agent -server` on free loopback ports with its own data dir; each start logs to its own file."""
-
-    def __init__(self, tmp_path: Path, name: str, *mode: str) -> None:
-        self.name = name
-        self.mode = mode
-        self.ports = free_ports(5)
-        self.data_dir = tmp_path / name
-        self.log_dir = tmp_path
-        self.url = f"http://127.0.0.1:{self.ports[0]}"
-        self.serf_addr = f"127.0.0.1:{self.ports[3]}"
-        self.proc: subprocess.Popen | None = None
-        self.log_path: Path | None = None
-        self.starts = 0
-
-    def start(self, join: list[str] = ()) -> None:
-        http_port, dns_port, server_port, lan, wan = self.ports
-        args = [sys.executable, "-m", "appliance", "agent", "-server", *self.mode, "-node", self.name,
-                "-data-dir", str(self.data_dir), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-                "-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
-                "-serf-lan-port", str(lan), "-serf-wan-port", str(wan),
-                "-hcl", "performance { raft_multiplier = 1 }"]
-        for address in join:
-            args += ["-retry-join", address]
-        self.starts += 1
-        self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                         start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            status, _, body = http("GET", self.url + path, timeout=5)
-            return status, body
-        except OSError:
-            return 0, b""
-
-    def leader(self) -> str:
-        status, body = self.get("/v1/status/leader")
-        return json.loads(body) if status == 200 else ""
-
-    def stats(self) -> dict[str, str]:
-        status, body = self.get("/v1/agent/self")
-        return json.loads(body).get("Stats", {}).get("raft", {}) if status == 200 else {}
-
-    def put(self, key: str, value: str) -> bool:
-        try:
-            status, _, body = http("PUT", f"{self.url}/v1/kv/{key}", value, timeout=15)
-            return status == 200 and body.strip() == b"true"
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+def server_process(tmp_path: Path, name: str, *mode: str) -> Agent:
+    """`cairn agent -server` with its own data dir (`log(this_start=True)`: the latest start's output)."""
+    return Agent(tmp_path, name, "-server", *mode, "-hcl", FAST_RAFT)
 
 
-def storage_of(server: ServerProcess) -> FileStorage:
+def get(server: Agent, path: str) -> tuple[int, bytes]:
+    try:
+        status, _, body = server.get(path, timeout=5)
+        return status, body
+    except OSError:
+        return 0, b""
+
+
+def storage_of(server: Agent) -> FileStorage:
     return FileStorage(server.data_dir / "raft")
 
 
@@ -139,24 +82,25 @@ def append_committed(storage: FileStorage, state, entries: list[Entry]) -> None:
                        messages_after_persist=(), committed_entries=(), read_states=()))
 
 
-def error_lines(server: ServerProcess, index: int) -> list[str]:
-    return [line for line in server.log_text().splitlines() if "[ERROR]" in line and f"index={index} " in line]
+def error_lines(server: Agent, index: int) -> list[str]:
+    lines = server.log(this_start=True).splitlines()
+    return [line for line in lines if "[ERROR]" in line and f"index={index} " in line]
 
 
-def assert_no_raft_failure(server: ServerProcess) -> None:
-    text = server.log_text()
+def assert_no_raft_failure(server: Agent) -> None:
+    text = server.log(this_start=True)
     assert "raft stopped" not in text and "Traceback" not in text, text[-3000:]
 
 
 def test_a_single_server_starts_over_a_poison_entry(tmp_path: Path):
-    server = ServerProcess(tmp_path, "solo", "-bootstrap")
+    server = server_process(tmp_path, "solo", "-bootstrap")
     server.start()
     try:
         wait_until(lambda: server.leader(), timeout=30, what="the server to elect itself")
         status, _, _ = http("PUT", server.url + "/v1/catalog/register",
                             {"Node": "before", "Address": "10.0.0.5", "Service": {"Service": "web", "Port": 80}})
         assert status == 200
-        assert server.put("kept", "yes")
+        assert server.kv_put("kept", "yes")
     finally:
         server.stop()
 
@@ -170,33 +114,33 @@ def test_a_single_server_starts_over_a_poison_entry(tmp_path: Path):
     server.start()
     try:
         wait_until(lambda: server.leader() or not server.alive(), timeout=30, what="the server to start over it")
-        assert server.alive(), server.log_text()[-3000:]
-        stats = wait_until(lambda: (s := server.stats()) and int(s.get("applied_index", 0)) > poison_index and s,
+        assert server.alive(), server.log(this_start=True)[-3000:]
+        stats = wait_until(lambda: (s := server.raft_stats()) and int(s.get("applied_index", 0)) > poison_index and s,
                            timeout=15, what="the log applied past the poison entry")
         assert stats["state"] == "Leader"
-        status, body = server.get("/v1/catalog/nodes")
+        status, body = get(server, "/v1/catalog/nodes")
         assert status == 200
         assert {"before", "solo"} <= {n["Node"] for n in json.loads(body)}
-        status, body = server.get("/v1/kv/kept?raw")
+        status, body = get(server, "/v1/kv/kept?raw")
         assert (status, body) == (200, b"yes")
         # one line, at ERROR, naming the index and the command type
         [line] = error_lines(server, poison_index)
         assert re.search(r"\[ERROR\] +agent\.server\.raft: skipped a log entry the FSM cannot apply: "
                          rf"index={poison_index} type=register error=invalid register command: Node", line), line
         # the metric counts it
-        status, body = server.get("/v1/agent/metrics")
+        status, body = get(server, "/v1/agent/metrics")
         counters = {c["Name"]: c for c in json.loads(body)["Counters"]}
         assert any(name.endswith("fsm.apply_error") for name in counters), sorted(counters)
 
         # writes go on; the same poison sent over HTTP is refused and harms nothing
-        assert server.put("after", "1")
+        assert server.kv_put("after", "1")
         status, _, text = http("PUT", server.url + "/v1/catalog/register", {"Node": 123, "Address": "1.2.3.4"})
         assert status in (400, 500), (status, text)
         assert b"Node" in text
         status, _, text = http("PUT", server.url + "/v1/catalog/deregister", {"Node": True})
         assert status in (400, 500), (status, text)
-        assert server.alive() and server.put("still", "1")
-        assert server.get("/v1/catalog/nodes")[0] == 200
+        assert server.alive() and server.kv_put("still", "1")
+        assert get(server, "/v1/catalog/nodes")[0] == 200
         assert_no_raft_failure(server)
     finally:
         server.stop()
@@ -205,8 +149,8 @@ def test_a_single_server_starts_over_a_poison_entry(tmp_path: Path):
     server.start()
     try:
         wait_until(lambda: server.leader() or not server.alive(), timeout=30, what="the second restart")
-        assert server.alive(), server.log_text()[-3000:]
-        wait_until(lambda: server.get("/v1/kv/still?raw") == (200, b"1"), timeout=15, what="the later writes")
+        assert server.alive(), server.log(this_start=True)[-3000:]
+        wait_until(lambda: get(server, "/v1/kv/still?raw") == (200, b"1"), timeout=15, what="the later writes")
         assert len(error_lines(server, poison_index)) <= 1  # none if a snapshot already covers it
         assert_no_raft_failure(server)
     finally:
@@ -214,18 +158,18 @@ def test_a_single_server_starts_over_a_poison_entry(tmp_path: Path):
 
 
 def test_three_servers_restart_over_the_same_poison_entry(tmp_path: Path):
-    servers = [ServerProcess(tmp_path, f"s{i}", "-bootstrap-expect", "3") for i in range(1, 4)]
-    join = [s.serf_addr for s in servers]
+    servers = [server_process(tmp_path, f"s{i}", "-bootstrap-expect", "3") for i in range(1, 4)]
     for s in servers:
-        s.start(join)
+        s.join = [other.lan_addr for other in servers]
+        s.start()
     try:
         wait_until(lambda: all(s.leader() for s in servers) and len({s.leader() for s in servers}) == 1,
                    timeout=40, what="one leader known to all three")
         for i, s in enumerate(servers):
-            assert s.put(f"before/{i}", s.name)
+            assert s.kv_put(f"before/{i}", s.name)
         # let the three logs settle on the same last entry before the stop
         wait_until(lambda: len({(st.get("last_log_index"), st.get("commit_index"))
-                                for st in (s.stats() for s in servers)}) == 1, timeout=20,
+                                for st in (s.raft_stats() for s in servers)}) == 1, timeout=20,
                    what="the same last index on all three")
     finally:
         for s in servers:
@@ -249,22 +193,22 @@ def test_three_servers_restart_over_the_same_poison_entry(tmp_path: Path):
         storage.close()
 
     for s in servers:
-        s.start(join)
+        s.start()
     try:
         wait_until(lambda: all(s.leader() for s in servers) and len({s.leader() for s in servers}) == 1
                    or not all(s.alive() for s in servers), timeout=40, what="a leader after the restart")
-        assert all(s.alive() for s in servers), [s.log_text()[-2000:] for s in servers if not s.alive()]
+        assert all(s.alive() for s in servers), [s.log(this_start=True)[-2000:] for s in servers if not s.alive()]
         for s in servers:
-            assert len(error_lines(s, poison.index)) == 1, s.log_text()[-3000:]
+            assert len(error_lines(s, poison.index)) == 1, s.log(this_start=True)[-3000:]
         # writes through every server (followers forward to the leader)
         for i, s in enumerate(servers):
-            assert s.put(f"after/{i}", s.name)
+            assert s.kv_put(f"after/{i}", s.name)
 
         def same_everywhere():
             views = []
             for s in servers:
-                nodes = s.get("/v1/catalog/nodes?stale")
-                keys = s.get("/v1/kv/?recurse&stale")
+                nodes = get(s, "/v1/catalog/nodes?stale")
+                keys = get(s, "/v1/kv/?recurse&stale")
                 if nodes[0] != 200 or keys[0] != 200:
                     return None
                 views.append((sorted((n["Node"], n["Address"]) for n in json.loads(nodes[1])),
