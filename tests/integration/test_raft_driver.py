@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from appliance.raft.messages import Configuration, Server
 from appliance.raft.storage import FileStorage
 from appliance.state.fsm import CommandError
 from appliance.state.store import Store
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import FAST_RAFT, Agent, http, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,46 +135,23 @@ def test_a_torn_wal_tail_loses_only_what_was_never_acknowledged(tmp_path: Path):
     asyncio.run(main())
 
 
-def _start_server(tmp_path: Path, data_dir: Path, ports: list[int]) -> subprocess.Popen:
-    http_port, dns_port, server_port, lan, wan = ports
-    log = open(tmp_path / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "appliance", "agent", "-server", "-bootstrap", "-node", "solo",
-         "-data-dir", str(data_dir), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-         "-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
-         "-serf-lan-port", str(lan), "-serf-wan-port", str(wan),
-         "-hcl", "performance { raft_multiplier = 1 }"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
-
-
 def test_bootstrap_server_keeps_kv_and_catalog_across_a_kill(tmp_path: Path):
-    ports = free_ports(5)
-    data_dir = tmp_path / "data"
-    url = f"http://127.0.0.1:{ports[0]}"
-
-    def leader() -> bool:
-        try:
-            status, _, body = http("GET", url + "/v1/status/leader", timeout=2)
-            return status == 200 and bool(json.loads(body))
-        except OSError:
-            return False
-
-    proc = _start_server(tmp_path, data_dir, ports)
+    server = Agent(tmp_path, "solo", "-server", "-bootstrap", "-hcl", FAST_RAFT)
+    url = server.url
+    server.start()
     try:
-        wait_until(leader, timeout=20, what="the server elects itself")
+        wait_until(server.leader, timeout=20, what="the server elects itself")
         assert http("PUT", url + "/v1/kv/config/db", b"postgres://x")[0] == 200
         body = {"Node": "ext", "Address": "10.0.0.9", "Service": {"Service": "db", "Port": 5432}}
         assert http("PUT", url + "/v1/catalog/register", json.dumps(body).encode())[0] == 200
     finally:
-        proc.kill()  # kill -9: nothing graceful; only what was fsynced survives
-        proc.wait(10)
-    proc = _start_server(tmp_path, data_dir, ports)
+        server.stop(kill=True)  # kill -9: nothing graceful; only what was fsynced survives
+    server.start()
     try:
-        wait_until(leader, timeout=20, what="the restarted server elects itself")
+        wait_until(server.leader, timeout=20, what="the restarted server elects itself")
         status, _, raw = http("GET", url + "/v1/kv/config/db?raw")
         assert status == 200 and raw == b"postgres://x"
         status, _, raw = http("GET", url + "/v1/catalog/service/db")
         assert status == 200 and json.loads(raw)[0]["Node"] == "ext"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
