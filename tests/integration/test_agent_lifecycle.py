@@ -16,6 +16,7 @@ import pytest
 
 from appliance.agent import Agent
 from appliance.config import build_agent_config
+from tests import harness
 from tests.conftest import PROJECT_ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -183,35 +184,19 @@ def test_parked_blocking_queries_answer_at_once_when_the_agent_stops(tmp_path: P
 
 
 def test_api_registrations_survive_a_restart_with_a_data_dir(tmp_path: Path):
-    data = tmp_path / "data"
-    port = free_port()
-    args = [sys.executable, "-m", "appliance", "agent", "-server", "-bootstrap", "-data-dir", str(data),
-            "-node", "persist", "-bind", "127.0.0.1", "-http-port", str(port), "-dns-port", "-1",
-            "-server-port", str(free_port())]  # a server listens for peers and clients on it
-    base = f"http://127.0.0.1:{port}"
+    agent = harness.Agent(tmp_path, "persist", "-server", "-bootstrap")  # a server listens for peers and clients
+    base = agent.url
     from tests.conftest import http, http_json
 
-    def up() -> bool:
-        try:
-            return http("GET", base + "/v1/status/leader")[0] == 200
-        except OSError:
-            return False
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(args, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(up, timeout=20, what="agent up")
-        return proc
-
-    proc = start()
+    agent.start().wait_leader()
     try:
         body = {"Name": "web", "ID": "web-1", "Port": 80, "Check": {"TTL": "60s"}}
         assert http_json("PUT", base + "/v1/agent/service/register", body)[0] == 200
         assert http("PUT", base + "/v1/agent/check/pass/service:web-1?note=up")[0] == 200
         assert http("PUT", base + "/v1/agent/service/maintenance/web-1?enable=true&reason=deploy")[0] == 200
     finally:
-        proc.terminate()
-        proc.wait(10)
-    proc = start()
+        agent.stop()
+    agent.start().wait_leader()
     try:
         checks = http_json("GET", base + "/v1/agent/checks")[2]
         assert checks["service:web-1"]["Status"] == "passing" and checks["service:web-1"]["Output"] == "up"
@@ -219,5 +204,4 @@ def test_api_registrations_survive_a_restart_with_a_data_dir(tmp_path: Path):
         instances = http_json("GET", base + "/v1/health/service/web")[2]
         assert [i["Service"]["ID"] for i in instances] == ["web-1"]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        agent.stop()
