@@ -565,13 +565,13 @@ class GossipDriver:
     @staticmethod
     def _restore_clocks(serf: Serf, state: SnapshotState) -> None:
         """Serf's restore: clocks witness the snapshot's, old user events are not delivered again."""
-        serf.restore_clocks(state.clock, state.event_clock)
+        serf.restore_clocks(state.clock, state.event_clock, state.query_clock)
 
     @staticmethod
     async def _snapshot_ticker(serf: Serf, snapshot: MemberSnapshot) -> None:
         while True:
             view = serf.view()
-            snapshot.tick(view.member_time, view.event_time)
+            snapshot.tick(view.member_time, view.event_time, view.query_time)
             await asyncio.sleep(FLUSH_INTERVAL_S)
 
     async def _rejoin(self, previous: list[tuple[str, str]]) -> None:

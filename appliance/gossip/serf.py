@@ -231,14 +231,17 @@ class Serf(SerfQueryMixin):
                         len(self.events_queue), self.clock.time(), self.event_clock.time(),
                         self.coordinates.resets, self.flaps, len(self.queries.queue), self.queries.clock.time())
 
-    def restore_clocks(self, clock: int, event_clock: int) -> None:
+    def restore_clocks(self, clock: int, event_clock: int, query_clock: int = 0) -> None:
         """Serf's restore from a snapshot: the clocks witness the saved values (0: none saved), and
-        user events up to the saved event clock are not delivered again."""
+        user events and queries up to the saved clocks are not handled again."""
         if clock:
             self.clock.witness(clock)
         if event_clock:
             self.event_clock.witness(event_clock)
             self.event_buffer.min_time = max(self.event_buffer.min_time, event_clock + 1)
+        if query_clock:
+            self.queries.clock.witness(query_clock)
+            self.queries.min_time = max(self.queries.min_time, query_clock + 1)
 
     def set_tags(self, tags: dict[str, str], now: float) -> None:
         """New tags: re-encoded metadata, a new incarnation, member-update everywhere."""

@@ -8,10 +8,11 @@ The snapshot is an append-only text file of one record per line, Serf's format:
     not-alive: <name>           a member failed or left
     clock: <n>                  the member Lamport clock (written as clock - 1, like Serf)
     event-clock: <n>            the user-event Lamport clock
+    query-clock: <n>            the query Lamport clock
     leave                       this agent left the pool gracefully
     # ...                       a comment
 
-`replay(lines)` folds the lines into a `SnapshotState`: the members last seen alive, the two
+`replay(lines)` folds the lines into a `SnapshotState`: the members last seen alive, the three
 clocks, and whether the agent left. After `leave` the alive members are forgotten and the clocks
 zeroed (a member that left on purpose does not rejoin by itself, Serf's default without
 RejoinAfterLeave). Unknown or malformed lines are counted and skipped (Serf logs and ignores
@@ -43,6 +44,7 @@ class SnapshotState:
     event_clock: int = 0
     left: bool = False
     bad_lines: int = 0
+    query_clock: int = 0
 
 
 def alive_line(name: str, address: str) -> str:
@@ -59,6 +61,10 @@ def clock_line(clock: int) -> str:
 
 def event_clock_line(clock: int) -> str:
     return f"event-clock: {clock}\n"
+
+
+def query_clock_line(clock: int) -> str:
+    return f"query-clock: {clock}\n"
 
 
 LEAVE_LINE = "leave\n"
@@ -84,21 +90,23 @@ def replay(lines: Iterable[str], rejoin_after_leave: bool = False) -> SnapshotSt
             state.left = False
         elif line.startswith("not-alive: "):
             state.alive.pop(line[len("not-alive: "):], None)
-        elif line.startswith("clock: ") or line.startswith("event-clock: "):
+        elif line.startswith(("clock: ", "event-clock: ", "query-clock: ")):
             value = _number(line.split(":", 1)[1])
             if value is None:
                 state.bad_lines += 1
             elif line.startswith("clock"):
                 state.clock = value
-            else:
+            elif line.startswith("event"):
                 state.event_clock = value
-        elif line.startswith("coordinate: ") or line.startswith("query-clock: "):
-            continue  # legacy coordinates, and queries cairn does not have
+            else:
+                state.query_clock = value
+        elif line.startswith("coordinate: "):
+            continue  # legacy coordinates
         elif line == "leave":
             state.left = True
             if not rejoin_after_leave:
                 state.alive.clear()
-                state.clock = state.event_clock = 0
+                state.clock = state.event_clock = state.query_clock = 0
         else:
             state.bad_lines += 1
     return state
@@ -108,6 +116,7 @@ def compacted(state: SnapshotState) -> str:
     parts = [alive_line(name, address) for name, address in sorted(state.alive.items())]
     parts.append(clock_line(state.clock))
     parts.append(event_clock_line(state.event_clock))
+    parts.append(query_clock_line(state.query_clock))
     if state.left:
         parts.append(LEAVE_LINE)
     return "".join(parts)

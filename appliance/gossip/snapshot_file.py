@@ -8,8 +8,8 @@ for appending. The driver then calls:
 
 * `record(event, member)` for each Serf member event: `alive: <name> <ip:port>` on a join (or
   an update with a new address), `not-alive: <name>` on a failure, leave or reap;
-* `tick(member_clock, event_clock)` every 500 ms: a `clock:`/`event-clock:` line when a clock
-  moved (written as clock - 1, as Serf does, so a restore witnesses it back), a flush, and a
+* `tick(member_clock, event_clock, query_clock)` every 500 ms: a `clock:`, `event-clock:` or
+  `query-clock:` line when a clock moved (written as clock - 1, as Serf does, so a restore witnesses it back), a flush, and a
   rewrite to the compact form once the file passes `compaction_threshold`;
 * `left()` after a graceful leave: the `leave` line, flushed and fsynced, so the next start does
   not rejoin on its own;
@@ -35,6 +35,7 @@ from appliance.gossip.snapshot import (
     compaction_threshold,
     event_clock_line,
     not_alive_line,
+    query_clock_line,
     replay,
 )
 
@@ -49,6 +50,7 @@ class MemberSnapshot:
         self._size = 0
         self._last_clock = -1
         self._last_event_clock = -1
+        self._last_query_clock = -1
 
     def open(self) -> SnapshotState:
         """Replay the file (if any) and open it for appending; the replayed state."""
@@ -65,7 +67,7 @@ class MemberSnapshot:
         except OSError as err:
             self._fail(err)
         replayed = SnapshotState(dict(self.state.alive), self.state.clock, self.state.event_clock,
-                                 self.state.left, self.state.bad_lines)
+                                 self.state.left, self.state.bad_lines, self.state.query_clock)
         self.state.left = False  # this run has not left (yet)
         return replayed
 
@@ -83,14 +85,17 @@ class MemberSnapshot:
             del self.state.alive[name]
             self._append(not_alive_line(name))
 
-    def tick(self, member_clock: int, event_clock: int) -> None:
-        clock, ev = max(0, member_clock - 1), max(0, event_clock - 1)
+    def tick(self, member_clock: int, event_clock: int, query_clock: int = 1) -> None:
+        clock, ev, query = max(0, member_clock - 1), max(0, event_clock - 1), max(0, query_clock - 1)
         if clock != self._last_clock:
             self._last_clock = self.state.clock = clock
             self._append(clock_line(clock))
         if ev != self._last_event_clock:
             self._last_event_clock = self.state.event_clock = ev
             self._append(event_clock_line(ev))
+        if query != self._last_query_clock:
+            self._last_query_clock = self.state.query_clock = query
+            self._append(query_clock_line(query))
         if self._fh is None:
             return
         try:

@@ -24,6 +24,7 @@ from appliance.gossip.messages import Alive, QueryMessage, encode_message, encod
 from appliance.gossip.pool_setup import lan_merge_check
 from appliance.gossip.queries import QUERY_BUFFER, QueryError, default_timeout
 from appliance.gossip.serf import MemberStatus, SerfEvent, SerfEventKind, encode_tags
+from appliance.gossip.snapshot import compacted, replay
 from tests.sim.gossip_sim import PORT, GossipSim, SimNode, SimOptions
 
 LAN = GossipConfig.lan()
@@ -364,3 +365,22 @@ def test_failed_members_are_reaped_after_the_reconnect_timeout():
     for node in nodes[:3]:
         assert node.serf.member("n3") is None
         assert [name for _, name in world.kinds(node.name, SerfEventKind.MEMBER_REAP)] == ["n3"]
+
+
+# ---------------------------------------------------------------------------------- snapshot
+
+
+def test_the_query_clock_survives_a_restart_through_the_snapshot():
+    """Serf's snapshot keeps `query-clock:` beside the other two clocks; a restarted member does
+    not handle again a query at or below the saved clock."""
+    state = replay(["alive: a 10.0.0.1:7946\n", "clock: 7\n", "event-clock: 3\n", "query-clock: 40\n"])
+    assert (state.clock, state.event_clock, state.query_clock) == (7, 3, 40)
+    assert "query-clock: 40\n" in compacted(state)
+    assert replay(["query-clock: 40\n", "leave\n"]).query_clock == 0
+    serf = Serf("a", "10.0.0.1", PORT, LAN, random.Random(1), 0.0)
+    serf.restore_clocks(state.clock, state.event_clock, state.query_clock)
+    assert serf.view().query_time >= 41
+    for ltime, handled in ((40, 0), (41, 1)):
+        query = QueryMessage(ltime, ltime, "10.0.0.2", PORT, "b", [], 0, 0, 5_000_000_000, "q", b"")
+        serf.on_packet(("10.0.0.2", PORT), encode_packet([encode_message(query)]), 1.0)
+        assert sum(1 for ev in serf.take_events() if ev.kind is SerfEventKind.QUERY) == handled
