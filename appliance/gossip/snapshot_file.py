@@ -9,8 +9,9 @@ for appending. The driver then calls:
 * `record(event, member)` for each Serf member event: `alive: <name> <ip:port>` on a join (or
   an update with a new address), `not-alive: <name>` on a failure, leave or reap;
 * `tick(member_clock, event_clock, query_clock)` every 500 ms: a `clock:`, `event-clock:` or
-  `query-clock:` line when a clock moved (written as clock - 1, as Serf does, so a restore witnesses it back), a flush, and a
-  rewrite to the compact form once the file passes `compaction_threshold`;
+  `query-clock:` line when a clock moved (written as clock - 1, as Serf does, so a restore
+  witnesses it back), a flush, and a rewrite to the compact form once the file passes
+  `compaction_threshold`;
 * `left()` after a graceful leave: the `leave` line, flushed and fsynced, so the next start does
   not rejoin on its own;
 * `close()` at shutdown (flush and fsync).
