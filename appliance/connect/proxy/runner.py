@@ -85,20 +85,22 @@ async def _cancel(tasks: Iterable[asyncio.Future[Any]]) -> None:
 
 async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter], b: tuple[asyncio.StreamReader,
                  asyncio.StreamWriter], a_to_b: Callable[[int], None], b_to_a: Callable[[int], None]) -> None:
-    """Copy bytes both ways, then close both sides. When one side ends its stream, the other is
-    told so (a TCP half-close) and its answer still flows back; a TLS stream cannot be half-closed
-    here, so the answer then has LINGER_S to arrive before both are closed."""
+    """Copy bytes both ways, then close both sides. A TLS side that ends has closed its connection
+    (TLS here has no half-close): both are closed at once. A TCP side that ends its stream is
+    passed on as a half-close to a TCP peer, whose answer still flows back; to a TLS peer, which
+    cannot be half-closed, the answer has LINGER_S to arrive before both are closed."""
     ab = asyncio.ensure_future(_pump(a[0], b[1], a_to_b))
     ba = asyncio.ensure_future(_pump(b[0], a[1], b_to_a))
-    tasks = {ab: b[1], ba: a[1]}
+    # the task -> (the side whose stream it reads, the writer of the side it writes to)
+    tasks = {ab: (a[1], b[1]), ba: (b[1], a[1])}
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         first = done.pop()
-        if pending and first.exception() is None:
-            writer = tasks[first]
-            if writer.can_write_eof():
+        source, dest = tasks[first]
+        if pending and first.exception() is None and source.get_extra_info("ssl_object") is None:
+            if dest.can_write_eof():
                 with contextlib.suppress(OSError, RuntimeError):
-                    writer.write_eof()
+                    dest.write_eof()
                 await asyncio.wait(pending)
             else:
                 await asyncio.wait(pending, timeout=LINGER_S)
