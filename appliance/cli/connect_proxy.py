@@ -132,6 +132,8 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             cfg = await _configure(api, args)
         except AgentError as exc:
+            if not exc.status:
+                raise UsageError(f"Error connecting to Consul agent: {exc}") from None
             raise UsageError(f"Failed to read the proxy's registration: {exc}") from None
         _banner(args, cfg)
         metrics = Metrics()
