@@ -38,17 +38,14 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from tests.conftest import PROJECT_ROOT, http, wait_until
-from tests.integration.test_gossip_cluster import Agent
+from tests.harness import Agent, http, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -68,25 +65,6 @@ ALIVE, LEFT, FAILED = 1, 3, 4
 WEB_PORTS = {"c01": 18001, "c02": 18002, "c03": 18003}  # a `web` instance on each of these clients
 DNS_CLIENT = "c04"  # asks DNS about `web`
 KILLED, LEAVER, PARTITIONED, IDLE_CLIENT = "c01", "c02", "c10", "c20"
-
-
-class IsolatedAgent(Agent):
-    """An Agent whose process runs with its own group id, so nftables can tell its sockets."""
-
-    def __init__(self, tmp_path: Path, name: str, gid: int) -> None:
-        super().__init__(tmp_path, name)
-        self.gid = gid
-
-    def start(self, *extra: str) -> Agent:
-        args = [sys.executable, "-m", "appliance", "agent", "-node", self.name, "-data-dir", str(self.data_dir),
-                "-bind", "127.0.0.1", "-client", "127.0.0.1", "-http-port", str(self.http_port),
-                "-dns-port", str(self.dns_port), "-server-port", str(self.server_port),
-                "-serf-lan-port", str(self.serf_lan), "-serf-wan-port", str(self.serf_wan), *extra]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=self.env,
-                                     start_new_session=True, group=self.gid, extra_groups=[])
-        log.close()
-        return self
 
 
 # ------------------------------------------------------------------------------------ nftables
@@ -179,7 +157,7 @@ def dig_srv_ports(agent: Agent, name: str) -> list[int] | None:
 
 
 def passing_web_nodes(agent: Agent) -> list[str] | None:
-    status, body = agent.get("/v1/health/service/web?passing")
+    status, body = agent.poll_json("/v1/health/service/web?passing")
     return sorted(e["Node"]["Node"] for e in body) if status == 200 else None
 
 
@@ -236,7 +214,7 @@ class Pool:
     def leader(self) -> Agent:
         def find() -> Agent | None:
             for s in self.servers:
-                status, body = s.get("/v1/status/leader")
+                status, body = s.poll_json("/v1/status/leader")
                 if status == 200 and body:
                     return next((x for x in self.servers if x.server_addr == body), None)
             return None
@@ -249,12 +227,12 @@ def pool(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("many")
     gid = 40000 + os.getpid() % 20000
     servers = [Agent(tmp, f"s{i}") for i in range(1, SERVERS + 1)]
-    clients = [IsolatedAgent(tmp, f"c{i:02d}", gid) if f"c{i:02d}" == PARTITIONED else Agent(tmp, f"c{i:02d}")
+    clients = [Agent(tmp, f"c{i:02d}", gid=gid) if f"c{i:02d}" == PARTITIONED else Agent(tmp, f"c{i:02d}")
                for i in range(1, CLIENTS + 1)]
     victim = next(c for c in clients if c.name == PARTITIONED)
-    cut = Cut(gid, keep_port=victim.http_port, serf_port=victim.serf_lan)
+    cut = Cut(gid, keep_port=victim.http_port, serf_port=victim.serf_lan_port)
     cut_skip = cut.unavailable()
-    join = [arg for s in servers for arg in ("-retry-join", s.serf_addr)]
+    join = [arg for s in servers for arg in ("-retry-join", s.lan_addr)]
     try:
         if not cut_skip:
             cut.install()  # marks only: nothing is dropped until cut()
@@ -314,12 +292,12 @@ def test_thirty_agents_converge_register_and_answer_dns(pool):
     leader = pool.leader()
 
     def serf_passing() -> set[str]:
-        status, body = leader.get("/v1/health/state/passing")
+        status, body = leader.poll_json("/v1/health/state/passing")
         return {c["Node"] for c in body if c["CheckID"] == "serfHealth"} if status == 200 else set()
 
     wait_until(lambda: serf_passing() == names, timeout=30, interval=0.5, what="serfHealth passing for all 30")
     for a in (leader, pool.by_name["c27"]):  # a server and a client's replica agree
-        status, nodes = a.get("/v1/catalog/nodes")
+        status, nodes = a.poll_json("/v1/catalog/nodes")
         assert status == 200 and sorted(n["Node"] for n in nodes) == sorted(names)
 
     # a service on three clients: DNS on a fourth answers every instance
@@ -398,13 +376,13 @@ def test_kill_9_of_a_client_is_failed_and_out_of_health_and_dns(pool):
                    what="the killed client failed on every server, out of ?passing and DNS")
     except BaseException:
         views = {a.name: a.members().get(KILLED) for a in pool.live()}
-        scores = {s.name: (s.get("/v1/agent/self")[1] or {}).get("Stats", {}).get("serf_lan", {}).get("health_score")
-                  for s in pool.servers}
+        scores = {s.name: (s.poll_json("/v1/agent/self")[1] or {}).get("Stats", {}).get("serf_lan", {})
+                  .get("health_score") for s in pool.servers}
         print(f"\n{KILLED}'s status {time.monotonic() - started:.1f}s after kill -9, by agent: {views};"
               f" servers' health scores: {scores}; passing web nodes: {passing_web_nodes(leader)};"
               f" DNS: {dig_srv_ports(asker, 'web.service.consul')}")
         raise
-    scores = {s.name: s.get("/v1/agent/self")[1]["Stats"]["serf_lan"]["health_score"] for s in pool.servers}
+    scores = {s.name: s.poll_json("/v1/agent/self")[1]["Stats"]["serf_lan"]["health_score"] for s in pool.servers}
     print(f"\nkill -9 of {KILLED}: suspected by a server after {suspected_at[0] - started:.1f}s,"
           f" failed on all servers after {failed_at[0] - started:.1f}s,"
           f" out of ?passing and DNS after {time.monotonic() - started:.1f}s; servers' health scores: {scores}")
@@ -412,7 +390,7 @@ def test_kill_9_of_a_client_is_failed_and_out_of_health_and_dns(pool):
         out = s.cli("members", "-status", "failed")
         assert out.returncode == 0, out.stderr
         assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == [KILLED]
-    _, instances = leader.get("/v1/catalog/service/web")
+    _, instances = leader.poll_json("/v1/catalog/service/web")
     assert KILLED in {i["Node"] for i in instances}  # failed is not left: still registered, critical
 
 
@@ -426,7 +404,7 @@ def test_leave_shows_left_and_deregisters_the_node(pool):
     for s in pool.servers:
         out = s.cli("members", "-status", "left")
         assert out.returncode == 0 and [line.split()[0] for line in out.stdout.splitlines()[1:]] == [LEAVER]
-    wait_until(lambda: leader.get(f"/v1/catalog/node/{LEAVER}") == (200, None), timeout=10,
+    wait_until(lambda: leader.poll_json(f"/v1/catalog/node/{LEAVER}") == (200, None), timeout=10,
                what="the left client deregistered")
     assert leaver.proc.wait(15) == 0
     asker = pool.by_name[DNS_CLIENT]

@@ -27,112 +27,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import Agent, http, server_args, wait_until
 
 pytestmark = pytest.mark.timeout(150)
 
 FAIL_BOUND_S = 10.0  # the issue: a kill -9ed member is failed and gone from DNS within 10 s
-
-
-class Agent:
-    """One `cairn agent` process (server or client) on its own loopback ports."""
-
-    def __init__(self, tmp_path: Path, name: str) -> None:
-        self.name = name
-        self.http_port, self.dns_port, self.server_port, self.serf_lan, self.serf_wan = free_ports(5)
-        self.data_dir = tmp_path / name
-        self.log_path = tmp_path / f"{name}.log"
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.serf_addr = f"127.0.0.1:{self.serf_lan}"
-        self.server_addr = f"127.0.0.1:{self.server_port}"
-        self.proc: subprocess.Popen | None = None
-        self.env = dict(os.environ, CONSUL_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
-                        CAIRN_HTTP_ADDR=f"127.0.0.1:{self.http_port}", PYTHONUNBUFFERED="1")
-        self.env.pop("CONSUL_HTTP_TOKEN", None)
-        self.env.pop("CAIRN_HTTP_TOKEN", None)
-
-    def start(self, *extra: str) -> Agent:
-        args = [sys.executable, "-m", "appliance", "agent", "-node", self.name, "-data-dir", str(self.data_dir),
-                "-bind", "127.0.0.1", "-client", "127.0.0.1", "-http-port", str(self.http_port),
-                "-dns-port", str(self.dns_port), "-server-port", str(self.server_port),
-                "-serf-lan-port", str(self.serf_lan), "-serf-wan-port", str(self.serf_wan), *extra]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=self.env,
-                                     start_new_session=True)
-        log.close()
-        return self
-
-    def wait_http(self) -> None:
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log()
-            try:
-                return http("GET", self.url + "/v1/agent/self", timeout=1)[0] == 200
-            except OSError:
-                return False
-
-        wait_until(up, timeout=30, what=f"{self.name} answering HTTP")
-
-    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
-                              cwd=PROJECT_ROOT, env=self.env, timeout=timeout)
-
-    def get(self, path: str) -> tuple[int, object]:
-        try:
-            status, _, body = http("GET", self.url + path, timeout=5)
-        except OSError:
-            return 0, None
-        return status, json.loads(body) if status == 200 and body.strip() else body
-
-    def members(self) -> dict[str, int]:
-        status, body = self.get("/v1/agent/members")
-        return {m["Name"]: m["Status"] for m in body} if status == 200 else {}
-
-    def serf_health(self, node: str) -> str:
-        status, body = self.get(f"/v1/health/node/{node}")
-        if status != 200:
-            return "?"
-        return next((c["Status"] for c in body if c["CheckID"] == "serfHealth"), "none")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with_suppress(lambda: os.killpg(self.proc.pid, signal.SIGTERM))
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with_suppress(lambda: os.killpg(self.proc.pid, signal.SIGKILL))
-                self.proc.wait(5)
-        with_suppress(lambda: os.killpg(self.proc.pid, signal.SIGKILL))  # anything left in its group
-
-
-def with_suppress(fn) -> None:
-    try:
-        fn()
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def dns_srv_ports(agent: Agent, name: str) -> list[int]:
@@ -151,7 +57,7 @@ def dns_srv_ports(agent: Agent, name: str) -> list[int]:
 
 
 def passing_consul_nodes(agent: Agent) -> set[str]:
-    status, body = agent.get("/v1/health/service/consul?passing")
+    status, body = agent.poll_json("/v1/health/service/consul?passing")
     return {e["Node"]["Node"] for e in body} if status == 200 else {"?"}
 
 
@@ -160,13 +66,13 @@ def pool(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pool")
     servers = [Agent(tmp, f"s{i}") for i in (1, 2, 3)]
     clients = [Agent(tmp, f"c{i}") for i in (1, 2, 3)]
-    join = [arg for s in servers for arg in ("-retry-join", s.serf_addr)]
+    for a in servers + clients:
+        a.join = [s.lan_addr for s in servers]
     try:
         for s in servers:
-            s.start("-server", "-bootstrap-expect", "3", "-hcl", "performance { raft_multiplier = 1 }",
-                    "-retry-interval", "1s", *join)
+            s.start(*server_args(3), "-retry-interval", "1s")
         for c in clients:
-            c.start("-retry-interval", "1s", *join)
+            c.start("-retry-interval", "1s")
         for a in servers + clients:
             a.wait_http()
         yield servers, clients
@@ -178,7 +84,7 @@ def pool(tmp_path_factory):
 def leader_of(servers: list[Agent]) -> Agent:
     def find():
         for s in servers:
-            status, body = s.get("/v1/status/leader")
+            status, body = s.poll_json("/v1/status/leader")
             if status == 200 and body:
                 return next((x for x in servers if x.server_addr == body), None)
         return None
@@ -198,7 +104,7 @@ def test_pool_converges_and_the_leader_registers_every_member(pool):
         wait_until(lambda n=n: leader.serf_health(n) == "passing", timeout=20, what=f"serfHealth of {n} passing")
     wait_until(lambda: passing_consul_nodes(leader) == {s.name for s in servers}, timeout=20,
                what="every server in the consul service")
-    _, health = leader.get(f"/v1/health/node/{clients[0].name}")
+    _, health = leader.poll_json(f"/v1/health/node/{clients[0].name}")
     check = next(c for c in health if c["CheckID"] == "serfHealth")
     assert (check["Name"], check["Output"]) == ("Serf Health Status", "Agent alive and reachable")
 
@@ -209,20 +115,20 @@ def test_pool_converges_and_the_leader_registers_every_member(pool):
                                 "Segment"]
     rows = [line.split() for line in lines[1:]]
     assert [r[0] for r in rows] == ["s1", "s2", "s3", "c1", "c2", "c3"]  # servers first, then by name
-    assert rows[0][1] == servers[0].serf_addr and rows[0][2:4] == ["alive", "server"]
+    assert rows[0][1] == servers[0].lan_addr and rows[0][2:4] == ["alive", "server"]
     assert rows[3][2:4] == ["alive", "client"] and rows[3][-1] == "<default>"
     assert clients[0].cli("members", "-status", "failed").returncode == 2  # nothing matches: exit 2
 
-    _, me = servers[0].get("/v1/agent/self")
-    assert me["Member"]["Name"] == "s1" and me["Member"]["Port"] == servers[0].serf_lan
+    _, me = servers[0].poll_json("/v1/agent/self")
+    assert me["Member"]["Name"] == "s1" and me["Member"]["Port"] == servers[0].serf_lan_port
     stats = me["Stats"]["serf_lan"]
     assert stats["members"] == "6" and stats["failed"] == "0" and stats["encrypted"] == "false"
     assert all(isinstance(v, str) for v in stats.values())
-    status, body = servers[0].get("/v1/agent/members?segment=")
+    status, body = servers[0].poll_json("/v1/agent/members?segment=")
     assert status == 200 and len(body) == 6
-    status, _ = servers[0].get("/v1/agent/members?wan=1&segment=x")
+    status, _ = servers[0].poll_json("/v1/agent/members?wan=1&segment=x")
     assert status == 400
-    status, wan = servers[0].get("/v1/agent/members?wan=1")
+    status, wan = servers[0].poll_json("/v1/agent/members?wan=1")
     assert sorted(m["Name"] for m in wan) == ["s1.dc1", "s2.dc1", "s3.dc1"]
 
     status, _, metrics = http("GET", servers[0].url + "/v1/agent/metrics", timeout=5)
@@ -254,7 +160,7 @@ def test_kill_9_fails_the_member_and_force_leave_removes_it(pool):
     print(f"client kill -9 -> failed and critical after {time.monotonic() - started:.1f}s")
     out = observer.cli("members", "-status", "failed")
     assert out.returncode == 0 and [line.split()[0] for line in out.stdout.splitlines()[1:]] == [victim_client.name]
-    _, health = leader.get(f"/v1/health/node/{victim_client.name}")
+    _, health = leader.poll_json(f"/v1/health/node/{victim_client.name}")
     check = next(c for c in health if c["CheckID"] == "serfHealth")
     assert check["Output"] == "Agent not live or unreachable"
 
@@ -265,7 +171,7 @@ def test_kill_9_fails_the_member_and_force_leave_removes_it(pool):
     # (a full-suite run beside other load once took over 5 s)
     wait_until(lambda: all(a.members().get(victim_client.name) == 3 for a in (leader, observer)), timeout=10,
                what="force-left client is left everywhere")
-    wait_until(lambda: leader.get(f"/v1/catalog/node/{victim_client.name}") == (200, None), timeout=5,
+    wait_until(lambda: leader.poll_json(f"/v1/catalog/node/{victim_client.name}") == (200, None), timeout=5,
                what="the force-left client deregistered")
 
     # a follower server: also gone from ?passing and from DNS (which answers healthy instances only)
@@ -277,7 +183,7 @@ def test_kill_9_fails_the_member_and_force_leave_removes_it(pool):
                    [leader.server_port, observer.server_port]),
                timeout=FAIL_BOUND_S, interval=0.1, what="the killed server failed, out of ?passing and DNS in 10 s")
     print(f"server kill -9 -> out of ?passing and DNS after {time.monotonic() - started:.1f}s")
-    _, instances = observer.get("/v1/catalog/service/consul")
+    _, instances = observer.poll_json("/v1/catalog/service/consul")
     assert len(instances) == 3  # still registered, no longer healthy
 
     # -prune: the member is forgotten at once
@@ -295,7 +201,7 @@ def test_leave_shows_left_and_deregisters(pool):
     out = leaver.cli("leave")
     assert out.returncode == 0 and out.stdout.strip() == "Graceful leave complete", out.stderr
     wait_until(lambda: leader.members().get(leaver.name) == 3, timeout=5, what="left at the leader")
-    wait_until(lambda: leader.get(f"/v1/catalog/node/{leaver.name}") == (200, None), timeout=5,
+    wait_until(lambda: leader.poll_json(f"/v1/catalog/node/{leaver.name}") == (200, None), timeout=5,
                what="the left client deregistered")
     leaver.proc.wait(15)
     assert "Graceful leave complete" in leaver.log()
@@ -309,7 +215,7 @@ def keygen() -> str:
 
 
 def keyring_list(agent: Agent, wan: bool = False) -> dict:
-    status, body = agent.get("/v1/operator/keyring")
+    status, body = agent.poll_json("/v1/operator/keyring")
     assert status == 200, body
     wan_entry, lan_entry = body  # a server: the WAN pool first, then its datacenter's LAN pool
     assert wan_entry["WAN"] is True and lan_entry["WAN"] is False
@@ -323,8 +229,8 @@ def test_encrypted_pool_refuses_strangers_and_rolls_its_key(tmp_path):
     agents = [server, member, no_key, bad_key]
     try:
         server.start("-server", "-bootstrap", "-encrypt", k1)
-        member.start("-encrypt", k1, "-retry-join", server.serf_addr, "-retry-interval", "1s")
-        refused = ("-retry-join", server.serf_addr, "-retry-interval", "1s", "-retry-max", "1")
+        member.start("-encrypt", k1, "-retry-join", server.lan_addr, "-retry-interval", "1s")
+        refused = ("-retry-join", server.lan_addr, "-retry-interval", "1s", "-retry-max", "1")
         no_key.start(*refused)
         bad_key.start("-encrypt", wrong, *refused)
         server.wait_http()
@@ -333,7 +239,7 @@ def test_encrypted_pool_refuses_strangers_and_rolls_its_key(tmp_path):
             assert stranger.proc.wait(30) == 1, stranger.log()
             assert "max join retry exhausted" in stranger.log()
         assert set(server.members()) == {"e1", "e2"}
-        _, me = server.get("/v1/agent/self")
+        _, me = server.poll_json("/v1/agent/self")
         assert me["Stats"]["serf_lan"]["encrypted"] == "true"
 
         # rotation: install, use, remove (Consul's order)
