@@ -96,9 +96,15 @@ def _service_register(req: Request, ctx: HTTPContext) -> list[Need]:
     name = _field(body, "Name")
     out: list[Need] = [("service", "write", name)] if isinstance(name, str) else []
     proxy = _field(body, "Proxy")
-    dest = _field(proxy, "DestinationServiceName")
+    dest = _field(proxy, "DestinationServiceName") or _field(proxy, "destination_service_name")
     if isinstance(dest, str) and dest:
         out.append(("service", "write", dest))
+    # a `connect { sidecar_service {} }` registers <name>-sidecar-proxy too (appliance/local/mesh.py)
+    connect = _field(body, "Connect")
+    sidecar = _field(connect, "SidecarService") or _field(connect, "sidecar_service")
+    if isinstance(sidecar, dict) and isinstance(name, str):
+        side = _field(sidecar, "Name")
+        out.append(("service", "write", side if isinstance(side, str) and side else f"{name}-sidecar-proxy"))
     return out
 
 

@@ -307,3 +307,22 @@ def test_prepared_query_with_connect_answers_the_proxies():
         assert [(n["Service"]["ID"], n["Service"]["Port"]) for n in mesh["Nodes"]] == [("socat-proxy", 21000)]
 
     run(scenario)
+
+
+def test_acl_registering_a_sidecar_needs_write_on_it():
+    from tests.unit.test_acl_http import HCL, ROOT, make_token
+
+    async def main() -> None:
+        async with http_agent("-hcl", HCL) as api:
+            narrow = await make_token(api, 'service "socat" { policy = "write" }', name="narrow")
+            wide = await make_token(api, 'service_prefix "socat" { policy = "write" }', name="wide")
+            a = await api.call("PUT", "/v1/agent/service/register", SOCAT,
+                               headers={"X-Consul-Token": narrow["SecretID"]})
+            assert a.status == 403 and "service:write" in a.body.decode() and "socat-sidecar-proxy" in a.body.decode()
+            a = await api.call("PUT", "/v1/agent/service/register", SOCAT,
+                               headers={"X-Consul-Token": wide["SecretID"]})
+            assert a.status == 200, a.body
+            a = await api.call("GET", "/v1/agent/services", headers={"X-Consul-Token": ROOT})
+            assert sorted(json_body(a)) == ["socat", "socat-sidecar-proxy"]
+
+    asyncio.run(main())
