@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, free_ports, http, wait_until
+from tests.harness import FAST_RAFT, Agent, http, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -177,55 +175,24 @@ def test_snapshot_save_and_restore_keeps_three_keys(agent):
 # ------------------------------------------------------------------ a server on disk
 
 
-def _start_server(tmp_path: Path, data_dir: Path, ports: list[int]) -> subprocess.Popen:
-    http_port, dns_port, server_port, lan, wan = ports
-    log = open(tmp_path / f"server-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "appliance", "agent", "-server", "-bootstrap", "-node", "solo",
-         "-data-dir", str(data_dir), "-bind", "127.0.0.1", "-client", "127.0.0.1",
-         "-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
-         "-serf-lan-port", str(lan), "-serf-wan-port", str(wan),
-         "-hcl", "performance { raft_multiplier = 1 }"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
-
-
-def _client(tmp_path: Path, server_lan_port: int) -> tuple[subprocess.Popen, str]:
-    """A client agent (server = false) joined to the server whose LAN gossip port is given."""
-    http_port, dns_port, server_port, lan, wan = free_ports(5)
-    log = open(tmp_path / f"client-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "agent", "-node", "client", "-data-dir", str(tmp_path / "client"),
-         "-bind", "127.0.0.1", "-client", "127.0.0.1", "-retry-join", f"127.0.0.1:{server_lan_port}",
-         "-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
-         "-serf-lan-port", str(lan), "-serf-wan-port", str(wan)],
-        stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
-    return proc, f"http://127.0.0.1:{http_port}"
-
-
-def _leader(url: str) -> bool:
-    try:
-        status, _, body = http("GET", url + "/v1/status/leader", timeout=2)
-        return status == 200 and bool(json.loads(body))
-    except OSError:
-        return False
+def _server(tmp_path: Path) -> Agent:
+    return Agent(tmp_path, "solo", "-server", "-bootstrap", "-hcl", FAST_RAFT)
 
 
 def test_a_server_keeps_three_keys_across_restarts(tmp_path: Path):
-    ports = free_ports(5)
-    data_dir = tmp_path / "data"
-    url = f"http://127.0.0.1:{ports[0]}"
-    proc = _start_server(tmp_path, data_dir, ports)
+    server = _server(tmp_path)
+    url = server.url
+    server.start()
     try:
-        wait_until(lambda: _leader(url), timeout=20, what="the server elects itself")
+        wait_until(server.leader, timeout=20, what="the server elects itself")
         write_three(url)
         assert values(url) == KEYS
     finally:
-        proc.kill()  # no graceful shutdown: the keys come back from the WAL alone
-        proc.wait(10)
+        server.stop(kill=True)  # no graceful shutdown: the keys come back from the WAL alone
 
-    proc = _start_server(tmp_path, data_dir, ports)
+    server.start()
     try:
-        wait_until(lambda: _leader(url), timeout=20, what="the restarted server elects itself")
+        wait_until(server.leader, timeout=20, what="the restarted server elects itself")
         assert values(url) == KEYS
         assert listing(url, "?keys") == (200, [RENDERED] * 3)
         # a snapshot restore goes through the log as well: it is replayed after the next restart
@@ -236,28 +203,27 @@ def test_a_server_keeps_three_keys_across_restarts(tmp_path: Path):
         wait_until(lambda: values(url) == KEYS, timeout=10, what="the restored keys")
         assert put(url, "k%fe", b"written after the restore")[0] == 200
     finally:
-        proc.kill()
-        proc.wait(10)
+        server.stop(kill=True)
 
-    proc = _start_server(tmp_path, data_dir, ports)
+    server.start()
     try:
-        wait_until(lambda: _leader(url), timeout=20, what="the server elects itself a third time")
+        wait_until(server.leader, timeout=20, what="the server elects itself a third time")
         assert values(url) == {**KEYS, "k%fe": b"written after the restore"}
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 def test_a_client_agent_forwards_and_replicates_three_keys(tmp_path: Path):
-    ports = free_ports(5)
-    server_url = f"http://127.0.0.1:{ports[0]}"
-    server = _start_server(tmp_path, tmp_path / "data", ports)
-    client = None
+    server = _server(tmp_path)
+    server_url = server.url
+    client = Agent(tmp_path, "client", join=[server.lan_addr])  # a client agent (server = false)
+    url = client.url
     try:
-        wait_until(lambda: _leader(server_url), timeout=20, what="the server elects itself")
+        server.start()
+        wait_until(server.leader, timeout=20, what="the server elects itself")
         write_three(server_url)
-        client, url = _client(tmp_path, ports[3])
-        wait_until(lambda: _leader(url), timeout=30, what="the client finds the server")
+        client.start()
+        wait_until(client.leader, timeout=30, what="the client finds the server")
         wait_until(lambda: values(url) == KEYS, timeout=10, what="the client's replica, from a STREAM snapshot")
         assert listing(url, "?keys") == (200, [RENDERED] * 3)
         for path in KEYS:  # forwarded on the client's replica connection (FORWARD frames) ...
@@ -267,7 +233,5 @@ def test_a_client_agent_forwards_and_replicates_three_keys(tmp_path: Path):
         assert http("DELETE", f"{url}/v1/kv/k%fe")[0] == 200
         assert values(url) == values(server_url) == {**changed, "k%fe": None}
     finally:
-        for proc in (client, server):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(10)
+        client.stop()
+        server.stop()
