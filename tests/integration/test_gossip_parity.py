@@ -5,13 +5,15 @@ One encrypted dc1 pool (a `-bootstrap` server, which also runs a WAN pool, and a
 serves the first three tests:
 
 * `cairn keyring -list` on the server answers for the WAN pool first (`WAN:`, the server alone)
-  and then `dc1 (LAN):` with every member (`[2/2]`), as Consul's does; `-relay-factor 2` gives the
-  same answer, `-local-only` leaves the WAN pool out, and `/v1/operator/keyring` carries
-  `"WAN": true` for the first entry; a key installed through the server reaches both pools;
-* an agent of datacenter dc2 that knows the key is refused by Consul's merge check:
-  `cairn join` exits 1 with `Failed to join ...: Member 's1' part of wrong datacenter 'dc1'`,
-  the server logs `memberlist: Failed push/pull merge: Member 'dc2-agent' part of wrong datacenter
-  'dc2'`, and neither pool lists the other's member;
+  and then `dc1 (LAN):` with every member (`[2/2]`), as Consul's does, and so does the client
+  (which asks a server); `-relay-factor 2` gives the same answer, `-local-only` leaves the WAN
+  pool out, and `/v1/operator/keyring` carries `"WAN": true` for the first entry; a key installed
+  through the client reaches both pools;
+* a dc2 server that knows the key is refused by Consul's merge check: `cairn join` exits 1 with
+  `Failed to join ...: Member 's1' part of wrong datacenter 'dc1'`, the server logs
+  `memberlist: Failed push/pull merge: Member 'dc2-server' part of wrong datacenter 'dc2'`, and
+  neither LAN pool lists the other's member. Joined over the WAN instead, both servers list the
+  WAN pool (`[2/2]`) and the LAN pool of each datacenter;
 * a second agent started under an existing member's name is logged as a conflict on both sides
   (memberlist's `Conflicting address`, Serf's `Name conflict for ... are claiming`, and on the
   imposter `Node name conflicts with another node ... (Resolution enabled: false)`: Consul turns
@@ -66,12 +68,14 @@ def test_keyring_lists_the_wan_pool_then_every_lan_member(pool):
     assert local.returncode == 0 and local.stdout.splitlines()[2:] == ["dc1 (LAN):", f"  {key} [2/2]"]
     primary = server.cli("keyring", "-list-primary")
     assert primary.stdout.splitlines()[0] == "==> Gathering installed primary encryption keys..."
+    through_client = client.cli("keyring", "-list")
+    assert through_client.returncode == 0 and through_client.stdout == out.stdout, through_client.stderr
     status, body = server.get("/v1/operator/keyring?relay-factor=1")
     assert status == 200
     assert [(e["WAN"], e["Datacenter"], e["NumNodes"], e["Keys"], e["Messages"]) for e in body] == [
         (True, "dc1", 1, {key: 1}, {}), (False, "dc1", 2, {key: 2}, {})]
     new = keygen()
-    out = server.cli("keyring", "-install", new)
+    out = client.cli("keyring", "-install", new)
     assert out.returncode == 0 and out.stdout.strip() == "==> Installing new gossip encryption key...", out.stderr
     status, body = server.get("/v1/operator/keyring")
     assert [e["Keys"] for e in body] == [{key: 1, new: 1}, {key: 2, new: 2}]
@@ -82,19 +86,33 @@ def test_keyring_lists_the_wan_pool_then_every_lan_member(pool):
     assert bad.returncode == 1 and "Relay factor must be in range: [0, 5]" in bad.stderr
 
 
-def test_an_agent_of_another_datacenter_is_refused(pool):
+def test_another_datacenter_is_refused_on_the_lan_and_listed_over_the_wan(pool):
     tmp, key, server, client, started = pool
-    other = Agent(tmp, "dc2-agent")
+    other = Agent(tmp, "dc2-server")
     started.append(other)
-    other.start("-datacenter", "dc2", "-encrypt", key)
+    other.start("-server", "-bootstrap", "-datacenter", "dc2", "-encrypt", key)
     other.wait_http()
     out = other.cli("join", server.serf_addr)
     assert out.returncode == 1, out.stdout
     assert f"Error joining address '{server.serf_addr}'" in out.stderr
     assert "Member 's1' part of wrong datacenter 'dc1'" in out.stderr and "Failed to join any nodes." in out.stderr
-    wait_until(lambda: "memberlist: Failed push/pull merge: Member 'dc2-agent' part of wrong datacenter 'dc2'"
+    wait_until(lambda: "memberlist: Failed push/pull merge: Member 'dc2-server' part of wrong datacenter 'dc2'"
                in server.log(), timeout=10, what="the server's refusal in its log")
-    assert server.members() == {"s1": 1, "c1": 1} and other.members() == {"dc2-agent": 1}
+    assert server.members() == {"s1": 1, "c1": 1} and other.members() == {"dc2-server": 1}
+    # over the WAN the two datacenters federate, and the keyring covers every pool
+    out = other.cli("join", "-wan", f"127.0.0.1:{server.serf_wan}")
+    assert out.returncode == 0, out.stderr
+
+    def listed() -> list[tuple[bool, str, int]]:
+        status, body = server.get("/v1/operator/keyring")
+        return [(e["WAN"], e["Datacenter"], e["NumNodes"]) for e in body] if status == 200 else []
+
+    wait_until(lambda: listed() == [(True, "dc1", 2), (False, "dc1", 2), (False, "dc2", 1)], timeout=30,
+               what="the keyring lists the WAN pool and both datacenters")
+    out = other.cli("keyring", "-list")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[2:] == ["WAN:", f"  {key} [2/2]", "", "dc2 (LAN):", f"  {key} [1/1]", "",
+                                           "dc1 (LAN):", f"  {key} [2/2]"]
     other.stop()
 
 
