@@ -5,6 +5,7 @@ expansion and the Connect reads, through the one dispatch of an in-process agent
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,6 +63,12 @@ def test_sidecar_registration_expands_with_consuls_defaults():
         assert csn["Service"]["ID"] == "socat-sidecar-proxy"
         assert {c["CheckID"] for c in csn["Checks"]} >= {"service:socat-sidecar-proxy:1",
                                                          "service:socat-sidecar-proxy:2"}
+        found = json_body(await api.call(
+            "GET", "/v1/agent/services?filter=" + urllib.parse.quote('Proxy.DestinationServiceName == "socat"')))
+        assert list(found) == ["socat-sidecar-proxy"]
+        found = json_body(await api.call(
+            "GET", "/v1/catalog/connect/socat?filter=" + urllib.parse.quote('ServiceProxy.LocalServicePort == 8181')))
+        assert [f["ServiceID"] for f in found] == ["socat-sidecar-proxy"]
         # the listener is not up yet: the TCP check is critical, so ?passing has nothing
         assert json_body(await api.call("GET", "/v1/health/connect/socat?passing")) == []
 
