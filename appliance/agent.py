@@ -260,6 +260,10 @@ class Agent:
             else:  # a cluster may have no leader yet
                 services.start_soon("register", register)
             await services.start("reconcile-members", server.reconciler.serve)
+            if cfg.config_entries_bootstrap:  # config_entries { bootstrap }: the ones not written yet
+                from appliance.http.handlers.config import bootstrap as bootstrap_entries
+                services.start_soon("config-entries", bootstrap_entries(
+                    server.raft, self.store, cfg.config_entries_bootstrap, self.log))
         join = list(dict.fromkeys(cfg.start_join + cfg.retry_join))
         if join:
             services.start_soon("retry-join", self._join(

@@ -246,7 +246,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         raft_protocol=raft_protocol,
         autopilot=_autopilot(m),
         connect_ca_config=dict(_get(m, "connect.ca_config", {}) or {}),
-        config_entries_bootstrap=tuple(_get(m, "config_entries.bootstrap", []) or []),
+        config_entries_bootstrap=_bootstrap_entries(_get(m, "config_entries.bootstrap", [])),
         telemetry=Telemetry(
             prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 60.0),
             disable_hostname=bool(_get(m, "telemetry.disable_hostname", False)),
@@ -273,6 +273,22 @@ def _http_limits(m: dict[str, Any]) -> dict[str, Any]:
         check.not_negative(value, f"http_config.{key}")
         out[f"http_{key}_s"] = value
     return out
+
+
+def _bootstrap_entries(raw: Any) -> tuple[dict[str, Any], ...]:
+    """`config_entries { bootstrap }`: each entry decoded and checked now, so a bad one stops the start."""
+    from appliance.connect import entries, intentions
+
+    found = raw if isinstance(raw, list) else [raw] if raw else []
+    for i, item in enumerate(found):
+        try:
+            entry = entries.normalize(entries.decode(item))
+            entries.validate(entry)
+            if entry["Kind"] == entries.INTENTIONS:
+                intentions.check_sources(entry)
+        except entries.EntryError as err:
+            raise ConfigError(f"config_entries.bootstrap[{i}]: {err}") from None
+    return tuple(found)
 
 
 def _autopilot(m: dict[str, Any]) -> Autopilot:

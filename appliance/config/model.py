@@ -237,7 +237,7 @@ class ConnectModel(Block):
 
 
 class ConfigEntriesModel(Block):
-    bootstrap: list[dict[str, Any]] | None = F(
+    bootstrap: list[dict[str, Any]] | dict[str, Any] | None = F(
         "Config entries a server writes at start when none of that kind and name exists (docs/connect.md).")
 
 

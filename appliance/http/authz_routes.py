@@ -242,6 +242,49 @@ def _txn_needs(req: Request, ctx: HTTPContext) -> list[Need]:
     return [need for _, need in txn_op_needs(req)]
 
 
+def _config_needs(level: str) -> SegmentFn:
+    """A config entry's permission by its kind (appliance/connect/entries.py `needs`): from the
+    path, or from the body of a write."""
+    from appliance.connect.entries import SPECS, needs
+
+    def fn(req: Request, ctx: HTTPContext) -> list[Need]:
+        if req.method == "PUT":
+            body = _body(req)
+            kind, name = _field(body, "Kind"), _field(body, "Name")
+        else:
+            kind, _, name = _tail(req, "/v1/config/").partition("/")
+        if not isinstance(kind, str) or kind not in SPECS or not isinstance(name, str) or not name:
+            return []  # a listing is filtered; a bad kind or body gets the handler's own error
+        return needs(kind, name, level)
+    return fn
+
+
+def _intention_needs(level: str, where: str) -> SegmentFn:
+    """intention:<level> on the destination: from ?destination=, the body, or the intention an ID names."""
+    def fn(req: Request, ctx: HTTPContext) -> list[Need]:
+        if where == "query":
+            dest = req.query.get("destination", "")
+        elif where == "body":
+            dest = _field(_body(req), "DestinationName")
+        else:
+            from appliance.connect.intentions import every
+
+            ident = _tail(req, "/v1/connect/intentions/")
+            found = next((x for x in every(ctx.store.connect.entries_of("service-intentions"))
+                          if x.get("ID") == ident), None)
+            dest = found["DestinationName"] if found else ""
+            body = _body(req) if req.method == "PUT" else None
+            if _field(body, "DestinationName"):
+                return [("intention", level, d) for d in {dest, _field(body, "DestinationName")} if d]
+        return [("intention", level, dest)] if isinstance(dest, str) and dest else []
+    return fn
+
+
+def _authorize(req: Request, ctx: HTTPContext) -> list[Need]:
+    target = _field(_body(req), "Target")
+    return [("service", "write", target)] if isinstance(target, str) and target else []
+
+
 SEGMENTS: dict[tuple[str, str], SegmentFn] = {
     ("PUT", "/v1/txn"): _txn_needs,
     ("GET", "/v1/agent/service/"): _local_service_needs("read", "/v1/agent/service/"),
@@ -264,6 +307,19 @@ SEGMENTS: dict[tuple[str, str], SegmentFn] = {
     ("PUT", "/v1/query/"): _query_named("write"),
     ("DELETE", "/v1/query/"): _query_named("write"),
     ("PUT", "/v1/coordinate/update"): _body_node("node"),
+    ("GET", "/v1/config/"): _config_needs("read"),
+    ("PUT", "/v1/config"): _config_needs("write"),
+    ("DELETE", "/v1/config/"): _config_needs("write"),
+    ("POST", "/v1/connect/intentions"): _intention_needs("write", "body"),
+    ("GET", "/v1/connect/intentions/exact"): _intention_needs("read", "query"),
+    ("PUT", "/v1/connect/intentions/exact"): _intention_needs("write", "query"),
+    ("DELETE", "/v1/connect/intentions/exact"): _intention_needs("write", "query"),
+    ("GET", "/v1/connect/intentions/check"): _intention_needs("read", "query"),
+    ("GET", "/v1/connect/intentions/"): _intention_needs("read", "id"),
+    ("PUT", "/v1/connect/intentions/"): _intention_needs("write", "id"),
+    ("DELETE", "/v1/connect/intentions/"): _intention_needs("write", "id"),
+    ("POST", "/v1/agent/connect/authorize"): _authorize,
+    ("PUT", "/v1/agent/connect/authorize"): _authorize,
 }
 for _verb in ("deregister", "pass", "warn", "fail", "update"):
     SEGMENTS[("PUT", f"/v1/agent/check/{_verb}/")] = _local_check_needs(f"/v1/agent/check/{_verb}/")
@@ -382,6 +438,37 @@ def _sd_groups(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) ->
                       and authz.allowed("node", _get(g, "labels", "__meta_consul_node"), "read"))
 
 
+def _config_entries(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) -> tuple[Any, bool]:
+    from appliance.connect.entries import needs
+
+    def readable(e: Any) -> bool:
+        return all(_allowed_need(authz, need) for need in needs(_get(e, "Kind"), _get(e, "Name"), "read"))
+    return _keep_list(value, readable)
+
+
+def _allowed_need(authz: Authorizer, need: Need) -> bool:
+    resource, level, segment = need
+    return authz.allowed(resource, segment or "", level)
+
+
+def _intention_readable(authz: Authorizer, ixn: Any) -> bool:
+    return authz.allowed("intention", _get(ixn, "DestinationName"), "read")
+
+
+def _intentions(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) -> tuple[Any, bool]:
+    return _keep_list(value, lambda x: _intention_readable(authz, x))
+
+
+def _intention_match(value: Any, authz: Authorizer, req: Request, ctx: HTTPContext) -> tuple[Any, bool]:
+    if not isinstance(value, dict):
+        return value, False
+    out, removed = {}, False
+    for name, found in value.items():
+        out[name], dropped = _keep_list(found, lambda x: _intention_readable(authz, x))
+        removed = removed or dropped
+    return (out if removed else value), removed
+
+
 FILTERS: dict[str, FilterFn] = {
     "/v1/agent/members": _by("node", "Name"),
     "/v1/agent/services": _agent_services,
@@ -405,4 +492,7 @@ FILTERS: dict[str, FilterFn] = {
     "/v1/coordinate/nodes": _by("node", "Node"),
     "/v1/coordinate/node/": _by("node", "Node"),
     "/v1/sd/prometheus": _sd_groups,
+    "/v1/config/": _config_entries,
+    "/v1/connect/intentions": _intentions,
+    "/v1/connect/intentions/match": _intention_match,
 }

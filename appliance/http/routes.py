@@ -25,11 +25,13 @@ from appliance.http.handlers import (
     acl_auth,
     agent,
     catalog,
+    config,
     connect_ca,
     coordinate,
     event,
     health,
     host,
+    intentions,
     keyring,
     kv,
     metrics,
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from appliance.http.values import Answer, Request
 
 Handler = Callable[["Request", "HTTPContext"], Awaitable["Answer"]]
-ACL = re.compile(r"none|(acl|agent|event|key|keyring|node|operator|query|service|session):(read|write)"
+ACL = re.compile(r"none|(acl|agent|event|intention|key|keyring|mesh|node|operator|query|service|session):(read|write)"
                  r"|filter:[a-z]+(,[a-z]+)*")
 
 
@@ -199,6 +201,33 @@ ROUTES: tuple[Route, ...] = (
       summary="Connect CA roots, as this agent caches them"),
     R("GET", connect_ca.LEAF_PREFIX, connect_ca.agent_leaf, "service:write", blocking=True,
       summary="A leaf certificate for a service, renewed before it expires"),
+    # -- Connect: config entries (handlers/config.py; the permission depends on the kind, authz_routes.py)
+    R("GET", config.PREFIX, config.read, "service:read", blocking=True,
+      summary="Config entries of a kind, or one entry (<kind>/<name>)"),
+    R("PUT", "/v1/config", config.apply, "service:write", body_limit=J, summary="Write a config entry (?cas)"),
+    R("DELETE", config.PREFIX, config.delete, "service:write", summary="Delete a config entry (?cas)"),
+    # -- Connect: intentions, stored as service-intentions entries (handlers/intentions.py)
+    R("GET", "/v1/connect/intentions", intentions.intention_list, "filter:intention", blocking=True,
+      summary="Every intention, by precedence"),
+    R("POST", "/v1/connect/intentions", intentions.create, "intention:write", body_limit=J,
+      summary="Create an intention (legacy, with an ID)"),
+    R("GET", "/v1/connect/intentions/exact", intentions.exact_get, "intention:read",
+      summary="The intention from ?source= to ?destination="),
+    R("PUT", "/v1/connect/intentions/exact", intentions.exact_put, "intention:write", body_limit=J,
+      summary="Create or update the intention from ?source= to ?destination="),
+    R("DELETE", "/v1/connect/intentions/exact", intentions.exact_delete, "intention:write",
+      summary="Delete the intention from ?source= to ?destination="),
+    R("GET", "/v1/connect/intentions/match", intentions.intention_match, "filter:intention", blocking=True,
+      summary="Intentions matching ?by=source|destination ?name=, in evaluation order"),
+    R("GET", "/v1/connect/intentions/check", intentions.check, "intention:read",
+      summary="Whether ?source= may connect to ?destination="),
+    R("GET", intentions.PREFIX, intentions.id_get, "intention:read", summary="An intention by ID"),
+    R("PUT", intentions.PREFIX, intentions.id_put, "intention:write", body_limit=J,
+      summary="Update an intention by ID"),
+    R("DELETE", intentions.PREFIX, intentions.id_delete, "intention:write", summary="Delete an intention by ID"),
+    *(R(method, "/v1/agent/connect/authorize", intentions.authorize, "service:write", body_limit=J,
+        summary="Whether a client certificate may connect to a service (its intentions)")
+      for method in ("POST", "PUT")),
     # -- peering, as a Consul with no peers (peering falls back to operator permissions)
     R("GET", "/v1/peerings", peering.peerings, "operator:read", summary="Peerings (none)"),
     R("GET", peering.PREFIX, peering.read, "operator:read", summary="A peering (none exists)"),

@@ -74,14 +74,48 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("PUT", "/v1/agent/token/"): Sample("replication", {"Token": "r"}),  # not `default`: that would let anyone in
     ("PUT", "/v1/agent/join/"): Sample("127.0.0.1"),
 }
+# Connect: config entries take the permission of their kind; intentions `intentions` on the destination
+SAMPLES.update({
+    ("GET", "/v1/config/"): Sample("service-defaults/web", needs=[("service", "read", "web")]),
+    ("PUT", "/v1/config"): Sample("", {"Kind": "service-defaults", "Name": "web", "Protocol": "http"},
+                                  [("service", "write", "web")]),
+    ("DELETE", "/v1/config/"): Sample("service-defaults/web", needs=[("service", "write", "web")]),
+    ("POST", "/v1/connect/intentions"): Sample("", {"SourceName": "api", "DestinationName": "db", "Action": "allow"},
+                                               [("intention", "write", "db")]),
+    ("GET", "/v1/connect/intentions/exact"): Sample("?source=web&destination=db", needs=[("intention", "read", "db")]),
+    ("PUT", "/v1/connect/intentions/exact"): Sample("?source=web&destination=db", {"Action": "deny"},
+                                                    [("intention", "write", "db")]),
+    ("DELETE", "/v1/connect/intentions/exact"): Sample("?source=web&destination=db",
+                                                       needs=[("intention", "write", "db")]),
+    ("GET", "/v1/connect/intentions/check"): Sample("?source=web&destination=db",
+                                                    needs=[("intention", "read", "db")]),
+    ("GET", "/v1/connect/intentions/match"): Sample("?by=destination&name=db"),
+    ("GET", "/v1/connect/intentions/"): Sample(lambda f: f["intention"], needs=[("intention", "read", "db")]),
+    ("PUT", "/v1/connect/intentions/"): Sample(lambda f: f["intention"], {
+        "SourceName": "web", "DestinationName": "db", "Action": "deny"}, [("intention", "write", "db")]),
+    ("DELETE", "/v1/connect/intentions/"): Sample(lambda f: f["intention"], needs=[("intention", "write", "db")]),
+    **{(method, "/v1/agent/connect/authorize"): Sample("", {
+        "Target": "db", "ClientCertURI": "spiffe://x.consul/ns/default/dc/dc1/svc/web"}, [("service", "write", "db")])
+       for method in ("POST", "PUT")},
+})
 for _verb in ("deregister", "pass", "warn", "fail", "update"):
     SAMPLES[("PUT", f"/v1/agent/check/{_verb}/")] = Sample("chk", needs=[("node", "write", "n1")])
+
+
+def rule(resource: str, segment: str, level: str, prefix: bool = False) -> str:
+    """One rule; an intention permission is the `intentions` attribute of a service rule."""
+    kind = "_prefix" if prefix else ""
+    if resource == "intention":
+        return f'service{kind} "{segment}" {{ policy = "deny" intentions = "{level}" }}'
+    return f'{resource}{kind} "{segment}" {{ policy = "{level}" }}'
 
 
 def rules(needs: list[Need]) -> str:
     out = []
     for resource, level, segment in needs:
-        if resource in SCALARS:
+        if resource == "intention":
+            out.append(rule(resource, segment, level))
+        elif resource in SCALARS:
             out.append(f'{resource} = "{level}"')
         else:
             out.append(f'{resource} "{segment}" {{ policy = "{level}" }}')
@@ -130,6 +164,15 @@ class Matrix:
             q = await call("POST", "/v1/query", {"Name": "q1", "Service": {"Service": "web"}}, headers=root)
             self.fixtures["query"] = json.loads(q.body)["ID"]
         await call("PUT", "/v1/event/fire/e0", b"", headers=root)
+        await call("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "web"}, headers=root)
+        found = await call("GET", "/v1/connect/intentions/exact?source=web&destination=db", headers=root)
+        if found.status == 200 and json.loads(found.body).get("ID"):
+            self.fixtures["intention"] = json.loads(found.body)["ID"]
+        else:
+            await call("DELETE", "/v1/connect/intentions/exact?source=web&destination=db", headers=root)
+            made = await call("POST", "/v1/connect/intentions", {"SourceName": "web", "DestinationName": "db",
+                                                                 "Action": "allow"}, headers=root)
+            self.fixtures["intention"] = json.loads(made.body)["ID"]
 
     def target(self, route: Route, sample: Sample) -> str:
         tail = sample.tail(self.fixtures) if callable(sample.tail) else sample.tail
@@ -179,11 +222,11 @@ async def check_route(m: Matrix, route: Route, problems: list[str]) -> None:
             problems.append(f"{name}: anonymous saw the unfiltered answer")
         if anon.status not in (200, 404) and not refused(anon):
             problems.append(f"{name}: anonymous got {anon.status} {anon.body[:80]!r}")
-        exact = await m.token("\n".join(f'{r}_prefix "" {{ policy = "read" }}' for r in resources))
+        exact = await m.token("\n".join(rule(r, "", "read", prefix=True) for r in resources))
         got = await m.call(route, sample, exact)
         if refused(got) or (got.status == 200 and payload(got) != full):
             problems.append(f"{name}: read on {resources} did not see everything ({got.status})")
-        other = await m.token("\n".join(f'{r} "zzz" {{ policy = "read" }}' for r in resources))
+        other = await m.token("\n".join(rule(r, "zzz", "read") for r in resources))
         got = await m.call(route, sample, other)
         if got.status == 200 and full and payload(got) == full:
             problems.append(f"{name}: a neighbouring name saw the unfiltered answer")

@@ -112,6 +112,8 @@ SANS_IO_CORES = (
     "appliance/connect/spiffe.py",
     "appliance/connect/authority.py",
     "appliance/connect/leaf.py",
+    "appliance/connect/entries.py",
+    "appliance/connect/intentions.py",
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/config/hcl.py",
