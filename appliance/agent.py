@@ -249,8 +249,17 @@ class Agent:
             await services.start("session-ttl", server.sessions.serve)
             if cfg.acl.enabled:  # built-ins, initial management token, expired tokens (appliance/acl_leader.py)
                 from appliance.acl_leader import AclLeader
-                await services.start("acl-leader", AclLeader(server.raft, self.store,
-                                                             cfg.acl.tokens.get("initial_management", "")).serve)
+                primary = cfg.datacenter == cfg.primary_datacenter  # the initial management token: primary only
+                await services.start("acl-leader", AclLeader(
+                    server.raft, self.store, cfg.acl.tokens.get("initial_management", "") if primary else "").serve)
+                if not primary:  # a secondary copies the primary's ACL objects (appliance/acl_replication.py)
+                    from appliance.acl_replication import AclReplicator
+                    tokens = acl_agent(self.api).tokens
+                    replicator = acl_agent(self.api).replication = AclReplicator(
+                        datacenter=cfg.datacenter, primary=cfg.primary_datacenter,
+                        tokens=cfg.acl.enable_token_replication, raft=server.raft, store=self.store,
+                        request=self.federation.request, replication_token=lambda: tokens.get("replication"))
+                    await services.start("acl-replication", replicator.serve)
         self.local.restore()
         # a client agent registers once a server streams to it (anti-entropy, below)
         if server is not None:

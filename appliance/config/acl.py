@@ -80,5 +80,6 @@ def resolve_acl(m: dict[str, Any], warnings: list[str]) -> ACLConfig:
         token_ttl_s=_seconds(block["token_ttl"], "acl.token_ttl") if block.get("token_ttl") else 30.0,
         enable_token_persistence=bool(block.get("enable_token_persistence", False)),
         enable_key_list_policy=bool(block.get("enable_key_list_policy", False)),
+        enable_token_replication=bool(block.get("enable_token_replication", False)),
         tokens=tokens,
     )

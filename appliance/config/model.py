@@ -189,7 +189,8 @@ class ACLModel(Block):
     policy_ttl: Duration | None = F('Policy cache TTL. Default "30s".')
     role_ttl: Duration | None = F('Role cache TTL. Default "30s".')
     enable_token_persistence: bool | None = F("Persist tokens set over the API. Default false.")
-    enable_token_replication: bool | None = F(COMPAT)
+    enable_token_replication: bool | None = F(
+        "A secondary datacenter copies the primary's global tokens too, not only policies and roles. Default false.")
     enable_key_list_policy: bool | None = F("Recursive KV reads need `list` on the prefix. Default false.")
     tokens: ACLTokensModel | None = F("Tokens the agent and servers use.")
 

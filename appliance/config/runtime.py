@@ -78,6 +78,7 @@ class ACLConfig:
     token_ttl_s: float = 30.0
     enable_token_persistence: bool = False
     enable_key_list_policy: bool = False
+    enable_token_replication: bool = False  # a secondary copies global tokens (appliance/acl_replication.py)
     # initial_management, default, agent, agent_recovery, replication, dns,
     # config_file_service_registration (old names master/agent_master folded in)
     tokens: dict[str, str] = field(default_factory=dict)

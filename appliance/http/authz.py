@@ -108,6 +108,7 @@ class AclAgent:
         self.resolver = Resolver(cfg.datacenter, self.default_allow)
         self.tokens = AgentTokens(cfg.acl.tokens, cfg.data_dir, cfg.acl.enable_token_persistence)
         self.initialized = False
+        self.replication: Any = None  # a secondary datacenter's server: its AclReplicator
         # a client agent: token_ttl and down_policy while no server answers (appliance/acl/down.py)
         self.cache = None if ctx.raft is not None else TokenCache(cfg.acl.down_policy, cfg.acl.token_ttl_s)
         node = cfg.node_name
@@ -119,7 +120,8 @@ class AclAgent:
         the first request a leader serves before its ACL leader duties ran (never waits for one)."""
         if self.initialized:
             return
-        initial = self.tokens.get("initial_management")
+        cfg = self.ctx.config  # the initial management token: the primary datacenter's only
+        initial = self.tokens.get("initial_management") if cfg.datacenter == cfg.primary_datacenter else ""
         acl = self.ctx.store.acl
         if acl.policies and (not initial or acl.token_by_secret(initial) is not None):
             self.initialized = True

@@ -247,6 +247,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "appliance.template.output",
             "appliance.sessions",
             "appliance.acl_leader",
+            "appliance.acl_replication",
             "appliance.connect.proxy",
         ),
     ),

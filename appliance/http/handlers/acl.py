@@ -15,9 +15,11 @@ bootstrap consumes.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.acl.builtin import (
@@ -47,7 +49,8 @@ from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
-from appliance.http.query import QueryOptions, read_point
+from appliance.http.query import QueryOptions, meta_headers, read_point
+from appliance.http.remote_dc import forward, on_server
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state.fsm import CommandError
 
@@ -132,6 +135,12 @@ def checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise HTTPError(err.status, err.text) from None
 
 
+def _list_meta(ctx: HTTPContext) -> dict[str, str]:
+    """X-Consul-Index (the ACL tables' index) and the leader headers of a list, as Consul's
+    (ACL replication reads the index to skip a round when nothing changed)."""
+    return meta_headers(ctx.consensus, ctx.store.watch_index.get("acl", 0), QueryOptions(), False)
+
+
 async def fresh(ctx: HTTPContext) -> Any:
     await read_point(ctx.consensus, QueryOptions())
     await acl_agent(ctx).ensure_tables()
@@ -190,8 +199,43 @@ async def bootstrap(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, {"ID": rec["SecretID"], **render_token(ctx.store.acl, rec)})
 
 
+Handler = Callable[[Request, HTTPContext], Awaitable[Answer]]
+
+
+def _local_token(req: Request, ctx: HTTPContext) -> bool:
+    """Whether a token write is of a local token: the body's `Local` (create), the stored token's."""
+    if req.method == "PUT" and req.route == TOKEN.rstrip("/"):
+        body = body_of(req, "Token", "ACLToken") if req.body else {}
+        return isinstance(body, dict) and bool(canonical(body, ("Local",)).get("Local"))
+    tok = ctx.store.acl.tokens.get(_accessor(req)[0])
+    return bool(tok and tok.get("Local"))
+
+
+def in_primary(local: Callable[[Request, HTTPContext], bool] | None = None) -> Callable[[Handler], Handler]:
+    """In a secondary datacenter, a write of a global ACL object goes to the primary datacenter
+    (Consul forwards these RPCs there); replication brings it back (appliance/acl_replication.py).
+    A local token stays here, where a secondary has local tokens only with token replication."""
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(req: Request, ctx: HTTPContext) -> Answer:
+            cfg = ctx.config
+            if cfg.acl.enabled and cfg.datacenter != cfg.primary_datacenter:
+                if local is None or not local(req, ctx):
+                    return await forward(req, ctx, cfg.primary_datacenter)
+                if not cfg.acl.enable_token_replication:
+                    raise HTTPError(500, "Local tokens are disabled")
+            return await handler(req, ctx)
+        return run
+    return wrap
+
+
 async def replication(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
+    replicator = acl_agent(ctx).replication
+    if replicator is not None:  # a secondary datacenter's server
+        return json_answer(req, replicator.status())
+    if ctx.raft is None and ctx.config.datacenter != ctx.config.primary_datacenter:
+        return await on_server(req, ctx)  # a client agent: its servers replicate
     return json_answer(req, {"Enabled": False, "Running": False, "SourceDatacenter": ctx.config.primary_datacenter
                              if hasattr(ctx.config, "primary_datacenter") else ctx.config.datacenter,
                              "ReplicationType": "", "ReplicatedIndex": 0, "ReplicatedRoleIndex": 0,
@@ -202,6 +246,7 @@ async def replication(req: Request, ctx: HTTPContext) -> Answer:
 # ------------------------------------------------------------------------------ tokens
 
 
+@in_primary(_local_token)
 async def token_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     body = body_of(req, "Token", "ACLToken")
@@ -266,6 +311,7 @@ async def token_read(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_token(tables, tok, await can_write(req, ctx)))
 
 
+@in_primary(_local_token)
 async def token_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     accessor, action = _accessor(req)
@@ -297,6 +343,7 @@ async def token_update(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_token(ctx.store.acl, rec))
 
 
+@in_primary(_local_token)
 async def token_delete(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     accessor, _ = _accessor(req)
@@ -332,12 +379,13 @@ async def token_list(req: Request, ctx: HTTPContext) -> Answer:
                                         for s in tok.get("ServiceIdentities") or ()):
             continue
         out.append(token_stub(tables, tok, show))
-    return json_answer(req, out)
+    return json_answer(req, out, headers=_list_meta(ctx))
 
 
 # ------------------------------------------------------------------------------ policies
 
 
+@in_primary()
 async def policy_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     body = body_of(req, "Policy", "ACLPolicy")
@@ -373,6 +421,7 @@ async def policy_read(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_policy(_lookup(await fresh(ctx), req, "policy")))
 
 
+@in_primary()
 async def policy_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     pid = path_tail(req, POLICY)
@@ -392,6 +441,7 @@ async def policy_update(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_policy(await propose(ctx, {"Op": "policy_set", "Object": policy})))
 
 
+@in_primary()
 async def policy_delete(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     pid = path_tail(req, POLICY)
@@ -407,12 +457,14 @@ async def policy_delete(req: Request, ctx: HTTPContext) -> Answer:
 async def policy_list(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     tables = await fresh(ctx)
-    return json_answer(req, [policy_stub(tables.policies[pid]) for pid in sorted(tables.policies)])
+    return json_answer(req, [policy_stub(tables.policies[pid]) for pid in sorted(tables.policies)],
+                       headers=_list_meta(ctx))
 
 
 # ------------------------------------------------------------------------------ roles
 
 
+@in_primary()
 async def role_create(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     body = body_of(req, "Role", "ACLRole")
@@ -429,6 +481,7 @@ async def role_read(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_role(tables, _lookup(tables, req, "role")))
 
 
+@in_primary()
 async def role_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     rid = path_tail(req, ROLE)
@@ -447,6 +500,7 @@ async def role_update(req: Request, ctx: HTTPContext) -> Answer:
     return json_answer(req, render_role(ctx.store.acl, await propose(ctx, {"Op": "role_set", "Object": role})))
 
 
+@in_primary()
 async def role_delete(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     rid = path_tail(req, ROLE)
@@ -464,7 +518,8 @@ async def role_list(req: Request, ctx: HTTPContext) -> Answer:
     want = req.query.get("policy", "")
     roles = [tables.roles[rid] for rid in sorted(tables.roles)]
     return json_answer(req, [render_role(tables, r) for r in roles
-                             if not want or any(link["ID"] == want for link in r.get("Policies") or ())])
+                             if not want or any(link["ID"] == want for link in r.get("Policies") or ())],
+                       headers=_list_meta(ctx))
 
 
 # ------------------------------------------------------------------------------ templated policies

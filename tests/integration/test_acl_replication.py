@@ -1,0 +1,106 @@
+"""ACL replication between two datacenters joined over the WAN pool (appliance/acl_replication.py).
+
+dc1 is the primary (one server with an initial management token), dc2 a secondary (one server,
+`primary_datacenter = "dc1"`, token replication on, the replication token set). Consul docs:
+ACL replication for multiple datacenters; `/v1/acl/replication`.
+
+- policies, roles and global tokens made in dc1 appear in dc2 with the same IDs and secrets, and
+  a replicated token is honoured by dc2's server; a change and a deletion in dc1 follow;
+- a policy or a global token written through dc2 is written in dc1 and comes back to dc2;
+- a local token made in dc2 stays in dc2 (never in dc1) and replication leaves it alone;
+- `/v1/acl/replication` says so: dc2 enabled and running, type `tokens`, source dc1, the indexes
+  copied and the last success; dc1 not enabled.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.harness import FAST_RAFT, Agent, wait_until
+
+MANAGEMENT = str(uuid.uuid4())
+
+
+def acl(*extra: str) -> str:
+    return ('acl { enabled = true default_policy = "deny" enable_token_replication = true '
+            f'tokens {{ initial_management = "{MANAGEMENT}" replication = "{MANAGEMENT}" }} {" ".join(extra)} }}')
+
+
+def call(agent: Agent, method: str, path: str, body: object = None, token: str = MANAGEMENT) -> tuple[int, Any]:
+    data = json.dumps(body) if body is not None else None
+    status, _, out = agent.request(method, path, data, headers={"X-Consul-Token": token} if token else None)
+    try:
+        return status, json.loads(out)
+    except ValueError:
+        return status, out
+
+
+@pytest.mark.timeout(180)
+def test_policies_roles_and_global_tokens_replicate_to_the_secondary(tmp_path):
+    s1 = Agent(tmp_path, "s1", "-hcl", FAST_RAFT, "-hcl", acl(), datacenter="dc1")
+    s2 = Agent(tmp_path, "s2", "-hcl", FAST_RAFT, "-hcl", acl(), "-hcl", 'primary_datacenter = "dc1"',
+               datacenter="dc2")
+    try:
+        s1.start("-server", "-bootstrap")
+        s2.start("-server", "-bootstrap", "-retry-join-wan", s1.wan_addr, "-retry-interval-wan", "1s")
+        wait_until(lambda: s1.leader() and s2.leader(), timeout=30, what="a leader in each datacenter")
+        wait_until(lambda: call(s1, "GET", "/v1/acl/token/self")[0] == 200, timeout=30, what="dc1's ACLs")
+        # the initial management token is the primary's: dc2 knows it only once it is replicated
+        status, policy = call(s1, "PUT", "/v1/acl/policy",
+                              {"Name": "kv-app", "Rules": 'key_prefix "app/" { policy = "write" }'})
+        assert status == 200, policy
+        status, role = call(s1, "PUT", "/v1/acl/role", {"Name": "app", "Policies": [{"Name": "kv-app"}]})
+        assert status == 200, role
+        status, token = call(s1, "PUT", "/v1/acl/token", {"Description": "app", "Roles": [{"Name": "app"}]})
+        assert status == 200, token
+        secret = token["SecretID"]
+
+        def replicated() -> bool:
+            status, body = call(s2, "GET", f"/v1/acl/token/{token['AccessorID']}")
+            return status == 200 and body["SecretID"] == secret
+
+        wait_until(replicated, timeout=60, what="the token in dc2")
+        assert call(s2, "GET", f"/v1/acl/policy/{policy['ID']}")[1]["Rules"] == policy["Rules"]
+        assert call(s2, "GET", "/v1/acl/role/name/app")[1]["ID"] == role["ID"]
+        # dc2's server honours it
+        assert call(s2, "PUT", "/v1/kv/app/x", "1", token=secret) == (200, True)
+        assert call(s2, "PUT", "/v1/kv/other", "1", token=secret)[0] == 403
+
+        status, info = call(s2, "GET", "/v1/acl/replication", token="")
+        assert status == 200 and info["Enabled"] and info["Running"], info
+        assert info["SourceDatacenter"] == "dc1" and info["ReplicationType"] == "tokens"
+        assert info["ReplicatedIndex"] > 0 and info["ReplicatedTokenIndex"] > 0
+        assert info["LastSuccess"] > info["LastError"], info  # an error before the WAN join stays
+        assert call(s1, "GET", "/v1/acl/replication", token="")[1]["Enabled"] is False
+
+        # written through dc2: made in dc1, back in dc2
+        status, made = call(s2, "PUT", "/v1/acl/policy",
+                            {"Name": "from-dc2", "Rules": 'node_prefix "" { policy = "read" }'})
+        assert status == 200, made
+        assert call(s1, "GET", "/v1/acl/policy/name/from-dc2")[0] == 200
+        wait_until(lambda: call(s2, "GET", "/v1/acl/policy/name/from-dc2")[0] == 200, timeout=30,
+                   what="the policy made through dc2 back in dc2")
+        status, local = call(s2, "PUT", "/v1/acl/token", {"Description": "dc2 only", "Local": True,
+                                                          "Policies": [{"Name": "kv-app"}]})
+        assert status == 200 and local["Local"] is True, local
+        assert call(s1, "GET", f"/v1/acl/token/{local['AccessorID']}")[0] == 404
+
+        # a change and a deletion in dc1 follow
+        status, _ = call(s1, "PUT", f"/v1/acl/policy/{policy['ID']}",
+                         {"Name": "kv-app", "Rules": 'key_prefix "app/" { policy = "read" }'})
+        assert status == 200
+        wait_until(lambda: call(s2, "PUT", "/v1/kv/app/y", "1", token=secret)[0] == 403, timeout=30,
+                   what="the narrowed policy in dc2")
+        assert call(s1, "DELETE", f"/v1/acl/token/{token['AccessorID']}")[0] == 200
+        wait_until(lambda: call(s2, "GET", "/v1/kv/app/x", token=secret) == (403, b"ACL not found"), timeout=30,
+                   what="the deleted token gone from dc2")
+        # the local token outlived every round
+        assert call(s2, "GET", f"/v1/acl/token/{local['AccessorID']}")[0] == 200
+        assert call(s2, "GET", "/v1/kv/app/x?raw", token=local["SecretID"])[0] == 200
+    finally:
+        for agent in (s2, s1):
+            agent.stop()
