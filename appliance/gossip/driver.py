@@ -34,7 +34,7 @@ tallied as Serf's key manager does. `query` runs any other query. Log lines the 
 (name conflicts, refused members, old queries) are logged with the pool's serf or memberlist
 logger. A Serf that lost a name conflict (`is_shutdown`) has its sockets closed.
 
-`merge_check(name, tags)` (Consul's merge delegate; pool_setup.py gives the LAN pool one that
+`merge_check(members)` (Consul's merge delegate; pool_setup.py gives the LAN pool one that
 refuses members of another datacenter) is handed to Serf: such members' alive messages are
 ignored and a join whose answer lists one fails with its text.
 """

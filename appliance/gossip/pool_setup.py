@@ -10,8 +10,9 @@ How it works
   `gossip_lan` block (gossip_nodes, gossip_interval, probe_interval, probe_timeout,
   retransmit_mult, suspicion_mult);
 * Consul's LAN merge delegate (`lan_merge_check`): a member whose `dc` tag names another
-  datacenter (`role` node or consul), or that claims this agent's node ID under another name, is
-  refused: its alive messages are ignored (`memberlist: ignoring alive message for 'x': Member 'x'
+  datacenter (`role` node or consul) or a segment, that claims this agent's node ID under another
+  name, or that shares its node ID with another member of the same table, is refused: its alive
+  messages are ignored (`memberlist: ignoring alive message for 'x': Member 'x'
   part of wrong datacenter 'dc2'`) and a join that meets it fails with that text;
 * member snapshot: `<data_dir>/serf/local.snapshot` (not in -dev), so a restarted agent rejoins
   the members it knew even without -retry-join (snapshot.py, snapshot_file.py);
@@ -57,25 +58,32 @@ CONSUL_LAN_OVERRIDES = dict(
 
 
 def lan_merge_check(datacenter: str, node_id: str = "", node_name: str = "") -> MergeCheck:
-    """Consul's lanMergeDelegate for one member: the error text, or "" when it may join."""
+    """Consul's lanMergeDelegate: the error text for the first member refused, or ""."""
 
-    def check(name: str, tags: dict[str, str]) -> str:
-        member_id = tags.get("id", "")
-        if member_id and node_id and member_id.lower() == node_id.lower() and name.lower() != node_name.lower():
-            return f"Member '{name}' has conflicting node ID '{member_id}' with this agent's ID"
-        if tags.get("role") in ("node", "consul") and tags.get("dc", "") != datacenter:
-            return f"Member '{name}' part of wrong datacenter '{tags.get('dc', '')}'"
-        if tags.get("segment", "") != "":
-            return f"Member '{name}' part of wrong segment '{tags['segment']}' (expected '')"
+    def check(members: list[tuple[str, dict[str, str]]]) -> str:
+        ids: dict[str, str] = {}
+        for name, tags in members:
+            member_id = tags.get("id", "")
+            if member_id:
+                if member_id == node_id and name.lower() != node_name.lower():
+                    return f"Member '{name}' has conflicting node ID '{member_id}' with this agent's ID"
+                if member_id in ids:
+                    return f"Member '{name}' has conflicting node ID '{member_id}' with member '{ids[member_id]}'"
+                ids[member_id] = name
+            if tags.get("role") in ("node", "consul") and tags.get("dc", "") != datacenter:
+                return f"Member '{name}' part of wrong datacenter '{tags.get('dc', '')}'"
+            if tags.get("segment", "") != "":
+                return f"Member '{name}' part of wrong segment '{tags['segment']}' (expected '')"
         return ""
 
     return check
 
 
-def wan_merge_check(name: str, tags: dict[str, str]) -> str:
+def wan_merge_check(members: list[tuple[str, dict[str, str]]]) -> str:
     """Consul's wanMergeDelegate: only servers are members of the WAN pool."""
-    if tags.get("role") != "consul":
-        return f"Member '{name}' is not a server"
+    for name, tags in members:
+        if tags.get("role") != "consul":
+            return f"Member '{name}' is not a server"
     return ""
 
 

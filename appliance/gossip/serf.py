@@ -39,9 +39,10 @@ select) through a third Lamport clock and queue; members answer with `respond`. 
 Coalescing (coalesce.py): with both periods above zero, member events and coalescable user events
 are held and merged before they reach `take_events`.
 
-Merge check: `merge_check(name, tags)`, when set, returns why a member may not be in this pool
-(Consul: another datacenter). An alive message about such a member is ignored; a push-pull that
-carries one is not merged, and a join that gets one fails with that text.
+Merge check: `merge_check([(name, tags), ...])`, when set, returns why these members may not be
+in this pool (Consul: another datacenter, a node ID taken twice). An alive message about such a
+member is ignored; a push-pull that carries one is not merged, and a join that gets one fails
+with that text.
 """
 
 from __future__ import annotations

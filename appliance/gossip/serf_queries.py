@@ -10,7 +10,7 @@ How it works
 * name conflicts: the core calls `notify_conflict` when an alive message names a known member at
   another address (logged as memberlist does; serf_internal.py decides what follows);
 * merge check (Consul's merge delegate): `check_alive` for one alive message, `check_merge` for a
-  whole push-pull table, both against `merge_check(name, tags)`;
+  whole push-pull table, both against `merge_check([(name, tags), ...])`;
 * log lines: `log` records (source, level, text) that `take_logs` hands to the driver, which logs
   them with the pool's serf or memberlist logger;
 * `shutdown`: a lost conflict resolution stops this Serf (inputs are then ignored).
@@ -31,7 +31,7 @@ from appliance.gossip.serf_internal import InternalQueries, KeyHandler
 from appliance.gossip.serf_members import MemberStatus, SerfEvent, SerfEventKind
 
 KEY_QUERIES = frozenset(INTERNAL_PREFIX + name for name in ("install-key", "use-key", "remove-key", "list-keys"))
-MergeCheck = Callable[[str, dict[str, str]], str]  # (member name, tags) -> why it may not join, or ""
+MergeCheck = Callable[[list[tuple[str, dict[str, str]]]], str]  # [(name, tags)] -> why they may not join, or ""
 
 
 class SerfQueryMixin:
@@ -122,7 +122,7 @@ class SerfQueryMixin:
         """memberlist's alive delegate (Consul's merge delegate for one member): False = ignore it."""
         if self.merge_check is None:
             return True
-        error = self.merge_check(msg.node, self._cached_tags(msg.meta))
+        error = self.merge_check([(msg.node, self._cached_tags(msg.meta))])
         if error:
             self.stats["alive_refused"] += 1
             self.log("memberlist", "warning", f"memberlist: ignoring alive message for '{msg.node}': {error}")
@@ -133,10 +133,8 @@ class SerfQueryMixin:
         """memberlist's merge delegate: why a push-pull's members may not be merged ("" if they may)."""
         if self.merge_check is None:
             return ""
-        for node in nodes:
-            error = self.merge_check(node.name, self._cached_tags(node.meta))
-            if error:
-                self.stats["merge_refused"] += 1
-                return error
-        return ""
+        error = self.merge_check([(node.name, self._cached_tags(node.meta)) for node in nodes])
+        if error:
+            self.stats["merge_refused"] += 1
+        return error
 

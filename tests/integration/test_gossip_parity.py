@@ -25,27 +25,33 @@ Consul's text by `cairn validate` and `cairn agent`.
 
 from __future__ import annotations
 
+import base64
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, wait_until
-from tests.integration.test_gossip_cluster import Agent, keygen
+from tests.harness import PROJECT_ROOT, Agent, wait_until
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def keygen() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("parity")
     key = keygen()
-    server, client = Agent(tmp, "s1"), Agent(tmp, "c1")
+    server = Agent(tmp, "s1")
+    client = Agent(tmp, "c1", join=[server.lan_addr])
     started = [server, client]
     try:
         server.start("-server", "-bootstrap", "-encrypt", key)
-        client.start("-encrypt", key, "-retry-join", server.serf_addr, "-retry-interval", "1s")
+        client.start("-encrypt", key, "-retry-interval", "1s")
         server.wait_http()
         client.wait_http()
         wait_until(lambda: server.members() == {"s1": 1, "c1": 1} and client.members() == {"s1": 1, "c1": 1},
@@ -70,14 +76,14 @@ def test_keyring_lists_the_wan_pool_then_every_lan_member(pool):
     assert primary.stdout.splitlines()[0] == "==> Gathering installed primary encryption keys..."
     through_client = client.cli("keyring", "-list")
     assert through_client.returncode == 0 and through_client.stdout == out.stdout, through_client.stderr
-    status, body = server.get("/v1/operator/keyring?relay-factor=1")
+    status, body = server.poll_json("/v1/operator/keyring?relay-factor=1")
     assert status == 200
     assert [(e["WAN"], e["Datacenter"], e["NumNodes"], e["Keys"], e["Messages"]) for e in body] == [
         (True, "dc1", 1, {key: 1}, {}), (False, "dc1", 2, {key: 2}, {})]
     new = keygen()
     out = client.cli("keyring", "-install", new)
     assert out.returncode == 0 and out.stdout.strip() == "==> Installing new gossip encryption key...", out.stderr
-    status, body = server.get("/v1/operator/keyring")
+    status, body = server.poll_json("/v1/operator/keyring")
     assert [e["Keys"] for e in body] == [{key: 1, new: 1}, {key: 2, new: 2}]
     assert "serf: Received install-key query" in client.log()
     out = server.cli("keyring", "-remove", new)
@@ -92,19 +98,19 @@ def test_another_datacenter_is_refused_on_the_lan_and_listed_over_the_wan(pool):
     started.append(other)
     other.start("-server", "-bootstrap", "-datacenter", "dc2", "-encrypt", key)
     other.wait_http()
-    out = other.cli("join", server.serf_addr)
+    out = other.cli("join", server.lan_addr)
     assert out.returncode == 1, out.stdout
-    assert f"Error joining address '{server.serf_addr}'" in out.stderr
+    assert f"Error joining address '{server.lan_addr}'" in out.stderr
     assert "Member 's1' part of wrong datacenter 'dc1'" in out.stderr and "Failed to join any nodes." in out.stderr
     wait_until(lambda: "memberlist: Failed push/pull merge: Member 'dc2-server' part of wrong datacenter 'dc2'"
                in server.log(), timeout=10, what="the server's refusal in its log")
     assert server.members() == {"s1": 1, "c1": 1} and other.members() == {"dc2-server": 1}
     # over the WAN the two datacenters federate, and the keyring covers every pool
-    out = other.cli("join", "-wan", f"127.0.0.1:{server.serf_wan}")
+    out = other.cli("join", "-wan", server.wan_addr)
     assert out.returncode == 0, out.stderr
 
     def listed() -> list[tuple[bool, str, int]]:
-        status, body = server.get("/v1/operator/keyring")
+        status, body = server.poll_json("/v1/operator/keyring")
         return [(e["WAN"], e["Datacenter"], e["NumNodes"]) for e in body] if status == 200 else []
 
     wait_until(lambda: listed() == [(True, "dc1", 2), (False, "dc1", 2), (False, "dc2", 1)], timeout=30,
@@ -119,23 +125,22 @@ def test_another_datacenter_is_refused_on_the_lan_and_listed_over_the_wan(pool):
 def test_a_second_agent_under_a_taken_name_is_logged_and_kept_out(pool):
     tmp, key, server, client, started = pool
     imposter = Agent(tmp, "imposter")
-    imposter.name = "c1"  # the name the client already has, at another address
+    imposter.name = "c1"  # the name the client already has, at another address (its own data dir)
     started.append(imposter)
-    imposter.data_dir = tmp / "imposter"
-    imposter.start("-encrypt", key, "-join", server.serf_addr)
+    imposter.start("-encrypt", key, "-join", server.lan_addr)
     wait_until(lambda: "Node name conflicts with another node at 127.0.0.1:" in imposter.log(), timeout=30,
                what="the imposter sees the conflict")
     text = imposter.log()
-    assert f"127.0.0.1:{client.serf_lan}. Names must be unique! (Resolution enabled: false)" in text
+    assert f"127.0.0.1:{client.serf_lan_port}. Names must be unique! (Resolution enabled: false)" in text
     wait_until(lambda: "serf: Name conflict for 'c1' both 127.0.0.1:" in server.log(), timeout=10,
                what="the server's conflict warning")
     log = server.log()
-    assert f"memberlist: Conflicting address for c1. Mine: 127.0.0.1:{client.serf_lan} " in log
-    assert f"Theirs: 127.0.0.1:{imposter.serf_lan}" in log
-    status, members = server.get("/v1/agent/members")
+    assert f"memberlist: Conflicting address for c1. Mine: 127.0.0.1:{client.serf_lan_port} " in log
+    assert f"Theirs: 127.0.0.1:{imposter.serf_lan_port}" in log
+    status, members = server.poll_json("/v1/agent/members")
     record = next(m for m in members if m["Name"] == "c1")
-    assert record["Port"] == client.serf_lan and record["Status"] == 1
-    assert imposter.proc is not None and imposter.proc.poll() is None  # Consul's setting: no shutdown
+    assert record["Port"] == client.serf_lan_port and record["Status"] == 1
+    assert imposter.alive()  # Consul's setting: no shutdown
     imposter.stop()
 
 

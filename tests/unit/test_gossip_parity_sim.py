@@ -21,7 +21,7 @@ from appliance.gossip import GossipConfig, Serf
 from appliance.gossip.key_manager import KEY_REQUEST, KeyManager, KeyringResult, tally_answer
 from appliance.gossip.keyring import Keyring, encode_key
 from appliance.gossip.messages import Alive, QueryMessage, encode_message, encode_packet
-from appliance.gossip.pool_setup import lan_merge_check
+from appliance.gossip.pool_setup import lan_merge_check, wan_merge_check
 from appliance.gossip.queries import QUERY_BUFFER, QueryError, default_timeout
 from appliance.gossip.serf import MemberStatus, SerfEvent, SerfEventKind, encode_tags
 from appliance.gossip.snapshot import compacted, replay
@@ -335,16 +335,20 @@ def test_members_of_another_datacenter_are_refused():
 
 
 def test_lan_merge_check_texts():
-    check = lan_merge_check("dc1", "11111111-1111-1111-1111-111111111111", "me")
-    assert check("x", {"role": "node", "dc": "dc1"}) == ""
-    assert check("x", {"role": "node", "dc": "dc9"}) == "Member 'x' part of wrong datacenter 'dc9'"
-    assert check("s", {"role": "consul", "dc": "east"}) == "Member 's' part of wrong datacenter 'east'"
-    assert check("x", {"id": "11111111-1111-1111-1111-111111111111", "role": "node", "dc": "dc1"}) == (
-        "Member 'x' has conflicting node ID '11111111-1111-1111-1111-111111111111' with this agent's ID")
-    assert check("ME", {"id": "11111111-1111-1111-1111-111111111111", "role": "node", "dc": "dc1"}) == ""
-    assert check("x", {"role": "node", "dc": "dc1", "segment": "alpha"}) == (
+    mine, other = "11111111-1111-1111-1111-111111111111", "33333333-3333-3333-3333-333333333333"
+    check = lan_merge_check("dc1", mine, "me")
+    assert check([("x", {"role": "node", "dc": "dc1"})]) == ""
+    assert check([("x", {"role": "node", "dc": "dc9"})]) == "Member 'x' part of wrong datacenter 'dc9'"
+    assert check([("s", {"role": "consul", "dc": "east"})]) == "Member 's' part of wrong datacenter 'east'"
+    assert check([("x", {"id": mine, "role": "node", "dc": "dc1"})]) == (
+        f"Member 'x' has conflicting node ID '{mine}' with this agent's ID")
+    assert check([("ME", {"id": mine, "role": "node", "dc": "dc1"})]) == ""
+    twins = [("a", {"id": other, "role": "node", "dc": "dc1"}), ("b", {"id": other, "role": "node", "dc": "dc1"})]
+    assert check(twins) == f"Member 'b' has conflicting node ID '{other}' with member 'a'"
+    assert check([("x", {"role": "node", "dc": "dc1", "segment": "alpha"})]) == (
         "Member 'x' part of wrong segment 'alpha' (expected '')")
-    assert check("other-tool", {}) == ""  # not a Consul member: no datacenter to check
+    assert check([("other-tool", {})]) == ""  # not a Consul member: no datacenter to check
+    assert wan_merge_check([("s1.dc1", {"role": "consul"}), ("c1", {"role": "node"})]) == "Member 'c1' is not a server"
 
 
 # ---------------------------------------------------------------------------------- reconnect timeout
