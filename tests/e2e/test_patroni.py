@@ -34,8 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Server
-from tests.conftest import free_ports, http, wait_until
+from tests.harness import Agent, Cluster, free_ports, http, wait_until
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -56,7 +55,7 @@ def postgres_ids() -> tuple[int, int]:
 class Member:
     """One PostgreSQL member: Patroni (as the postgres user) pointed at its cairn agent."""
 
-    def __init__(self, base: Path, name: str, agent: Server) -> None:
+    def __init__(self, base: Path, name: str, agent: Agent) -> None:
         self.name = name
         self.agent = agent
         self.pg_port, self.api_port = free_ports(2, udp=False)
@@ -76,7 +75,7 @@ class Member:
         return {
             "scope": SCOPE, "name": self.name,
             "restapi": {"listen": f"127.0.0.1:{self.api_port}", "connect_address": f"127.0.0.1:{self.api_port}"},
-            "consul": {"host": f"127.0.0.1:{self.agent.ports[0]}", "register_service": False},
+            "consul": {"host": f"127.0.0.1:{self.agent.http_port}", "register_service": False},
             "bootstrap": {
                 "dcs": {"ttl": TTL, "loop_wait": LOOP_WAIT, "retry_timeout": RETRY_TIMEOUT,
                         "maximum_lag_on_failover": 16 * 1024 * 1024,
@@ -186,7 +185,7 @@ class Sampler(threading.Thread):
     """Samples every member's role (and the leader key) until stopped; records any moment with two
     members reporting themselves primary."""
 
-    def __init__(self, members: list[Member], agents: list[Server]) -> None:
+    def __init__(self, members: list[Member], agents: list[Agent]) -> None:
         super().__init__(daemon=True)
         self.members = members
         self.agents = agents
@@ -218,11 +217,11 @@ class Sampler(threading.Thread):
 
 @pytest.fixture
 def setup(tmp_path: Path):
-    servers = [Server(tmp_path, f"s{i}") for i in range(1, 4)]
-    clients = [Server(tmp_path, f"pg-host{i}", server=False) for i in (1, 2)]
-    join = [s.serf_addr for s in servers]
+    cluster = Cluster(tmp_path, servers=3)
+    clients = [Agent(tmp_path, f"pg-host{i}", join=cluster.join) for i in (1, 2)]
+    servers = cluster.servers
     for agent in servers + clients:
-        agent.start(join)
+        agent.start()
     base = Path(tempfile.mkdtemp(prefix="cairn-patroni-"))
     os.chmod(base, 0o755)
     members = [Member(base, f"pg{i}", clients[i - 1]) for i in (1, 2)]
@@ -239,7 +238,7 @@ def setup(tmp_path: Path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def registered(agent: Server) -> bool:
+def registered(agent: Agent) -> bool:
     try:
         return http("GET", f"{agent.url}/v1/catalog/node/{agent.name}", timeout=2)[0] == 200
     except OSError:  # not started yet, or no server streams to it yet
@@ -263,12 +262,12 @@ def wait_roles(members: list[Member], want: dict[str, str], timeout: float) -> f
     return time.monotonic() - start
 
 
-def raft_leader(servers: list[Server]) -> Server:
+def raft_leader(servers: list[Agent]) -> Agent:
     address = next(s.leader() for s in servers if s.proc is not None and s.proc.poll() is None and s.leader())
     return next(s for s in servers if s.server_addr == address)
 
 
-def failover(servers: list[Server], members: list[Member], *, kill_raft_leader: bool) -> None:
+def failover(servers: list[Agent], members: list[Member], *, kill_raft_leader: bool) -> None:
     primary = next(m for m in members if m.role() == "primary")
     replica = next(m for m in members if m is not primary)
     token = f"row-{time.monotonic_ns()}"
@@ -280,7 +279,7 @@ def failover(servers: list[Server], members: list[Member], *, kill_raft_leader: 
     dead_server = None
     if kill_raft_leader:
         dead_server = raft_leader(servers)
-        dead_server.stop(sig_kill=True)
+        dead_server.stop(kill=True)
     took = wait_roles(members, {replica.name: "primary"}, timeout=TTL + LOOP_WAIT + 40)
     elapsed = time.monotonic() - killed
     # the session expires at 2 x ttl/2 after the last renew (at most loop_wait before the kill); the
@@ -291,7 +290,7 @@ def failover(servers: list[Server], members: list[Member], *, kill_raft_leader: 
     assert replica.has_row(token)
 
     if dead_server is not None:
-        dead_server.start([s.serf_addr for s in servers])
+        dead_server.start()
     primary.start()  # the old primary comes back as a replica of the new one
     wait_roles(members, {primary.name: "replica", replica.name: "primary"}, timeout=90)
     token2 = f"row-{time.monotonic_ns()}"
