@@ -199,6 +199,9 @@ def normalize(entry: dict[str, Any]) -> dict[str, Any]:
         out["Config"] = {**out["Config"], "protocol": out["Config"]["protocol"].lower()}
     if kind == MESH and not out.get("Name"):
         out["Name"] = "mesh"
+    if kind == SPLITTER:  # Go prints a float64 weight of 90 as 90
+        out["Splits"] = [{**s, "Weight": int(s["Weight"])} if float(s.get("Weight", 0)).is_integer() and "Weight" in s
+                         else s for s in out.get("Splits") or ()]
     return out
 
 

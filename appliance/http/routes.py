@@ -28,6 +28,7 @@ from appliance.http.handlers import (
     config,
     connect_ca,
     coordinate,
+    discovery_chain,
     event,
     health,
     host,
@@ -228,6 +229,11 @@ ROUTES: tuple[Route, ...] = (
     *(R(method, "/v1/agent/connect/authorize", intentions.authorize, "service:write", body_limit=J,
         summary="Whether a client certificate may connect to a service (its intentions)")
       for method in ("POST", "PUT")),
+    # -- Connect: the discovery chain (handlers/discovery_chain.py)
+    R("GET", discovery_chain.PREFIX, discovery_chain.read, "service:read", blocking=True,
+      summary="A service's compiled discovery chain (?compile-dc)"),
+    R("POST", discovery_chain.PREFIX, discovery_chain.read, "service:read", body_limit=J,
+      summary="A service's compiled discovery chain with overrides in the body"),
     # -- peering, as a Consul with no peers (peering falls back to operator permissions)
     R("GET", "/v1/peerings", peering.peerings, "operator:read", summary="Peerings (none)"),
     R("GET", peering.PREFIX, peering.read, "operator:read", summary="A peering (none exists)"),

@@ -183,6 +183,15 @@ def test_config_write_of_documented_hcl_examples(agent: Any, c: consul.Consul, t
     assert c.config.delete("service-defaults", "cache", cas=entry["ModifyIndex"]) is True
     deleted = cairn(agent, "config", "delete", "-kind", "service-defaults", "-name", "api")
     assert deleted.stdout == "Config entry deleted: service-defaults/api\n"
+    # py-consul's discovery_chain API: the HCL router, splitter and resolver written above
+    chain = c.discovery_chain.get("web")["Chain"]
+    assert chain["StartNode"] == "router:web" and chain["Protocol"] == "http"
+    assert [r["NextNode"] for r in chain["Nodes"]["router:web"]["Routes"]] == [
+        "resolver:admin.default.default.dc1", "splitter:web"]
+    assert [s["Weight"] for s in chain["Nodes"]["splitter:web"]["Splits"]] == [90, 10]
+    custom = c.discovery_chain.get("web", compile_dc="dc2", override_connect_timeout="7s")["Chain"]
+    assert custom["Datacenter"] == "dc2" and custom["CustomizationHash"]
+    assert {t["ConnectTimeout"] for t in custom["Targets"].values()} == {"7s"}
     bad = cairn(agent, "config", "write", "-", stdin='{"Kind": "service-defaults", "Name": "*"}')
     assert bad.returncode == 1 and "service-defaults name must be the name of a service" in bad.stderr
 

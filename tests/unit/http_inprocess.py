@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from appliance.config import build_agent_config
@@ -99,6 +100,14 @@ class InProcessAgent:
     async def serve_exchange(self, exchange: Exchange) -> RemoteAnswer:
         """A request from another datacenter, as server RPC hands it over (remote_dc.run_local)."""
         return await run_local(self.dispatch, exchange)
+
+
+def inprocess(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """An async test body run on its own event loop (pytest sees a plain function, its fixtures kept)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+    return run
 
 
 def json_body(answer: Answer) -> Any:

@@ -4,27 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from http_inprocess import http_agent, json_body
+from http_inprocess import http_agent, inprocess, json_body
 
 from appliance.connect import ca, leaf
 from appliance.http.handlers.connect_ca import connect_agent
 from appliance.state.snapshot import restore, snapshot
-
-
-def inprocess(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test body on its own event loop (the in-process agent's)."""
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-    return run
 
 
 def _openssl_verify(tmp: Path, cafile: str, cert_chain: str, name: str = "leaf") -> subprocess.CompletedProcess[str]:

@@ -5,24 +5,15 @@ and the agent's bootstrap entries."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from http_inprocess import http_agent, json_body
+from http_inprocess import http_agent, inprocess, json_body
 
 from appliance.connect import intentions
 from appliance.http.handlers.config import bootstrap
 from appliance.state.snapshot import restore, snapshot
-
-
-def inprocess(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-    return run
 
 
 def text(answer: Any) -> tuple[int, str]:

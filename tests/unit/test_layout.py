@@ -114,6 +114,7 @@ SANS_IO_CORES = (
     "appliance/connect/leaf.py",
     "appliance/connect/entries.py",
     "appliance/connect/intentions.py",
+    "appliance/connect/chain.py",
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/config/hcl.py",

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from appliance.connect import entries, intentions
+from appliance.connect.chain import compile_chain
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
@@ -49,6 +50,8 @@ def prepare(body: Any, store: Any) -> dict[str, Any]:
     after = dict(store.connect.entries)
     after[(entry["Kind"], entry["Name"])] = entry
     entries.check_chains(after)
+    if entry["Kind"] in (entries.ROUTER, entries.SPLITTER, entries.RESOLVER):
+        compile_chain(after, entry["Name"], "dc1", "")  # a redirect or split loop is refused now
     return entry
 
 
