@@ -40,7 +40,8 @@ before it, so the client usually has the write already when the answer arrives.
 
 With ACLs on, a forwarded write is authorized before it is proposed (`authorize`, built by the
 server from appliance/acl/commands.py): the token is the frame's fifth field (none: anonymous),
-resolved in this server's ACL tables and checked with the route table's authorizer. A refusal
+resolved in this server's ACL tables and checked with the route table's authorizer (a follower
+that would refuse first catches up with the leader's commit index and decides again). A refusal
 answers status "denied" with Consul's text (`Permission denied: ...` or `ACL not found`), and
 nothing is proposed.
 """
@@ -208,15 +209,37 @@ class Session:
             status, value = "error", str(err) or "read index timed out"
         self.answer([Kind.READ_INDEX_RESP, request_id, status, value])
 
+    async def _refused(self, authorize: Callable[[dict[str, Any], str], None], command: dict[str, Any],
+                       token: str) -> str:
+        """Consul's text if the token may not make this write, else "". A follower decides a
+        refusal again once it has applied the leader's commit index: a token or policy written a
+        moment ago may not have reached it yet (Consul authorizes writes on the leader)."""
+        try:
+            authorize(command, token)
+            return ""
+        except (PermissionDenied, ACLNotFound) as err:
+            first = str(err)
+        driver = self.feed.driver
+        if driver.is_leader:
+            return first
+        try:
+            await driver.wait_applied(await driver.cluster_read_index(False))
+        except (RaftError, TimeoutError):
+            return first
+        try:
+            authorize(command, token)
+            return ""
+        except (PermissionDenied, ACLNotFound) as err:
+            return str(err)
+
     async def _forward(self, request_id: int, command: dict[str, Any], token: str) -> None:
         driver = self.feed.driver
         index = 0
         authorize = self.feed.authorize
         if authorize is not None:
-            try:
-                authorize(command, token)
-            except (PermissionDenied, ACLNotFound) as err:
-                self.answer([Kind.FORWARD_RESP, request_id, "denied", str(err), 0])
+            refused = await self._refused(authorize, command, token)
+            if refused:
+                self.answer([Kind.FORWARD_RESP, request_id, "denied", refused, 0])
                 return
         try:
             value = await driver.propose(command)
