@@ -21,7 +21,8 @@ fingerprint of the certificate in colon hex, SigningKeyID the key identifier of 
 leaves. Serial numbers come from one counter in the replicated state, shared by every
 certificate the CA signs.
 
-A leaf is signed for a fresh EC P-256 key (whatever the CA's key type): one URI SAN, the
+A leaf is signed for a fresh key of the active root's type and size (EC P-256 unless configured
+otherwise, as the agent's leaf cache of Consul 1.5 to 1.15 made them): one URI SAN, the
 service's SPIFFE ID; valid from one minute ago for LeafCertTTL; ClientAuth and ServerAuth. When a
 new root replaces an old one, the old key signs the new root (`cross_sign`, valid 7 days) and
 that certificate rides along with every new leaf, so peers that still trust only the old root
@@ -326,10 +327,12 @@ class Leaf:
 
 
 def sign_leaf(ca_key: PrivateKey, ca_root_pem: str, uri: str, serial: int, now: float, ttl_s: float,
-              dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> Leaf:
-    """A leaf for a SPIFFE identity, with a fresh EC P-256 key (Consul's generateNewLeaf + Sign)."""
+              dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = (), key_type: str = "ec",
+              key_bits: int = 256) -> Leaf:
+    """A leaf for a SPIFFE identity with a fresh key of the active root's type and size (EC P-256
+    unless the CA is configured otherwise; Consul's generateNewLeaf + Sign)."""
     issuer = load_cert(ca_root_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = generate_key(key_type, key_bits)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
     sans += [x509.DNSName(d.rsplit(":", 1)[0] if d.count(":") == 1 else d) for d in dict.fromkeys(dns_names)]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]

@@ -196,6 +196,7 @@ async def test_rotation_cross_signs_so_old_trust_accepts_new_leaves(tmp_path):
         assert new["TrustDomain"] == old["TrustDomain"]
         renewed = json_body(await asyncio.wait_for(waiter, 10))
         assert renewed["SerialNumber"] != json_body(first)["SerialNumber"]
+        assert renewed["PrivateKeyPEM"].startswith("-----BEGIN RSA PRIVATE KEY-----")  # the CA's key type
         assert renewed["CertPEM"].endswith(cross)  # the cross-signed root rides along
         # a peer that trusts only the old root accepts the new leaf through the cross-signed root
         assert _openssl_verify(tmp_path, old_root["RootCert"], renewed["CertPEM"]).returncode == 0

@@ -13,9 +13,10 @@ authority.py, leaf.py); the state is appliance/state/connect.py.
 
 Leaf certificates are made by the agent that is asked, per service name, and cached here (one
 `ConnectAgent` per HTTP context): a serial number comes from the replicated counter, then the
-CA's key signs a fresh EC P-256 key. A blocking request (`?index=` the leaf's ModifyIndex) waits
-until the leaf is renewed (its soft expiry, leaf.py) or the wait ends; a root rotation wakes it
-and the leaf is renewed within the jitter window. The answer carries `X-Cache` (HIT when the
+CA's key signs a fresh key of the active root's type (EC P-256 by default, RSA when configured).
+A blocking request (`?index=` the leaf's ModifyIndex) waits until the leaf is renewed (its soft
+expiry, leaf.py) or the wait ends; a root rotation wakes it and the leaf is renewed within the
+jitter window. The answer carries `X-Cache` (HIT when the
 cached leaf was served) and `Age`.
 """
 
@@ -182,7 +183,8 @@ async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str) -> leaf.En
     cfg = ca.parse_config(tables.ca_config["Config"])
     uri = spiffe.service_uri(authority.trust_domain(tables), ctx.config.datacenter, service)
     now = agent.clock()
-    issued = ca.sign_leaf(key, root["RootCert"], uri, serial, now, cfg.leaf_ttl_s)
+    issued = ca.sign_leaf(key, root["RootCert"], uri, serial, now, cfg.leaf_ttl_s,
+                          key_type=root.get("PrivateKeyType") or "ec", key_bits=int(root.get("PrivateKeyBits") or 256))
     return agent.cache.put(service, uri, issued, root.get("IntermediateCerts"), index, now, agent.rng.random())
 
 
