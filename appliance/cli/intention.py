@@ -172,7 +172,7 @@ def list_(argv: list[str]) -> int:
     rows = [["ID", "Source", "Action", "Destination", "Precedence"]]
     rows += [[x.get("ID", ""), x["SourceName"], x.get("Action", ""), x["DestinationName"], str(x["Precedence"])]
              for x in found]
-    out(columnize(rows, glue=" | ").replace(" | ", "  "))
+    out(columnize(rows))
     return 0
 
 
