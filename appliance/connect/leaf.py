@@ -12,7 +12,10 @@ AuthorityKeyId), the entry is renewed within a 30 s jitter window, so a rotation
 every agent ask at the same instant; a non-blocking request renews at once (Consul's
 MustRevalidate: a plain GET never answers a leaf of a rotated-out root).
 
-`body` is Consul's IssuedCert. Time and randomness (a uniform number in [0, 1)) are passed in.
+Signing is limited by the CA's `CSRMaxPerSecond` (50 by default; `RateLimit`): over the limit a
+leaf that is still valid keeps being served, and a request with none gets Consul's 429 `Rate
+limit reached, try again later`. `body` is Consul's IssuedCert. Time and randomness (a uniform
+number in [0, 1)) are passed in.
 """
 
 from __future__ import annotations
@@ -45,6 +48,26 @@ def soft_expiry(valid_after: float, valid_before: float, now: float, rand: float
         return now
     low = max(low, now)
     return low + (high - low) * rand
+
+
+class RateLimit:
+    """A token bucket for signing (the CA's CSRMaxPerSecond; 0 turns it off): up to `per_second`
+    leaves a second, a burst of as many."""
+
+    def __init__(self) -> None:
+        self.tokens = 0.0
+        self.at: float | None = None
+
+    def take(self, per_second: float, now: float) -> bool:
+        if per_second <= 0:
+            return True
+        burst = max(1.0, per_second)
+        self.tokens = burst if self.at is None else min(burst, self.tokens + (now - self.at) * per_second)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class LeafCache:

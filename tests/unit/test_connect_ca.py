@@ -243,3 +243,23 @@ async def test_ca_state_survives_a_snapshot():
         assert copy.connect.serial == store.connect.serial >= 2
         assert copy.connect.ca_config == store.connect.ca_config
         assert roots["Roots"][0]["ID"] in copy.connect.keys
+
+
+@inprocess
+async def test_signing_is_rate_limited_by_csr_max_per_second():
+    async with http_agent() as api:
+        await api.call("PUT", "/v1/connect/ca/configuration", {"Provider": "consul", "Config": {"CSRMaxPerSecond": 2}})
+        agent = connect_agent(api.ctx)
+        agent.loop_time = lambda: 100.0  # the clock stands still: no token comes back
+        statuses = [(await api.call("GET", f"/v1/agent/connect/ca/leaf/s{i}")).status for i in range(4)]
+        assert statuses == [200, 200, 429, 429]
+        refused = await api.call("GET", "/v1/agent/connect/ca/leaf/s9")
+        assert refused.body == b"Rate limit reached, try again later"
+        # a service that has a valid leaf keeps it while the limit holds, even when it is due for renewal
+        entry = agent.cache.get("s0")
+        assert entry is not None
+        entry.renew_at = agent.clock()
+        assert json_body(await api.call("GET", "/v1/agent/connect/ca/leaf/s0"))["ModifyIndex"] == entry.index
+        agent.loop_time = lambda: 101.0  # a second later: two more
+        assert (await api.call("GET", "/v1/agent/connect/ca/leaf/s2")).status == 200
+        assert json_body(await api.call("GET", "/v1/agent/connect/ca/leaf/s0"))["ModifyIndex"] > entry.index

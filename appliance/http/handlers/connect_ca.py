@@ -52,6 +52,8 @@ class ConnectAgent:
     def __init__(self, ctx: HTTPContext) -> None:
         self.cache = leaf.LeafCache()
         self.issuing: dict[str, asyncio.Lock] = {}
+        self.signing = leaf.RateLimit()  # CSRMaxPerSecond
+        self.loop_time = ctx.loop_time
         self.ca_lock = asyncio.Lock()
         self.clock: Callable[[], float] = time.time  # wall time: certificates carry it
         self.rng = ctx.rng
@@ -204,6 +206,12 @@ async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tupl
                 agent.cache.root_changed(entry, signing, now, agent.rng.random())
         if entry is not None and not agent.cache.stale(entry, signing, now):
             return entry, True
+        conf = ctx.store.connect.ca_config
+        per_second = ca.parse_config(conf["Config"]).csr_max_per_second if conf else 0.0
+        if not agent.signing.take(per_second, agent.loop_time()):
+            if entry is not None and now < entry.leaf.valid_before:
+                return entry, True  # over the limit: the old leaf is still good
+            raise HTTPError(429, "Rate limit reached, try again later")
         return await _issue(ctx, agent, service), False
 
 
