@@ -81,6 +81,7 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.W
 # Transport and core counters forwarded to the metrics sink as deltas.
 TRANSPORT_COUNTERS = ("udp_sent", "udp_received", "tcp_sent", "tcp_accept", "tcp_connect", "decrypt_failed")
 CORE_COUNTERS = ("msg_alive", "msg_suspect", "msg_dead", "decode_errors")
+SERF_COUNTERS = ("queries", "query_acks", "query_responses", "query_duplicate_acks", "query_duplicate_responses")
 
 
 class JoinError(Exception):
@@ -532,7 +533,8 @@ class GossipDriver:
     def _pump_counters(self, view: SerfView) -> None:
         if self.metrics_sink is None:
             return
-        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (view.core.stats, CORE_COUNTERS))
+        sources = ((self.transport.stats, TRANSPORT_COUNTERS), (view.core.stats, CORE_COUNTERS),
+                   (view.stats, SERF_COUNTERS))
         for stats, names in sources:
             for name in names:
                 value = stats.get(name, 0)

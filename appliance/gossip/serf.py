@@ -230,7 +230,8 @@ class Serf(SerfQueryMixin):
         """What the driver and metrics read of this instance and its core (a snapshot)."""
         return SerfView(self.core.view(), len(self.members), len(self.intents),
                         len(self.events_queue), self.clock.time(), self.event_clock.time(),
-                        self.coordinates.resets, self.flaps, len(self.queries.queue), self.queries.clock.time())
+                        self.coordinates.resets, self.flaps, len(self.queries.queue), self.queries.clock.time(),
+                        dict(self.stats))
 
     def restore_clocks(self, clock: int, event_clock: int, query_clock: int = 0) -> None:
         """Serf's restore from a snapshot: the clocks witness the saved values (0: none saved), and

@@ -4,7 +4,8 @@ view a driver and its metrics take of a Serf instance (pure, no I/O; serf.py re-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -107,6 +108,7 @@ class SerfView:
     flaps: int  # members that failed and came back within the flap timeout
     query_queue: int = 0  # queued queries (serf.queue.Query)
     query_time: int = 1  # the query Lamport clock
+    stats: Mapping[str, int] = field(default_factory=dict)  # Serf's counters (queries, query_acks, ...)
 
     @property
     def health_score(self) -> int:

@@ -22,6 +22,9 @@ GOSSIP_COUNTERS = {
     "member-join": "serf.member.join", "member-leave": "serf.member.left",
     "member-failed": "serf.member.failed", "member-update": "serf.member.update",
     "member-reap": "serf.member.reap", "member-flap": "serf.member.flap", "user": "serf.events",
+    "queries": "serf.queries", "query_acks": "serf.query_acks", "query_responses": "serf.query_responses",
+    "query_duplicate_acks": "serf.query_duplicate_acks",
+    "query_duplicate_responses": "serf.query_duplicate_responses",
 }
 GOSSIP_SAMPLES = {
     "gossip": "memberlist.gossip", "probe_node": "memberlist.probeNode",

@@ -89,6 +89,11 @@ def test_keyring_lists_the_wan_pool_then_every_lan_member(pool):
     assert "serf: Received install-key query" in client.log()
     out = server.cli("keyring", "-remove", new)
     assert out.returncode == 0, out.stderr
+    # each operation was a query handled by every member, acked by none (no ack asked), answered by all
+    handled = re.search(r"^consul_serf_queries(?:_total)? (\S+)$", client.metrics(), re.M)
+    assert handled and float(handled.group(1)) >= 8, client.metrics()[:2000]
+    answers = re.search(r"^consul_serf_query_responses(?:_total)? (\S+)$", server.metrics(), re.M)
+    assert answers and float(answers.group(1)) >= 8
     bad = server.cli("keyring", "-list", "-relay-factor", "9")
     assert bad.returncode == 1 and "Relay factor must be in range: [0, 5]" in bad.stderr
 
