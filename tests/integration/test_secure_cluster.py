@@ -2,7 +2,9 @@
 and server-name checks on the RPC port, HTTPS with client certificates, gossip encryption and
 ACLs denying by default. KV through the client agent's HTTPS port works with a token holding the
 permission and is refused without one, or with one holding read only; the client agent takes a
-node-identity agent token at run time."""
+node-identity agent token at run time, and anti-entropy then writes its node record over the TLS
+RPC port with it, and a service with the token it was registered with (the servers authorize
+both, appliance/acl/commands.py)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,21 @@ def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path
         agent_token = json.loads(body)["SecretID"]
         assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}), MANAGEMENT)[0] == 200
         assert api("PUT", "/v1/agent/token/agent", json.dumps({"Token": agent_token}))[0] == 403
+
+        def node_synced() -> bool:  # the leader lists every member; only anti-entropy writes its meta
+            status, body = api("GET", "/v1/catalog/node/c1", token=MANAGEMENT)
+            node = json.loads(body) if status == 200 else None
+            return bool(node) and "consul-version" in (node["Node"]["Meta"] or {})
+
+        wait_until(node_synced, timeout=30, what="the client's node record written with its agent token")
+        status, body = api("PUT", "/v1/acl/token", json.dumps({"ServiceIdentities": [{"ServiceName": "web"}]}),
+                           MANAGEMENT)
+        assert status == 200, body
+        web_token = json.loads(body)["SecretID"]
+        assert api("PUT", "/v1/agent/service/register", json.dumps({"Name": "web", "Port": 80}))[0] == 403
+        assert api("PUT", "/v1/agent/service/register", json.dumps({"Name": "web", "Port": 80}), web_token)[0] == 200
+        wait_until(lambda: json.loads(api("GET", "/v1/catalog/service/web", token=MANAGEMENT)[1]), timeout=30,
+                   what="the web service written with its registration token")
         # a server sees the write, with a token; the value never changed after the refusals
         assert servers[0].kv_get("secure/key", f"&token={MANAGEMENT}") == b"through-the-client"
         assert servers[0].kv_get("secure/key") is None
