@@ -107,6 +107,7 @@ class Agent:
         self.events.attach(self.gossip)  # user events travel over the LAN pool (appliance/events.py)
         self.rexec = RemoteExec(config.node_name, store, consensus, lambda: not self.config.disable_remote_exec)
         self.events.on_remote_exec = self.rexec.handle  # `cairn exec` jobs, when enabled (appliance/rexec.py)
+        self.rexec.token = lambda: self.local.syncer.tokens.node()  # its KV writes carry the agent token
         self.coordinate_batcher = CoordinateBatcher(lambda cmd: self.consensus.propose(cmd))
         raft = self.server.raft if self.server is not None else None
         self.telemetry = telemetry.build(config.telemetry, consensus=consensus, hub=self.hub, store=store,

@@ -20,7 +20,8 @@ instead of keeping it in the event list, as Consul's agent does) and:
    without output, and an empty chunk every `Wait` while the command runs and is silent (so the
    CLI's quiet timer does not end the job); finally `exit` with the exit code as text (255 when
    the command cannot be started). Every key is written holding the job's session (a `kv_lock`
-   write): when `cairn exec` destroys the session, all of them are deleted.
+   write): when `cairn exec` destroys the session, all of them are deleted. With ACLs the writes
+   carry the agent token, as Consul's do, so it needs `key:write` on the prefix.
 
 The command runs as the agent's user with the agent's environment, in its own process group,
 killed when the agent stops. This is arbitrary code execution for anyone who can write to the
@@ -40,6 +41,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from appliance.acl.caller import acting_as
 from appliance.interfaces import Consensus
 from appliance.state.store import Store
 
@@ -62,6 +64,7 @@ class RemoteExec:
         self.store = store
         self.consensus = consensus
         self.enabled = enabled
+        self.token: Callable[[], str] = lambda: ""  # the agent token its writes carry (Consul: AgentToken)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"received": 0, "ignored": 0, "run": 0, "failed": 0}
 
@@ -118,8 +121,9 @@ class RemoteExec:
     async def _write(self, prefix: str, session: str, suffix: str, value: bytes | None) -> bool:
         key = f"{prefix}/{session}/{self.node}/{suffix}"
         try:
-            ok = await self.consensus.propose({"Type": "kv_lock", "Key": key, "Flags": 0, "Value": value or None,
-                                               "Session": session})
+            with acting_as(self.token()):  # with ACLs: needs key:write on the prefix
+                ok = await self.consensus.propose({"Type": "kv_lock", "Key": key, "Flags": 0, "Value": value or None,
+                                                   "Session": session})
         except Exception as err:  # noqa: BLE001 - no leader, an invalid session: the job ends here
             log.error("failed to write remote exec key: key=%s error=%s", key, err)
             return False
