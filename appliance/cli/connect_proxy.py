@@ -44,12 +44,17 @@ DESCRIPTION = """\
 """
 
 
-def _parser() -> CliParser:
-    p = CliParser("cairn connect proxy", USAGE, DESCRIPTION)
+def add_proxy_flags(p: CliParser) -> None:
+    """-sidecar-for and -proxy-id (also `cairn connect envoy`'s)."""
     p.flag("sidecar-for", default=os.environ.get("CONNECT_SIDECAR_FOR", ""), metavar="<service id>",
            help="The ID of a local service whose registered sidecar proxy this is. Also CONNECT_SIDECAR_FOR.")
     p.flag("proxy-id", default=os.environ.get("CONNECT_PROXY_ID", ""), metavar="<id>",
-           help="The ID of a connect-proxy service registered on the agent. Also CONNECT_PROXY_ID.")
+           help="The ID of a connect-proxy (or gateway) service registered on the agent. Also CONNECT_PROXY_ID.")
+
+
+def _parser() -> CliParser:
+    p = CliParser("cairn connect proxy", USAGE, DESCRIPTION)
+    add_proxy_flags(p)
     p.flag("service", default="", metavar="<name>",
            help="Name of the service this proxy represents (ad-hoc mode): its certificate's identity.")
     p.flag("upstream", action="append", default=[], metavar="<name:port>",
