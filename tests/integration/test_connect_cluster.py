@@ -1,0 +1,80 @@
+"""Connect across a server and a client agent (real processes on loopback): the CA bootstraps
+through the client's forwarded writes, the client signs leaves that verify against the roots the
+server publishes, and an intention written on the server decides the client's authorize at once
+(the client's replica of the store). Blocking leaf and intention reads on the client wake on a
+rotation and an intention written through the server."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Cluster, http_json, wait_until
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def get(agent: Any, path: str) -> tuple[Any, Any]:
+    status, headers, body = http_json("GET", f"http://{agent.http_addr}{path}")
+    assert status == 200, body
+    return headers, body
+
+
+def test_client_agent_signs_leaves_and_sees_intentions(tmp_path: Path) -> None:
+    with Cluster(tmp_path, servers=1, clients=1).start() as cluster:
+        server, client = cluster.servers[0], cluster.clients[0]
+        wait_until(lambda: server.leader() and client.leader(), timeout=40, what="a leader known to both")
+        _, leaf = get(client, "/v1/agent/connect/ca/leaf/web")  # the first CA call: bootstraps through the client
+        _, roots = get(server, "/v1/connect/ca/roots")
+        assert leaf["ServiceURI"] == f"spiffe://{roots['TrustDomain']}/ns/default/dc/dc1/svc/web"
+        (tmp_path / "roots.pem").write_text("".join(r["RootCert"] for r in roots["Roots"]))
+        (tmp_path / "web.pem").write_text(leaf["CertPEM"])
+        done = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "roots.pem"),
+                               str(tmp_path / "web.pem")], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+        # a blocking intention match on the client wakes on a write made through the server
+        headers, _ = get(client, "/v1/connect/intentions/match?by=destination&name=db")
+        woke: dict[str, Any] = {}
+
+        def wait() -> None:
+            woke["answer"] = get(client, "/v1/connect/intentions/match?by=destination&name=db"
+                                         f"&index={headers['X-Consul-Index']}&wait=20s")[1]
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        status, _, body = http_json("PUT", f"http://{server.http_addr}/v1/connect/intentions/exact"
+                                           "?source=web&destination=db", {"Action": "deny"})
+        assert (status, body) == (200, True)
+        waiter.join(25)
+        assert [x["Action"] for x in woke["answer"]["db"]] == ["deny"]
+        status, _, authz = http_json("POST", f"http://{client.http_addr}/v1/agent/connect/authorize",
+                                     {"Target": "db", "ClientCertURI": leaf["ServiceURI"]})
+        assert status == 200 and authz["Authorized"] is False, authz
+
+        # a rotation through the server renews the client's leaf for a blocked watcher
+        renewed: dict[str, Any] = {}
+
+        def watch() -> None:
+            renewed["leaf"] = get(client, f"/v1/agent/connect/ca/leaf/web?index={leaf['ModifyIndex']}&wait=60s")[1]
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        status, _, body = http_json("PUT", f"http://{server.http_addr}/v1/connect/ca/configuration",
+                                    {"Provider": "consul", "Config": {"PrivateKeyBits": 384}})
+        assert status == 200, body
+        watcher.join(60)  # renewed within the 30 s jitter window
+        new = renewed["leaf"]
+        assert new["SerialNumber"] != leaf["SerialNumber"]
+        _, roots = get(client, "/v1/agent/connect/ca/roots")
+        assert len(roots["Roots"]) == 2
+        (tmp_path / "new.pem").write_text(new["CertPEM"])
+        (tmp_path / "old-root.pem").write_text(roots["Roots"][0]["RootCert"])
+        done = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "old-root.pem"), "-untrusted",
+                               str(tmp_path / "new.pem"), str(tmp_path / "new.pem")],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr  # through the cross-signed root
