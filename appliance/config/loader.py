@@ -112,7 +112,10 @@ def normalise(raw: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
             continue
         nested, is_map, is_list = _block_model(model, key)
         if isinstance(value, hcl.Repeated):
-            value = _merge_blocks(list(value)) if (is_map or nested) else value[-1]
+            if is_list and all(isinstance(v, dict) for v in value):  # `bootstrap { }` blocks: a list of them
+                value = list(value)
+            else:
+                value = _merge_blocks(list(value)) if (is_map or nested) else value[-1]
         if nested is not None and isinstance(value, dict):
             value = normalise(value, nested)
         elif is_map and isinstance(value, dict):

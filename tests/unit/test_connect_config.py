@@ -228,3 +228,30 @@ async def test_bootstrap_entries_never_overwrite_and_survive_a_snapshot():
         assert store.connect.entry("service-defaults", "web")["Protocol"] == "grpc"  # written later: kept
         copy = restore(snapshot(store))
         assert copy.connect.entries == store.connect.entries
+
+
+def test_bootstrap_blocks_in_hcl_and_a_bad_one_stops_the_start(tmp_path):
+    from appliance.config import build_agent_config
+    from appliance.config.errors import ConfigError
+
+    (tmp_path / "entries.hcl").write_text('''
+config_entries {
+  bootstrap {
+    kind = "proxy-defaults"
+    name = "global"
+    config { protocol = "http" }
+  }
+  bootstrap {
+    kind = "service-defaults"
+    name = "web"
+    protocol = "grpc"
+  }
+}
+''')
+    cfg = build_agent_config(["-dev", "-config-file", str(tmp_path / "entries.hcl")])
+    assert [(e["kind"], e["name"]) for e in cfg.config_entries_bootstrap] == [
+        ("proxy-defaults", "global"), ("service-defaults", "web")]
+    (tmp_path / "bad.hcl").write_text('config_entries { bootstrap = [ { kind = "service-splitter" name = "web" '
+                                      'splits = [ { weight = 50 } ] } ] }')
+    with pytest.raises(ConfigError, match=r"config_entries.bootstrap\[0\]: the sum of all split weights must be 100"):
+        build_agent_config(["-dev", "-config-file", str(tmp_path / "bad.hcl")])
