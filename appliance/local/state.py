@@ -276,16 +276,17 @@ class LocalState:
 
     # ------------------------------------------------------------------ maintenance
 
-    def set_node_maintenance(self, enable: bool, reason: str) -> None:
+    def set_node_maintenance(self, enable: bool, reason: str, token: str = "") -> None:
+        """Node maintenance: a critical check, written with `token` (the request's, as Consul's)."""
         self.dirty_checks.add(NODE_MAINT_ID)
         if not enable:
             self._drop(NODE_MAINT_ID)
             return
         if NODE_MAINT_ID in self.checks:
             return
-        self._add_maintenance(NODE_MAINT_ID, "Node Maintenance Mode", reason or NODE_MAINT_DEFAULT, "")
+        self._add_maintenance(NODE_MAINT_ID, "Node Maintenance Mode", reason or NODE_MAINT_DEFAULT, "", token)
 
-    def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> None:
+    def set_service_maintenance(self, service_id: str, enable: bool, reason: str, token: str = "") -> None:
         if service_id not in self.services:
             raise NotFound(f'Unknown service ID "{service_id}". '
                            "Ensure that the service ID is passed, not the service name.")
@@ -296,10 +297,11 @@ class LocalState:
             return
         if cid in self.checks:
             return
-        self._add_maintenance(cid, "Service Maintenance Mode", reason or SERVICE_MAINT_DEFAULT, service_id)
+        self._add_maintenance(cid, "Service Maintenance Mode", reason or SERVICE_MAINT_DEFAULT, service_id, token)
 
-    def _add_maintenance(self, cid: str, name: str, notes: str, service_id: str) -> None:
-        definition = CheckDefinition(id=cid, name=name, kind="maintenance", service_id=service_id, notes=notes)
+    def _add_maintenance(self, cid: str, name: str, notes: str, service_id: str, token: str) -> None:
+        definition = CheckDefinition(id=cid, name=name, kind="maintenance", service_id=service_id, notes=notes,
+                                     token=token)
         self._put(LocalCheck(definition, "critical", "", "maintenance", notes=notes))
 
     # ------------------------------------------------------------------ reload

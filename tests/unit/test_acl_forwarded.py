@@ -187,6 +187,13 @@ def test_anti_entropy_writes_with_the_tokens_consul_uses():
     assert tokens.of({"Type": "deregister", "Node": "n1", "ServiceID": "old"}) == ("service", "default-token")
     agent.pop("agent")
     assert tokens.of({"Type": "deregister", "Node": "n1"}) == ("node", "default-token")
+    # maintenance checks: the request's token, else the service's or the default
+    tokens.local.set_node_maintenance(True, "", "maint-token")
+    tokens.local.set_service_maintenance("bare", True, "")
+    assert tokens.of({**svc, "Checks": [{"CheckID": "_node_maintenance"}]}) == ("check", "maint-token")
+    assert tokens.of({**svc, "Checks": [{"CheckID": "_service_maintenance:bare"}]}) == ("check", "default-token")
+    tokens.local.set_service_maintenance("web", True, "")
+    assert tokens.of({**svc, "Checks": [{"CheckID": "_service_maintenance:web"}]}) == ("check", "web-token")
 
 
 class Forwarding:

@@ -329,7 +329,7 @@ async def service_maintenance(req: Request, ctx: HTTPContext) -> Answer:
     sid = path_tail(req, "/v1/agent/service/maintenance/")
     enable = _enable_param(req)
     try:
-        ctx.local.set_service_maintenance(sid, enable, req.query.get("reason", ""))
+        ctx.local.set_service_maintenance(sid, enable, req.query.get("reason", ""), req.token)
     except NotFound as err:
         raise HTTPError(404, str(err)) from None
     ctx.log.info(f"{'Service entered' if enable else 'Service left'} maintenance mode: service={sid}")
@@ -339,7 +339,7 @@ async def service_maintenance(req: Request, ctx: HTTPContext) -> Answer:
 
 async def node_maintenance(req: Request, ctx: HTTPContext) -> Answer:
     enable = _enable_param(req)
-    ctx.local.set_node_maintenance(enable, req.query.get("reason", ""))
+    ctx.local.set_node_maintenance(enable, req.query.get("reason", ""), req.token)
     ctx.log.info("Node entered maintenance mode" if enable else "Node left maintenance mode")
     await _changed(ctx)
     return Answer()
