@@ -255,3 +255,40 @@ config_entries {
                                       'splits = [ { weight = 50 } ] } ] }')
     with pytest.raises(ConfigError, match=r"config_entries.bootstrap\[0\]: the sum of all split weights must be 100"):
         build_agent_config(["-dev", "-config-file", str(tmp_path / "bad.hcl")])
+
+
+@inprocess
+async def test_merge_central_config_on_catalog_and_health_reads():
+    # reference/connect.md §3.5: proxies get proxy-defaults and their destination's service-defaults
+    async with http_agent() as api:
+        proxy = {"Kind": "connect-proxy", "Service": "web-proxy", "ID": "web-proxy", "Port": 21000,
+                 "Proxy": {"DestinationServiceName": "web", "Config": {"foo": "own"},
+                           "Upstreams": [{"DestinationName": "db", "LocalBindPort": 9191}]}}
+        assert (await api.call("PUT", "/v1/catalog/register", {"Node": "n9", "Address": "127.0.0.9",
+                                                               "Service": proxy})).status == 200
+        for entry in ({"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http", "foo": "central"}},
+                      {"Kind": "service-defaults", "Name": "web", "MeshGateway": {"Mode": "local"},
+                       "UpstreamConfig": {"Defaults": {"ConnectTimeoutMs": 500}}},
+                      {"Kind": "service-defaults", "Name": "db", "Protocol": "grpc"}):
+            assert (await api.call("PUT", "/v1/config", entry)).status == 200
+        plain = json_body(await api.call("GET", "/v1/catalog/service/web-proxy"))[0]["ServiceProxy"]
+        assert plain["Config"] == {"foo": "own"}
+        merged = json_body(await api.call("GET", "/v1/catalog/service/web-proxy?merge-central-config"))
+        got = merged[0]["ServiceProxy"]
+        assert got["Config"] == {"protocol": "http", "foo": "own"} and got["MeshGateway"] == {"Mode": "local"}
+        assert got["Upstreams"][0]["Config"] == {"protocol": "grpc", "connect_timeout_ms": 500}
+        health = json_body(await api.call("GET", "/v1/health/connect/web?merge-central-config"))
+        assert health[0]["Service"]["Proxy"]["Config"]["protocol"] == "http"
+        # a blocking merged read wakes when the central config changes
+        first = await api.call("GET", "/v1/health/connect/web?merge-central-config")
+        idx = first.headers["X-Consul-Index"]
+        waiter = asyncio.create_task(api.call("GET", f"/v1/health/connect/web?merge-central-config&index={idx}"))
+        await asyncio.sleep(0.05)
+        await api.call("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "web", "Protocol": "http2"})
+        woke = json_body(await asyncio.wait_for(waiter, 5))
+        assert woke[0]["Service"]["Proxy"]["Config"]["protocol"] == "http2"
+        # a typical service is returned as stored
+        await api.call("PUT", "/v1/catalog/register", {"Node": "n9", "Address": "127.0.0.9",
+                                                        "Service": {"Service": "web", "Port": 80}})
+        typical = json_body(await api.call("GET", "/v1/catalog/service/web?merge-central-config"))[0]
+        assert typical["ServiceProxy"] == json_body(await api.call("GET", "/v1/catalog/service/web"))[0]["ServiceProxy"]

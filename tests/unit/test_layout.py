@@ -115,6 +115,7 @@ SANS_IO_CORES = (
     "appliance/connect/entries.py",
     "appliance/connect/intentions.py",
     "appliance/connect/chain.py",
+    "appliance/connect/central.py",
     # Values the cores share.
     "appliance/config/durations.py",
     "appliance/config/hcl.py",

@@ -6,6 +6,7 @@ from typing import Any
 
 from appliance.api.structs import DEREGISTER_REQUEST, REGISTER_REQUEST
 from appliance.config.durations import format_duration
+from appliance.connect import central
 from appliance.federation.forward import ForwardError
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import decode_body, read_json
@@ -185,6 +186,8 @@ async def _service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect
     keep = compiled_filter(req, "catalog_service")
     key = watchkeys.connect(name) if connect else watchkeys.service(name)
     instances = store.connect_instances if connect else store.service_instances
+    merged = "merge-central-config" in req.query  # proxies with the central config (appliance/connect/central.py)
+    keys = (key, *central.KEYS) if merged else (key,)
 
     def render() -> list[Any]:
         if peered(req):
@@ -196,11 +199,13 @@ async def _service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect
             if not meta_matches(node["Meta"], want_meta):
                 continue
             sn = service_node(node, svc)
+            if merged:
+                sn = central.merge(sn, store.connect.entries)
             if keep is None or keep(sn):
                 out.append(sn)
         return out
 
-    body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
+    body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
                                    effective_consistency=True)
     body = near_sorted(req, ctx, body, lambda sn: sn["Node"])
     return json_answer(req, body, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.connect import central
 from appliance.http.context import HTTPContext
 from appliance.http.handlers.peering import peered
 from appliance.http.paths import path_tail
@@ -113,6 +114,9 @@ async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, k
         keys = gateways.ingress_keys(store, name)
     else:
         keys = (watchkeys.connect(name) if kind == "connect" else watchkeys.service(name),)
+    merged = "merge-central-config" in req.query  # proxies with the central config (appliance/connect/central.py)
+    if merged:
+        keys = (*keys, *central.KEYS)
 
     def render() -> list[Any]:
         if peer:
@@ -126,6 +130,8 @@ async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, k
                 continue
             if passing and not all_passing(csn["Checks"]):
                 continue
+            if merged:
+                csn = {**csn, "Service": central.merge(csn["Service"], store.connect.entries)}
             if keep is None or keep(csn):
                 out.append(csn)
         return out
