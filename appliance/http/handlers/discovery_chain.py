@@ -29,7 +29,7 @@ PREFIX = "/v1/discovery-chain/"
 KEYS = (*(watchkeys.config_kind(k) for k in (entries.SERVICE_DEFAULTS, entries.PROXY_DEFAULTS, entries.ROUTER,
                                              entries.SPLITTER, entries.RESOLVER)), watchkeys.CONNECT_CA)
 OVERRIDES = Struct("discoverychain.discoveryChainReadRequest", {
-    "OverrideConnectTimeout": chain.entries.DURATION, "OverrideProtocol": STRING,
+    "OverrideConnectTimeout": entries.DURATION, "OverrideProtocol": STRING,
     "OverrideMeshGateway": Struct("structs.MeshGatewayConfig", {"Mode": STRING})})
 MESH_GATEWAY_MODES = ("", "none", "local", "remote")
 
