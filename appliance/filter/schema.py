@@ -112,6 +112,10 @@ SERVICE_NODE = _struct(
 # structs.CheckServiceNode
 CHECK_SERVICE_NODE = _struct(Node=NODE, Service=NODE_SERVICE, Checks=_slice(HEALTH_CHECK))
 
+# structs.Intention, as the intentions list shows it
+INTENTION = _struct(ID=S, Description=S, SourcePeer=S, SourceNS=S, SourceName=S, DestinationNS=S,
+                    DestinationName=S, SourceType=S, Action=S, Precedence=I, Meta=M)
+
 ENDPOINTS: dict[str, Field] = {
     "catalog_nodes": NODE,                 # GET /v1/catalog/nodes
     "catalog_service": SERVICE_NODE,       # GET /v1/catalog/service/:s, /catalog/connect/:s
@@ -122,4 +126,5 @@ ENDPOINTS: dict[str, Field] = {
     "agent_checks": HEALTH_CHECK,          # /v1/agent/checks (type checks deferred, see package)
     "health_service": CHECK_SERVICE_NODE,  # /v1/health/service|connect|ingress/:s
     "agent_services": NODE_SERVICE,        # GET /v1/agent/services (values)
+    "intentions": INTENTION,               # GET /v1/connect/intentions
 }

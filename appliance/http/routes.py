@@ -209,7 +209,7 @@ ROUTES: tuple[Route, ...] = (
     R("DELETE", config.PREFIX, config.delete, "service:write", summary="Delete a config entry (?cas)"),
     # -- Connect: intentions, stored as service-intentions entries (handlers/intentions.py)
     R("GET", "/v1/connect/intentions", intentions.intention_list, "filter:intention", blocking=True,
-      summary="Every intention, by precedence"),
+      filter="intentions", summary="Every intention, by precedence (?filter)"),
     R("POST", "/v1/connect/intentions", intentions.create, "intention:write", body_limit=J,
       summary="Create an intention (legacy, with an ID)"),
     R("GET", "/v1/connect/intentions/exact", intentions.exact_get, "intention:read",

@@ -141,6 +141,10 @@ async def test_legacy_intentions_are_service_intentions_entries():
         listed = json_body(await api.call("GET", "/v1/connect/intentions"))
         assert [(x["SourceName"], x["DestinationName"], x["Precedence"]) for x in listed] == [
             ("web", "db", 9), ("*", "db", 8), ("web", "*", 6), ("*", "*", 5)]
+        denies = json_body(await api.call("GET", '/v1/connect/intentions?filter=Action%20%3D%3D%20"deny"'))
+        assert [(x["SourceName"], x["DestinationName"]) for x in denies] == [("*", "db"), ("web", "*")]
+        bad = await api.call("GET", "/v1/connect/intentions?filter=Nope%20%3D%3D%201")
+        assert bad.status == 400 and b"Selector" in bad.body
         by_id = json_body(await api.call("GET", f"/v1/connect/intentions/{ident}"))
         assert by_id["Meta"] == {"team": "a"} and by_id["Description"] == "web may read"
         assert by_id["SourceNS"] == by_id["DestinationNS"] == "default" and by_id["SourceType"] == "consul"

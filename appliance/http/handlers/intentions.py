@@ -31,7 +31,7 @@ from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
-from appliance.http.query import QueryOptions, blocking, read_point
+from appliance.http.query import QueryOptions, blocking, compiled_filter, read_point
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
@@ -155,8 +155,13 @@ def by_id(ctx: HTTPContext, ident: str) -> dict[str, Any] | None:
 
 
 async def intention_list(req: Request, ctx: HTTPContext) -> Answer:
-    body, headers = await blocking(req, ctx, index=lambda: ctx.store.index_of(KEY), keys=(KEY,),
-                                   render=lambda: _all(ctx))
+    keep = compiled_filter(req, "intentions")
+
+    def render() -> list[dict[str, Any]]:
+        found = _all(ctx)
+        return found if keep is None else [x for x in found if keep(x)]
+
+    body, headers = await blocking(req, ctx, index=lambda: ctx.store.index_of(KEY), keys=(KEY,), render=render)
     return json_answer(req, body, headers=headers)
 
 
