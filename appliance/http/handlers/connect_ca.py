@@ -53,6 +53,7 @@ class ConnectAgent:
         self.cache = leaf.LeafCache()
         self.issuing: dict[str, asyncio.Lock] = {}
         self.signing = leaf.RateLimit()  # CSRMaxPerSecond
+        self.intentions: tuple[int, list[dict[str, Any]]] | None = None  # (index, in evaluation order)
         self.loop_time = ctx.loop_time
         self.ca_lock = asyncio.Lock()
         self.clock: Callable[[], float] = time.time  # wall time: certificates carry it

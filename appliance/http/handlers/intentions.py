@@ -14,7 +14,8 @@ Intentions live in `service-intentions` config entries, one per destination
 (appliance/connect/intentions.py is the view and the rules). A change reads the destination's
 entry, changes its sources and writes it back compare-and-set on its ModifyIndex, retrying when
 another write came first; removing the last source deletes the entry. Authorization reads the
-local store (every agent replicates it), so it answers at once and needs no cache of its own.
+local store (every agent replicates it), so it answers at once; the intentions in evaluation order
+are built once per change of the service-intentions entries.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from appliance.connect import entries, intentions, spiffe
 from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
+from appliance.http.handlers.connect_ca import connect_agent
 from appliance.http.paths import path_tail
 from appliance.http.query import QueryOptions, blocking, compiled_filter, read_point
 from appliance.http.values import Answer, Request, json_answer
@@ -52,7 +54,16 @@ AUTHORIZE = Struct("structs.ConnectAuthorizeRequest", {
 
 
 def _all(ctx: HTTPContext) -> list[dict[str, Any]]:
-    return intentions.every(ctx.store.connect.entries_of(entries.INTENTIONS))
+    """Every intention in evaluation order, built once per index of the intentions (callers do not
+    change the list)."""
+    agent = connect_agent(ctx)
+    index = ctx.store.index_of(KEY)
+    cached = agent.intentions
+    if cached is not None and cached[0] == index:
+        return cached[1]
+    found = intentions.every(ctx.store.connect.entries_of(entries.INTENTIONS))
+    agent.intentions = (index, found)
+    return found
 
 
 def _param(req: Request, name: str) -> str:
