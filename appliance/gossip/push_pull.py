@@ -118,6 +118,9 @@ class PushPullExchange:
                 error = self._refusal(msg)
             if type(msg) is PushPull and msg.reply and error:
                 ctx.stats["push_pull_refused"] += 1
+                if not join and ctx.delegate is not None:  # a join's error goes back to its caller
+                    ctx.delegate.log("memberlist", "error",
+                                     f"memberlist: Push/Pull with {peer[0]}:{peer[1]} failed: {error}")
             elif type(msg) is PushPull and msg.reply:
                 self._merge_from(peer, msg)
                 ok = True

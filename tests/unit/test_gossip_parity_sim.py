@@ -332,6 +332,12 @@ def test_members_of_another_datacenter_are_refused():
     assert tokens
     world.run_until(world.now + 1.0)
     assert b.serf.stats["merge_refused"] >= 2 and [m.name for m in b.serf.member_list()] == ["b"]
+    # a periodic exchange that meets one is refused too, and logged as memberlist logs it
+    a.serf.core.push_pull.open(b.addr, join=False)
+    world.after(a)
+    world.run_until(world.now + 1.0)
+    assert world.log_lines("a", f"memberlist: Push/Pull with {b.addr[0]}:{PORT} failed: Member 'b' part of wrong "
+                                "datacenter 'dc2'")
 
 
 def test_lan_merge_check_texts():
