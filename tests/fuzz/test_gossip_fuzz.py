@@ -3,7 +3,9 @@
 Declared outcomes (appliance/gossip/messages.py, keyring.py, transport.py): a decoded value, or
 `DecodeError` from the message codec, `KeyringError` from decryption, `StreamFailed` from the
 stream framing, `EventError` from a Consul user event's record; `decode_tags` answers None for
-garbage and the core (`on_packet`, `on_stream`) never raises on input, it counts and drops.
+garbage and the core (`on_packet`, `on_stream`) never raises on input, it counts and drops; nor
+does the Serf layer handling queries, responses and relays, or a query's filters (`should_process`
+answers False for garbage).
 Inputs: random bytes, mutations of valid encodings (compound packets of every message type,
 push-pull states with members and Serf's user state, sealed packets and stream frames), and
 value-tree mutations re-framed validly (inside the encryption, for sealed packets), so the field
@@ -33,6 +35,9 @@ from appliance.gossip.messages import (
     Ping,
     PushNode,
     PushPull,
+    QueryMessage,
+    QueryResponseMessage,
+    RelayMessage,
     StreamError,
     Suspect,
     UserEvent,
@@ -44,7 +49,8 @@ from appliance.gossip.messages import (
     encode_packet,
     encode_stream,
 )
-from appliance.gossip.serf import decode_tags, encode_tags
+from appliance.gossip.queries import encode_filters, should_process
+from appliance.gossip.serf import Serf, decode_tags, encode_tags
 from appliance.gossip.transport import CHANNEL_ERROR, CHANNEL_GOSSIP, GossipTransport, StreamFailed
 from tests.fuzz.harness import Target, fuzz_tests, seed_tests
 
@@ -65,9 +71,16 @@ MESSAGES = [
     LeaveIntent(11, "n6", True),
     StreamError("bad request"),
     UserEvent(12, "consul:event:deploy", b"payload", True),
+    QueryMessage(13, 77, "10.0.0.2", 8301, "n2", encode_filters(["self", "n3"], {"rack": "^a[0-9]+$"}), 1, 2,
+                 5_000_000_000, "deploy", b"v2"),
+    QueryMessage(14, 78, "10.0.0.2", 8301, "n2", [], 0, 0, 5_000_000_000, "_serf_conflict", b"self"),
+    QueryResponseMessage(13, 77, "n3", 1, b""),
+    QueryResponseMessage(13, 77, "n3", 0, b"answer"),
+    RelayMessage("10.0.0.9", 8301, "n9", encode_message(QueryResponseMessage(13, 77, "n3", 0, b"relayed"))),
 ]
 PARTS = [encode_message(m) for m in MESSAGES]
-PACKETS = [encode_packet(PARTS), encode_packet(PARTS[:1]), encode_packet(PARTS[2:5] * 3), encode_packet([PARTS[6]])]
+PACKETS = [encode_packet(PARTS[:12]), encode_packet(PARTS[:1]), encode_packet(PARTS[2:5] * 3),
+           encode_packet([PARTS[6]]), encode_packet(PARTS[12:])]
 SERF_STATE = msgpack.packb([5, {"n1": 3, "n2": 1}, ["n9"], 7, [[6, [["consul:event:x", b"p"]]]]], use_bin_type=True)
 STREAMS = [
     encode_stream(PushPull(True, False, tuple(
@@ -107,6 +120,21 @@ def _core_packet(data: bytes) -> None:
     core.on_packet(SRC, data, 100.5)
     core.on_stream(SRC, data, 100.6)
     core.tick(200.0)
+
+
+def _serf_packet(data: bytes) -> None:
+    serf = Serf("self", "127.0.0.1", 8301, GossipConfig(), random.Random(0), 100.0, tags={"rack": "a1"})
+    serf.query("mine", b"", 100.1)  # a running query for responses to land in
+    serf.on_packet(SRC, data, 100.5)
+    serf.on_packet(SRC, data, 100.6, sealed=False)
+    serf.tick(200.0)
+    serf.take_events()
+    serf.take_logs()
+
+
+def _filters(data: bytes) -> None:
+    """One filter as it travels: a type byte, then msgpack (node names, or {Tag, Expr})."""
+    should_process([data], "self", {"rack": "a1"})
 
 
 # ------------------------------------------------------------------------ stream frames
@@ -163,6 +191,9 @@ TARGETS = [
     Target("gossip.stream", decode_stream, (DecodeError,), STREAMS, _unframe, _frame),
     Target("gossip.stream.frame", _stream_frame, (), FRAMES),
     Target("gossip.core", _core_packet, (), PACKETS + STREAMS, _unframe, _frame),
+    Target("gossip.serf", _serf_packet, (), PACKETS, _unframe, _frame),
+    Target("gossip.query_filters", _filters, (), list(MESSAGES[12].filters),
+           lambda d: msgpack.unpackb(d[1:]), lambda t: b"\x01" + msgpack.packb(t, use_bin_type=True)),
     Target("gossip.ack_payload", decode_coordinate_payload, (DecodeError,), [MESSAGES[2].payload],
            lambda d: msgpack.unpackb(d[1:]), lambda t: b"\x01" + msgpack.packb(t, use_bin_type=True)),
     Target("gossip.tags", decode_tags, (), [encode_tags({"role": "consul", "dc": "dc1"}), b"node"],
