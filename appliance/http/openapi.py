@@ -56,7 +56,8 @@ _STATUS: dict[str, str] = {
     "409": "Transaction: errors by operation index, or a lock held",
     "413": "Request body too large",
     "415": "Metrics format not available",
-    "429": "Warning: a check of the service warns, autopilot is unhealthy, or too many connections",
+    "429": "Warning: a check of the service warns, autopilot is unhealthy, too many connections, or the "
+           "CA's signing rate limit",
     "500": "Server error (Consul's text), such as no path to a datacenter",
     "503": "Critical: a check of the service is critical or in maintenance",
 }

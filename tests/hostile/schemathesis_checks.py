@@ -29,7 +29,21 @@ CONSUL_500 = re.compile(
     r"|Invalid (Policy|Role|Token|Auth Method|Binding Rule): .*"
     r"|(Policy|Role) ID invalid UUID|UUID must be 36 characters"
     r"|Accessor ID is missing or an invalid UUID|AccessorID is not a valid UUID"
-    r"|[Cc]annot find (policy|role|binding rule|auth method|token) .*",
+    r"|[Cc]annot find (policy|role|binding rule|auth method|token) .*"
+    # Connect (reference connect.md): the CA configuration, config entries and intentions
+    r"|error configuring provider: .*|could not initialize provider: .*|could not atomically update roots and config"
+    r"|invalid config entry kind: .*|Name is required|service-defaults name must be .*"
+    r"|invalid name \(\".*\"\), only \".*\" is supported|UpstreamConfig and Destination are mutually exclusive.*"
+    r"|Invalid MutualTLSMode .*|Route\[\d+\] .*|no splits configured|split weights must be .*"
+    r"|split destination occurs more than once: .*|the sum of all split weights must be 100, not .*"
+    r"|DefaultSubset \".*\" is not a valid subset|Redirect and Failover cannot both be set|Bad Failover\[.*"
+    r"|discovery chain \".*\" uses a protocol .*|detected circular .*|Sources\[\d+\].*"
+    r"|At least one source is required|Name: wildcard character .*"
+    r"|required query parameter '.*' not set|'by' parameter must be one of 'source' or 'destination'"
+    r"|(SourceName|DestinationName)(: wildcard character .*| must be set)"
+    r"|Action must be (set to 'allow' or 'deny'|empty if Permissions are set)|SourceType must be set to 'consul'"
+    r"|(Meta|Description) exceeds maximum .*|ID must be empty when creating a new intention"
+    r"|duplicate intention found: .*|Cannot modify non-existent intention: .*|unsupported SourceType: .*",
     re.DOTALL,
 )
 # The agent health endpoints answer 503 when a check is critical or in maintenance (Consul's rule).
