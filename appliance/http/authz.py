@@ -170,11 +170,30 @@ class AclAgent:
         if not self.initialized:
             await self.ensure_tables()
         secret, named = self.secret(req)
-        ident = self.resolve_secret(secret)
+        try:
+            ident = self.resolve_secret(secret)
+        except HTTPError as err:
+            if not await self._caught_up(err):
+                raise
+            ident = self.resolve_secret(secret)
         if not named:
             ident = Identity(ident.accessor, ident.token, ident.authz, anonymous_default=True)
         req[IDENTITY] = ident
         return ident
+
+
+    async def _caught_up(self, err: HTTPError) -> bool:
+        """A client agent that does not know a secret first catches up with the leader's commit
+        index (a token made a moment ago through a server), as Consul's clients ask a server;
+        False when that is not the case or cannot be done (the 403 stands)."""
+        consensus = self.ctx.consensus
+        if self.cache is None or err.text != "ACL not found" or not getattr(consensus, "connected", False):
+            return False
+        try:
+            await consensus.read_point("default")
+        except Exception:  # noqa: BLE001 - no leader now: the token stays unknown
+            return False
+        return True
 
 
 def now_rfc3339(at: float | None = None) -> str:

@@ -141,7 +141,7 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
         # down_policy: every client resolves `reader` once while the servers are up
         for client in clients.values():
             wait_until(lambda c=client: call(c, "GET", "/v1/kv/app/config?raw&stale", token=reader) == (200, b"forged"),
-                       timeout=15, what=f"{client.name} reads with the reader token")
+                       timeout=30, what=f"{client.name} reads with the reader token")
         for s in servers:
             s.stop()
         stranger = str(uuid.uuid4())  # a secret no client resolved
