@@ -40,6 +40,7 @@ from appliance.gossip.lamport import LamportClock
 from appliance.gossip.members import NodeState
 from appliance.gossip.messages import (
     MAX_RELAY_FACTOR,
+    PACKET_OVERHEAD,
     NodeStateKind,
     QueryMessage,
     QueryResponseMessage,
@@ -275,7 +276,11 @@ class QueryEngine:
         handle._changed()
 
     def handle_relay(self, msg: RelayMessage) -> None:
-        """Forward a relayed response to its destination, unread (Serf's messageRelayType)."""
+        """Forward a relayed response to its destination, unread (Serf's messageRelayType); one
+        that cannot be a response (too large for a packet) is dropped and counted."""
+        if len(msg.inner) + PACKET_OVERHEAD > min(self.host.core.config.udp_buffer_size, QUERY_RESPONSE_SIZE_LIMIT):
+            self.host.stats["query_relays_dropped"] += 1
+            return
         self.host.stats["query_relays"] += 1
         self.host.core.ctx.send_packet((msg.dest_addr, msg.dest_port), [msg.inner])
 

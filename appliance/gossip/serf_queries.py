@@ -26,7 +26,7 @@ from collections.abc import Callable
 from appliance.gossip.core import GossipCore
 from appliance.gossip.members import Address
 from appliance.gossip.messages import Alive, PushNode, QueryMessage, QueryResponseMessage, RelayMessage, encode_message
-from appliance.gossip.queries import INTERNAL_PREFIX, QueryEngine, QueryHandle, QueryRequest
+from appliance.gossip.queries import INTERNAL_PREFIX, QUERY_SIZE_LIMIT, QueryEngine, QueryHandle, QueryRequest
 from appliance.gossip.serf_internal import InternalQueries, KeyHandler
 from appliance.gossip.serf_members import MemberStatus, SerfEvent, SerfEventKind
 
@@ -106,7 +106,11 @@ class SerfQueryMixin:
             return
         if type(msg) is QueryMessage:
             if self.queries.handle_query(msg):
-                self.queries.queue.queue(encode_message(msg))
+                raw = encode_message(msg)
+                if len(raw) <= QUERY_SIZE_LIMIT:  # a larger one no member could have sent: not passed on
+                    self.queries.queue.queue(raw)
+                else:
+                    self.stats["queries_oversized"] += 1
         elif type(msg) is QueryResponseMessage:
             self.queries.handle_response(msg)
         elif type(msg) is RelayMessage:

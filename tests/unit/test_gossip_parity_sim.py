@@ -20,7 +20,14 @@ import pytest
 from appliance.gossip import GossipConfig, Serf
 from appliance.gossip.key_manager import KEY_REQUEST, KeyManager, KeyringResult, tally_answer
 from appliance.gossip.keyring import Keyring, encode_key
-from appliance.gossip.messages import Alive, QueryMessage, encode_message, encode_packet
+from appliance.gossip.messages import (
+    Alive,
+    QueryMessage,
+    QueryResponseMessage,
+    RelayMessage,
+    encode_message,
+    encode_packet,
+)
 from appliance.gossip.pool_setup import lan_merge_check, wan_merge_check
 from appliance.gossip.queries import QUERY_BUFFER, QueryError, default_timeout
 from appliance.gossip.serf import MemberStatus, SerfEvent, SerfEventKind, encode_tags
@@ -412,3 +419,14 @@ def test_relayed_responses_survive_a_lossy_network():
         world.run_until(handle.deadline + 0.01)
         missing[relay] = 50 - len(handle.responses)
     assert missing[0] >= 6 and missing[2] <= 4 and missing[2] < missing[0] / 2, missing
+
+
+def test_a_relay_too_large_to_be_a_response_is_dropped():
+    serf = Serf("a", "10.0.0.1", PORT, LAN, random.Random(1), 0.0)
+    big = RelayMessage("10.0.0.9", PORT, "z", encode_message(QueryResponseMessage(1, 1, "b", 0, b"x" * 1200)))
+    serf.on_packet(("10.0.0.2", PORT), encode_packet([encode_message(big)]), 1.0)
+    assert serf.stats["query_relays_dropped"] == 1 and serf.take_outputs() == []
+    fine = RelayMessage("10.0.0.9", PORT, "z", encode_message(QueryResponseMessage(1, 1, "b", 0, b"x" * 100)))
+    serf.on_packet(("10.0.0.2", PORT), encode_packet([encode_message(fine)]), 1.1)
+    (out,) = serf.take_outputs()
+    assert out.dest == ("10.0.0.9", PORT) and serf.stats["query_relays"] == 1
