@@ -245,7 +245,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
         autopilot=_autopilot(m),
-        connect_ca_config=dict(_get(m, "connect.ca_config", {}) or {}),
+        connect_ca_config=_ca_config(m),
         config_entries_bootstrap=_bootstrap_entries(_get(m, "config_entries.bootstrap", [])),
         telemetry=Telemetry(
             prometheus_retention_time_s=_seconds(m, "telemetry.prometheus_retention_time", 60.0),
@@ -273,6 +273,22 @@ def _http_limits(m: dict[str, Any]) -> dict[str, Any]:
         check.not_negative(value, f"http_config.{key}")
         out[f"http_{key}_s"] = value
     return out
+
+
+def _ca_config(m: dict[str, Any]) -> dict[str, Any]:
+    """`connect { ca_provider ca_config }`: the built-in provider only, its configuration checked now."""
+    from appliance.connect.ca import CAError, parse_config
+
+    provider = _get(m, "connect.ca_provider", "") or "consul"
+    if provider != "consul":
+        raise ConfigError(f'connect.ca_provider: "{provider}" is not available; cairn has the built-in "consul" '
+                          "provider only")
+    raw = dict(_get(m, "connect.ca_config", {}) or {})
+    try:
+        parse_config(raw)
+    except CAError as err:
+        raise ConfigError(f"connect.ca_config: {err}") from None
+    return raw
 
 
 def _bootstrap_entries(raw: Any) -> tuple[dict[str, Any], ...]:

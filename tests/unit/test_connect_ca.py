@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,20 @@ async def test_signing_is_rate_limited_by_csr_max_per_second():
         agent.loop_time = lambda: 101.0  # a second later: two more
         assert (await api.call("GET", "/v1/agent/connect/ca/leaf/s2")).status == 200
         assert json_body(await api.call("GET", "/v1/agent/connect/ca/leaf/s0"))["ModifyIndex"] > entry.index
+
+
+@pytest.mark.parametrize("hcl,text", [
+    ('connect { ca_provider = "vault" }', 'connect.ca_provider: "vault" is not available'),
+    ('connect { ca_config { leaf_cert_ttl = "10m" } }',
+     "connect.ca_config: leaf cert TTL must be greater or equal than 1h0m0s"),
+    ('connect { ca_config { private_key_type = "rsa" private_key_bits = 1024 } }',
+     "connect.ca_config: RSA key length must be 2048 or 4096 bits"),
+])
+def test_a_bad_ca_configuration_stops_the_agent_at_start(hcl: str, text: str):
+    from appliance.config import build_agent_config
+    from appliance.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(text)):
+        build_agent_config(["-dev", "-hcl", hcl])
+    assert build_agent_config(["-dev", "-hcl", 'connect { ca_config { leaf_cert_ttl = "24h" } }']
+                              ).connect_ca_config == {"leaf_cert_ttl": "24h"}
