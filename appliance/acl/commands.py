@@ -28,6 +28,10 @@ store, exactly as the route table asks them of the same write made over HTTP
 - autopilot, raft_remove_peer, raft_transfer_leader: operator:write; autopilot_health and
   raft_configuration: operator:read.
 - restore: acl:write (Consul's snapshot restore needs a management token).
+- config_entry: what /v1/config asks of its kind (appliance/connect/entries.py `needs`: service
+  or intention write on the name, mesh:write for the mesh-wide kinds).
+- connect_ca: operator:write to set the configuration; nothing for the CA's bookkeeping (its
+  first root, serial numbers, pruning), which any agent does when it serves roots or signs.
 
 A command only servers propose (the ACL tables' start-up `init`, autopilot's `Init`, anything not
 in the table) is refused whatever the token: `Permission denied: <type> is not a client agent's
@@ -201,6 +205,20 @@ def _coordinates(cmd: dict[str, Any], store: Store) -> list[Need]:
     return [("node", "write", node) for node in sorted(nodes)]
 
 
+def _config_entry(cmd: dict[str, Any], store: Store) -> list[Need]:
+    """A config entry (an intention too) by its kind, as /v1/config and /v1/connect/intentions ask."""
+    from appliance.connect.entries import SPECS, needs  # Consul's CanWrite per kind
+
+    kind, name = _s(cmd.get("Kind")), _s(cmd.get("Name"))
+    return needs(kind, name, "write") if kind in SPECS else [("operator", "write", None)]
+
+
+def _connect_ca(cmd: dict[str, Any], store: Store) -> list[Need]:
+    """The CA's configuration needs operator:write; its bookkeeping (the first root, serial
+    numbers, pruning rotated roots) is what any agent does when it signs or serves roots."""
+    return [("operator", "write", None)] if cmd.get("Op") == "set" else []
+
+
 def _scalar(resource: str, level: str) -> NeedsFn:
     return lambda cmd, store: [(resource, level, None)]
 
@@ -226,6 +244,8 @@ NEEDS: dict[str, NeedsFn] = {
     "autopilot_health": _scalar("operator", "read"),
     "raft_configuration": _scalar("operator", "read"),
     "restore": _scalar("acl", "write"),
+    "config_entry": _config_entry,
+    "connect_ca": _connect_ca,
 }
 
 

@@ -93,6 +93,12 @@ def store_with(*policies: tuple[str, str]) -> tuple[Store, dict[str, str]]:
     ({"Type": "raft_remove_peer", "ID": "x"}, [("operator", "write", None)]),
     ({"Type": "raft_configuration"}, [("operator", "read", None)]),
     ({"Type": "restore", "State": b""}, [("acl", "write", None)]),
+    ({"Type": "config_entry", "Op": "set", "Kind": "service-defaults", "Name": "web"}, [("service", "write", "web")]),
+    ({"Type": "config_entry", "Op": "delete", "Kind": "service-intentions", "Name": "db"},
+     [("intention", "write", "db")]),
+    ({"Type": "config_entry", "Op": "set", "Kind": "proxy-defaults", "Name": "global"}, [("mesh", "write", None)]),
+    ({"Type": "connect_ca", "Op": "set", "Config": {}}, [("operator", "write", None)]),
+    ({"Type": "connect_ca", "Op": "serial"}, []),
 ])
 def test_each_command_needs_what_its_endpoint_needs(cmd, needs):
     store, _ = store_with()
