@@ -105,6 +105,15 @@ def test_each_command_needs_what_its_endpoint_needs(cmd, needs):
     assert command_needs(cmd, store) == needs
 
 
+def test_every_command_type_says_what_a_client_needs_to_forward_it():
+    """A new command type must be given its permissions here (appliance/acl/commands.py NEEDS),
+    or client agents could not forward it with ACLs on."""
+    from appliance.acl.commands import NEEDS
+    from appliance.state.commands import COMMANDS
+
+    assert set(COMMANDS) - set(NEEDS) == set()
+
+
 @pytest.mark.parametrize("cmd", [
     {"Type": "acl", "Op": "init"}, {"Type": "autopilot", "Init": True, "Config": {}}, {"Type": "nonsense"},
     {"Type": "lock_checked", "Command": {"Type": "acl", "Op": "init"}}, {"NoType": 1},
