@@ -199,6 +199,9 @@ def normalize(entry: dict[str, Any]) -> dict[str, Any]:
         out["Config"] = {**out["Config"], "protocol": out["Config"]["protocol"].lower()}
     if kind == MESH and not out.get("Name"):
         out["Name"] = "mesh"
+    if kind == INGRESS:  # a listener's protocol: tcp unless given, lower-cased
+        out["Listeners"] = [{**li, "Protocol": (li.get("Protocol") or "tcp").lower()}
+                            for li in out.get("Listeners") or ()]
     if kind == SPLITTER:  # Go prints a float64 weight of 90 as 90
         out["Splits"] = [{**s, "Weight": int(s["Weight"])} if float(s.get("Weight", 0)).is_integer() and "Weight" in s
                          else s for s in out.get("Splits") or ()]
@@ -228,6 +231,36 @@ def validate(entry: dict[str, Any]) -> None:
         _check_splits(entry.get("Splits") or [])
     if kind == RESOLVER:
         _check_resolver(entry)
+    if kind == INGRESS:
+        _check_listeners(entry.get("Listeners") or [])
+
+
+def _check_listeners(listeners: list[dict[str, Any]]) -> None:
+    """An ingress gateway's listeners (Consul's IngressGatewayConfigEntry.Validate)."""
+    ports: set[int] = set()
+    for listener in listeners:
+        port, proto = listener.get("Port", 0), listener.get("Protocol") or "tcp"
+        if port in ports:
+            raise EntryError(f"port {port} declared on two listeners")
+        ports.add(port)
+        if proto not in ("tcp", *L7_PROTOCOLS):
+            raise EntryError(f"protocol must be 'tcp', 'http', 'http2', or 'grpc'. '{proto}' is an unsupported "
+                             "protocol")
+        services = listener.get("Services") or []
+        if not services:
+            raise EntryError(f"No service declared for listener with port {port}")
+        if proto not in L7_PROTOCOLS and len(services) > 1:
+            raise EntryError("Multiple services per listener are only supported for L7 protocols, 'http', 'grpc' "
+                             f"and 'http2' (listener on port {port})")
+        for svc in services:
+            name = svc.get("Name") or ""
+            if not name:
+                raise EntryError(f"Service name cannot be blank (listener on port {port})")
+            if proto == "tcp" and name == "*":
+                raise EntryError(f"Wildcard service name is only valid for protocol = 'http' (listener on port {port})")
+            if proto == "tcp" and svc.get("Hosts"):
+                raise EntryError(f"Associating hosts to a service is not supported for the {proto} protocol "
+                                 f"(listener on port {port})")
 
 
 def _check_routes(routes: list[dict[str, Any]]) -> None:

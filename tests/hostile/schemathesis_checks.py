@@ -43,7 +43,10 @@ CONSUL_500 = re.compile(
     r"|(SourceName|DestinationName)(: wildcard character .*| must be set)"
     r"|Action must be (set to 'allow' or 'deny'|empty if Permissions are set)|SourceType must be set to 'consul'"
     r"|(Meta|Description) exceeds maximum .*|ID must be empty when creating a new intention"
-    r"|duplicate intention found: .*|Cannot modify non-existent intention: .*|unsupported SourceType: .*",
+    r"|duplicate intention found: .*|Cannot modify non-existent intention: .*|unsupported SourceType: .*"
+    r"|port \d+ declared on two listeners|protocol must be 'tcp', .*|No service declared for listener .*"
+    r"|Multiple services per listener .*|Wildcard service name is only valid .*|Associating hosts to a service .*"
+    r"|Service name cannot be blank .*",
     re.DOTALL,
 )
 # The agent health endpoints answer 503 when a check is critical or in maintenance (Consul's rule).
