@@ -10,7 +10,8 @@ leaf's lifetime (from now if 60 % has passed; at once past 90 %, or when the lea
 than ten minutes). When the CA's active root changes (its SigningKeyID is not the leaf's
 AuthorityKeyId), the entry is renewed within a 30 s jitter window, so a rotation does not make
 every agent ask at the same instant; a non-blocking request renews at once (Consul's
-MustRevalidate: a plain GET never answers a leaf of a rotated-out root).
+MustRevalidate: a plain GET never answers a leaf of a rotated-out root). The cache holds the leaves of
+at most MAX_ENTRIES service names; the one asked for least recently goes first.
 
 Signing is limited by the CA's `CSRMaxPerSecond` (50 by default; `RateLimit`): over the limit a
 leaf that is still valid keeps being served, and a request with none gets Consul's 429 `Rate
@@ -20,6 +21,7 @@ number in [0, 1)) are passed in.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from appliance.connect import ca
 
 CA_CHANGE_JITTER_S = 30.0
 MIN_LIFETIME_S = 600.0
+MAX_ENTRIES = 4096  # service names one agent keeps leaves for
 
 
 @dataclass(slots=True)
@@ -71,17 +74,27 @@ class RateLimit:
 
 
 class LeafCache:
-    def __init__(self) -> None:
-        self.entries: dict[str, Entry] = {}
+    """The leaves by service name, least recently asked first; at most `max_entries` (the one
+    asked for least recently goes first: a later request signs it again)."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.max_entries = max_entries
 
     def get(self, service: str) -> Entry | None:
-        return self.entries.get(service)
+        entry = self.entries.get(service)
+        if entry is not None:
+            self.entries.move_to_end(service)
+        return entry
 
     def put(self, service: str, uri: str, leaf: ca.Leaf, intermediates: list[str] | None, index: int, now: float,
             rand: float) -> Entry:
         chain = leaf.cert_pem + "".join(p if p.endswith("\n") else p + "\n" for p in intermediates or ())
         entry = Entry(service, uri, leaf, chain, index, soft_expiry(leaf.valid_after, leaf.valid_before, now, rand))
         self.entries[service] = entry
+        self.entries.move_to_end(service)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
         return entry
 
     def root_changed(self, entry: Entry, signing_key_id: str, now: float, rand: float) -> None:
@@ -89,9 +102,9 @@ class LeafCache:
         if entry.leaf.authority_key_id != signing_key_id:
             entry.renew_at = min(entry.renew_at, now + CA_CHANGE_JITTER_S * rand)
 
-    def stale(self, entry: Entry, signing_key_id: str, now: float) -> bool:
-        return now >= entry.renew_at or now >= entry.leaf.valid_before or (
-            entry.leaf.authority_key_id != signing_key_id and entry.renew_at <= now)
+    def stale(self, entry: Entry, now: float) -> bool:
+        """Due for renewal (its soft expiry, or the root changed and its jitter has passed) or expired."""
+        return now >= entry.renew_at or now >= entry.leaf.valid_before
 
 
 def body(entry: Entry) -> dict[str, Any]:

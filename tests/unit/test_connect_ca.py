@@ -102,6 +102,16 @@ async def test_blocking_leaf_waits_then_answers_a_renewed_leaf():
         assert body["SerialNumber"] != first["SerialNumber"] and body["ModifyIndex"] > idx
 
 
+def test_the_leaf_cache_keeps_the_most_recently_asked():
+    cache = leaf.LeafCache(max_entries=2)
+    issued = ca.Leaf("c", "k", 1, 0.0, 72 * 3600.0, "aa")
+    for name in ("a", "b"):
+        cache.put(name, "u", issued, None, 1, 0.0, 0.5)
+    assert cache.get("a") is not None  # asked again: b is now the oldest
+    cache.put("c", "u", issued, None, 2, 0.0, 0.5)
+    assert list(cache.entries) == ["a", "c"]
+
+
 def test_soft_expiry_is_between_60_and_90_percent_of_the_lifetime():
     # Consul's calculateSoftExpiry (reference/connect.md §1.8)
     assert leaf.soft_expiry(0, 1000, 0, 0.0) == 600

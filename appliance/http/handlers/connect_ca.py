@@ -195,6 +195,9 @@ async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tupl
     """The cached leaf for a service, renewed if due; (entry, whether the cache answered)."""
     agent = connect_agent(ctx)
     lock = agent.issuing.setdefault(service, asyncio.Lock())
+    if len(agent.issuing) > leaf.MAX_ENTRIES:  # the locks of services nobody is issuing for go
+        for name in [n for n, held in agent.issuing.items() if not held.locked() and n != service]:
+            del agent.issuing[name]
     async with lock:
         entry = agent.cache.get(service)
         active = ctx.store.connect.active_root()
@@ -205,7 +208,7 @@ async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tupl
                 entry = None
             else:
                 agent.cache.root_changed(entry, signing, now, agent.rng.random())
-        if entry is not None and not agent.cache.stale(entry, signing, now):
+        if entry is not None and not agent.cache.stale(entry, now):
             return entry, True
         conf = ctx.store.connect.ca_config
         per_second = ca.parse_config(conf["Config"]).csr_max_per_second if conf else 0.0
