@@ -7,7 +7,8 @@ ACL replication for multiple datacenters; `/v1/acl/replication`.
 - policies, roles and global tokens made in dc1 appear in dc2 with the same IDs and secrets, and
   a replicated token is honoured by dc2's server; a change and a deletion in dc1 follow;
 - a policy or a global token written through dc2 is written in dc1 and comes back to dc2;
-- a local token made in dc2 stays in dc2 (never in dc1) and replication leaves it alone;
+- a local token made in dc2 stays in dc2 (never in dc1) and replication leaves it alone; a login
+  there cannot make a global token;
 - `/v1/acl/replication` says so: dc2 enabled and running, type `tokens`, source dc1, the indexes
   copied and the last success; dc1 not enabled.
 """
@@ -19,6 +20,8 @@ import uuid
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.harness import FAST_RAFT, Agent, wait_until
 
@@ -98,6 +101,14 @@ def test_policies_roles_and_global_tokens_replicate_to_the_secondary(tmp_path):
         assert call(s1, "DELETE", f"/v1/acl/token/{token['AccessorID']}")[0] == 200
         wait_until(lambda: call(s2, "GET", "/v1/kv/app/x", token=secret) == (403, b"ACL not found"), timeout=30,
                    what="the deleted token gone from dc2")
+        # a login in dc2 makes local tokens only
+        pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        status, method = call(s2, "PUT", "/v1/acl/auth-method", {
+            "Name": "jwt-global", "Type": "jwt", "TokenLocality": "global", "Config": {"JWTValidationPubKeys": [pem]}})
+        assert status == 200, method
+        assert call(s2, "POST", "/v1/acl/login", {"AuthMethod": "jwt-global", "BearerToken": "x.y.z"}, token="") == (
+            500, b"creating global tokens via auth methods is only enabled in the primary datacenter")
         # the local token outlived every round
         assert call(s2, "GET", f"/v1/acl/token/{local['AccessorID']}")[0] == 200
         assert call(s2, "GET", "/v1/kv/app/x?raw", token=local["SecretID"])[0] == 200

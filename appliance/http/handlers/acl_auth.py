@@ -276,6 +276,9 @@ async def login(req: Request, ctx: HTTPContext) -> Answer:
         raise HTTPError(403, f'ACL not found: auth method "{name}" not found')
     if method["Type"] != "jwt":
         raise HTTPError(500, f'no auth method validator factory registered for type "{method["Type"]}"')
+    if method.get("TokenLocality") == "global" and ctx.config.datacenter != ctx.config.primary_datacenter:
+        # global tokens are the primary's (a secondary would lose this one to ACL replication)
+        raise HTTPError(500, "creating global tokens via auth methods is only enabled in the primary datacenter")
     config = method.get("Config") or {}
     try:
         claims = jwt.verify(str(b.get("BearerToken") or ""), _keys(config), config, time.time())
