@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from appliance.acl.commands import txn_op_need
 from appliance.http.encoding import decode_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -208,33 +209,19 @@ def _body_node(resource: str) -> SegmentFn:
     return needs
 
 
-_KV_READS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})
-_CATALOG_READS = frozenset({"get", "check-index", "check-not-exists"})
-
-
 def txn_op_needs(req: Request) -> list[tuple[int, Need]]:
-    """Each operation of a transaction (by its index) as its own endpoint would need it."""
+    """Each operation of a transaction (by its index) as its own endpoint would need it: the same
+    rule a server applies to a forwarded transaction (appliance/acl/commands.py `txn_op_need`),
+    on the body's fields matched without case as Go's decoder does."""
     body = _body(req)
     out: list[tuple[int, Need]] = []
-    for i, op in enumerate(body if isinstance(body, list) else ()):
-        kv, node, svc, check = (_field(op, k) for k in ("KV", "Node", "Service", "Check"))
-        if isinstance(kv, dict):
-            verb, key = _get(kv, "Verb"), _get(kv, "Key")
-            out.append((i, ("key_prefix", "write", key) if verb == "delete-tree"
-                        else ("key", "read" if verb in _KV_READS else "write", key)))
-        elif isinstance(node, dict):
-            level = "read" if _get(node, "Verb") in _CATALOG_READS else "write"
-            out.append((i, ("node", level, _get(node, "Node", "Node"))))
-        elif isinstance(svc, dict):
-            level = "read" if _get(svc, "Verb") in _CATALOG_READS else "write"
-            out.append((i, ("service", level, _get(svc, "Service", "Service"))))
-        elif isinstance(check, dict):
-            level = "read" if _get(check, "Verb") in _CATALOG_READS else "write"
-            inner = _field(check, "Check")
-            if _get(inner, "ServiceID"):
-                out.append((i, ("service", level, _get(inner, "ServiceName"))))
-            else:
-                out.append((i, ("node", level, _get(inner, "Node"))))
+    for i, raw in enumerate(body if isinstance(body, list) else ()):
+        op = {k: _field(raw, k) for k in ("KV", "Node", "Service", "Check")}
+        if isinstance(op["Check"], dict):
+            op["Check"] = {**op["Check"], "Check": _field(op["Check"], "Check")}
+        need = txn_op_need(op)
+        if need is not None:
+            out.append((i, need))
     return out
 
 
