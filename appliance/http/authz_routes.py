@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from appliance.acl.commands import txn_op_need
+from appliance.acl.commands import command_needs, txn_op_need
 from appliance.http.encoding import decode_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -115,30 +115,16 @@ def _check_register(req: Request, ctx: HTTPContext) -> list[Need]:
 
 
 def _catalog_register(req: Request, ctx: HTTPContext) -> list[Need]:
-    body = _body(req)
-    node = _field(body, "Node")
-    if not isinstance(node, str):
-        return []
-    out: list[Need] = []
-    existing = ctx.store.node(node)
-    if not _field(body, "SkipNodeUpdate") and (existing is None or existing.get("Address") != _field(body, "Address")):
-        out.append(("node", "write", node))
-    svc = _field(body, "Service")
-    name = _field(svc, "Service")
-    if isinstance(name, str) and name:
-        out.append(("service", "write", name))
-    checks = list(_field(body, "Checks") or [])
-    if isinstance(_field(body, "Check"), dict):
-        checks.append(_field(body, "Check"))
-    for check in checks:
-        sid = _field(check, "ServiceID")
-        if isinstance(sid, str) and sid:
-            stored = {s["ID"]: s["Service"] for s in ctx.store.node_services(node)}
-            owner = name if sid == _field(svc, "ID") else stored.get(sid, sid)
-            out.append(("service", "write", owner))
-        elif ("node", "write", node) not in out:
-            out.append(("node", "write", node))
-    return out
+    """What the register command this body makes needs, the rule a server applies to the same
+    command forwarded by a client agent (appliance/acl/commands.py: node:write when the node is
+    new or its record changes, Consul's ChangesNode)."""
+    from appliance.http.handlers.catalog import register_command  # the handler's own decoding
+
+    try:
+        cmd = register_command(_body(req), ctx.config.datacenter)
+    except (HTTPError, ValueError, TypeError, KeyError):
+        return []  # a body the handler refuses: its own error text
+    return command_needs(cmd, ctx.store)
 
 
 def _catalog_deregister(req: Request, ctx: HTTPContext) -> list[Need]:
@@ -146,15 +132,8 @@ def _catalog_deregister(req: Request, ctx: HTTPContext) -> list[Need]:
     node = _field(body, "Node")
     if not isinstance(node, str):
         return []
-    services = {s["ID"]: s["Service"] for s in ctx.store.node_services(node)}
-    sid, cid = _field(body, "ServiceID"), _field(body, "CheckID")
-    if sid:
-        return [("service", "write", services.get(sid, sid))]
-    if cid:
-        for check in ctx.store.node_checks(node):
-            if check["CheckID"] == cid and check.get("ServiceID"):
-                return [("service", "write", services.get(check["ServiceID"], check.get("ServiceName", "")))]
-    return [("node", "write", node)]
+    return command_needs({"Type": "deregister", "Node": node, "ServiceID": _field(body, "ServiceID"),
+                          "CheckID": _field(body, "CheckID")}, ctx.store)
 
 
 def _kv_get(req: Request, ctx: HTTPContext) -> list[Need]:

@@ -63,6 +63,8 @@ def store_with(*policies: tuple[str, str]) -> tuple[Store, dict[str, str]]:
     # the record changes (another address): node:write
     ({"Type": "register", **NODE, "Address": "10.0.0.2"}, [("node", "write", "n1")]),
     ({"Type": "register", **NODE}, []),  # the same record again needs nothing more
+    ({"Type": "register", **NODE, "NodeMeta": {"rack": "b"}}, [("node", "write", "n1")]),  # Consul's ChangesNode
+    ({"Type": "register", **NODE, "TaggedAddresses": None}, [("node", "write", "n1")]),
     ({"Type": "register", **NODE, "Node": "new"}, [("node", "write", "new")]),
     # an existing ID registered under another name: write on both names
     ({"Type": "register", **NODE, "SkipNodeUpdate": True, "Service": {"ID": "web-1", "Service": "api"}},
