@@ -30,6 +30,11 @@ what the question asks for and builds the reply from the state store:
   is in appliance.dns.names). Any bug in here becomes SERVFAIL rather than an exception. Error
   replies are never cached (`deps` None), so junk cannot crowd out good answers.
 
+A question is compiled once into a plan (appliance/dns/plans.py): its parsed name, and the
+records of its answer read from the store, kept while the store's watch keys behind them have
+not moved; a reply only shuffles the plan's instances and packs. Every reply is byte for byte
+what building it from the store would give, for the same `random.Random` state.
+
 The reply is packed by appliance.dns.answers_wire, which trims it to the UDP size and sets TC.
 `Reply.deps` names the state-store watch keys the answer was read from, so the server's wire
 cache can tell whether a cached answer is still current; None means "do not cache". Sans-IO:
@@ -40,12 +45,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
-from dnslib import CNAME, NS, PTR, SOA, TXT, DNSLabel
-
 from appliance.dns import answers_wire as wire, query_answers
-from appliance.dns.answers_wire import Rec, label, rd_a, rd_aaaa, rd_srv
+from appliance.dns.answers_wire import QNAME, Rec, labels, rd_a, rd_aaaa, rd_soa, rd_srv, rd_txt
 from appliance.dns.names import (
     C_ANY,
     C_IN,
@@ -81,6 +85,7 @@ from appliance.dns.names import (
     rfc1464,
     valid_dns_name,
 )
+from appliance.dns.plans import FAILED, Choice, Message, Plan, Plans, render
 from appliance.state import gateways, watchkeys
 from appliance.state.store import Record, Store
 
@@ -170,16 +175,11 @@ class Reply:
     source: str = ""  # the asker's address (set by the server), for a prepared query's Near "_ip"
 
 
-@dataclass
-class Message:
-    """A reply being built: answer groups (record + the additional records that go with it)."""
-
-    rcode: int = NOERROR
-    groups: list[wire.Group] = field(default_factory=list)
-    authority: list[Rec] = field(default_factory=list)
-    additional: list[wire.Extra] = field(default_factory=list)  # not tied to an answer (addr lookups)
-    deps: tuple[str, ...] | None = ()
-    shuffled: bool = False
+@lru_cache(maxsize=8192)
+def _address(address: str) -> tuple[int, str]:
+    """(4 or 6, the address as text) for an IP address, (0, address) for a host name."""
+    ip = parse_ip(address)
+    return (0, address) if ip is None else (ip.version, str(ip))
 
 
 class Answerer:
@@ -187,7 +187,8 @@ class Answerer:
         self.s = settings
         self.names = NameParser(settings.domain, settings.alt_domain, settings.datacenter)
         self.dc = settings.datacenter.lower()
-        self._handlers: dict[str, Callable[[Request, Lookup, Store, Shuffler, float], Message]] = {
+        self.plans = Plans()
+        self._handlers: dict[str, Callable[[Request, Lookup, Any], Message]] = {
             "node": self._node, "service": self._service, "addr": self._addr, "connect": self._connect,
             "ingress": self._ingress,
         }  # fmt: skip
@@ -214,8 +215,12 @@ class Answerer:
             return Reply(wire.error_reply(req, NOTIMP, self.s.recursors), rcode=NOTIMP)
         if req.qtype == T_OPT:
             return Reply(wire.error_reply(req, FORMERR, self.s.recursors), rcode=FORMERR)
-        labels = lower_labels(req.labels)
-        lookup = self.names.parse(labels, req.qtype)
+        key = (req.qname.lower(), req.qtype)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = Plan(self.names.parse(lower_labels(req.labels), req.qtype))
+            self.plans.add(key, plan)
+        lookup = plan.lookup
         if lookup.kind == "outside":
             if self.s.recursors:
                 return Reply(None, forward=req)
@@ -242,15 +247,21 @@ class Answerer:
                 msg.authority.append(self._soa(lookup.domain, now))
         else:
             handler = self._handlers.get(lookup.kind)
-            msg = handler(req, lookup, store, rng, now) if handler else Message(NXDOMAIN)
-        return self._pack(req, lookup, msg, now, tcp)
+            if handler is None:
+                msg = Message(NXDOMAIN)
+            elif store.__class__ is Store:  # the store itself (not an ACL view): compile once, reuse
+                msg = self.plans.current(plan, store) or self.plans.compiled(plan, handler(req, lookup, store), store)
+            else:
+                msg = handler(req, lookup, store)
+        return self._pack(req, lookup, msg, rng, now, tcp)
 
-    def _pack(self, req: Request, lookup: Lookup, msg: Message, now: float, tcp: bool) -> Reply:
-        if (msg.rcode != NOERROR or not msg.groups) and not msg.authority:
-            msg.authority.append(self._soa(lookup.domain or self.names.domain, now))
-        packed = wire.pack_reply(req, msg.rcode, msg.groups, msg.authority, msg.additional, tcp=tcp,
-                                 settings=self.s)
-        return Reply(packed, rcode=msg.rcode, deps=msg.deps, shuffled=msg.shuffled)
+    def _pack(self, req: Request, lookup: Lookup, msg: Message, rng: Shuffler, now: float, tcp: bool) -> Reply:
+        groups, shuffled = render(msg, rng)
+        authority = msg.authority
+        if (msg.rcode != NOERROR or not groups) and not authority:
+            authority = [self._soa(lookup.domain or self.names.domain, now)]
+        packed = wire.pack_reply(req, msg.rcode, groups, authority, msg.additional, tcp=tcp, settings=self.s)
+        return Reply(packed, rcode=msg.rcode, deps=msg.deps, shuffled=shuffled)
 
     def respond_remote(self, req: Request, lookup: Lookup, found: Any, rng: Shuffler, now: float, *,
                        tcp: bool = False, failed: str = "") -> Reply:
@@ -266,16 +277,16 @@ class Answerer:
                 msg = Message(NXDOMAIN, deps=None)
             elif lookup.kind == "service":
                 instances = healthy_instances(found or [], lookup.tag, self.s.only_passing)
-                msg = self._service_answer(req, lookup, instances, rng, lookup.dc)
+                msg = self._service_answer(lookup, instances, lookup.dc, qtype=req.qtype)
             elif lookup.kind == "query":  # an execute response (appliance/dns/query_answers.py), None: no query
                 msg = Message(NXDOMAIN) if not found else self._service_answer(
-                    req, lookup, query_answers.instances(found), rng, query_answers.datacenter(found, self.dc),
+                    lookup, query_answers.instances(found), query_answers.datacenter(found, self.dc), qtype=req.qtype,
                     ttl=query_answers.ttl(found, self.service_ttl(str(found.get("Service") or ""))), ordered=True)
             else:
                 node = found.get("Node") if isinstance(found, dict) else None
                 msg = self._node_answer(req, node)
             msg.deps = None
-            return self._pack(req, lookup, msg, now, tcp)
+            return self._pack(req, lookup, msg, rng, now, tcp)
         except Exception as err:  # noqa: BLE001 - a remote answer we cannot use is SERVFAIL, not a crash
             return Reply(wire.error_reply(req, SERVFAIL, self.s.recursors), rcode=SERVFAIL,
                          error=f"{type(err).__name__}: {err}")
@@ -301,7 +312,7 @@ class Answerer:
     def _soa(self, domain: str, now: float) -> Rec:
         refresh, retry, expire, min_ttl = self.s.soa
         serial = int(now) & 0xFFFFFFFF
-        rdata = SOA(f"ns.{domain}", f"hostmaster.{domain}", (serial, refresh, retry, expire, min_ttl))
+        rdata = rd_soa(f"ns.{domain}", f"hostmaster.{domain}", (serial, refresh, retry, expire, min_ttl))
         return Rec(domain, T_SOA, min_ttl, rdata)
 
     def _ns(self, domain: str, store: Store, rng: Shuffler) -> tuple[list[Rec], list[wire.Extra], bool]:
@@ -310,7 +321,7 @@ class Answerer:
         ns, glue = [], []
         for node, _svc in servers[:MAX_NS]:
             target = self._node_fqdn(node["Node"], domain)
-            ns.append(Rec(domain, T_NS, self.s.node_ttl, NS(label(target))))
+            ns.append(Rec(domain, T_NS, self.s.node_ttl, (labels(target),)))
             glue.extend(self._address_records(target, node["Address"], T_ANY, self.s.node_ttl))
         return ns, glue, len(servers) > 1
 
@@ -318,17 +329,16 @@ class Answerer:
 
     @staticmethod
     def _address_records(owner: Any, address: str, qtype: int, ttl: int) -> list[wire.Extra]:
-        """A/AAAA for an IP (of the asked family; ANY/TXT give either), a CNAME for a host name."""
-        ip = parse_ip(address)
-        if ip is None:
+        """A/AAAA for an IP (of the asked family; ANY/TXT give either), a CNAME for a host name.
+        `owner` QNAME: the question's name, as asked."""
+        version, text = _address(address)
+        if not version:
             if not address:
                 return []
-            return [wire.Extra(("cname", owner, address), Rec(owner, T_CNAME, ttl, CNAME(label(address))))]
-        if ip.version == 4 and qtype in (T_A, T_ANY, T_TXT, T_SRV):
-            text = str(ip)
+            return [wire.Extra(("cname", owner, address), Rec(owner, T_CNAME, ttl, (labels(address),)))]
+        if version == 4 and qtype in (T_A, T_ANY, T_TXT, T_SRV):
             return [wire.Extra(("a", owner, text), Rec(owner, T_A, ttl, rd_a(text)))]
-        if ip.version == 6 and qtype in (T_AAAA, T_ANY, T_TXT, T_SRV):
-            text = str(ip)
+        if version == 6 and qtype in (T_AAAA, T_ANY, T_TXT, T_SRV):
             return [wire.Extra(("aaaa", owner, text), Rec(owner, T_AAAA, ttl, rd_aaaa(text)))]
         return []
 
@@ -337,7 +347,7 @@ class Answerer:
         for key, value in sorted((node.get("Meta") or {}).items()):
             text = rfc1464(str(key), str(value)).encode()
             chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [b""]
-            out.append(wire.Extra(("txt", owner, key), Rec(owner, T_TXT, ttl, TXT(chunks))))
+            out.append(wire.Extra(("txt", owner, key), Rec(owner, T_TXT, ttl, rd_txt(chunks))))
         return out
 
     def _healthy(self, store: Store, service: str, tag: str, *, connect: bool = False
@@ -354,9 +364,9 @@ class Answerer:
                 out.append((node, svc, status))
         return out
 
-    # ------------------------------------------------------------------ lookups
+    # ------------------------------------------------------------------ lookups (compiled into plans)
 
-    def _node(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
+    def _node(self, req: Request, lk: Lookup, store: Store) -> Message:
         msg = self._node_answer(req, store.node(lk.name))
         msg.deps = (watchkeys.node(lk.name),)
         return msg
@@ -366,20 +376,19 @@ class Answerer:
         if not node:
             msg.rcode = NXDOMAIN
             return msg
-        owner = DNSLabel(req.labels)
         ttl = self.s.node_ttl
         qtype = req.qtype
         if qtype in (T_A, T_AAAA, T_ANY):
-            for extra in self._address_records(owner, node["Address"], qtype, ttl):
+            for extra in self._address_records(QNAME, node["Address"], qtype, ttl):
                 msg.groups.append(wire.Group(extra.rr))
         if qtype in (T_TXT, T_ANY):
-            msg.groups.extend(wire.Group(e.rr) for e in self._meta_txt(owner, node, ttl))
+            msg.groups.extend(wire.Group(e.rr) for e in self._meta_txt(QNAME, node, ttl))
         elif msg.groups and self.s.node_meta_txt:
-            msg.additional.extend(self._meta_txt(owner, node, ttl))
+            msg.additional.extend(self._meta_txt(QNAME, node, ttl))
         return msg
 
-    def _addr(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
-        records = self._address_records(DNSLabel(req.labels), lk.ip, T_ANY, self.s.node_ttl)
+    def _addr(self, req: Request, lk: Lookup, store: Store) -> Message:
+        records = self._address_records(QNAME, lk.ip, T_ANY, self.s.node_ttl)
         msg = Message(deps=())
         ip = parse_ip(lk.ip)
         if req.qtype in (T_ANY, T_AAAA if ip and ip.version == 6 else T_A):
@@ -388,18 +397,18 @@ class Answerer:
             msg.additional = records
         return msg
 
-    def _service(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
-        msg = self._service_answer(req, lk, self._healthy(store, lk.name, lk.tag), rng, "")
+    def _service(self, req: Request, lk: Lookup, store: Store) -> Message:
+        msg = self._service_answer(lk, self._healthy(store, lk.name, lk.tag), "", qtype=req.qtype)
         msg.deps = (watchkeys.service(lk.name),)
         return msg
 
-    def _connect(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
+    def _connect(self, req: Request, lk: Lookup, store: Store) -> Message:
         """`<service>.connect.<domain>`: where to reach the service over Connect (its proxies)."""
-        msg = self._service_answer(req, lk, self._healthy(store, lk.name, "", connect=True), rng, "")
+        msg = self._service_answer(lk, self._healthy(store, lk.name, "", connect=True), "", qtype=req.qtype)
         msg.deps = (watchkeys.connect(lk.name),)
         return msg
 
-    def _ingress(self, req: Request, lk: Lookup, store: Store, rng: Shuffler, now: float) -> Message:
+    def _ingress(self, req: Request, lk: Lookup, store: Store) -> Message:
         """`<service>.ingress.<domain>`: the healthy ingress gateways exposing the service."""
         only_passing = self.s.only_passing
         found = []
@@ -407,48 +416,43 @@ class Answerer:
             status = instance_status(store.instance_checks(node, svc), only_passing)
             if status:
                 found.append((node, svc, status))
-        msg = self._service_answer(req, lk, found, rng, "")
+        msg = self._service_answer(lk, found, "", qtype=req.qtype)
         msg.deps = gateways.ingress_keys(store, lk.name)
         return msg
 
-    def _service_answer(self, req: Request, lk: Lookup, instances: list[tuple[Record, Record, str]], rng: Shuffler,
-                        dc: str, ttl: int | None = None, ordered: bool = False) -> Message:
-        """Records for the healthy instances of a service ("" dc: this datacenter); `ttl` None:
-        the service's TTL rule; `ordered`: keep their order (a prepared query shuffled or sorted
-        them by `Near` already)."""
-        msg = Message()
+    def _service_answer(self, lk: Lookup, instances: list[tuple[Record, Record, str]], dc: str, *, qtype: int,
+                        ttl: int | None = None, ordered: bool = False) -> Message:
+        """Records for the healthy instances of a service ("" dc: this datacenter), one list of
+        (dedup key, group) choices per instance, rendered per reply (appliance/dns/plans.py);
+        `ttl` None: the service's TTL rule; `ordered`: keep their order (a prepared query
+        shuffled or sorted them by `Near` already)."""
+        choices: list[list[Choice]] = []
+        msg = Message(instances=choices, ordered=ordered)
         if not instances:
             msg.rcode = NXDOMAIN
             return msg
-        if not ordered:
-            rng.shuffle(instances)
-            msg.shuffled = len(instances) > 1
         ttl = self.service_ttl(lk.name) if ttl is None else ttl
-        qtype = req.qtype
-        owner = DNSLabel(req.labels)
-        seen: set[Any] = set()
         if qtype == T_SRV:
             for node, svc, status in instances:
-                address = svc.get("Address") or node["Address"]
-                key = (node["Node"], address, svc.get("Port", 0))
-                if key in seen:
-                    continue
-                seen.add(key)
-                msg.groups.append(self._srv(owner, lk.domain, node, svc, status, ttl, dc))
+                key = (node["Node"], svc.get("Address") or node["Address"], svc.get("Port", 0))
+                try:
+                    choices.append([(key, self._srv(lk.domain, node, svc, status, ttl, dc))])
+                except Exception as err:  # noqa: BLE001 - fails the replies that reach it (plans.render)
+                    choices.append([(key, err)])
         elif qtype in (T_A, T_AAAA, T_ANY, T_TXT):
-            limit = self.s.a_record_limit
+            msg.limit = self.s.a_record_limit
             for node, svc, _ in instances:
                 address = svc.get("Address") or node["Address"]
-                for extra in self._address_records(owner, address, qtype, ttl):
-                    if extra.key[2] not in seen:
-                        seen.add(extra.key[2])
-                        msg.groups.append(wire.Group(extra.rr))
-                if limit and len(msg.groups) >= limit:
-                    break
+                try:
+                    records = self._address_records(QNAME, address, qtype, ttl)
+                    choices.append([(extra.key[2], wire.Group(extra.rr)) for extra in records])
+                except Exception as err:  # noqa: BLE001 - fails the replies that reach it (plans.render)
+                    choices.append([(FAILED, err)])
+        else:
+            choices.extend([] for _ in instances)  # shuffled all the same, as before
         return msg
 
-    def _srv(self, owner: Any, domain: str, node: Record, svc: Record, status: str, ttl: int,
-             dc: str = "") -> wire.Group:
+    def _srv(self, domain: str, node: Record, svc: Record, status: str, ttl: int, dc: str = "") -> wire.Group:
         weights = svc.get("Weights") or {}
         weight = int(weights.get("Warning" if status == "warning" else "Passing", 1) or 0)
         node_name = self._node_fqdn(node["Node"], domain, dc)
@@ -465,13 +469,12 @@ class Answerer:
         if self.s.node_meta_txt:
             extras.extend(self._meta_txt(node_name, node, ttl))
         port = max(0, min(int(svc.get("Port") or 0), 65535))
-        rr = Rec(owner, T_SRV, ttl, rd_srv(max(0, min(weight, 65535)), port, target))
+        rr = Rec(QNAME, T_SRV, ttl, rd_srv(max(0, min(weight, 65535)), port, target))
         return wire.Group(rr, extras)
 
     def _ptr(self, req: Request, lk: Lookup, store: Store, now: float) -> Message:
         msg = Message(deps=(watchkeys.NODES, watchkeys.SERVICES))
         ip = parse_ip(lk.ip)
-        owner = DNSLabel(req.labels)
         names: list[str] = []
         for node in store.all_nodes():
             addresses = [node["Address"], *(node.get("TaggedAddresses") or {}).values()]
@@ -485,5 +488,5 @@ class Answerer:
             msg.rcode = NXDOMAIN
         elif req.qtype in (T_PTR, T_ANY):
             ttl = self.s.node_ttl
-            msg.groups = [wire.Group(Rec(owner, T_PTR, ttl, PTR(label(n)))) for n in dict.fromkeys(names)]
+            msg.groups = [wire.Group(Rec(QNAME, T_PTR, ttl, (labels(n),))) for n in dict.fromkeys(names)]
         return msg

@@ -83,6 +83,7 @@ class Request:
     udp_size: int = 512
     edns_version: int = 0
     ecs: bytes | None = None  # Client Subnet option data, echoed with scope 0
+    qname: bytes = b""  # the question name as on the wire (length octets and labels, the root octet)
 
     @property
     def rd(self) -> bool:
@@ -178,7 +179,7 @@ def parse_request(data: bytes) -> Request:
             raise BadRequest(FORMERR, "question truncated")
         qtype, qclass = struct.unpack_from("!HH", data, offset)
         offset += 4
-        req = Request(qid, flags, labels, qtype, qclass)
+        req = Request(qid, flags, labels, qtype, qclass, qname=data[12:offset - 4])
         for _ in range(arcount):
             is_root, offset = _skip_name(data, offset)
             if offset + 10 > len(data):

@@ -95,6 +95,7 @@ SANS_IO_CORES = (
     "appliance/dns/names.py",
     "appliance/dns/answers.py",
     "appliance/dns/answers_wire.py",
+    "appliance/dns/plans.py",
     # The filter language, check status rules, Consul's API shapes, server RPC frames.
     "appliance/filter/*.py",
     "appliance/checks/rules.py",
