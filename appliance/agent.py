@@ -48,7 +48,7 @@ from appliance.http.routes import ui_content_routes
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.rexec import RemoteExec
-from appliance.server import ServerRole
+from appliance.server import ServerRole, remote_writes
 from appliance.state.store import Store
 from appliance.tls import context as tls
 from appliance.watch import WatchHub
@@ -128,6 +128,9 @@ class Agent:
             self.dns.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)  # set-agent-token dns
         if config.acl.enabled:  # anti-entropy and coordinates write with the agent's tokens
             self.local.syncer.tokens.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)
+            remote = acl_agent(self.api).remote  # a secondary without token replication
+            if remote is not None and self.server is not None and self.server.transport is not None:
+                self.server.transport.feed.authorize_remote = remote_writes(config, store, remote)
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
         self.watches = WatchService(config)  # the `watches` block; refuses a bad one

@@ -21,11 +21,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance import CONSUL_COMPAT_VERSION
 from appliance.acl.commands import ForwardedWrites
+from appliance.acl.remote import RemoteTokens
 from appliance.config.identity import advertise_address
 from appliance.config.runtime import RuntimeConfig
 from appliance.gossip.driver import GossipDriver
@@ -132,6 +133,18 @@ def forwarded_writes(cfg: RuntimeConfig, store: Store) -> Callable[[dict[str, An
         return None
     writes = ForwardedWrites(cfg.datacenter, cfg.acl.default_policy == "allow")
     return lambda command, secret: writes.check(store, secret, command, time.time())
+
+
+def remote_writes(cfg: RuntimeConfig, store: Store,
+                  remote: RemoteTokens) -> Callable[[dict[str, Any], str], Awaitable[None]]:
+    """A secondary datacenter without token replication: the check of a forwarded write whose
+    token this server does not hold, with the token as the primary resolves it."""
+    writes = ForwardedWrites(cfg.datacenter, cfg.acl.default_policy == "allow")
+
+    async def check(command: dict[str, Any], secret: str) -> None:
+        ident = await remote.identity(secret or "anonymous", store.acl, time.time())
+        writes.check(store, secret, command, time.time(), ident)
+    return check
 
 
 def autopilot_defaults(cfg: RuntimeConfig) -> AutopilotConfig:

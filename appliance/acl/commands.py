@@ -278,12 +278,15 @@ class ForwardedWrites:
     def __init__(self, datacenter: str, default_allow: bool) -> None:
         self.resolver = Resolver(datacenter, default_allow)
 
-    def check(self, store: Store, secret: str, cmd: dict[str, Any], now: float) -> None:
-        """Nothing when the token may make this write; PermissionDenied or ACLNotFound if not."""
+    def check(self, store: Store, secret: str, cmd: dict[str, Any], now: float,
+              ident: Identity | None = None) -> None:
+        """Nothing when the token may make this write; PermissionDenied or ACLNotFound if not.
+        `ident`: the token as resolved elsewhere (by the primary datacenter, appliance/acl/remote.py)."""
         needs = command_needs(cmd, store)
         if not needs:
             return
-        ident = self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret or "anonymous", now)
+        if ident is None:
+            ident = self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret or "anonymous", now)
         for need in needs:
             if not allowed(ident, need):
                 raise refusal(ident, need)

@@ -46,7 +46,9 @@ from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied
 from appliance.acl.caller import set_caller
 from appliance.acl.down import TokenCache
 from appliance.acl.policy import Rules
+from appliance.acl.remote import RemoteTokens, Unreachable
 from appliance.acl.resolve import ACLNotFound, Identity, Resolver
+from appliance.federation.forward import Exchange, ForwardError
 from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements, txn_op_needs
 from appliance.http.errors import HTTPError
 from appliance.http.values import Answer, json_answer
@@ -111,6 +113,10 @@ class AclAgent:
         self.replication: Any = None  # a secondary datacenter's server: its AclReplicator
         # a client agent: token_ttl and down_policy while no server answers (appliance/acl/down.py)
         self.cache = None if ctx.raft is not None else TokenCache(cfg.acl.down_policy, cfg.acl.token_ttl_s)
+        # a secondary datacenter without token replication: the primary resolves (appliance/acl/remote.py)
+        self.remote: RemoteTokens | None = None
+        if cfg.datacenter != cfg.primary_datacenter and not cfg.acl.enable_token_replication:
+            self.remote = RemoteTokens(self.resolver, self._ask_primary, cfg.acl.token_ttl_s, cfg.acl.down_policy)
         node = cfg.node_name
         recovery = Rules(exact={"agent": {node: "write"}}, prefix={"node": {"": "read"}})
         self.recovery = Identity("agent-recovery", None, Authorizer(recovery, False))
@@ -161,6 +167,44 @@ class AclAgent:
                                       lambda: self.resolver.resolve(store.acl, store.watch_index.get("acl", 0),
                                                                     secret, now))
         except ACLNotFound as err:
+            remote = self.remote.cached(secret, store.acl, now) if self.remote is not None else None
+            if remote is not None:  # resolved by the primary a moment ago
+                return remote
+            raise HTTPError(403, str(err)) from None
+
+    async def _ask_primary(self, secret: str) -> dict[str, Any] | None:
+        """The token `secret` names, as the primary datacenter resolves it (None: it does not)."""
+        exchange = Exchange("GET", "/v1/acl/token/self", [], [("X-Consul-Token", secret)])
+        try:
+            answer = await self.ctx.federation.request(self.ctx.config.primary_datacenter, exchange)
+        except ForwardError as err:
+            raise Unreachable(str(err)) from None
+        if answer.status == 200:
+            token: dict[str, Any] = json.loads(answer.body)
+            return token
+        if answer.status == 403 and answer.body.strip() == b"ACL not found":
+            return None
+        raise Unreachable(answer.body.decode("utf-8", "replace"))
+
+    async def resolve(self, secret: str) -> Identity:
+        """`resolve_secret`, and for a secret this agent does not know: a client agent catches up
+        with the leader first; a secondary without token replication asks the primary."""
+        try:
+            return self.resolve_secret(secret)
+        except HTTPError as err:
+            if err.text != "ACL not found":
+                raise
+            if await self._caught_up(err):
+                try:
+                    return self.resolve_secret(secret)
+                except HTTPError as again:
+                    if again.text != "ACL not found":
+                        raise
+            if self.remote is None:
+                raise
+        try:
+            return await self.remote.identity(secret, self.ctx.store.acl, time.time())
+        except ACLNotFound as err:
             raise HTTPError(403, str(err)) from None
 
     async def identity(self, req: Request) -> Identity:
@@ -170,17 +214,11 @@ class AclAgent:
         if not self.initialized:
             await self.ensure_tables()
         secret, named = self.secret(req)
-        try:
-            ident = self.resolve_secret(secret)
-        except HTTPError as err:
-            if not await self._caught_up(err):
-                raise
-            ident = self.resolve_secret(secret)
+        ident = await self.resolve(secret)
         if not named:
             ident = Identity(ident.accessor, ident.token, ident.authz, anonymous_default=True)
         req[IDENTITY] = ident
         return ident
-
 
     async def _caught_up(self, err: HTTPError) -> bool:
         """A client agent that does not know a secret first catches up with the leader's commit

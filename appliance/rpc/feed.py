@@ -41,7 +41,9 @@ before it, so the client usually has the write already when the answer arrives.
 With ACLs on, a forwarded write is authorized before it is proposed (`authorize`, built by the
 server from appliance/acl/commands.py): the token is the frame's fifth field (none: anonymous),
 resolved in this server's ACL tables and checked with the route table's authorizer (a follower
-that would refuse first catches up with the leader's commit index and decides again). A refusal
+that would refuse first catches up with the leader's commit index and decides again; in a
+secondary datacenter without token replication, a token it does not know is then resolved by the
+primary, `authorize_remote`). A refusal
 answers status "denied" with Consul's text (`Permission denied: ...` or `ACL not found`), and
 nothing is proposed.
 """
@@ -53,7 +55,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.acl.commands import PermissionDenied
@@ -213,24 +215,25 @@ class Session:
                        token: str) -> str:
         """Consul's text if the token may not make this write, else "". A follower decides a
         refusal again once it has applied the leader's commit index: a token or policy written a
-        moment ago may not have reached it yet (Consul authorizes writes on the leader)."""
-        try:
-            authorize(command, token)
-            return ""
-        except (PermissionDenied, ACLNotFound) as err:
-            first = str(err)
+        moment ago may not have reached it yet (Consul authorizes writes on the leader). A token
+        still unknown then goes to the primary datacenter when this is a secondary without token
+        replication (`authorize_remote`)."""
+        refusal = _check(authorize, command, token)
         driver = self.feed.driver
-        if driver.is_leader:
-            return first
-        try:
-            await driver.wait_applied(await driver.cluster_read_index(False))
-        except (RaftError, TimeoutError):
-            return first
-        try:
-            authorize(command, token)
-            return ""
-        except (PermissionDenied, ACLNotFound) as err:
-            return str(err)
+        if refusal is not None and not driver.is_leader:
+            try:
+                await driver.wait_applied(await driver.cluster_read_index(False))
+                refusal = _check(authorize, command, token)
+            except (RaftError, TimeoutError):
+                pass
+        remote = self.feed.authorize_remote
+        if isinstance(refusal, ACLNotFound) and remote is not None:
+            try:
+                await remote(command, token)
+                return ""
+            except (PermissionDenied, ACLNotFound) as err:
+                return str(err)
+        return "" if refusal is None else str(refusal)
 
     async def _forward(self, request_id: int, command: dict[str, Any], token: str) -> None:
         driver = self.feed.driver
@@ -256,6 +259,15 @@ class Session:
         self.answer([Kind.FORWARD_RESP, request_id, status, value, index])
 
 
+def _check(authorize: Callable[[dict[str, Any], str], None], command: dict[str, Any],
+           token: str) -> PermissionDenied | ACLNotFound | None:
+    try:
+        authorize(command, token)
+        return None
+    except (PermissionDenied, ACLNotFound) as err:
+        return err
+
+
 class ReplicaFeed:
     """Streams the applied log to client agents (see the module docstring)."""
 
@@ -264,6 +276,8 @@ class ReplicaFeed:
         self.driver = driver
         self.store = store
         self.authorize = authorize  # with ACLs: (command, secret) -> None or PermissionDenied/ACLNotFound
+        # a secondary datacenter without token replication: the same check with the primary's answer
+        self.authorize_remote: Callable[[dict[str, Any], str], Awaitable[None]] | None = None
         self.backlog: collections.deque[tuple[int, bytes | None]] = collections.deque()
         self.backlog_bytes = 0
         self.base: int | None = None  # the backlog holds every entry after this index

@@ -115,3 +115,44 @@ def test_policies_roles_and_global_tokens_replicate_to_the_secondary(tmp_path):
     finally:
         for agent in (s2, s1):
             agent.stop()
+
+
+@pytest.mark.timeout(180)
+def test_without_token_replication_the_primary_resolves_global_tokens(tmp_path):
+    """Consul's secondaries that do not replicate tokens ask the primary for each one they are
+    shown (appliance/acl/remote.py); the policies are still replicated, so the rules are this
+    datacenter's copy. A client agent's write in dc2 with a dc1 token passes its server's check."""
+    s1 = Agent(tmp_path, "s1", "-hcl", FAST_RAFT, "-hcl", acl(), datacenter="dc1")
+    no_tokens = acl().replace("enable_token_replication = true", "enable_token_replication = false")
+    s2 = Agent(tmp_path, "s2", "-hcl", FAST_RAFT, "-hcl", no_tokens, "-hcl", 'primary_datacenter = "dc1"',
+               datacenter="dc2")
+    c2 = Agent(tmp_path, "c2", "-hcl", FAST_RAFT, "-hcl", no_tokens, "-hcl", 'primary_datacenter = "dc1"',
+               datacenter="dc2")
+    try:
+        s1.start("-server", "-bootstrap")
+        s2.start("-server", "-bootstrap", "-retry-join-wan", s1.wan_addr, "-retry-interval-wan", "1s")
+        c2.start("-retry-join", s2.lan_addr, "-retry-interval", "1s")
+        wait_until(lambda: s1.leader() and s2.leader(), timeout=30, what="a leader in each datacenter")
+        wait_until(lambda: call(s1, "GET", "/v1/acl/token/self")[0] == 200, timeout=30, what="dc1's ACLs")
+        status, policy = call(s1, "PUT", "/v1/acl/policy",
+                              {"Name": "kv-app", "Rules": 'key_prefix "app/" { policy = "write" }'})
+        assert status == 200, policy
+        status, token = call(s1, "PUT", "/v1/acl/token", {"Policies": [{"Name": "kv-app"}]})
+        assert status == 200, token
+        secret = token["SecretID"]
+        wait_until(lambda: call(s2, "GET", "/v1/acl/replication", token="")[1]["ReplicatedIndex"] >= policy[
+            "ModifyIndex"], timeout=30, what="the policy replicated to dc2")
+        assert call(s2, "GET", "/v1/acl/replication", token="")[1]["ReplicationType"] == "policies"
+        assert call(s2, "GET", f"/v1/acl/token/{token['AccessorID']}")[0] == 404  # not copied here
+        # resolved by dc1, checked with dc2's copy of the policy
+        assert call(s2, "PUT", "/v1/kv/app/x", "1", token=secret) == (200, True)
+        assert call(s2, "PUT", "/v1/kv/other", "1", token=secret)[0] == 403
+        assert call(s2, "GET", "/v1/kv/app/x?raw", token=str(uuid.uuid4())) == (403, b"ACL not found")
+        # a client agent of dc2: its HTTP check and its server's check of the forwarded write
+        wait_until(lambda: call(c2, "PUT", "/v1/kv/app/y", "2", token=secret) == (200, True), timeout=30,
+                   what="a write through dc2's client agent with a dc1 token")
+        assert call(c2, "PUT", "/v1/kv/other", "2", token=secret)[0] == 403
+        assert s2.request("GET", "/v1/kv/app/y?raw", headers={"X-Consul-Token": secret})[2] == b'"2"'  # call() sent JSON
+    finally:
+        for agent in (c2, s2, s1):
+            agent.stop()

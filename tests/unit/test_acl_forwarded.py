@@ -306,3 +306,43 @@ def test_up_again_an_unknown_secret_is_acl_not_found():
 
     with pytest.raises(ACLNotFound):
         cache.resolve("gone", 0.0, True, missing)
+
+
+def test_a_secondary_without_token_replication_asks_the_primary_once_per_token_ttl():
+    from appliance.acl.remote import RemoteTokens, Unreachable
+    from appliance.acl.resolve import Resolver
+
+    store, _ = store_with(("app-write", 'key_prefix "app/" { policy = "write" }'))
+    pid = next(p["ID"] for p in store.acl.policies.values() if p["Name"] == "app-write")
+    known = {"good": {"AccessorID": "acc-good", "SecretID": "good", "Policies": [{"ID": pid, "Name": "app-write"}]},
+             "expired": {"AccessorID": "acc-old", "SecretID": "expired", "ExpirationTime": "1970-01-01T00:01:00Z"}}
+    asked: list[str] = []
+    primary_up = True
+
+    async def fetch(secret: str) -> dict | None:
+        asked.append(secret)
+        if not primary_up:
+            raise Unreachable("No path to datacenter")
+        return known.get(secret)
+
+    for policy, stranger in (("extend-cache", "deny"), ("allow", "allow"), ("deny", "deny")):
+        remote = RemoteTokens(Resolver("dc2", False), fetch, token_ttl_s=30.0, down_policy=policy)
+        asked.clear()
+        primary_up = True
+        ident = asyncio.run(remote.identity("good", store.acl, 100.0))
+        assert ident.accessor == "acc-good" and ident.authz.allowed("key", "app/x", "write")
+        assert not ident.authz.allowed("key", "other", "write")  # this datacenter's copy of the policy
+        assert remote.cached("good", store.acl, 120.0) is not None and remote.cached("good", store.acl, 131.0) is None
+        for secret in ("nobody", "expired"):
+            with pytest.raises(ACLNotFound):
+                asyncio.run(remote.identity(secret, store.acl, 100.0))
+        with pytest.raises(ACLNotFound):  # a wrong secret is remembered too: no new question
+            asyncio.run(remote.identity("nobody", store.acl, 110.0))
+        assert asked == ["good", "nobody", "expired"]
+        primary_up = False  # the primary cannot be asked: the down policy
+        after = asyncio.run(remote.identity("good", store.acl, 200.0))
+        expected = {"extend-cache": "acc-good", "allow": "", "deny": ""}[policy]
+        assert after.accessor == expected
+        assert after.authz.allowed("key", "app/x", "write") is (policy != "deny")
+        never = asyncio.run(remote.identity("never-seen", store.acl, 200.0))
+        assert never.authz.allowed("key", "app/x", "read") is (stranger == "allow")
