@@ -152,7 +152,7 @@ def test_without_token_replication_the_primary_resolves_global_tokens(tmp_path):
         wait_until(lambda: call(c2, "PUT", "/v1/kv/app/y", "2", token=secret) == (200, True), timeout=30,
                    what="a write through dc2's client agent with a dc1 token")
         assert call(c2, "PUT", "/v1/kv/other", "2", token=secret)[0] == 403
-        assert s2.request("GET", "/v1/kv/app/y?raw", headers={"X-Consul-Token": secret})[2] == b'"2"'  # call() sent JSON
+        assert s2.request("GET", "/v1/kv/app/y?raw", headers={"X-Consul-Token": secret})[2] == b'"2"'
     finally:
         for agent in (c2, s2, s1):
             agent.stop()
