@@ -450,7 +450,7 @@ class Answerer:
                     choices.append([(FAILED, err)])
         else:
             choices.extend([] for _ in instances)  # shuffled all the same, as before
-        return msg
+        return msg.seal()
 
     def _srv(self, domain: str, node: Record, svc: Record, status: str, ttl: int, dc: str = "") -> wire.Group:
         weights = svc.get("Weights") or {}

@@ -288,9 +288,12 @@ def error_reply(req: Request | None, rcode: int, ra: bool) -> bytes | None:
 
 
 def _extras(groups: list[Group], additional: list[Extra]) -> list[Rec]:
+    extras = [e for g in groups for e in g.extras] + additional
+    if not extras:
+        return []
     seen: set[tuple[Any, ...]] = set()
     out = []
-    for extra in [e for g in groups for e in g.extras] + additional:
+    for extra in extras:
         if extra.key not in seen:
             seen.add(extra.key)
             out.append(extra.rr)

@@ -58,6 +58,15 @@ class Message:
     instances: list[list[Choice]] | None = None
     ordered: bool = False  # keep the instances' order (a prepared query chose it)
     limit: int = 0  # at most this many answers (a_record_limit), 0: no limit
+    distinct: bool = False  # at most one group per instance, no key twice, none failed
+
+    def seal(self) -> Message:
+        """Note whether rendering may skip deduplication (`distinct`); the message is final."""
+        instances = self.instances or ()
+        keys = [key for choices in instances for key, _ in choices]
+        self.distinct = (all(len(choices) <= 1 for choices in instances) and len(set(keys)) == len(keys)
+                         and all(isinstance(group, wire.Group) for choices in instances for _, group in choices))
+        return self
 
     def weight(self) -> int:
         """Records held, for the plan table's budget."""
@@ -78,7 +87,11 @@ def render(msg: Message, rng: Any) -> tuple[list[wire.Group], bool]:
         rng.shuffle(instances)
         shuffled = len(instances) > 1
     limit = msg.limit
-    groups: list[wire.Group] = []
+    groups: list[wire.Group]
+    if msg.distinct:  # every group is a Group (see Message.seal)
+        groups = [choices[0][1] for choices in instances if choices]  # type: ignore[misc]
+        return (groups[:limit] if limit else groups), shuffled
+    groups = []
     seen: set[Any] = set()
     for choices in instances:
         for key, group in choices:

@@ -299,3 +299,25 @@ def test_plan_table_is_bounded_by_names_and_records():
     small.plans = Plans(records=10)  # a plan alone over the budget is answered, not kept
     reply = small.respond(query("web.service.consul", "SRV", 4096), cat.store, random.Random(1), NOW)
     assert len(DNSRecord.parse(reply.wire).rr) == 40 and small.plans.weight == 0
+
+
+def test_an_instance_that_cannot_be_encoded_fails_only_the_replies_that_reach_it():
+    """A host name address with a 64-octet label cannot be written: a reply fails (SERVFAIL)
+    exactly when it includes that instance, as building the records per reply always did."""
+    cat = Catalog()
+    cat.node("n1", "10.0.0.1", {})
+    cat.service("n1", "web-1", "web", 80, status="passing")
+    cat.node("n2", "10.0.0.2", {})
+    cat.service("n2", "web-2", "web", 80, address="a" * 64 + ".example", status="passing")
+    answerer = Answerer(Settings(a_record_limit=1))
+    outcomes = {}
+    for seed in range(20):
+        for qtype in ("A", "SRV"):
+            reply = answerer.respond(query("web.service.consul", qtype, 4096), cat.store, random.Random(seed), NOW)
+            outcomes.setdefault(qtype, set()).add(reply.rcode)
+            if reply.rcode == 0:
+                rec = DNSRecord.parse(reply.wire)
+                assert qtype == "A" and [str(r.rdata) for r in rec.rr] == ["10.0.0.1"]
+            else:
+                assert reply.rcode == 2 and "label" in reply.error.lower(), reply.error
+    assert outcomes == {"A": {0, 2}, "SRV": {2}}  # A: the limit stops before the bad one half the time
