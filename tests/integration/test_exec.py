@@ -73,17 +73,17 @@ def test_exec_usage_errors(agent_factory):
 def test_exec_across_a_cluster_runs_only_where_enabled(tmp_path):
     """A server (remote exec off, the default) and a client agent (on), joined over the LAN pool:
     the event reaches both, only the client runs the job, through its server for every write."""
-    from tests.integration.test_wan import Agent
+    from tests.harness import Agent
 
-    server, client = Agent(tmp_path, "rx-server", "dc1"), Agent(tmp_path, "rx-client", "dc1")
+    server, client = Agent(tmp_path, "rx-server"), Agent(tmp_path, "rx-client")
     try:
         server.start("-server", "-bootstrap")
         server.wait_http()
-        client.start("-retry-join", f"127.0.0.1:{server.serf_lan}", "-retry-interval", "1s",
+        client.start("-retry-join", f"127.0.0.1:{server.serf_lan_port}", "-retry-interval", "1s",
                      "-hcl", "disable_remote_exec = false")
         client.wait_http()
-        wait_until(lambda: len(server.get_json("/v1/agent/members")) == 2, timeout=30, what="both agents joined")
-        wait_until(lambda: "rx-client" in [n["Node"] for n in server.get_json("/v1/catalog/nodes")], timeout=30,
+        wait_until(lambda: len(server.read_json("/v1/agent/members")) == 2, timeout=30, what="both agents joined")
+        wait_until(lambda: "rx-client" in [n["Node"] for n in server.read_json("/v1/catalog/nodes")], timeout=30,
                    what="the client in the catalog")
         proc = server.cli("exec", "-wait", "1500ms", "hostname >/dev/null && echo ran-here")
         assert proc.returncode == 0, (proc.stdout, proc.stderr, client.log())

@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.test_wan import Agent
+from tests.harness import Agent
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("dig") is None, reason="dig not installed (Debian bind9-dnsutils)")]
@@ -39,11 +39,11 @@ def answers(agent: Agent, name: str, qtype: str = "A") -> tuple[str, list[str]]:
 @pytest.fixture(scope="module")
 def two_dcs(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("query-wan")
-    s1, s2 = Agent(tmp, "qs1", "dc1"), Agent(tmp, "qs2", "dc2")
+    s1, s2 = Agent(tmp, "qs1", datacenter="dc1"), Agent(tmp, "qs2", datacenter="dc2")
     try:
         s1.start("-server", "-bootstrap")
         s1.wait_http()
-        s2.start("-server", "-bootstrap", "-retry-join-wan", f"127.0.0.1:{s1.serf_wan}", "-retry-interval-wan", "1s")
+        s2.start("-server", "-bootstrap", "-retry-join-wan", s1.wan_addr, "-retry-interval-wan", "1s")
         s2.wait_http()
         wait_until(lambda: s1.request("GET", "/v1/catalog/datacenters")[2] == b'["dc1","dc2"]', timeout=30,
                    what="dc1 knowing dc2")
@@ -61,7 +61,7 @@ def test_failover_to_the_second_datacenter(two_dcs):
         "Service": "db", "Failover": {"Datacenters": ["dc2"]}}, "DNS": {"TTL": "5s"}})
     assert code == 200, body
 
-    out = s1.get_json("/v1/query/db/execute")
+    out = s1.read_json("/v1/query/db/execute")
     assert (out["Datacenter"], out["Failovers"]) == ("dc2", 1)
     assert [n["Node"]["Node"] for n in out["Nodes"]] == ["db-west"]
     assert answers(s1, "db.query.consul") == ("NOERROR", ["10.2.0.7"])
@@ -70,7 +70,7 @@ def test_failover_to_the_second_datacenter(two_dcs):
 
     register(s1, "db-east", "10.1.0.5", "passing")  # healthy here again: no failover
     assert answers(s1, "db.query.consul") == ("NOERROR", ["10.1.0.5"])
-    assert s1.get_json("/v1/query/db/execute")["Failovers"] == 0
+    assert s1.read_json("/v1/query/db/execute")["Failovers"] == 0
 
 
 def test_nearest_n_and_other_datacenters_queries(two_dcs):
@@ -80,7 +80,7 @@ def test_nearest_n_and_other_datacenters_queries(two_dcs):
     code, _, body = s1.request("POST", "/v1/query", {"Name": "db-near", "Service": {
         "Service": "db", "Failover": {"NearestN": 1}}})
     assert code == 200, body
-    out = s1.get_json("/v1/query/db-near/execute")
+    out = s1.read_json("/v1/query/db-near/execute")
     assert (out["Datacenter"], out["Failovers"]) == ("dc2", 1)
     # a query of dc2, asked of dc1's DNS and HTTP API
     code, _, body = s2.request("POST", "/v1/query", {"Name": "west-db", "Service": {"Service": "db"}})
