@@ -128,6 +128,9 @@ class Agent:
             self.dns.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)  # set-agent-token dns
         if config.acl.enabled:  # anti-entropy and coordinates write with the agent's tokens
             self.local.syncer.tokens.agent_tokens = lambda kind: acl_agent(self.api).tokens.get(kind)
+            if self.dns is not None and acl_agent(self.api).server_tokens is not None:  # a client agent
+                self.dns.acl.remote = acl_agent(self.api).dns_authorizer  # its DNS token: a server resolves
+                acl_agent(self.api).dns_changed = self.dns._clear_caches
             remote = acl_agent(self.api).remote  # a secondary without token replication
             if remote is not None and self.server is not None and self.server.transport is not None:
                 self.server.transport.feed.authorize_remote = remote_writes(config, store, remote)

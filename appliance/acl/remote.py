@@ -1,4 +1,6 @@
-"""A secondary datacenter without token replication: the tokens the primary resolves, cached.
+"""Tokens this agent's own tables cannot resolve: a secondary datacenter without token replication
+asks the primary (`RemoteTokens`), a client agent asks a server (`ServerTokens`), both kept for
+`acl.token_ttl` with `acl.down_policy` while nobody answers (appliance/acl/down.py).
 
 How it works
 ------------
@@ -16,6 +18,8 @@ the primary for each token they are shown that they do not hold, and keep the an
   servers (appliance/acl/down.py): `extend-cache`/`async-cache` keep the last answer however old
   (a token never seen is denied), `allow` allows all but the ACL system, `deny` denies.
 
+`ServerTokens` (a client agent) is described in its docstring.
+
 The token's rules are merged from this datacenter's tables (its replicated policies and roles)
 by the same `Resolver` every other request uses, so a remote token is checked by the route
 table's authorizer like any other. An expired token is `ACL not found`. Pure but for the
@@ -28,8 +32,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.acl.authorizer import Authorizer
-from appliance.acl.down import TokenCache
-from appliance.acl.resolve import ACLNotFound, Identity, Resolver, expiry
+from appliance.acl.builtin import ANONYMOUS_ID, ANONYMOUS_SECRET
+from appliance.acl.down import DownPolicy
+from appliance.acl.resolve import ACLNotFound, Identity, NotInReplica, Resolver, expiry
 
 if TYPE_CHECKING:
     from appliance.state.acl import AclTables
@@ -50,7 +55,7 @@ class RemoteTokens:
         self.resolver = resolver
         self.fetch = fetch
         self.token_ttl_s = token_ttl_s
-        self.down = TokenCache(down_policy, token_ttl_s)  # its allow_all / deny_all answers
+        self.down = DownPolicy(down_policy)
         self.entries: dict[str, tuple[Record | None, float]] = {}
         self.fetched = 0
         self.down_answers = 0
@@ -75,10 +80,9 @@ class RemoteTokens:
                 token = await self.fetch(secret)
             except Unreachable:
                 self.down_answers += 1
-                policy = self.down.down_policy
-                if policy in ("extend-cache", "async-cache") and entry is not None and entry[0] is not None:
+                if self.down.keeps_last() and entry is not None and entry[0] is not None:
                     return self._identity(entry[0], tables, now)
-                return self.down.allow_all if policy == "allow" else self.down.deny_all
+                return self.down.answer()
             self.fetched += 1
             if len(self.entries) >= _CACHE_LIMIT:
                 self.entries.clear()
@@ -93,3 +97,91 @@ class RemoteTokens:
             raise ACLNotFound()
         rules = self.resolver.rules_of(tables, token)
         return Identity(token["AccessorID"], token, Authorizer(rules, self.resolver.default_allow))
+
+
+class ServerTokens:
+    """A client agent's tokens, resolved by a server of its datacenter as Consul's client agents
+    resolve them (see docs/acl.md#client-agents).
+
+    A client's replica holds every token without its secret (appliance/rpc/feed.py: each token's
+    `SecretID` there is its `AccessorID`), so the one thing it asks a server is which token a
+    secret names: `fetch(secret)` (the agent sends `GET /v1/acl/token/self` to a server) answers
+    the token record, None for `ACL not found`, or raises `Unreachable`. The answer's accessor is
+    kept for `token_ttl`; the token's policies, roles, identities and expiry are read from the
+    replica, which streams every change, so a token edited or deleted on a server changes what a
+    client allows as soon as the change reaches its replica, and at the latest after token_ttl. An
+    unknown secret is not remembered (the next request asks again), as in Consul.
+
+    In a secondary datacenter without token replication (`elsewhere`) a global token is in no
+    replica of this datacenter: its server resolved it in the primary (`RemoteTokens`), and the
+    record it answered stands for token_ttl, with this datacenter's policies and roles.
+
+    While no server answers (`connected()` false, or the fetch fails) an answer older than
+    token_ttl is refreshed never; `acl.down_policy` decides (appliance/acl/down.py)."""
+
+    def __init__(self, resolver: Resolver, fetch: Fetch, token_ttl_s: float, down_policy: str,
+                 connected: Callable[[], bool], elsewhere: bool = False) -> None:
+        self.resolver = resolver
+        self.fetch = fetch
+        self.token_ttl_s = token_ttl_s
+        self.connected = connected
+        self.down = DownPolicy(down_policy)
+        self.elsewhere = elsewhere
+        self.entries: dict[str, tuple[Record, float]] = {}  # secret -> (the token a server answered, when)
+        self.fetched = 0
+
+    def fresh(self, secret: str, now: float) -> bool:
+        """Whether a server named the token `secret` names less than token_ttl ago."""
+        entry = self.entries.get(secret)
+        return entry is not None and now - entry[1] < self.token_ttl_s
+
+    def known(self, secret: str, tables: AclTables, index: int, now: float) -> Identity:
+        """The token `secret` names as a server last said, however long ago (ACLNotFound if none
+        did, or the token is gone from the replica since): what a request already admitted with
+        it re-checks (a blocking query when it wakes)."""
+        entry = self.entries.get(secret)
+        if entry is None:
+            raise ACLNotFound()
+        return self._identity(secret, entry[0], tables, index, now)
+
+    async def identity(self, secret: str, tables: AclTables, index: int, now: float) -> Identity:
+        """The identity of `secret` (see the class docstring); ACLNotFound if it names no token."""
+        entry = self.entries.get(secret)
+        if entry is not None and now - entry[1] < self.token_ttl_s:
+            return self._identity(secret, entry[0], tables, index, now)
+        try:
+            if not self.connected():
+                raise Unreachable("No known Consul servers")
+            token = await self.fetch(secret)
+        except Unreachable:
+            if self.down.keeps_last() and entry is not None:
+                self.down.down_answers += 1
+                return self._identity(secret, entry[0], tables, index, now)
+            return self.down.answer()
+        self.fetched += 1
+        if token is None or not isinstance(token.get("AccessorID"), str):
+            self.entries.pop(secret, None)
+            raise ACLNotFound()
+        if len(self.entries) >= _CACHE_LIMIT:
+            self.entries.clear()
+        self.entries[secret] = (token, now)
+        return self._identity(secret, token, tables, index, now)
+
+    def _identity(self, secret: str, token: Record, tables: AclTables, index: int, now: float) -> Identity:
+        accessor = token["AccessorID"]
+        stored = tables.tokens.get(accessor)
+        if stored is not None:  # in the replica a token's SecretID is its AccessorID ("anonymous" stays)
+            found = self.resolver.resolve(tables, index, stored["SecretID"], now)
+        elif accessor == ANONYMOUS_ID:  # before the leader made the anonymous token
+            found = self.resolver.resolve(tables, index, ANONYMOUS_SECRET, now)
+        elif self.elsewhere:  # a global token the primary resolved
+            expires = expiry(token)
+            if expires is not None and expires <= now:
+                raise ACLNotFound()
+            rules = self.resolver.rules_of(tables, token)
+            return Identity(accessor, {**token, "SecretID": secret}, Authorizer(rules, self.resolver.default_allow))
+        else:
+            raise NotInReplica()
+        if found.token is None:
+            raise ACLNotFound()
+        return Identity(found.accessor, {**found.token, "SecretID": secret}, found.authz)

@@ -44,6 +44,10 @@ class ACLNotFound(Exception):
         super().__init__(text)
 
 
+class NotInReplica(ACLNotFound):
+    """A client agent: a server named a token its replica does not hold yet (or no longer)."""
+
+
 @dataclass(slots=True)
 class Identity:
     """A resolved request: who (the token) and what it may do."""

@@ -5,7 +5,9 @@ the answerer an `AclView` instead of the store, so a node the token cannot `node
 instance whose service it cannot `service:read` (or whose node it cannot read) are simply not
 there: NXDOMAIN or fewer records, exactly like data that does not exist. The token is
 `acl.tokens.dns`, else `acl.tokens.default`, else anonymous (reference/security.md §3.6);
-`dns_token` resolves it through the store's ACL tables. Pure: the caller passes the time.
+`dns_token` resolves it through the store's ACL tables; on a client agent, whose replica holds no
+token secrets, through `remote` (the agent's `AclAgent.dns_authorizer`: as a server resolved it).
+Pure: the caller passes the time.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class DNSTokens:
         self.resolver = Resolver(config.datacenter, acl.default_policy == "allow")
         self.deny_all = static(False)
         self.deps = (watchkeys.ACL,) if acl.enabled else ()  # cached answers go when the ACL tables change
+        self.remote: Callable[[str, float], Authorizer] | None = None  # a client agent: a server resolves
 
     @property
     def secret(self) -> str:
@@ -78,6 +81,8 @@ class DNSTokens:
         return self.tokens("dns") or self.tokens("default") or ANONYMOUS_SECRET
 
     def authorizer(self, store: Any, now: float) -> Authorizer:
+        if self.remote is not None:
+            return self.remote(self.secret, now)
         try:
             return self.resolver.resolve(store.acl, store.watch_index.get(watchkeys.ACL, 0), self.secret, now).authz
         except ACLNotFound:  # an unknown DNS token sees nothing

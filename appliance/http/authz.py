@@ -9,9 +9,10 @@ The request's secret is the first of `X-Consul-Token`, `Authorization: Bearer`, 
 (Request.token), the agent's `default` token, `anonymous`. It resolves through the store's ACL
 tables (appliance/acl/resolve.py: cached per secret until the tables change or the token expires);
 the agent's `agent_recovery` secret resolves locally (agent write on this node, node read), even
-without servers. An unknown or expired secret is `403 ACL not found`. On a client agent a
-resolution is cached for `acl.token_ttl`, and while its replica reaches no server the cache and
-`acl.down_policy` decide (appliance/acl/down.py).
+without servers. An unknown or expired secret is `403 ACL not found`. A client agent's replica
+holds no token secrets: it asks a server which token a secret names and keeps the answer for
+`acl.token_ttl`, and while no server answers `acl.down_policy` decides (appliance/acl/remote.py,
+`ServerTokens`).
 
 The route's `acl` column says what is needed (appliance/http/routes.py). `<resource>:<level>`:
 the segment and any further permission come from appliance/http/authz_routes.py (the key of a KV
@@ -32,22 +33,24 @@ The agent's own tokens (`acl.tokens.*`, and those set by `PUT /v1/agent/token/<t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from appliance.acl.authorizer import Authorizer
 from appliance.acl.builtin import ANONYMOUS_SECRET, GLOBAL_MANAGEMENT_ID, denied_text
 from appliance.acl.caller import set_caller
-from appliance.acl.down import TokenCache
 from appliance.acl.policy import Rules
-from appliance.acl.remote import RemoteTokens, Unreachable
-from appliance.acl.resolve import ACLNotFound, Identity, Resolver
+from appliance.acl.remote import RemoteTokens, ServerTokens, Unreachable
+from appliance.acl.resolve import ACLNotFound, Identity, NotInReplica, Resolver
 from appliance.federation.forward import Exchange, ForwardError
 from appliance.http.authz_routes import FILTERS, NOT_FOUND, SEGMENTS, requirements, txn_op_needs
 from appliance.http.errors import HTTPError
@@ -111,11 +114,17 @@ class AclAgent:
         self.tokens = AgentTokens(cfg.acl.tokens, cfg.data_dir, cfg.acl.enable_token_persistence)
         self.initialized = False
         self.replication: Any = None  # a secondary datacenter's server: its AclReplicator
-        # a client agent: token_ttl and down_policy while no server answers (appliance/acl/down.py)
-        self.cache = None if ctx.raft is not None else TokenCache(cfg.acl.down_policy, cfg.acl.token_ttl_s)
-        # a secondary datacenter without token replication: the primary resolves (appliance/acl/remote.py)
+        # a client agent: a server resolves, kept for token_ttl, down_policy while none answers
+        self.server_tokens: ServerTokens | None = None
+        self._asking: set[str] = set()  # DNS tokens being resolved by a server
+        self.dns_changed: Callable[[], None] | None = None
+        if ctx.raft is None:
+            elsewhere = cfg.datacenter != cfg.primary_datacenter and not cfg.acl.enable_token_replication
+            self.server_tokens = ServerTokens(self.resolver, self._ask_server, cfg.acl.token_ttl_s,
+                                              cfg.acl.down_policy, self._connected, elsewhere)
+        # a secondary datacenter's server without token replication: the primary resolves (appliance/acl/remote.py)
         self.remote: RemoteTokens | None = None
-        if cfg.datacenter != cfg.primary_datacenter and not cfg.acl.enable_token_replication:
+        if ctx.raft is not None and cfg.datacenter != cfg.primary_datacenter and not cfg.acl.enable_token_replication:
             self.remote = RemoteTokens(self.resolver, self._ask_primary, cfg.acl.token_ttl_s, cfg.acl.down_policy)
         node = cfg.node_name
         recovery = Rules(exact={"agent": {node: "write"}}, prefix={"node": {"": "read"}})
@@ -160,23 +169,35 @@ class AclAgent:
         store = self.ctx.store
         now = time.time()
         try:
-            if self.cache is None:  # a server: its own tables
-                return self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret, now)
-            up = bool(getattr(self.ctx.consensus, "connected", True))  # the replica streams from a server
-            return self.cache.resolve(secret, now, up,
-                                      lambda: self.resolver.resolve(store.acl, store.watch_index.get("acl", 0),
-                                                                    secret, now))
+            if self.server_tokens is not None:  # a client agent: as a server last resolved it
+                return self.server_tokens.known(secret, store.acl, store.watch_index.get("acl", 0), now)
+            return self.resolver.resolve(store.acl, store.watch_index.get("acl", 0), secret, now)
         except ACLNotFound as err:
             remote = self.remote.cached(secret, store.acl, now) if self.remote is not None else None
             if remote is not None:  # resolved by the primary a moment ago
                 return remote
             raise HTTPError(403, str(err)) from None
 
+    def _connected(self) -> bool:
+        return bool(getattr(self.ctx.consensus, "connected", False))  # the replica streams from a server
+
     async def _ask_primary(self, secret: str) -> dict[str, Any] | None:
         """The token `secret` names, as the primary datacenter resolves it (None: it does not)."""
+        return await self._token_self(secret, self.ctx.config.primary_datacenter)
+
+    async def _ask_server(self, secret: str) -> dict[str, Any] | None:
+        """A client agent: the token `secret` names, as a server of its datacenter resolves it."""
+        return await self._token_self(secret, None)
+
+    async def _token_self(self, secret: str, dc: str | None) -> dict[str, Any] | None:
+        """`GET /v1/acl/token/self` with `secret`, in datacenter `dc` (None: a server of this one)."""
         exchange = Exchange("GET", "/v1/acl/token/self", [], [("X-Consul-Token", secret)])
+        federation = self.ctx.federation
         try:
-            answer = await self.ctx.federation.request(self.ctx.config.primary_datacenter, exchange)
+            if dc is None:
+                answer = await federation.ask_server(exchange)
+            else:
+                answer = await federation.request(dc, exchange)
         except ForwardError as err:
             raise Unreachable(str(err)) from None
         if answer.status == 200:
@@ -188,7 +209,10 @@ class AclAgent:
 
     async def resolve(self, secret: str) -> Identity:
         """`resolve_secret`, and for a secret this agent does not know: a client agent catches up
-        with the leader first; a secondary without token replication asks the primary."""
+        with the leader first; a secondary without token replication asks the primary. A client
+        agent asks a server (`ServerTokens`)."""
+        if self.server_tokens is not None:
+            return await self._from_server(secret)
         try:
             return self.resolve_secret(secret)
         except HTTPError as err:
@@ -206,6 +230,49 @@ class AclAgent:
             return await self.remote.identity(secret, self.ctx.store.acl, time.time())
         except ACLNotFound as err:
             raise HTTPError(403, str(err)) from None
+
+    async def _from_server(self, secret: str) -> Identity:
+        recovery = self.tokens.get("agent_recovery")
+        if recovery and secret == recovery:
+            return self.recovery
+        assert self.server_tokens is not None
+        store, tokens = self.ctx.store, self.server_tokens
+        try:
+            return await tokens.identity(secret, store.acl, store.watch_index.get("acl", 0), time.time())
+        except NotInReplica as err:  # made a moment ago: the replica catches up first
+            if not await self._caught_up(HTTPError(403, str(err))):
+                raise HTTPError(403, str(err)) from None
+        except ACLNotFound as err:
+            raise HTTPError(403, str(err)) from None
+        try:
+            return await tokens.identity(secret, store.acl, store.watch_index.get("acl", 0), time.time())
+        except ACLNotFound as err:
+            raise HTTPError(403, str(err)) from None
+
+    def dns_authorizer(self, secret: str, now: float) -> Authorizer:
+        """A client agent's DNS token as a server last resolved it (DNS answers without waiting):
+        one never resolved, or resolved more than token_ttl ago, is asked for in the background
+        and `dns_changed` (the DNS server drops its cached answers) called once it is known;
+        until then the last answer stands, or nothing is visible."""
+        assert self.server_tokens is not None
+        store = self.ctx.store
+        tokens = self.server_tokens
+        if not tokens.fresh(secret, now) and secret not in self._asking:
+            self._asking.add(secret)
+            task = asyncio.get_running_loop().create_task(self._ask_for_dns(secret))
+            task.add_done_callback(lambda _: self._asking.discard(secret))
+        try:
+            if secret == self.tokens.get("agent_recovery"):
+                return self.recovery.authz
+            return tokens.known(secret, store.acl, store.watch_index.get("acl", 0), now).authz
+        except ACLNotFound:
+            return tokens.down.deny_all.authz
+
+    async def _ask_for_dns(self, secret: str) -> None:
+        with contextlib.suppress(HTTPError):
+            await self._from_server(secret)
+        if self.dns_changed is not None:
+            self.dns_changed()
 
     async def identity(self, req: Request) -> Identity:
         found: Identity | None = req.get(IDENTITY)
@@ -225,7 +292,7 @@ class AclAgent:
         index (a token made a moment ago through a server), as Consul's clients ask a server;
         False when that is not the case or cannot be done (the 403 stands)."""
         consensus = self.ctx.consensus
-        if self.cache is None or err.text != "ACL not found" or not getattr(consensus, "connected", False):
+        if self.server_tokens is None or err.text != "ACL not found" or not getattr(consensus, "connected", False):
             return False
         try:
             await consensus.read_point("default")

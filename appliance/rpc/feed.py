@@ -46,6 +46,17 @@ secondary datacenter without token replication, a token it does not know is then
 primary, `authorize_remote`). A refusal
 answers status "denied" with Consul's text (`Permission denied: ...` or `ACL not found`), and
 nothing is proposed.
+
+No token secret leaves the servers: a client agent resolves tokens by asking a server
+(appliance/acl/remote.py), as Consul's do. The snapshot a client gets holds every token with its
+`SecretID` replaced by its `AccessorID` (but the anonymous token, whose secret is `anonymous` for
+everyone), and an ACL entry that carries a secret is sent rewritten
+(`redact_entry`, decided from the server's store right after the entry applied): one that wrote
+its token carries the token with the same replacement, which the client's FSM applies exactly as
+the server did (each token's replacement is its own accessor, so no check a secret goes through
+at apply answers differently); one the server refused is sent as a write the client's FSM
+refuses too (deleting the anonymous token), so both move their index without a change. A client
+never resolves a secret in its own tables.
 """
 
 from __future__ import annotations
@@ -53,14 +64,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from appliance.acl.builtin import ANONYMOUS_ID
 from appliance.acl.commands import PermissionDenied
 from appliance.acl.resolve import ACLNotFound
 from appliance.raft.messages import NotLeader, RaftError
+from appliance.state.acl import AclTables
+from appliance.state.commands import UndecodableCommand, decode_command, encode_command
 from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
 
@@ -98,6 +113,49 @@ def batches(entries: list[tuple[int, bytes | None]]) -> list[list[list[Any]]]:
     if batch:
         out.append(batch)
     return out
+
+
+_REFUSED = encode_command({"Type": "acl", "Op": "token_delete", "ID": ANONYMOUS_ID})  # refused by every FSM
+
+
+def redact_entry(tables: AclTables, index: int, data: bytes | None) -> bytes | None:
+    """The entry as a client agent gets it: an ACL write that carries a token secret rewritten
+    (see the module docstring); `tables` are the server's right after it applied the entry."""
+    if data is None or b"SecretID" not in data:
+        return data
+    try:
+        cmd = decode_command(data)
+    except UndecodableCommand:
+        return data
+    obj = cmd.get("Object")
+    if cmd.get("Type") != "acl" or not isinstance(obj, dict) or "SecretID" not in obj:
+        return data
+    accessor = obj.get("AccessorID")
+    written = tables.tokens.get(accessor) if isinstance(accessor, str) else None
+    if accessor == ANONYMOUS_ID and written is not None and written.get("ModifyIndex") == index:
+        return data  # its secret is everyone's ("anonymous")
+    if written is not None and written.get("ModifyIndex") == index:
+        return encode_command({**cmd, "Object": {**obj, "SecretID": accessor}})
+    if cmd.get("Op") == "init":  # the built-ins were made; the token was not
+        return encode_command({k: v for k, v in cmd.items() if k != "Object"})
+    return _REFUSED
+
+
+def redacted_tables(tables: AclTables) -> AclTables:
+    """The ACL tables as a client agent's snapshot holds them: each token's secret replaced by its
+    accessor, but the anonymous token's, which everyone knows (the other tables shared)."""
+    out = AclTables()
+    vars(out).update(vars(tables))
+    out.tokens = {a: t if a == ANONYMOUS_ID else {**t, "SecretID": a} for a, t in tables.tokens.items()}
+    out.rebuild()
+    return out
+
+
+def client_snapshot(store: Any) -> bytes:
+    """The snapshot a client agent gets: the store's, without token secrets."""
+    view = copy.copy(store)
+    view.acl = redacted_tables(store.acl)
+    return snapshot(view)
 
 
 class Session:
@@ -155,7 +213,7 @@ class Session:
                 self.need_snapshot = False
                 index = driver.applied_index  # the store is exactly this index between awaits
                 self.cursor = max(self.cursor, index)
-                w.write(encode_frame([Kind.STREAM, "snapshot", index, snapshot(self.feed.store)]))
+                w.write(encode_frame([Kind.STREAM, "snapshot", index, client_snapshot(self.feed.store)]))
                 self.snapshots_sent += 1
             entries, self.entries, self.entry_bytes = self.entries, [], 0
             for batch in batches(entries):
@@ -297,6 +355,7 @@ class ReplicaFeed:
             return
         if self.base is None:
             self.base = index - 1  # entries are applied one index at a time
+        data = redact_entry(self.store.acl, index, data)
         self.backlog.append((index, data))
         self.backlog_bytes += entry_size(data)
         while len(self.backlog) > BACKLOG_MAX_ENTRIES or self.backlog_bytes > BACKLOG_MAX_BYTES:

@@ -12,6 +12,13 @@ What is shown (Consul docs: ACL token usage by agents, acl.down_policy):
   refused with Consul's text and nothing is written; with the management token it is written;
 - with the servers stopped: `extend-cache` keeps answering a token it resolved before (after its
   token_ttl ran out) and denies one it never saw; `deny` denies both; `allow` allows both.
+
+And (Consul: client agents hold no ACL store, they resolve tokens by RPC to a server and cache
+the answer for acl.token_ttl): what a server streams to a client agent (appliance/rpc/feed.py),
+read off a server's RPC port as a client reads it, holds no token secret, in the snapshot or in
+the entries after it; a token made on a server works through a client agent within token_ttl
+(its HTTP routes, `token/self`, its DNS token) and stops working within token_ttl once deleted;
+a token read through a client agent shows the secret the server holds.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import uuid
 
 import pytest
 
+from appliance.acl.builtin import ANONYMOUS_ID
 from appliance.rpc.frames import HEADER, Kind, decode_body, encode_frame
+from appliance.state.snapshot import restore
 from tests.cluster import Server
 from tests.conftest import http, wait_until
 
@@ -65,6 +74,38 @@ def forward(address: str, command: dict, token: str | None) -> list:
             body, buf = decode_body(buf[HEADER.size:end]), buf[end:]
             if body[0] == Kind.FORWARD_RESP and body[1] == 1:
                 return body
+
+
+class Follower:
+    """A connection to a server's RPC port that follows the replica feed as a client agent does."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.sock.sendall(encode_frame([Kind.FOLLOW, 0, "probe"]))
+        self.buf = b""
+        self.raw = b""  # every STREAM frame's bytes, as they came
+
+    def frame(self) -> list:
+        while len(self.buf) < HEADER.size or len(self.buf) < HEADER.size + HEADER.unpack(self.buf[:HEADER.size])[1]:
+            chunk = self.sock.recv(1 << 16)
+            assert chunk, "the server closed the connection"
+            self.buf += chunk
+        end = HEADER.size + HEADER.unpack(self.buf[:HEADER.size])[1]
+        data, self.buf = self.buf[:end], self.buf[end:]
+        self.raw += data
+        return decode_body(data[HEADER.size:])
+
+    def until(self, what: str, deadline_s: float = 15.0) -> list:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            body = self.frame()
+            if body[0] == Kind.STREAM and body[1] == what:
+                return body
+        raise AssertionError(f"no {what} frame")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def log_has(tmp_path, name: str, text: str) -> bool:
@@ -161,3 +202,77 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
     finally:
         for agent in [*clients.values(), *servers]:
             agent.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_client_agent_holds_no_token_secret_and_asks_a_server(tmp_path):
+    ttl = 2.0
+    server = Server(tmp_path, "s1", expect=1, hcl=acl_hcl(True))
+    client = Server(tmp_path, "c1", hcl=acl_hcl(False).replace('token_ttl = "1s"', f'token_ttl = "{ttl:g}s"'),
+                    server=False)
+    probe: Follower | None = None
+    try:
+        server.start()
+        client.start([server.serf_addr])
+        wait_until(lambda: server.leader() and client.leader(), timeout=60, what="a leader known to the client")
+        wait_until(lambda: call(client, "PUT", "/v1/kv/app/config", "v1", MANAGEMENT) == (200, b"true"),
+                   timeout=60, what="a KV write through the client with the management token")
+        status, out = call(server, "PUT", "/v1/acl/policy",
+                           {"Name": "app-read", "Rules": 'key_prefix "app/" { policy = "read" }\n'
+                                                         'node_prefix "" { policy = "read" }\n'
+                                                         'service_prefix "" { policy = "read" }'}, MANAGEMENT)
+        assert status == 200, out
+        chosen = str(uuid.uuid4())  # a caller-chosen secret, made before the probe follows
+        status, out = call(server, "PUT", "/v1/acl/token", {"SecretID": chosen, "Policies": [{"Name": "app-read"}]},
+                           MANAGEMENT)
+        assert status == 200, out
+
+        # what a client agent is sent: a snapshot without any secret ...
+        probe = Follower(server.server_addr)
+        _, _, _, data = probe.until("snapshot")
+        tokens = restore(data).acl.tokens
+        assert tokens and all(t["SecretID"] == (t["AccessorID"] if t["AccessorID"] != ANONYMOUS_ID else "anonymous")
+                              for t in tokens.values()), tokens
+        assert MANAGEMENT.encode() not in probe.raw and chosen.encode() not in probe.raw
+        # ... and entries without one: a token made now
+        made_at = time.monotonic()
+        status, out = call(server, "PUT", "/v1/acl/token", {"Policies": [{"Name": "app-read"}]}, MANAGEMENT)
+        assert status == 200, out
+        reader, accessor = json.loads(out)["SecretID"], json.loads(out)["AccessorID"]
+        while accessor.encode() not in probe.raw:
+            probe.until("entries")
+        assert reader.encode() not in probe.raw and MANAGEMENT.encode() not in probe.raw
+
+        # the new token works through the client within token_ttl: its routes, token/self, a token read
+        wait_until(lambda: call(client, "GET", "/v1/kv/app/config?raw", token=reader) == (200, b"v1"),
+                   timeout=ttl, what="the new token accepted by the client")
+        assert time.monotonic() - made_at < ttl + 1.0
+        assert call(client, "GET", "/v1/kv/app/config?raw", token=str(uuid.uuid4()))[0] == 403
+        assert call(client, "PUT", "/v1/kv/app/config", "no", reader)[0] == 403
+        status, out = call(client, "GET", "/v1/acl/token/self", token=reader)
+        assert status == 200 and json.loads(out)["SecretID"] == reader and json.loads(out)["AccessorID"] == accessor
+        status, out = call(client, "GET", f"/v1/acl/token/{accessor}", token=MANAGEMENT)
+        assert status == 200 and json.loads(out)["SecretID"] == reader, out
+        status, out = call(client, "GET", "/v1/acl/tokens", token=MANAGEMENT)
+        assert status == 200 and reader in {t["SecretID"] for t in json.loads(out)}, out
+        assert call(client, "GET", "/v1/acl/token/self", token=accessor)[0] == 403  # an accessor is no secret
+        # the client's DNS token: a server resolves it too
+        assert call(client, "PUT", "/v1/agent/token/dns", {"Token": reader}, MANAGEMENT)[0] == 200
+        wait_until(lambda: "c1.node.consul" in client.dig("c1.node.consul").stdout
+                   and "ANSWER SECTION" in client.dig("c1.node.consul").stdout,
+                   timeout=15, what="the client's DNS answering with its DNS token")
+
+        # deleted on a server: refused by the client within token_ttl
+        assert call(server, "DELETE", f"/v1/acl/token/{accessor}", token=MANAGEMENT)[0] == 200
+        deleted_at = time.monotonic()
+        wait_until(lambda: call(client, "GET", "/v1/kv/app/config?raw", token=reader)[0] == 403,
+                   timeout=ttl + 1.0, what="the deleted token refused by the client")
+        assert time.monotonic() - deleted_at < ttl + 1.0
+        assert call(client, "GET", "/v1/kv/app/config?raw", token=reader)[1] == b"ACL not found"
+        assert "ANSWER SECTION" not in client.dig("c1.node.consul").stdout  # the DNS token went with it
+        assert reader.encode() not in probe.raw
+    finally:
+        if probe is not None:
+            probe.close()
+        client.stop()
+        server.stop()

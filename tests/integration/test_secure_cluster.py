@@ -4,7 +4,9 @@ ACLs denying by default. KV through the client agent's HTTPS port works with a t
 permission and is refused without one, or with one holding read only; the client agent takes a
 node-identity agent token at run time, and anti-entropy then writes its node record over the TLS
 RPC port with it, and a service with the token it was registered with (the servers authorize
-both, appliance/acl/commands.py)."""
+both, appliance/acl/commands.py). The client agent holds no token secret (its data dir neither):
+it asks a server over the TLS RPC port which token a secret names, so a token deleted on a server
+is refused by the client at once, and a token read through it shows the server's record."""
 
 from __future__ import annotations
 
@@ -85,6 +87,11 @@ def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path
         assert api("GET", "/v1/kv/secure/key?raw", token=reader) == (200, b"through-the-client")
         assert api("PUT", "/v1/kv/secure/key", "reader", reader)[0] == 403
         assert api("GET", "/v1/kv/other?raw", token=reader)[0] == 403
+        status, body = api("GET", "/v1/acl/token/self", token=reader)
+        assert status == 200 and json.loads(body)["SecretID"] == reader, body
+        reader_accessor = json.loads(body)["AccessorID"]
+        status, body = api("GET", f"/v1/acl/token/{reader_accessor}", token=MANAGEMENT)
+        assert status == 200 and json.loads(body)["SecretID"] == reader, body
         # the client agent's own token: a node identity, set at run time
         status, body = api("PUT", "/v1/acl/token", json.dumps(
             {"NodeIdentities": [{"NodeName": "c1", "Datacenter": "dc1"}]}), MANAGEMENT)
@@ -110,6 +117,16 @@ def test_kv_through_a_client_agent_with_tls_everywhere_and_default_deny(tmp_path
         # a server sees the write, with a token; the value never changed after the refusals
         assert servers[0].kv_get("secure/key", f"&token={MANAGEMENT}") == b"through-the-client"
         assert servers[0].kv_get("secure/key") is None
+        # the reader deleted through a server: the client refuses it
+        assert HTTPS(ports["s1"], pki)("DELETE", f"/v1/acl/token/{reader_accessor}", token=MANAGEMENT)[0] == 200
+        wait_until(lambda: api("GET", "/v1/kv/secure/key?raw", token=reader) == (403, b"ACL not found"), timeout=10,
+                   what="the deleted token refused by the client")
+        # on the client's disk, only the tokens it was handed as its own (its agent token, a
+        # service's registration token), as Consul keeps them: none it merely checked
+        for path in client.data_dir.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert MANAGEMENT.encode() not in data and reader.encode() not in data, path
         # the cluster is whole: every member alive, seen through the client
         status, body = api("GET", "/v1/agent/members", token=MANAGEMENT)
         assert status == 200 and {m["Name"] for m in json.loads(body) if m["Status"] == 1} == {"s1", "s2", "s3", "c1"}

@@ -1,6 +1,6 @@
 """The servers' check of the writes client agents forward (appliance/acl/commands.py), the token
 each anti-entropy write acts with (appliance/local/sync.py `SyncTokens`), and a client agent's
-token cache under `acl.down_policy` (appliance/acl/down.py)."""
+tokens as a server resolves them, under `acl.down_policy` (appliance/acl/remote.py, down.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 from appliance.acl.authorizer import Authorizer
 from appliance.acl.caller import acting_as, caller_token
 from appliance.acl.commands import ForwardedWrites, PermissionDenied, ServerOnly, command_needs
-from appliance.acl.down import TokenCache
 from appliance.acl.policy import Rules
 from appliance.acl.resolve import ACLNotFound, Identity
 from appliance.coordinates import CoordinateBatcher
@@ -268,44 +267,114 @@ def ident(accessor: str, expires: str | None = None) -> Identity:
     return Identity(accessor, token, Authorizer(Rules(exact={"key": {"k": "write"}}), False))
 
 
+class Servers:
+    """What a client agent's `ServerTokens` asks: the tokens a server holds, up or not."""
+
+    def __init__(self, tokens: dict[str, dict]) -> None:
+        self.tokens = tokens
+        self.up = True
+        self.asked: list[str] = []
+
+    async def fetch(self, secret: str) -> dict | None:
+        from appliance.acl.remote import Unreachable
+        self.asked.append(secret)
+        if not self.up:
+            raise Unreachable("No known Consul servers")
+        return self.tokens.get(secret)
+
+
+def client_tokens(policy: str, tokens: dict[str, dict], ttl: float = 30.0) -> tuple:
+    """A client agent's replica (tokens without secrets, as the feed sends them) and its ServerTokens."""
+    from appliance.acl.remote import ServerTokens
+    from appliance.acl.resolve import Resolver
+    from appliance.rpc.feed import redacted_tables
+
+    store, _ = store_with(("app-write", 'key_prefix "app/" { policy = "write" }'))
+    pid = next(p["ID"] for p in store.acl.policies.values() if p["Name"] == "app-write")
+    for i, (secret, tok) in enumerate(tokens.items()):
+        store.acl.tokens[tok["AccessorID"]] = {"SecretID": secret, "Policies": [{"ID": pid}], **tok,
+                                               "CreateIndex": 50 + i, "ModifyIndex": 50 + i}
+    servers = Servers({s: {**t, "SecretID": s} for s, t in tokens.items()})
+    store.acl = redacted_tables(store.acl)
+    assert not set(tokens) & set(store.acl.secrets)  # no secret in the replica
+    return store, servers, ServerTokens(Resolver("dc1", False), servers.fetch, ttl, policy, lambda: servers.up)
+
+
+def resolve(tokens, store, secret: str, now: float) -> Identity:
+    return asyncio.run(tokens.identity(secret, store.acl, store.watch_index.get("acl", 0), now))
+
+
 @pytest.mark.parametrize(("policy", "cached_after_ttl", "never_seen"), [
     ("extend-cache", "cached", "deny"), ("async-cache", "cached", "deny"),
     ("deny", "deny", "deny"), ("allow", "allow", "allow"),
 ])
 def test_down_policy_once_the_servers_are_gone(policy, cached_after_ttl, never_seen):
-    cache = TokenCache(policy, token_ttl_s=30.0)
-    known = ident("acc-1")
-    assert cache.resolve("s1", 100.0, True, lambda: known) is known  # up: resolved and cached
+    store, servers, tokens = client_tokens(policy, {"s1": {"AccessorID": "acc-1"}})
+    known = resolve(tokens, store, "s1", 100.0)  # up: resolved by a server, kept
+    assert known.accessor == "acc-1" and known.token["SecretID"] == "s1"
+    assert known.authz.allowed("key", "app/x", "write") and not known.authz.allowed("key", "x", "write")
+    servers.up = False
+    assert resolve(tokens, store, "s1", 129.0).accessor == "acc-1"  # within token_ttl: kept, whatever the policy
+    assert servers.asked == ["s1"]
+    after = resolve(tokens, store, "s1", 131.0)
+    expected = {"cached": "acc-1", "deny": "", "allow": ""}[cached_after_ttl]
+    assert after.accessor == expected
+    assert after.authz.allowed("key", "app/x", "write") is (cached_after_ttl != "deny")
+    never = resolve(tokens, store, "never", 131.0)
+    assert never.authz.allowed("key", "app/x", "read") is (never_seen == "allow")
+    assert not tokens.down.allow_all.authz.allowed("acl", "", "read")  # allow: not the ACL system
+    assert not tokens.down.deny_all.authz.allowed("key", "k", "read")
 
-    def down(secret: str, now: float) -> Identity:
-        def unreachable() -> Identity:
-            raise AssertionError("no server to ask")
-        return cache.resolve(secret, now, False, unreachable)
 
-    assert down("s1", 129.0) is known  # within token_ttl: the cached answer, whatever the policy
-    expected = {"cached": known, "deny": cache.deny_all, "allow": cache.allow_all}
-    assert down("s1", 131.0) is expected[cached_after_ttl]
-    assert down("never", 131.0) is expected[never_seen]
-    assert not cache.allow_all.authz.allowed("acl", "", "read")  # allow: not the ACL system
-    assert cache.allow_all.authz.allowed("key", "k", "write")
-    assert not cache.deny_all.authz.allowed("key", "k", "read")
+def test_a_client_asks_again_after_token_ttl_and_sees_the_replica_at_once():
+    store, servers, tokens = client_tokens("extend-cache", {"s1": {"AccessorID": "acc-1"}}, ttl=30.0)
+    assert resolve(tokens, store, "s1", 0.0).accessor == "acc-1"
+    assert resolve(tokens, store, "s1", 10.0).accessor == "acc-1" and servers.asked == ["s1"]
+    assert resolve(tokens, store, "s1", 31.0).accessor == "acc-1" and servers.asked == ["s1", "s1"]
+    with pytest.raises(ACLNotFound):  # an unknown secret is not remembered: asked each time
+        resolve(tokens, store, "nobody", 31.0)
+    with pytest.raises(ACLNotFound):
+        resolve(tokens, store, "nobody", 32.0)
+    assert servers.asked.count("nobody") == 2
+    with pytest.raises(ACLNotFound):  # an accessor is not a secret, on a client either
+        resolve(tokens, store, "acc-1", 32.0)
+    del store.acl.tokens["acc-1"]  # the deletion streamed to the replica: refused within token_ttl
+    store.acl.rebuild()
+    store.watch_index["acl"] = store.watch_index.get("acl", 0) + 1
+    with pytest.raises(ACLNotFound):
+        resolve(tokens, store, "s1", 33.0)
+    with pytest.raises(ACLNotFound):
+        tokens.known("s1", store.acl, store.watch_index["acl"], 33.0)
+
+
+def test_a_global_token_a_secondary_without_token_replication_holds_is_the_servers_answer():
+    from appliance.acl.remote import ServerTokens
+    from appliance.acl.resolve import NotInReplica, Resolver
+
+    store, servers, _ = client_tokens("extend-cache", {})
+    pid = next(p["ID"] for p in store.acl.policies.values() if p["Name"] == "app-write")
+    servers.tokens["g"] = {"AccessorID": "acc-g", "SecretID": "g", "Policies": [{"ID": pid}]}
+    here = ServerTokens(Resolver("dc1", False), servers.fetch, 30.0, "extend-cache", lambda: True)
+    with pytest.raises(NotInReplica):  # a token of this datacenter: the replica has not applied it yet
+        resolve(here, store, "g", 0.0)
+    elsewhere = ServerTokens(Resolver("dc1", False), servers.fetch, 30.0, "extend-cache", lambda: True, True)
+    ident = resolve(elsewhere, store, "g", 0.0)
+    assert ident.accessor == "acc-g" and ident.token["SecretID"] == "g"
+    assert ident.authz.allowed("key", "app/x", "write") and not ident.authz.allowed("key", "x", "read")
+    del servers.tokens["g"]  # deleted in the primary: refused once token_ttl ran out
+    assert resolve(elsewhere, store, "g", 29.0).accessor == "acc-g"
+    with pytest.raises(ACLNotFound):
+        resolve(elsewhere, store, "g", 31.0)
 
 
 def test_a_token_that_expired_while_the_servers_were_away_is_not_extended():
-    cache = TokenCache("extend-cache", token_ttl_s=30.0)
-    cache.resolve("s", 0.0, True, lambda: ident("acc", expires="1970-01-01T00:01:00Z"))
-    assert cache.resolve("s", 10.0, False, lambda: ident("unused")).accessor == "acc"
-    assert cache.resolve("s", 61.0, False, lambda: ident("unused")) is cache.deny_all
-
-
-def test_up_again_an_unknown_secret_is_acl_not_found():
-    cache = TokenCache("allow", token_ttl_s=30.0)
-
-    def missing() -> Identity:
-        raise ACLNotFound()
-
+    store, servers, tokens = client_tokens(
+        "extend-cache", {"s": {"AccessorID": "acc", "ExpirationTime": "1970-01-01T00:01:00Z"}})
+    assert resolve(tokens, store, "s", 0.0).accessor == "acc"
+    servers.up = False
+    assert resolve(tokens, store, "s", 40.0).accessor == "acc"  # past token_ttl, extended
     with pytest.raises(ACLNotFound):
-        cache.resolve("gone", 0.0, True, missing)
+        resolve(tokens, store, "s", 61.0)
 
 
 def test_a_secondary_without_token_replication_asks_the_primary_once_per_token_ttl():

@@ -277,7 +277,7 @@ async def token_self(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
     await fresh(ctx)
     agent = acl_agent(ctx)
-    ident = agent.resolve_secret(agent.secret(req)[0])
+    ident = await agent.resolve(agent.secret(req)[0])  # a client agent: as a server resolves it
     if ident.token is None:
         raise HTTPError(404, "Supplied token does not exist")
     return json_answer(req, render_token(ctx.store.acl, ident.token))
@@ -301,8 +301,16 @@ def _existing_token(tables: Any, accessor: str) -> dict[str, Any]:
     return dict(tok)
 
 
+def _on_server(ctx: HTTPContext) -> bool:
+    """A client agent's replica holds tokens without their secrets: what shows or keeps a token's
+    SecretID is answered by a server (as every ACL request is in Consul)."""
+    return ctx.raft is None and ctx.config.acl.enabled
+
+
 async def token_read(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
+    if _on_server(ctx):
+        return await on_server(req, ctx)
     accessor, _ = _accessor(req)
     tables = await fresh(ctx)
     tok = _existing_token(tables, accessor)
@@ -314,6 +322,8 @@ async def token_read(req: Request, ctx: HTTPContext) -> Answer:
 @in_primary(_local_token)
 async def token_update(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
+    if _on_server(ctx):
+        return await on_server(req, ctx)
     accessor, action = _accessor(req)
     body = body_of(req, "Token", "ACLToken")
     tables = await fresh(ctx)
@@ -363,6 +373,8 @@ async def token_delete(req: Request, ctx: HTTPContext) -> Answer:
 
 async def token_list(req: Request, ctx: HTTPContext) -> Answer:
     enabled(ctx)
+    if _on_server(ctx):
+        return await on_server(req, ctx)
     tables = await fresh(ctx)
     show = await can_write(req, ctx)
     q = req.query
