@@ -220,8 +220,9 @@ so figures move between runs.
 Queries lost: at most {max(s[c]['lost_pct'] for c in ('cairn_cached', 'dnsmasq', 'cairn_uncached')):.2f} %.
 """
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
-    pattern = re.compile(r"## DNS\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    # the measured part only (up to its "Queries lost" line): notes written under it stay
+    pattern = re.compile(r"## DNS\n.*?Queries lost:[^\n]*\n", re.S)
+    text = pattern.sub(lambda _: section, text, count=1) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 
 
