@@ -33,8 +33,8 @@ import pytest
 from appliance.acl.builtin import ANONYMOUS_ID
 from appliance.rpc.frames import HEADER, Kind, decode_body, encode_frame
 from appliance.state.snapshot import restore
-from tests.cluster import Server
 from tests.conftest import http, wait_until
+from tests.harness import FAST_RAFT, Agent, server_args
 
 MANAGEMENT = str(uuid.uuid4())
 
@@ -44,13 +44,13 @@ def acl_hcl(server: bool, down: str = "extend-cache") -> str:
     return (f'acl {{ enabled = true default_policy = "deny" down_policy = "{down}" token_ttl = "1s" {tokens} }}')
 
 
-def call(agent: Server, method: str, path: str, body: object = None, token: str = "") -> tuple[int, bytes]:
+def call(agent: Agent, method: str, path: str, body: object = None, token: str = "") -> tuple[int, bytes]:
     data = json.dumps(body) if body is not None and not isinstance(body, str) else body
     status, _, out = http(method, agent.url + path, data, {"X-Consul-Token": token} if token else None, timeout=15)
     return status, out
 
 
-def make_token(agent: Server, body: dict) -> str:
+def make_token(agent: Agent, body: dict) -> str:
     status, out = call(agent, "PUT", "/v1/acl/token", body, MANAGEMENT)
     assert status == 200, out
     return json.loads(out)["SecretID"]
@@ -108,20 +108,25 @@ class Follower:
         self.sock.close()
 
 
+def client_agent(tmp_path, name: str, hcl: str) -> Agent:
+    return Agent(tmp_path, name, "-hcl", FAST_RAFT, "-hcl", hcl)
+
+
 def log_has(tmp_path, name: str, text: str) -> bool:
     return any(text in log.read_text(errors="replace") for log in tmp_path.glob(f"{name}-*.log"))
 
 
 @pytest.mark.timeout(240)
 def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_path):
-    servers = [Server(tmp_path, n, hcl=acl_hcl(True)) for n in ("s1", "s2", "s3")]
+    servers = [Agent(tmp_path, n, *server_args(3, acl_hcl(True))) for n in ("s1", "s2", "s3")]
     downs = {"c1": "extend-cache", "c2": "deny", "c3": "allow"}
-    clients = {n: Server(tmp_path, n, hcl=acl_hcl(False, down), server=False) for n, down in downs.items()}
+    clients = {n: client_agent(tmp_path, n, acl_hcl(False, down)) for n, down in downs.items()}
     c1 = clients["c1"]
-    join = [s.serf_addr for s in servers]
+    join = [s.lan_addr for s in servers]
     try:
         for agent in [*servers, *clients.values()]:
-            agent.start(join)
+            agent.join = join
+            agent.start()
         wait_until(lambda: all(s.leader() for s in servers), timeout=60, what="a leader")
         wait_until(lambda: call(c1, "PUT", "/v1/kv/app/config", "v1", MANAGEMENT) == (200, b"true"),
                    timeout=60, what="a KV write through the client with the management token")
@@ -175,9 +180,9 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
         assert forward(servers[1].server_addr, write, str(uuid.uuid4()))[2:4] == ["denied", "ACL not found"]
         assert forward(servers[1].server_addr, {"Type": "acl", "Op": "init"}, MANAGEMENT)[2:4] == [
             "denied", "Permission denied: acl init is not a client agent's write"]
-        assert servers[0].get("app/config", f"&token={MANAGEMENT}") == b"v1"
+        assert servers[0].kv_get("app/config", f"&token={MANAGEMENT}") == b"v1"
         assert forward(servers[1].server_addr, write, MANAGEMENT)[2] == "ok"
-        assert servers[0].get("app/config", f"&token={MANAGEMENT}") == b"forged"
+        assert servers[0].kv_get("app/config", f"&token={MANAGEMENT}") == b"forged"
 
         # down_policy: every client resolves `reader` once while the servers are up
         for client in clients.values():
@@ -188,7 +193,7 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
         stranger = str(uuid.uuid4())  # a secret no client resolved
         time.sleep(1.5)  # past token_ttl
 
-        def answers(client: Server, token: str) -> int:
+        def answers(client: Agent, token: str) -> int:
             return call(client, "GET", "/v1/kv/app/config?raw&stale", token=token)[0]
 
         wait_until(lambda: answers(c1, stranger) == 403, timeout=30, what="c1 sees the servers gone")
@@ -207,13 +212,13 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
 @pytest.mark.timeout(180)
 def test_a_client_agent_holds_no_token_secret_and_asks_a_server(tmp_path):
     ttl = 2.0
-    server = Server(tmp_path, "s1", expect=1, hcl=acl_hcl(True))
-    client = Server(tmp_path, "c1", hcl=acl_hcl(False).replace('token_ttl = "1s"', f'token_ttl = "{ttl:g}s"'),
-                    server=False)
+    server = Agent(tmp_path, "s1", *server_args(1, acl_hcl(True)))
+    client = client_agent(tmp_path, "c1", acl_hcl(False).replace('token_ttl = "1s"', f'token_ttl = "{ttl:g}s"'))
     probe: Follower | None = None
     try:
         server.start()
-        client.start([server.serf_addr])
+        client.join = [server.lan_addr]
+        client.start()
         wait_until(lambda: server.leader() and client.leader(), timeout=60, what="a leader known to the client")
         wait_until(lambda: call(client, "PUT", "/v1/kv/app/config", "v1", MANAGEMENT) == (200, b"true"),
                    timeout=60, what="a KV write through the client with the management token")
