@@ -25,6 +25,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +144,14 @@ class Batch:
         start = i * RECV_BYTES
         return bytes(self.recv_data[start:start + length])
 
+    def key(self, i: int) -> bytes | None:
+        """The i-th datagram after its 2-byte ID (a DNS query's cache key); None: truncated."""
+        flags, length = _FLAGS_LEN.unpack_from(self.recv_view, i * MSG + FLAGS_AT)
+        if flags & MSG_TRUNC:
+            return None
+        start = i * RECV_BYTES
+        return bytes(self.recv_data[start + 2:start + length])
+
     def address(self, i: int) -> tuple[str, int]:
         """The sender of the i-th datagram, as `recvfrom` gives it (host, port)."""
         at = i * NAME_BYTES
@@ -158,9 +167,25 @@ class Batch:
         if length > SEND_BYTES:
             self.sock.sendto(data, self.address(i))
             return
-        j = self.queued
-        start = j * SEND_BYTES
+        start = self.queued * SEND_BYTES
         self.send_data[start:start + length] = data
+        self._queue(i, length)
+
+    def reply_with_id(self, i: int, rest: bytes) -> None:
+        """Queue the i-th datagram's own first two bytes (a DNS query's ID), then `rest`."""
+        length = 2 + len(rest)
+        at = i * RECV_BYTES
+        if length > SEND_BYTES:
+            self.sock.sendto(bytes(self.recv_data[at:at + 2]) + rest, self.address(i))
+            return
+        start = self.queued * SEND_BYTES
+        data = self.send_data
+        data[start:start + 2] = self.recv_data[at:at + 2]
+        data[start + 2:start + length] = rest
+        self._queue(i, length)
+
+    def _queue(self, i: int, length: int) -> None:
+        j = self.queued
         _SIZE.pack_into(self.send_iov_view, j * IOV + IOV_LEN_AT, length)
         _NAME.pack_into(self.send_view, j * MSG + NAME_AT, self.name_addrs[i], self.name_len)
         self.queued = j + 1
@@ -184,20 +209,34 @@ class Batch:
 def reader(sock: socket.socket, size: int, server: Any,
            other: Callable[[Any, bytes, tuple[str, int]], None]) -> Callable[[], None] | None:
     """A read callback for the event loop that answers every queued datagram in batches, or None
-    where batching is not available. `server.answer(data, False)` answers (looked up per batch:
-    telemetry wraps it): reply bytes are sent in the batch; any other result but None goes to
-    `other(result, data, asker)`."""
+    where batching is not available. A query the DNS server's answer cache holds is answered by
+    `server.hit(key)` (the reply without its ID; the hits are reported once per batch with
+    `server.hits_done(seconds)`); any other by `server.answer(data, False)` (looked up per
+    batch: telemetry wraps it): reply bytes are sent in the batch, any other result but None goes
+    to `other(result, data, asker)`."""
     if not available() or os.environ.get("CAIRN_DNS_NO_MMSG"):
         return None
     batch = Batch(sock, size)
+    clock = time.perf_counter
 
     def ready() -> None:
-        answer = server.answer
+        answer, hit = server.answer, server.hit
+        start = clock()
+        slow = 0.0  # seconds spent on queries that were not hits
         for i in range(batch.receive()):
-            data = batch.datagram(i)
-            if data is None:
+            key = batch.key(i)
+            if key is None:
                 continue
+            began = 0.0
             try:
+                rest = hit(key)
+                if rest is not None:
+                    batch.reply_with_id(i, rest)
+                    continue
+                began = clock()
+                data = batch.datagram(i)
+                if data is None:
+                    continue
                 out = answer(data, False)
                 if out.__class__ is bytes:
                     batch.reply(i, out)
@@ -207,6 +246,9 @@ def reader(sock: socket.socket, size: int, server: Any,
                 pass  # a reply too long for the batch could not be sent: the client retries
             except Exception as err:  # noqa: BLE001 - never let one packet stop the listener
                 log.error("DNS query failed: error=%r", err)
+            if began:
+                slow += clock() - began
         batch.flush()
+        server.hits_done(clock() - start - slow)
 
     return ready

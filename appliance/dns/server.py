@@ -9,6 +9,10 @@ Every listener hands the raw query to `DNSServer.answer(data, tcp)`:
    one dict lookup and a bytes concatenation that patches the ID back in. One table per transport,
    since UDP replies are trimmed and TCP ones are not. The key is the exact question, so `WEB` and
    `web` are cached apart and each reply echoes the case it was asked in.
+   In a batched UDP read (appliance/dns/mmsg.py) a hit does not go through `answer` at all:
+   `hit(key)` takes the bytes after the ID straight from the receive buffer and the reply is
+   the query's own ID followed by the cached bytes, written into the send buffer; the hits are
+   counted, and timed for `consul.dns.*_query`, once per batch (`hits_done`, `on_hits`).
 2. Each entry remembers the state-store watch keys its answer read (`svc:web`, `node:n1`, ...)
    and the store index it was built at. While `store.last_index` has not moved, the entry is
    current; when it has, the entry is still current if none of its own keys moved. So a catalog
@@ -56,6 +60,7 @@ from appliance.dns.answers_wire import error_reply
 from appliance.dns.names import NOERROR, NXDOMAIN, SERVFAIL, Request
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state.store import Store
+from appliance.telemetry.edges import is_ptr_query
 
 log = logging.getLogger("agent.dns")
 agent_log = logging.getLogger("agent")
@@ -88,6 +93,7 @@ class _Entry:
     variants: list[bytes] = field(default_factory=list)
     turn: int = 0
     size: int = 0  # bytes of key and variants, for the cache's byte budget
+    ptr: bool = False  # a reverse lookup (counted as consul.dns.ptr_query)
 
 
 def parse_recursor(text: str) -> tuple[str, int]:
@@ -199,6 +205,10 @@ class DNSServer:
         # at run time count); None: the configured tokens
         self.agent_tokens: Callable[[str], str] | None = None
         self._cached_for = ""  # the DNS token the cached answers were built with (ACLs on)
+        self._hits = [0, 0]  # fast-path hits of the batch being answered: [domain, ptr]
+        # (domain hits, ptr hits, seconds spent on them) -> None: the DNS timings (set by
+        # telemetry.instrument_dns); None: hits are only counted in `stats`
+        self.on_hits: Callable[[int, int, float], None] | None = None
         self.configure(config)
 
     # ------------------------------------------------------------------ configuration
@@ -253,25 +263,15 @@ class DNSServer:
     def answer(self, data: bytes, tcp: bool) -> Any:
         """Packed reply bytes, a Reply that asks to forward, or None to drop."""
         self.stats["queries"] += 1
-        if self.acl.enabled and self.acl.secret != self._cached_for:  # the DNS token changed at run time
-            self._cached_for = self.acl.secret
-            self._clear_caches()
+        self._token_check()
         cache = self._caches[tcp]
         key = data[2:]
-        entry = cache.get(key)
+        entry = self._current(cache, key)
+        if entry is not None and len(entry.variants) >= entry.want:
+            self.stats["cache_hits"] += 1
+            entry.turn = turn = (entry.turn + 1) % entry.want
+            return data[:2] + entry.variants[turn]
         store = self.store
-        if entry is not None:
-            if entry.checked != store.last_index:
-                if entry.deps and store.index_of(*entry.deps, *self.acl.deps) > entry.built:
-                    del cache[key]
-                    self._cache_bytes -= entry.size
-                    entry = None
-                else:
-                    entry.checked = store.last_index
-            if entry is not None and len(entry.variants) >= entry.want:
-                self.stats["cache_hits"] += 1
-                entry.turn = turn = (entry.turn + 1) % entry.want
-                return data[:2] + entry.variants[turn]
         now = time.time()
         reply = self.answerer.respond(data, self.acl.view(store, now), self.rng, now, tcp=tcp)
         if reply.error:
@@ -286,7 +286,8 @@ class DNSServer:
                 and len(reply.wire) <= MAX_CACHED_REPLY):
             if entry is None:
                 want = SHUFFLE_VARIANTS if reply.shuffled else 1
-                entry = cache[key] = _Entry(reply.deps, store.last_index, store.last_index, want, size=len(key))
+                entry = cache[key] = _Entry(reply.deps, store.last_index, store.last_index, want, size=len(key),
+                                            ptr=is_ptr_query(data))
                 self._cache_bytes += len(key)
             entry.variants.append(reply.wire[2:])
             entry.size += len(reply.wire)
@@ -295,6 +296,49 @@ class DNSServer:
                 oldest = next(iter(cache))
                 self._cache_bytes -= cache.pop(oldest).size
         return reply.wire
+
+    def _token_check(self) -> None:
+        if self.acl.enabled and self.acl.secret != self._cached_for:  # the DNS token changed at run time
+            self._cached_for = self.acl.secret
+            self._clear_caches()
+
+    def _current(self, cache: dict[bytes, _Entry], key: bytes) -> _Entry | None:
+        """The cache entry for `key` while the store data its answer read has not moved."""
+        entry = cache.get(key)
+        if entry is not None:
+            store = self.store
+            if entry.checked != store.last_index:
+                if entry.deps and store.index_of(*entry.deps, *self.acl.deps) > entry.built:
+                    del cache[key]
+                    self._cache_bytes -= entry.size
+                    return None
+                entry.checked = store.last_index
+        return entry
+
+    def hit(self, key: bytes) -> bytes | None:
+        """A batched UDP read's fast path: the cached reply, without its ID, to the query whose
+        bytes after the ID are `key`; None when it is not a cache hit (then `answer` it). Hits are
+        counted here and reported by `hits_done` once per batch."""
+        if self.acl.enabled and self.acl.secret != self._cached_for:
+            return None  # answer() clears the cache first
+        entry = self._current(self._caches[0], key)
+        if entry is None or len(entry.variants) < entry.want:
+            return None
+        self._hits[entry.ptr] += 1
+        entry.turn = turn = (entry.turn + 1) % entry.want
+        return entry.variants[turn]
+
+    def hits_done(self, elapsed_s: float) -> None:
+        """Count the hits of one batch (`hit`): in the server's stats and, through `on_hits`, in
+        the DNS timings (`elapsed_s` is the time the batch spent on them)."""
+        hits = self._hits
+        domain, ptr = hits
+        if domain or ptr:
+            hits[0] = hits[1] = 0
+            self.stats["queries"] += domain + ptr
+            self.stats["cache_hits"] += domain + ptr
+            if self.on_hits is not None:
+                self.on_hits(domain, ptr, elapsed_s)
 
     # ------------------------------------------------------------------ recursors
 

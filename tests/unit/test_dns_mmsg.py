@@ -83,17 +83,35 @@ def test_the_reader_answers_through_the_server_and_hands_on_the_rest() -> None:
     server, client, addr = pair()
 
     class Server:
+        """Answers `hit` from a cache keyed by the bytes after a 2-byte ID, else through `answer`."""
+
+        def __init__(self) -> None:
+            self.batches: list[float] = []
+            self.hits = 0
+
+        def hit(self, key: bytes) -> bytes | None:
+            if key == b"cached":
+                self.hits += 1
+                return b"+C"
+            return None
+
+        def hits_done(self, elapsed_s: float) -> None:
+            self.batches.append(elapsed_s)
+
         def answer(self, data: bytes, tcp: bool) -> object:
             if data == b"boom":
                 raise ValueError("a bug")
             return {b"fwd": "forward", b"drop": None}.get(data, b"A:" + data)
 
     forwarded = []
+    fake = Server()
     with server, client:
-        ready = mmsg.reader(server, 8, Server(), lambda out, data, asker: forwarded.append((out, data, asker)))
+        ready = mmsg.reader(server, 8, fake, lambda out, data, asker: forwarded.append((out, data, asker)))
         assert ready is not None
-        for q in (b"one", b"fwd", b"drop", b"boom", b"two"):
+        for q in (b"one", b"fwd", b"drop", b"boom", b"IDcached", b"two", b"XYcached"):
             client.sendto(q, addr)
         ready()
-        assert replies(client, 2) == [b"A:one", b"A:two"]
+        # a hit goes back with the query's own ID in front of the cached rest
+        assert replies(client, 4) == [b"A:one", b"ID+C", b"A:two", b"XY+C"]
         assert forwarded == [("forward", b"fwd", client.getsockname())]
+        assert fake.hits == 2 and len(fake.batches) == 1 and fake.batches[0] >= 0

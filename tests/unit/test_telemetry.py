@@ -395,6 +395,24 @@ def test_dns_timing_samples_under_load_but_counts_every_query():
     assert len(calls) == 12
 
 
+def test_batched_cache_hits_are_counted_by_kind_and_timed_per_batch():
+    """Hits of a batched UDP read skip `answer`; the server reports them per batch (on_hits)."""
+    from appliance.telemetry import instrument_dns
+
+    clock = Clock()
+    tel = recorder(clock)
+    server = SimpleNamespace(answer=lambda data, tcp: b"reply")
+    instrument_dns(tel, server, "node-1", every=4, gap_s=1.0)
+    server.on_hits(6, 2, 0.008)  # 8 hits in 8 ms: 1 ms each
+    clock.advance(0.01)
+    server.on_hits(3, 0, 0.006)  # 2 ms each, within the gap: counted, timed with a later batch
+    series = {(s[0], s[1]): s for s in tel.prometheus_series()["summaries"]}
+    _, _, count, total, quantiles = series[("consul.dns.domain_query", (("node", "node-1"),))]
+    assert count == 9 and total == pytest.approx(6 * 1.0 + 3 * 1.0)  # the 3 at the last timing
+    _, _, count, total, _ = series[("consul.dns.ptr_query", (("node", "node-1"),))]
+    assert count == 2 and total == pytest.approx(2.0)
+
+
 def test_weighted_samples_aggregate_like_repeated_ones():
     a, b = Aggregate(), Aggregate()
     a.add(3.0, weight=4)
