@@ -30,12 +30,13 @@ store, exactly as the route table asks them of the same write made over HTTP
 - restore: acl:write (Consul's snapshot restore needs a management token).
 - config_entry: what /v1/config asks of its kind (appliance/connect/entries.py `needs`: service
   or intention write on the name, mesh:write for the mesh-wide kinds).
-- connect_ca: operator:write to set the configuration; nothing for the CA's bookkeeping (its
-  first root, serial numbers, pruning), which any agent does when it serves roots or signs.
+- connect_ca: none from a client agent: the CA's keys (its first root, a rotation) and its
+  bookkeeping (serial numbers, pruning) are the servers', and a client agent asks a server to
+  sign its leaves and to read or set the configuration (appliance/http/handlers/connect_ca.py).
 
-A command only servers propose (the ACL tables' start-up `init`, autopilot's `Init`, anything not
-in the table) is refused whatever the token: `Permission denied: <type> is not a client agent's
-write`. Pure: the caller passes the store and the time.
+A command only servers propose (the ACL tables' start-up `init`, autopilot's `Init`, connect_ca,
+anything not in the table) is refused whatever the token: `Permission denied: <type> is not a
+client agent's write`. Pure: the caller passes the store and the time.
 """
 
 from __future__ import annotations
@@ -214,9 +215,9 @@ def _config_entry(cmd: dict[str, Any], store: Store) -> list[Need]:
 
 
 def _connect_ca(cmd: dict[str, Any], store: Store) -> list[Need]:
-    """The CA's configuration needs operator:write; its bookkeeping (the first root, serial
-    numbers, pruning rotated roots) is what any agent does when it signs or serves roots."""
-    return [("operator", "write", None)] if cmd.get("Op") == "set" else []
+    """Servers only: the CA's configuration and roots carry its private keys, and its bookkeeping
+    (the first root, serial numbers, pruning rotated roots) is done where the keys are."""
+    raise ServerOnly("connect_ca")
 
 
 def _scalar(resource: str, level: str) -> NeedsFn:

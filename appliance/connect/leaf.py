@@ -15,8 +15,9 @@ at most MAX_ENTRIES service names; the one asked for least recently goes first.
 
 Signing is limited by the CA's `CSRMaxPerSecond` (50 by default; `RateLimit`): over the limit a
 leaf that is still valid keeps being served, and a request with none gets Consul's 429 `Rate
-limit reached, try again later`. `body` is Consul's IssuedCert. Time and randomness (a uniform
-number in [0, 1)) are passed in.
+limit reached, try again later`. `body` is Consul's IssuedCert; `leaf_of` reads one back (a
+client agent caches the leaf a server issued for it). Time and randomness (a uniform number in
+[0, 1)) are passed in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography import x509
 
 from appliance.connect import ca
 
@@ -112,3 +115,21 @@ def body(entry: Entry) -> dict[str, Any]:
     return {"SerialNumber": ca.serial_hex(leaf.serial), "CertPEM": entry.chain, "PrivateKeyPEM": leaf.key_pem,
             "Service": entry.service, "ServiceURI": entry.uri, "ValidAfter": ca.rfc3339(leaf.valid_after),
             "ValidBefore": ca.rfc3339(leaf.valid_before), "CreateIndex": entry.index, "ModifyIndex": entry.index}
+
+
+_PEM_END = "-----END CERTIFICATE-----"
+
+
+def leaf_of(issued: dict[str, Any]) -> tuple[ca.Leaf, list[str]]:
+    """An IssuedCert (`body`) read back: the leaf and the intermediates its CertPEM carries after
+    it (ValueError, KeyError or TypeError when it is not one)."""
+    chain = [p.strip() + "\n" + _PEM_END + "\n" for p in issued["CertPEM"].split(_PEM_END) if p.strip()]
+    if not chain:
+        raise ValueError("no certificate")
+    cert = x509.load_pem_x509_certificate(chain[0].encode())
+    akid = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier or b""
+    key = issued["PrivateKeyPEM"]
+    if not isinstance(key, str) or "PRIVATE KEY" not in key:
+        raise ValueError("no private key")
+    return (ca.Leaf(chain[0], key, cert.serial_number, cert.not_valid_before_utc.timestamp(),
+                    cert.not_valid_after_utc.timestamp(), ca.colon_hex(akid)), chain[1:])

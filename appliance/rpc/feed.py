@@ -57,6 +57,12 @@ the server did (each token's replacement is its own accessor, so no check a secr
 at apply answers differently); one the server refused is sent as a write the client's FSM
 refuses too (deleting the anonymous token), so both move their index without a change. A client
 never resolves a secret in its own tables.
+
+No Connect CA private key leaves the servers either: a client agent's leaves are signed by a
+server (appliance/http/handlers/connect_ca.py). The snapshot a client gets holds the CA's roots
+and configuration without the roots' keys and without the operator's `PrivateKey` in the
+configuration map, and a `connect_ca` entry is sent without them (`redact_ca`); the client's FSM
+applies it as the server did (the keys decide nothing at apply), so its index stays in step.
 """
 
 from __future__ import annotations
@@ -118,15 +124,34 @@ def batches(entries: list[tuple[int, bytes | None]]) -> list[list[list[Any]]]:
 _REFUSED = encode_command({"Type": "acl", "Op": "token_delete", "ID": ANONYMOUS_ID})  # refused by every FSM
 
 
+def _without_key(conf: Any) -> Any:
+    """A CA configuration map without the operator's private key (any spelling of `PrivateKey`)."""
+    if not isinstance(conf, dict):
+        return conf
+    return {k: v for k, v in conf.items() if str(k).replace("_", "").replace("-", "").lower() != "privatekey"}
+
+
+def redact_ca(cmd: dict[str, Any]) -> dict[str, Any]:
+    """A connect_ca command without private keys: the roots' `Keys` and the configuration's key."""
+    out = {k: v for k, v in cmd.items() if k != "Keys"}
+    conf = cmd.get("Config")
+    if isinstance(conf, dict) and "Config" in conf:
+        out["Config"] = {**conf, "Config": _without_key(conf["Config"])}
+    return out
+
+
 def redact_entry(tables: AclTables, index: int, data: bytes | None) -> bytes | None:
-    """The entry as a client agent gets it: an ACL write that carries a token secret rewritten
-    (see the module docstring); `tables` are the server's right after it applied the entry."""
-    if data is None or b"SecretID" not in data:
+    """The entry as a client agent gets it: an ACL write that carries a token secret rewritten, a
+    connect_ca command without private keys (see the module docstring); `tables` are the server's
+    right after it applied the entry."""
+    if data is None or (b"SecretID" not in data and b"connect_ca" not in data):
         return data
     try:
         cmd = decode_command(data)
     except UndecodableCommand:
         return data
+    if cmd.get("Type") == "connect_ca":
+        return encode_command(redact_ca(cmd)) if "Keys" in cmd or "Config" in cmd else data
     obj = cmd.get("Object")
     if cmd.get("Type") != "acl" or not isinstance(obj, dict) or "SecretID" not in obj:
         return data
@@ -152,9 +177,13 @@ def redacted_tables(tables: AclTables) -> AclTables:
 
 
 def client_snapshot(store: Any) -> bytes:
-    """The snapshot a client agent gets: the store's, without token secrets."""
+    """The snapshot a client agent gets: the store's, without token secrets and CA private keys."""
     view = copy.copy(store)
     view.acl = redacted_tables(store.acl)
+    view.connect = copy.copy(store.connect)
+    view.connect.keys = {}
+    if store.connect.ca_config is not None:
+        view.connect.ca_config = {**store.connect.ca_config, "Config": _without_key(store.connect.ca_config["Config"])}
     return snapshot(view)
 
 

@@ -98,8 +98,6 @@ def store_with(*policies: tuple[str, str]) -> tuple[Store, dict[str, str]]:
     ({"Type": "config_entry", "Op": "delete", "Kind": "service-intentions", "Name": "db"},
      [("intention", "write", "db")]),
     ({"Type": "config_entry", "Op": "set", "Kind": "proxy-defaults", "Name": "global"}, [("mesh", "write", None)]),
-    ({"Type": "connect_ca", "Op": "set", "Config": {}}, [("operator", "write", None)]),
-    ({"Type": "connect_ca", "Op": "serial"}, []),
 ])
 def test_each_command_needs_what_its_endpoint_needs(cmd, needs):
     store, _ = store_with()
@@ -118,6 +116,8 @@ def test_every_command_type_says_what_a_client_needs_to_forward_it():
 @pytest.mark.parametrize("cmd", [
     {"Type": "acl", "Op": "init"}, {"Type": "autopilot", "Init": True, "Config": {}}, {"Type": "nonsense"},
     {"Type": "lock_checked", "Command": {"Type": "acl", "Op": "init"}}, {"NoType": 1},
+    {"Type": "connect_ca", "Op": "set", "Config": {}}, {"Type": "connect_ca", "Op": "serial"},
+    {"Type": "connect_ca", "Op": "init", "Config": {}, "Roots": []}, {"Type": "connect_ca", "Op": "prune", "IDs": []},
 ])
 def test_commands_only_servers_propose_are_refused_whatever_the_token(cmd):
     store, _ = store_with()

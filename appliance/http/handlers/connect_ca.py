@@ -18,23 +18,37 @@ A blocking request (`?index=` the leaf's ModifyIndex) waits until the leaf is re
 expiry, leaf.py) or the wait ends; a root rotation wakes it and the leaf is renewed within the
 jitter window. The answer carries `X-Cache` (HIT when the
 cached leaf was served) and `Age`.
+
+A client agent holds no CA private key (its replica has the roots without their keys,
+appliance/rpc/feed.py) and proposes none of the CA's bookkeeping: as Consul's client agents send
+a CSR to a server (ConnectCA.Sign), it asks a server of its datacenter for the leaf
+(`GET /v1/agent/connect/ca/leaf/<service>` run there, with the request's token, so the server
+checks service:write and applies CSRMaxPerSecond) and caches the answer as its own; the roots
+come from its replica. The first root, serial numbers and pruning are the servers' (a client asks
+a server for the roots when none is stored yet, which bootstraps the CA there), and the CA
+configuration is read and written on a server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from appliance.api.gojson import ANY, BOOL, STRING, DecodeError, Map, Struct, decode
 from appliance.connect import authority, ca, leaf, spiffe
+from appliance.federation.forward import Exchange, ForwardError
+from appliance.http.authz import acl_agent
 from appliance.http.context import HTTPContext, park
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
 from appliance.http.query import blocking, query_options
+from appliance.http.remote_dc import on_server
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
@@ -83,9 +97,31 @@ def _uid(agent: ConnectAgent) -> str:
     return ca.compact_uid(agent.rng.getrandbits(64))
 
 
+def on_client(ctx: HTTPContext) -> bool:
+    """A client agent: the CA's keys and bookkeeping are the servers' (module docstring)."""
+    return ctx.raft is None
+
+
+async def _ask_server(ctx: HTTPContext, path: str, token: str) -> Any:
+    """GET `path` on a server of this datacenter with `token`: the JSON answer, or its error."""
+    headers = [("X-Consul-Token", token)] if token else []
+    try:
+        answer = await ctx.federation.ask_server(Exchange("GET", path, [], headers, b""))
+    except ForwardError as err:
+        raise HTTPError(500, str(err)) from None
+    if answer.status != 200:
+        raise HTTPError(answer.status, answer.body.decode(errors="replace").strip())
+    return json.loads(answer.body or b"null")
+
+
 async def ensure_ca(ctx: HTTPContext) -> None:
     """Bootstrap the CA if none is stored yet (module docstring)."""
     tables = ctx.store.connect
+    if on_client(ctx):
+        if tables.ca_config is None:  # a server bootstraps it; the replica then holds its roots
+            await _ask_server(ctx, "/v1/connect/ca/roots", "")
+            await ctx.consensus.read_point("default")
+        return
     if tables.ca_config is not None:
         await _prune(ctx)
         return
@@ -139,6 +175,8 @@ async def agent_roots(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def configuration(req: Request, ctx: HTTPContext) -> Answer:
+    if on_client(ctx):  # Consul's ConnectCA.ConfigurationGet: a server answers
+        return await on_server(req, ctx)
     await ensure_ca(ctx)
     tables = ctx.store.connect
     body, headers = await blocking(req, ctx, index=lambda: ctx.store.index_of(watchkeys.CONNECT_CA),
@@ -147,6 +185,8 @@ async def configuration(req: Request, ctx: HTTPContext) -> Answer:
 
 
 async def set_configuration(req: Request, ctx: HTTPContext) -> Answer:
+    if on_client(ctx):  # Consul's ConnectCA.ConfigurationSet: a server rotates
+        return await on_server(req, ctx)
     raw = read_json(req)
     try:
         body = decode(raw, CA_CONFIGURATION) if raw is not None else {}
@@ -191,7 +231,18 @@ async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str) -> leaf.En
     return agent.cache.put(service, uri, issued, root.get("IntermediateCerts"), index, now, agent.rng.random())
 
 
-async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tuple[leaf.Entry, bool]:
+async def _issue_on_server(ctx: HTTPContext, agent: ConnectAgent, service: str, token: str) -> leaf.Entry:
+    """A client agent: a server issues the leaf (module docstring)."""
+    body = await _ask_server(ctx, LEAF_PREFIX + quote(service, safe=""), token)
+    try:
+        issued, intermediates = leaf.leaf_of(body)
+    except (ValueError, KeyError, TypeError) as err:
+        raise HTTPError(500, f"invalid leaf from server: {err}") from None
+    return agent.cache.put(service, body["ServiceURI"], issued, intermediates, int(body["ModifyIndex"]),
+                           agent.clock(), agent.rng.random())
+
+
+async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool, token: str = "") -> tuple[leaf.Entry, bool]:
     """The cached leaf for a service, renewed if due; (entry, whether the cache answered)."""
     agent = connect_agent(ctx)
     lock = agent.issuing.setdefault(service, asyncio.Lock())
@@ -210,6 +261,13 @@ async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool) -> tupl
                 agent.cache.root_changed(entry, signing, now, agent.rng.random())
         if entry is not None and not agent.cache.stale(entry, now):
             return entry, True
+        if on_client(ctx):
+            try:
+                return await _issue_on_server(ctx, agent, service, token), False
+            except HTTPError as err:
+                if err.status == 429 and entry is not None and now < entry.leaf.valid_before:
+                    return entry, True  # the server's limit: the old leaf is still good
+                raise
         conf = ctx.store.connect.ca_config
         per_second = ca.parse_config(conf["Config"]).csr_max_per_second if conf else 0.0
         if not agent.signing.take(per_second, agent.loop_time()):
@@ -226,7 +284,8 @@ async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
     opts = query_options(req)
     await ensure_ca(ctx)
     agent = connect_agent(ctx)
-    entry, hit = await current_leaf(ctx, service, revalidate=opts.index == 0)
+    token = acl_agent(ctx).secret(req)[0] if ctx.config.acl.enabled else ""
+    entry, hit = await current_leaf(ctx, service, revalidate=opts.index == 0, token=token)
     if opts.index > 0 and entry.index == opts.index:
         cfg = ctx.config
         wait = min(opts.wait_s if opts.wait_s > 0 else cfg.default_query_time_s, cfg.max_query_time_s)
@@ -237,7 +296,7 @@ async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
                 break
             until_renewal = max(0.0, entry.renew_at - agent.clock())
             await park(ctx, (watchkeys.CONNECT_CA,), (), min(remaining, until_renewal + 0.001))
-            entry, hit = await current_leaf(ctx, service, revalidate=False)
+            entry, hit = await current_leaf(ctx, service, revalidate=False, token=token)
     age = int(max(0.0, agent.clock() - entry.leaf.valid_after - ca.CLOCK_SKEW_S)) if hit else 0
     headers = {"X-Consul-Index": str(entry.index), "X-Cache": "HIT" if hit else "MISS", "Age": str(age)}
     return json_answer(req, leaf.body(entry), headers=headers)
