@@ -87,9 +87,11 @@ class Agent:
             cmd += ["-datacenter", self.datacenter]
         cmd += ["-http-port", str(http_port), "-dns-port", str(dns_port), "-server-port", str(server_port),
                 "-serf-lan-port", str(lan), "-serf-wan-port", str(wan), *self.args, *extra]
-        for address in self.join:
-            if address != self.lan_addr:
-                cmd += ["-retry-join", address]
+        joins = [a for a in self.join if a != self.lan_addr]
+        for address in joins:
+            cmd += ["-retry-join", address]
+        if joins:  # an agent started a moment before the one it joins tries again soon (Consul: 30 s)
+            cmd += ["-retry-interval", "1s"]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]  # execs: the pid is the agent's
         self.command = cmd

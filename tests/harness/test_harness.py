@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Cluster, wait_until
+from tests.harness import Agent, Cluster, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -21,9 +21,9 @@ def test_two_datacenters_a_client_kill_9_and_a_restart(tmp_path: Path) -> None:
         assert server.wait_http() is server and client.wait_http() is client
 
         dc1.join_wan(dc2)  # the WAN pool: each datacenter's servers see the other's
-        for agent in (server, client, dc2.servers[0]):
-            wait_until(lambda a=agent: sorted(a.read_json("/v1/catalog/datacenters")) == ["dc1", "dc2"],
-                       timeout=20, what=f"both datacenters known to {agent.name}")
+        for agent in (server, client, dc2.servers[0]):  # a client asks a server: 500 until it knows one
+            wait_until(lambda a=agent: _datacenters(a) == ["dc1", "dc2"], timeout=20,
+                       what=f"both datacenters known to {agent.name}")
         assert {m["Name"] for m in server.read_json("/v1/agent/members?wan=1")} == {"s1.dc1", "dc2-s1.dc2"}
 
         wait_until(lambda: client.members() == {"s1": 1, "c1": 1}, timeout=20, what="the LAN pool")
@@ -40,3 +40,8 @@ def test_two_datacenters_a_client_kill_9_and_a_restart(tmp_path: Path) -> None:
         assert wait_until(lambda: server.kv_get("via/client", "&consistent"), timeout=20) == b"yes"
         assert "agent running" in server.log(this_start=True).lower()
         assert server.log().lower().count("agent running") == 2  # both starts, one log
+
+
+def _datacenters(agent: Agent) -> list[str] | None:
+    status, body = agent.poll_json("/v1/catalog/datacenters")
+    return sorted(body) if status == 200 else None
