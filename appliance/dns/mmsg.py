@@ -136,21 +136,14 @@ class Batch:
         self.queued = 0
         return self.received
 
-    def datagram(self, i: int) -> bytes | None:
-        """The i-th datagram of the last `receive` (None: truncated, too long to be a query)."""
+    def datagram(self, i: int, skip: int = 0) -> bytes | None:
+        """The i-th datagram of the last `receive`, less its first `skip` bytes (2: a DNS query's
+        cache key, after its ID); None: truncated, too long to be a query."""
         flags, length = _FLAGS_LEN.unpack_from(self.recv_view, i * MSG + FLAGS_AT)
         if flags & MSG_TRUNC:
             return None
         start = i * RECV_BYTES
-        return bytes(self.recv_data[start:start + length])
-
-    def key(self, i: int) -> bytes | None:
-        """The i-th datagram after its 2-byte ID (a DNS query's cache key); None: truncated."""
-        flags, length = _FLAGS_LEN.unpack_from(self.recv_view, i * MSG + FLAGS_AT)
-        if flags & MSG_TRUNC:
-            return None
-        start = i * RECV_BYTES
-        return bytes(self.recv_data[start + 2:start + length])
+        return bytes(self.recv_data[start + skip:start + length])
 
     def address(self, i: int) -> tuple[str, int]:
         """The sender of the i-th datagram, as `recvfrom` gives it (host, port)."""
@@ -224,7 +217,7 @@ def reader(sock: socket.socket, size: int, server: Any,
         start = clock()
         slow = 0.0  # seconds spent on queries that were not hits
         for i in range(batch.receive()):
-            key = batch.key(i)
+            key = batch.datagram(i, 2)
             if key is None:
                 continue
             began = 0.0
