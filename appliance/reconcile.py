@@ -27,9 +27,13 @@ touched.
 `ReconcileSchedule` decides when to reconcile what, without I/O: every member once when this
 server becomes leader, then each member named by a gossip event, and everything again every
 `RECONCILE_INTERVAL_S` (Consul's reconcile_interval, 60 s); a failed proposal (leadership lost, a
-timeout) makes the next pass a full one. `plan_name` is the plan for one named member, reaped
-ones included. `MemberReconciler` runs both on the agent's event loop (leadership polled every
-`LEADER_POLL_S`); the simulator (tests/sim/agents.py) runs the same two on simulated time.
+timeout) makes the next pass a full one. A full pass starts with a read barrier (Consul's
+`raft.Barrier` in its leader loop): a leader elected with entries it has not applied yet would
+otherwise plan against an older catalog and miss a change those entries make (a member marked
+critical by the previous leader, back alive since, stayed critical until the next full pass).
+`plan_name` is the plan for one named member, reaped ones included. `MemberReconciler` runs both
+on the agent's event loop (leadership polled every `LEADER_POLL_S`); the simulator
+(tests/sim/agents.py) runs the same two on simulated time.
 """
 
 from __future__ import annotations
@@ -280,6 +284,10 @@ class MemberReconciler:
                     schedule.begin_full()
                     ok = True
                     try:
+                        # Consul's barrier before a pass: the store has applied everything
+                        # committed (a new leader's store may lag its log), so the pass plans
+                        # against the state it will change, not an older one.
+                        await self.consensus.read_point("consistent")
                         await self.reconcile_all()
                     except Exception as err:  # noqa: BLE001 - lost leadership or a timeout: retry
                         ok = False

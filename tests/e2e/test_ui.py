@@ -349,3 +349,20 @@ def test_keyboard_only_search_and_open_a_service(agent: AgentProcess, chromium: 
     page.locator('[data-instance="api-1"]').wait_for()
     assert page.locator("h1").inner_text() == "api"
     assert p.problems == []
+
+
+def test_a_live_update_keeps_the_keyboard_focus(agent: AgentProcess, chromium: Any) -> None:
+    # The services list is redrawn on every answer of its blocking query; a keyboard user's focus
+    # on a row's link stays on that service's link, not the top of the page.
+    p, page = visit(chromium, agent, "/ui/services", '[data-service="api"]')
+    page.locator('[data-service="api"] a').focus()
+    body = {"Name": "focus-probe", "ID": "focus-probe", "Port": 1}
+    assert agent.put("/v1/agent/service/register", body)[0] == 200
+    try:
+        page.locator('[data-service="focus-probe"]').wait_for()
+        assert page.evaluate("() => document.activeElement.textContent") == "api"
+        page.keyboard.press("Enter")
+        page.locator('[data-instance="api-1"]').wait_for()
+    finally:
+        agent.put("/v1/agent/service/deregister/focus-probe")
+    assert p.problems == []

@@ -178,10 +178,18 @@ class AgentRun:
             terms.append(rec.node.core.term)
             sim.schedule(lag_ms, change, rec.node.id)
 
+        def transfer(old: str, term: int, target: str) -> None:
+            # A transfer whose TimeoutNow was lost is abandoned after an election timeout and the
+            # old leader stays; the operator asks again, as after Consul's "leadership transfer
+            # timeout", while the old leader still leads in the same term.
+            node = sim.nodes[old]
+            if node.alive and node.core.is_leader and node.core.term == term:
+                node.call(lambda core: core.transfer_leadership(target))
+                sim.schedule(sim.opts.election_ticks * sim.opts.tick_ms * 2, transfer, old, term, target)
+
         def change(old: str) -> None:
             if how == "transfer":
-                target = rng.choice([nid for nid in sim.ids if nid != old])
-                sim.nodes[old].call(lambda core: core.transfer_leadership(target))
+                transfer(old, terms[0], rng.choice([nid for nid in sim.ids if nid != old]))
             elif how == "kill":
                 sim.stop_host(old)
             else:

@@ -28,6 +28,7 @@ from typing import Any
 
 from appliance.gossip import GossipConfig, Serf
 from appliance.gossip.outputs import Send
+from appliance.raft.messages import NotLeader
 from appliance.reconcile import (
     LEADER_POLL_S,
     Command,
@@ -137,17 +138,20 @@ class GossipHost:
 
 
 class _Answer:
-    """The waiter of one reconcile proposal: its outcome goes back to the reconciler."""
+    """The waiter of one reconcile proposal or barrier: its outcome goes back to the reconciler."""
 
-    def __init__(self, rec: SimReconciler, attempt: int) -> None:
-        self.rec, self.attempt, self._done = rec, attempt, False
+    def __init__(self, rec: SimReconciler, attempt: int, barrier: bool = False) -> None:
+        self.rec, self.attempt, self.barrier, self._done = rec, attempt, barrier, False
 
     def done(self) -> bool:
         return self._done
 
     def set_result(self, result: Any, /) -> None:
         self._done = True
-        self.rec._answered(self.attempt, result if isinstance(result, CommandError) else None)
+        if self.barrier:  # a read index, -1 when no leader could give one
+            self.rec._answered(self.attempt, None if result >= 0 else NotLeader())
+        else:
+            self.rec._answered(self.attempt, result if isinstance(result, CommandError) else None)
 
     def set_exception(self, exception: BaseException, /) -> None:
         self._done = True
@@ -164,7 +168,9 @@ class SimReconciler:
         self.commands: deque[tuple[str, Command, str]] = deque()
         self.in_full = False
         self.busy = False
-        self.attempt = 0  # the proposal in flight (a late or timed-out answer is ignored)
+        self.attempt = 0  # the proposal or barrier in flight (a late or timed-out answer is ignored)
+        self.barrier = False  # in flight: the read barrier before a full pass, not a proposal
+        self.barrier_done = False  # the store has applied what was committed: the full pass may start
         self.generation = 0  # the poll chain of this run of the server
         self.proposed: list[tuple[float, str, Command]] = []  # (time, proposer, command): for the checkers
         gossip.listeners.append(self.on_event)
@@ -174,7 +180,7 @@ class SimReconciler:
         self.schedule.started(self.sim.now / 1000)
         self.work.clear()
         self.commands.clear()
-        self.in_full = self.busy = False
+        self.in_full = self.busy = self.barrier = self.barrier_done = False
         self.attempt += 1
         self.generation += 1
         self._poll(self.generation)
@@ -203,7 +209,7 @@ class SimReconciler:
         if not leader:
             self.work.clear()
             self.commands.clear()
-            self.in_full = False
+            self.in_full = self.barrier_done = False
             return
         serf, store = self.gossip.serf, node.store
         while not self.commands:
@@ -212,6 +218,10 @@ class SimReconciler:
                     self.in_full = False
                     schedule.end_full(True, now_s)
                 if schedule.full_due(now_s):
+                    if not self.barrier_done:  # as the agent: a read barrier first
+                        self._propose(None)
+                        return
+                    self.barrier_done = False
                     schedule.begin_full()
                     self.in_full = True
                     self.work.extend(("member", m.name) for m in serf.member_list())
@@ -232,13 +242,21 @@ class SimReconciler:
                 continue  # reconcile_all plans only members it listed
             commands, reason = plan_name(store, name, member, **self._plan_args())
             self.commands.extend((name, c, reason) for c in commands)
-        _, cmd, _ = self.commands[0]
-        validate(cmd)
+        self._propose(self.commands[0][1])
+
+    def _propose(self, cmd: Command | None) -> None:
+        """Propose `cmd`, or ask for the read barrier (None); one at a time, with a timeout."""
+        node = self.node
         self.busy = True
+        self.barrier = cmd is None
         self.attempt += 1
+        self.sim.schedule(PROPOSE_TIMEOUT_MS, self._answered, self.attempt, TimeoutError())
+        if cmd is None:
+            node.read_barrier(_Answer(self, self.attempt, barrier=True))
+            return
+        validate(cmd)
         self.proposed.append((self.sim.now, node.id, cmd))
         node.propose(encode_command(cmd), _Answer(self, self.attempt))
-        self.sim.schedule(PROPOSE_TIMEOUT_MS, self._answered, self.attempt, TimeoutError())
         self.sim.on_proposed(self, cmd)
 
     def _answered(self, attempt: int, err: BaseException | None) -> None:
@@ -246,6 +264,12 @@ class SimReconciler:
             return
         self.busy = False
         self.attempt += 1
+        if self.barrier:  # a failed barrier is asked again on the next poll, as the agent's pass
+            self.barrier = False
+            self.barrier_done = err is None
+            if err is None:  # answered inside the host's Ready cycle: go on as a new input
+                self.sim.schedule(0.0, self.step)
+            return
         if err is None:
             self.commands.popleft()
         else:  # as the agent: a failed full pass is retried whole, a failed member makes one due

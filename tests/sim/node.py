@@ -166,6 +166,13 @@ class SimNode:
         else:
             waiter.set_exception(NotLeader())
 
+    def read_barrier(self, waiter: Any) -> None:
+        """A read index as an input: `waiter` gets it once applied here (the reconcile's barrier)."""
+        if self.alive:
+            self.submit(("read", waiter))
+        else:
+            waiter.set_exception(NotLeader())
+
     def submit(self, item: tuple) -> None:
         if self.busy:
             self.inbox.append(item)
@@ -184,6 +191,8 @@ class SimNode:
             self._client(item[1])
         elif kind == "propose":
             host.propose(item[1], item[2])
+        elif kind == "read":
+            host.read(item[1])
         else:
             try:
                 item[1](host.core)

@@ -19,7 +19,11 @@ from . import agents
 from .agent_scenarios import FAMILIES, AgentRun, run_agents
 from .checkers import SimFailure
 
-FIXED_SEEDS = {"gossip-failure": list(range(8)), "leader-change": list(range(12)), "partition": list(range(6))}
+# 2611766678: a leader elected with the previous leader's critical check not yet applied planned
+# its first full pass against the older catalog (fixed by the read barrier before a full pass);
+# 5000913: the transfer's TimeoutNow was lost and the scenario did not ask again.
+FIXED_SEEDS = {"gossip-failure": list(range(8)), "leader-change": list(range(12)) + [2611766678, 5000913],
+               "partition": list(range(6))}
 BUDGET_S = float(os.environ.get("CAIRN_AGENT_SIM_BUDGET_S", "3"))
 
 
@@ -76,3 +80,12 @@ def test_a_new_leader_that_skips_its_full_pass_is_caught(monkeypatch):
     monkeypatch.setattr(ReconcileSchedule, "full_due", lambda self, now: False)
     with pytest.raises(SimFailure, match="critical after the leader change"):
         run.leader_change()
+
+
+def test_a_full_pass_without_its_barrier_is_caught(monkeypatch):
+    # Planted: the read barrier before a full pass answers at once, whatever this server has
+    # applied. In seed 2611766678 the new leader has not applied the old leader's critical check
+    # when it wins; its pass sees a passing catalog and the member, back since, stays critical.
+    monkeypatch.setattr(agents.SimNode, "read_barrier", lambda self, waiter: waiter.set_result(self.applied))
+    with pytest.raises(SimFailure, match="serfHealth critical for alive member"):
+        run_agents("leader-change", 2611766678)

@@ -26,6 +26,21 @@ export function clear(el, ...children) {
   return append(el, children);
 }
 
+// clear() for a list that live updates redraw: rows carry their key in `attr`, and the element a
+// keyboard user had focused in a row (its link) is focused again in the redrawn row with the same
+// key, so an update does not throw the focus back to the top of the page.
+export function refill(el, attr, ...children) {
+  const active = document.activeElement;
+  const row = active && active !== el && el.contains(active) ? active.closest(`[${attr}]`) : null;
+  clear(el, ...children);
+  if (!row) return el;
+  const key = row.getAttribute(attr);
+  const again = [...el.querySelectorAll(`[${attr}]`)].find((r) => r.getAttribute(attr) === key);
+  const target = again && (again.matches(active.tagName) ? again : again.querySelector(active.tagName));
+  if (target) target.focus();
+  return el;
+}
+
 // An http(s) link from data (service meta values are often URLs); anything else stays text.
 export function safeLink(text) {
   try {

@@ -1,7 +1,7 @@
 // Key/Value: folders, create, edit with the CAS index (a concurrent change is refused), delete,
 // delete a folder. Values are text when they decode as UTF-8, shown and edited as text only.
 import { encodePath, getJSON, HTTPError, link, live, request } from '../api.js';
-import { clear, h } from '../dom.js';
+import { clear, h, refill } from '../dom.js';
 
 const FORMATS = ['text', 'json', 'yaml', 'hcl'];
 const PREVIEW_MAX = 64 * 1024;
@@ -155,7 +155,7 @@ function folder(main, prefix) {
   clear(main, crumbs(prefix), h('h1', null, prefix || 'Key/Value'), note, actions, listEl, form);
   return live(`/v1/kv/${encodePath(prefix)}`, (keys) => {
     const entries = (keys || []).filter((k) => k !== prefix);
-    clear(listEl, entries.length ? entries.map((k) => h('li', { 'data-key': k },
+    refill(listEl, 'data-key', entries.length ? entries.map((k) => h('li', { 'data-key': k },
       h('a', { href: link(`kv/${encodePath(k)}`) }, k.slice(prefix.length) || k, k.endsWith('/') ? ' (folder)' : '')))
       : h('li', { class: 'zero' }, 'No keys here.'));
   }, (err) => message(note, 'error', `Could not list keys: ${err.message}`), { keys: '', separator: '/' });

@@ -1,6 +1,6 @@
 // Nodes (health, address, meta, services) and one node with its checks and services.
 import { encodePath, link, live } from '../api.js';
-import { clear, counts, h, metaList, statusBadge, tags, worst } from '../dom.js';
+import { clear, counts, h, metaList, refill, statusBadge, tags, worst } from '../dom.js';
 
 const tally = (checks, s) => checks.filter((c) => c.Status === s).length;
 const failed = (problem, what) => (err) => clear(problem,
@@ -22,7 +22,7 @@ export function list(main) {
   function render() {
     const needle = search.value.toLowerCase();
     const shown = all.filter((n) => !needle || n.Node.toLowerCase().includes(needle) || n.Address.includes(needle));
-    clear(body, shown.slice(0, 500).map((n) => h('tr', { 'data-node': n.Node },
+    refill(body, 'data-node', shown.slice(0, 500).map((n) => h('tr', { 'data-node': n.Node },
       h('td', null, h('a', { href: link(`nodes/${encodePath(n.Node)}`) }, n.Node)),
       h('td', null, counts(tally(n.Checks, 'passing'), tally(n.Checks, 'warning'), tally(n.Checks, 'critical'))),
       h('td', { class: 'mono' }, n.Address),

@@ -1,6 +1,6 @@
 // Services: health counts, search, filter by health and tag, sort, pages of 100 rows.
 import { encodePath, link, live } from '../api.js';
-import { clear, counts, h, tags } from '../dom.js';
+import { clear, counts, h, refill, tags } from '../dom.js';
 
 const PAGE = 100;
 // names compared by a lower-cased key made once per answer (a collator is 10x slower on 5,000 rows)
@@ -80,7 +80,7 @@ export function list(main) {
     state.page = Math.min(state.page, pages - 1);
     const rows = shown.slice(state.page * PAGE, (state.page + 1) * PAGE);
     summary.textContent = `${shown.length} of ${all.length} services`;
-    clear(body, rows.map((s) => h('tr', { 'data-service': s.Name },
+    refill(body, 'data-service', rows.map((s) => h('tr', { 'data-service': s.Name },
       h('td', null, h('a', { href: link(`services/${encodePath(s.Name)}`) }, s.Name)),
       h('td', null, counts(s.ChecksPassing, s.ChecksWarning, s.ChecksCritical)),
       h('td', null, `${s.InstanceCount}`),
