@@ -21,12 +21,12 @@ fingerprint of the certificate in colon hex, SigningKeyID the key identifier of 
 leaves. Serial numbers come from one counter in the replicated state, shared by every
 certificate the CA signs.
 
-A leaf is signed for a fresh key of the active root's type and size (EC P-256 unless configured
-otherwise, as the agent's leaf cache of Consul 1.5 to 1.15 made them): one URI SAN, the
-service's SPIFFE ID; valid from one minute ago for LeafCertTTL; ClientAuth and ServerAuth. When a
-new root replaces an old one, the old key signs the new root (`cross_sign`, valid 7 days) and
-that certificate rides along with every new leaf, so peers that still trust only the old root
-accept new leaves while both roots are published.
+A leaf is signed from a CSR made by the agent that needs it, for a key that agent made
+(appliance/connect/csr.py): one URI SAN, the service's or agent's SPIFFE ID; valid from one
+minute ago for LeafCertTTL; ClientAuth and ServerAuth. When a new root replaces an old one, the
+old key signs the new root (`cross_sign`, valid 7 days) and that certificate rides along with
+every new leaf, so peers that still trust only the old root accept new leaves while both roots
+are published.
 
 Plain synchronous code over values: the time and the serial number are passed in.
 """
@@ -35,14 +35,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from appliance.config.durations import DurationError, coerce_duration, format_duration
 from appliance.connect import spiffe
@@ -212,7 +211,7 @@ def _hash_for(key: PrivateKey) -> hashes.SHA256:
     return hashes.SHA256()
 
 
-def _time(at: float) -> dt.datetime:
+def utc(at: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(at, tz=dt.UTC)
 
 
@@ -236,7 +235,7 @@ _USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_
            "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
 
 
-def _key_usage(*granted: str) -> x509.KeyUsage:
+def key_usage(*granted: str) -> x509.KeyUsage:
     return x509.KeyUsage(**{name: name in granted for name in _USAGES})
 
 
@@ -249,9 +248,9 @@ def make_root(key: PrivateKey, cluster_id: str, serial: int, now: float, ttl_s: 
         .subject_name(name).issuer_name(name)
         .public_key(key.public_key())
         .serial_number(serial)
-        .not_valid_before(_time(now)).not_valid_after(_time(now + ttl_s))
+        .not_valid_before(utc(now)).not_valid_after(utc(now + ttl_s))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage("digital_signature", "key_cert_sign", "crl_sign"), critical=True)
+        .add_extension(key_usage("digital_signature", "key_cert_sign", "crl_sign"), critical=True)
         .add_extension(x509.SubjectKeyIdentifier(kid), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier(kid, None, None), critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(
@@ -305,7 +304,7 @@ def cross_sign(old_key: PrivateKey, old_root_pem: str, new_root_pem: str, serial
         .subject_name(new.subject).issuer_name(old.subject)
         .public_key(new.public_key())
         .serial_number(serial)
-        .not_valid_before(_time(now - CLOCK_SKEW_S)).not_valid_after(_time(now - CLOCK_SKEW_S + CROSS_SIGN_TTL_S))
+        .not_valid_before(utc(now - CLOCK_SKEW_S)).not_valid_after(utc(now - CLOCK_SKEW_S + CROSS_SIGN_TTL_S))
     )
     for ext in new.extensions:
         if isinstance(ext.value, x509.AuthorityKeyIdentifier):
@@ -326,37 +325,5 @@ class Leaf:
     authority_key_id: str  # colon hex: the SigningKeyID of the root that signed it
 
 
-def sign_leaf(ca_key: PrivateKey, ca_root_pem: str, uri: str, serial: int, now: float, ttl_s: float,
-              dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = (), key_type: str = "ec",
-              key_bits: int = 256) -> Leaf:
-    """A leaf for a SPIFFE identity with a fresh key of the active root's type and size (EC P-256
-    unless the CA is configured otherwise; Consul's generateNewLeaf + Sign)."""
-    issuer = load_cert(ca_root_pem)
-    key = generate_key(key_type, key_bits)
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
-    sans += [x509.DNSName(d.rsplit(":", 1)[0] if d.count(":") == 1 else d) for d in dict.fromkeys(dns_names)]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
-    start = now - CLOCK_SKEW_S
-    akid = key_id(ca_key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([])).issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(serial)
-        .not_valid_before(_time(start)).not_valid_after(_time(start + ttl_s))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage("digital_signature", "key_encipherment", "data_encipherment", "key_agreement"),
-                       critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(x509.SubjectKeyIdentifier(key_id(key.public_key())), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier(akid, None, None), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=True)
-        .sign(ca_key, _hash_for(ca_key))
-    )
-    return Leaf(cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem(key), serial, start, start + ttl_s,
-                colon_hex(akid))
-
-
 def rfc3339(at: float) -> str:
-    return _rfc3339(_time(at))
+    return _rfc3339(utc(at))

@@ -15,9 +15,9 @@ at most MAX_ENTRIES service names; the one asked for least recently goes first.
 
 Signing is limited by the CA's `CSRMaxPerSecond` (50 by default; `RateLimit`): over the limit a
 leaf that is still valid keeps being served, and a request with none gets Consul's 429 `Rate
-limit reached, try again later`. `body` is Consul's IssuedCert; `leaf_of` reads one back (a
-client agent caches the leaf a server issued for it). Time and randomness (a uniform number in
-[0, 1)) are passed in.
+limit reached, try again later`. `body` is Consul's IssuedCert; `leaf_of` reads one back with the
+agent's own key (the agent made the key pair and a CSR, and a server signed it: csr.py). Time
+and randomness (a uniform number in [0, 1)) are passed in.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ class LeafCache:
 
     def put(self, service: str, uri: str, leaf: ca.Leaf, intermediates: list[str] | None, index: int, now: float,
             rand: float) -> Entry:
-        chain = leaf.cert_pem + "".join(p if p.endswith("\n") else p + "\n" for p in intermediates or ())
-        entry = Entry(service, uri, leaf, chain, index, soft_expiry(leaf.valid_after, leaf.valid_before, now, rand))
+        entry = Entry(service, uri, leaf, chain_of(leaf.cert_pem, intermediates), index,
+                      soft_expiry(leaf.valid_after, leaf.valid_before, now, rand))
         self.entries[service] = entry
         self.entries.move_to_end(service)
         while len(self.entries) > self.max_entries:
@@ -110,11 +110,23 @@ class LeafCache:
         return now >= entry.renew_at or now >= entry.leaf.valid_before
 
 
+def chain_of(cert_pem: str, intermediates: list[str] | None) -> str:
+    """A leaf followed by the intermediates of the root that signed it, one PEM after the other."""
+    return cert_pem + "".join(p if p.endswith("\n") else p + "\n" for p in intermediates or ())
+
+
+def issued_body(leaf: ca.Leaf, chain: str, kind: str, name: str, uri: str, index: int) -> dict[str, Any]:
+    """Consul's IssuedCert for a service's (`kind` "Service") or an agent's ("Agent") leaf, without
+    its private key (what a server answers a CSR with)."""
+    return {"SerialNumber": ca.serial_hex(leaf.serial), "CertPEM": chain, kind: name, f"{kind}URI": uri,
+            "ValidAfter": ca.rfc3339(leaf.valid_after), "ValidBefore": ca.rfc3339(leaf.valid_before),
+            "CreateIndex": index, "ModifyIndex": index}
+
+
 def body(entry: Entry) -> dict[str, Any]:
-    leaf = entry.leaf
-    return {"SerialNumber": ca.serial_hex(leaf.serial), "CertPEM": entry.chain, "PrivateKeyPEM": leaf.key_pem,
-            "Service": entry.service, "ServiceURI": entry.uri, "ValidAfter": ca.rfc3339(leaf.valid_after),
-            "ValidBefore": ca.rfc3339(leaf.valid_before), "CreateIndex": entry.index, "ModifyIndex": entry.index}
+    """The IssuedCert an agent serves for a service: with the private key it made."""
+    return {"PrivateKeyPEM": entry.leaf.key_pem,
+            **issued_body(entry.leaf, entry.chain, "Service", entry.service, entry.uri, entry.index)}
 
 
 _PEM_END = "-----END CERTIFICATE-----"

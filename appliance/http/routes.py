@@ -202,6 +202,9 @@ ROUTES: tuple[Route, ...] = (
       summary="Connect CA roots, as this agent caches them"),
     R("GET", connect_ca.LEAF_PREFIX, connect_ca.agent_leaf, "service:write", blocking=True,
       summary="A leaf certificate for a service, renewed before it expires"),
+    *(R(method, connect_ca.SIGN_PATH, connect_ca.sign, "none", body_limit=J,
+        summary="A server signs a CSR (service:write or node:write on its SPIFFE ID, checked by the handler)")
+      for method in ("PUT", "POST")),
     # -- Connect: config entries (handlers/config.py; the permission depends on the kind, authz_routes.py)
     R("GET", config.PREFIX, config.read, "service:read", blocking=True,
       summary="Config entries of a kind, or one entry (<kind>/<name>)"),

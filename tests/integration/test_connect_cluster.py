@@ -1,9 +1,10 @@
 """Connect across a server and a client agent (real processes on loopback): the client's first CA
-call has a server bootstrap the CA, a server signs the client's leaves (the client holds no CA
-private key), which verify against the roots the server publishes and carry the service's SPIFFE
-URI, and an intention written on the server decides the client's authorize at once (the client's
-replica of the store). Blocking leaf and intention reads on the client wake on a rotation (asked
-of the client, run by a server) and an intention written through the server."""
+call has a server bootstrap the CA, the client makes each leaf's key pair and a CSR and a server
+signs it (the client holds no CA private key, the server never holds the leaf's), the leaves
+verify against the roots the server publishes and carry the service's SPIFFE URI, and an
+intention written on the server decides the client's authorize at once (the client's replica of
+the store). Blocking leaf and intention reads on the client wake on a rotation (asked of the
+client, run by a server) and an intention written through the server."""
 
 from __future__ import annotations
 
@@ -13,12 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from appliance.state.snapshot import restore
 from tests.harness import Cluster, http_json, wait_until
 from tests.integration.test_acl_client_agent import Follower
 
 pytestmark = pytest.mark.timeout(150)
+
+
+def public_der(pem: str) -> bytes:
+    """The DER of the public key of a certificate or of a private key."""
+    if "PRIVATE KEY" in pem:
+        key = serialization.load_pem_private_key(pem.encode(), None).public_key()
+    else:
+        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def get(agent: Any, path: str) -> tuple[Any, Any]:
@@ -43,8 +55,11 @@ def test_client_agent_gets_leaves_from_a_server_and_sees_intentions(tmp_path: Pa
         text = subprocess.run(["openssl", "x509", "-in", str(tmp_path / "web.pem"), "-noout", "-ext",
                                "subjectAltName"], capture_output=True, text=True, timeout=30)
         assert f"URI:{uri}" in text.stdout, text.stdout + text.stderr
-        # the server signed it: the leaf it holds for web is the one the client serves
-        assert get(server, "/v1/agent/connect/ca/leaf/web")[1]["SerialNumber"] == leaf["SerialNumber"]
+        # the client made the key pair and a CSR, the server signed it: the server's own leaf for web
+        # is another key, and the client's certificate is for the key the client holds
+        own = get(server, "/v1/agent/connect/ca/leaf/web")[1]
+        assert own["SerialNumber"] != leaf["SerialNumber"] and own["PrivateKeyPEM"] != leaf["PrivateKeyPEM"]
+        assert public_der(leaf["CertPEM"]) == public_der(leaf["PrivateKeyPEM"])
         headers, again = get(client, "/v1/agent/connect/ca/leaf/web")  # then the client's cache answers
         assert again["SerialNumber"] == leaf["SerialNumber"] and headers["X-Cache"] == "HIT"
         # no CA private key on the client: not in what it shows, not in its data directory

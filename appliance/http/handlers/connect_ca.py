@@ -5,26 +5,30 @@
     PUT /v1/connect/ca/configuration         a new configuration: maybe a root rotation
     GET /v1/agent/connect/ca/roots           the roots, as this agent caches them (blocking)
     GET /v1/agent/connect/ca/leaf/<service>  a leaf certificate for a service (blocking)
+    PUT /v1/internal/connect/ca/sign         a server signs a CSR (Consul's ConnectCA.Sign RPC)
 
 The CA bootstraps on first use: when nothing is stored, the first request builds the first root
 from the agent's `connect { ca_provider ca_config }` and proposes it (`init` wins only if no CA
 is stored yet, so two agents racing store one). The cores are appliance/connect/ (ca.py,
-authority.py, leaf.py); the state is appliance/state/connect.py.
+authority.py, csr.py, leaf.py); the state is appliance/state/connect.py.
 
-Leaf certificates are made by the agent that is asked, per service name, and cached here (one
-`ConnectAgent` per HTTP context): a serial number comes from the replicated counter, then the
-CA's key signs a fresh key of the active root's type (EC P-256 by default, RSA when configured).
-A blocking request (`?index=` the leaf's ModifyIndex) waits until the leaf is renewed (its soft
-expiry, leaf.py) or the wait ends; a root rotation wakes it and the leaf is renewed within the
-jitter window. The answer carries `X-Cache` (HIT when the
-cached leaf was served) and `Age`.
+Leaf certificates are made as Consul makes them: the agent that is asked (per service name,
+cached here: one `ConnectAgent` per HTTP context) makes a key pair of the active root's type (EC
+P-256 by default, RSA when configured) and a CSR whose URI SAN is the service's SPIFFE ID; a
+server signs the CSR (`sign_csr`) and never sees the private key. On a server that is this
+agent's own `sign_csr`; a client agent sends the CSR to a server of its datacenter (`PUT
+/v1/internal/connect/ca/sign`, with the request's token). `sign_csr` is the one signing path:
+it authorizes by the CSR's SPIFFE ID (`service:write` on a service, `node:write` on an agent's
+node), refuses a CSR of another datacenter or trust domain, applies CSRMaxPerSecond, takes a
+serial number from the replicated counter and signs with the active root's key; each outcome is
+counted (`consul.connect.ca.sign{result=signed|denied|invalid|rate_limited}`). A blocking
+request (`?index=` the leaf's ModifyIndex) waits until the leaf is renewed (its soft expiry,
+leaf.py) or the wait ends; a root rotation wakes it and the leaf is renewed within the jitter
+window. The answer carries `X-Cache` (HIT when the cached leaf was served) and `Age`.
 
 A client agent holds no CA private key (its replica has the roots without their keys,
-appliance/rpc/feed.py) and proposes none of the CA's bookkeeping: as Consul's client agents send
-a CSR to a server (ConnectCA.Sign), it asks a server of its datacenter for the leaf
-(`GET /v1/agent/connect/ca/leaf/<service>` run there, with the request's token, so the server
-checks service:write and applies CSRMaxPerSecond) and caches the answer as its own; the roots
-come from its replica. The first root, serial numbers and pruning are the servers' (a client asks
+appliance/rpc/feed.py), never receives a leaf's private key from anyone, and proposes none of
+the CA's bookkeeping: the first root, serial numbers and pruning are the servers' (a client asks
 a server for the roots when none is stored yet, which bootstraps the CA there), and the CA
 configuration is read and written on a server.
 """
@@ -36,13 +40,12 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 from appliance.api.gojson import ANY, BOOL, STRING, DecodeError, Map, Struct, decode
-from appliance.connect import authority, ca, leaf, spiffe
+from appliance.connect import authority, ca, csr, leaf, spiffe
 from appliance.federation.forward import Exchange, ForwardError
-from appliance.http.authz import acl_agent
+from appliance.http.authz import acl_agent, deny, request_identity
 from appliance.http.context import HTTPContext, park
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
@@ -53,7 +56,12 @@ from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
 
+if TYPE_CHECKING:
+    from appliance.acl.resolve import Identity
+
 LEAF_PREFIX = "/v1/agent/connect/ca/leaf/"
+SIGN_PATH = "/v1/internal/connect/ca/sign"
+CA_SIGN_REQUEST = Struct("structs.CASignRequest", {"CSR": STRING, "Datacenter": STRING}, ignored=("Token",))
 CA_CONFIGURATION = Struct("structs.CAConfiguration", {
     "Provider": STRING, "Config": Map(ANY), "State": Map(STRING), "ForceWithoutCrossSigning": BOOL,
     "ClusterID": STRING,
@@ -102,11 +110,12 @@ def on_client(ctx: HTTPContext) -> bool:
     return ctx.raft is None
 
 
-async def _ask_server(ctx: HTTPContext, path: str, token: str) -> Any:
-    """GET `path` on a server of this datacenter with `token`: the JSON answer, or its error."""
+async def _ask_server(ctx: HTTPContext, method: str, path: str, token: str, body: Any = None) -> Any:
+    """`method path` on a server of this datacenter with `token`: the JSON answer, or its error."""
     headers = [("X-Consul-Token", token)] if token else []
+    data = b"" if body is None else json.dumps(body).encode()
     try:
-        answer = await ctx.federation.ask_server(Exchange("GET", path, [], headers, b""))
+        answer = await ctx.federation.ask_server(Exchange(method, path, [], headers, data))
     except ForwardError as err:
         raise HTTPError(500, str(err)) from None
     if answer.status != 200:
@@ -119,7 +128,7 @@ async def ensure_ca(ctx: HTTPContext) -> None:
     tables = ctx.store.connect
     if on_client(ctx):
         if tables.ca_config is None:  # a server bootstraps it; the replica then holds its roots
-            await _ask_server(ctx, "/v1/connect/ca/roots", "")
+            await _ask_server(ctx, "GET", "/v1/connect/ca/roots", "")
             await ctx.consensus.read_point("default")
         return
     if tables.ca_config is not None:
@@ -216,33 +225,86 @@ async def set_configuration(req: Request, ctx: HTTPContext) -> Answer:
 # ------------------------------------------------------------------------------------ leaves
 
 
-async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str) -> leaf.Entry:
+def _count(ctx: HTTPContext, result: str) -> None:
+    ctx.telemetry.incr_counter("connect.ca.sign", labels={"result": result})
+
+
+async def sign_csr(ctx: HTTPContext, pem: Any, ident: Identity | None) -> dict[str, Any]:
+    """A server signs a CSR for `ident` (None: ACLs off): Consul's ConnectCA.Sign (csr.py). The
+    IssuedCert, without any private key: the caller made the key and keeps it."""
+    try:
+        request = csr.parse(pem)
+    except csr.CSRError as err:
+        _count(ctx, "invalid")
+        raise HTTPError(400, str(err)) from None
+    resource, name = csr.needs(request)
+    if ident is not None and not ident.authz.allowed(resource, name, "write"):
+        _count(ctx, "denied")
+        raise deny(ident, resource, "write", name)
     tables = ctx.store.connect
+    try:
+        uri = csr.place(request, authority.trust_domain(tables), ctx.config.datacenter)
+    except csr.WrongPlace as err:
+        _count(ctx, "invalid")
+        raise HTTPError(400, str(err)) from None
+    agent = connect_agent(ctx)
+    conf = tables.ca_config
+    per_second = ca.parse_config(conf["Config"]).csr_max_per_second if conf else 0.0
+    if not agent.signing.take(per_second, agent.loop_time()):
+        _count(ctx, "rate_limited")
+        raise HTTPError(429, "Rate limit reached, try again later")
     serial, index = await _serial(ctx)
     found = authority.signer(tables)
     if found is None or tables.ca_config is None:
-        raise HTTPError(500, "no CA roots")
+        raise HTTPError(500, "CA is uninitialized and unable to sign certificates yet: no root certificate")
     root, key = found
-    cfg = ca.parse_config(tables.ca_config["Config"])
-    uri = spiffe.service_uri(authority.trust_domain(tables), ctx.config.datacenter, service)
-    now = agent.clock()
-    issued = ca.sign_leaf(key, root["RootCert"], uri, serial, now, cfg.leaf_ttl_s,
-                          key_type=root.get("PrivateKeyType") or "ec", key_bits=int(root.get("PrivateKeyBits") or 256))
-    return agent.cache.put(service, uri, issued, root.get("IntermediateCerts"), index, now, agent.rng.random())
+    issued = csr.sign(key, root["RootCert"], request, uri, serial, agent.clock(),
+                      ca.parse_config(tables.ca_config["Config"]).leaf_ttl_s)
+    _count(ctx, "signed")
+    return leaf.issued_body(issued, leaf.chain_of(issued.cert_pem, root.get("IntermediateCerts")),
+                            "Service" if resource == "service" else "Agent", name, uri, index)
 
 
-async def _issue_on_server(ctx: HTTPContext, agent: ConnectAgent, service: str, token: str) -> leaf.Entry:
-    """A client agent: a server issues the leaf (module docstring)."""
-    body = await _ask_server(ctx, LEAF_PREFIX + quote(service, safe=""), token)
+async def sign(req: Request, ctx: HTTPContext) -> Answer:
+    """PUT/POST /v1/internal/connect/ca/sign {"CSR": "<PEM>"}: a server signs it (a client agent
+    has a server answer, as Consul's client agents forward ConnectCA.Sign)."""
+    if on_client(ctx):
+        return await on_server(req, ctx)
+    raw = read_json(req)
     try:
-        issued, intermediates = leaf.leaf_of(body)
+        body = decode(raw, CA_SIGN_REQUEST) if raw is not None else {}
+    except DecodeError as err:
+        raise HTTPError(400, f"Request decode failed: {err}") from None
+    await ensure_ca(ctx)
+    issued = await sign_csr(ctx, body.get("CSR") or "", await request_identity(req, ctx))
+    return json_answer(req, issued, headers={"X-Consul-Index": str(issued["ModifyIndex"])})
+
+
+async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str, token: str,
+                 ident: Identity | None) -> leaf.Entry:
+    """This agent makes the key pair and a CSR for the service; a server signs the CSR (this
+    one, or a server a client agent asks with the request's token)."""
+    tables = ctx.store.connect
+    active = tables.active_root()
+    if active is None:
+        raise HTTPError(500, "no CA roots")
+    key = ca.generate_key(active.get("PrivateKeyType") or "ec", int(active.get("PrivateKeyBits") or 256))
+    uri = spiffe.service_uri(authority.trust_domain(tables), ctx.config.datacenter, service)
+    pem = csr.make(uri, key)
+    if on_client(ctx):
+        issued = await _ask_server(ctx, "PUT", SIGN_PATH, token, {"CSR": pem})
+    else:
+        issued = await sign_csr(ctx, pem, ident)
+    try:
+        signed, intermediates = leaf.leaf_of({**issued, "PrivateKeyPEM": ca.key_pem(key)})
     except (ValueError, KeyError, TypeError) as err:
         raise HTTPError(500, f"invalid leaf from server: {err}") from None
-    return agent.cache.put(service, body["ServiceURI"], issued, intermediates, int(body["ModifyIndex"]),
+    return agent.cache.put(service, issued["ServiceURI"], signed, intermediates, int(issued["ModifyIndex"]),
                            agent.clock(), agent.rng.random())
 
 
-async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool, token: str = "") -> tuple[leaf.Entry, bool]:
+async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool, token: str = "",
+                       ident: Identity | None = None) -> tuple[leaf.Entry, bool]:
     """The cached leaf for a service, renewed if due; (entry, whether the cache answered)."""
     agent = connect_agent(ctx)
     lock = agent.issuing.setdefault(service, asyncio.Lock())
@@ -261,20 +323,12 @@ async def current_leaf(ctx: HTTPContext, service: str, revalidate: bool, token: 
                 agent.cache.root_changed(entry, signing, now, agent.rng.random())
         if entry is not None and not agent.cache.stale(entry, now):
             return entry, True
-        if on_client(ctx):
-            try:
-                return await _issue_on_server(ctx, agent, service, token), False
-            except HTTPError as err:
-                if err.status == 429 and entry is not None and now < entry.leaf.valid_before:
-                    return entry, True  # the server's limit: the old leaf is still good
-                raise
-        conf = ctx.store.connect.ca_config
-        per_second = ca.parse_config(conf["Config"]).csr_max_per_second if conf else 0.0
-        if not agent.signing.take(per_second, agent.loop_time()):
-            if entry is not None and now < entry.leaf.valid_before:
-                return entry, True  # over the limit: the old leaf is still good
-            raise HTTPError(429, "Rate limit reached, try again later")
-        return await _issue(ctx, agent, service), False
+        try:
+            return await _issue(ctx, agent, service, token, ident), False
+        except HTTPError as err:
+            if err.status == 429 and entry is not None and now < entry.leaf.valid_before:
+                return entry, True  # over the signing limit: the old leaf is still good
+            raise
 
 
 async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
@@ -285,7 +339,8 @@ async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
     await ensure_ca(ctx)
     agent = connect_agent(ctx)
     token = acl_agent(ctx).secret(req)[0] if ctx.config.acl.enabled else ""
-    entry, hit = await current_leaf(ctx, service, revalidate=opts.index == 0, token=token)
+    ident = await request_identity(req, ctx)
+    entry, hit = await current_leaf(ctx, service, revalidate=opts.index == 0, token=token, ident=ident)
     if opts.index > 0 and entry.index == opts.index:
         cfg = ctx.config
         wait = min(opts.wait_s if opts.wait_s > 0 else cfg.default_query_time_s, cfg.max_query_time_s)
@@ -296,7 +351,7 @@ async def agent_leaf(req: Request, ctx: HTTPContext) -> Answer:
                 break
             until_renewal = max(0.0, entry.renew_at - agent.clock())
             await park(ctx, (watchkeys.CONNECT_CA,), (), min(remaining, until_renewal + 0.001))
-            entry, hit = await current_leaf(ctx, service, revalidate=False, token=token)
+            entry, hit = await current_leaf(ctx, service, revalidate=False, token=token, ident=ident)
     age = int(max(0.0, agent.clock() - entry.leaf.valid_after - ca.CLOCK_SKEW_S)) if hit else 0
     headers = {"X-Consul-Index": str(entry.index), "X-Cache": "HIT" if hit else "MISS", "Age": str(age)}
     return json_answer(req, leaf.body(entry), headers=headers)
