@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from appliance.connect import ca, csr, spiffe
 from appliance.state.snapshot import restore
 from tests.harness import FAST_RAFT, Agent, http_json, server_args, wait_until
 from tests.integration.test_acl_client_agent import Follower
+from tests.integration.test_connect_cluster import public_der
 
 pytestmark = pytest.mark.timeout(180)
 MANAGEMENT = str(uuid.uuid4())
@@ -45,14 +44,6 @@ def make_token(server: Agent, body: dict[str, Any]) -> dict[str, Any]:
     status, out = call(server, "PUT", "/v1/acl/token", body, MANAGEMENT)
     assert status == 200, out
     return dict(out)
-
-
-def public_der(pem: str) -> bytes:
-    if "PRIVATE KEY" in pem:
-        key = serialization.load_pem_private_key(pem.encode(), None).public_key()
-    else:
-        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def verify(tmp_path: Path, roots: dict[str, Any], chain: str, uri: str) -> None:
@@ -134,15 +125,21 @@ def test_leaves_and_agent_certificates_with_acls_on(tmp_path: Path) -> None:
         status, body = call(client, "GET", "/v1/agent/connect/ca/leaf/web")
         assert status == 403 and "anonymous token lacks permission 'service:write'" in body
 
-        # an agent certificate for the client's own node, with the node's token (node:write)
-        key = ca.generate_key()
+        # an agent certificate for the client's own node, with the node's token (node:write); the key
+        # and the CSR made by the openssl CLI, as docs/connect.md shows
         agent_uri = spiffe.agent_uri(roots["TrustDomain"], "dc1", client.node)
-        status, issued = call(client, "PUT", "/v1/internal/connect/ca/sign", {"CSR": csr.make(agent_uri, key)},
-                              node["SecretID"])
+        for args in (["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "agent-key.pem"],
+                     ["req", "-new", "-key", "agent-key.pem", "-subj", "/", "-addext",
+                      f"subjectAltName=URI:{agent_uri}", "-out", "agent.csr"]):
+            done = subprocess.run(["openssl", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+        status, issued = call(client, "PUT", "/v1/internal/connect/ca/sign",
+                              {"CSR": (tmp_path / "agent.csr").read_text()}, node["SecretID"])
         assert status == 200, issued
         assert issued["Agent"] == client.node and issued["AgentURI"] == agent_uri and "PrivateKeyPEM" not in issued
-        assert public_der(issued["CertPEM"]) == public_der(ca.key_pem(key))
+        assert public_der(issued["CertPEM"]) == public_der((tmp_path / "agent-key.pem").read_text())
         verify(tmp_path, roots, issued["CertPEM"], agent_uri)
+        key = ca.generate_key()
         # a CSR for another node without node:write on it: refused, nothing signed
         other = spiffe.agent_uri(roots["TrustDomain"], "dc1", "s1")
         status, body = call(client, "PUT", "/v1/internal/connect/ca/sign", {"CSR": csr.make(other, key)},
