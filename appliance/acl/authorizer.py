@@ -121,7 +121,7 @@ class Authorizer:
         self.trees = {r: Tree(rules.exact.get(r, {}), rules.prefix.get(r, {}))
                       for r in set(rules.exact) | set(rules.prefix) if r != "intention"}
         self.trees["intention"] = _intentions(rules)
-        self._memo: dict[tuple[str, str, str], bool] = {}
+        self._memo: dict[tuple[str, ...], bool] = {}
 
     def tree(self, resource: str) -> Tree:
         return self.trees.get(resource, _EMPTY)
@@ -164,6 +164,14 @@ class Authorizer:
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = self.finish(resource, self.tree(resource).all_allowed(required))
+        return found
+
+    def reads_all(self, resources: tuple[str, ...]) -> bool:
+        """`all_allowed(resource, "read")` for every one of `resources` (memoized as a whole)."""
+        key = ("*reads", *resources)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = all(self.all_allowed(r, "read") for r in resources)
         return found
 
     def key_write_prefix_decision(self, prefix: str) -> str:

@@ -91,10 +91,17 @@ class Resolver:
         self._tokens: dict[str, tuple[int, float | None, Identity]] = {}
         self._rules: dict[tuple[str, int], Rules] = {}
 
-    def resolve(self, tables: AclTables, index: int, secret: str, now: float) -> Identity:
+    def cached(self, secret: str, index: int, now: float) -> Identity | None:
+        """The identity `resolve` would return from its cache (None: it would look it up)."""
         cached = self._tokens.get(secret)
         if cached is not None and cached[0] == index and (cached[1] is None or cached[1] > now):
             return cached[2]
+        return None
+
+    def resolve(self, tables: AclTables, index: int, secret: str, now: float) -> Identity:
+        cached = self.cached(secret, index, now)
+        if cached is not None:
+            return cached
         if secret in ROOT_NAMES:
             raise ACLNotFound("Cannot resolve root ACL")
         token = tables.token_by_secret(secret)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -117,6 +116,7 @@ class AclAgent:
         # a client agent: a server resolves, kept for token_ttl, down_policy while none answers
         self.server_tokens: ServerTokens | None = None
         self._asking: set[str] = set()  # DNS tokens being resolved by a server
+        self._default_of: tuple[Identity, Identity] | None = None  # (resolved, as the default token)
         self.dns_changed: Callable[[], None] | None = None
         if ctx.raft is None:
             elsewhere = cfg.datacenter != cfg.primary_datacenter and not cfg.acl.enable_token_replication
@@ -274,6 +274,25 @@ class AclAgent:
         if self.dns_changed is not None:
             self.dns_changed()
 
+    def known_identity(self, secret: str, named: bool) -> Identity | None:
+        """The identity of `secret` if the resolver has it cached and current (a server's common
+        case), without awaiting; None: ask `identity`, which may resolve, ask or wait."""
+        if self.server_tokens is not None or not self.initialized:
+            return None
+        store = self.ctx.store
+        ident = self.resolver.cached(secret, store.watch_index.get("acl", 0), time.time())
+        if ident is None or named:
+            return ident
+        return self._defaulted(ident)
+
+    def _defaulted(self, ident: Identity) -> Identity:
+        """`ident` acting for a request that named no token (one Identity per resolved one)."""
+        last = self._default_of
+        if last is None or last[0] is not ident:
+            last = self._default_of = (ident, Identity(ident.accessor, ident.token, ident.authz,
+                                                       anonymous_default=True))
+        return last[1]
+
     async def identity(self, req: Request) -> Identity:
         found: Identity | None = req.get(IDENTITY)
         if found is not None:
@@ -283,7 +302,7 @@ class AclAgent:
         secret, named = self.secret(req)
         ident = await self.resolve(secret)
         if not named:
-            ident = Identity(ident.accessor, ident.token, ident.authz, anonymous_default=True)
+            ident = self._defaulted(ident)
         req[IDENTITY] = ident
         return ident
 
@@ -331,19 +350,56 @@ def _allowed(ident: Identity, resource: str, level: str, segment: str | None) ->
     return ident.authz.allowed(resource, segment or "", level)
 
 
+class _Plan:
+    """What a route's `acl` column asks of `admit` and `finish`, worked out once per route."""
+
+    __slots__ = ("admit", "keep", "filtered", "whole")
+
+    def __init__(self, route: Any) -> None:
+        segmented = (route.method, route.path) in SEGMENTS
+        filtered = tuple(route.acl.removeprefix("filter:").split(",")) if route.acl.startswith("filter:") else ()
+        # admit: "none" (anyone), "identity" (resolve only: finish filters), "txn", "require"
+        if route.acl == "none":
+            self.admit = "none"
+        elif filtered and not segmented:
+            self.admit = "identity"
+        elif (route.method, route.path) == TXN_ROUTE:
+            self.admit = "txn"
+        else:
+            self.admit = "require"
+        self.keep = FILTERS.get(route.path)
+        self.filtered = filtered
+        self.whole = self.keep is None and bool(filtered) and not segmented  # all or nothing
+
+
+_PLANS: dict[int, _Plan] = {}  # by id(route): the routes are the route table's, alive for good
+
+
+def _plan(route: Any) -> _Plan:
+    plan = _PLANS.get(id(route))
+    if plan is None:
+        plan = _PLANS[id(route)] = _Plan(route)
+    return plan
+
+
 async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
     """Before the handler: resolve the token and check a `<resource>:<level>` route. A refused
     request raises 403, except a transaction: each operation the token may not do is an error of
     a 409 answer (returned), as Consul reports them."""
     agent = acl_agent(ctx)
-    set_caller(agent.secret(req)[0])  # what a write forwarded to a server acts with (acl/caller.py)
-    acl = route.acl
-    if acl == "none":
+    secret, named = agent.secret(req)
+    set_caller(secret)  # what a write forwarded to a server acts with (acl/caller.py)
+    plan = _plan(route)
+    if plan.admit == "none":
         return None
-    ident = await agent.identity(req)
-    if acl.startswith("filter:") and (route.method, route.path) not in SEGMENTS:
+    ident = agent.known_identity(secret, named)  # the resolver's cache, without awaiting
+    if ident is not None:
+        req[IDENTITY] = ident
+    else:
+        ident = await agent.identity(req)
+    if plan.admit == "identity":
         return None
-    if (route.method, route.path) == TXN_ROUTE:
+    if plan.admit == "txn":
         errors = [{"OpIndex": i, "What": "Permission denied"}
                   for i, (resource, level, segment) in txn_op_needs(req)
                   if not _allowed(ident, resource, level, segment)]
@@ -355,12 +411,6 @@ async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
     return None
 
 
-@functools.lru_cache(maxsize=64)
-def _filtered(acl: str) -> tuple[str, ...]:
-    """The resources a `filter:` column names (none for other columns)."""
-    return tuple(acl.removeprefix("filter:").split(",")) if acl.startswith("filter:") else ()
-
-
 def finish(route: Any, req: Request, ctx: HTTPContext, answer: Answer) -> Answer:
     """After the handler: re-check a blocking query's token, filter a `filter:` route's answer."""
     ident: Identity | None = req.get(IDENTITY)
@@ -369,17 +419,16 @@ def finish(route: Any, req: Request, ctx: HTTPContext, answer: Answer) -> Answer
     authz = ident.authz
     if route.blocking and ident.token is not None and "index" in req.query:  # it may have waited:
         authz = acl_agent(ctx).resolve_secret(ident.token["SecretID"]).authz  # 403 if the token went
-    keep = FILTERS.get(route.path)
-    filtered = _filtered(route.acl)
-    if keep is None and filtered and (route.method, route.path) not in SEGMENTS:
-        # an answer whose shape is not known here: all or nothing
-        for resource in filtered:
+    plan = _plan(route)
+    if plan.whole:  # an answer whose shape is not known here: all or nothing
+        for resource in plan.filtered:
             if not authz.all_allowed(resource, "read"):
                 raise deny(ident, resource, "read", None)
         return answer
+    keep = plan.keep
     if keep is None or answer.status != 200:
         return answer
-    if filtered and all(authz.all_allowed(r, "read") for r in filtered):
+    if plan.filtered and authz.reads_all(plan.filtered):
         return answer  # a token that reads everything these answers hold: nothing to drop
     if not answer.has_json:  # rendered by the handler (sd/http.py): filter the JSON it holds
         if answer.content_type != "application/json" or not answer.body:

@@ -9,6 +9,11 @@ seconds after a 2 s warm-up. The CPU time (user + system, from /proc/<pid>/stat)
 spent, divided by the requests wrk counted, is the figure: unlike req/s it barely moves when other
 work shares the machine, so a change to the HTTP path can be measured on a busy machine.
 `--tree` runs the agent of another checkout (bench/compare.py --bench http-cpu uses it).
+
+`--acl` measures instead two agents of this checkout with the same catalog, ACLs off and ACLs on
+(default deny, the request's token holding 20 policies, the last of which grants the read: the
+same setup as `bench/http/run.py --only acl`), `--rounds` alternating pairs: what ACL
+enforcement costs per request, in CPU.
 """
 
 from __future__ import annotations
@@ -25,17 +30,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.http.run import free_port, http, register_web, wait_http  # noqa: E402
+from bench.http.run import (  # noqa: E402
+    ACL_HCL,
+    MANAGEMENT,
+    free_port,
+    http,
+    register_web,
+    start_agent,
+    token_of_20_policies,
+    wait_http,
+)
 from bench.raft.cpu import cpu_s  # noqa: E402
 
 PATH = "/v1/health/service/web?passing"
 
 
-def load(pid: int, url: str, duration: int) -> float:
+def load(pid: int, url: str, duration: int, *headers: str) -> float:
     """CPU microseconds `pid` spent per request while wrk loaded `url`."""
-    subprocess.run(["wrk", "-t1", "-c32", "-d2s", url], capture_output=True, check=True)
+    extra = [arg for header in headers for arg in ("-H", header)]
+    subprocess.run(["wrk", "-t1", "-c32", "-d2s", *extra, url], capture_output=True, check=True)
     before = cpu_s(pid)
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{duration}s", url], capture_output=True, text=True,
+    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{duration}s", *extra, url], capture_output=True, text=True,
                          check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     return (cpu_s(pid) - before) * 1e6 / requests
@@ -69,13 +84,39 @@ def measure(tree: Path, duration: int) -> dict[str, float]:
     return {"cairn_us_per_request": cairn_us, "bare_us_per_request": bare_us, "ratio": bare_us / cairn_us}
 
 
+def measure_acl(duration: int, rounds: int) -> dict[str, object]:
+    off_port, on_port = free_port(), free_port()
+    off, on = start_agent(off_port), start_agent(on_port, "-hcl", ACL_HCL)
+    try:
+        off_base, on_base = f"http://127.0.0.1:{off_port}", f"http://127.0.0.1:{on_port}"
+        register_web(off_base)
+        register_web(on_base, token=MANAGEMENT)
+        header = f"X-Consul-Token: {token_of_20_policies(on_base)}"
+        pairs = []
+        for _ in range(rounds):
+            off_us = load(off.pid, off_base + PATH, duration)
+            on_us = load(on.pid, on_base + PATH, duration, header)
+            pairs.append({"acl_off_us": off_us, "acl_on_us": on_us, "cost": on_us / off_us})
+    finally:
+        for proc in (off, on):
+            proc.terminate()
+            proc.wait()
+    median = sorted(pairs, key=lambda p: p["cost"])[len(pairs) // 2]
+    return {**median, "pairs": pairs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds of load per server (default 5)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose agent runs (default this one)")
+    parser.add_argument("--acl", action="store_true", help="ACLs on against ACLs off (this checkout)")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs with --acl (default 3)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/http/cpu.py needs wrk (Debian: apt-get install wrk)")
+    if args.acl:
+        print(json.dumps(measure_acl(args.duration, args.rounds), indent=2))
+        return
     print(json.dumps(measure(args.tree.resolve(), args.duration)))
 
 

@@ -131,6 +131,7 @@ def throughput(duration: int, rounds: int = 5) -> dict:
 
 
 MANAGEMENT = "b3c4e5f6-0000-4000-8000-000000000014"
+ACL_HCL = f'acl {{ enabled = true\n default_policy = "deny"\n tokens {{ initial_management = "{MANAGEMENT}" }} }}'
 
 
 def token_of_20_policies(base: str) -> str:
@@ -150,8 +151,7 @@ def token_of_20_policies(base: str) -> str:
 
 def acl_throughput(duration: int, rounds: int = 5) -> dict:
     off_port, on_port = free_port(), free_port()
-    acl = f'acl {{ enabled = true\n default_policy = "deny"\n tokens {{ initial_management = "{MANAGEMENT}" }} }}'
-    off, on = start_agent(off_port), start_agent(on_port, "-hcl", acl)
+    off, on = start_agent(off_port), start_agent(on_port, "-hcl", ACL_HCL)
     try:
         off_base, on_base = f"http://127.0.0.1:{off_port}", f"http://127.0.0.1:{on_port}"
         register_web(off_base)
