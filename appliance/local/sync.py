@@ -184,6 +184,10 @@ class SyncTokens:
 
 BLOCKED = {"node": "Node info update blocked by ACLs", "service": "Service registration blocked by ACLs",
            "check": "Check registration blocked by ACLs"}
+# Consul's counters of refused anti-entropy writes (agent/local/state.go), present from the start at 0
+ACL_BLOCKED_COUNTERS = ("acl.blocked.service.registration", "acl.blocked.service.deregistration",
+                        "acl.blocked.check.registration", "acl.blocked.check.deregistration",
+                        "acl.blocked.node.registration")
 
 
 class StateSyncer:
@@ -202,6 +206,7 @@ class StateSyncer:
         self._wake = asyncio.Event()  # a sync is asked for
         self._kick = asyncio.Event()  # the run loop looks at its timers again
         self._retry_at: float | None = None
+        self.on_blocked: Callable[[str], None] = lambda counter: None  # one of ACL_BLOCKED_COUNTERS
 
     def stagger(self, d: float) -> float:
         """A random wait in [0, scale x d), scale growing with the cluster (aeScale)."""
@@ -254,6 +259,8 @@ class StateSyncer:
                 ident = command["Checks"][0]["CheckID"]
             subject = f"node={command['Node']}" if what == "node" else f"{what}={ident}"
             log.warning("%s: %s error=%r", BLOCKED[what], subject, str(err))
+            op = "deregistration" if command["Type"] == "deregister" and what != "node" else "registration"
+            self.on_blocked(f"acl.blocked.{what}.{op}")
             return
         self.tokens.remember(command, token)
         log.info(message)

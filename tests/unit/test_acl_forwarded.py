@@ -235,11 +235,28 @@ def test_a_write_acls_refuse_is_logged_and_the_others_go_on(caplog):
     consensus = Forwarding(refuse={"web-token"})
     syncer = StateSyncer(Store(), consensus, local_state(), lambda: dict(NODE))
     syncer.tokens.agent_tokens = lambda kind: {"agent": "agent-token", "default": "default-token"}.get(kind, "")
+    blocked: list[str] = []
+    syncer.on_blocked = blocked.append
     with caplog.at_level("WARNING", logger="agent"):
         assert asyncio.run(syncer.sync_now()) is True
     assert "Service registration blocked by ACLs: service=web" in caplog.text
+    assert blocked == ["acl.blocked.service.registration"]  # Consul's counter, once per refused write
     assert consensus.writes[0] == ("register", "agent-token")  # the node first, with the agent token
     assert ("register", "default-token") in consensus.writes and len(consensus.writes) == 5
+
+
+def test_a_refused_deregistration_counts_as_consul_counts_it():
+    store, before = Store(), LocalState("n1", "dc1")  # the catalog holds a service the agent has dropped
+    before.add_service(parse_service_definition({"Name": "gone"}))
+    for index, (_, cmd) in enumerate(plan_sync(store, NODE, before), start=1):
+        FSM(store).apply(index, cmd)
+    consensus = Forwarding(refuse={"default-token"})
+    syncer = StateSyncer(store, consensus, LocalState("n1", "dc1"), lambda: dict(NODE))
+    syncer.tokens.agent_tokens = lambda kind: {"agent": "agent-token", "default": "default-token"}.get(kind, "")
+    blocked: list[str] = []
+    syncer.on_blocked = blocked.append
+    assert asyncio.run(syncer.sync_now()) is True
+    assert blocked == ["acl.blocked.service.deregistration"]
 
 
 def test_coordinate_batches_go_with_their_tokens():
