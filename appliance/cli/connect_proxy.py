@@ -66,7 +66,8 @@ def _parser() -> CliParser:
     p.flag("register", action="store_true", help="Register the ad-hoc proxy with the agent (-service and -listen).")
     p.flag("register-id", default="", metavar="<id>", help="ID for -register. Default: <service>-proxy.")
     p.flag("metrics-addr", default="", metavar="<addr:port>",
-           help="Serve the proxy's consul_proxy_* metrics in Prometheus' format at http://<addr:port>/metrics.")
+           help="Serve the proxy's consul_proxy_* metrics in Prometheus' format at http://<addr:port>/metrics. "
+                "Default: the registration's Proxy.Config.envoy_prometheus_bind_addr, if any.")
     p.flag("log-level", default="INFO", metavar="<level>", help="trace, debug, info, warn or err. Default INFO.")
     p.flag("log-json", action="store_true", help="Log JSON lines.")
     add_http_flags(p, server=False)
@@ -142,8 +143,8 @@ async def _main(args: argparse.Namespace) -> int:
             raise UsageError(f"Failed to read the proxy's registration: {exc}") from None
         _banner(args, cfg)
         metrics = Metrics()
-        runner = await _serve_metrics(metrics, args.metrics_addr) if args.metrics_addr \
-            else None
+        metrics_addr = args.metrics_addr or cfg.metrics_addr  # the flag, else the registration's config
+        runner = await _serve_metrics(metrics, metrics_addr) if metrics_addr else None
         registered = ""
         if args.register and cfg.public is not None:
             registered = args.register_id or f"{cfg.service}-proxy"

@@ -73,8 +73,14 @@ def test_registration_to_config():
     assert cfg.public == ("0.0.0.0", 21001) and cfg.local_app == ("127.0.0.1", 8080)
     assert cfg.upstreams == (Upstream("socat", "127.0.0.1", 9191, "service", "", 0.7),)
     assert (cfg.handshake_timeout_s, cfg.local_connect_timeout_s) == (2.5, 0.3)
+    assert cfg.metrics_addr == ""
     with pytest.raises(ProxyConfigError, match="not a Connect proxy"):
         from_registration({"ID": "web", "Service": "web", "Port": 80})
+    svc["Proxy"]["Config"] = {"envoy_prometheus_bind_addr": "127.0.0.1:9102"}
+    assert from_registration(svc).metrics_addr == "127.0.0.1:9102"
+    svc["Proxy"]["Config"] = {"envoy_prometheus_bind_addr": "9102"}
+    with pytest.raises(ProxyConfigError, match="envoy_prometheus_bind_addr: invalid address '9102'"):
+        from_registration(svc)
 
 
 def test_spiffe_uri_matching():

@@ -43,6 +43,7 @@ class ProxyConfig:
     upstreams: tuple[Upstream, ...] = ()
     local_connect_timeout_s: float = 1.0
     handshake_timeout_s: float = 10.0
+    metrics_addr: str = ""  # where to serve /metrics: Config.envoy_prometheus_bind_addr ("" none)
 
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
@@ -115,10 +116,14 @@ def from_registration(svc: dict[str, Any]) -> ProxyConfig:
             u.get("DestinationName", ""), u.get("LocalBindAddress") or "127.0.0.1", int(u["LocalBindPort"]),
             u.get("DestinationType") or "service", u.get("Datacenter") or "",
             _ms(ucfg, "connect_timeout_ms", 10.0)))
+    # Consul's key for a sidecar's Prometheus endpoint (set per proxy or in proxy-defaults)
+    metrics_addr = str(config.get("envoy_prometheus_bind_addr") or "")
+    if metrics_addr:
+        split_host_port(metrics_addr, "envoy_prometheus_bind_addr")
     return ProxyConfig(
         service=name, proxy_id=svc.get("ID", ""), public=public, local_app=local, upstreams=tuple(upstreams),
         local_connect_timeout_s=_ms(config, "local_connect_timeout_ms", 1.0),
-        handshake_timeout_s=_ms(config, "handshake_timeout_ms", 10.0),
+        handshake_timeout_s=_ms(config, "handshake_timeout_ms", 10.0), metrics_addr=metrics_addr,
     )
 
 
