@@ -1,11 +1,14 @@
 """`cairn connect proxy` as a process against a real agent: the ad-hoc proxy that registers
-itself while it runs, its banner and clean shutdown, and Consul's refusals."""
+itself while it runs, its banner and clean shutdown, a sidecar's metrics where its registration says,
+and Consul's refusals."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from conftest import free_ports, wait_until
@@ -56,3 +59,32 @@ def test_refusals(agent) -> None:
     for args, text in REFUSALS:
         done = agent.cli("connect", "proxy", *args)
         assert done.returncode == 1 and done.stderr.strip() == text, (args, done.stderr)
+
+
+def test_a_sidecar_serves_metrics_where_its_registration_says(agent, tmp_path) -> None:
+    public, app, metrics = free_ports(3, udp=False)
+    body = {"Kind": "connect-proxy", "ID": "metered-proxy", "Name": "metered-proxy", "Port": public,
+            "Address": "127.0.0.1", "Proxy": {"DestinationServiceName": "metered", "LocalServicePort": app,
+                                              "Config": {"envoy_prometheus_bind_addr": f"127.0.0.1:{metrics}"}}}
+    assert agent.put("/v1/agent/service/register", body)[0] == 200
+    with open(tmp_path / "proxy.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "appliance", "connect", "proxy", "-proxy-id", "metered-proxy"],
+                                env=agent.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def scrape() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2) as resp:
+                    return resp.read().decode()
+            except OSError:
+                return None
+
+        wait_until(scrape, 20, what="the sidecar's metrics on envoy_prometheus_bind_addr")
+        with socket.create_connection(("127.0.0.1", public), timeout=5) as plain:  # no TLS: refused, counted
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            plain.recv(100)
+        wait_until(lambda: 'consul_proxy_inbound_handshake_failures{dst="metered"} 1' in (scrape() or ""),
+                   10, what="the plain TCP client counted on the sidecar's metrics")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        agent.put("/v1/agent/service/deregister/metered-proxy")
