@@ -43,6 +43,7 @@ import msgpack
 
 from appliance.api.gojson import DecodeError, decode
 from appliance.queries.definition import PREPARED_QUERY
+from appliance.state.shapes import FrozenDict, FrozenList
 
 Command = dict[str, Any]
 
@@ -115,7 +116,7 @@ def decode_command(data: Any) -> Command:
 
 _NONE = type(None)
 _NAMES = {str: "a string", int: "an integer", bool: "a boolean", float: "a number", bytes: "bytes",
-          list: "a list", dict: "a map", _NONE: "null"}
+          list: "a list", dict: "a map", _NONE: "null", FrozenList: "a list", FrozenDict: "a map"}
 UINT64_MAX = (1 << 64) - 1
 MAX_JSON_DEPTH = 32
 
@@ -156,6 +157,8 @@ def _field(path: str, key: Any) -> str:
 
 
 def spec(types: tuple[type, ...], text: str, deep: Deep | None = None, *, null: bool = False) -> Spec:
+    # a stored record's shared values (appliance/state/shapes.py) may go into a new command
+    types += tuple(frozen for plain, frozen in ((dict, FrozenDict), (list, FrozenList)) if plain in types)
     if null:
         return frozenset(types + (_NONE,)), deep, text + " or null"
     return frozenset(types), deep, text
@@ -194,22 +197,25 @@ def _finite(v: float) -> bool:
     return type(v) is int or math.isfinite(v)
 
 
+_CONTAINERS = frozenset((dict, list, FrozenDict, FrozenList))
+
+
 def _json(value: Any, depth: int = 0) -> bool:
     """Plain JSON-like data: null, bool, int, finite float, str, lists and string-keyed maps of them."""
     t = type(value)
-    if t is dict:
+    if t is dict or t is FrozenDict:
         if depth >= MAX_JSON_DEPTH:
             return False
         for k, x in value.items():
             if type(k) is not str:
                 return False
             tx = type(x)
-            if tx is str or tx is bool or tx is int or x is None or (tx is dict or tx is list) and not x:
+            if tx is str or tx is bool or tx is int or x is None or tx in _CONTAINERS and not x:
                 continue  # the common leaves, inline
             if not _json(x, depth + 1):
                 return False
         return True
-    if t is list:
+    if t is list or t is FrozenList:
         if depth >= MAX_JSON_DEPTH:
             return False
         for x in value:
@@ -246,7 +252,7 @@ class Record:
         self.required = frozenset(required)
 
         def ok(rec: Any, fields: dict[str, Spec] = fields, required: frozenset[str] = self.required) -> bool:
-            if type(rec) is not dict:
+            if type(rec) is not dict and type(rec) is not FrozenDict:
                 return False
             for key, value in rec.items():
                 s = fields.get(key)
@@ -263,7 +269,7 @@ class Record:
             self.explain(ctype, path, rec)
 
     def explain(self, ctype: str, path: str, rec: Any) -> None:
-        if type(rec) is not dict:
+        if type(rec) is not dict and type(rec) is not FrozenDict:
             raise InvalidCommand(ctype, path, f"must be a map ({self.name}), not {_what(rec)}")
         for key, value in rec.items():
             s = self.fields.get(key)

@@ -62,6 +62,7 @@ Command types:
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,6 +78,7 @@ from appliance.state.commands import (
     decode_command,
     validate,
 )
+from appliance.state.shapes import FrozenList
 from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Record, Store, _k
 
@@ -197,7 +199,7 @@ class FSM:
 
     def _apply_register(self, index: int, cmd: dict[str, Any]) -> bool:
         s = self.store
-        node_key = _k(cmd["Node"])
+        node_key = sys.intern(_k(cmd["Node"]))  # one string for every index holding the node
         prev = s.nodes.get(node_key)
         if cmd.get("SkipNodeUpdate") and prev is None:
             raise CommandError(f'Node "{cmd["Node"]}" does not exist')
@@ -212,7 +214,7 @@ class FSM:
         if not cmd.get("SkipNodeUpdate") or prev is None:
             rec = _node_record(cmd, index, prev)
             if prev is None or not _same_node(prev, rec):
-                s.nodes[node_key] = rec
+                s.nodes[node_key] = s.shapes.node(rec)
                 s.touch(index, watchkeys.NODES)
                 s.touch_node(index, node_key)
         node_name = s.nodes[node_key]["Node"]
@@ -226,7 +228,7 @@ class FSM:
         s = self.store
         services = s.services.setdefault(node_key, {})
         prev = services.get(svc["ID"])
-        rec = dict(svc)
+        rec = s.shapes.service(dict(svc))
         rec["CreateIndex"] = prev["CreateIndex"] if prev else index
         rec["ModifyIndex"] = index
         if prev is not None and _same_record(prev, rec):
@@ -258,8 +260,10 @@ class FSM:
             svc = s.services.get(node_key, {}).get(sid)
             if svc is None:
                 raise CommandError(f'Unknown service ID "{sid}" for check ID "{rec["CheckID"]}"')
+            rec["ServiceID"] = svc["ID"]  # the service's own strings and (read-only) tags
             rec["ServiceName"] = svc["Service"]
-            rec["ServiceTags"] = list(svc["Tags"] or [])
+            rec["ServiceTags"] = svc["Tags"] if type(svc["Tags"]) is FrozenList else list(svc["Tags"] or [])
+        s.shapes.check(rec)
         rec["CreateIndex"] = prev["CreateIndex"] if prev else index
         rec["ModifyIndex"] = index
         sessions.check_written(s, index, node_key, rec, self._now())  # critical, even unchanged

@@ -2,10 +2,10 @@
 
 A snapshot is one msgpack document behind a version byte: the store's last index, its tables
 (nodes, services, checks, KV entries, tombstones, sessions, prepared queries, ACLs, the
-Connect CA and config entries) and its watch
-indexes. Restoring builds a new store from it and rebuilds the derived indexes (service-name
-index, sorted KV keys); Raft uses this to compact its log and to bring a lagging follower up to
-date. Restoring does not touch the bytes of KV values (they stay bytes).
+Connect CA and config entries) and its watch indexes. Restoring builds a new store from it, shares
+the records' repeated values as the FSM does (appliance/state/shapes.py) and rebuilds the derived
+indexes (service-name index, sorted KV keys); Raft uses this to compact its log and to bring a
+lagging follower up to date. Restoring does not touch the bytes of KV values (they stay bytes).
 
 KV keys are byte strings and need not be UTF-8: such a key is held with one lone surrogate per
 byte outside UTF-8 (see appliance/http/handlers/kv.py), and msgpack writes it back as those exact
@@ -22,7 +22,8 @@ import msgpack
 from appliance.state import sessions, watchkeys
 from appliance.state.acl import AclTables
 from appliance.state.connect import ConnectTables
-from appliance.state.store import Store
+from appliance.state.shapes import Shapes, text
+from appliance.state.store import Record, Store
 
 SNAPSHOT_VERSION = 1
 _TEXT = "surrogateescape"  # KV keys keep their bytes (module docstring)
@@ -73,14 +74,17 @@ def restore(data: bytes) -> Store:
 def _tables(doc: Any) -> Store:
     store = Store()
     store.last_index = doc["last_index"]
+    shapes = store.shapes  # records share their repeated values, as the FSM's do (shapes.py)
     for node in doc["nodes"]:
-        store.nodes[node["Node"].lower()] = node
+        store.nodes[text(node["Node"].lower())] = shapes.node(node)
     for node_key, svcs in doc["services"]:
-        store.services[node_key] = {svc["ID"]: svc for svc in svcs}
+        node_key = text(node_key)
+        store.services[node_key] = {svc["ID"]: shapes.service(svc) for svc in svcs}
         for svc in svcs:
             store.index_service(node_key, svc)
     for node_key, checks in doc["checks"]:
-        store.checks[node_key] = {check["CheckID"]: check for check in checks}
+        services = store.services.get(node_key, {})
+        store.checks[text(node_key)] = {check["CheckID"]: _check(shapes, check, services) for check in checks}
     for entry in doc["kv"]:
         store.kv[entry["Key"]] = entry
     store.kv_keys = sorted(store.kv)
@@ -98,6 +102,15 @@ def _tables(doc: Any) -> Store:
     store.connect = ConnectTables.load(doc.get("connect"))  # absent before Connect existed
     sessions.rebuild(store)
     return store
+
+
+def _check(shapes: Shapes, check: Record, services: dict[str, Record]) -> Record:
+    """A restored check sharing its values, and its service's ID string as the FSM stamps it."""
+    sid = check.get("ServiceID")
+    svc = services.get(sid) if type(sid) is str and sid else None
+    if svc is not None:
+        check["ServiceID"] = svc["ID"]
+    return shapes.check(check)
 
 
 def _has_surrogate(value: Any) -> bool:

@@ -4,7 +4,9 @@ How it works
 ------------
 Tables hold records in the JSON shape Consul emits (Node, NodeService, HealthCheck, DirEntry),
 with `CreateIndex`/`ModifyIndex`. Records are never mutated in place: a write builds a new dict
-and swaps it in, so a reader may hand a stored record straight to the encoder.
+and swaps it in, so a reader may hand a stored record straight to the encoder. The values that
+repeat across records (Weights, Proxy, Tags, Meta, names) are shared read-only copies
+(appliance.state.shapes): a reader that wants to change one copies it first.
 
 Only the FSM (appliance.state.fsm) writes, and only while applying a log entry; the entry's log
 index is the `ModifyIndex` of everything it touches. Every write records *watch keys* with that
@@ -26,6 +28,7 @@ from typing import Any
 from appliance.state import watchkeys
 from appliance.state.acl import AclTables
 from appliance.state.connect import ConnectTables
+from appliance.state.shapes import Shapes
 
 Record = dict[str, Any]
 
@@ -84,6 +87,8 @@ class Store:
         self.prepared_queries: dict[str, Record] = {}  # ID -> PreparedQuery (appliance/state/queries.py)
         self.acl = AclTables()  # tokens, policies, roles, auth methods (appliance/state/acl.py)
         self.connect = ConnectTables()  # CA, config entries (appliance/state/connect.py)
+        # the values records share (Weights, Tags, Meta, ...): appliance/state/shapes.py
+        self.shapes = Shapes()
         self._touched: set[str] = set()
 
     # ------------------------------------------------------------------ write support (FSM only)
