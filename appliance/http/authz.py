@@ -23,8 +23,9 @@ shape), setting `X-Consul-Results-Filtered-By-ACLs: true` when something went an
 named a token. A blocking query is re-checked when it wakes: a token deleted or expired while it
 waited gets its 403, not the answer. `none`: anyone.
 
-The request's secret also goes with the writes the handler makes (appliance/acl/caller.py): a
-client agent forwards them with it, and the server authorizes them again with the same
+The secret of a request other than GET and HEAD also goes with the writes the handler makes
+(appliance/acl/caller.py; a read makes none, and setting it costs a read a few percent): a client
+agent forwards them with it, and the server authorizes them again with the same
 authorizer (appliance/acl/commands.py); a refusal there is a 403 with Consul's text.
 
 The agent's own tokens (`acl.tokens.*`, and those set by `PUT /v1/agent/token/<type>`, kept in
@@ -372,6 +373,7 @@ class _Plan:
         self.whole = self.keep is None and bool(filtered) and not segmented  # all or nothing
 
 
+_READS = frozenset(("GET", "HEAD"))
 _PLANS: dict[int, _Plan] = {}  # by id(route): the routes are the route table's, alive for good
 
 
@@ -388,7 +390,8 @@ async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
     a 409 answer (returned), as Consul reports them."""
     agent = acl_agent(ctx)
     secret, named = agent.secret(req)
-    set_caller(secret)  # what a write forwarded to a server acts with (acl/caller.py)
+    if req.method not in _READS:  # what a write forwarded to a server acts with (acl/caller.py); a
+        set_caller(secret)  # read forwards none, and its task starts with no caller (anonymous)
     plan = _plan(route)
     if plan.admit == "none":
         return None
