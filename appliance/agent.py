@@ -24,13 +24,14 @@ import logging
 import random
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance import logs, sdnotify, seams, telemetry
 from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.config.identity import member_tags, node_info
 from appliance.config.runtime import RuntimeConfig
+from appliance.connect.authority import roots_pem
 from appliance.coordinates import CoordinateBatcher, send_coordinates
 from appliance.dns.server import DNSServer
 from appliance.events import AgentEvents
@@ -43,14 +44,19 @@ from appliance.http.app import HTTPServer
 from appliance.http.authz import acl_agent
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.handlers import query
+from appliance.http.handlers.connect_ca import auto_encrypt_sign
 from appliance.http.remote_dc import run_local
 from appliance.http.routes import ui_content_routes
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.rexec import RemoteExec
+from appliance.rpc.autoencrypt import AutoEncrypt, SignHandler, trust_roots
+from appliance.rpc.frames import Kind
 from appliance.server import ServerRole, remote_writes
+from appliance.state import watchkeys
 from appliance.state.store import Store
 from appliance.tls import context as tls
+from appliance.tls.context import AutoCert, install_auto
 from appliance.watch import WatchHub
 from appliance.watches.runner import WatchService
 
@@ -134,10 +140,44 @@ class Agent:
             remote = acl_agent(self.api).remote  # a secondary without token replication
             if remote is not None and self.server is not None and self.server.transport is not None:
                 self.server.transport.feed.authorize_remote = remote_writes(config, store, remote)
+        self.auto_encrypt: AutoEncrypt | None = None  # auto_encrypt (appliance/rpc/autoencrypt.py)
+        if self.server is not None and self.server.transport is not None:  # AutoEncrypt.Sign, allowed or refused
+            self.server.transport.listener.serve_connections(Kind.AUTO_ENCRYPT, SignHandler(self._auto_encrypt_sign))
+        elif config.tls.auto_encrypt_tls:
+            self.auto_encrypt = AutoEncrypt(
+                lambda: self.config, token=self.local.syncer.tokens.node,
+                servers=lambda: self.servers.known() if self.servers is not None else [],
+                roots=self._connect_roots, wait_roots=lambda t: self.hub.wait((watchkeys.CONNECT_CA,), timeout=t),
+                rng=rng)
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()  # SIGHUP
         self.watches = WatchService(config)  # the `watches` block; refuses a bad one
         self.stop_reason = ""
+
+    def _connect_roots(self) -> str:
+        return roots_pem(self.store.connect)
+
+    async def _auto_encrypt_sign(self, csr: str, token: str, datacenter: str) -> dict[str, Any]:
+        reply = await auto_encrypt_sign(self.api, csr, token, datacenter)
+        install_auto(AutoCert(roots=(self._connect_roots(),)))  # before the agent dials with its certificate
+        return reply
+
+    async def _first_certificate(self, auto: AutoEncrypt) -> bool:
+        """auto_encrypt: the agent's certificate before anything else (servers require it),
+        retried until a server signs it or the agent is told to stop (False)."""
+        loop = asyncio.get_running_loop()
+        for sig, name in ((signal.SIGINT, "interrupt"), (signal.SIGTERM, "terminated")):
+            loop.add_signal_handler(sig, self.request_shutdown, name)
+        fetch, stop = asyncio.ensure_future(auto.initial()), asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait((fetch, stop), return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            self.log.info('interrupted during retrieval of auto-encrypt certificates: err="context canceled"')
+            self.log.info("shutdown complete")
+            return False
+        fetch.result()
+        return True
 
     def lan_coordinate(self) -> Coordinate:
         """This agent's LAN network coordinate (the origin until gossip has measured anything)."""
@@ -207,6 +247,8 @@ class Agent:
         if self.server is not None:
             self.server.open_log()
         loop = asyncio.get_running_loop()
+        if self.auto_encrypt is not None and not await self._first_certificate(self.auto_encrypt):
+            return  # stopped before a server signed
         async with Lifecycle(on_failure=self._subsystem_failed) as fabric:
             await self._start_fabric(fabric)
             async with Lifecycle(on_failure=self._subsystem_failed) as services:
@@ -289,6 +331,11 @@ class Agent:
         if join_wan and wan is not None:
             services.start_soon("retry-join-wan", self._join(
                 lambda: wan.retry_join(join_wan, cfg.retry_interval_wan_s, cfg.retry_max_wan)))
+        if self.auto_encrypt is not None:
+            await services.start("auto-encrypt", self.auto_encrypt.serve)  # renewals, root rotations
+        elif server is not None and cfg.tls.auto_encrypt_allow_tls:  # client certificates from the Connect CA
+            await services.start("auto-encrypt-roots", trust_roots, self._connect_roots,
+                                 lambda: self.hub.wait((watchkeys.CONNECT_CA,), timeout=60.0))
         await services.start("anti-entropy", self.local.syncer.serve)
         await services.start("checks", self.local.checks.serve, stop_timeout_s=12.0)  # kills scripts
         await services.start("coordinate-batch", self.coordinate_batcher.serve)

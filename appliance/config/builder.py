@@ -241,7 +241,7 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         checks=tuple(_get(m, "checks", [])),
         watches=tuple(_get(m, "watches", [])),
         acl=resolve_acl(m, warnings),
-        tls=resolve_tls(m, ports.https, warnings),
+        tls=resolve_tls(m, ports.https, warnings, server=server),
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
         autopilot=_autopilot(m),

@@ -243,10 +243,14 @@ class ConfigEntriesModel(Block):
 
 
 class AutoEncryptModel(Block):
-    tls: bool | None = F(COMPAT)
-    allow_tls: bool | None = F(COMPAT)
-    dns_san: list[str] | None = F(COMPAT)
-    ip_san: list[str] | None = F(COMPAT)
+    tls: bool | None = F("Client agents: get this agent's TLS certificate from a server at start "
+                         "(AutoEncrypt.Sign) and renew it; no cert_file/key_file needed (docs/tls.md). Default false.")
+    allow_tls: bool | None = F("Servers: sign client agents' auto_encrypt certificates and trust the Connect CA's "
+                               "roots on the RPC port. Default false.")
+    dns_san: list[str] | None = F("Client agents: more DNS names for the auto_encrypt certificate "
+                                  '(besides "localhost").')
+    ip_san: list[str] | None = F("Client agents: more IP addresses for the auto_encrypt certificate "
+                                 "(besides 127.0.0.1 and ::1).")
 
 
 class ConfigFile(Block):
@@ -271,7 +275,7 @@ class ConfigFile(Block):
     advertise_addr_wan_ipv4: str | None = F(COMPAT)
     advertise_addr_wan_ipv6: str | None = F(COMPAT)
     alt_domain: str | None = F('Second DNS domain answered besides domain. Default "".')
-    auto_encrypt: AutoEncryptModel | None = F(COMPAT)
+    auto_encrypt: AutoEncryptModel | None = F("Automatic agent TLS certificates from the servers (docs/tls.md).")
     autopilot: AutopilotModel | None = F("Autopilot: dead-server cleanup, stabilization, min_quorum.")
     bind_addr: str | None = F('Cluster (gossip and server RPC) bind address. Default "0.0.0.0".')
     bootstrap: bool | None = F("Let this server elect itself without others. Default false; requires server.")

@@ -122,6 +122,12 @@ class TLSConfig:
     internal_rpc: TLSSettings = field(default_factory=TLSSettings)  # the server RPC port
     https: TLSSettings = field(default_factory=TLSSettings)  # ports.https
     grpc: TLSSettings = field(default_factory=TLSSettings)  # accepted; cairn has no gRPC listener
+    # auto_encrypt (appliance/rpc/autoencrypt.py): a client agent asks a server for its certificate,
+    # a server with allow_tls signs it and trusts the Connect CA's roots on the RPC port
+    auto_encrypt_tls: bool = False
+    auto_encrypt_allow_tls: bool = False
+    auto_encrypt_dns_san: tuple[str, ...] = ()
+    auto_encrypt_ip_san: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,18 @@ CA, verify_incoming without a certificate to present; an HTTPS port without a ce
 warning (as in Consul, the listener starts and every handshake fails).
 Whether the files exist and parse is the driver's business (appliance/tls/context.py), at start
 and on every reload.
+
+`auto_encrypt { tls allow_tls dns_san ip_san }` lands in the same TLSConfig, with Consul's rules:
+`auto_encrypt.tls can only be used on a client.`, `auto_encrypt.allow_tls can only be used on a
+server.`, and Consul's warning when allow_tls is on without internal_rpc's verify_incoming. A
+client agent with auto_encrypt.tls needs no certificate of its own for verify_incoming (the
+server gives it one) nor a CA for verify_outgoing (the server's answer carries the roots); its
+outgoing RPC always uses TLS.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from appliance.config.errors import ConfigError
@@ -70,7 +78,7 @@ def _block(m: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in (tls.get(name) or {}).items() if v is not None}
 
 
-def _settings(name: str, values: dict[str, Any]) -> TLSSettings:
+def _settings(name: str, values: dict[str, Any], auto_tls: bool = False) -> TLSSettings:
     where = f"tls.{name}"
     version = values.get("tls_min_version") or "TLSv1_2"
     if version not in VERSIONS:
@@ -94,15 +102,34 @@ def _settings(name: str, values: dict[str, Any]) -> TLSSettings:
     has_ca = bool(out.ca_file or out.ca_path)
     if out.verify_incoming and not has_ca:
         raise ConfigError(f"{where}: verify_incoming set but no CA certificates were provided (ca_file or ca_path)")
-    if out.verify_incoming and not out.cert_file:
+    if out.verify_incoming and not out.cert_file and not auto_tls:
         raise ConfigError(f"{where}: verify_incoming set but no certificate was provided (cert_file and key_file)")
-    if out.verify_outgoing and not has_ca:
+    if out.verify_outgoing and not has_ca and not auto_tls:
         raise ConfigError(f"{where}: verify_outgoing set but no CA certificates were provided (ca_file or ca_path)")
     return out
 
 
-def resolve(m: dict[str, Any], https_port: int, warnings: list[str]) -> TLSConfig:
+def _auto_encrypt(m: dict[str, Any], server: bool) -> dict[str, Any]:
+    block = m.get("auto_encrypt") or {}
+    tls, allow = bool(block.get("tls") or False), bool(block.get("allow_tls") or False)
+    if server and tls:
+        raise ConfigError("auto_encrypt.tls can only be used on a client.")
+    if not server and allow:
+        raise ConfigError("auto_encrypt.allow_tls can only be used on a server.")
+    ips = []
+    for value in block.get("ip_san") or ():
+        try:
+            ips.append(str(ipaddress.ip_address(str(value).strip())))
+        except ValueError:
+            raise ConfigError(f"auto_encrypt.ip_san: invalid ip address: {value}") from None
+    return {"auto_encrypt_tls": tls, "auto_encrypt_allow_tls": allow,
+            "auto_encrypt_dns_san": tuple(str(d) for d in block.get("dns_san") or ()),
+            "auto_encrypt_ip_san": tuple(ips)}
+
+
+def resolve(m: dict[str, Any], https_port: int, warnings: list[str], server: bool = False) -> TLSConfig:
     """Each listener's TLS settings from the merged configuration mapping (see the module docstring)."""
+    auto = _auto_encrypt(m, server)
     blocks: dict[str, dict[str, Any]] = {"defaults": {}, **{name: {} for name in LISTENER_BLOCKS}}
     for old, (block, key) in DEPRECATED.items():
         if m.get(old) is not None:
@@ -112,8 +139,13 @@ def resolve(m: dict[str, Any], https_port: int, warnings: list[str]) -> TLSConfi
         warnings.append("The 'tls_prefer_server_cipher_suites' field is deprecated and ignored.")
     for name in blocks:
         blocks[name].update(_block(m, name))
-    resolved = {name: _settings(name, {**blocks["defaults"], **blocks[name]}) for name in LISTENER_BLOCKS}
-    if https_port >= 0 and not resolved["https"].cert_file:
+    auto_tls = auto["auto_encrypt_tls"]
+    resolved = {name: _settings(name, {**blocks["defaults"], **blocks[name]}, auto_tls) for name in LISTENER_BLOCKS}
+    if auto["auto_encrypt_allow_tls"] and not resolved["internal_rpc"].verify_incoming:
+        warnings.append("if auto_encrypt.allow_tls is turned on, tls.internal_rpc.verify_incoming should be enabled "
+                        "(either explicitly or via tls.defaults.verify_incoming). It is necessary to turn it off "
+                        "during a migration to TLS, but it should definitely be turned on afterwards.")
+    if https_port >= 0 and not resolved["https"].cert_file and not auto_tls:
         warnings.append(f"ports.https is {https_port} but tls.https has no cert_file and key_file: "
                         "every TLS handshake on the HTTPS port will fail")
-    return TLSConfig(**resolved)
+    return TLSConfig(internal_rpc=resolved["internal_rpc"], https=resolved["https"], grpc=resolved["grpc"], **auto)

@@ -42,6 +42,7 @@ Plain synchronous code over values: the time and the serial number are passed in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from cryptography import x509
@@ -52,6 +53,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from appliance.connect import ca, spiffe
 
+IPAddress = IPv4Address | IPv6Address
 _BEGIN = "-----BEGIN "
 _CSR_TYPE = "CERTIFICATE REQUEST"
 
@@ -71,10 +73,13 @@ class Request:
     ident: spiffe.ServiceID | spiffe.AgentID
 
 
-def make(uri: str, key: ca.PrivateKey, dns_names: tuple[str, ...] = ()) -> str:
-    """A CSR for one SPIFFE ID signed by `key`, as PEM (Consul's connect.CreateCSR)."""
+def make(uri: str, key: ca.PrivateKey, dns_names: tuple[str, ...] = (),
+         ip_addresses: tuple[IPAddress, ...] = ()) -> str:
+    """A CSR for one SPIFFE ID signed by `key`, as PEM (Consul's connect.CreateCSR; an agent's
+    auto_encrypt CSR also names its DNS names and IP addresses, which the leaf keeps)."""
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
     sans += [x509.DNSName(d) for d in dict.fromkeys(dns_names)]
+    sans += [x509.IPAddress(i) for i in dict.fromkeys(ip_addresses)]
     builder = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
                .add_extension(x509.SubjectAlternativeName(sans), critical=False))
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()

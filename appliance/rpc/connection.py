@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from appliance.tls.context import RPC_TLS, current as current_tls
+from appliance.tls.context import RPC_TLS, RPC_TLS_INSECURE, current as current_tls
 
 from .frames import HEADER, parse_header
 
@@ -27,8 +27,8 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def dial(address: str, default_port: int, timeout_s: float, *,
-               datacenter: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def dial(address: str, default_port: int, timeout_s: float, *, datacenter: str | None = None,
+               insecure: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection to a server address within `timeout_s` (OSError or TimeoutError).
 
     With internal_rpc's verify_outgoing (appliance/tls/context.py) the connection is TLS: the
@@ -36,6 +36,8 @@ async def dial(address: str, default_port: int, timeout_s: float, *,
     server's against the CA and, with verify_server_hostname, its name `server.<datacenter>.<domain>`
     (this agent's datacenter unless `datacenter` names another). A failed check is an
     ssl.SSLError, an OSError: the caller treats it as a server it could not reach.
+    `insecure` (auto_encrypt's first request, appliance/rpc/autoencrypt.py) sends RPC_TLS_INSECURE
+    instead of RPC_TLS: the server asks for no client certificate on that connection.
     """
     host, port = split_address(address, default_port)
     tls = current_tls()
@@ -43,14 +45,15 @@ async def dial(address: str, default_port: int, timeout_s: float, *,
     if context is None:
         return await asyncio.wait_for(asyncio.open_connection(host, port, limit=STREAM_LIMIT), timeout_s)
     server_name = tls.server_name(datacenter) if context.check_hostname else None
-    return await asyncio.wait_for(_dial_tls(host, port, context, server_name), timeout_s)
+    marker = RPC_TLS_INSECURE if insecure else RPC_TLS
+    return await asyncio.wait_for(_dial_tls(host, port, context, server_name, marker), timeout_s)
 
 
-async def _dial_tls(host: str, port: int, context: ssl.SSLContext,
-                    server_name: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _dial_tls(host: str, port: int, context: ssl.SSLContext, server_name: str | None,
+                    marker: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port, limit=STREAM_LIMIT)
     try:
-        writer.write(bytes([RPC_TLS]))
+        writer.write(bytes([marker]))
         await writer.start_tls(context, server_hostname=server_name)
     except BaseException:
         writer.close()

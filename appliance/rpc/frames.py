@@ -16,6 +16,8 @@ next number; a number is never reused or given another meaning):
     8 READ_INDEX_RESP the index: [8, request id, status, index]
     9 DC_REQUEST      an HTTP request for another datacenter, or from one (federation/forward.py)
    10 DC_RESPONSE     its answer
+   11 AUTO_ENCRYPT    a client agent's CSR for its auto_encrypt certificate, and the server's answer
+                      (appliance/rpc/autoencrypt.py)
 
 Limits: a body is at most `MAX_FRAME_BYTES` (64 MiB, room for a snapshot); integers the
 receiver uses as terms, indexes or ids are 0..2^63. A header of another version or a longer
@@ -60,6 +62,7 @@ class Kind(enum.IntEnum):
     READ_INDEX_RESP = 8
     DC_REQUEST = 9
     DC_RESPONSE = 10
+    AUTO_ENCRYPT = 11
 
 
 KINDS = frozenset(int(k) for k in Kind)

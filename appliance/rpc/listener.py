@@ -24,7 +24,15 @@ appliance/tls/accept.py. A connection whose first byte is RPC_TLS (3, Consul's R
 from the next byte on, with the frames above inside; one whose first byte is the frame version
 (1) is plain and refused when verify_incoming is set. With verify_server_hostname, a connection
 whose first frame makes it a message connection (server to server) must present a certificate
-for `server.<dc>.<domain>`, so a client agent's certificate cannot act as a server.
+for `server.<dc>.<domain>`, so a client agent's certificate cannot act as a server; and a
+certificate naming a SPIFFE ID (from the Connect CA, which a server with auto_encrypt.allow_tls
+trusts) never can.
+
+auto_encrypt: a connection whose first byte is RPC_TLS_INSECURE (7, Consul's RPCTLSInsecure) is
+TLS without a client certificate, whatever verify_incoming says: a client agent that has no
+certificate yet asks for one on it. Its first frame must be AUTO_ENCRYPT (anything else closes
+it), answered by the AUTO_ENCRYPT handler (appliance/rpc/autoencrypt.py), which checks the
+request's token and the server's allow_tls.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from appliance.tls.accept import Acceptor, Choice
-from appliance.tls.context import RPC_TLS, current as current_tls, peer_dns_names
+from appliance.tls.context import RPC_TLS, RPC_TLS_INSECURE, current as current_tls, peer_dns_names, peer_spiffe
 
 from .connection import STREAM_LIMIT
 from .frames import HEADER, BadHeader, FrameError, Kind, decode_body, parse_header
 
 log = logging.getLogger("agent.server.rpc")
+INSECURE_READ_S = 10.0  # a connection without a client certificate sends its request within this
+INSECURE_MAX_BYTES = 64 << 10  # ... and a small one (a CSR and a token)
 
 
 class ConnectionHandler(Protocol):
@@ -81,12 +91,40 @@ class RpcListener:
     def _protocol(self) -> asyncio.StreamReaderProtocol:
         return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=STREAM_LIMIT), self._serve)
 
+    def _insecure_protocol(self) -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(limit=STREAM_LIMIT), self._serve_insecure)
+
+    async def _serve_insecure(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection without a client certificate: one AUTO_ENCRYPT request (a CSR: small, read
+        within INSECURE_READ_S), nothing else."""
+        try:
+            async with asyncio.timeout(INSECURE_READ_S):
+                length = parse_header(await reader.readexactly(HEADER.size))
+                if length > INSECURE_MAX_BYTES:
+                    raise FrameError(f"frame of {length} bytes")
+                body = decode_body(await reader.readexactly(length))
+            handler = self.handlers.get(int(Kind.AUTO_ENCRYPT))
+            if body[0] != Kind.AUTO_ENCRYPT or handler is None:
+                raise FrameError(f"frame kind {body[0]}")
+            await handler.serve(reader, writer, body)
+        except FrameError as err:
+            self.garbage_frames += 1
+            log.warning("refusing RPC without a client certificate from %s: only AutoEncrypt.Sign is allowed (%s)",
+                        writer.get_extra_info("peername"), err)
+        except (asyncio.IncompleteReadError, OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
     def _choose(self, first: bytes) -> Choice:
-        """TLS after the RPC_TLS byte with the current certificate; plain frames unless
-        verify_incoming requires TLS (then the connection is closed)."""
+        """TLS after the RPC_TLS byte with the current certificate (after RPC_TLS_INSECURE without
+        asking for the client's); plain frames unless verify_incoming requires TLS (then the
+        connection is closed)."""
         tls = current_tls()
         if first[0] == RPC_TLS and tls.rpc_server is not None:
             return Choice(tls=tls.rpc_server, consume=1)
+        if first[0] == RPC_TLS_INSECURE and tls.rpc_insecure is not None:
+            return Choice(tls=tls.rpc_insecure, consume=1, protocol_factory=self._insecure_protocol)
         if tls.rpc_require_tls:
             log.warning("Non-TLS connection attempted with verify_incoming set")
             return Choice(close=True)
@@ -103,9 +141,14 @@ class RpcListener:
         """With verify_server_hostname (and verify_incoming), a peer sending server-to-server
         frames must present a certificate for `server.<dc>.<domain>`: a client's cannot."""
         tls = current_tls()
-        if not tls.rpc_check_servers or writer.get_extra_info("sslcontext") is None:
+        if writer.get_extra_info("sslcontext") is None:
             return False
-        if tls.server_name() in peer_dns_names(writer.get_extra_info("peercert")):
+        peercert = writer.get_extra_info("peercert")
+        if peer_spiffe(peercert):  # a Connect certificate (auto_encrypt's) is never a server's
+            log.warning("refusing server RPC from %s: its certificate is a Connect certificate",
+                        writer.get_extra_info("peername"))
+            return True
+        if not tls.rpc_check_servers or tls.server_name() in peer_dns_names(peercert):
             return False
         log.warning("refusing server RPC from %s: its certificate is not one for %s",
                     writer.get_extra_info("peername"), tls.server_name())

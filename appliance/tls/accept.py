@@ -47,6 +47,7 @@ class Choice:
     consume: int = 0  # bytes to drop before serving (a marker byte)
     refuse: bytes | None = None  # write these and close instead of serving
     close: bool = False  # close at once
+    protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None  # instead of the listener's
 
 
 class Acceptor:
@@ -141,7 +142,7 @@ class Acceptor:
             if choice.consume:
                 conn.recv(choice.consume)
             await asyncio.get_running_loop().connect_accepted_socket(
-                self.protocol_factory, conn, ssl=choice.tls,
+                choice.protocol_factory or self.protocol_factory, conn, ssl=choice.tls,
                 ssl_handshake_timeout=self.handshake_timeout_s if choice.tls is not None else None)
             served = True
         except (OSError, TimeoutError, EOFError, ValueError) as err:  # ssl.SSLError is an OSError

@@ -6,6 +6,8 @@
     GET /v1/agent/connect/ca/roots           the roots, as this agent caches them (blocking)
     GET /v1/agent/connect/ca/leaf/<service>  a leaf certificate for a service (blocking)
     PUT /v1/internal/connect/ca/sign         a server signs a CSR (Consul's ConnectCA.Sign RPC)
+    AUTO_ENCRYPT on the server RPC port      `auto_encrypt_sign`: Consul's AutoEncrypt.Sign (a client
+                                             agent's auto_encrypt certificate, appliance/rpc/autoencrypt.py)
 
 The CA bootstraps on first use: when nothing is stored, the first request builds the first root
 from the agent's `connect { ca_provider ca_config }` and proposes it (`init` wins only if no CA
@@ -40,6 +42,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.api.gojson import ANY, BOOL, STRING, DecodeError, Map, Struct, decode
@@ -53,6 +56,7 @@ from appliance.http.paths import path_tail
 from appliance.http.query import blocking, query_options
 from appliance.http.remote_dc import on_server
 from appliance.http.values import Answer, Request, json_answer
+from appliance.rpc.autoencrypt import ALLOW_TLS_OFF, AutoEncryptError
 from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
 
@@ -278,6 +282,42 @@ async def sign(req: Request, ctx: HTTPContext) -> Answer:
     await ensure_ca(ctx)
     issued = await sign_csr(ctx, body.get("CSR") or "", await request_identity(req, ctx))
     return json_answer(req, issued, headers={"X-Consul-Index": str(issued["ModifyIndex"])})
+
+
+def _manual_roots(ctx: HTTPContext) -> list[str]:
+    """The PEM files internal_rpc's ca_file / ca_path name (Consul's ManualCARoots)."""
+    s = ctx.config.tls.internal_rpc
+    paths = [s.ca_file] if s.ca_file else sorted(str(p) for p in Path(s.ca_path).iterdir() if p.is_file()) \
+        if s.ca_path else []
+    out = []
+    for path in paths:
+        try:
+            out.append(Path(path).read_text())
+        except (OSError, UnicodeDecodeError) as err:
+            ctx.log.warning("auto_encrypt: cannot read CA file %s: %s", path, err)
+    return out
+
+
+async def auto_encrypt_sign(ctx: HTTPContext, pem: str, token: str, datacenter: str) -> dict[str, Any]:
+    """Consul's AutoEncrypt.Sign on a server (appliance/rpc/autoencrypt.py): allowed by
+    auto_encrypt.allow_tls, for this datacenter only, then ConnectCA.Sign with the request's token
+    (an agent ID needs node:write); the answer adds the Connect roots, this server's CA and its
+    verify_server_hostname. AutoEncryptError carries Consul's text."""
+    cfg = ctx.config
+    if not cfg.tls.auto_encrypt_allow_tls:
+        raise AutoEncryptError(ALLOW_TLS_OFF)
+    if datacenter != cfg.datacenter:
+        raise AutoEncryptError(f"mismatched datacenter (client_dc='{datacenter}' server_dc='{cfg.datacenter}'); "
+                               "check client has same datacenter set as servers")
+    try:
+        await ensure_ca(ctx)
+        ident = await acl_agent(ctx).resolve(token) if cfg.acl.enabled else None
+        issued = await sign_csr(ctx, pem, ident)
+    except HTTPError as err:
+        raise AutoEncryptError(err.text) from None
+    return {"IssuedCert": issued, "ConnectCARoots": authority.roots_body(ctx.store.connect),
+            "ManualCARoots": _manual_roots(ctx),
+            "VerifyServerHostname": cfg.tls.internal_rpc.verify_server_hostname}
 
 
 async def _issue(ctx: HTTPContext, agent: ConnectAgent, service: str, token: str,
