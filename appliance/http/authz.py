@@ -2,8 +2,9 @@
 
 How it works
 ------------
-With `acl.enabled`, `Router.dispatch` calls `admit(route, req, ctx)` before the handler and
-`finish(route, req, ctx, answer)` after it; nothing else in the HTTP layer checks permissions.
+With `acl.enabled`, `Router.dispatch` calls `admitted(route, req, ctx)` before the handler (and
+`admit` when that cannot settle it without awaiting) and `finish(route, req, ctx, answer)` after
+it; nothing else in the HTTP layer checks permissions.
 
 The request's secret is the first of `X-Consul-Token`, `Authorization: Bearer`, `?token=`
 (Request.token), the agent's `default` token, `anonymous`. It resolves through the store's ACL
@@ -384,23 +385,31 @@ def _plan(route: Any) -> _Plan:
     return plan
 
 
-async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
-    """Before the handler: resolve the token and check a `<resource>:<level>` route. A refused
-    request raises 403, except a transaction: each operation the token may not do is an error of
-    a 409 answer (returned), as Consul reports them."""
+def admitted(route: Any, req: Request, ctx: HTTPContext) -> bool:
+    """Before the handler, the common case without awaiting: True when the route lets the request
+    through on what is known now (its token's identity cached, stored on the request); False
+    leaves the rest to `admit` (a token to resolve, a transaction, a refusal)."""
     agent = acl_agent(ctx)
     secret, named = agent.secret(req)
     if req.method not in _READS:  # what a write forwarded to a server acts with (acl/caller.py); a
         set_caller(secret)  # read forwards none, and its task starts with no caller (anonymous)
     plan = _plan(route)
     if plan.admit == "none":
-        return None
-    ident = agent.known_identity(secret, named)  # the resolver's cache, without awaiting
-    if ident is not None:
-        req[IDENTITY] = ident
-    else:
-        ident = await agent.identity(req)
-    if plan.admit == "identity":
+        return True
+    ident = agent.known_identity(secret, named)  # the resolver's cache
+    if ident is None or plan.admit == "txn":
+        return False
+    req[IDENTITY] = ident
+    return plan.admit == "identity" or all(_allowed(ident, *need) for need in requirements(route, req, ctx))
+
+
+async def admit(route: Any, req: Request, ctx: HTTPContext) -> Answer | None:
+    """What `admitted` did not settle: resolve the token (it may ask a server) and check the
+    route; a refused request raises 403, except a transaction: each operation the token may not
+    do is an error of a 409 answer (returned), as Consul reports them."""
+    ident: Identity = req.get(IDENTITY) or await acl_agent(ctx).identity(req)
+    plan = _plan(route)
+    if plan.admit in ("none", "identity"):
         return None
     if plan.admit == "txn":
         errors = [{"OpIndex": i, "What": "Permission denied"}

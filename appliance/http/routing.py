@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from appliance.acl.commands import PermissionDenied
-from appliance.http.authz import admit, finish
+from appliance.http.authz import admit, admitted, finish
 from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -101,9 +101,10 @@ class Router:
             if dc and dc.lower() != ctx.config.datacenter.lower():
                 return await forward(req, ctx, dc.lower())
         if ctx.config.acl.enabled:  # the one place permissions are checked (appliance/http/authz.py)
-            refused = await admit(route, req, ctx)
-            if refused is not None:
-                return refused
+            if not admitted(route, req, ctx):  # the token resolved from the cache and allowed: no await
+                refused = await admit(route, req, ctx)
+                if refused is not None:
+                    return refused
             return finish(route, req, ctx, await route.handler(req, ctx))
         return await route.handler(req, ctx)
 
