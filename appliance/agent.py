@@ -49,6 +49,7 @@ from appliance.http.remote_dc import run_local
 from appliance.http.routes import ui_content_routes
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
+from appliance.local.sync import ACL_BLOCKED_COUNTERS
 from appliance.rexec import RemoteExec
 from appliance.rpc.autoencrypt import AutoEncrypt, SignHandler, trust_roots
 from appliance.rpc.frames import Kind
@@ -121,6 +122,9 @@ class Agent:
         if self.server is not None:
             self.telemetry.add_gauge_source(self.server.autopilot.gauges)  # consul.autopilot.* on the leader
             self.server.sessions.telemetry = self.telemetry  # consul.session_ttl.*
+        for counter in ACL_BLOCKED_COUNTERS:  # anti-entropy writes the servers' ACLs refuse, 0 from the start
+            self.telemetry.incr_counter(counter, 0)
+        self.local.syncer.on_blocked = self.telemetry.incr_counter
         telemetry.instrument_gossip(self.telemetry, self.gossip)  # consul.memberlist.*, consul.serf.*
         self.api = self._typed_context()
         self.extensions = load_extensions(self.api)

@@ -24,6 +24,7 @@ a token read through a client agent shows the secret the server holds.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -134,6 +135,9 @@ def test_client_agent_writes_are_authorized_by_the_servers_and_down_policy(tmp_p
         # no agent token: the servers refuse the client's own node registration
         wait_until(lambda: log_has(tmp_path, "c1", "Node info update blocked by ACLs"), timeout=30,
                    what="the node registration refused")
+        metrics = call(c1, "GET", "/v1/agent/metrics?format=prometheus", token=MANAGEMENT)[1].decode()
+        assert re.search(r"^consul_acl_blocked_node_registration [1-9]", metrics, re.M), metrics[:2000]
+        assert re.search(r"^consul_acl_blocked_service_deregistration 0", metrics, re.M)  # Consul's, from the start
 
         def synced_node() -> bool:  # the leader lists every member; only anti-entropy writes its meta
             node = json.loads(call(servers[0], "GET", "/v1/catalog/node/c1", token=MANAGEMENT)[1])
