@@ -112,8 +112,8 @@ class Shapes:
 
     def __init__(self) -> None:
         self._table: dict[bytes, Any] = {}
-        # the key: the value's msgpack bytes (exact types, key order); a packer of its own, since
-        # two stores may be written on two threads (a restore built off the event loop)
+        # the key: the value's msgpack bytes (exact types, key order); a packer per table, since a
+        # Packer must not be shared between threads and a store is written by one at a time
         self._pack = msgpack.Packer(use_bin_type=True).pack
 
     # The table is a cache, not state: which values are shared never changes what the store
