@@ -16,6 +16,7 @@ by the CSR's SPIFFE ID):
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 
 from appliance.connect import ca, csr, spiffe
 from appliance.state.snapshot import restore
-from tests.harness import FAST_RAFT, Agent, http_json, server_args, wait_until
+from tests.harness import FAST_RAFT, Agent, http, http_json, server_args, wait_until
 from tests.integration.test_acl_client_agent import Follower
 from tests.integration.test_connect_cluster import public_der
 
@@ -66,9 +67,14 @@ def leader(agent: Agent) -> bool:
 
 
 def sign_counts(server: Agent) -> dict[str, float]:
-    status, metrics = call(server, "GET", "/v1/agent/metrics", token=MANAGEMENT)
-    assert status == 200, metrics
-    return {c["Labels"]["result"]: c["Count"] for c in metrics["Counters"] if c["Name"] == "consul.connect.ca.sign"}
+    """The server's consul.connect.ca.sign counts by result, as Prometheus reads them (cumulative;
+    the JSON form reports the last finished 10 s interval, which a quick test may not have yet)."""
+    status, _, body = http("GET", f"http://{server.http_addr}/v1/agent/metrics?format=prometheus",
+                           headers={"X-Consul-Token": MANAGEMENT})
+    text = body.decode()
+    assert status == 200, text
+    return {result: float(value) for result, value in
+            re.findall(r'^consul_connect_ca_sign\{result="(\w+)"\} (\S+)$', text, re.M)}
 
 
 def test_leaves_and_agent_certificates_with_acls_on(tmp_path: Path) -> None:
