@@ -117,8 +117,13 @@ class _Pool:
 
 
 class _Writer:
+    """A plain TCP connection's writer: nothing is sent back, no TLS."""
+
     def close(self) -> None:
         pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
 
 
 _LOOP = asyncio.new_event_loop()
