@@ -79,6 +79,8 @@ def test_a_sidecar_serves_metrics_where_its_registration_says(agent, tmp_path) -
                 return None
 
         wait_until(scrape, 20, what="the sidecar's metrics on envoy_prometheus_bind_addr")
+        wait_until(lambda: "Started listener: public" in (tmp_path / "proxy.log").read_text(), 20,
+                   what="the sidecar's public listener")
         with socket.create_connection(("127.0.0.1", public), timeout=5) as plain:  # no TLS: refused, counted
             plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
             plain.recv(100)

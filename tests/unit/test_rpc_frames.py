@@ -36,7 +36,7 @@ from appliance.rpc.frames import (
 # Wire enums are append-only (DESIGN: Conventions): a number keeps its meaning forever.
 WIRE_NUMBERS = {
     "RAFT": 1, "HELLO": 2, "FORWARD": 3, "FORWARD_RESP": 4, "FOLLOW": 5, "STREAM": 6,
-    "READ_INDEX": 7, "READ_INDEX_RESP": 8, "DC_REQUEST": 9, "DC_RESPONSE": 10,
+    "READ_INDEX": 7, "READ_INDEX_RESP": 8, "DC_REQUEST": 9, "DC_RESPONSE": 10, "AUTO_ENCRYPT": 11,
 }
 
 # One body of each kind, shaped as its sender builds it.
@@ -54,6 +54,8 @@ BODIES = {
     Kind.DC_REQUEST: [Kind.DC_REQUEST, {"dc": "dc2", "method": "GET", "path": "/v1/kv/a", "query": [],
                                         "headers": [], "body": b"", "hops": 1}],
     Kind.DC_RESPONSE: [Kind.DC_RESPONSE, {"status": 200, "headers": [["X-Consul-Index", "4"]], "body": b"[]"}],
+    Kind.AUTO_ENCRYPT: [Kind.AUTO_ENCRYPT, {"CSR": "-----BEGIN CERTIFICATE REQUEST-----\n...", "Token": "t",
+                                            "Datacenter": "dc1"}],
 }
 
 
@@ -108,7 +110,7 @@ def test_header_limits():
         b"\xc1",  # never used in msgpack
         msgpack.packb([]),  # no kind
         msgpack.packb({"kind": 1}),  # not a list
-        msgpack.packb([11, "from a newer version"]),  # an unknown kind is dropped, not guessed at
+        msgpack.packb([12, "from a newer version"]),  # an unknown kind is dropped, not guessed at
         msgpack.packb([0]),
         msgpack.packb([True, 1]),  # a bool is not a kind
         msgpack.packb(["1"]),
