@@ -30,16 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.http.run import (  # noqa: E402
-    ACL_HCL,
-    MANAGEMENT,
-    free_port,
-    http,
-    register_web,
-    start_agent,
-    token_of_20_policies,
-    wait_http,
-)
+from bench.http.run import acl_agents, free_port, http, register_web, wait_http  # noqa: E402
 from bench.raft.cpu import cpu_s  # noqa: E402
 
 PATH = "/v1/health/service/web?passing"
@@ -85,22 +76,13 @@ def measure(tree: Path, duration: int) -> dict[str, float]:
 
 
 def measure_acl(duration: int, rounds: int) -> dict[str, object]:
-    off_port, on_port = free_port(), free_port()
-    off, on = start_agent(off_port), start_agent(on_port, "-hcl", ACL_HCL)
-    try:
-        off_base, on_base = f"http://127.0.0.1:{off_port}", f"http://127.0.0.1:{on_port}"
-        register_web(off_base)
-        register_web(on_base, token=MANAGEMENT)
-        header = f"X-Consul-Token: {token_of_20_policies(on_base)}"
+    with acl_agents() as (off, off_base, on, on_base, token):
+        header = f"X-Consul-Token: {token}"
         pairs = []
         for _ in range(rounds):
             off_us = load(off.pid, off_base + PATH, duration)
             on_us = load(on.pid, on_base + PATH, duration, header)
             pairs.append({"acl_off_us": off_us, "acl_on_us": on_us, "cost": on_us / off_us})
-    finally:
-        for proc in (off, on):
-            proc.terminate()
-            proc.wait()
     median = sorted(pairs, key=lambda p: p["cost"])[len(pairs) // 2]
     return {**median, "pairs": pairs}
 

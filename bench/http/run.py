@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,14 +151,25 @@ def token_of_20_policies(base: str) -> str:
     return json.loads(body)["SecretID"]
 
 
-def acl_throughput(duration: int, rounds: int = 5) -> dict:
+@contextlib.contextmanager
+def acl_agents() -> Iterator[tuple[subprocess.Popen, str, subprocess.Popen, str, str]]:
+    """Two agents with the same catalog, ACLs off and on (default deny): (off, its URL, on, its URL,
+    the secret of a token whose last of 20 policies grants the health read)."""
     off_port, on_port = free_port(), free_port()
     off, on = start_agent(off_port), start_agent(on_port, "-hcl", ACL_HCL)
     try:
         off_base, on_base = f"http://127.0.0.1:{off_port}", f"http://127.0.0.1:{on_port}"
         register_web(off_base)
         register_web(on_base, token=MANAGEMENT)
-        token = token_of_20_policies(on_base)
+        yield off, off_base, on, on_base, token_of_20_policies(on_base)
+    finally:
+        for proc in (off, on):
+            proc.terminate()
+            proc.wait()
+
+
+def acl_throughput(duration: int, rounds: int = 5) -> dict:
+    with acl_agents() as (_, off_base, _, on_base, token):
         path = "/v1/health/service/web?passing"
         same = http("GET", off_base + path)[2]
         acled = http("GET", on_base + path, token=token)[2]
@@ -172,12 +185,8 @@ def acl_throughput(duration: int, rounds: int = 5) -> dict:
             off_rps = wrk(off_base + path, duration)
             on_rps = wrk(on_base + path, duration, header)
             pairs.append({"acl_off_rps": off_rps, "acl_on_rps": on_rps, "ratio": on_rps / off_rps})
-        median = sorted(pairs, key=lambda p: p["ratio"])[len(pairs) // 2]
-        return {"body_bytes": len(same), **median, "pairs": pairs}
-    finally:
-        for proc in (off, on):
-            proc.terminate()
-            proc.wait()
+    median = sorted(pairs, key=lambda p: p["ratio"])[len(pairs) // 2]
+    return {"body_bytes": len(same), **median, "pairs": pairs}
 
 
 def acl_part(acl: dict) -> str:
