@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -40,6 +39,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+
 BLOCK = 1 << 20
 
 
@@ -217,8 +220,8 @@ def section(result: dict, duration: float) -> str:
 
     return f"""## Connect proxies
 
-Measured {datetime.date.today().isoformat()} on {os.cpu_count()} CPUs, Python {platform.python_version()},
-{platform.system()} {platform.release()}, with `uv run python bench/connect/run.py --write BENCHMARKS.md`
+Measured {datetime.date.today().isoformat()} on {machine()},
+with `uv run python bench/connect/run.py --write BENCHMARKS.md`
 ({duration:g} s per figure, {len(runs['cairn']['mbps'])} interleaved rounds; median and range). The same
 echo service two hops away: through web's and socat's cairn proxies (mutual TLS with the CA's leaf
 certificates), through two plain socat relays, and through two socat relays speaking mutual TLS.

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -40,6 +39,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+
 NAME = "web.service.consul"
 ADDRESSES = ("10.0.0.1", "10.0.0.2", "10.0.0.3")
 
@@ -176,19 +179,11 @@ def measure(duration: int, reps: int) -> dict:
     return summary
 
 
-def machine() -> dict:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+def tool_versions() -> dict:
     dnsmasq = subprocess.run(["dnsmasq", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     perf = subprocess.run(["dnsperf", "-h"], capture_output=True, text=True)
     perf_version = re.search(r"Version ([\d.]+)", perf.stdout + perf.stderr)
-    return {"date": datetime.date.today().isoformat(), "nproc": nproc, "cpu": cpu,
-            "python": platform.python_version(), "kernel": f"{platform.system()} {platform.release()}",
-            "dnsmasq": dnsmasq.replace("Dnsmasq version ", "").split()[0] if dnsmasq else "?",
+    return {"dnsmasq": dnsmasq.replace("Dnsmasq version ", "").split()[0] if dnsmasq else "?",
             "dnsperf": perf_version.group(1) if perf_version else "?"}
 
 
@@ -203,7 +198,7 @@ def write_section(path: Path, s: dict, m: dict, duration: int) -> None:
     spread = f"{min(s['ratios']):.2f}-{max(s['ratios']):.2f}"
     section = f"""## DNS
 
-Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, {m['kernel']}, dnsmasq {m['dnsmasq']},
+Measured {datetime.date.today().isoformat()} on {machine()}, dnsmasq {m['dnsmasq']},
 dnsperf {m['dnsperf']}, with `uv run python bench/dns/run.py --write BENCHMARKS.md` ({duration} s per run).
 Server pinned to CPU 0, dnsperf to CPU 1 (`-c 1 -T 1 -q 100`, UDP); query `{NAME} A`, three A records
 in every answer; median (range) over interleaved runs, and the server's CPU time per answered query
@@ -237,9 +232,9 @@ def main() -> None:
             sys.exit(f"bench/dns needs {tool} (Debian: apt-get install dnsperf dnsmasq bind9-dnsutils util-linux)")
     if not (shutil.which("dnsmasq") or Path("/usr/sbin/dnsmasq").exists()):
         sys.exit("bench/dns needs dnsmasq (Debian: apt-get install dnsmasq)")
-    m = machine()
+    m = tool_versions()
     s = measure(args.duration, args.reps)
-    print(json.dumps({"machine": m, "results": s}, indent=2))
+    print(json.dumps({"machine": machine(), **m, "results": s}, indent=2))
     print(f"cached / dnsmasq = {s['ratio_cached_vs_dnsmasq']:.2f}x (pairs {', '.join(f'{r:.2f}' for r in s['ratios'])}); "
           f"CPU per query dnsmasq / cairn = {s['cpu_ratio']:.2f}x; "
           f"uncached = {s['cairn_uncached']['median']:,.0f} q/s")

@@ -21,7 +21,6 @@ import datetime
 import logging
 import multiprocessing
 import os
-import platform
 import random
 import sys
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
 
 MODULES = ("gossip", "rpc", "http", "config", "filter", "storage")
 KEEP_FAILURES = 5
@@ -122,8 +123,7 @@ def main() -> int:
     for r in results:
         modes.update(r[2])
     print()
-    print(f"machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {machine()}; {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"command: uv run python bench/fuzz/run.py --inputs {args.inputs} --jobs {args.jobs} --seed {args.seed}")
     print(f"wall time: {wall:.0f} s; inputs by kind: " + ", ".join(f"{k} {v:,}" for k, v in modes.most_common()))
     print("(per-decoder wall s is the sum over that decoder's jobs)")

@@ -31,7 +31,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import socket
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from appliance.gossip import GossipConfig, suspicion_bounds  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from tests.sim.gossip import scenario_options  # noqa: E402
 from tests.sim.gossip_sim import run  # noqa: E402
 
@@ -209,11 +209,13 @@ def table(sims: list[dict], client: dict | None) -> str:
 
 def write_section(path: Path, body: str, command: str) -> None:
     today = datetime.date.today().isoformat()
-    section = (f"## Gossip\n\nMeasured {today} on {os.cpu_count()} cores, Python {platform.python_version()}, "
+    section = (f"## Gossip\n\nMeasured {today} on {machine()}, "
                f"with `{command}`.\n\n{body}\n")
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"## Gossip\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    # the measured part only (up to the idle client's line): notes written under it stay
+    measured = re.compile(r"## Gossip\n.*?Serf model bandwidth bound[^\n]*\n(?:\nReal client agent[^\n]*\n)?", re.S)
+    pattern = measured if measured.search(text) else re.compile(r"## Gossip\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section, text, count=1) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 
 

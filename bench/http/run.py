@@ -28,7 +28,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -42,6 +41,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
 
 
 def free_port() -> int:
@@ -294,15 +296,6 @@ async def _park_and_flip(base: str, n: int, index: int, pid: int) -> dict:
     assert all(s.startswith(b"HTTP/1.1 200") for s in statuses), set(statuses)
     return {"rss_parked_mb": rss_parked, "answered_before_flip": early, "agent_cpu_s": cpu_used,
             "all_answered_s": max(answered) - flip, "median_answer_s": sorted(answered)[len(answered) // 2] - flip}
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def main() -> None:

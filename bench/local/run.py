@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.conftest import wait_until  # noqa: E402 - the project's root is on the path only now
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+from tests.conftest import wait_until  # noqa: E402
 
 
 def _port() -> int:
@@ -117,6 +118,7 @@ def main() -> None:
         print(f"service registration with {opts.checks} checks on the agent: median {median * 1000:.1f} ms")
         size, rss, peak = memory(Path(tmp), opts.services)
         print(f"{opts.services} services ({size} MB of config): RSS {rss} MB, peak {peak} MB")
+    print(f"machine: {machine()}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ import argparse
 import base64
 import datetime
 import json
-import os
-import platform
 import re
 import shutil
 import signal
@@ -50,6 +48,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+
 CONNECTIONS = 64
 VALUE = b"v" * 32
 WRITE_KEYS = 10_000
@@ -386,15 +388,6 @@ def quantile(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------------- report
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
-
-
 def etcd_version() -> str:
     out = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout
     return out.split("\n", 1)[0].replace("etcd Version: ", "")
@@ -421,6 +414,11 @@ def write_section(path: Path, res: dict, args: argparse.Namespace) -> None:
     def rates(r: dict) -> str:
         return ", ".join(f"{v:.0f}" for v in r["all_rps"])
 
+    def pairs(kind: str) -> str:
+        """The spread of the per-pair ratios (run i of cairn against run i of etcd, taken in turn)."""
+        ratios = [a / b for a, b in zip(c[kind]["all_rps"], e[kind]["all_rps"])]
+        return f"pairs {min(ratios):.2f}-{max(ratios):.2f}"
+
     def fo(times: list[float]) -> str:
         if not times:
             return "not measured"
@@ -440,9 +438,9 @@ in the last row), to the leader, {len(VALUE)}-byte values on {WRITE_KEYS:,} keys
 
 | what | cairn | etcd | cairn / etcd |
 | --- | --- | --- | --- |
-| writes/s | {cw['rps']:.0f} | {ew['rps']:.0f} | **{cw['rps'] / ew['rps']:.2f}x** (target 0.7x) |
+| writes/s | {cw['rps']:.0f} | {ew['rps']:.0f} | **{cw['rps'] / ew['rps']:.2f}x** ({pairs('writes')}; target 0.7x) |
 | write latency p50 / p99 | {cw['p50_ms']:.1f} / {cw['p99_ms']:.1f} ms | {ew['p50_ms']:.1f} / {ew['p99_ms']:.1f} ms | p99 **{cw['p99_ms'] / ew['p99_ms']:.2f}x** (target at most 2x) |
-| linearizable reads/s | {cr['rps']:.0f} | {er['rps']:.0f} | **{cr['rps'] / er['rps']:.2f}x** |
+| linearizable reads/s | {cr['rps']:.0f} | {er['rps']:.0f} | **{cr['rps'] / er['rps']:.2f}x** ({pairs('reads')}) |
 | read latency p50 / p99 | {cr['p50_ms']:.1f} / {cr['p99_ms']:.1f} ms | {er['p50_ms']:.1f} / {er['p99_ms']:.1f} ms | |
 | requests not answered 2xx (writes, reads) | {errs(cw)}, {errs(cr)} | {errs(ew)}, {errs(er)} | |
 | leader failover after kill -9 (until a write through another member succeeds) | {fo(cf)} | {fo(ef)} | |

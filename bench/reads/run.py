@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from tests.conftest import free_ports  # noqa: E402
 
 
@@ -115,6 +116,7 @@ def main() -> None:
                     t = timed(port, "/v1/kv/bench/key" + query, args.requests)
                     cells.append(f"{statistics.median(t):.2f} / {pct(t, 99):.2f}")
                 print(f"{label:<16} {cells[0]:>16} {cells[1]:>16} {cells[2]:>16}")
+            print(f"machine: {machine()}")
         finally:
             for p in procs:
                 p.terminate()

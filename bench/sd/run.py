@@ -35,6 +35,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -45,10 +46,13 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
 
 
 def _bench_http() -> ModuleType:
-    """bench/http/run.py, for its helpers (free_port, wait_http, machine)."""
+    """bench/http/run.py, for its helpers (free_port, wait_http)."""
     spec = importlib.util.spec_from_file_location("bench_http_run", ROOT / "bench" / "http" / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -56,7 +60,7 @@ def _bench_http() -> ModuleType:
 
 
 _helpers = _bench_http()
-free_port, machine, wait_http = _helpers.free_port, _helpers.machine, _helpers.wait_http
+free_port, wait_http = _helpers.free_port, _helpers.wait_http
 
 
 class Conn:
@@ -194,8 +198,14 @@ def vmagent_phase(agent: subprocess.Popen, port: int, services: int, interval: s
             "cpu_window_s": elapsed, "flip_delays_s": delays}
 
 
-def median_get(conn: Conn, path: str, reps: int) -> float:
-    return statistics.median(conn.timed_get(path)[0] for _ in range(reps))
+def timed_gets(conn: Conn, path: str, reps: int) -> list[float]:
+    return [conn.timed_get(path)[0] for _ in range(reps)]
+
+
+def ms(times: list[float]) -> dict:
+    """Median, fastest and slowest of `times` (seconds), in ms, with how many there were."""
+    return {"median": statistics.median(times) * 1000, "min": min(times) * 1000, "max": max(times) * 1000,
+            "runs": len(times)}
 
 
 def raise_nofile() -> None:
@@ -226,7 +236,7 @@ def run(services: int, instances: int, reps: int, vmagent_intervals: list[str], 
         cold_s, body = conn.timed_get("/v1/sd/prometheus")  # nothing rendered yet: every group
         groups = json.loads(body)
         assert len(groups) == services * instances + 1  # + the agent's own `consul` service
-        warm_s = median_get(conn, "/v1/sd/prometheus", reps)
+        warm = timed_gets(conn, "/v1/sd/prometheus", reps)
         flips = []
         for rep in range(reps):  # one check flips: one service is rendered again, the rest reused
             status, _ = conn.request("PUT", "/v1/catalog/register", json.dumps({
@@ -235,8 +245,7 @@ def run(services: int, instances: int, reps: int, vmagent_intervals: list[str], 
                           "ServiceID": "svc-0-0"}}).encode())
             assert status == 200
             flips.append(conn.timed_get("/v1/sd/prometheus")[0])
-        flip_s = statistics.median(flips)
-        one_s = median_get(conn, "/v1/sd/prometheus?service=svc-42", reps)
+        one = timed_gets(conn, "/v1/sd/prometheus?service=svc-42", reps)
 
         t0 = time.perf_counter()
         _, names = conn.request("GET", "/v1/catalog/services?stale=&wait=120000ms")
@@ -253,16 +262,16 @@ def run(services: int, instances: int, reps: int, vmagent_intervals: list[str], 
                                  fh.name, json.dumps({"Content-Type": "application/json"})],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{bare_port}/")
-        bare_s = median_get(Conn(bare_port), "/", reps)
+        bare_times = timed_gets(Conn(bare_port), "/", reps)
         os.unlink(fh.name)
         vm = [vmagent_phase(agent, port, services, iv, cpu_window, vmagent_flips, vmagent_wait)
               for iv in vmagent_intervals]
         for v in vm:
             print(json.dumps(v), flush=True)
         return {"vmagent": vm, "services": services, "instances": instances, "targets": len(groups), "populate_s": populate_s,
-                "bytes": len(body), "cold_ms": cold_s * 1000, "flip_ms": flip_s * 1000, "warm_ms": warm_s * 1000, "one_ms": one_s * 1000,
+                "bytes": len(body), "cold_ms": cold_s * 1000, "flip": ms(flips), "warm": ms(warm), "one": ms(one),
                 "consul_sd_requests": len(json.loads(names)) + 1, "consul_sd_ms": consul_sd_s * 1000,
-                "consul_sd_bytes": sd_bytes, "bare_ms": bare_s * 1000}
+                "consul_sd_bytes": sd_bytes, "bare": ms(bare_times)}
     finally:
         for proc in (agent, bare):
             if proc is not None:
@@ -274,7 +283,7 @@ def vmagent_rows(r: dict) -> str:
     if not r.get("vmagent"):
         return ""
     rows = [f"""
-vmagent {r.get('vmagent_version', '?')} with `consul_sd_configs` over all {r['services']:,} services: one blocking
+vmagent {r.get('vmagent_version', '?')} (measured {datetime.date.today().isoformat()}) with `consul_sd_configs` over all {r['services']:,} services: one blocking
 query per service (the agent's per-client connection limit raised for it), blocking wait
 {r['vmagent'][0]['wait']} (`-promscrape.consul.waitTime`; 2 min is what Prometheus's consul_sd uses, vmagent's
 own default is 525 s). CPU is the agent process's user + system time from /proc/<pid>/stat:
@@ -294,26 +303,36 @@ vmagent applies discovery results every `-promscrape.consulSDCheckInterval`.
     return "\n".join(rows) + "\n"
 
 
-def write_section(path: Path, r: dict) -> None:
+def write_section(path: Path, r: dict, command: str) -> None:
     today = datetime.date.today().isoformat()
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
+    pattern = re.compile(r"## Service discovery\n.*?(?=\n## |\Z)", re.S)
+    vmagent, kept = vmagent_rows(r), ""
+    old = pattern.search(text)
+    if not vmagent and old and (earlier := re.search(r"\n\n(vmagent .*)", old.group(0), re.S)):
+        vmagent, kept = "\n" + earlier.group(1).rstrip("\n") + "\n", " (the vmagent part kept from the last run that measured it)"
+
+    def cell(f: dict, digits: int) -> str:
+        return f"{f['median']:.{digits}f} ms ({f['min']:.{digits}f}-{f['max']:.{digits}f}, {f['runs']} runs)"
+
     section = f"""## Service discovery
 
-Measured {today} on {machine()} with `uv run python bench/sd/run.py --write BENCHMARKS.md`.
+Measured {today} on {machine()}, with `{command}`{kept}.
 Catalog: {r['services']:,} services x {r['instances']} instances ({r['targets']:,} targets with the
-agent's own), on 500 nodes, each with node meta, two tags, service meta and one check.
+agent's own), on 500 nodes, each with node meta, two tags, service meta and one check. Times are the
+median (fastest-slowest, runs) of requests one after another on one connection; the first render
+and the consul_sd pass happen once per run.
 
 | what | time | size |
 | --- | --- | --- |
-| `GET /v1/sd/prometheus`, first ever (renders every group) | {r['cold_ms']:.0f} ms | {r['bytes'] / 1e6:.1f} MB |
-| the same after one check flip (one service rendered again, the rest reused; median) | {r['flip_ms']:.0f} ms | same |
-| the same again, from the render cache (median) | {r['warm_ms']:.1f} ms | same |
-| `GET /v1/sd/prometheus?service=svc-42` (median) | {r['one_ms']:.2f} ms | |
-| peer: bare aiohttp handler returning the same bytes (median) | {r['bare_ms']:.1f} ms | same |
-| peer: consul_sd's requests for the same targets, sequential ({r['consul_sd_requests']:,} requests) | {r['consul_sd_ms']:.0f} ms | {r['consul_sd_bytes'] / 1e6:.1f} MB |
-""" + vmagent_rows(r)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach benchmark runs cairn and a real peer side by side in one run.\n"
-    pattern = re.compile(r"## Service discovery\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+| `GET /v1/sd/prometheus`, first ever (renders every group; once) | {r['cold_ms']:.0f} ms | {r['bytes'] / 1e6:.1f} MB |
+| the same after one check flip (one service rendered again, the rest reused) | {cell(r['flip'], 0)} | same |
+| the same again, from the render cache | {cell(r['warm'], 1)} | same |
+| `GET /v1/sd/prometheus?service=svc-42` | {cell(r['one'], 2)} | |
+| peer: bare aiohttp handler returning the same bytes | {cell(r['bare'], 1)} | same |
+| peer: consul_sd's requests for the same targets, sequential ({r['consul_sd_requests']:,} requests, once) | {r['consul_sd_ms']:.0f} ms | {r['consul_sd_bytes'] / 1e6:.1f} MB |
+""" + vmagent
+    text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if old else text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
 
 
@@ -345,7 +364,8 @@ def main() -> None:
         result["vmagent_version"] = out.stdout.strip() or "?"
     print(json.dumps(result, indent=2))
     if args.write:
-        write_section(Path(args.write), result)
+        write_section(Path(args.write), result,
+                      " ".join(["uv run python bench/sd/run.py", *map(shlex.quote, sys.argv[1:])]))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import re
 import socket
 import statistics
@@ -30,7 +28,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT))
 from ui_browser import browser, page_of  # noqa: E402
+
+from bench.machine import machine  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -123,7 +124,7 @@ def measure(base: str, services: int, runs: int) -> dict:
     return {"services": services, "runs": runs, "json_bytes": len(body), "api_first_ms": first_ms,
             "api_ms": statistics.median(api_ms), "load_median": statistics.median(load_ms), "load_max": max(load_ms),
             "load_all": load_ms, "warm_median": statistics.median(warm_ms), "warm_max": max(warm_ms),
-            "load_avg": os.getloadavg()[0], "search_median": statistics.median(search_ms)}
+            "search_median": statistics.median(search_ms)}
 
 
 def chromium_version() -> str:
@@ -139,7 +140,7 @@ def write_section(path: Path, r: dict) -> None:
     runs = ", ".join(f"{x:.0f}" for x in r["load_all"])
     section = f"""## Web UI
 
-Measured {today} on {os.cpu_count()} cores, Python {platform.python_version()}, {chromium_version()}
+Measured {today} on {machine()}, {chromium_version()}
 (headless), with `uv run python bench/ui/run.py --write BENCHMARKS.md`. A `-dev` agent holds
 {r['services']:,} services (one instance and one check each, on {r['services'] // 10:,} nodes); each run opens
 `/ui/services` in a fresh browser context (no cache) and stops the clock at the first frame that
@@ -153,14 +154,14 @@ start inside the page.
 | `GET /v1/internal/ui/services` ({r['json_bytes'] / 1e6:.1f} MB of JSON) from Python, cached / first | {r['api_ms']:.0f} ms | {r['api_first_ms']:.0f} ms | |
 | one character typed in the search box: filter and re-render | {r['search_median']:.1f} ms | | |
 
-First visits, all runs (ms): {runs}. The load average was {r['load_avg']:.1f} on {os.cpu_count()} cores
-during the run (other work shares the machine), so single runs move by 100 ms. The page renders
+First visits, all runs (ms): {runs}. Other work may share the machine (the load average above), so
+single runs move by 100 ms. The page renders
 100 rows at a time (pages of the filtered, sorted list); the summary answer is built once per
 catalog index and cached, and the UI's internal endpoints answer compact JSON even in `-dev`.
 """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(r"## Web UI\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else (
+    text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else (
         text.rstrip("\n") + "\n\n" + section)
     path.write_text(text.rstrip("\n") + "\n")
 
