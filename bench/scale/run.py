@@ -31,8 +31,6 @@ import argparse
 import datetime
 import gc
 import hashlib
-import os
-import platform
 import statistics
 import sys
 import time
@@ -51,6 +49,7 @@ from appliance.state.commands import encode_command  # noqa: E402
 from appliance.state.fsm import FSM  # noqa: E402
 from appliance.state.snapshot import restore, snapshot  # noqa: E402
 from appliance.state.store import Store  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from sd.targets import Filters, target_groups  # noqa: E402
 
 DATACENTER = "dc1"
@@ -99,10 +98,6 @@ def rss_kb() -> int:
     return 0
 
 
-def load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def median_ms(fn: Callable[[], bytes], reps: int, answers: Any) -> float:
     """The median time of `fn`, in ms; its answer goes into the `answers` digest."""
     times = []
@@ -143,7 +138,7 @@ def snapshot_and_reads(store: Store, reps: int) -> dict[str, Any]:
 
 
 def measure(nodes: int, instances: int, reps: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"nodes": nodes, "instances": instances, "load_start": load()}
+    out: dict[str, Any] = {"nodes": nodes, "instances": instances}
     gc.collect()
     rss0 = rss_kb()
     start = time.process_time()
@@ -162,15 +157,13 @@ def measure(nodes: int, instances: int, reps: int) -> dict[str, Any]:
     out["traced_bytes"] = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     del traced
-    out["load_end"] = load()
     return out
 
 
 def report(r: dict[str, Any]) -> str:
     n = r["instances"]
     lines = [
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
-        f"{os.cpu_count()} cores; load average {r['load_start']} at the start, {r['load_end']} at the end",
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {machine()}",
         f"catalog: {r['nodes']:,} nodes, {n:,} instances (built in {r['build_s']:.1f} s); times are CPU time",
         f"store, traced heap: {r['traced_bytes'] / 2**20:,.1f} MB = {r['traced_bytes'] / n:,.0f} B per instance",
         f"store, RSS growth:  {r['rss_bytes'] / 2**20:,.1f} MB = {r['rss_bytes'] / n:,.0f} B per instance",
