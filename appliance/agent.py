@@ -31,7 +31,6 @@ from appliance.client.replica import Replica
 from appliance.client.servers import ServerList
 from appliance.config.identity import member_tags, node_info
 from appliance.config.runtime import RuntimeConfig
-from appliance.connect.authority import roots_pem
 from appliance.coordinates import CoordinateBatcher, send_coordinates
 from appliance.dns.server import DNSServer
 from appliance.events import AgentEvents
@@ -44,16 +43,12 @@ from appliance.http.app import HTTPServer
 from appliance.http.authz import acl_agent
 from appliance.http.context import HTTPContext, load_extensions
 from appliance.http.handlers import query
-from appliance.http.handlers.connect_ca import auto_encrypt_sign
 from appliance.http.remote_dc import run_local
 from appliance.http.routes import ui_content_routes
 from appliance.lifecycle import TASK_STATUS_IGNORED, Lifecycle, TaskStatus
 from appliance.local.agent import LocalAgent
 from appliance.local.sync import ACL_BLOCKED_COUNTERS
 from appliance.rexec import RemoteExec
-from appliance.rpc.autoencrypt import AutoEncrypt, SignHandler, trust_roots
-from appliance.rpc.frames import Kind
-from appliance.server import ServerRole, remote_writes
 from appliance.state import watchkeys
 from appliance.state.store import Store
 from appliance.tls import context as tls
@@ -63,6 +58,8 @@ from appliance.watches.runner import WatchService
 
 if TYPE_CHECKING:
     from appliance.raft.driver import RaftDriver
+    from appliance.rpc.autoencrypt import AutoEncrypt
+    from appliance.server import ServerRole
 
 GC_THRESHOLDS = (20_000, 20, 20)  # CPython's default is (700, 10, 10)
 LEAVE_TIMEOUT_S = 20.0  # Raft hand-over, WAN then LAN: inside the systemd unit's TimeoutStopSec=30
@@ -83,6 +80,8 @@ class Agent:
         self.replica: Replica | None = None  # a client agent's copy of the store
         consensus: RaftDriver | Replica
         if config.server:
+            from appliance.server import ServerRole  # Raft, server RPC, the replica feed: servers only
+
             self.server = ServerRole(config, store, self.gossip, rng=rng,
                                      on_fatal=lambda err: self.request_shutdown("raft failure"))
             consensus = self.server.raft
@@ -143,11 +142,18 @@ class Agent:
                 acl_agent(self.api).dns_changed = self.dns._clear_caches
             remote = acl_agent(self.api).remote  # a secondary without token replication
             if remote is not None and self.server is not None and self.server.transport is not None:
+                from appliance.server import remote_writes
+
                 self.server.transport.feed.authorize_remote = remote_writes(config, store, remote)
         self.auto_encrypt: AutoEncrypt | None = None  # auto_encrypt (appliance/rpc/autoencrypt.py)
         if self.server is not None and self.server.transport is not None:  # AutoEncrypt.Sign, allowed or refused
+            from appliance.rpc.autoencrypt import SignHandler
+            from appliance.rpc.frames import Kind
+
             self.server.transport.listener.serve_connections(Kind.AUTO_ENCRYPT, SignHandler(self._auto_encrypt_sign))
-        elif config.tls.auto_encrypt_tls:
+        elif config.tls.auto_encrypt_tls:  # cryptography is loaded only here and on servers
+            from appliance.rpc.autoencrypt import AutoEncrypt
+
             self.auto_encrypt = AutoEncrypt(
                 lambda: self.config, token=self.local.syncer.tokens.node,
                 servers=lambda: self.servers.known() if self.servers is not None else [],
@@ -159,9 +165,13 @@ class Agent:
         self.stop_reason = ""
 
     def _connect_roots(self) -> str:
+        from appliance.connect.authority import roots_pem  # the CA's cryptography: auto_encrypt only
+
         return roots_pem(self.store.connect)
 
     async def _auto_encrypt_sign(self, csr: str, token: str, datacenter: str) -> dict[str, Any]:
+        from appliance.http.handlers.connect_ca import auto_encrypt_sign  # a server's, with the CA
+
         reply = await auto_encrypt_sign(self.api, csr, token, datacenter)
         install_auto(AutoCert(roots=(self._connect_roots(),)))  # before the agent dials with its certificate
         return reply
@@ -338,6 +348,8 @@ class Agent:
         if self.auto_encrypt is not None:
             await services.start("auto-encrypt", self.auto_encrypt.serve)  # renewals, root rotations
         elif server is not None and cfg.tls.auto_encrypt_allow_tls:  # client certificates from the Connect CA
+            from appliance.rpc.autoencrypt import trust_roots
+
             await services.start("auto-encrypt-roots", trust_roots, self._connect_roots,
                                  lambda: self.hub.wait((watchkeys.CONNECT_CA,), timeout=60.0))
         await services.start("anti-entropy", self.local.syncer.serve)

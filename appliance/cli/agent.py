@@ -56,8 +56,12 @@ def run_agent(cfg: RuntimeConfig) -> int:
     from appliance.config.identity import banner
     from appliance.gossip.keyring import KeyringError
     from appliance.local.definitions import DefinitionError
-    from appliance.raft.storage import StorageCorrupt
 
+    refused: tuple[type[Exception], ...] = (OSError, DefinitionError, KeyringError)
+    if cfg.server:  # the Raft storage: a client agent never loads it
+        from appliance.raft.storage import StorageCorrupt
+
+        refused += (StorageCorrupt,)
     logs.setup(cfg.log_level, cfg.log_json)
     if not cfg.log_json:
         print(banner(cfg), flush=True)
@@ -70,7 +74,7 @@ def run_agent(cfg: RuntimeConfig) -> int:
         if agent.server is not None and agent.server.raft.fatal is not None:
             return 1  # fail-stop: the Raft log or its storage broke (logged)
         return agent.exit_code  # 1 when retry_join gave up
-    except (OSError, DefinitionError, StorageCorrupt, KeyringError) as err:
+    except refused as err:
         logging.getLogger("agent").error("Error starting agent: %s", go_bind_error(err))
         return 1
     finally:

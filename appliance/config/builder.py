@@ -277,13 +277,15 @@ def _http_limits(m: dict[str, Any]) -> dict[str, Any]:
 
 def _ca_config(m: dict[str, Any]) -> dict[str, Any]:
     """`connect { ca_provider ca_config }`: the built-in provider only, its configuration checked now."""
-    from appliance.connect.ca import CAError, parse_config
-
     provider = _get(m, "connect.ca_provider", "") or "consul"
     if provider != "consul":
         raise ConfigError(f'connect.ca_provider: "{provider}" is not available; cairn has the built-in "consul" '
                           "provider only")
     raw = dict(_get(m, "connect.ca_config", {}) or {})
+    if not raw:  # the defaults: nothing to check, and the CA's cryptography stays unloaded
+        return raw
+    from appliance.connect.ca import CAError, parse_config
+
     try:
         parse_config(raw)
     except CAError as err:

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 ENCRYPTION_VERSION = 1
 NONCE_BYTES = 12
@@ -54,6 +56,16 @@ def decode_key(text: str) -> bytes:
 
 def encode_key(key: bytes) -> str:
     return base64.b64encode(key).decode("ascii")
+
+
+@functools.cache
+def _aes_gcm() -> tuple[type[AESGCM], type[Exception]]:
+    """cryptography's AES-GCM and its authentication failure, loaded with the first key: a pool
+    without encryption never loads the library (about 7 MB of an agent's memory)."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM, InvalidTag
 
 
 def validate_key(key: bytes) -> None:
@@ -93,7 +105,7 @@ class Keyring:
         if key in self._ciphers:
             return False
         self._keys.append(key)
-        self._ciphers[key] = AESGCM(key)
+        self._ciphers[key] = _aes_gcm()[0](key)
         return True
 
     def use(self, key: bytes) -> None:
@@ -126,9 +138,10 @@ class Keyring:
         if data[0] != ENCRYPTION_VERSION:
             raise KeyringError(f"unsupported encryption version {data[0]}")
         nonce, sealed = data[1:1 + NONCE_BYTES], data[1 + NONCE_BYTES:]
+        invalid_tag = _aes_gcm()[1] if self._keys else KeyringError
         for key in self._keys:
             try:
                 return self._ciphers[key].decrypt(nonce, sealed, aad)
-            except InvalidTag:
+            except invalid_tag:
                 continue
         raise KeyringError("no installed keys could decrypt the message")

@@ -17,8 +17,11 @@ import orjson
 from appliance.api.gojson import DecodeError, Spec, decode
 from appliance.http.errors import HTTPError
 from appliance.http.values import Answer, Request
+from appliance.rpc.frames import MAX_FRAME_BYTES
 
 JSON_BODY_LIMIT = 524288  # a JSON body Consul decodes (its default request limit)
+# A snapshot restore travels in one RPC frame and one WAL record: keep room for their envelope.
+MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 
 def dumps(value: Any, pretty: bool) -> bytes:

@@ -8,6 +8,15 @@ from urllib.parse import unquote_to_bytes
 from appliance.http.errors import HTTPError
 from appliance.http.values import Request
 
+# Prefixes of the routes whose handler modules load on their first request (routes.py declares them
+# without importing those modules; the handlers read their path parameter after these).
+LEAF_PREFIX = "/v1/agent/connect/ca/leaf/"
+SIGN_PATH = "/v1/internal/connect/ca/sign"
+INTENTION_PREFIX = "/v1/connect/intentions/"
+DISCOVERY_CHAIN_PREFIX = "/v1/discovery-chain/"
+AUTH_METHOD_PREFIX = "/v1/acl/auth-method/"
+BINDING_RULE_PREFIX = "/v1/acl/binding-rule/"
+
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")  # Go's url.PathUnescape refuses these
 
 

@@ -14,25 +14,23 @@ contribute `Route`s of their own.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appliance.http.encoding import JSON_BODY_LIMIT
+from appliance.http import paths
+from appliance.http.encoding import JSON_BODY_LIMIT, MAX_RESTORE_BYTES
 from appliance.http.handlers import (
     acl,
-    acl_auth,
     agent,
     catalog,
     config,
-    connect_ca,
     coordinate,
-    discovery_chain,
     event,
     health,
     host,
-    intentions,
     keyring,
     kv,
     metrics,
@@ -40,7 +38,6 @@ from appliance.http.handlers import (
     peering,
     query,
     session,
-    snapshot,
     status,
     txn,
     ui,
@@ -74,6 +71,38 @@ class Route:
     def body_bytes(self, limits: Any) -> int:
         limit = self.body_limit
         return int(getattr(limits, limit)) if isinstance(limit, str) else limit
+
+
+DEFERRED: list[tuple[str, str]] = []  # (module, handler) of every handler loaded on first use
+
+
+def on_first_use(module: str, name: str) -> Handler:
+    """The handler `name` of appliance/http/handlers/<module>.py, imported at its first request.
+    Connect (the CA, intentions, discovery chains), JWT login and Raft snapshots load cryptography
+    or the server's Raft code; an agent that never serves them, a client agent most often, never
+    loads them (docs/internals/performance.md, "Client footprint")."""
+    DEFERRED.append((module, name))
+    found: list[Handler] = []
+
+    async def handler(req: Request, ctx: HTTPContext) -> Answer:
+        if not found:
+            found.append(getattr(importlib.import_module(f"appliance.http.handlers.{module}"), name))
+        return await found[0](req, ctx)
+
+    handler.__name__ = handler.__qualname__ = name
+    return handler
+
+
+def _ca(name: str) -> Handler:
+    return on_first_use("connect_ca", name)
+
+
+def _intentions(name: str) -> Handler:
+    return on_first_use("intentions", name)
+
+
+def _auth(name: str) -> Handler:
+    return on_first_use("acl_auth", name)
 
 
 J = JSON_BODY_LIMIT
@@ -192,17 +221,17 @@ ROUTES: tuple[Route, ...] = (
       body_limit=operator.MAX_AUTOPILOT_BYTES, summary="Set the autopilot configuration"),
     R("GET", "/v1/operator/usage", operator.usage, "operator:read", blocking=True,
       summary="Service, instance and node counts (?global: every datacenter)"),
-    # -- Connect: the CA (appliance/http/handlers/connect_ca.py)
-    R("GET", "/v1/connect/ca/roots", connect_ca.roots, "none", blocking=True, summary="Connect CA roots (?pem)"),
-    R("GET", "/v1/connect/ca/configuration", connect_ca.configuration, "operator:write", blocking=True,
+    # -- Connect: the CA (appliance/http/handlers/connect_ca.py, loaded on first use)
+    R("GET", "/v1/connect/ca/roots", _ca("roots"), "none", blocking=True, summary="Connect CA roots (?pem)"),
+    R("GET", "/v1/connect/ca/configuration", _ca("configuration"), "operator:write", blocking=True,
       summary="Connect CA configuration"),
-    R("PUT", "/v1/connect/ca/configuration", connect_ca.set_configuration, "operator:write", body_limit=J,
+    R("PUT", "/v1/connect/ca/configuration", _ca("set_configuration"), "operator:write", body_limit=J,
       summary="Set the Connect CA configuration (a new key or root rotates the CA)"),
-    R("GET", "/v1/agent/connect/ca/roots", connect_ca.agent_roots, "none", blocking=True,
+    R("GET", "/v1/agent/connect/ca/roots", _ca("agent_roots"), "none", blocking=True,
       summary="Connect CA roots, as this agent caches them"),
-    R("GET", connect_ca.LEAF_PREFIX, connect_ca.agent_leaf, "service:write", blocking=True,
+    R("GET", paths.LEAF_PREFIX, _ca("agent_leaf"), "service:write", blocking=True,
       summary="A leaf certificate for a service, renewed before it expires"),
-    *(R(method, connect_ca.SIGN_PATH, connect_ca.sign, "none", body_limit=J,
+    *(R(method, paths.SIGN_PATH, _ca("sign"), "none", body_limit=J,
         summary="A server signs a CSR (service:write or node:write on its SPIFFE ID, checked by the handler)")
       for method in ("PUT", "POST")),
     # -- Connect: config entries (handlers/config.py; the permission depends on the kind, authz_routes.py)
@@ -210,32 +239,33 @@ ROUTES: tuple[Route, ...] = (
       summary="Config entries of a kind, or one entry (<kind>/<name>)"),
     R("PUT", "/v1/config", config.apply, "service:write", body_limit=J, summary="Write a config entry (?cas)"),
     R("DELETE", config.PREFIX, config.delete, "service:write", summary="Delete a config entry (?cas)"),
-    # -- Connect: intentions, stored as service-intentions entries (handlers/intentions.py)
-    R("GET", "/v1/connect/intentions", intentions.intention_list, "filter:intention", blocking=True,
+    # -- Connect: intentions, stored as service-intentions entries (handlers/intentions.py, loaded on first use)
+    R("GET", "/v1/connect/intentions", _intentions("intention_list"), "filter:intention", blocking=True,
       filter="intentions", summary="Every intention, by precedence (?filter)"),
-    R("POST", "/v1/connect/intentions", intentions.create, "intention:write", body_limit=J,
+    R("POST", "/v1/connect/intentions", _intentions("create"), "intention:write", body_limit=J,
       summary="Create an intention (legacy, with an ID)"),
-    R("GET", "/v1/connect/intentions/exact", intentions.exact_get, "intention:read",
+    R("GET", "/v1/connect/intentions/exact", _intentions("exact_get"), "intention:read",
       summary="The intention from ?source= to ?destination="),
-    R("PUT", "/v1/connect/intentions/exact", intentions.exact_put, "intention:write", body_limit=J,
+    R("PUT", "/v1/connect/intentions/exact", _intentions("exact_put"), "intention:write", body_limit=J,
       summary="Create or update the intention from ?source= to ?destination="),
-    R("DELETE", "/v1/connect/intentions/exact", intentions.exact_delete, "intention:write",
+    R("DELETE", "/v1/connect/intentions/exact", _intentions("exact_delete"), "intention:write",
       summary="Delete the intention from ?source= to ?destination="),
-    R("GET", "/v1/connect/intentions/match", intentions.intention_match, "filter:intention", blocking=True,
+    R("GET", "/v1/connect/intentions/match", _intentions("intention_match"), "filter:intention", blocking=True,
       summary="Intentions matching ?by=source|destination ?name=, in evaluation order"),
-    R("GET", "/v1/connect/intentions/check", intentions.check, "intention:read",
+    R("GET", "/v1/connect/intentions/check", _intentions("check"), "intention:read",
       summary="Whether ?source= may connect to ?destination="),
-    R("GET", intentions.PREFIX, intentions.id_get, "intention:read", summary="An intention by ID"),
-    R("PUT", intentions.PREFIX, intentions.id_put, "intention:write", body_limit=J,
+    R("GET", paths.INTENTION_PREFIX, _intentions("id_get"), "intention:read", summary="An intention by ID"),
+    R("PUT", paths.INTENTION_PREFIX, _intentions("id_put"), "intention:write", body_limit=J,
       summary="Update an intention by ID"),
-    R("DELETE", intentions.PREFIX, intentions.id_delete, "intention:write", summary="Delete an intention by ID"),
-    *(R(method, "/v1/agent/connect/authorize", intentions.authorize, "service:write", body_limit=J,
+    R("DELETE", paths.INTENTION_PREFIX, _intentions("id_delete"), "intention:write",
+      summary="Delete an intention by ID"),
+    *(R(method, "/v1/agent/connect/authorize", _intentions("authorize"), "service:write", body_limit=J,
         summary="Whether a client certificate may connect to a service (its intentions)")
       for method in ("POST", "PUT")),
-    # -- Connect: the discovery chain (handlers/discovery_chain.py)
-    R("GET", discovery_chain.PREFIX, discovery_chain.read, "service:read", blocking=True,
+    # -- Connect: the discovery chain (handlers/discovery_chain.py, loaded on first use)
+    R("GET", paths.DISCOVERY_CHAIN_PREFIX, on_first_use("discovery_chain", "read"), "service:read", blocking=True,
       summary="A service's compiled discovery chain (?compile-dc)"),
-    R("POST", discovery_chain.PREFIX, discovery_chain.read, "service:read", body_limit=J,
+    R("POST", paths.DISCOVERY_CHAIN_PREFIX, on_first_use("discovery_chain", "read"), "service:read", body_limit=J,
       summary="A service's compiled discovery chain with overrides in the body"),
     # -- peering, as a Consul with no peers (peering falls back to operator permissions)
     R("GET", "/v1/peerings", peering.peerings, "operator:read", summary="Peerings (none)"),
@@ -244,7 +274,7 @@ ROUTES: tuple[Route, ...] = (
     *(R(method, "/v1/operator/keyring", keyring.keyring, "keyring:read" if method == "GET" else "keyring:write",
         body_limit=0 if method == "GET" else J, summary=f"Keyring: {op}")
       for method, op in keyring.OPS.items()),
-    # -- ACL (appliance/http/handlers/acl.py, acl_auth.py)
+    # -- ACL (appliance/http/handlers/acl.py; acl_auth.py loaded on first use)
     R("PUT", "/v1/acl/bootstrap", acl.bootstrap, "none", body_limit=J, summary="Bootstrap the ACL system"),
     R("GET", "/v1/acl/replication", acl.replication, "none", summary="ACL replication status"),
     R("PUT", "/v1/acl/token", acl.token_create, "acl:write", body_limit=J, summary="Create a token"),
@@ -269,18 +299,20 @@ ROUTES: tuple[Route, ...] = (
     R("GET", acl.TEMPLATE_NAME, acl.templated_read, "acl:read", summary="A templated policy"),
     R("POST", acl.TEMPLATE_PREVIEW, acl.templated_preview, "acl:read", body_limit=J,
       summary="A templated policy rendered with its variables"),
-    R("PUT", "/v1/acl/auth-method", acl_auth.method_create, "acl:write", body_limit=J, summary="Create an auth method"),
-    R("GET", acl_auth.METHOD, acl_auth.method_read, "acl:read", summary="An auth method"),
-    R("PUT", acl_auth.METHOD, acl_auth.method_update, "acl:write", body_limit=J, summary="Update an auth method"),
-    R("DELETE", acl_auth.METHOD, acl_auth.method_delete, "acl:write", summary="Delete an auth method"),
-    R("GET", "/v1/acl/auth-methods", acl_auth.method_list, "acl:read", summary="Auth methods"),
-    R("PUT", "/v1/acl/binding-rule", acl_auth.rule_create, "acl:write", body_limit=J, summary="Create a binding rule"),
-    R("GET", acl_auth.RULE, acl_auth.rule_read, "acl:read", summary="A binding rule"),
-    R("PUT", acl_auth.RULE, acl_auth.rule_update, "acl:write", body_limit=J, summary="Update a binding rule"),
-    R("DELETE", acl_auth.RULE, acl_auth.rule_delete, "acl:write", summary="Delete a binding rule"),
-    R("GET", "/v1/acl/binding-rules", acl_auth.rule_list, "acl:read", summary="Binding rules (?authmethod)"),
-    R("POST", "/v1/acl/login", acl_auth.login, "none", body_limit=J, summary="Exchange a bearer token for a token"),
-    R("POST", "/v1/acl/logout", acl_auth.logout, "none", summary="Delete a token made by login"),
+    R("PUT", "/v1/acl/auth-method", _auth("method_create"), "acl:write", body_limit=J, summary="Create an auth method"),
+    R("GET", paths.AUTH_METHOD_PREFIX, _auth("method_read"), "acl:read", summary="An auth method"),
+    R("PUT", paths.AUTH_METHOD_PREFIX, _auth("method_update"), "acl:write", body_limit=J,
+      summary="Update an auth method"),
+    R("DELETE", paths.AUTH_METHOD_PREFIX, _auth("method_delete"), "acl:write", summary="Delete an auth method"),
+    R("GET", "/v1/acl/auth-methods", _auth("method_list"), "acl:read", summary="Auth methods"),
+    R("PUT", "/v1/acl/binding-rule", _auth("rule_create"), "acl:write", body_limit=J, summary="Create a binding rule"),
+    R("GET", paths.BINDING_RULE_PREFIX, _auth("rule_read"), "acl:read", summary="A binding rule"),
+    R("PUT", paths.BINDING_RULE_PREFIX, _auth("rule_update"), "acl:write", body_limit=J,
+      summary="Update a binding rule"),
+    R("DELETE", paths.BINDING_RULE_PREFIX, _auth("rule_delete"), "acl:write", summary="Delete a binding rule"),
+    R("GET", "/v1/acl/binding-rules", _auth("rule_list"), "acl:read", summary="Binding rules (?authmethod)"),
+    R("POST", "/v1/acl/login", _auth("login"), "none", body_limit=J, summary="Exchange a bearer token for a token"),
+    R("POST", "/v1/acl/logout", _auth("logout"), "none", summary="Delete a token made by login"),
     R("PUT", acl.AGENT_TOKEN, acl.agent_token, "acl:write", body_limit=J, summary="Set one of the agent's tokens"),
     # -- web UI (appliance/http/handlers/ui.py, ui_proxy.py); the internal endpoints filter their
     # answers by the token themselves (node and service read, by the shapes they answer with)
@@ -293,8 +325,8 @@ ROUTES: tuple[Route, ...] = (
       summary="UI: one node with services and checks"),
     R("GET", ui_proxy.PREFIX + "/", ui_proxy.metrics_proxy, "none",
       summary="UI: allow-listed Prometheus query paths"),
-    R("GET", "/v1/snapshot", snapshot.save, "acl:write", summary="Save a snapshot"),
-    R("PUT", "/v1/snapshot", snapshot.restore_archive, "acl:write", body_limit=snapshot.MAX_RESTORE_BYTES,
+    R("GET", "/v1/snapshot", on_first_use("snapshot", "save"), "acl:write", summary="Save a snapshot"),
+    R("PUT", "/v1/snapshot", on_first_use("snapshot", "restore_archive"), "acl:write", body_limit=MAX_RESTORE_BYTES,
       summary="Restore a snapshot"),
 )
 

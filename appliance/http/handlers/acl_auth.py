@@ -26,12 +26,10 @@ from appliance.http.authz import acl_agent
 from appliance.http.context import HTTPContext
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.acl import body_of, checked, enabled, fresh, propose
-from appliance.http.paths import path_tail
+from appliance.http.paths import AUTH_METHOD_PREFIX as METHOD, BINDING_RULE_PREFIX as RULE, path_tail
 from appliance.http.remote_dc import on_server
 from appliance.http.values import Answer, Request, json_answer
 
-METHOD = "/v1/acl/auth-method/"
-RULE = "/v1/acl/binding-rule/"
 TYPES = ("aws-iam", "jwt", "kubernetes", "oidc")
 BIND_TYPES = ("service", "node", "role", "policy", "templated-policy")
 METHOD_FIELDS = ("Name", "Type", "DisplayName", "Description", "MaxTokenTTL", "TokenLocality", "Config",

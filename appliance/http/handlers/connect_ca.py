@@ -52,7 +52,7 @@ from appliance.http.authz import acl_agent, deny, request_identity
 from appliance.http.context import HTTPContext, park
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
-from appliance.http.paths import path_tail
+from appliance.http.paths import LEAF_PREFIX, SIGN_PATH, path_tail
 from appliance.http.query import blocking, query_options
 from appliance.http.remote_dc import on_server
 from appliance.http.values import Answer, Request, json_answer
@@ -63,8 +63,6 @@ from appliance.state.fsm import CommandError
 if TYPE_CHECKING:
     from appliance.acl.resolve import Identity
 
-LEAF_PREFIX = "/v1/agent/connect/ca/leaf/"
-SIGN_PATH = "/v1/internal/connect/ca/sign"
 CA_SIGN_REQUEST = Struct("structs.CASignRequest", {"CSR": STRING, "Datacenter": STRING}, ignored=("Token",))
 CA_CONFIGURATION = Struct("structs.CAConfiguration", {
     "Provider": STRING, "Config": Map(ANY), "State": Map(STRING), "ForceWithoutCrossSigning": BOOL,

@@ -20,12 +20,11 @@ from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.connect_ca import ensure_ca
-from appliance.http.paths import path_tail
+from appliance.http.paths import DISCOVERY_CHAIN_PREFIX as PREFIX, path_tail
 from appliance.http.query import blocking, meta_headers, query_options, read_point
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
 
-PREFIX = "/v1/discovery-chain/"
 KEYS = (*(watchkeys.config_kind(k) for k in (entries.SERVICE_DEFAULTS, entries.PROXY_DEFAULTS, entries.ROUTER,
                                              entries.SPLITTER, entries.RESOLVER)), watchkeys.CONNECT_CA)
 OVERRIDES = Struct("discoverychain.discoveryChainReadRequest", {

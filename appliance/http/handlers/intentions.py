@@ -32,13 +32,12 @@ from appliance.http.context import HTTPContext
 from appliance.http.encoding import read_json
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.connect_ca import connect_agent
-from appliance.http.paths import path_tail
+from appliance.http.paths import INTENTION_PREFIX as PREFIX, path_tail
 from appliance.http.query import QueryOptions, blocking, compiled_filter, read_point
 from appliance.http.values import Answer, Request, json_answer
 from appliance.state import watchkeys
 from appliance.state.fsm import CommandError
 
-PREFIX = "/v1/connect/intentions/"
 KEY = watchkeys.config_kind(entries.INTENTIONS)
 MAX_META = 64
 CAS_ATTEMPTS = 16

@@ -16,17 +16,14 @@ from __future__ import annotations
 import time
 
 from appliance.http.context import HTTPContext
+from appliance.http.encoding import MAX_RESTORE_BYTES
 from appliance.http.errors import HTTPError
 from appliance.http.handlers.operator import leader_call
 from appliance.http.query import query_options, read_point
 from appliance.http.values import Answer, Request
 from appliance.raft.archive import ArchiveError, build_archive, read_archive
 from appliance.raft.driver import RaftDriver
-from appliance.rpc.frames import MAX_FRAME_BYTES
 from appliance.state.snapshot import SnapshotError, foreign_text, restore, snapshot
-
-# The restore command travels in one RPC frame and one WAL record: keep room for their envelope.
-MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 
 def _server(ctx: HTTPContext) -> RaftDriver:
