@@ -72,7 +72,8 @@ Each benchmark runs even when one before it failed; the exit status is 1 if any 
 programs a chosen benchmark needs (wrk, dnsperf, dnsmasq, dig, etcd, socat, chromium, vmagent)
 are checked first: scripts/bootstrap.sh installs them with the other Debian packages of
 scripts/debian-packages.txt. Run nothing else on the machine meanwhile: every figure is a
-comparison made on it, and a busy machine moves them.
+comparison made on it, and a busy machine moves them. To compare two commits of cairn on one
+benchmark, interleaved, use bench/compare.py (uv run python bench/compare.py -h).
 EOF
 }
 

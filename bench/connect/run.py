@@ -243,7 +243,7 @@ def write_section(path: Path, text: str) -> None:
 
     doc = path.read_text()
     pattern = re.compile(r"## Connect proxies\n.*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub(lambda _: text.rstrip("\n"), doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + text
+    doc = pattern.sub(lambda _: text.rstrip("\n") + "\n", doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + text
     path.write_text(doc)
 
 
