@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from appliance.acl.commands import PermissionDenied
-from appliance.http.authz import admit, admitted, finish
+from appliance.http.authz import admit, admitted, finish, passes
 from appliance.http.encoding import render
 from appliance.http.errors import HTTPError
 from appliance.http.paths import path_tail
@@ -100,8 +100,10 @@ class Router:
             dc = req.query.get("dc", "")
             if dc and dc.lower() != ctx.config.datacenter.lower():
                 return await forward(req, ctx, dc.lower())
-        if ctx.config.acl.enabled:  # the one place permissions are checked (appliance/http/authz.py)
-            if not admitted(route, req, ctx):  # the token resolved from the cache and allowed: no await
+        # the one place permissions are checked (appliance/http/authz.py): the common read in one
+        # lookup, else the token resolved from the cache and allowed without awaiting, else `admit`
+        if ctx.config.acl.enabled and not passes(route, req, ctx):
+            if not admitted(route, req, ctx):
                 refused = await admit(route, req, ctx)
                 if refused is not None:
                     return refused

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from appliance.acl.builtin import GLOBAL_MANAGEMENT_ID
+from appliance.acl.resolve import parse_time
+from appliance.http.authz import FILTERED
 from tests.unit.http_inprocess import InProcessAgent, http_agent, json_body
 
 ROOT = "root-secret"
@@ -26,6 +30,13 @@ async def make_token(api: InProcessAgent, rules: str, name: str = "p") -> dict[s
            "CreateTime": "2024-05-01T11:00:00Z", "Policies": [{"ID": f"{name}-0000-4000-8000-000000000000"}]}
     await api.ctx.consensus.propose({"Type": "acl", "Op": "token_set", "Object": tok, "Create": True})
     return tok
+
+
+async def register_web_and_db(api: InProcessAgent) -> None:
+    for svc in ("web", "db"):
+        a = await api.call("PUT", "/v1/agent/service/register", {"Name": svc, "Port": 80},
+                           headers={"X-Consul-Token": ROOT})
+        assert a.status == 200, a.body
 
 
 def run(coro: Any) -> Any:
@@ -76,9 +87,7 @@ def test_filtered_answers_and_the_header() -> None:
     async def go() -> None:
         async with http_agent("-hcl", HCL) as api:
             root = {"X-Consul-Token": ROOT}
-            for svc in ("web", "db"):
-                a = await api.call("PUT", "/v1/agent/service/register", {"Name": svc, "Port": 80}, headers=root)
-                assert a.status == 200, a.body
+            await register_web_and_db(api)
             tok = await make_token(api, 'service "web" { policy = "read" }\nkey_prefix "pub/" { policy = "read" }')
             mine = {"X-Consul-Token": tok["SecretID"]}
             a = await api.call("GET", "/v1/agent/services")
@@ -122,6 +131,39 @@ def test_a_token_deleted_while_a_query_blocks_is_refused_when_it_wakes() -> None
             await api.call("PUT", "/v1/catalog/register", {"Node": "n2", "Address": "10.0.0.2"},
                            headers={"X-Consul-Token": ROOT})
             a = await asyncio.wait_for(waiting, 5)
+            assert (a.status, a.body) == (403, b"ACL not found")
+    run(go())
+
+
+def test_a_read_let_through_unfiltered_is_checked_again_when_the_tables_change_or_the_token_expires() -> None:
+    """What `passes` remembers for a (token, route) pair holds only while the ACL tables and the
+    token's expiry do: a narrowed policy filters the next answer, an expired token is refused."""
+    async def go() -> None:
+        async with http_agent("-hcl", HCL) as api:
+            await register_web_and_db(api)
+            tok = await make_token(api, 'service_prefix "" { policy = "read" }')
+            mine = {"X-Consul-Token": tok["SecretID"]}
+            for _ in range(2):  # the second is let through on what the first learned
+                a = await api.call("GET", "/v1/catalog/services", headers=mine)
+                assert set(json_body(a)) == {"web", "db"} and FILTERED not in a.headers
+            await api.ctx.consensus.propose({"Type": "acl", "Op": "policy_set", "Object": {
+                "ID": "p-0000-4000-8000-000000000000", "Name": "p", "Description": "",
+                "Rules": 'service "web" { policy = "read" }'}})
+            a = await api.call("GET", "/v1/catalog/services", headers=mine)
+            assert json_body(a) == {"web": []} and a.headers[FILTERED] == "true"
+
+            soon = datetime.fromtimestamp(time.time() + 1.0, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            brief = {**tok, "AccessorID": "brief-acc", "SecretID": "brief-secret", "ExpirationTime": soon,
+                     "Policies": [{"ID": "p-0000-4000-8000-000000000000"}]}
+            await api.ctx.consensus.propose({"Type": "acl", "Op": "token_set", "Object": brief, "Create": True})
+            await api.ctx.consensus.propose({"Type": "acl", "Op": "policy_set", "Object": {
+                "ID": "p-0000-4000-8000-000000000000", "Name": "p", "Description": "",
+                "Rules": 'service_prefix "" { policy = "read" }'}})
+            for _ in range(2):
+                a = await api.call("GET", "/v1/catalog/services", headers={"X-Consul-Token": "brief-secret"})
+                assert a.status == 200 and FILTERED not in a.headers
+            await asyncio.sleep(max(0.0, parse_time(soon) - time.time()) + 0.05)
+            a = await api.call("GET", "/v1/catalog/services", headers={"X-Consul-Token": "brief-secret"})
             assert (a.status, a.body) == (403, b"ACL not found")
     run(go())
 
