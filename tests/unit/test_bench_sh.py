@@ -118,3 +118,21 @@ def test_the_packages_it_names_are_the_projects_debian_packages():
     assert named, "no tool:package pairs found"
     # util-linux (taskset) is Essential: every Debian system has it
     assert named - {"util-linux"} <= listed_packages, named - listed_packages
+
+
+def test_every_option_in_its_commands_is_one_the_script_takes():
+    # the quick commands in particular run rarely: an option renamed in a script must fail here
+    table = SCRIPT.read_text().split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    checked = 0
+    for line in table.splitlines():
+        name, _set, _minutes, _tools, full, quick, _replaces = line.split("|")
+        for command in (full, quick):
+            script = re.search(r"python (bench/\S+\.py)", command)
+            if script is None:
+                continue
+            source = (ROOT / script[1]).read_text()
+            taken = set(re.findall(r"""add_argument\(\s*["'](--[\w-]+)["']""", source))
+            used = set(re.findall(r"(?<!\S)(--[\w-]+)", command.split(script[1], 1)[1]))
+            assert used <= taken, f"{name}: {script[1]} takes no {sorted(used - taken)}"
+            checked += 1
+    assert checked >= 20
