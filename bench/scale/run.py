@@ -2,13 +2,14 @@
 
     uv run python bench/scale/run.py [--nodes 10000] [--instances 100000] [--reps 20] [--quick]
 
-Builds a CGSB-like catalog with the shipped state store and FSM (appliance.state), no network:
-every node is registered with node meta and a node check (`serfHealth`), then every instance
-with its node, two or three tags, service meta and one service check (every third instance a
-second one). Each write is a `/v1/catalog/register` body turned into a command by the HTTP
-handler's own decoder (`register_command`), encoded as a log entry and applied by `FSM.apply_entry`
-as a follower applies it. Instances are spread over `--instances / 20` service names (20 each)
-and placed round-robin on the nodes.
+Builds a CGSB-like catalog with the shipped state store and FSM (appliance.state), no network
+(the builder is bench/scale/catalog.py, shared with tests/hostile/test_scale_bounds.py): every
+node is registered with node meta and a node check (`serfHealth`), then every instance with its
+node, two or three tags, service meta and one service check (every third instance a second one).
+Each write is a `/v1/catalog/register` body turned into a command by the HTTP handler's own
+decoder (`register_command`), encoded as a log entry and applied by `FSM.apply_entry` as a
+follower applies it. Instances are spread over `--instances / 20` service names (20 each) and
+placed round-robin on the nodes.
 
 It reports, per instance:
 1. the store's bytes: Python heap allocations still held once the catalog is built (tracemalloc,
@@ -35,7 +36,7 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,52 +44,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from appliance.http.encoding import dumps  # noqa: E402 - the project's root is on the path only now
-from appliance.http.handlers.catalog import register_command  # noqa: E402
 from appliance.state import views  # noqa: E402
-from appliance.state.commands import encode_command  # noqa: E402
-from appliance.state.fsm import FSM  # noqa: E402
 from appliance.state.snapshot import restore, snapshot  # noqa: E402
 from appliance.state.store import Store  # noqa: E402
 from bench.machine import machine  # noqa: E402
+from bench.scale.catalog import DATACENTER, PER_SERVICE, build  # noqa: E402
 from sd.targets import Filters, target_groups  # noqa: E402
-
-DATACENTER = "dc1"
-PER_SERVICE = 20  # instances of each service name
-TAGS = ("primary", "secondary", "canary", "v1", "v2", "blue", "green", "edge")
-TEAMS = ("payments", "search", "identity", "storage", "frontend")
-
-
-def bodies(nodes: int, instances: int) -> Iterator[dict[str, Any]]:
-    """The /v1/catalog/register bodies: every node first, then every instance."""
-    for n in range(nodes):
-        yield {"Node": f"node-{n:05d}", "Address": f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
-               "NodeMeta": {"rack": f"r{n % 40}", "zone": f"zone-{n % 3}"},
-               "Check": {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}}
-    for i in range(instances):
-        n = i % nodes
-        name = f"svc-{i // PER_SERVICE:05d}"
-        sid = f"{name}-{i % PER_SERVICE}"
-        tags = [TAGS[i % 2], TAGS[2 + i % 3]] + ([TAGS[5 + i % 3]] if i % 2 else [])
-        checks = [{"CheckID": f"service:{sid}", "Name": f"Service '{name}' check", "ServiceID": sid,
-                   "Status": "passing" if i % 50 else "critical", "Output": "HTTP GET: 200 OK"}]
-        if i % 3 == 0:
-            checks.append({"CheckID": f"service:{sid}:2", "Name": "TCP", "ServiceID": sid, "Status": "passing"})
-        yield {"Node": f"node-{n:05d}", "Address": f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
-               "NodeMeta": {"rack": f"r{n % 40}", "zone": f"zone-{n % 3}"}, "SkipNodeUpdate": True,
-               "Service": {"Service": name, "ID": sid, "Tags": tags, "Port": 8000 + i % 1000,
-                           "Address": f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
-                           "Meta": {"version": f"1.{i % 4}.0", "team": TEAMS[i % len(TEAMS)]}},
-               "Checks": checks}
-
-
-def build(nodes: int, instances: int) -> Store:
-    store = Store()
-    fsm = FSM(store)
-    for index, body in enumerate(bodies(nodes, instances), start=1):
-        applied = fsm.apply_entry(index, encode_command(register_command(body, DATACENTER)))
-        if applied.result is not True:
-            raise SystemExit(f"register failed at index {index}: {applied.result}")
-    return store
 
 
 def rss_kb() -> int:
