@@ -26,8 +26,35 @@ MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
 
 def dumps(value: Any, pretty: bool) -> bytes:
     if pretty:
-        return json.dumps(value, indent=4, ensure_ascii=False).encode() + b"\n"
+        return _pretty(value)
     return orjson.dumps(value)
+
+
+def _pretty(value: Any) -> bytes:
+    """Four-space indentation and a trailing newline, as Go's json.MarshalIndent writes it.
+
+    orjson indents by two spaces, in C; the standard library's indenting encoder is pure Python
+    and held the event loop 1.9 s for a 77 MB `/v1/health/state/any` (and about 5 ms for 20
+    instances of a service, each time a blocking query woke). A raw tab or newline never occurs
+    inside an orjson string (both are escaped), so a line's indentation is the run of spaces after
+    a newline. When no string holds two spaces in a row (the compact form has none), every pair
+    of spaces is indentation and one pass doubles them all; otherwise the indentation becomes one
+    tab a level, a pass over the bytes a level, then four spaces a tab. Numbers are written as the
+    compact form writes them (orjson: 0.00001 and 1e-7, as Go does; the standard library wrote
+    1e-05 and 1e-07). A value orjson cannot write (an integer over 64 bits) goes through the
+    standard library."""
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, indent=4, ensure_ascii=False).encode() + b"\n"
+    if b"\n  " not in data:
+        return data + b"\n"
+    if b"  " not in orjson.dumps(value):
+        return data.replace(b"  ", b"    ") + b"\n"
+    data = data.replace(b"\n  ", b"\n\t")
+    while b"\t  " in data:
+        data = data.replace(b"\t  ", b"\t\t")
+    return data.replace(b"\t", b"    ") + b"\n"
 
 
 def render(answer: Answer, req: Request, pretty_default: bool) -> bytes | None:
@@ -40,7 +67,7 @@ def render(answer: Answer, req: Request, pretty_default: bool) -> bytes | None:
     if entry is not None:
         body = entry.encoded.get(pretty)
         if body is None:
-            body = entry.encoded[pretty] = dumps(answer.json, pretty)
+            body = entry.keep(pretty, dumps(answer.json, pretty))
         return body
     return dumps(answer.json, pretty)
 
