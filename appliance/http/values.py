@@ -22,25 +22,51 @@ from typing import Any
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+# What the render cache may hold, in bytes of JSON: an answer is counted at its encoded size once
+# encoded, and at ESTIMATED_ITEM_BYTES an element before (a body of 100,000 KV entries or 143,000
+# checks is tens of MB of objects). Without it, 1,024 distinct queries over a large catalog (each
+# `filter=` or unknown parameter is a key of its own) could each keep a 77 MB answer.
+RENDER_CACHE_MAX_BYTES = 64 << 20
+ESTIMATED_ITEM_BYTES = 512
+
 
 class RenderEntry:
-    """One rendered answer: the body and, once encoded, its bytes (compact and pretty)."""
+    """One rendered answer: the body and, once encoded, its bytes (compact and pretty), which
+    go through `keep` so that the cache holding it can count them."""
 
-    __slots__ = ("index", "body", "encoded")
+    __slots__ = ("index", "body", "encoded", "key", "cost", "cache")
 
-    def __init__(self, index: int, body: Any) -> None:
+    def __init__(self, index: int, body: Any, key: Any = None, cache: RenderCache | None = None) -> None:
         self.index = index
         self.body = body
         self.encoded: dict[bool, bytes] = {}
+        self.key, self.cache = key, cache
+        self.cost = estimated_cost(body)
+
+    def keep(self, pretty: bool, data: bytes) -> bytes:
+        """Keep the encoded form for the next reader (within the cache's byte budget); returns it."""
+        if self.cache is None:
+            self.encoded[pretty] = data
+        else:
+            self.cache.keep(self, pretty, data)
+        return data
+
+
+def estimated_cost(body: Any) -> int:
+    return max(1, len(body)) * ESTIMATED_ITEM_BYTES if isinstance(body, (list, dict)) else ESTIMATED_ITEM_BYTES
 
 
 class RenderCache:
     """Answers rendered once per (query, index): the index names the data the answer was built
-    from, so the same query at the same index has the same answer. Bounded LRU."""
+    from, so the same query at the same index has the same answer. LRU, bounded in entries and
+    in bytes (RENDER_CACHE_MAX_BYTES): an answer larger than the whole budget is not kept (each
+    reader renders and encodes it again), others push the least recently used out."""
 
-    def __init__(self, max_entries: int = 1024) -> None:
+    def __init__(self, max_entries: int = 1024, max_bytes: int = RENDER_CACHE_MAX_BYTES) -> None:
         self.entries: OrderedDict[Any, RenderEntry] = OrderedDict()
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the cost of the entries held
 
     def get(self, key: Any, index: int) -> RenderEntry | None:
         entry = self.entries.get(key)
@@ -50,11 +76,41 @@ class RenderCache:
         return entry
 
     def put(self, key: Any, index: int, body: Any) -> RenderEntry:
-        entry = self.entries[key] = RenderEntry(index, body)
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        entry = RenderEntry(index, body, key, self)
+        self._drop(key)
+        if entry.cost <= self.max_bytes:
+            self.entries[key] = entry
+            self.bytes += entry.cost
+            self._trim(entry)
         return entry
+
+    def keep(self, entry: RenderEntry, pretty: bool, data: bytes) -> None:
+        if self.entries.get(entry.key) is not entry:  # pushed out meanwhile: not ours to count
+            return
+        encoded = entry.encoded
+        cost = sum(map(len, encoded.values())) + len(data)  # the bytes replace the estimate
+        self.bytes += cost - entry.cost
+        entry.cost = cost
+        if cost > self.max_bytes:
+            self._drop(entry.key)
+            return
+        encoded[pretty] = data
+        self._trim(entry)
+
+    def _drop(self, key: Any) -> None:
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.cost
+
+    def _trim(self, keep: RenderEntry) -> None:
+        entries = self.entries
+        while len(entries) > self.max_entries or (self.bytes > self.max_bytes and len(entries) > 1):
+            key, oldest = next(iter(entries.items()))
+            if oldest is keep:
+                entries.move_to_end(key)
+                continue
+            entries.popitem(last=False)
+            self.bytes -= oldest.cost
 
 
 _EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())

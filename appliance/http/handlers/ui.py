@@ -232,7 +232,7 @@ def _compact(req: Request, body: Any, headers: dict[str, str]) -> Answer:
     if entry is not None and entry.body is body:
         data = entry.encoded.get(False)
         if data is None:
-            data = entry.encoded[False] = dumps(body, False)
+            data = entry.keep(False, dumps(body, False))
     else:
         data = dumps(body, False)
     return Answer(200, headers, data, "application/json")
