@@ -51,7 +51,7 @@ ON_A_SERVER = ("appliance.server", "appliance.raft.driver", "appliance.raft.stor
 
 # Runs `cairn agent ...` in this process; when the HTTP API answers, writes sys.modules and stops.
 ENTRY = """
-import asyncio, json, socket, sys
+import asyncio, json, sys
 from appliance import agent as composition
 from appliance.cli.main import main
 
@@ -59,16 +59,16 @@ out, port, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 real_run = composition.Agent.run
 
 async def run_then_report(self):
-    task = asyncio.ensure_future(real_run(self))
-    loop = asyncio.get_running_loop()
-    while not task.done():
+    task, up = asyncio.ensure_future(real_run(self)), False
+    while not task.done() and not up:
         try:
-            await asyncio.wait_for(loop.sock_connect(socket.socket(), ("127.0.0.1", port)), 1)
-            break
-        except OSError:
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+            writer.close()
+            up = True
+        except (OSError, asyncio.TimeoutError):
             await asyncio.sleep(0.1)
     with open(out, "w") as fh:
-        json.dump(sorted(sys.modules), fh)
+        json.dump({"up": up, "modules": sorted(sys.modules)}, fh)
     self.request_shutdown("interrupt")
     await task
 
@@ -85,8 +85,9 @@ def loaded_modules(tmp_path: Path, *args: str) -> set[str]:
             "-serf-lan-port", str(lan), "-serf-wan-port", str(wan), *args]
     done = subprocess.run([sys.executable, "-c", ENTRY, str(out), str(http), *argv], capture_output=True,
                           text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
-    assert out.exists(), f"the agent did not come up (exit {done.returncode}):\n{done.stdout[-3000:]}"
-    return set(json.loads(out.read_text()))
+    report = json.loads(out.read_text()) if out.exists() else {"up": False}
+    assert report["up"], f"the agent did not come up (exit {done.returncode}):\n{done.stdout[-3000:]}"
+    return set(report["modules"])
 
 
 def found(modules: set[str], names: tuple[str, ...]) -> list[str]:
