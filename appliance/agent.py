@@ -8,7 +8,10 @@ the WAN pool on serf_wan (appliance/federation/pool.py; -join-wan/-retry-join-wa
 to other datacenters; this agent's own services and checks (`LocalAgent`, appliance/local/agent.py:
 state, check runners, anti-entropy); user events and coordinates; telemetry; the extensions; DNS
 and HTTP; the `watches` block's plans (appliance/watches/), run against that HTTP API.
-Subsystems receive the interfaces they need (appliance/interfaces.py), never the Agent.
+Subsystems receive the interfaces they need (appliance/interfaces.py), never the Agent. What only
+a server runs (the server role, auto_encrypt's signing side, the Connect CA) is imported in the
+branch that builds it, so a client agent never loads it (docs/internals/performance.md, "Client
+footprint").
 
 `run()` starts them in two levels of one task tree (appliance/lifecycle.py), waits for
 SIGINT/SIGTERM or `/v1/agent/leave`, and handles SIGHUP as a reload (services, checks, watches,
@@ -151,7 +154,7 @@ class Agent:
             from appliance.rpc.frames import Kind
 
             self.server.transport.listener.serve_connections(Kind.AUTO_ENCRYPT, SignHandler(self._auto_encrypt_sign))
-        elif config.tls.auto_encrypt_tls:  # cryptography is loaded only here and on servers
+        elif config.tls.auto_encrypt_tls:  # auto_encrypt and its cryptography: loaded only when used
             from appliance.rpc.autoencrypt import AutoEncrypt
 
             self.auto_encrypt = AutoEncrypt(
