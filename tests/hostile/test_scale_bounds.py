@@ -348,8 +348,7 @@ async def parked_client(session: aiohttp.ClientSession, url: str, storm: Storm, 
 async def run_storm(url: str, storm: Storm) -> None:
     """Park CLIENTS blocking queries, flip FLIPS times from FLIPPERS connections, then wait
     until every client's latest answer is the final state at the final index (or later). Clients
-    and flips share one event loop: client threads in this process would slow the flips down on
-    the GIL instead."""
+    and flips share one event loop."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90)) as session:
         clients = [asyncio.create_task(parked_client(session, url, storm, n)) for n in range(CLIENTS)]
         await asyncio.sleep(0.5)  # every client parked
