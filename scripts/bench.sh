@@ -22,6 +22,7 @@ ui|default|2|chromium:chromium|uv run --frozen python bench/ui/run.py --services
 reads|default|1||uv run --frozen python bench/reads/run.py --requests 300|uv run --frozen python bench/reads/run.py --requests 20|
 local|default|4||uv run --frozen python bench/local/run.py --checks 30000 --services 100000|uv run --frozen python bench/local/run.py --checks 300 --services 1000|
 scale|default|2||uv run --frozen python bench/scale/run.py --nodes 10000 --instances 100000 --reps 20|uv run --frozen python bench/scale/run.py --quick|
+footprint|default|2||uv run --frozen python bench/footprint/run.py --idle 30 --runs 3 {write}|uv run --frozen python bench/footprint/run.py --idle 2 --runs 1 --top 3 {write}|
 http-cpu|default|1|wrk:wrk|uv run --frozen python bench/http/cpu.py --duration 5|uv run --frozen python bench/http/cpu.py --duration 1|
 raft-cpu|default|1|wrk:wrk|uv run --frozen python bench/raft/cpu.py --duration 8|uv run --frozen python bench/raft/cpu.py --duration 1|
 gossip|default|14||uv run --frozen python bench/gossip/run.py --sizes 100:3600,1000:600 --idle 60 {write}|uv run --frozen python bench/gossip/run.py --sizes 30:240 --idle 5 {write}|

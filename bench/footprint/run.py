@@ -25,7 +25,6 @@ import collections
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -39,6 +38,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+
 SECTION = "## Client agent footprint"
 CAIRN = ("appliance", "exporters", "sd")  # cairn's packages (the last two are its extensions)
 ROLLUP = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Private_Clean", "Private_Dirty")
@@ -195,9 +198,9 @@ def spread(kbs: list[int]) -> str:
     return middle if len(kbs) == 1 else f"{middle} ({mb(min(kbs))}-{mb(max(kbs))})"
 
 
-def report(rows: dict[str, dict[str, object]], args: argparse.Namespace, machine: str) -> str:
+def report(rows: dict[str, dict[str, object]], args: argparse.Namespace, measured: str) -> str:
     lines = [SECTION, "",
-             f"Measured with `{args.command}` on {machine}. One server (`-server -bootstrap-expect 1`) and one",
+             f"Measured with `{args.command}` {measured}. One server (`-server -bootstrap-expect 1`) and one",
              f"client agent joined to it on loopback, idle for {args.idle:g} s once the client knew the leader;",
              "memory from `/proc/<pid>/smaps_rollup` (MiB; Private is Private_Clean + Private_Dirty), the median",
              f"of {args.runs} pairs of agents with the lowest and highest.", "",
@@ -268,10 +271,6 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="replace the section in this file (BENCHMARKS.md)")
     args = parser.parse_args()
     args.command = "python bench/footprint/run.py " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
-    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    machine = (f"a {os.cpu_count()}-core {platform.machine()} machine shared with other work, Python "
-               f"{platform.python_version()}, "
-               f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, load average {load} at the start")
     base = Path(tempfile.mkdtemp(prefix="footprint-trees-"))
     try:
         trees = {}
@@ -288,7 +287,7 @@ def main() -> None:
             rows[label]["profile"] = profile(tree)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = report(rows, args, machine + f", {'/'.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    text = report(rows, args, f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}")
     print(text)
     if args.write:
         write_section(args.write, text)
