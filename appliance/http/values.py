@@ -59,8 +59,10 @@ def estimated_cost(body: Any) -> int:
 class RenderCache:
     """Answers rendered once per (query, index): the index names the data the answer was built
     from, so the same query at the same index has the same answer. LRU, bounded in entries and
-    in bytes (RENDER_CACHE_MAX_BYTES): an answer larger than the whole budget is not kept (each
-    reader renders and encodes it again), others push the least recently used out."""
+    in bytes (RENDER_CACHE_MAX_BYTES): an answer whose encoded bytes are more than the whole
+    budget is not kept (each reader renders and encodes it again), others push the least recently
+    used out. One answer never encoded (re-sorted by `?near`, filtered by ACLs) may stay over the
+    budget on its estimate alone, until the next one pushes it out."""
 
     def __init__(self, max_entries: int = 1024, max_bytes: int = RENDER_CACHE_MAX_BYTES) -> None:
         self.entries: OrderedDict[Any, RenderEntry] = OrderedDict()
@@ -76,12 +78,12 @@ class RenderCache:
         return entry
 
     def put(self, key: Any, index: int, body: Any) -> RenderEntry:
+        """Keep a rendered answer; its estimate may push the others out, its bytes decide (`keep`)."""
         entry = RenderEntry(index, body, key, self)
         self._drop(key)
-        if entry.cost <= self.max_bytes:
-            self.entries[key] = entry
-            self.bytes += entry.cost
-            self._trim(entry)
+        self.entries[key] = entry
+        self.bytes += entry.cost
+        self._trim(entry)
         return entry
 
     def keep(self, entry: RenderEntry, pretty: bool, data: bytes) -> None:
