@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 
@@ -46,3 +48,17 @@ def machine() -> str:
     return (f"{os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}, load average {START_LOAD} at the start and "
             f"{load_average()} at the end")
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """How the benchmark was run, for its section: `uv run python <script> <its arguments>`, the
+    file given to --write shown by its name (where it was on the measuring machine says nothing)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    shown = []
+    for i, arg in enumerate(args):
+        if i and args[i - 1] == "--write":
+            arg = Path(arg).name
+        elif arg.startswith("--write="):
+            arg = "--write=" + Path(arg.removeprefix("--write=")).name
+        shown.append(shlex.quote(arg))
+    return " ".join(["uv run python", script, *shown])

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+from bench.machine import command_line, machine  # noqa: E402 - the project's root is on the path only now
 
 SECTION = "## Client agent footprint"
 CAIRN = ("appliance", "exporters", "sd")  # cairn's packages (the last two are its extensions)
@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12, help="packages listed (12)")
     parser.add_argument("--write", type=Path, help="replace the section in this file (BENCHMARKS.md)")
     args = parser.parse_args()
-    args.command = "python bench/footprint/run.py " + " ".join(sys.argv[1:]).replace(str(ROOT) + "/", "")
+    args.command = command_line("bench/footprint/run.py")
     base = Path(tempfile.mkdtemp(prefix="footprint-trees-"))
     try:
         trees = {}

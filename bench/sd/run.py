@@ -35,7 +35,6 @@ import importlib.util
 import json
 import os
 import re
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import machine  # noqa: E402 - the project's root is on the path only now
+from bench.machine import command_line, machine  # noqa: E402 - the project's root is on the path only now
 
 
 def _bench_http() -> ModuleType:
@@ -365,7 +364,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.write:
         write_section(Path(args.write), result,
-                      " ".join(["uv run python bench/sd/run.py", *map(shlex.quote, sys.argv[1:])]))
+                      command_line("bench/sd/run.py"))
 
 
 if __name__ == "__main__":
