@@ -57,7 +57,8 @@ class ServerRole:
             store, node_id=config.node_id or config.node_name, address=address,
             storage=MemoryStorage() if config.dev or not config.data_dir
             else FileStorage(os.path.join(config.data_dir, "raft")),
-            config=RaftConfig(raft_multiplier=config.raft_multiplier), rng=rng, on_fatal=on_fatal)
+            config=RaftConfig(raft_multiplier=config.raft_multiplier, snapshot_threshold=config.raft_snapshot_threshold,
+                              trailing_logs=config.raft_trailing_logs), rng=rng, on_fatal=on_fatal)
         self.sessions = SessionLeader(self.raft)  # TTL timers, renewals, lock-delays (on the leader)
         self.autopilot = Autopilot(self.raft, defaults=autopilot_defaults(config), version=CONSUL_COMPAT_VERSION,
                                    names=self._node_names_by_id)

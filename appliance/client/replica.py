@@ -51,8 +51,8 @@ from appliance.client.servers import ServerList
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.raft.metrics import RaftMetrics
-from appliance.rpc.connection import dial
-from appliance.rpc.frames import HEADER, FrameError, Kind, decode_body, encode_frame, parse_header
+from appliance.rpc.connection import dial, read_frame
+from appliance.rpc.frames import FrameError, Kind, decode_body, encode_frame
 from appliance.state.fsm import FSM, CommandError
 from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Store
@@ -302,8 +302,7 @@ class Replica:
             first = True
             leaderless_since = time.monotonic()
             while True:
-                length = parse_header(await asyncio.wait_for(reader.readexactly(HEADER.size), SILENCE_S))
-                data = await asyncio.wait_for(reader.readexactly(length), SILENCE_S + length / (1 << 20))
+                data = await read_frame(reader, SILENCE_S)
                 try:
                     body = decode_body(data)  # a body that does not decode costs that frame only
                 except FrameError as err:

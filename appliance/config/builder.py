@@ -173,6 +173,9 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
     raft_multiplier = int(_get(m, "performance.raft_multiplier", 5))
     raft_protocol = int(_get(m, "raft_protocol", 3))
     check.raft(raft_multiplier, raft_protocol)
+    snapshot_threshold = int(_get(m, "raft_snapshot_threshold", 16384))
+    trailing_logs = int(_get(m, "raft_trailing_logs", 10240))
+    check.raft_log(snapshot_threshold, trailing_logs)
     output_max = int(_get(m, "check_output_max_size", 4096))
     if output_max < 1:
         raise ConfigError("check_output_max_size must be positive, to discard check output use the discard_check_output"
@@ -244,6 +247,8 @@ def to_runtime(m: dict[str, Any], *, dev: bool, sources: tuple[ConfigSource, ...
         tls=resolve_tls(m, ports.https, warnings, server=server),
         raft_multiplier=raft_multiplier,
         raft_protocol=raft_protocol,
+        raft_snapshot_threshold=snapshot_threshold,
+        raft_trailing_logs=trailing_logs,
         autopilot=_autopilot(m),
         connect_ca_config=_ca_config(m),
         config_entries_bootstrap=_bootstrap_entries(_get(m, "config_entries.bootstrap", [])),

@@ -338,6 +338,10 @@ class ConfigFile(Block):
     ports: PortsModel | None = F("Listener ports; -1 disables one.")
     primary_datacenter: str | None = F("Authoritative datacenter for ACLs. Default: datacenter.")
     raft_protocol: int | None = F("Raft protocol version; only 3. Default 3.")
+    raft_snapshot_threshold: int | None = F(
+        "Committed log entries between two snapshots of the servers' state. Default 16384.")
+    raft_trailing_logs: int | None = F(
+        "Log entries kept behind a snapshot, so a lagging follower catches up from the log. Default 10240.")
     reconnect_timeout: Duration | None = F('Reap failed LAN members after this. Default "72h", at least "8h".')
     reconnect_timeout_wan: Duration | None = F('Reap failed WAN servers after this. Default "72h", at least "8h".')
     recursors: list[str] | None = F("Upstream DNS servers for names outside domain. Default [].")

@@ -215,6 +215,8 @@ class RuntimeConfig:
     acl: ACLConfig = field(default_factory=ACLConfig)
     raft_multiplier: int = 5  # 1 in -dev; scales Raft timers
     raft_protocol: int = 3
+    raft_snapshot_threshold: int = 16384
+    raft_trailing_logs: int = 10240
     autopilot: Autopilot = field(default_factory=Autopilot)
     # Connect: the CA provider's configuration (the operator's map, as written; appliance/connect/ca.py)
     # and the config entries a server writes when none of that kind and name exists yet

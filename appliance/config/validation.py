@@ -216,6 +216,13 @@ def raft(multiplier: int, protocol: int) -> None:
         raise ConfigError(f"raft_protocol version {protocol} is not supported by this version of Consul")
 
 
+def raft_log(snapshot_threshold: int, trailing_logs: int) -> None:
+    if snapshot_threshold < 1:
+        raise ConfigError(f"raft_snapshot_threshold cannot be {snapshot_threshold}. Must be at least 1")
+    if trailing_logs < 0:
+        raise ConfigError(f"raft_trailing_logs cannot be {trailing_logs}. Must be at least 0")
+
+
 def join_entries(entries: list[str] | tuple[str, ...], key: str) -> tuple[str, ...]:
     """retry_join / retry_join_wan / start_join: a cloud auto-join entry (`provider=...`) must parse
     and name a provider and keys cairn knows (appliance/cloud/discover.py); hosts pass as they are.

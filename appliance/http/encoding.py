@@ -17,11 +17,12 @@ import orjson
 from appliance.api.gojson import DecodeError, Spec, decode
 from appliance.http.errors import HTTPError
 from appliance.http.values import Answer, Request
-from appliance.rpc.frames import MAX_FRAME_BYTES
+from appliance.rpc.frames import MAX_MESSAGE_BYTES
 
 JSON_BODY_LIMIT = 524288  # a JSON body Consul decodes (its default request limit)
-# A snapshot restore travels in one RPC frame and one WAL record: keep room for their envelope.
-MAX_RESTORE_BYTES = MAX_FRAME_BYTES - (1 << 20)
+# A snapshot restore travels as one RPC message (in parts over 64 MiB) and one WAL record: keep
+# room for their envelope.
+MAX_RESTORE_BYTES = MAX_MESSAGE_BYTES - (1 << 20)
 
 
 def dumps(value: Any, pretty: bool) -> bytes:

@@ -71,7 +71,7 @@ SNAP_MAGIC = b"CRNS"
 FORMAT_VERSION = 1
 SEGMENT_HEADER = struct.Struct("<4sB3xQQ")  # magic, version, sequence, (reserved u64)
 RECORD_HEADER = struct.Struct("<IIB")  # length, crc32, type
-MAX_RECORD_BYTES = 64 << 20
+MAX_RECORD_BYTES = 512 << 20  # the server port's largest message: a restore entry is one record
 
 ENTRY, HARD_STATE, START, COMPACT, RESET = 1, 2, 3, 4, 5
 

@@ -1,10 +1,10 @@
 """Frames over an asyncio stream: dialling a server address and reading one frame.
 
 How it works: a server address is `host:port` (`[v6]:port`, or a bare host that takes the
-default port). `read_frame` reads one header and its body and returns the body's bytes; the
-caller decodes it with `frames.decode_body`, so a body that does not decode costs that frame
-only, while `BadHeader` (unknown version, over the size limit) means the stream cannot be
-followed and the caller closes the connection. `dial` speaks TLS when internal_rpc's
+default port). `read_frame` reads one header and its body (or a body's parts, joined: see
+frames.py) and returns the body's bytes; the caller decodes it with `frames.decode_body`, so a
+body that does not decode costs that frame only, while `BadHeader` (unknown version, over a size
+limit) means the stream cannot be followed and the caller closes the connection. `dial` speaks TLS when internal_rpc's
 verify_outgoing is set (docs/tls.md).
 """
 
@@ -15,7 +15,7 @@ import ssl
 
 from appliance.tls.context import RPC_TLS, RPC_TLS_INSECURE, current as current_tls
 
-from .frames import HEADER, parse_header
+from .frames import HEADER, add_part, is_part, parse_header
 
 STREAM_LIMIT = 1 << 20  # the StreamReader's buffer limit on the server port's connections
 
@@ -61,7 +61,27 @@ async def _dial_tls(host: str, port: int, context: ssl.SSLContext, server_name: 
     return reader, writer
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    """The next frame's body bytes (IncompleteReadError at end of stream, BadHeader on garbage)."""
-    length = parse_header(await reader.readexactly(HEADER.size))
-    return await reader.readexactly(length)
+async def read_frame(reader: asyncio.StreamReader, silence_s: float | None = None) -> bytes:
+    """The next body's bytes (IncompleteReadError at end of stream, BadHeader on garbage). With
+    `silence_s`, TimeoutError when a header does not come within it, or a frame's body within it
+    plus a second per MiB."""
+    head = await asyncio.wait_for(reader.readexactly(HEADER.size), silence_s)
+    data = await _read_body(reader, parse_header(head), silence_s)
+    return await read_parts(reader, data, silence_s) if is_part(head) else data
+
+
+async def read_parts(reader: asyncio.StreamReader, first: bytes, silence_s: float | None = None) -> bytes:
+    """A body whose first part (`first`) was read: the rest of its parts, joined."""
+    parts: list[bytes] = []
+    total = add_part(parts, 0, first)
+    while True:
+        head = await asyncio.wait_for(reader.readexactly(HEADER.size), silence_s)
+        total = add_part(parts, total, await _read_body(reader, parse_header(head), silence_s))
+        if not is_part(head):
+            return b"".join(parts)
+
+
+async def _read_body(reader: asyncio.StreamReader, length: int, silence_s: float | None) -> bytes:
+    if silence_s is None:
+        return await reader.readexactly(length)
+    return await asyncio.wait_for(reader.readexactly(length), silence_s + length / (1 << 20))

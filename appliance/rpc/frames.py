@@ -19,8 +19,16 @@ next number; a number is never reused or given another meaning):
    11 AUTO_ENCRYPT    a client agent's CSR for its auto_encrypt certificate, and the server's answer
                       (appliance/rpc/autoencrypt.py)
 
-Limits: a body is at most `MAX_FRAME_BYTES` (64 MiB, room for a snapshot); integers the
-receiver uses as terms, indexes or ids are 0..2^63. A header of another version or a longer
+A body over `MAX_FRAME_BYTES` (64 MiB) travels in parts: frames of at most that size whose
+version byte is `PART_VERSION` (`WIRE_VERSION` with the high bit set: more parts follow), then
+one frame with `WIRE_VERSION` ending it; the receiver joins the parts' bytes and decodes them as
+one body (`connection.read_frame`). A body of at most 64 MiB is one frame, the same bytes as
+before parts existed, so only messages that could not be sent before need a peer that knows
+parts (a snapshot of a large catalog: InstallSnapshot, a client agent's replica, a restore).
+
+Limits: a frame's body is at most `MAX_FRAME_BYTES`, a whole body (all its parts) at most
+`MAX_MESSAGE_BYTES` (512 MiB: a catalog many times the 100,000 instances cairn is measured
+with); integers the receiver uses as terms, indexes or ids are 0..2^63. A header of another version or a longer
 length cannot be skipped safely (the next frame's start is unknown): `parse_header` raises
 `BadHeader` and the connection is closed. A body that does not decode, or decodes to something
 that is not `[kind, ...]` with a known kind, raises `FrameError`: the frame is dropped and the
@@ -43,8 +51,10 @@ from typing import Any
 import msgpack
 
 WIRE_VERSION = 1
+PART_VERSION = WIRE_VERSION | 0x80  # a part of a longer body; more parts follow
 HEADER = struct.Struct(">BI")  # version, body length
 MAX_FRAME_BYTES = 64 << 20
+MAX_MESSAGE_BYTES = 512 << 20
 MAX_INT = 1 << 63
 TEXT_ERRORS = "surrogateescape"
 
@@ -83,16 +93,40 @@ def encode_frame(body: list[Any]) -> bytes:
         data = msgpack.packb(body, use_bin_type=True)
     except UnicodeEncodeError:  # a lone surrogate: a KV key's byte outside UTF-8
         data = msgpack.packb(body, use_bin_type=True, unicode_errors=TEXT_ERRORS)
-    return HEADER.pack(WIRE_VERSION, len(data)) + data
+    if len(data) <= MAX_FRAME_BYTES:
+        return HEADER.pack(WIRE_VERSION, len(data)) + data
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    view = memoryview(data)
+    last = (len(data) - 1) // MAX_FRAME_BYTES * MAX_FRAME_BYTES
+    return b"".join(HEADER.pack(WIRE_VERSION if start == last else PART_VERSION, len(chunk)) + chunk
+                    for start in range(0, len(data), MAX_FRAME_BYTES)
+                    for chunk in (view[start : start + MAX_FRAME_BYTES],))
 
 
 def parse_header(head: bytes) -> int:
-    """The body length from a `HEADER.size`-byte header; BadHeader when it cannot be followed."""
+    """The body length from a `HEADER.size`-byte header (of a whole frame or of a part: see
+    `is_part`); BadHeader when it cannot be followed."""
     fields: tuple[int, int] = HEADER.unpack(head)
     version, length = fields
-    if version != WIRE_VERSION or length > MAX_FRAME_BYTES:
+    if (version != WIRE_VERSION and version != PART_VERSION) or length > MAX_FRAME_BYTES:
         raise BadHeader(f"frame version {version}, length {length}")
     return length
+
+
+def is_part(head: bytes) -> bool:
+    """A parsed header's frame is a part of a longer body: more frames follow."""
+    return head[0] == PART_VERSION
+
+
+def add_part(parts: list[bytes], total: int, data: bytes) -> int:
+    """`data` appended to a body's parts read so far (`total` bytes); the new total. BadHeader
+    when the whole body would be over MAX_MESSAGE_BYTES (the connection cannot go on)."""
+    total += len(data)
+    if total > MAX_MESSAGE_BYTES:
+        raise BadHeader(f"message over {MAX_MESSAGE_BYTES} bytes")
+    parts.append(data)
+    return total
 
 
 def decode_body(data: bytes) -> list[Any]:
@@ -110,14 +144,21 @@ def decode_body(data: bytes) -> list[Any]:
 
 
 def decode_frame(data: bytes) -> tuple[list[Any], int]:
-    """The first whole frame in `data` and the bytes it took; FrameError when there is none."""
-    if len(data) < HEADER.size:
-        raise FrameError("short header")
-    length = parse_header(data[: HEADER.size])
-    end = HEADER.size + length
-    if len(data) < end:
-        raise FrameError("short body")
-    return decode_body(data[HEADER.size : end]), end
+    """The first whole body in `data` (one frame, or its parts) and the bytes it took;
+    FrameError when there is none."""
+    parts: list[bytes] = []
+    total = end = 0
+    while True:
+        if len(data) < end + HEADER.size:
+            raise FrameError("short header")
+        head = data[end : end + HEADER.size]
+        start = end + HEADER.size
+        end = start + parse_header(head)
+        if len(data) < end:
+            raise FrameError("short body")
+        total = add_part(parts, total, data[start:end])
+        if not is_part(head):
+            return decode_body(parts[0] if len(parts) == 1 else b"".join(parts)), end
 
 
 # ------------------------------------------------------------------ field checks for decoders

@@ -45,8 +45,8 @@ from typing import Any, Protocol
 from appliance.tls.accept import Acceptor, Choice
 from appliance.tls.context import RPC_TLS, RPC_TLS_INSECURE, current as current_tls, peer_dns_names, peer_spiffe
 
-from .connection import STREAM_LIMIT
-from .frames import HEADER, BadHeader, FrameError, Kind, decode_body, parse_header
+from .connection import STREAM_LIMIT, read_parts
+from .frames import HEADER, BadHeader, FrameError, Kind, decode_body, is_part, parse_header
 
 log = logging.getLogger("agent.server.rpc")
 INSECURE_READ_S = 10.0  # a connection without a client certificate sends its request within this
@@ -167,6 +167,8 @@ class RpcListener:
                     log.warning("dropping connection: %s", err)
                     return
                 data = await readexactly(length)
+                if is_part(head):
+                    data = await read_parts(reader, data)
                 handler = None
                 try:
                     body = decode_body(data)

@@ -190,9 +190,9 @@ def test_operator_surface_on_a_live_cluster(servers, tmp_path):
     assert status == 400 and b"SHA256 of state.bin does not match SHA256SUMS" in body, body
     status, _, body = http("PUT", s1.url + "/v1/snapshot", path.read_bytes()[:200])
     assert status == 400 and b"corrupt snapshot archive" in body, body
-    # more state than one server RPC frame holds: refused from the Content-Length alone
+    # more state than one server RPC message holds (511 MiB): refused from the Content-Length alone
     with socket.create_connection(("127.0.0.1", s1.http_port), timeout=10) as sock:
-        sock.sendall(b"PUT /v1/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 70000000\r\n\r\n")
+        sock.sendall(b"PUT /v1/snapshot HTTP/1.1\r\nHost: x\r\nContent-Length: 600000000\r\n\r\n")
         answer = b""
         while b"too large" not in answer:  # the answer may come in more than one segment
             chunk = sock.recv(4096)

@@ -7,6 +7,7 @@ msgpack body`) and kinds keep their numbers (append-only).
 
 from __future__ import annotations
 
+import asyncio
 import struct
 
 import msgpack
@@ -15,11 +16,14 @@ from hypothesis import given, settings, strategies as st
 
 from appliance.raft.messages import Entry, EntryType, Message, MsgType
 from appliance.raft.transport import decode_message, encode_message
+from appliance.rpc import frames
+from appliance.rpc.connection import read_frame
 from appliance.rpc.frames import (
     HEADER,
     KINDS,
     MAX_FRAME_BYTES,
     MAX_INT,
+    PART_VERSION,
     WIRE_VERSION,
     BadHeader,
     FrameError,
@@ -101,7 +105,69 @@ def test_header_limits():
         parse_header(HEADER.pack(WIRE_VERSION, MAX_FRAME_BYTES + 1))  # cannot be skipped safely
     with pytest.raises(BadHeader):
         parse_header(HEADER.pack(2, 10))  # a version this agent does not speak
+    with pytest.raises(BadHeader):
+        parse_header(HEADER.pack(2 | 0x80, 10))  # a part of a version it does not speak
+    assert parse_header(HEADER.pack(PART_VERSION, MAX_FRAME_BYTES)) == MAX_FRAME_BYTES
     assert issubclass(BadHeader, FrameError) and issubclass(FrameError, ValueError)
+
+
+def _headers(data: bytes) -> list[tuple[int, int]]:
+    """(version, length) of each frame in `data`."""
+    out, pos = [], 0
+    while pos < len(data):
+        version, length = HEADER.unpack_from(data, pos)
+        out.append((version, length))
+        pos += HEADER.size + length
+    return out
+
+
+def _read(data: bytes) -> bytes:
+    async def go() -> bytes:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await read_frame(reader, 5.0)
+    return asyncio.run(go())
+
+
+def test_a_body_over_one_frame_travels_in_parts():
+    # a snapshot of a large catalog: one body of just over 64 MiB is two frames, the first
+    # marked "more parts follow", and reads back whole
+    state = b"\x01" * (MAX_FRAME_BYTES + 1000)
+    data = encode_frame([Kind.STREAM, "snapshot", 7, state])
+    heads = _headers(data)
+    assert [v for v, _ in heads] == [PART_VERSION, WIRE_VERSION] and heads[0][1] == MAX_FRAME_BYTES
+    body = msgpack.packb([int(Kind.STREAM), "snapshot", 7, state], use_bin_type=True)
+    assert sum(n for _, n in heads) == len(body)
+    assert decode_frame(data + b"next") == ([Kind.STREAM, "snapshot", 7, state], len(data))
+    assert _read(data) == body
+
+
+def test_parts_and_their_limits(monkeypatch):
+    monkeypatch.setattr(frames, "MAX_FRAME_BYTES", 100)
+    monkeypatch.setattr(frames, "MAX_MESSAGE_BYTES", 1000)
+    small = [Kind.FORWARD, 1, "", {"Value": b"x" * 50}]
+    assert encode_frame(small) == by_hand([3, 1, "", {"Value": b"x" * 50}])  # one frame, the old bytes
+    body = [Kind.FORWARD, 1, "", {"Value": b"y" * 700}]
+    data = encode_frame(body)
+    heads = _headers(data)
+    assert len(heads) == 8 and all(n <= 100 for _, n in heads)
+    assert [v for v, _ in heads] == [PART_VERSION] * 7 + [WIRE_VERSION]
+    assert decode_frame(data)[0] == body and decode_body(_read(data)) == body
+    for cut in range(0, len(data), 37):  # a body cut anywhere is not a frame
+        with pytest.raises(FrameError):
+            decode_frame(data[:cut])
+        with pytest.raises(asyncio.IncompleteReadError):
+            _read(data[:cut])
+    with pytest.raises(ValueError, match="over the limit of 1000"):
+        encode_frame([Kind.FORWARD, 1, "", {"Value": b"z" * 1000}])
+    # a peer that keeps sending parts past the whole-body limit: the connection cannot go on
+    endless = (HEADER.pack(PART_VERSION, 100) + b"p" * 100) * 11
+    with pytest.raises(BadHeader, match="message over 1000 bytes"):
+        _read(endless)
+    with pytest.raises(BadHeader):
+        decode_frame(endless)
+    assert decode_body(_read(encode_frame(small))) == small
 
 
 @pytest.mark.parametrize(

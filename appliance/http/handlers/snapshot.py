@@ -7,8 +7,8 @@
   SHA256SUMS, metadata, and that state.bin decodes, with text outside UTF-8 only in KV keys, which
   are byte strings): a bad archive is a 400 with the reason and changes nothing. The state then
   goes through the Raft log as one `restore` command, so every server replaces its store at the
-  same index and every blocking query wakes. The state must fit in one server RPC frame (and one
-  log record), so a larger archive is refused with a 413.
+  same index and every blocking query wakes. The state must fit in one server RPC message (512
+  MiB, in parts) and one log record, so a larger archive is refused with a 413.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def save(req: Request, ctx: HTTPContext) -> Answer:
 
 
 def _read_limited(req: Request, limit: int) -> bytes:
-    too_large = f"snapshot archive too large: at most {limit} bytes can be restored (one server RPC frame)"
+    too_large = f"snapshot archive too large: at most {limit} bytes can be restored (one server RPC message)"
     length = req.content_length
     if (length is not None and length > limit) or len(req.body) > limit:
         raise HTTPError(413, too_large)
