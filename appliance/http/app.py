@@ -8,7 +8,9 @@ one dispatch: Consul's routing, the handler, HTTPError as Consul's status and te
 500 logged with its traceback, JSON rendering, `X-Consul-Default-ACL-Policy` and the configured
 `http_config.response_headers`), and writes the answer value back (a `StreamAnswer` chunk by
 chunk). It counts and times the request (appliance.telemetry.record_http). Handlers import no
-aiohttp. docs/decisions.md says why the low-level server (measured in bench/http).
+aiohttp. docs/decisions.md says why the low-level server (measured in bench/http). A read the
+same target answered before, from data that has not changed since, is answered again from what
+was recorded without the dispatch (appliance/http/replay.py says when and how).
 
 Connections (docs/http-api.md, "Connections and limits")
 -----------
@@ -65,10 +67,11 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import ERROR, MAX_MSG_QUEUE_SIZE, RequestHandler, RequestPayloadError
 
 from appliance.http.context import HTTPContext
+from appliance.http.replay import AGAIN, Replays, fits
 from appliance.http.routes import ROUTES, Route
 from appliance.http.routing import Router, respond
 from appliance.http.values import Answer, Request, StreamAnswer
-from appliance.http.wire import direct_answer
+from appliance.http.wire import DirectAnswer, direct_answer
 from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.state import watchkeys
 from appliance.telemetry import record_http
@@ -408,8 +411,10 @@ class _Refusal(web.Response):
 
 
 class HTTPServer:
-    def __init__(self, ctx: HTTPContext, extra_routes: Sequence[Route] = ()) -> None:
+    def __init__(self, ctx: HTTPContext, extra_routes: Sequence[Route] = (), *, replay: bool = True) -> None:
         self.ctx = ctx
+        self.replay = replay  # answer repeated reads from their recorded answer (appliance/http/replay.py)
+        self.replays = Replays()
         self.router = build_router(extra_routes)
         cfg = ctx.config
         self.max_per_ip = cfg.limits.http_max_conns_per_client
@@ -464,8 +469,27 @@ class HTTPServer:
         ctx = self.ctx
         tel = ctx.telemetry
         start = tel.monotonic()
-        req = Request(request.method, request.raw_path, request.headers, b"",
-                      getattr(request.protocol, "ip", None) or "", None, request.rel_url)
+        req = None
+        replay = self.replays.by_target.get(request.raw_path) if request.method == "GET" else None
+        if replay is not None and fits(request):  # a read answered before (appliance/http/replay.py)
+            if ctx.config.acl.enabled:
+                req = self._value(request)
+            try:
+                outcome = await replay.answer(request, req, ctx)
+            except BaseException:  # cancelled while it waited for its read point: counted as ever
+                record_http(tel, "GET", replay.pattern, start)
+                raise
+            if isinstance(outcome, DirectAnswer | Answer):
+                record_http(tel, "GET", replay.pattern, start)
+                self.replays.answered += 1
+                if isinstance(outcome, Answer):  # the read point failed, as it would have the full way
+                    return await self._write(request, outcome)
+                return outcome  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
+            if req is None:
+                req = self._value(request)
+            req.read_done = outcome is AGAIN
+        if req is None:
+            req = self._value(request)
         try:
             if request.can_read_body:
                 req.content_length = request.content_length
@@ -483,6 +507,14 @@ class HTTPServer:
             return response
         finally:
             record_http(tel, req.method, req.route, start)
+        if req.frame is not None and self.replay and request.method == "GET" and fits(request):
+            direct = direct_answer(request, answer)
+            if direct is not None:
+                self.replays.record(request.raw_path, self.router.route_of(req), req, answer, ctx)
+                return direct  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
+        return await self._write(request, answer)
+
+    async def _write(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
         if isinstance(answer, StreamAnswer):
             return await self._stream(request, answer)
         direct = direct_answer(request, answer)
@@ -493,6 +525,11 @@ class HTTPServer:
         if ctype is not None:
             headers["Content-Type"] = ctype
         return web.Response(status=answer.status, reason=answer.reason, body=answer.body, headers=headers)
+
+    def _value(self, request: web.BaseRequest) -> Request:
+        """The request value of an aiohttp request (its body is read by `handle`)."""
+        return Request(request.method, request.raw_path, request.headers, b"",
+                       getattr(request.protocol, "ip", None) or "", None, request.rel_url)
 
     @staticmethod
     async def _stream(request: web.BaseRequest, answer: StreamAnswer) -> web.StreamResponse:

@@ -283,6 +283,16 @@ async def read_point(consensus: Consensus, opts: QueryOptions) -> None:
         raise HTTPError(500, str(err) or "timed out waiting for the leader's read index") from None
 
 
+class ReadFrame:
+    """What a replayable read's answer was made of (appliance/http/replay.py): the function of
+    its index, its render cache key, its query options and the index it was answered at."""
+
+    __slots__ = ("index", "key", "opts", "at")
+
+    def __init__(self, index: Callable[[], int], key: Any, opts: QueryOptions, at: int) -> None:
+        self.index, self.key, self.opts, self.at = index, key, opts, at
+
+
 async def blocking(
     req: Request,
     ctx: HTTPContext,
@@ -292,11 +302,17 @@ async def blocking(
     keys: Iterable[str] = (),
     prefixes: Iterable[str] = (),
     effective_consistency: bool = False,
+    replayable: bool = False,
 ) -> tuple[Any, dict[str, str]]:
-    """Run a (possibly blocking) read; return its body and Consul's query-meta headers."""
+    """Run a (possibly blocking) read; return its body and Consul's query-meta headers.
+
+    `replayable`: the handler answers with the body and these headers as they are (plus fixed
+    ones), so the same request at the same index may be answered again from the recorded answer
+    (appliance/http/replay.py) without running the handler."""
     opts = query_options(req)
     keys, prefixes = tuple(keys), tuple(prefixes)
-    await read_point(ctx.consensus, opts)
+    if not req.read_done:
+        await read_point(ctx.consensus, opts)
     current = index()
     if opts.index > 0 and current <= opts.index:
         cfg = ctx.config
@@ -324,4 +340,6 @@ async def blocking(
             body, current = await render_filtered(keep, render, index, current)
         entry = cache.put(key, current, body)
     req.render_entry = entry
+    if replayable:
+        req.frame = ReadFrame(index, key, opts, current)
     return entry.body, meta_headers(ctx.consensus, current, opts, effective_consistency)

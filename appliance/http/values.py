@@ -124,7 +124,7 @@ class Request:
     """One HTTP request as a value (see the module docstring)."""
 
     __slots__ = ("method", "raw_path", "query_string", "query", "headers", "body", "remote", "content_length",
-                 "route", "render_entry", "_scratch")
+                 "route", "render_entry", "frame", "read_done", "_scratch")
 
     def __init__(self, method: str, target: str, headers: Mapping[str, str] | None = None, body: bytes = b"",
                  remote: str = "", content_length: int | None = None, url: URL | None = None) -> None:
@@ -142,6 +142,8 @@ class Request:
         self.content_length = content_length if content_length is not None else (len(body) if body else None)
         self.route = ""  # the matched route pattern (Router.dispatch), for metrics
         self.render_entry: RenderEntry | None = None  # a cached answer this request returns (query.blocking)
+        self.frame: Any = None  # what a replayable read was answered from (query.ReadFrame; http/replay.py)
+        self.read_done = False  # its read point was already waited for (http/replay.py)
         self._scratch: dict[str, Any] | None = None
         # The decoded query (yarl's rules, as aiohttp's `request.query`): a plain attribute, since
         # handlers read it a dozen times; no query string, no parsing. The adapter passes the URL

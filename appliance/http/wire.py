@@ -32,15 +32,23 @@ from appliance.http.values import Answer
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
 _NO_BODY = frozenset(s for s in _STATUS_LINES if s < 200 or s in (204, 304))
-_date = [0, ""]  # [second, formatted]
+_date: list[Any] = [0, "", b""]  # [second, formatted, its bytes]
 
 
 def http_date() -> str:
     """RFC 9110's IMF-fixdate for now, formatted at most once a second."""
     now = int(time.time())
     if now != _date[0]:
-        _date[0], _date[1] = now, formatdate(now, usegmt=True)
-    return _date[1]  # type: ignore[return-value]
+        text = formatdate(now, usegmt=True)
+        _date[0], _date[1], _date[2] = now, text, text.encode()
+    return _date[1]
+
+
+def http_date_bytes() -> bytes:
+    """`http_date()` as bytes."""
+    if int(time.time()) != _date[0]:
+        http_date()
+    return _date[2]
 
 
 class DirectAnswer:
@@ -67,25 +75,35 @@ class DirectAnswer:
         await request.writer.drain()
 
 
-def direct_answer(request: Any, answer: Answer) -> DirectAnswer | None:
-    """`answer` as bytes for `request` (an aiohttp BaseRequest), or None for aiohttp to write."""
+def head_lines(answer: Answer) -> list[str] | None:
+    """The status line (HTTP/1.1), the answer's headers and its Content-Type, as written; None
+    for a status aiohttp must write (no standard reason phrase and none of its own)."""
     status = answer.status
     line = _STATUS_LINES.get(status) if answer.reason is None else f"HTTP/1.1 {status} {answer.reason}\r\n"
     if line is None:
         return None
-    body = answer.body or b""
     parts = [line]
     for name, value in answer.headers.items():
         parts.append(f"{name}: {value}\r\n")
     ctype = answer.content_type_value()
     if ctype is not None:
         parts.append(f"Content-Type: {ctype}\r\n")
+    return parts
+
+
+def direct_answer(request: Any, answer: Answer) -> DirectAnswer | None:
+    """`answer` as bytes for `request` (an aiohttp BaseRequest), or None for aiohttp to write."""
+    parts = head_lines(answer)
+    if parts is None:
+        return None
+    status = answer.status
+    body = answer.body or b""
     keep_alive = request.keep_alive
     version = request.version
     if version != HttpVersion11:
         if version != HttpVersion10:
             return None
-        parts[0] = "HTTP/1.0" + line[8:]
+        parts[0] = "HTTP/1.0" + parts[0][8:]
         if keep_alive:
             parts.append("Connection: keep-alive\r\n")
     elif not keep_alive:

@@ -145,7 +145,7 @@ async def nodes(req: Request, ctx: HTTPContext) -> Answer:
         return [n for n in out if keep(n)] if keep else out
 
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(watchkeys.NODES), render=render,
-                                   keys=(watchkeys.NODES,), effective_consistency=True)
+                                   keys=(watchkeys.NODES,), effective_consistency=True, replayable=True)
     body = near_sorted(req, ctx, body, lambda n: n["Node"])
     return json_answer(req, body, headers=headers)
 
@@ -165,7 +165,7 @@ async def services(req: Request, ctx: HTTPContext) -> Answer:
     body, headers = await blocking(
         req, ctx, index=lambda: store.index_of(*keys),
         render=lambda: {} if peered(req) else catalog_services(store, accept if filtered else None),
-        keys=keys, effective_consistency=True)
+        keys=keys, effective_consistency=True, replayable=True)
     return json_answer(req, body, headers=headers)
 
 
@@ -206,7 +206,7 @@ async def _service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, connect
         return out
 
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=True)
     body = near_sorted(req, ctx, body, lambda sn: sn["Node"])
     return json_answer(req, body, headers=headers)
 
@@ -219,7 +219,7 @@ async def gateway_services(req: Request, ctx: HTTPContext) -> Answer:
     keys = gateways.gateway_keys(name)
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys),
                                    render=lambda: gateways.gateway_services(store, name), keys=keys,
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=True)
     return json_answer(req, body, headers=headers)
 
 
@@ -237,7 +237,7 @@ def _node_services(req: Request, ctx: HTTPContext, prefix: str, as_map: bool) ->
         return {"Node": node, "Services": {s["ID"]: s for s in svcs} if as_map else svcs}
 
     return blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
-                    effective_consistency=True)
+                    effective_consistency=True, replayable=True)
 
 
 async def node(req: Request, ctx: HTTPContext) -> Answer:

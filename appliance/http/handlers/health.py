@@ -34,7 +34,7 @@ async def node(req: Request, ctx: HTTPContext) -> Answer:
         return [c for c in store.node_checks(name) if keep is None or keep(c)]
 
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=True)
     return json_answer(req, body, headers=headers)
 
 
@@ -57,7 +57,7 @@ async def checks(req: Request, ctx: HTTPContext) -> Answer:
         return [c for c in out if keep is None or keep(c)]
 
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(key), render=render, keys=(key,),
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=True)
     return json_answer(req, body, headers=headers)
 
 
@@ -83,7 +83,7 @@ async def state(req: Request, ctx: HTTPContext) -> Answer:
 
     keys = (watchkeys.CHECKS, watchkeys.NODES) if want_meta else (watchkeys.CHECKS,)
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=True)
     return json_answer(req, body, headers=headers)
 
 
@@ -136,8 +136,9 @@ async def _check_service_nodes(req: Request, ctx: HTTPContext, prefix: str, *, k
                 out.append(csn)
         return out
 
+    # an ingress gateway's keys are read from the store: they may differ next time
     body, headers = await blocking(req, ctx, index=lambda: store.index_of(*keys), render=render, keys=keys,
-                                   effective_consistency=True)
+                                   effective_consistency=True, replayable=kind != "ingress")
     headers["X-Consul-Query-Backend"] = "blocking-query"
     body = near_sorted(req, ctx, body, lambda csn: csn["Node"]["Node"])
     return json_answer(req, body, headers=headers)
