@@ -118,13 +118,15 @@ REPLAYED = [
     "/v1/health/checks/web", "/v1/health/node/a", "/v1/health/state/any", "/v1/health/state/passing?stale",
     "/v1/catalog/services", "/v1/catalog/service/web?tag=v1", "/v1/catalog/nodes", "/v1/catalog/node/a",
     "/v1/catalog/node-services/a", "/v1/catalog/gateway-services/gw", "/v1/health/service/web?x=1&passing",
+    "/v1/kv/?keys", "/v1/kv/app/?keys&separator=/", "/v1/kv/app/?recurse", "/v1/kv/?recurse&pretty",
 ]
 FULL_WAY = [
     "/v1/health/service/web?index=1", "/v1/health/service/web?near=_agent", "/v1/health/ingress/web",
     "/v1/health/service/web?filter=bad%20%3D", "/v1/health/service/web?stale&consistent",
     "/v1/health/service/web?cached&consistent", "/v1/health/service/web?passing=maybe",
     "/v1/health/service/web?index=x", "/v1/health/service/web?dc=elsewhere", "/v1/nothing/here",
-    "/v1/agent/services", "/v1/kv/missing", "/v1/status/leader", "/",
+    "/v1/agent/services", "/v1/kv/missing", "/v1/kv/app/a", "/v1/kv/app/a?raw", "/v1/kv/none/?recurse",
+    "/v1/status/leader", "/",
     "/v1/health/service/web?x=" + "a" * 1100,  # too long to remember
 ]
 
@@ -135,6 +137,8 @@ def test_answers_are_the_same_bytes_as_the_full_way() -> None:
             for node in ("a", "b"):
                 await register(api, node)
             await register(api, "c", status="critical")
+            for key in ("app/a", "app/b/c", "top"):
+                assert (await api.call("PUT", f"/v1/kv/{key}", b"v")).status == 200
             for target in REPLAYED:
                 await same(fast, a, b, target, 2)
             for target in FULL_WAY:
@@ -270,4 +274,13 @@ def test_acl_tokens_are_checked_on_every_replayed_answer() -> None:
             status, _, body = await same(fast, a, b, target, 0, {"X-Consul-Token": everything})
             assert (status, body) == (b"HTTP/1.1 403 Forbidden", b"ACL not found")
             await same(fast, a, b, target, 2, {"X-Consul-Token": ROOT})
+
+            # a KV listing is checked against the keys it names (`passes` never settles it): the
+            # full way, for the management token as for one that reads part of it
+            for key in ("pub/a", "priv/b"):
+                assert (await api.call("PUT", f"/v1/kv/{key}", b"1", headers={"X-Consul-Token": ROOT})).status == 200
+            pub = await make_token(api, "pub", 'key_prefix "pub/" { policy = "read" }')
+            await same(fast, a, b, "/v1/kv/?recurse", 0, {"X-Consul-Token": ROOT})
+            _, _, body = await same(fast, a, b, "/v1/kv/?recurse", 0, {"X-Consul-Token": pub})
+            assert [e["Key"] for e in json.loads(body)] == ["pub/a"]
     asyncio.run(go())

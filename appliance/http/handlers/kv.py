@@ -122,14 +122,14 @@ async def get(req: Request, ctx: HTTPContext) -> Answer:
     if "keys" in q:
         separator = _separator(req)
         body, headers = await blocking(
-            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,),
+            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,), replayable=True,
             render=lambda: list_keys(byte_order(list(store.kv_prefix_keys(key))), key, separator))
         if not body and key:
             return Answer(404, headers)
         return json_answer(req, body, headers=headers)
     if "recurse" in q:
         body, headers = await blocking(
-            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,),
+            req, ctx, index=lambda: store.kv_index(key), prefixes=(key,), replayable=True,
             render=lambda: [dir_entry(store.kv[k]) for k in byte_order(list(store.kv_prefix_keys(key)))])
         if not body:
             return Answer(404, headers)
