@@ -29,6 +29,7 @@ gossip|default|14||uv run --frozen python bench/gossip/run.py --sizes 100:3600,1
 gossip-queries|default|3||uv run --frozen python bench/gossip/queries.py --sizes 10,100 --seeds 5|uv run --frozen python bench/gossip/queries.py --sizes 10 --seeds 1|
 fuzz|default|7||uv run --frozen python bench/fuzz/run.py --inputs 1000000 --seed 1 --failures {logs}/fuzz-failures.txt|uv run --frozen python bench/fuzz/run.py --inputs 2500 --seed 1 --failures {logs}/fuzz-failures.txt|
 hostile|default|3||env CAIRN_FUZZ_EXAMPLES=3000 uv run --frozen pytest -p no:cacheprovider -q -s tests/hostile/test_decoding.py -k 'fuzz or reader'|env CAIRN_FUZZ_EXAMPLES=20 uv run --frozen pytest -p no:cacheprovider -q -s tests/hostile/test_decoding.py -k 'fuzz or reader'|
+scale-cluster|named|20|vmagent:victoria-metrics|uv run --frozen python bench/scale/cluster.py --nodes 10000 --instances 100000 --parked 50000 --flips 1000 {write}|uv run --frozen python bench/scale/cluster.py --quick {write}|
 sd-vmagent|named|15|vmagent:victoria-metrics|uv run --frozen python bench/sd/run.py --services 5000 --instances 3 --reps 20 --vmagent-intervals 30s,1s --vmagent-wait 2m --cpu-window 150 --flips 4 {write}|uv run --frozen python bench/sd/run.py --services 20 --reps 3 --vmagent-intervals 1s --vmagent-wait 5s --cpu-window 6 --flips 1 {write}|sd
 gossip-hour|named|85||uv run --frozen python bench/gossip/run.py --sizes 100:3600,1000:600,1000:3600 --idle 60 {write}|uv run --frozen python bench/gossip/run.py --sizes 30:240,40:240 --idle 5 {write}|gossip
 EOF
@@ -49,11 +50,14 @@ section of BENCHMARKS.md (the script's --write). Every section gives the machine
 Python, kernel and the load average at the start and end of the run (bench/machine.py), so a
 figure taken while other work loaded the machine shows it.
 
-The default set is every benchmark but the two long ones and takes about $default_min minutes on a
+The default set is every benchmark but the three long ones and takes about $default_min minutes on a
 2-core machine (--list gives each one's time). sd-vmagent (bench/sd with real
 vmagent watches, about 15 minutes; it writes the whole Service discovery section, so it replaces
 sd) and gossip-hour (the gossip benchmark with a simulated hour of 1,000 members, about 85
-minutes; it replaces gossip) run only when named or with --all. Benchmarks without a --write of
+minutes; it replaces gossip) run only when named or with --all, and so does scale-cluster
+(bench/scale/cluster.py: bench/scale's catalog loaded through the API into three servers and a
+client agent, with 50,000 parked blocking queries and vmagent; about 20 minutes; it writes its
+subsection of Catalog at scale). Benchmarks without a --write of
 their own (reads, local, scale, http-cpu, raft-cpu, gossip-queries, fuzz, hostile) only print;
 their BENCHMARKS.md sections are written by hand from the output.
 

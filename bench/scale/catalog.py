@@ -36,14 +36,16 @@ def address(n: int) -> str:
     return f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
 
 
-def bodies(nodes: int, instances: int, *, gossip: bool = True, web: int = 0) -> Iterator[dict[str, Any]]:
+def bodies(nodes: int, instances: int, *, gossip: bool = True, web: int = 0,
+           per_service: int = PER_SERVICE) -> Iterator[dict[str, Any]]:
     """The /v1/catalog/register bodies: every node first, then every instance. The first `web`
     instances are instances of one service, `web` (`web-<i>`, one a node while there are nodes
     enough). Without `gossip` the catalog is one an external registrar writes: the node check is
     `node-health` rather than `serfHealth` (a leader deregisters nodes with `serfHealth` that are
     no gossip members of its pool, reconcile.py) and services have no address of their own (their
     node's applies), which keeps a snapshot of 100,000 instances with coordinates under the 63 MB a
-    `PUT /v1/snapshot` takes."""
+    `PUT /v1/snapshot` takes. `per_service`: instances of each `svc-` name (10 gives 100,000
+    instances 10,000 service names)."""
     node_check = ("serfHealth", "Serf Health Status") if gossip else ("node-health", "External node health")
     for n in range(nodes):
         yield {"Node": f"node-{n:05d}", "Address": address(n),
@@ -51,7 +53,7 @@ def bodies(nodes: int, instances: int, *, gossip: bool = True, web: int = 0) -> 
                "Check": {"CheckID": node_check[0], "Name": node_check[1], "Status": "passing"}}
     for i in range(instances):
         n = i % nodes
-        name, sid = ("web", f"web-{i}") if i < web else (f"svc-{i // PER_SERVICE:05d}", f"svc-{i // PER_SERVICE:05d}-{i % PER_SERVICE}")
+        name, sid = ("web", f"web-{i}") if i < web else (f"svc-{i // per_service:05d}", f"svc-{i // per_service:05d}-{i % per_service}")
         tags = [TAGS[i % 2], TAGS[2 + i % 3]] + ([TAGS[5 + i % 3]] if i % 2 else [])
         checks = [{"CheckID": f"service:{sid}", "Name": f"Service '{name}' check", "ServiceID": sid,
                    "Status": "passing" if i % 50 else "critical", "Output": "HTTP GET: 200 OK"}]
