@@ -472,10 +472,8 @@ class HTTPServer:
         req = None
         replay = self.replays.by_target.get(request.raw_path) if request.method == "GET" else None
         if replay is not None and fits(request):  # a read answered before (appliance/http/replay.py)
-            if ctx.config.acl.enabled:
-                req = self._value(request)
             try:
-                outcome = await replay.answer(request, req, ctx)
+                outcome = await replay.answer(request, ctx)
             except BaseException:  # cancelled while it waited for its read point: counted as ever
                 record_http(tel, "GET", replay.pattern, start)
                 raise
@@ -485,8 +483,7 @@ class HTTPServer:
                 if isinstance(outcome, Answer):  # the read point failed, as it would have the full way
                     return await self._write(request, outcome)
                 return outcome  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
-            if req is None:
-                req = self._value(request)
+            req = self._value(request)
             req.read_done = outcome is AGAIN
         if req is None:
             req = self._value(request)

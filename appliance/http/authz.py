@@ -166,7 +166,10 @@ class AclAgent:
 
     def secret(self, req: Request) -> tuple[str, bool]:
         """The secret a request acts with, and whether it named one."""
-        token = req.token
+        return self.secret_of(req.token)
+
+    def secret_of(self, token: str) -> tuple[str, bool]:
+        """The secret a request naming `token` (or none: "") acts with, and whether it named one."""
         if token:
             return token, True
         return self.tokens.get("default") or ANONYMOUS_SECRET, False
@@ -404,11 +407,17 @@ def passes(route: Any, req: Request, ctx: HTTPContext) -> bool:
     read that may have waited and is checked again) goes through `admitted`, `admit`, `finish`."""
     if req.method not in _READS or (route.blocking and "index" in req.query):
         return False
+    return read_passes(route, req.token, ctx)
+
+
+def read_passes(route: Any, token: str, ctx: HTTPContext) -> bool:
+    """`passes` for a GET or HEAD that is not a blocking query's wait, naming `token` ("" for
+    none; appliance/http/replay.py reads it from the request without a request value)."""
     plan = _plan(route)
     if plan.admit != "identity":
         return plan.admit == "none"
     agent = acl_agent(ctx)
-    secret, named = agent.secret(req)
+    secret, named = agent.secret_of(token)
     key = (secret, named, id(route))
     index = ctx.store.watch_index.get("acl", 0)
     seen = agent.passes.get(key)

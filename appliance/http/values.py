@@ -159,15 +159,8 @@ class Request:
 
     @property
     def token(self) -> str:
-        """The ACL token the request names: `X-Consul-Token`, else `Authorization: Bearer`, else `?token`
-        (Consul's parseTokenInternal order)."""
-        token = self.headers.get("X-Consul-Token", "")
-        if token:
-            return token
-        auth = self.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        return self.query.get("token", "") if self.query_string else ""
+        """The ACL token the request names (`named_token`)."""
+        return named_token(self.headers, self.query.get("token", "") if self.query_string else "")
 
     # per-request scratch space for the handler's helpers (the compiled filter, say)
     def get(self, key: str, default: Any = None) -> Any:
@@ -177,6 +170,18 @@ class Request:
         if self._scratch is None:
             self._scratch = {}
         self._scratch[key] = value
+
+
+def named_token(headers: Mapping[str, str], query_token: str) -> str:
+    """The ACL token a request names: `X-Consul-Token`, else `Authorization: Bearer`, else its
+    `?token` (Consul's parseTokenInternal order)."""
+    token = headers.get("X-Consul-Token", "")
+    if token:
+        return token
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return query_token
 
 
 class Answer:

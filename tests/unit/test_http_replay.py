@@ -113,7 +113,7 @@ REPLAYED = [
     "/v1/health/service/web?pretty", "/v1/health/service/web?stale", "/v1/health/service/web?consistent",
     "/v1/health/service/web?cached", "/v1/health/service/web?tag=v1&tag=a", "/v1/health/service/web?dc=dc1",
     "/v1/health/service/web?filter=Service.Port%20%3D%3D%2080", "/v1/health/service/web?node-meta=rack:a",
-    "/v1/health/service/web?index=", "/v1/health/service/web?max_stale=1h", "/v1/health/service/web?wait=1s",
+    "/v1/health/service/web?max_stale=1h", "/v1/health/service/web?wait=1s",
     "/v1/health/service/nothing", "/v1/health/service/web?peer=x", "/v1/health/connect/web",
     "/v1/health/checks/web", "/v1/health/node/a", "/v1/health/state/any", "/v1/health/state/passing?stale",
     "/v1/catalog/services", "/v1/catalog/service/web?tag=v1", "/v1/catalog/nodes", "/v1/catalog/node/a",
@@ -121,7 +121,8 @@ REPLAYED = [
     "/v1/kv/?keys", "/v1/kv/app/?keys&separator=/", "/v1/kv/app/?recurse", "/v1/kv/?recurse&pretty",
 ]
 FULL_WAY = [
-    "/v1/health/service/web?index=1", "/v1/health/service/web?near=_agent", "/v1/health/ingress/web",
+    "/v1/health/service/web?index=1", "/v1/health/service/web?index=", "/v1/health/service/web?near=_agent",
+    "/v1/health/ingress/web",
     "/v1/health/service/web?filter=bad%20%3D", "/v1/health/service/web?stale&consistent",
     "/v1/health/service/web?cached&consistent", "/v1/health/service/web?passing=maybe",
     "/v1/health/service/web?index=x", "/v1/health/service/web?dc=elsewhere", "/v1/nothing/here",
@@ -268,6 +269,12 @@ def test_acl_tokens_are_checked_on_every_replayed_answer() -> None:
             assert (status, body) == (b"HTTP/1.1 403 Forbidden", b"ACL not found")
             status, _, _ = await same(fast, a, b, f"{target}&token={everything}", 2)
             assert status == b"HTTP/1.1 200 OK"
+            await same(fast, a, b, target, 3, {"Authorization": f"Bearer {everything}"})  # the same token
+            # the header comes before `?token`: this one is not found
+            status, _, body = await same(fast, a, b, f"{target}&token={everything}", 0, {"X-Consul-Token": "nope"})
+            assert (status, body) == (b"HTTP/1.1 403 Forbidden", b"ACL not found")
+            status, _, body = await same(fast, a, b, f"{target}&token={some}", 0, {"Authorization": "Bearer x"})
+            assert (status, body) == (b"HTTP/1.1 403 Forbidden", b"ACL not found")
 
             # the token is deleted: the next request is refused, not answered from the replay
             await api.ctx.consensus.propose({"Type": "acl", "Op": "token_delete", "ID": "all-acc"})
