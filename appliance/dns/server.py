@@ -319,14 +319,20 @@ class DNSServer:
         """A batched UDP read's fast path: the cached reply, without its ID, to the query whose
         bytes after the ID are `key`; None when it is not a cache hit (then `answer` it). Hits are
         counted here and reported by `hits_done` once per batch."""
-        if self.acl.enabled and self.acl.secret != self._cached_for:
+        entry = self._caches[0].get(key)
+        if entry is None:
+            return None
+        acl = self.acl
+        if acl.enabled and acl.secret != self._cached_for:
             return None  # answer() clears the cache first
-        entry = self._current(self._caches[0], key)
-        if entry is None or len(entry.variants) < entry.want:
+        if entry.checked != self.store.last_index and self._current(self._caches[0], key) is None:
+            return None
+        variants, want = entry.variants, entry.want
+        if len(variants) < want:
             return None
         self._hits[entry.ptr] += 1
-        entry.turn = turn = (entry.turn + 1) % entry.want
-        return entry.variants[turn]
+        entry.turn = turn = (entry.turn + 1) % want
+        return variants[turn]
 
     def hits_done(self, elapsed_s: float) -> None:
         """Count the hits of one batch (`hit`): in the server's stats and, through `on_hits`, in
