@@ -52,6 +52,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,15 @@ from tests.harness import Agent, Cluster, free_port  # noqa: E402
 TXN_OPS = 64
 MB = 1 << 20
 SECTION = "### A 3-server cluster at 100,000 instances"
+RAFT_MULTIPLIER = 5  # Consul's default
+
+
+def snapshots(instances: int) -> str:
+    """A snapshot every instances / 100 entries (Consul: 16,384) keeping a quarter of that behind
+    it (Consul: 10,240): the load's instances / 25 txn entries are compacted into a snapshot, and
+    a new server is sent that snapshot rather than the log."""
+    every = max(16, instances // 100)
+    return f"raft_snapshot_threshold = {every}\nraft_trailing_logs = {every // 4}"
 
 
 # -- small clients ------------------------------------------------------------------------------
@@ -323,6 +333,8 @@ def raft_view(follower: Agent, leader: Agent) -> str:
 
 def catch_up(cluster: Cluster, leader: Agent, server: Agent, timeout: float) -> dict[str, Any]:
     """Start `server` (stopped, or new) and time until it has the leader's index and serves every service."""
+    wait_for("a snapshot on the leader", lambda: int(leader.raft_stats().get("last_snapshot_index", 0)) > 0, 120, 1.0)
+    snapshot_index = int(leader.raft_stats()["last_snapshot_index"])
     services = catalog_index(leader)[1]
     target = applied_index(leader)
     start = time.perf_counter()
@@ -336,7 +348,8 @@ def catch_up(cluster: Cluster, leader: Agent, server: Agent, timeout: float) -> 
     applied_s = time.perf_counter() - start
     wait_for(f"a stale catalog/services on {server.name} listing every service",
              lambda: catalog_index(server)[1] >= services, timeout, 0.1)
-    return {"server": server.name, "index": target, "applied_s": applied_s, "full_read_s": time.perf_counter() - start,
+    return {"server": server.name, "index": target, "snapshot_index": snapshot_index, "applied_s": applied_s,
+            "full_read_s": time.perf_counter() - start,
             "services": services, "log": [line[24:200] for line in server.log(this_start=True).splitlines()
                                           if re.search(r"snapshot|bootstrap", line, re.I)][:4]}
 
@@ -461,10 +474,12 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
             errors += errs
         out.update(opened=opened, open_errors=errors[:3], open_s=time.perf_counter() - t0)
         gauges: list[int] = []
+        sums: list[int] = []
 
-        def all_parked() -> bool:
+        def all_parked() -> bool:  # or no more for 15 s
             gauges[:] = [blocking_gauge(a) for a in agents]
-            return sum(gauges) >= opened
+            sums.append(sum(gauges))
+            return sums[-1] >= opened or (len(sums) > 15 and sums[-1] == sums[-16])
 
         try:
             out["park_s"] = wait_for("every opened query parked", all_parked, 300, 1.0)
@@ -476,6 +491,8 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
         due_index: dict[int, int] = {}
         lock, pending = threading.Lock(), list(flipped)
 
+        flip_errors: list[str] = []
+
         def flipper() -> None:
             conn = Conn(leader, timeout=120)
             while True:
@@ -484,7 +501,12 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
                         break
                     s = pending.pop()
                 i = s * args.per_service
-                due_index[s] = flip(conn, i, args, "passing" if first_status(i) == "critical" else "critical")
+                try:
+                    due_index[s] = flip(conn, i, args, "passing" if first_status(i) == "critical" else "critical")
+                except (OSError, RuntimeError, http.client.HTTPException) as exc:
+                    flip_errors.append(f"{exc}"[:200])
+                    conn.close()
+                    conn = Conn(leader, timeout=120)
             conn.close()
 
         threads = [threading.Thread(target=flipper) for _ in range(20)]
@@ -494,6 +516,7 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
         for t in threads:
             t.join()
         out["flips"], out["flips_s"] = len(due_index), time.time() - first
+        out["flip_errors"], out["flip_error"] = len(flip_errors), flip_errors[:1]
         due = sum(1 for _, _, path in jobs if int(path.split("svc-")[1][:5]) in due_index)
         out["due"] = due
         previous, still = -1, opened
@@ -519,7 +542,8 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
         woke = [a for a in answers if a[1] >= first]
         svc = [int(jobs[n][2].split("svc-")[1][:5]) for n, *_ in woke]
         woke_due = [a for a, s in zip(woke, svc, strict=True) if s in due_index]
-        out.update(early=len(early), woke=len(woke), woke_due=len(woke_due), woke_other=len(woke) - len(woke_due),
+        out.update(statuses={str(k): v for k, v in Counter(a[2] for a in answers).items()},
+                   early=len(early), woke=len(woke), woke_due=len(woke_due), woke_other=len(woke) - len(woke_due),
                    lost=lost, non_200=sum(1 for a in answers if a[2] != 200),
                    index_ok=sum(1 for a, s in zip(woke, svc, strict=True) if s in due_index and a[3] >= due_index[s]),
                    last_wake_s=max((a[1] for a in woke_due), default=first) - first)
@@ -627,7 +651,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"nodes": args.nodes, "instances": args.instances, "services": services,
                                "nofile": hard}
     with tempfile.TemporaryDirectory(prefix="cairn-cluster-") as tmp:
-        cluster = Cluster(Path(tmp), servers=3, clients=1, hcl=[limits])
+        # Consul's default Raft timing (the harness sets multiplier 1 for the tests' timing)
+        timing = f"performance {{ raft_multiplier = {RAFT_MULTIPLIER} }}"
+        cluster = Cluster(Path(tmp), servers=3, clients=1, hcl=[limits, timing, snapshots(args.instances)])
         try:
             cluster.start()
             leader = cluster.wait_leader(timeout=60)
@@ -649,6 +675,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "dns_client": dns_latency(client, f"{one}.service.consul", args.reps)})
             step(results, "sd", cluster, lambda: {"leader": sd_render(leader, leader, args),
                                                    "client": sd_render(leader, client, args)})
+            leader = cluster.wait_leader(timeout=120)
+            step(results, "storm", cluster, lambda: storm(cluster, leader, args))
+            if args.vmagent:
+                step(results, "vmagent", cluster, lambda: vmagent(cluster, args))
+            leader = cluster.wait_leader(timeout=120)
             step(results, "snapshot", cluster, lambda: snapshot(leader))
             leader = cluster.wait_leader(timeout=120)
             step(results, "catch_up", cluster, lambda: follower_catch_up(cluster, leader, args.catch_up_timeout))
@@ -656,15 +687,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             step(results, "catch_up_new", cluster, lambda: new_server_catch_up(cluster, leader, args.catch_up_timeout))
             leader = cluster.wait_leader(timeout=120)
             results["rss_end"] = {a.name: smaps(a.pgid) for a in cluster.agents if a.alive()}
-            step(results, "storm", cluster, lambda: storm(cluster, leader, args))
-            if args.vmagent:
-                step(results, "vmagent", cluster, lambda: vmagent(cluster, args))
             results["alive"] = {a.name: a.alive() for a in cluster.agents}
         except BaseException as exc:
             results["aborted"] = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, Exception) and type(exc).__name__ != "Failed":
                 raise
         finally:
+            results["elections"] = sorted(f"{line[11:23]} {a.name}" for a in cluster.servers
+                                          for line in a.log().splitlines() if "entering leader state" in line)
             for agent in cluster.agents:
                 agent.stop(check=False)
             kept = Path(tempfile.mkdtemp(prefix="cairn-cluster-logs-"))
@@ -736,7 +766,8 @@ def rows(r: dict[str, Any]) -> list[str]:
                       ("catch_up_new", "then a fresh fourth server joining (it leaves afterwards)")):
         if (err := _failed(r, key)) is None:
             cu = r[key]
-            out.append(f"| {what}: at the leader's applied index / a stale `catalog/services` from it listing all "
+            out.append(f"| {what}: at the leader's applied index {cu['index']:,} (its last snapshot at "
+                       f"{cu['snapshot_index']:,}) / a stale `catalog/services` from it listing all "
                        f"{cu['services']:,} names | {cu['applied_s']:.1f} s / {cu['full_read_s']:.1f} s |")
         else:
             out.append(f"| {what} | {err} |")
@@ -757,9 +788,11 @@ def storm_text(r: dict[str, Any]) -> str:
             f"parked) and {s['sources']} source addresses, held by {s['workers']} worker processes (descriptor limit "
             f"{r['nofile']:,} a process); all parked in {s.get('park_s', 0):.1f} s, RSS with them parked: {rss}. "
             f"{s['flips']:,} check flips (one `PUT /v1/txn` each from 20 connections to the leader) took "
-            f"{s['flips_s']:.2f} s. {s['due']:,} parked queries were due to wake (their service flipped); "
+            f"{s['flips_s']:.2f} s" + (f" ({s['flip_errors']:,} failed: `{s['flip_error'][0]}`)" if s.get("flip_errors") else "")
+            + f". {s['due']:,} parked queries were due to wake (their service flipped); "
             f"**{s['woke_due']:,} woke**, {s['woke_other']:,} others woke too, {s['early']:,} answered before the "
-            f"first flip, {s['lost']:,} connections were lost unanswered, {s['non_200']:,} answers were not 200; "
+            f"first flip, {s['lost']:,} connections were lost unanswered, {s['non_200']:,} answers were not 200 "
+            f"(statuses {s.get('statuses', {})}); "
             f"{s['index_ok']:,} of the woken due answers carried an X-Consul-Index at or after their service's flip. "
             f"First flip to last due wake: **{s['last_wake_s']:.2f} s** (median {s.get('median_wake_s', 0):.2f} s).\n")
 
@@ -789,7 +822,15 @@ def section(r: dict[str, Any], command: str) -> str:
         f"{r['instances']:,} instances of {r['services']:,} services ({r['instances'] // r['services']} each), "
         f"written through the HTTP API. Each figure is one run.", "",
         "| what | figure |", "| --- | --- |", *rows(r), "", storm_text(r) + vmagent_text(r)
-        + (f"\nThe run stopped early: `{r['aborted']}`.\n" if "aborted" in r else "")])
+        + elections_text(r) + (f"\nThe run stopped early: `{r['aborted']}`.\n" if "aborted" in r else "")])
+
+
+def elections_text(r: dict[str, Any]) -> str:
+    times = r.get("elections", [])
+    if len(times) <= 1:
+        return "\nOne leader throughout (no election after the first).\n"
+    return (f"\nLeader elections after the first: {len(times) - 1} (UTC time and the new leader: "
+            f"{', '.join(times[1:])}; Raft at Consul's default timing, raft_multiplier {RAFT_MULTIPLIER}).\n")
 
 
 def write_section(path: Path, text: str) -> None:
@@ -815,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-vmagent", dest="vmagent", action="store_false", help="skip the vmagent step")
     p.add_argument("--vmagent-timeout", type=float, default=600, help="seconds vmagent may take to see every target")
     p.add_argument("--cpu-window", type=float, default=60, help="seconds of quiet vmagent watching measured")
-    p.add_argument("--catch-up-timeout", type=float, default=180, help="seconds a catching-up server may take")
+    p.add_argument("--catch-up-timeout", type=float, default=120, help="seconds a catching-up server may take")
     p.add_argument("--quick", action="store_true", help="200 nodes, 2,000 instances, 2,000 parked, 100 flips")
     p.add_argument("--write", help="(re)write this markdown file's cluster subsection of Catalog at scale")
     args = p.parse_args(argv)
