@@ -448,9 +448,47 @@ def blocking_gauge(agent: Agent) -> int:
     return next((int(g["Value"]) for g in json.loads(body)["Gauges"] if g["Name"].endswith("rpc.queries_blocking")), 0)
 
 
+def flip_many(leader: Agent, services: list[int], args: argparse.Namespace,
+              instance: int = 0) -> tuple[dict[int, int], list[str], float]:
+    """Flip one check of each service (its `instance`-th instance) from 20 connections to the
+    leader: each service's flip index, the errors, the seconds from the first to the last."""
+    done: dict[int, int] = {}
+    errors: list[str] = []
+    lock, pending = threading.Lock(), list(services)
+
+    def flipper() -> None:
+        conn = Conn(leader, timeout=120)
+        while True:
+            with lock:
+                if not pending:
+                    break
+                s = pending.pop()
+            i = s * args.per_service + instance
+            try:
+                done[s] = flip(conn, i, args, "passing" if first_status(i) == "critical" else "critical")
+            except (OSError, RuntimeError, http.client.HTTPException) as exc:
+                errors.append(f"{exc}"[:200])
+                conn.close()
+                conn = Conn(leader, timeout=120)
+        conn.close()
+
+    threads = [threading.Thread(target=flipper) for _ in range(20)]
+    start = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return done, errors, time.time() - start
+
+
 def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str, Any]:
     agents = [a for a in cluster.agents if a.alive()]
     services = args.instances // args.per_service
+    flipped = sorted({j * services // args.flips for j in range(args.flips)})
+    baseline: dict[str, Any] = {}
+    if args.per_service > 1:  # the same number of flips of other instances, nothing parked yet
+        done, errors, baseline["baseline_flips_s"] = flip_many(leader, flipped, args, instance=1)
+        baseline["baseline_flips"], baseline["baseline_errors"] = len(done), len(errors)
     index = applied_index(leader)
     jobs = [(f"127.0.{(2 + k // PER_SOURCE) // 256}.{(2 + k // PER_SOURCE) % 256}", agents[k % len(agents)].http_port,
              f"/v1/health/service/svc-{k % services:05d}?index={index}&wait=10m") for k in range(args.parked)]
@@ -461,7 +499,7 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
         proc = ctx.Process(target=park_worker, args=(jobs[start:start + PER_WORKER], theirs), daemon=True)
         proc.start()
         workers.append((proc, mine, start))
-    out: dict[str, Any] = {"asked": args.parked, "services": services, "agents": len(agents),
+    out: dict[str, Any] = {**baseline, "asked": args.parked, "services": services, "agents": len(agents),
                            "sources": (args.parked + PER_SOURCE - 1) // PER_SOURCE, "workers": len(workers)}
     try:
         t0 = time.perf_counter()
@@ -487,36 +525,9 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
             out["park_error"] = str(exc)
         out["parked"], out["parked_by_agent"] = sum(gauges), list(gauges)
         out["rss_parked"] = {a.name: smaps(a.pgid)["Rss"] for a in agents}
-        flipped = sorted({j * services // args.flips for j in range(args.flips)})
-        due_index: dict[int, int] = {}
-        lock, pending = threading.Lock(), list(flipped)
-
-        flip_errors: list[str] = []
-
-        def flipper() -> None:
-            conn = Conn(leader, timeout=120)
-            while True:
-                with lock:
-                    if not pending:
-                        break
-                    s = pending.pop()
-                i = s * args.per_service
-                try:
-                    due_index[s] = flip(conn, i, args, "passing" if first_status(i) == "critical" else "critical")
-                except (OSError, RuntimeError, http.client.HTTPException) as exc:
-                    flip_errors.append(f"{exc}"[:200])
-                    conn.close()
-                    conn = Conn(leader, timeout=120)
-            conn.close()
-
-        threads = [threading.Thread(target=flipper) for _ in range(20)]
         first = time.time()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        out["flips"], out["flips_s"] = len(due_index), time.time() - first
-        out["flip_errors"], out["flip_error"] = len(flip_errors), flip_errors[:1]
+        due_index, flip_errors, out["flips_s"] = flip_many(leader, flipped, args)
+        out["flips"], out["flip_errors"], out["flip_error"] = len(due_index), len(flip_errors), flip_errors[:1]
         due = sum(1 for _, _, path in jobs if int(path.split("svc-")[1][:5]) in due_index)
         out["due"] = due
         previous, still = -1, opened
@@ -649,7 +660,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     services = args.instances // args.per_service
     limits = f"limits {{ http_max_conns_per_client = {max(4 * services, args.parked) + 1000} }}"
     results: dict[str, Any] = {"nodes": args.nodes, "instances": args.instances, "services": services,
-                               "nofile": hard}
+                               "nofile": hard, "started": f"{datetime.datetime.now(datetime.UTC):%H:%M}"}
     with tempfile.TemporaryDirectory(prefix="cairn-cluster-") as tmp:
         # Consul's default Raft timing (the harness sets multiplier 1 for the tests' timing)
         timing = f"performance {{ raft_multiplier = {RAFT_MULTIPLIER} }}"
@@ -788,7 +799,9 @@ def storm_text(r: dict[str, Any]) -> str:
             f"parked) and {s['sources']} source addresses, held by {s['workers']} worker processes (descriptor limit "
             f"{r['nofile']:,} a process); all parked in {s.get('park_s', 0):.1f} s, RSS with them parked: {rss}. "
             f"{s['flips']:,} check flips (one `PUT /v1/txn` each from 20 connections to the leader) took "
-            f"{s['flips_s']:.2f} s" + (f" ({s['flip_errors']:,} failed: `{s['flip_error'][0]}`)" if s.get("flip_errors") else "")
+            f"**{s['flips_s']:.2f} s**" + (f" ({s['flip_errors']:,} failed: `{s['flip_error'][0]}`)" if s.get("flip_errors") else "")
+            + (f"; as many flips of other instances before anything was parked took {s['baseline_flips_s']:.2f} s"
+               if "baseline_flips_s" in s else "")
             + f". {s['due']:,} parked queries were due to wake (their service flipped); "
             f"**{s['woke_due']:,} woke**, {s['woke_other']:,} others woke too, {s['early']:,} answered before the "
             f"first flip, {s['lost']:,} connections were lost unanswered, {s['non_200']:,} answers were not 200 "
@@ -816,7 +829,7 @@ def section(r: dict[str, Any], command: str) -> str:
     when = datetime.datetime.now(datetime.UTC)
     return "\n".join([
         SECTION, "",
-        f"Measured {when:%Y-%m-%d %H:%M} UTC on {machine()}, with `{command}`: three `cairn agent -server "
+        f"Measured {when:%Y-%m-%d} {r['started']}-{when:%H:%M} UTC on {machine()}, with `{command}`: three `cairn agent -server "
         f"-bootstrap-expect 3` processes and one client agent on 127.0.0.1, each with its data dir on disk. The "
         f"catalog is bench/scale/catalog.py's as an external registrar writes it: {r['nodes']:,} nodes, "
         f"{r['instances']:,} instances of {r['services']:,} services ({r['instances'] // r['services']} each), "
