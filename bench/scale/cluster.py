@@ -399,14 +399,12 @@ class Parked(asyncio.Protocol):
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
-        if self.answer is not None:
-            return
-        self.head += data
-        if b"\r\n\r\n" in self.head:
-            at = time.time()
+        self.head += data  # an error's body (Consul's text) is kept too, up to 4 kB
+        if self.answer is None and b"\r\n\r\n" in self.head:
             head = self.head.split(b"\r\n\r\n", 1)[0].decode(errors="replace")
             index = re.search(r"(?im)^X-Consul-Index:\s*(\d+)", head)
-            self.answer = (at, int(head.split()[1]), int(index[1]) if index else 0)
+            self.answer = (time.time(), int(head.split()[1]), int(index[1]) if index else 0)
+        if (self.answer is not None and self.answer[1] == 200) or len(self.head) > 4096:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -435,8 +433,10 @@ def park_worker(jobs: list[tuple[str, int, str]], pipe: Any) -> None:
             await asyncio.gather(*(one(*job) for job in jobs[start:start + 200]))
         pipe.send(("parked", len(jobs) - len(errors), errors[:3]))
         await loop.run_in_executor(None, pipe.recv)
+        refused = [c.head.split(b"\r\n\r\n", 1)[-1][:200].decode(errors="replace") for c in conns
+                   if c.answer and c.answer[1] != 200]
         pipe.send(("done", [(n, *c.answer) for n, c in enumerate(conns) if c.answer],
-                   sum(c.lost for c in conns)))
+                   sum(c.lost for c in conns), refused[:1]))
 
     asyncio.run(main())
 
@@ -546,7 +546,8 @@ def storm(cluster: Cluster, leader: Agent, args: argparse.Namespace) -> dict[str
         for _, pipe, start in workers:
             if not pipe.poll(300):
                 raise RuntimeError("a parking worker did not answer within 300 s")
-            _, got, n_lost = pipe.recv()
+            _, got, n_lost, refused = pipe.recv()
+            out["refused"] = out.get("refused") or refused
             answers += [(start + n, at, status, idx) for n, at, status, idx in got]
             lost += n_lost
         early = [a for a in answers if a[1] < first]
@@ -805,7 +806,7 @@ def storm_text(r: dict[str, Any]) -> str:
             + f". {s['due']:,} parked queries were due to wake (their service flipped); "
             f"**{s['woke_due']:,} woke**, {s['woke_other']:,} others woke too, {s['early']:,} answered before the "
             f"first flip, {s['lost']:,} connections were lost unanswered, {s['non_200']:,} answers were not 200 "
-            f"(statuses {s.get('statuses', {})}); "
+            f"(statuses {s.get('statuses', {})}{'; ' + repr(s['refused'][0]) if s.get('refused') else ''}); "
             f"{s['index_ok']:,} of the woken due answers carried an X-Consul-Index at or after their service's flip. "
             f"First flip to last due wake: **{s['last_wake_s']:.2f} s** (median {s.get('median_wake_s', 0):.2f} s).\n")
 
