@@ -125,6 +125,11 @@ class Progress:
             return True
         if self.next - 1 != rejected:
             return False
+        if rejected == self.match and match_hint < self.match:
+            # The follower no longer holds the entry it acknowledged as its match: its state was
+            # lost (a server restarted with an empty data dir). Probe back from where its log
+            # ends, as hashicorp/raft does; a lower match only delays commits, never undoes one.
+            self.match = match_hint
         self.next = max(min(rejected, match_hint + 1), self.match + 1)
         self.probe_sent = False
         return True

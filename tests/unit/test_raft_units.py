@@ -64,6 +64,18 @@ def test_progress_ignores_stale_answers():
     assert not pr.maybe_decrease_to(rejected=8, match_hint=0)  # at or below match: stale
 
 
+def test_progress_probes_back_past_a_match_the_follower_lost():
+    # a follower restarted with an empty data dir rejects the probe at its old match: without
+    # going below match the leader would probe there forever
+    pr = Progress(next_index=11, max_inflight=2)
+    pr.match = 10
+    assert pr.maybe_decrease_to(rejected=10, match_hint=1)
+    assert (pr.match, pr.next) == (1, 2)
+    pr.match, pr.next = 10, 12
+    assert not pr.maybe_decrease_to(rejected=10, match_hint=1)  # not the probe in flight: stale
+    assert pr.match == 10
+
+
 def _log(*terms: int) -> RaftLog:
     return RaftLog(InitialState(HardState(terms[-1] if terms else 0), None,
                                 tuple(Entry(i + 1, t) for i, t in enumerate(terms))))
