@@ -52,7 +52,7 @@ from appliance.lifecycle import TASK_STATUS_IGNORED, TaskStatus
 from appliance.raft.messages import NotLeader, RaftError
 from appliance.raft.metrics import RaftMetrics
 from appliance.rpc.connection import dial, read_frame
-from appliance.rpc.frames import FrameError, Kind, decode_body, encode_frame
+from appliance.rpc.frames import MAX_REQUESTS_IN_FLIGHT, FrameError, Kind, decode_body, encode_frame
 from appliance.state.fsm import FSM, CommandError
 from appliance.state.snapshot import SnapshotError, restore
 from appliance.state.store import Store
@@ -110,6 +110,7 @@ class Replica:
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
         self._pending: dict[int, asyncio.Future] = {}
+        self._slots = asyncio.Semaphore(MAX_REQUESTS_IN_FLIGHT)  # what a server takes unanswered at once
         self._ids = itertools.count(1)
         self._apply_waiters: list[tuple[int, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
@@ -252,7 +253,13 @@ class Replica:
 
     async def _request(self, kind: Kind, arg: Any, *, retry: bool, token: str = "") -> tuple[str, Any, int]:
         """Send one request on the current connection; reads are retried on the next one. A
-        write's secret rides as a fifth field (a server without it takes the write as anonymous)."""
+        write's secret rides as a fifth field (a server without it takes the write as anonymous).
+        At most MAX_REQUESTS_IN_FLIGHT are unanswered at once (the server refuses more): the rest
+        wait their turn here."""
+        async with self._slots:
+            return await self._send(kind, arg, retry=retry, token=token)
+
+    async def _send(self, kind: Kind, arg: Any, *, retry: bool, token: str) -> tuple[str, Any, int]:
         for attempt in range(3):
             writer = await self._wait_connected()
             request_id = next(self._ids)

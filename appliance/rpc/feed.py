@@ -86,7 +86,7 @@ from appliance.state.fsm import CommandError
 from appliance.state.snapshot import snapshot
 
 from .connection import read_frame
-from .frames import BadHeader, FrameError, Kind, decode_body, encode_frame
+from .frames import MAX_REQUESTS_IN_FLIGHT, BadHeader, FrameError, Kind, decode_body, encode_frame
 
 log = logging.getLogger("agent.server.rpc")
 
@@ -97,7 +97,6 @@ SESSION_MAX_BYTES = 16 << 20
 BATCH_ENTRIES = 512  # entries per STREAM frame ...
 BATCH_BYTES = 4 << 20  # ... and bytes (one entry may be larger: a frame carries at least one)
 STATUS_INTERVAL_S = 0.5
-MAX_REQUESTS_IN_FLIGHT = 256  # per connection
 MAX_SESSIONS = 4096
 
 

@@ -55,6 +55,9 @@ PART_VERSION = WIRE_VERSION | 0x80  # a part of a longer body; more parts follow
 HEADER = struct.Struct(">BI")  # version, body length
 MAX_FRAME_BYTES = 64 << 20
 MAX_MESSAGE_BYTES = 512 << 20
+# A client agent's requests (READ_INDEX, FORWARD) unanswered on one connection to a server: the
+# server refuses more, so the client keeps to it and queues the rest (client/replica.py).
+MAX_REQUESTS_IN_FLIGHT = 256
 MAX_INT = 1 << 63
 TEXT_ERRORS = "surrogateescape"
 
