@@ -469,7 +469,7 @@ class HTTPServer:
         ctx = self.ctx
         tel = ctx.telemetry
         start = tel.monotonic()
-        req = None
+        read_done = False
         replay = self.replays.by_target.get(request.raw_path) if request.method == "GET" else None
         if replay is not None and fits(request):  # a read answered before (appliance/http/replay.py)
             try:
@@ -483,10 +483,9 @@ class HTTPServer:
                 if isinstance(outcome, Answer):  # the read point failed, as it would have the full way
                     return await self._write(request, outcome)
                 return outcome  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
-            req = self._value(request)
-            req.read_done = outcome is AGAIN
-        if req is None:
-            req = self._value(request)
+            read_done = outcome is AGAIN
+        req = self._value(request)
+        req.read_done = read_done
         try:
             if request.can_read_body:
                 req.content_length = request.content_length
@@ -504,18 +503,16 @@ class HTTPServer:
             return response
         finally:
             record_http(tel, req.method, req.route, start)
-        if req.frame is not None and self.replay and request.method == "GET" and fits(request):
-            direct = direct_answer(request, answer)
-            if direct is not None:
-                self.replays.record(request.raw_path, self.router.route_of(req), req, answer, ctx)
-                return direct  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
-        return await self._write(request, answer)
+        return await self._write(request, answer, req)
 
-    async def _write(self, request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+    async def _write(self, request: web.BaseRequest, answer: Answer, req: Request | None = None) -> web.StreamResponse:
+        """Write `answer`; one written directly to a replayable read (`req`) is recorded for replay."""
         if isinstance(answer, StreamAnswer):
             return await self._stream(request, answer)
         direct = direct_answer(request, answer)
         if direct is not None:
+            if req is not None and req.frame is not None and self.replay and request.method == "GET" and fits(request):
+                self.replays.record(request.raw_path, self.router.route_of(req), req, answer, self.ctx)
             return direct  # type: ignore[return-value]  # aiohttp calls only prepare, write_eof, keep_alive
         headers = answer.headers
         ctype = answer.content_type_value()

@@ -4,8 +4,8 @@ How it works: a server address is `host:port` (`[v6]:port`, or a bare host that 
 default port). `read_frame` reads one header and its body (or a body's parts, joined: see
 frames.py) and returns the body's bytes; the caller decodes it with `frames.decode_body`, so a
 body that does not decode costs that frame only, while `BadHeader` (unknown version, over a size
-limit) means the stream cannot be followed and the caller closes the connection. `dial` speaks TLS when internal_rpc's
-verify_outgoing is set (docs/tls.md).
+limit) means the stream cannot be followed and the caller closes the connection. `dial` speaks
+TLS when internal_rpc's verify_outgoing is set (docs/tls.md).
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ parts (a snapshot of a large catalog: InstallSnapshot, a client agent's replica,
 
 Limits: a frame's body is at most `MAX_FRAME_BYTES`, a whole body (all its parts) at most
 `MAX_MESSAGE_BYTES` (512 MiB: a catalog many times the 100,000 instances cairn is measured
-with); integers the receiver uses as terms, indexes or ids are 0..2^63. A header of another version or a longer
-length cannot be skipped safely (the next frame's start is unknown): `parse_header` raises
-`BadHeader` and the connection is closed. A body that does not decode, or decodes to something
+with); integers the receiver uses as terms, indexes or ids are 0..2^63. A header of another
+version or a longer length, or parts past the whole-body limit, cannot be skipped safely (the
+next frame's start is unknown): `parse_header` or `add_part` raises `BadHeader` and the
+connection is closed. A body that does not decode, or decodes to something
 that is not `[kind, ...]` with a known kind, raises `FrameError`: the frame is dropped and the
 connection goes on. Receivers count both (their `garbage_frames`); neither is ever a crash.
 
